@@ -1,0 +1,1 @@
+//! CRI v1 gRPC server over the runtime trait. Not yet implemented.

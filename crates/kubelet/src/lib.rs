@@ -1,0 +1,1 @@
+//! The pod manager: decides what to do from spec, status and clock. Not yet implemented.

@@ -1,0 +1,1 @@
+//! OCI runtime spec generation and runtime backends (embedded libcontainer, runc, crun, youki). Arrives with issue "run a pod".

@@ -1,0 +1,1 @@
+//! Pod volumes: emptyDir, hostPath, configMap, secret, downwardAPI, projected. Not yet implemented.
