@@ -1,1 +1,103 @@
-fn main() {}
+//! podrun: run Kubernetes Pods on one Linux machine. This binary is the CLI;
+//! the work is done by the library crates (see ARCHITECTURE.md).
+
+mod images;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Run Kubernetes Pods on one Linux machine, the way kubelet with containerd would.
+#[derive(Parser)]
+#[command(name = "podrun", version, about, long_about = None)]
+pub struct Cli {
+    /// Where images, snapshots and containers are stored.
+    #[arg(
+        long,
+        global = true,
+        env = "PODRUN_ROOT",
+        default_value = "/var/lib/podrun"
+    )]
+    pub root: PathBuf,
+    /// Where runtime state (sockets, pid files) lives.
+    #[arg(
+        long = "run-root",
+        global = true,
+        env = "PODRUN_RUN_ROOT",
+        default_value = "/run/podrun"
+    )]
+    pub run_root: PathBuf,
+    /// Registry mirrors, insecure and blocked registries (podman's registries.conf format).
+    #[arg(long = "registries-conf", global = true, env = "PODRUN_REGISTRIES_CONF", default_value = podrun_image::registries::DEFAULT_PATH)]
+    pub registries_conf: PathBuf,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long = "log-level", global = true, default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pull an image from a registry.
+    Pull(images::PullArgs),
+    /// List images.
+    Images(images::ListArgs),
+    /// Remove images, and the blobs and layers nothing else uses.
+    Rmi(images::RemoveArgs),
+    /// Load images from an OCI archive or a `docker save` tarball.
+    Load(images::LoadArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Store credentials for a registry.
+    Login(images::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(images::LogoutArgs),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Pull an image from a registry.
+    Pull(images::PullArgs),
+    /// List images.
+    #[command(alias = "ls")]
+    List(images::ListArgs),
+    /// Remove images.
+    #[command(alias = "rm")]
+    Remove(images::RemoveArgs),
+    /// Show everything known about images, as JSON.
+    Inspect(images::InspectArgs),
+    /// Load images from an OCI archive or a `docker save` tarball.
+    Load(images::LoadArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime");
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(&cli, a).await,
+        Command::Images(a) | Command::Image(ImageCommand::List(a)) => images::list(&cli, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Remove(a)) => images::remove(&cli, a),
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(&cli, a).await,
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(&cli, a),
+        Command::Login(a) => images::login(&cli, a).await,
+        Command::Logout(a) => images::logout(a),
+    }
+}

@@ -1,0 +1,208 @@
+//! Image records: which names point to which manifest, config and layer chain.
+//! One JSON file per name under `images/`, written atomically, so listing and
+//! "is it already here" cost a directory read and no database.
+
+use crate::digest::Digest;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// One layer of an image, as pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// The (compressed) blob's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// The blob's size in bytes.
+    pub size: u64,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The snapshot holding it.
+    pub chain_id: Digest,
+    /// The uncompressed tar's size.
+    pub unpacked_size: u64,
+}
+
+/// A named image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The canonical name it was pulled or loaded as (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// The image ID: its config's digest.
+    pub id: Digest,
+    /// The platform-specific manifest's digest.
+    pub manifest_digest: Digest,
+    /// The manifest's media type.
+    pub manifest_media_type: String,
+    /// The index (manifest list) it was chosen from, if any.
+    pub index_digest: Option<Digest>,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// The config's `created`, if it says.
+    pub created: Option<String>,
+    /// When this machine got it (RFC 3339).
+    pub pulled_at: String,
+    /// Layers, bottom first.
+    pub layers: Vec<LayerRecord>,
+}
+
+impl ImageRecord {
+    /// Uncompressed size of all layers, as `podrun images` shows SIZE.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.unpacked_size).sum()
+    }
+
+    /// Chain IDs of the layers, bottom first.
+    pub fn chain_ids(&self) -> Vec<Digest> {
+        self.layers.iter().map(|l| l.chain_id.clone()).collect()
+    }
+
+    /// `repo@digest`, the name that pins this exact content.
+    pub fn repo_digest(&self) -> String {
+        let repo = repository_of(&self.name);
+        let digest = self.index_digest.as_ref().unwrap_or(&self.manifest_digest);
+        format!("{repo}@{digest}")
+    }
+
+    /// (repository, tag) for listing; tag is `<none>` for digest-only names.
+    pub fn repository_and_tag(&self) -> (String, String) {
+        let repo = repository_of(&self.name);
+        let rest = &self.name[repo.len()..];
+        let tag = rest
+            .strip_prefix(':')
+            .map(|t| t.split('@').next().unwrap_or(t).to_string())
+            .unwrap_or_else(|| "<none>".to_string());
+        (repo, tag)
+    }
+}
+
+/// The repository part of a canonical name (`host:port/path/name`).
+fn repository_of(name: &str) -> String {
+    let without_digest = name.split('@').next().unwrap_or(name);
+    match without_digest.rfind(':') {
+        Some(i) if !without_digest[i..].contains('/') => without_digest[..i].to_string(),
+        _ => without_digest.to_string(),
+    }
+}
+
+/// The records of one store root.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    dir: PathBuf,
+}
+
+impl ImageStore {
+    /// Open (creating) `root/images`.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        let dir = root.join("images");
+        fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.json", Digest::of(name.as_bytes()).hex()))
+    }
+
+    /// The record of `name` (canonical), if any.
+    pub fn get(&self, name: &str) -> io::Result<Option<ImageRecord>> {
+        match fs::read(self.file(name)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Write (or replace) a record atomically.
+    pub fn put(&self, record: &ImageRecord) -> io::Result<()> {
+        let target = self.file(&record.name);
+        let temp = target.with_extension("tmp");
+        let mut f = fs::File::create(&temp)?;
+        f.write_all(&serde_json::to_vec_pretty(record).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+        fs::rename(&temp, &target)
+    }
+
+    /// Remove the record of `name`.
+    pub fn delete(&self, name: &str) -> io::Result<()> {
+        match fs::remove_file(self.file(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every record, sorted by name.
+    pub fn list(&self) -> io::Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = fs::read(&path)?;
+                let record: ImageRecord = serde_json::from_slice(&bytes)
+                    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+                out.push(record);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ImageRecord {
+        ImageRecord {
+            name: name.into(),
+            id: Digest::of(b"config"),
+            manifest_digest: Digest::of(b"manifest"),
+            manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            index_digest: None,
+            platform: "linux/amd64".into(),
+            created: None,
+            pulled_at: "2026-11-27T00:00:00Z".into(),
+            layers: vec![],
+        }
+    }
+
+    #[test]
+    fn names_split_into_repository_and_tag() {
+        let r = record("127.0.0.1:5000/team/app:1.0");
+        assert_eq!(
+            r.repository_and_tag(),
+            ("127.0.0.1:5000/team/app".into(), "1.0".into())
+        );
+        let d = Digest::of(b"m");
+        let r = record(&format!("127.0.0.1:5000/app@{d}"));
+        assert_eq!(
+            r.repository_and_tag(),
+            ("127.0.0.1:5000/app".into(), "<none>".into())
+        );
+        assert_eq!(
+            record("localhost:5000/app").repository_and_tag().1,
+            "<none>"
+        );
+        assert_eq!(
+            record("docker.io/library/busybox:latest").repo_digest(),
+            format!("docker.io/library/busybox@{}", Digest::of(b"manifest"))
+        );
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        store.put(&record("b:1")).unwrap();
+        store.put(&record("a:1")).unwrap();
+        assert_eq!(store.get("a:1").unwrap(), Some(record("a:1")));
+        let names: Vec<_> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, vec!["a:1", "b:1"]);
+        store.delete("a:1").unwrap();
+        assert_eq!(store.get("a:1").unwrap(), None);
+    }
+}

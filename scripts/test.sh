@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# podrun's whole test command (what CI runs, through .ci/run):
+#
+#   1. scripts/deps.sh          install missing Debian packages / rust components
+#   2. scripts/registry.sh      start the test registries (stopped again on exit)
+#   3. scripts/test-images.sh   build (cached) and push the test images
+#   4. cargo fmt --all --check
+#      cargo clippy --workspace --all-targets -- -D warnings
+#      cargo test --workspace   (extra arguments to this script go to cargo test)
+#
+# All steps of 4 run even when one fails; the exit status is non-zero if any failed.
+# Registries that were already running before this script started are left running
+# (so are they when PODRUN_KEEP_REGISTRY=1); otherwise they are stopped on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+if ! command -v cargo >/dev/null && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+export PODRUN_TEST_REGISTRY=${PODRUN_TEST_REGISTRY:-127.0.0.1:5000}
+export PODRUN_TEST_AUTH_REGISTRY=${PODRUN_TEST_AUTH_REGISTRY:-127.0.0.1:5001}
+export PODRUN_TEST_STATE=${PODRUN_TEST_STATE:-/tmp/podrun-test-registry}
+export PODRUN_TEST_IMAGES="$ROOT/.cache/test-images"
+
+section() { printf '\n=== %s\n' "$*" >&2; }
+
+section "dependencies"
+bash scripts/deps.sh
+
+stop_registries=1
+if [[ "${PODRUN_KEEP_REGISTRY:-0}" == 1 ]] || bash scripts/registry.sh status >/dev/null 2>&1; then
+    stop_registries=0
+fi
+cleanup() {
+    local rc=$?
+    if ((stop_registries)); then
+        bash scripts/registry.sh stop || true
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+section "registries ($PODRUN_TEST_REGISTRY, auth $PODRUN_TEST_AUTH_REGISTRY)"
+bash scripts/registry.sh start
+
+section "test images"
+bash scripts/test-images.sh
+
+failed=()
+step() { # name command...
+    local name=$1 start=$SECONDS
+    shift
+    section "$name"
+    if "$@"; then
+        printf '=== %s: ok (%ss)\n' "$name" $((SECONDS - start)) >&2
+    else
+        printf '=== %s: FAILED (%ss)\n' "$name" $((SECONDS - start)) >&2
+        failed+=("$name")
+    fi
+}
+step "cargo fmt" cargo fmt --all --check
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test" cargo test --workspace "$@"
+
+if ((${#failed[@]})); then
+    section "FAILED: ${failed[*]}"
+    exit 1
+fi
+section "all passed"
