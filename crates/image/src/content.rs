@@ -105,9 +105,16 @@ impl ContentStore {
         w.commit()
     }
 
-    /// Start writing a blob. The caller holds the blob's lock (see [`crate::lock`]).
+    /// Start writing a blob. Each writer has its own temp file (named after
+    /// the blob and this process), so concurrent writers never share one.
     pub fn writer(&self, digest: &Digest, size: u64) -> Result<BlobWriter, ContentError> {
-        let temp = self.ingest.join(format!("{}.partial", digest.hex()));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = self.ingest.join(format!(
+            "{}.{}.{n}.partial",
+            digest.hex(),
+            std::process::id()
+        ));
         let file = File::create(&temp).map_err(|source| ContentError::Io {
             digest: digest.clone(),
             step: "create",
@@ -122,6 +129,21 @@ impl ContentStore {
             written: 0,
             hasher: Sha256::new(),
         })
+    }
+
+    /// Remove temp files of writers whose process is gone (a pull killed mid-way).
+    pub fn remove_stale_partials(&self) {
+        let Ok(entries) = fs::read_dir(&self.ingest) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if name.ends_with(".partial") && !alive {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Remove a blob (no error when it is already gone).

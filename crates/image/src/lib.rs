@@ -115,6 +115,13 @@ pub struct Images {
     locks: Locks,
 }
 
+/// The blobs and snapshots a store holds at one moment.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Inventory {
+    blobs: BTreeSet<Digest>,
+    snapshots: BTreeSet<Digest>,
+}
+
 /// What `remove` did.
 #[derive(Debug, Default, Clone)]
 pub struct Removed {
@@ -323,9 +330,32 @@ impl Images {
         Ok(removed)
     }
 
+    /// Every blob and snapshot in the store now.
+    pub(crate) fn inventory(&self) -> io::Result<Inventory> {
+        Ok(Inventory {
+            blobs: self.content.list()?.into_iter().collect(),
+            snapshots: self.snapshots.list()?.into_iter().collect(),
+        })
+    }
+
+    /// After a failed pull: remove what was added since `before` and is not
+    /// referenced (taking the `gc` lock exclusively).
+    pub(crate) fn roll_back(&self, before: &Inventory) -> Result<(usize, usize), ImageError> {
+        let _gc = self
+            .locks
+            .exclusive("gc")
+            .map_err(self.store_err("lock store"))?;
+        self.collect(Some(before))
+    }
+
     /// Delete blobs and snapshots no image or container references. The caller
     /// holds the `gc` lock exclusively.
     fn collect_garbage(&self) -> Result<(usize, usize), ImageError> {
+        self.collect(None)
+    }
+
+    /// Delete unreferenced blobs and snapshots, sparing those in `keep`.
+    fn collect(&self, keep: Option<&Inventory>) -> Result<(usize, usize), ImageError> {
         let mut blobs: BTreeSet<Digest> = BTreeSet::new();
         let mut chains: BTreeSet<Digest> = BTreeSet::new();
         for r in self.list()? {
@@ -345,6 +375,10 @@ impl Images {
             chains.extend(used.chain_ids);
         }
         let mut removed = (0, 0);
+        if let Some(keep) = keep {
+            blobs.extend(keep.blobs.iter().cloned());
+            chains.extend(keep.snapshots.iter().cloned());
+        }
         for d in self.content.list().map_err(self.store_err("list blobs"))? {
             if !blobs.contains(&d) {
                 self.content

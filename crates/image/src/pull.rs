@@ -104,10 +104,35 @@ pub(crate) async fn pull(
     let locks = images.locks.clone();
     // Garbage collection takes this lock exclusively; a pull's blobs and
     // snapshots are not referenced by any record until it finishes.
-    let _gc_guard = tokio::task::spawn_blocking(move || locks.shared("gc"))
+    let gc_guard = tokio::task::spawn_blocking(move || locks.shared("gc"))
         .await
         .expect("lock task panicked")
         .map_err(PullError::io("lock store"))?;
+    let before = images.inventory().map_err(PullError::io("list store"))?;
+    images.content.remove_stale_partials();
+    let result = pull_endpoints(images, reference, endpoints, options).await;
+    if result.is_err() {
+        // A failed pull leaves the store as it was: whatever it added that no
+        // image references goes again. Pulls in flight hold the lock shared,
+        // so waiting for it exclusively also waits for them to record theirs.
+        drop(gc_guard);
+        let images = images.clone();
+        let cleaned = tokio::task::spawn_blocking(move || images.roll_back(&before))
+            .await
+            .expect("roll-back task panicked");
+        if let Err(e) = cleaned {
+            tracing::warn!("cleaning up after a failed pull: {e}");
+        }
+    }
+    result
+}
+
+async fn pull_endpoints(
+    images: &Images,
+    reference: &oci_client::Reference,
+    endpoints: Vec<Endpoint>,
+    options: &PullOptions,
+) -> Result<ImageRecord, PullError> {
     let auth_files = options
         .auth_files
         .clone()

@@ -22,6 +22,13 @@ pub fn parse(input: &str) -> Result<Reference, ReferenceError> {
     if input.trim() != input || input.is_empty() {
         return Err(err("must be a non-empty name without spaces".into()));
     }
+    if let Some((_, digest)) = input.rsplit_once('@') {
+        if digest.parse::<crate::Digest>().is_err() {
+            return Err(err(
+                "digest must be sha256:<64 lower-case hex digits>".into()
+            ));
+        }
+    }
     let reference: Reference = input.parse().map_err(|e| err(format!("{e}")))?;
     if let Some(digest) = reference.digest() {
         digest

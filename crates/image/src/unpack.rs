@@ -35,50 +35,76 @@ pub struct UnpackStats {
 /// Why a layer could not be unpacked.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    /// The tar stream itself could not be read (between entries).
+    /// read layer: {0}
     #[error("read layer: {0}")]
     Read(io::Error),
-    /// The destination directory could not be opened.
+    /// open layer destination {path}: {error}
     #[error("open layer destination {}: {error}", path.display())]
-    Dest { path: PathBuf, error: io::Error },
-    /// The entry is refused: it is hostile or malformed.
+    Dest {
+        /// The destination directory.
+        path: PathBuf,
+        /// The cause.
+        error: io::Error,
+    },
+    /// layer entry {entry:?}: {refusal}
     #[error("layer entry {entry:?}: {refusal}")]
-    Refused { entry: String, refusal: Refusal },
-    /// A system call failed while applying the entry.
+    Refused {
+        /// The entry's path as the tar names it.
+        entry: String,
+        /// What is wrong with it.
+        refusal: Refusal,
+    },
+    /// layer entry {entry:?}: {op}: {error}
     #[error("layer entry {entry:?}: {op}: {error}")]
     Io {
+        /// The entry's path as the tar names it.
         entry: String,
+        /// The step that failed.
         op: &'static str,
+        /// The cause.
         error: io::Error,
     },
 }
 
-/// Why an entry was refused.
+/// Why an entry was refused: it is hostile or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// absolute path
     #[error("absolute path")]
     Absolute,
+    /// path escapes the layer root
     #[error("path escapes the layer root")]
     Escapes,
+    /// parent {0:?} is a symlink
     #[error("parent {0:?} is a symlink")]
     ParentSymlink(String),
+    /// parent {0:?} is not a directory
     #[error("parent {0:?} is not a directory")]
     ParentNotDir(String),
+    /// the layer root can only be a directory
     #[error("the layer root can only be a directory")]
     RootNotDir,
+    /// whiteout names nothing
     #[error("whiteout names nothing")]
     EmptyWhiteout,
+    /// hard link target {target:?}: {refusal}
     #[error("hard link target {target:?}: {refusal}")]
     LinkTarget {
+        /// The target as the tar names it.
         target: String,
+        /// What is wrong with it.
         refusal: Box<Refusal>,
     },
+    /// hard link target {0:?} does not exist in this layer
     #[error("hard link target {0:?} does not exist in this layer")]
     LinkTargetMissing(String),
+    /// hard link target is the layer root
     #[error("hard link target is the layer root")]
     LinkToRoot,
+    /// unsupported entry type {0:?}
     #[error("unsupported entry type {0:?}")]
     UnsupportedType(char),
+    /// invalid {0} in header
     #[error("invalid {0} in header")]
     BadHeader(&'static str),
 }
@@ -88,7 +114,9 @@ pub enum Refusal {
 ///
 /// `dest` should be empty: everything found in it is treated as if an earlier
 /// entry of this layer had created it. On error, `dest` holds a partial
-/// layer and should be removed by the caller.
+/// layer and should be removed by the caller. The stream is read through a
+/// buffer, so bytes past the end-of-archive marker may be consumed: a caller
+/// that hashes the stream should hash beneath `layer` and drain it after.
 pub fn unpack_layer(layer: impl Read, dest: &Path) -> Result<UnpackStats, UnpackError> {
     let root = rfs::open(
         dest,

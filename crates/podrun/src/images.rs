@@ -296,6 +296,12 @@ fn human_size(bytes: u64) -> String {
 
 pub fn remove(cli: &Cli, args: &RemoveArgs) -> Result<()> {
     let images = open(cli)?;
+    if let [name] = args.images.as_slice() {
+        for n in images.remove(name, args.force)?.names {
+            println!("Untagged: {n}");
+        }
+        return Ok(());
+    }
     let mut failed = 0;
     for name in &args.images {
         match images.remove(name, args.force) {

@@ -85,9 +85,25 @@ fn main() {
         .build()
         .expect("start the async runtime");
     if let Err(e) = runtime.block_on(run(cli)) {
-        eprintln!("Error: {e:#}");
+        eprintln!("Error: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: our error types
+/// already print their cause, so only causes not yet said are appended.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> Result<()> {
