@@ -200,6 +200,25 @@ impl BlobWriter {
         })
     }
 
+    /// Whether what was written so far is the whole blob, by size and digest.
+    pub fn check(&self) -> Result<(), ContentError> {
+        if self.written != self.size {
+            return Err(ContentError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected: self.size,
+                actual: self.written,
+            });
+        }
+        let actual = Digest::from_hasher(self.hasher.clone());
+        if actual != self.digest {
+            return Err(ContentError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
     /// Verify size and digest, sync, and make the blob visible.
     pub fn commit(mut self) -> Result<(), ContentError> {
         if self.written != self.size {

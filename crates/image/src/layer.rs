@@ -140,7 +140,23 @@ pub fn apply(
     if let Some(e) = tee.error.take() {
         return Err(e.into());
     }
-    let (actual, unpacked_size) = result?;
+    let (actual, unpacked_size) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Corrupt bytes make the decoder or the tar reader fail first; the
+            // blob's digest says what really happened, so read the rest and ask it.
+            if tee.blob.is_some() {
+                let _ = io::copy(&mut tee, &mut io::sink());
+                if let Some(write_error) = tee.error.take() {
+                    return Err(write_error.into());
+                }
+                if let Some(blob) = tee.blob.as_deref() {
+                    blob.check()?;
+                }
+            }
+            return Err(e);
+        }
+    };
     // Whatever the tar reader left unread (padding, a trailing frame) still
     // belongs to the blob and its digest.
     io::copy(&mut tee, &mut io::sink()).map_err(|source| LayerError::Decompress {

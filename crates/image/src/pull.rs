@@ -14,8 +14,8 @@ use crate::store::{ImageRecord, LayerRecord};
 use crate::Images;
 use futures_util::StreamExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// What a pull reports as it goes (for progress bars).
 #[derive(Debug, Clone)]
@@ -244,7 +244,7 @@ async fn pull_from(
     }
 
     let session = Arc::new(session);
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, layer) in manifest.layers.iter().enumerate() {
         let job = LayerJob {
@@ -268,7 +268,7 @@ async fn pull_from(
             (i, Ok(size)) => unpacked[i] = size,
             (_, Err(PullError::Cancelled)) => {}
             (_, Err(e)) => {
-                cancel.store(true, Ordering::Relaxed);
+                cancel.cancel();
                 first_error.get_or_insert(e);
             }
         }
@@ -360,7 +360,7 @@ pub(crate) struct LayerJob {
     pub(crate) diff_id: Digest,
     pub(crate) chain_id: Digest,
     pub(crate) progress: Option<ProgressFn>,
-    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) cancel: CancellationToken,
 }
 
 impl LayerJob {
@@ -415,7 +415,10 @@ impl LayerJob {
                         return Err(e);
                     }
                     tracing::debug!(layer = %self.layer.digest, attempt, "retrying layer: {e}");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.cancel.cancelled() => return Err(PullError::Cancelled),
+                    }
                     wait *= 2;
                     attempt += 1;
                 }
@@ -471,9 +474,11 @@ impl LayerJob {
         });
         let oci = self.layer.to_oci();
         let download = async {
+            // One try: `run` retries the whole layer, so the request itself must not.
             let mut stream = session
-                .retry(|| session.client.pull_blob_stream(&session.reference, &oci))
-                .await?;
+                .once(|| session.client.pull_blob_stream(&session.reference, &oci))
+                .await
+                .map_err(|e| e.about_blob(&self.layer.digest))?;
             let mut received = 0u64;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| {
@@ -486,21 +491,24 @@ impl LayerJob {
                         true,
                     )
                 })?;
-                if self.cancel.load(Ordering::Relaxed) {
-                    return Err(PullError::Cancelled);
-                }
                 received += chunk.len() as u64;
                 self.report(Progress::LayerBytes(self.layer.digest.clone(), received));
                 if tx.send(chunk).await.is_err() {
-                    break; // the worker stopped; its error says why
+                    break; // the worker failed; its error says why
                 }
             }
             Ok::<(), PullError>(())
         };
-        let downloaded = download.await;
+        // A sibling layer failed: stop the download at once, whatever it is
+        // waiting for, but let the unpacking thread see the end and clean up.
+        let downloaded = tokio::select! {
+            r = download => r,
+            _ = self.cancel.cancelled() => Err(PullError::Cancelled),
+        };
         drop(tx);
         let applied = worker.await.expect("unpack task panicked");
         match (downloaded, applied) {
+            (Err(PullError::Cancelled), _) => Err(PullError::Cancelled),
             (
                 _,
                 Err(e @ LayerError::Content(crate::content::ContentError::DigestMismatch { .. })),

@@ -22,6 +22,14 @@ pub struct RegistryError {
 }
 
 impl RegistryError {
+    /// The same error, said of one blob.
+    pub fn about_blob(self, digest: &crate::Digest) -> Self {
+        Self {
+            message: format!("blob {digest}: {}", self.message),
+            transient: self.transient,
+        }
+    }
+
     pub(crate) fn new(message: impl Into<String>, transient: bool) -> Self {
         Self {
             message: message.into(),
@@ -122,6 +130,26 @@ impl Session {
         self.reference.registry()
     }
 
+    /// Run `op` once, bounded by the request timeout.
+    pub async fn once<T, F, Fut>(&self, op: F) -> Result<T, RegistryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, OciDistributionError>>,
+    {
+        match tokio::time::timeout(self.limits.request_timeout, op()).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(describe(&e, self.registry())),
+            Err(_) => Err(RegistryError::new(
+                format!(
+                    "no answer from {} within {:?}",
+                    self.registry(),
+                    self.limits.request_timeout
+                ),
+                true,
+            )),
+        }
+    }
+
     /// Run `op` with the request timeout, retrying transient failures with back-off.
     pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, RegistryError>
     where
@@ -189,12 +217,12 @@ pub fn describe(e: &OciDistributionError, registry: &str) -> RegistryError {
             false,
         ),
         E::AuthenticationFailure(reason) => RegistryError::new(
-            format!(
-                "authentication to {registry} failed: {}",
-                reason.lines().next().unwrap_or("").trim()
-            ),
+            format!("authentication to {registry} failed: {}", token_error(reason)),
             false,
         ),
+        E::DigestError(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
+            RegistryError::new(format!("blob {expected}: digest mismatch (got {actual})"), false)
+        }
         E::ImageManifestNotFoundError(_) => RegistryError::new("manifest unknown", false),
         E::RequestError(err) => describe_reqwest(err, registry),
         E::IoError(err) => RegistryError::new(chain(err), true),
@@ -210,6 +238,37 @@ fn describe_reqwest(err: &reqwest::Error, registry: &str) -> RegistryError {
         RegistryError::new(format!("cannot connect to {registry}: {cause}"), true)
     } else {
         RegistryError::new(format!("{registry}: {cause}"), true)
+    }
+}
+
+/// What a token server's error body says: the messages of an OCI error
+/// envelope, or its first line.
+fn token_error(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_str::<Envelope>(body) {
+        Ok(env) if !env.errors.is_empty() => env
+            .errors
+            .iter()
+            .map(|e| {
+                if e.message.is_empty() {
+                    e.code.to_lowercase()
+                } else {
+                    e.message.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => body.lines().next().unwrap_or("").trim().to_string(),
     }
 }
 

@@ -244,7 +244,7 @@ fn bad_input_names_the_image_and_cause_and_changes_nothing() {
             "127.0.0.1:9/busybox".into(),
             "Error: pull 127.0.0.1:9/busybox:latest: cannot connect to 127.0.0.1:9: tcp connect error: Connection refused (os error 111)".into(),
         ),
-        ("Bad/Name".into(), "Error: invalid reference \"Bad/Name\": invalid reference format".into()),
+        ("Bad/Name".into(), "Error: invalid reference \"Bad/Name\": repository name must be lowercase".into()),
         (
             format!("{r}/busybox@sha256:1234"),
             format!("Error: invalid reference \"{r}/busybox@sha256:1234\": digest must be sha256:<64 lower-case hex digits>"),

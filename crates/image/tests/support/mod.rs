@@ -105,3 +105,4 @@ pub fn unmount_below(dir: &Path) {
     }
 }
 
+pub mod proxy;
