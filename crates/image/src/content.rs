@@ -4,8 +4,7 @@
 //! and renamed into place, so an interrupted pull never leaves a half blob
 //! where a reader could find it.
 
-use crate::digest::Digest;
-use sha2::{Digest as _, Sha256};
+use crate::digest::{Digest, Hasher};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -127,7 +126,7 @@ impl ContentStore {
             digest: digest.clone(),
             size,
             written: 0,
-            hasher: Sha256::new(),
+            hasher: Hasher::new(),
         })
     }
 
@@ -177,7 +176,7 @@ pub struct BlobWriter {
     digest: Digest,
     size: u64,
     written: u64,
-    hasher: Sha256,
+    hasher: Hasher,
 }
 
 impl BlobWriter {
@@ -209,7 +208,7 @@ impl BlobWriter {
                 actual: self.written,
             });
         }
-        let actual = Digest::from_hasher(self.hasher.clone());
+        let actual = self.hasher.clone().finish();
         if actual != self.digest {
             return Err(ContentError::DigestMismatch {
                 expected: self.digest.clone(),
@@ -228,7 +227,7 @@ impl BlobWriter {
                 actual: self.written,
             });
         }
-        let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        let actual = std::mem::take(&mut self.hasher).finish();
         if actual != self.digest {
             return Err(ContentError::DigestMismatch {
                 expected: self.digest.clone(),

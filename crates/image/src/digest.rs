@@ -1,6 +1,5 @@
 //! Content digests (`sha256:<64 hex>`), checked before they name a file.
 
-use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
@@ -16,12 +15,9 @@ pub struct DigestParseError(pub String);
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        Self::from_hasher(Sha256::new_with_prefix(bytes))
-    }
-
-    /// The digest a finished hasher holds.
-    pub fn from_hasher(hasher: Sha256) -> Self {
-        Digest(format!("sha256:{}", hex::encode(hasher.finalize())))
+        let mut h = Hasher::new();
+        h.update(bytes);
+        h.finish()
     }
 
     /// The 64 hex digits, without the algorithm.
@@ -70,6 +66,46 @@ impl<'de> serde::Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// SHA-256 as data streams by. aws-lc's implementation (already linked for
+/// TLS) uses AVX2 or SHA-NI where the CPU has them: measured here at twice the
+/// `sha2` crate's throughput, and a pull hashes every byte twice (blob and diff ID).
+#[derive(Clone)]
+pub struct Hasher(aws_lc_rs::digest::Context);
+
+impl Hasher {
+    /// An empty hasher.
+    pub fn new() -> Self {
+        Hasher(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+    }
+
+    /// Add bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(self.0.finish().as_ref())))
+    }
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::io::Write for Hasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -5,10 +5,9 @@
 //! stream in, so unpacking overlaps the download.
 
 use crate::content::{BlobWriter, ContentError};
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
 use crate::unpack::{unpack_layer, UnpackError};
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -107,7 +106,7 @@ impl<R: Read> Read for Tee<'_, R> {
 /// Counts and hashes what is read through it.
 struct Hashing<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Hasher,
     count: u64,
 }
 
@@ -199,7 +198,7 @@ fn decode_and_unpack(
     };
     let mut hashing = Hashing {
         inner: decoder,
-        hasher: Sha256::new(),
+        hasher: Hasher::new(),
         count: 0,
     };
     match unpack_layer(&mut hashing, dest) {
@@ -212,5 +211,5 @@ fn decode_and_unpack(
         }
     }
     io::copy(&mut hashing, &mut io::sink()).map_err(decompress_err)?;
-    Ok((Digest::from_hasher(hashing.hasher), hashing.count))
+    Ok((hashing.hasher.finish(), hashing.count))
 }

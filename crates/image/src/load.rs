@@ -185,9 +185,9 @@ fn import_blob(
         Some(d) => d.clone(),
         None => {
             let mut f = fs::File::open(file).map_err(|e| e.to_string())?;
-            let mut h = sha2::Sha256::default();
+            let mut h = crate::digest::Hasher::new();
             std::io::copy(&mut f, &mut h).map_err(|e| e.to_string())?;
-            Digest::from_hasher(h)
+            h.finish()
         }
     };
     let size = fs::metadata(file).map_err(|e| e.to_string())?.len();
