@@ -143,6 +143,14 @@ while read -r name addr ref media_type digest format; do
     pushed=$((pushed + 1))
 done <<<"$plan"
 
+# A Docker Hub mirror keeps Hub's paths: library/busybox:oci, for mirror tests
+# that configure the registry as a whole-registry mirror (containerd hosts.toml).
+if ! manifest_present plain "$PLAIN_ADDR" library/busybox:oci; then
+    "${SKOPEO[@]}" copy -q --dest-tls-verify=false --preserve-digests \
+        "oci:$CACHE/oci:busybox:oci" "docker://$PLAIN_ADDR/library/busybox:oci" </dev/null ||
+        die "push of library/busybox:oci failed"
+fi
+
 for name in plain auth; do
     [[ -z "${up_to_date[$name]:-}" ]] || continue
     [[ -d "$STATE/$name" ]] && { rm -f "$STATE/$name"/pushed-*; touch "$STATE/$name/pushed-$key"; }

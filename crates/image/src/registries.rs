@@ -23,6 +23,9 @@ use std::path::Path;
 /// The default place of the registries configuration.
 pub const DEFAULT_PATH: &str = "/etc/podrun/registries.conf";
 
+/// The default directory of containerd-style `<host>/hosts.toml` files.
+pub const DEFAULT_HOSTS_DIR: &str = "/etc/podrun/certs.d";
+
 /// A malformed registries configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -122,6 +125,43 @@ impl RegistriesConfig {
         }
     }
 
+    /// Add the registries of a containerd `certs.d`-style directory: one
+    /// `<registry host>/hosts.toml` per registry, each `[host."<url>"]` a mirror
+    /// tried in file order (plain HTTP for `http://` URLs or `skip_verify`), and
+    /// `server` the registry's own location. A prefix `registries.conf` already
+    /// configures is left alone. A missing directory adds nothing.
+    pub fn add_hosts_dir(&mut self, dir: &Path) -> Result<(), ConfigError> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for host in names {
+            let path = dir.join(&host).join("hosts.toml");
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            };
+            let entry = parse_hosts_toml(&host, &text).map_err(|message| ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            })?;
+            if !self.registries.iter().any(|e| e.prefix == entry.prefix) {
+                self.registries.push(entry);
+            }
+        }
+        Ok(())
+    }
+
     /// Parse the TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: Self = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
@@ -174,6 +214,96 @@ impl RegistriesConfig {
         ));
         Ok(out)
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostsToml {
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    host: toml::Table,
+}
+
+#[derive(Deserialize)]
+struct HostEntry {
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    skip_verify: bool,
+    #[serde(default)]
+    #[allow(dead_code)]
+    ca: Option<toml::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    header: Option<toml::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    override_path: Option<bool>,
+}
+
+/// One containerd `hosts.toml`, for the registry named by its directory.
+fn parse_hosts_toml(dir_name: &str, text: &str) -> Result<RegistryEntry, String> {
+    let parsed: HostsToml = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+    let prefix = if dir_name == "_default" {
+        return Err("_default hosts are not supported; name the registry's directory".into());
+    } else {
+        dir_name.to_string()
+    };
+    let strip = |url: &str| -> (String, bool) {
+        let (insecure, rest) = match url.split_once("://") {
+            Some(("http", rest)) => (true, rest),
+            Some((_, rest)) => (false, rest),
+            None => (false, url),
+        };
+        let rest = rest.trim_end_matches('/');
+        let rest = rest.strip_suffix("/v2").unwrap_or(rest);
+        (rest.to_string(), insecure)
+    };
+    // toml::Table keeps keys sorted, so the file's order is read from the text.
+    let mut hosts: Vec<(usize, String, HostEntry)> = Vec::new();
+    for (url, value) in parsed.host {
+        let entry: HostEntry = value
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("host {url:?}: {}", e.to_string().trim()))?;
+        let at = text.find(&format!("\"{url}\"")).unwrap_or(usize::MAX);
+        hosts.push((at, url, entry));
+    }
+    hosts.sort_by_key(|(at, _, _)| *at);
+    let mirrors = hosts
+        .into_iter()
+        .filter(|(_, _, h)| {
+            h.capabilities
+                .as_ref()
+                .is_none_or(|c| c.iter().any(|c| c == "pull"))
+        })
+        .map(|(_, url, h)| {
+            let (location, http) = strip(&url);
+            MirrorEntry {
+                location,
+                insecure: http || h.skip_verify,
+            }
+        })
+        .collect();
+    let (location, insecure) = match parsed.server.as_deref() {
+        Some(server) => {
+            let (l, i) = strip(server);
+            let l = if l == "registry-1.docker.io" && prefix == "docker.io" {
+                prefix.clone()
+            } else {
+                l
+            };
+            (Some(l), i)
+        }
+        None => (None, false),
+    };
+    Ok(RegistryEntry {
+        prefix,
+        location,
+        insecure,
+        blocked: false,
+        mirrors,
+    })
 }
 
 /// `prefix` matches `name` at a path boundary (`docker.io/lib` does not match `docker.io/library`).
@@ -348,6 +478,48 @@ insecure = true
         assert!(is_loopback("127.0.0.2"));
         assert!(!is_loopback("10.0.0.1:5000"));
         assert!(!is_loopback("docker.io"));
+    }
+
+    #[test]
+    fn containerd_hosts_toml_gives_mirrors_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("docker.io")).unwrap();
+        std::fs::write(
+            dir.path().join("docker.io/hosts.toml"),
+            r#"server = "https://registry-1.docker.io"
+[host."http://127.0.0.1:5000"]
+  capabilities = ["pull", "resolve"]
+[host."https://a.mirror.example/v2"]
+  capabilities = ["pull"]
+  skip_verify = true
+[host."https://push.only.example"]
+  capabilities = ["push"]
+"#,
+        )
+        .unwrap();
+        let mut c = RegistriesConfig::default();
+        c.add_hosts_dir(dir.path()).unwrap();
+        let eps = c.endpoints(&parse("busybox:1").unwrap()).unwrap();
+        assert_eq!(
+            names(&eps),
+            vec![
+                ("127.0.0.1:5000/library/busybox:1".into(), true, true),
+                ("a.mirror.example/library/busybox:1".into(), true, true),
+                ("docker.io/library/busybox:1".into(), false, false),
+            ]
+        );
+        // registries.conf wins over hosts.toml for the same prefix.
+        let mut c =
+            RegistriesConfig::parse("[[registry]]\nprefix = \"docker.io\"\nblocked = true\n")
+                .unwrap();
+        c.add_hosts_dir(dir.path()).unwrap();
+        assert!(c.endpoints(&parse("busybox").unwrap()).is_err());
+        std::fs::write(dir.path().join("docker.io/hosts.toml"), "sever = 1\n").unwrap();
+        let e = RegistriesConfig::default()
+            .add_hosts_dir(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hosts.toml") && e.contains("sever"), "{e}");
     }
 
     #[test]

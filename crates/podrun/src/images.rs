@@ -95,7 +95,9 @@ fn open(cli: &Cli) -> Result<Images> {
 }
 
 fn registries(cli: &Cli) -> Result<RegistriesConfig> {
-    Ok(RegistriesConfig::load(&cli.registries_conf)?)
+    let mut config = RegistriesConfig::load(&cli.registries_conf)?;
+    config.add_hosts_dir(&cli.hosts_dir)?;
+    Ok(config)
 }
 
 pub async fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {

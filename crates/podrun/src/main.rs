@@ -30,6 +30,9 @@ pub struct Cli {
     /// Registry mirrors, insecure and blocked registries (podman's registries.conf format).
     #[arg(long = "registries-conf", global = true, env = "PODRUN_REGISTRIES_CONF", default_value = podrun_image::registries::DEFAULT_PATH)]
     pub registries_conf: PathBuf,
+    /// containerd-style registry hosts: <DIR>/<registry>/hosts.toml (mirrors, plain HTTP).
+    #[arg(long = "hosts-dir", global = true, env = "PODRUN_HOSTS_DIR", default_value = podrun_image::registries::DEFAULT_HOSTS_DIR)]
+    pub hosts_dir: PathBuf,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log-level", global = true, default_value = "warn")]
     pub log_level: String,

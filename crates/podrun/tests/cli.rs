@@ -50,6 +50,8 @@ impl Env {
             .arg(self.root())
             .arg("--registries-conf")
             .arg(self.dir.path().join("registries.conf"))
+            .arg("--hosts-dir")
+            .arg(self.dir.path().join("certs.d"))
             .args(args)
             .env("HOME", self.dir.path())
             .env("REGISTRY_AUTH_FILE", self.auth_file())
