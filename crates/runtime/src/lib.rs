@@ -1,1 +1,4 @@
-//! Sandboxes, containers and images behind a CRI-shaped trait; state in SQLite. Not yet implemented.
+//! Sandboxes, containers and images behind a CRI-shaped API (RunPodSandbox,
+//! CreateContainer, StartContainer …). So far: the sandbox.
+
+pub mod sandbox;
