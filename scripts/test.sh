@@ -29,6 +29,7 @@ section() { printf '\n=== %s\n' "$*" >&2; }
 
 section "dependencies"
 bash scripts/deps.sh
+bash scripts/setup-cgroups.sh
 
 stop_registries=1
 if [[ "${PODRUN_KEEP_REGISTRY:-0}" == 1 ]] || bash scripts/registry.sh status >/dev/null 2>&1; then

@@ -1,0 +1,566 @@
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    Capabilities as K8sCaps, Container, PodSpec, SeccompProfile, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use oci_spec::runtime::{Capability, LinuxNamespaceType as Ns, PosixRlimitType};
+
+use super::*;
+use crate::input::{ImageConfig, Mount, NamespacePaths};
+use crate::user::UserFiles;
+
+struct Fixture {
+    pod: Pod,
+    container: Container,
+    image: ImageConfig,
+    users: UserFiles,
+    host: Host,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            pod: Pod {
+                metadata: ObjectMeta {
+                    name: Some("web".into()),
+                    namespace: Some("prod".into()),
+                    uid: Some("0000-1111".into()),
+                    ..Default::default()
+                },
+                spec: Some(PodSpec::default()),
+                ..Default::default()
+            },
+            container: Container {
+                name: "nginx".into(),
+                ..Default::default()
+            },
+            image: ImageConfig {
+                entrypoint: vec!["/docker-entrypoint.sh".into()],
+                cmd: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
+                env: vec![
+                    "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                    "NGINX_VERSION=1.25".into(),
+                ],
+                stop_signal: "SIGQUIT".into(),
+                ..Default::default()
+            },
+            users: UserFiles {
+                passwd: Some("root:x:0:0::/root:/bin/sh\n".into()),
+                group: None,
+            },
+            host: Host::default(),
+        }
+    }
+
+    fn pod_spec(&mut self) -> &mut PodSpec {
+        self.pod.spec.as_mut().unwrap()
+    }
+
+    fn sc(&mut self) -> &mut SecurityContext {
+        self.container
+            .security_context
+            .get_or_insert_with(Default::default)
+    }
+
+    fn input(&self) -> ContainerInput<'_> {
+        ContainerInput {
+            pod: &self.pod,
+            container: &self.container,
+            image_ref: "docker.io/library/nginx:1.25",
+            image: &self.image,
+            rootfs: Path::new("/var/lib/podrun/containers/abc/merged"),
+            users: &self.users,
+            hostname: "web",
+            namespaces: NamespacePaths {
+                net: Some("/run/podrun/netns/web".into()),
+                ipc: Some("/proc/42/ns/ipc".into()),
+                uts: Some("/proc/42/ns/uts".into()),
+                pid: Some("/proc/42/ns/pid".into()),
+            },
+            cgroups_path: Some("/podrun/web/nginx".into()),
+            mounts: vec![Mount::bind(
+                "/var/lib/podrun/pods/web/hosts",
+                "/etc/hosts",
+                false,
+            )],
+            env: vec![],
+            seccomp_localhost_profile: None,
+            pids_limit: None,
+            oom_score_adj: None,
+            sandbox_id: None,
+            honor_image_group: false,
+            host: &self.host,
+        }
+    }
+
+    fn build(&self) -> GeneratedSpec {
+        build(&self.input()).unwrap()
+    }
+}
+
+fn namespaces(spec: &Spec) -> Vec<(Ns, Option<PathBuf>)> {
+    spec.linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .iter()
+        .flatten()
+        .map(|n| (n.typ(), n.path().clone()))
+        .collect()
+}
+
+#[test]
+fn json_has_what_runtimes_need() {
+    let spec = Fixture::new().build().spec;
+    let json: serde_json::Value = serde_json::to_value(&spec).unwrap();
+    assert_eq!(json["ociVersion"], "1.1.0");
+    assert_eq!(
+        json["root"]["path"],
+        "/var/lib/podrun/containers/abc/merged"
+    );
+    assert_eq!(json["root"]["readonly"], false);
+    assert_eq!(
+        json["process"]["args"],
+        serde_json::json!(["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"])
+    );
+    assert_eq!(json["process"]["cwd"], "/");
+    assert_eq!(
+        json["process"]["user"],
+        serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [0]})
+    );
+    assert_eq!(json["process"]["noNewPrivileges"], false);
+    assert_eq!(json["process"]["terminal"], false);
+    assert_eq!(
+        json["process"]["env"],
+        serde_json::json!([
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOSTNAME=web",
+            "NGINX_VERSION=1.25"
+        ])
+    );
+    assert_eq!(
+        json["process"]["rlimits"],
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}])
+    );
+    assert_eq!(
+        json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        14
+    );
+    assert!(json["process"]["capabilities"].get("inheritable").is_none());
+    assert!(json["process"]["capabilities"].get("ambient").is_none());
+    assert!(json["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["destination"] == "/proc" && m["type"] == "proc"));
+    assert!(
+        json.get("hostname").is_none(),
+        "the UTS namespace is joined"
+    );
+    assert!(json.get("annotations").is_none());
+    let linux = &json["linux"];
+    assert_eq!(linux["cgroupsPath"], "/podrun/web/nginx");
+    assert_eq!(linux["namespaces"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        linux["resources"]["devices"],
+        serde_json::json!([{"allow": false, "access": "rwm"}])
+    );
+    assert_eq!(
+        linux["resources"]["cpu"],
+        serde_json::json!({"shares": 2, "period": 100000})
+    );
+    assert_eq!(linux["maskedPaths"].as_array().unwrap().len(), 11);
+    assert_eq!(linux["readonlyPaths"].as_array().unwrap().len(), 5);
+    assert!(
+        linux.get("seccomp").is_none(),
+        "kubelet's default is Unconfined"
+    );
+    assert_eq!(linux["sysctl"]["net.ipv4.ip_unprivileged_port_start"], "0");
+    // Round trip: what we write, runtimes (and oci-spec) read back the same.
+    let text = serde_json::to_string(&spec).unwrap();
+    let back: Spec = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, spec);
+}
+
+#[test]
+fn namespace_table() {
+    let net = Some(PathBuf::from("/run/podrun/netns/web"));
+    let ipc = Some(PathBuf::from("/proc/42/ns/ipc"));
+    let uts = Some(PathBuf::from("/proc/42/ns/uts"));
+    let pid = Some(PathBuf::from("/proc/42/ns/pid"));
+    type Setup = fn(&mut Fixture);
+    type Want = Vec<(Ns, Option<PathBuf>)>;
+    let cases: Vec<(&str, Setup, Want)> = vec![
+        (
+            "defaults: own pid and mount, pod's ipc uts net",
+            |_| {},
+            vec![
+                (Ns::Pid, None),
+                (Ns::Ipc, ipc.clone()),
+                (Ns::Uts, uts.clone()),
+                (Ns::Mount, None),
+                (Ns::Network, net.clone()),
+            ],
+        ),
+        (
+            "shareProcessNamespace joins the pod's pid namespace",
+            |f| f.pod_spec().share_process_namespace = Some(true),
+            vec![
+                (Ns::Pid, pid.clone()),
+                (Ns::Ipc, ipc.clone()),
+                (Ns::Uts, uts.clone()),
+                (Ns::Mount, None),
+                (Ns::Network, net.clone()),
+            ],
+        ),
+        (
+            "hostPID: no pid namespace",
+            |f| f.pod_spec().host_pid = Some(true),
+            vec![
+                (Ns::Ipc, ipc.clone()),
+                (Ns::Uts, uts.clone()),
+                (Ns::Mount, None),
+                (Ns::Network, net.clone()),
+            ],
+        ),
+        (
+            "hostIPC: no ipc namespace",
+            |f| f.pod_spec().host_ipc = Some(true),
+            vec![
+                (Ns::Pid, None),
+                (Ns::Uts, uts.clone()),
+                (Ns::Mount, None),
+                (Ns::Network, net.clone()),
+            ],
+        ),
+        (
+            "hostNetwork: no net nor uts namespace",
+            |f| f.pod_spec().host_network = Some(true),
+            vec![(Ns::Pid, None), (Ns::Ipc, ipc.clone()), (Ns::Mount, None)],
+        ),
+        (
+            "cgroup v2: own cgroup namespace",
+            |f| f.host.cgroup_unified = true,
+            vec![
+                (Ns::Pid, None),
+                (Ns::Ipc, ipc.clone()),
+                (Ns::Uts, uts.clone()),
+                (Ns::Mount, None),
+                (Ns::Network, net.clone()),
+                (Ns::Cgroup, None),
+            ],
+        ),
+        (
+            "cgroup v2, privileged: no cgroup namespace",
+            |f| {
+                f.host.cgroup_unified = true;
+                f.sc().privileged = Some(true);
+            },
+            vec![
+                (Ns::Pid, None),
+                (Ns::Ipc, ipc.clone()),
+                (Ns::Uts, uts.clone()),
+                (Ns::Mount, None),
+                (Ns::Network, net.clone()),
+            ],
+        ),
+    ];
+    for (name, setup, want) in cases {
+        let mut f = Fixture::new();
+        setup(&mut f);
+        assert_eq!(namespaces(&f.build().spec), want, "{name}");
+    }
+}
+
+#[test]
+fn hostname_only_with_own_uts_namespace() {
+    let f = Fixture::new();
+    let mut input = f.input();
+    input.namespaces = NamespacePaths::default();
+    let spec = build(&input).unwrap().spec;
+    assert_eq!(spec.hostname().as_deref(), Some("web"));
+    assert_eq!(namespaces(&spec)[2], (Ns::Uts, None));
+    let mut f = Fixture::new();
+    f.pod_spec().host_network = Some(true);
+    let mut input = f.input();
+    input.namespaces = NamespacePaths::default();
+    assert_eq!(build(&input).unwrap().spec.hostname(), &None);
+}
+
+#[test]
+fn share_process_namespace_needs_a_path() {
+    let mut f = Fixture::new();
+    f.pod_spec().share_process_namespace = Some(true);
+    let mut input = f.input();
+    input.namespaces.pid = None;
+    let err = build(&input).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container nginx: shareProcessNamespace is set but no pid namespace path was given"
+    );
+}
+
+#[test]
+fn privileged_container() {
+    let mut f = Fixture::new();
+    f.sc().privileged = Some(true);
+    f.sc().capabilities = Some(K8sCaps {
+        drop: Some(vec!["ALL".into()]),
+        ..Default::default()
+    });
+    f.sc().seccomp_profile = Some(SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    });
+    f.host.capabilities = crate::security::caps_from_mask("1fffeffffff");
+    let spec = f.build().spec;
+    let linux = spec.linux().as_ref().unwrap();
+    let caps = spec
+        .process()
+        .as_ref()
+        .unwrap()
+        .capabilities()
+        .as_ref()
+        .unwrap();
+    assert_eq!(caps.bounding().as_ref().unwrap().len(), 40);
+    assert!(!caps
+        .bounding()
+        .as_ref()
+        .unwrap()
+        .contains(&Capability::SysResource));
+    assert_eq!(linux.masked_paths(), &Some(vec![]));
+    assert_eq!(linux.readonly_paths(), &Some(vec![]));
+    assert_eq!(linux.seccomp(), &None);
+    let json = serde_json::to_value(linux.resources()).unwrap();
+    assert_eq!(
+        json["devices"],
+        serde_json::json!([{"allow": true, "access": "rwm"}])
+    );
+    let sys = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.destination() == Path::new("/sys"))
+        .unwrap();
+    assert!(sys.options().as_ref().unwrap().contains(&"rw".to_string()));
+}
+
+#[test]
+fn security_context_knobs() {
+    let mut f = Fixture::new();
+    f.sc().read_only_root_filesystem = Some(true);
+    f.sc().allow_privilege_escalation = Some(false);
+    f.sc().capabilities = Some(K8sCaps {
+        add: Some(vec!["NET_ADMIN".into()]),
+        drop: Some(vec!["CAP_NET_RAW".into()]),
+    });
+    f.sc().seccomp_profile = Some(SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    });
+    f.container.tty = Some(true);
+    f.container.working_dir = Some("/srv".into());
+    let spec = f.build().spec;
+    assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+    let p = spec.process().as_ref().unwrap();
+    assert_eq!(p.no_new_privileges(), Some(true));
+    assert_eq!(p.terminal(), Some(true));
+    assert_eq!(p.cwd(), Path::new("/srv"));
+    assert!(p
+        .env()
+        .as_ref()
+        .unwrap()
+        .contains(&"TERM=xterm".to_string()));
+    let bounding = p
+        .capabilities()
+        .as_ref()
+        .unwrap()
+        .bounding()
+        .clone()
+        .unwrap();
+    assert!(bounding.contains(&Capability::NetAdmin) && !bounding.contains(&Capability::NetRaw));
+    assert!(spec.linux().as_ref().unwrap().seccomp().is_some());
+}
+
+#[test]
+fn env_and_args_expansion_end_to_end() {
+    let mut f = Fixture::new();
+    f.container.command = Some(vec!["/bin/sh".into(), "-c".into()]);
+    f.container.args = Some(vec!["echo $(GREETING) $$(GREETING) $(NGINX_VERSION)".into()]);
+    let mut input = f.input();
+    input.env = vec![
+        crate::EnvVar::resolved("NAME", "world"),
+        crate::EnvVar::literal("GREETING", "hello $(NAME)"),
+        crate::EnvVar::literal("NGINX_VERSION", "mine"),
+    ];
+    let spec = build(&input).unwrap().spec;
+    let p = spec.process().as_ref().unwrap();
+    assert_eq!(
+        p.args().as_ref().unwrap(),
+        &vec!["/bin/sh", "-c", "echo hello world $(GREETING) mine"]
+    );
+    assert_eq!(
+        p.env().as_ref().unwrap(),
+        &vec![
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOSTNAME=web",
+            "NGINX_VERSION=mine",
+            "NAME=world",
+            "GREETING=hello world"
+        ]
+    );
+}
+
+#[test]
+fn resources_and_limits_in_spec() {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mut f = Fixture::new();
+    f.container.resources = Some(ResourceRequirements {
+        limits: Some(
+            [
+                ("cpu".to_string(), Quantity("500m".into())),
+                ("memory".to_string(), Quantity("256Mi".into())),
+            ]
+            .into(),
+        ),
+        requests: Some([("cpu".to_string(), Quantity("250m".into()))].into()),
+        ..Default::default()
+    });
+    f.host.swap_controller = true;
+    f.host.hard_rlimits = vec![(PosixRlimitType::RlimitNofile, 20000)];
+    f.host.oom_score_adj = 0;
+    let mut input = f.input();
+    input.pids_limit = Some(1024);
+    input.oom_score_adj = Some(-997);
+    let generated = build(&input).unwrap();
+    let json = serde_json::to_value(&generated.spec).unwrap();
+    let res = &json["linux"]["resources"];
+    assert_eq!(
+        res["cpu"],
+        serde_json::json!({"shares": 256, "quota": 50000, "period": 100000})
+    );
+    assert_eq!(
+        res["memory"],
+        serde_json::json!({"limit": 268435456, "swap": 268435456})
+    );
+    assert_eq!(res["pids"], serde_json::json!({"limit": 1024}));
+    assert!(res.get("unified").is_none(), "cgroup v1");
+    assert_eq!(
+        json["process"]["oomScoreAdj"], 0,
+        "never below the runtime's own"
+    );
+    assert_eq!(
+        json["process"]["rlimits"],
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 20000, "soft": 20000}])
+    );
+    assert_eq!(generated.warnings.len(), 1);
+    assert!(
+        generated.warnings[0].contains("RLIMIT_NOFILE"),
+        "{}",
+        generated.warnings[0]
+    );
+    assert_eq!(generated.stop_signal, 3);
+
+    f.host.cgroup_unified = true;
+    let json = serde_json::to_value(f.build().spec).unwrap();
+    assert_eq!(
+        json["linux"]["resources"]["unified"],
+        serde_json::json!({"memory.oom.group": "1", "memory.swap.max": "0"})
+    );
+}
+
+#[test]
+fn rlimit_clamping() {
+    let wanted = Host::default().default_rlimits;
+    let (got, warnings) = clamp_rlimits(&wanted, &[(PosixRlimitType::RlimitNofile, 2_000_000)]);
+    assert_eq!((got, warnings.len()), (wanted.clone(), 0));
+    let (got, warnings) = clamp_rlimits(&wanted, &[(PosixRlimitType::RlimitNproc, 10)]);
+    assert_eq!((got, warnings.len()), (wanted.clone(), 0));
+    let (got, warnings) = clamp_rlimits(&wanted, &[(PosixRlimitType::RlimitNofile, 20000)]);
+    assert_eq!((got[0].soft(), got[0].hard()), (20000, 20000));
+    assert_eq!(warnings, vec!["rlimit RLIMIT_NOFILE lowered from 1048576:1048576 to 20000:20000: the runtime's hard limit is 20000"]);
+}
+
+#[test]
+fn annotations_when_sandbox_known() {
+    let f = Fixture::new();
+    let mut input = f.input();
+    input.sandbox_id = Some("sb-1");
+    let spec = build(&input).unwrap().spec;
+    let a = spec.annotations().as_ref().unwrap();
+    assert_eq!(a["io.kubernetes.cri.container-type"], "container");
+    assert_eq!(a["io.kubernetes.cri.sandbox-id"], "sb-1");
+    assert_eq!(a["io.kubernetes.cri.sandbox-name"], "web");
+    assert_eq!(a["io.kubernetes.cri.sandbox-namespace"], "prod");
+    assert_eq!(a["io.kubernetes.cri.sandbox-uid"], "0000-1111");
+    assert_eq!(a["io.kubernetes.cri.container-name"], "nginx");
+    assert_eq!(
+        a["io.kubernetes.cri.image-name"],
+        "docker.io/library/nginx:1.25"
+    );
+}
+
+#[test]
+fn errors_name_the_container() {
+    type Setup = fn(&mut Fixture);
+    let cases: Vec<(Setup, &str)> = vec![
+        (|f| f.image = ImageConfig::default(), "container nginx: no command specified"),
+        (
+            |f| f.sc().run_as_non_root = Some(true),
+            "container nginx: container has runAsNonRoot and image will run as root",
+        ),
+        (
+            |f| f.image.user = "www-data".into(),
+            "container nginx: unable to find user www-data in image docker.io/library/nginx:1.25: no matching entries in passwd file",
+        ),
+        (
+            |f| f.sc().capabilities = Some(K8sCaps { add: Some(vec!["FLY".into()]), ..Default::default() }),
+            "container nginx: unknown capability \"FLY\"",
+        ),
+        (
+            |f| {
+                f.pod_spec().security_context = Some(k8s_openapi::api::core::v1::PodSecurityContext {
+                    sysctls: Some(vec![k8s_openapi::api::core::v1::Sysctl { name: "kernel.panic".into(), value: "1".into() }]),
+                    ..Default::default()
+                })
+            },
+            "container nginx: sysctl \"kernel.panic\" not allowed: not in the safe set nor in the node's allowed unsafe sysctls",
+        ),
+    ];
+    for (setup, want) in cases {
+        let mut f = Fixture::new();
+        setup(&mut f);
+        assert_eq!(build(&f.input()).unwrap_err().to_string(), want);
+    }
+}
+
+#[test]
+fn pod_hostname_rules() {
+    let mut pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("web-0".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec::default()),
+        ..Default::default()
+    };
+    assert_eq!(pod_hostname(&pod, "node1"), "web-0");
+    pod.spec.as_mut().unwrap().hostname = Some("custom".into());
+    assert_eq!(pod_hostname(&pod, "node1"), "custom");
+    pod.spec.as_mut().unwrap().host_network = Some(true);
+    assert_eq!(pod_hostname(&pod, "node1"), "node1");
+    let long = format!("{}-.x", "a".repeat(61));
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(long),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_eq!(pod_hostname(&pod, "n"), "a".repeat(61));
+}
