@@ -57,6 +57,13 @@ enum Command {
     Login(images::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(images::LogoutArgs),
+    /// The per-pod monitor (started by podrun itself; single-threaded, no tokio).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        /// The pod plan (JSON).
+        #[arg(long)]
+        plan: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +90,16 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Monitor { plan } = &cli.command {
+        // Before any tokio runtime: the monitor forks and must stay single-threaded.
+        let result = podrun_runtime::monitor::PodPlan::read(plan)
+            .and_then(|plan| podrun_runtime::monitor::run_monitor(&plan));
+        if let Err(e) = result {
+            eprintln!("Error: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,5 +135,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(&cli, a),
         Command::Login(a) => images::login(&cli, a).await,
         Command::Logout(a) => images::logout(a),
+        Command::Monitor { .. } => unreachable!("run before the async runtime"),
     }
 }

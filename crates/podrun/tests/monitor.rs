@@ -1,0 +1,577 @@
+//! The per-pod monitor for real: busybox from the local registry, specs from
+//! podrun_oci, crun, and `podrun __monitor` in a process of its own; then a
+//! check that nothing of the pod is left on the machine.
+
+use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
+use podrun_runtime::monitor::{read_exits, ContainerPlan, ExitRecord, PodPlan};
+use podrun_runtime::sandbox::Namespace;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn registry() -> String {
+    std::env::var("PODRUN_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+}
+
+fn image() -> String {
+    format!("{}/busybox:latest", registry())
+}
+
+/// A pod's worth of temp state; whatever a failed test left (monitor, crun
+/// state, rootfs mounts, cgroups, sandbox pins) is removed when dropped.
+struct TestPod {
+    dir: tempfile::TempDir,
+    tag: String,
+    images: podrun_image::Images,
+    plan: PodPlan,
+    monitor: Option<Child>,
+}
+
+impl TestPod {
+    /// Pull busybox and prepare one container per `(name, fields)`: the fields of a
+    /// k8s Container beyond its name and image.
+    fn new(containers: &[(&str, serde_json::Value)], grace_ms: u64) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("podrun-mon-")
+            .tempdir()
+            .unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let tag = format!("{:x}{:x}", std::process::id(), nanos);
+        let images = podrun_image::Images::open(&dir.path().join("root")).unwrap();
+        let options = podrun_image::PullOptions {
+            auth_files: Some(vec![]),
+            ..Default::default()
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(images.pull(&image(), &options))
+            .unwrap();
+        let plan = PodPlan {
+            pod_id: format!("mon-{tag}"),
+            run_root: dir.path().join("run"),
+            run_dir: dir.path().join("run/pods").join(&tag),
+            pause: env!("CARGO_BIN_EXE_podrun-pause").into(),
+            crun: "crun".into(),
+            hostname: format!("mon-{tag}"),
+            host_network: false,
+            share_pid: false,
+            cgroup_parent: Some(format!("/podrun-test-{tag}")),
+            containers: Vec::new(),
+        };
+        let mut pod = TestPod {
+            dir,
+            tag,
+            images,
+            plan,
+            monitor: None,
+        };
+        std::fs::create_dir(pod.shared()).unwrap();
+        for (name, fields) in containers {
+            pod.add(name, fields, grace_ms);
+        }
+        pod
+    }
+
+    fn shared(&self) -> PathBuf {
+        self.dir.path().join("shared")
+    }
+
+    fn add(&mut self, name: &str, fields: &serde_json::Value, grace_ms: u64) {
+        let id = format!("mon-{}-{name}", self.tag);
+        let rootfs = self.images.prepare_rootfs(&image(), &id).unwrap();
+        let mut container = fields.clone();
+        container["name"] = name.into();
+        container["image"] = image().into();
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "mon", "namespace": "default", "uid": self.tag},
+            "spec": {"containers": [container]},
+        }))
+        .unwrap();
+        let image_config = ImageConfig {
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        };
+        let users = UserFiles::read(&rootfs).unwrap();
+        let host = Host::detect().unwrap();
+        let input = ContainerInput {
+            pod: &pod,
+            container: &pod.spec.as_ref().unwrap().containers[0],
+            image_ref: &image(),
+            image: &image_config,
+            rootfs: &rootfs,
+            users: &users,
+            hostname: &self.plan.hostname,
+            namespaces: NamespacePaths {
+                net: Some(self.plan.ns_path(Namespace::Net)),
+                ipc: Some(self.plan.ns_path(Namespace::Ipc)),
+                uts: Some(self.plan.ns_path(Namespace::Uts)),
+                pid: None,
+            },
+            cgroups_path: Some(format!("/podrun-test-{}/{name}", self.tag).into()),
+            mounts: vec![Mount::bind(self.shared(), "/shared", false)],
+            env: vec![],
+            seccomp_localhost_profile: None,
+            pids_limit: None,
+            oom_score_adj: None,
+            sandbox_id: Some(&self.plan.pod_id),
+            honor_image_group: false,
+            host: &host,
+        };
+        let generated = podrun_oci::build(&input).unwrap();
+        let bundle = self.dir.path().join("bundles").join(&id);
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&generated.spec).unwrap(),
+        )
+        .unwrap();
+        self.plan.containers.push(ContainerPlan {
+            id,
+            name: name.into(),
+            bundle,
+            log_path: self.plan.run_dir.join("logs").join(format!("{name}.log")),
+            stop_signal: generated.stop_signal,
+            grace_period_ms: grace_ms,
+        });
+    }
+
+    /// Run the monitor to its end; its exit status and stderr.
+    fn run_monitor_output(&self) -> std::process::Output {
+        let plan_file = self.dir.path().join("plan.json");
+        std::fs::write(&plan_file, serde_json::to_vec(&self.plan).unwrap()).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_podrun"))
+            .arg("__monitor")
+            .arg("--plan")
+            .arg(&plan_file)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn start_monitor(&mut self) {
+        let plan_file = self.dir.path().join("plan.json");
+        std::fs::write(&plan_file, serde_json::to_vec(&self.plan).unwrap()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_podrun"))
+            .arg("__monitor")
+            .arg("--plan")
+            .arg(&plan_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.monitor = Some(child);
+    }
+
+    /// Wait for the monitor to exit; it must exit 0.
+    fn wait_monitor(&mut self, limit: Duration) -> Duration {
+        let start = Instant::now();
+        let child = self.monitor.as_mut().unwrap();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.monitor = None;
+                assert!(status.success(), "monitor: {status}");
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "monitor still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        let c = self
+            .plan
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap();
+        std::fs::read_to_string(&c.log_path).unwrap_or_default()
+    }
+
+    fn wait_log(&self, name: &str, text: &str) {
+        let start = Instant::now();
+        while !self.log(name).contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{name} never logged {text:?}: {}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn exits(&self) -> HashMap<String, ExitRecord> {
+        read_exits(&self.plan)
+    }
+
+    /// Processes of this pod: in its cgroups, or naming its hostname (the pause process).
+    fn processes(&self, cgroup: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for p in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cgroups = std::fs::read_to_string(p.path().join("cgroup")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(&self.plan.hostname) || cgroups.contains(cgroup) {
+                let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+                found.push(format!("{cmdline} ({})", stat.trim()));
+            }
+        }
+        found
+    }
+
+    /// Remove the rootfs mounts (the caller's), then check the monitor left nothing.
+    fn assert_nothing_left(&self) {
+        for c in &self.plan.containers {
+            self.images.remove_rootfs(&c.id).unwrap();
+        }
+        let dir = self.dir.path().to_string_lossy().to_string();
+        let mounts: Vec<String> = mount_points()
+            .into_iter()
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+        let cgroup = format!("podrun-test-{}", self.tag);
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let left = h.path().join(&cgroup);
+            assert!(!left.exists(), "cgroup left: {}", left.display());
+        }
+        let crun = self.plan.run_root.join("crun");
+        let state: Vec<_> = std::fs::read_dir(&crun)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(state.is_empty(), "crun state left: {state:?}");
+        assert!(
+            !self
+                .plan
+                .run_root
+                .join("sandboxes")
+                .join(&self.plan.pod_id)
+                .exists(),
+            "sandbox directory left"
+        );
+        // Orphans of a killed monitor are zombies until the machine's init reaps them.
+        let start = Instant::now();
+        loop {
+            let left = self.processes(&cgroup);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "processes left: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestPod {
+    fn drop(&mut self) {
+        self.force_cleanup();
+    }
+}
+
+impl TestPod {
+    /// What a failed test (or a killed monitor) may leave: the monitor, the
+    /// containers, the pause process, mounts, cgroups.
+    fn force_cleanup(&mut self) {
+        if let Some(mut child) = self.monitor.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for c in &self.plan.containers {
+            let _ = Command::new("crun")
+                .arg("--root")
+                .arg(self.plan.run_root.join("crun"))
+                .args(["delete", "--force", &c.id])
+                .stderr(Stdio::null())
+                .status();
+            let _ = self.images.remove_rootfs(&c.id);
+        }
+        // The pause process of this pod (its hostname argument is unique).
+        for p in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("podrun-pause") && cmdline.contains(&self.plan.hostname) {
+                if let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() {
+                    // SAFETY: kill takes no pointers.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let dir = self.dir.path().to_string_lossy().to_string();
+        let mut left: Vec<String> = mount_points()
+            .into_iter()
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in left {
+            let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
+        }
+        let sandbox = self.plan.run_root.join("sandboxes").join(&self.plan.pod_id);
+        let _ = std::fs::remove_dir_all(sandbox);
+        let cgroup = format!("podrun-test-{}", self.tag);
+        for h in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let parent = h.path().join(&cgroup);
+            for c in &self.plan.containers {
+                let _ = std::fs::remove_dir(parent.join(&c.name));
+            }
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+fn mount_points() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .collect()
+}
+
+/// `(stream, tag, content)` of each CRI log line, checking the timestamp's form.
+fn cri_lines(log: &str) -> Vec<(String, String, String)> {
+    log.lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let time = parts.next().unwrap();
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(time).is_ok()
+                    && time.ends_with('Z')
+                    && time.len() == "2016-10-06T00:17:09.669794202Z".len(),
+                "bad time in {l:?}"
+            );
+            let stream = parts.next().unwrap().to_string();
+            let tag = parts.next().unwrap().to_string();
+            (stream, tag, parts.next().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+fn sh(script: &str) -> serde_json::Value {
+    serde_json::json!({"command": ["sh", "-c", script]})
+}
+
+fn line(stream: &str, tag: &str, text: &str) -> (String, String, String) {
+    (stream.into(), tag.into(), text.into())
+}
+
+#[test]
+fn a_pod_runs_to_completion_logs_and_leaves_nothing() {
+    let mut pod = TestPod::new(
+        &[
+            (
+                "first",
+                sh("echo shared-data > /shared/f; echo hello; echo err >&2; printf tail; exit 3"),
+            ),
+            ("second", sh("sleep 0.2; cat /shared/f; echo second")),
+        ],
+        2000,
+    );
+    pod.start_monitor();
+    pod.wait_monitor(Duration::from_secs(30));
+
+    let mut first = cri_lines(&pod.log("first"));
+    // stdout and stderr are separate pipes: only each stream's own order is defined.
+    first.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        first,
+        [
+            line("stderr", "F", "err"),
+            line("stdout", "F", "hello"),
+            line("stdout", "P", "tail"),
+        ]
+    );
+    assert_eq!(
+        cri_lines(&pod.log("second")),
+        [
+            line("stdout", "F", "shared-data"),
+            line("stdout", "F", "second")
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(pod.shared().join("f")).unwrap(),
+        "shared-data\n"
+    );
+    let exits = pod.exits();
+    let (a, b) = (&exits["first"], &exits["second"]);
+    assert_eq!(
+        (a.exit_code, a.signal, a.reason.as_str()),
+        (3, None, "Error")
+    );
+    assert_eq!(
+        (b.exit_code, b.signal, b.reason.as_str()),
+        (0, None, "Completed")
+    );
+    for r in [a, b] {
+        assert!(!r.oom_killed);
+        assert!(r.started_at <= r.finished_at, "{r:?}");
+    }
+    pod.assert_nothing_left();
+}
+
+#[test]
+fn sigterm_stops_the_pod_within_the_grace_period() {
+    let mut pod = TestPod::new(
+        &[
+            (
+                "polite",
+                sh("trap 'echo bye; exit 0' TERM; echo ready; sleep 1000 & wait"),
+            ),
+            ("stubborn", sh("trap '' TERM; echo ready; sleep 1000")),
+        ],
+        2000,
+    );
+    pod.start_monitor();
+    pod.wait_log("polite", "ready");
+    pod.wait_log("stubborn", "ready");
+    let term = chrono::Utc::now();
+    let pid = pod.monitor.as_ref().unwrap().id() as i32;
+    // SAFETY: kill takes no pointers; `pid` is our child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let took = pod.wait_monitor(Duration::from_secs(20));
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "stop took {took:?}"
+    );
+
+    let exits = pod.exits();
+    let polite = &exits["polite"];
+    assert_eq!((polite.exit_code, polite.signal), (0, None), "{polite:?}");
+    let finished = chrono::DateTime::parse_from_rfc3339(&polite.finished_at).unwrap();
+    assert!(
+        finished.signed_duration_since(term) < chrono::TimeDelta::milliseconds(1500),
+        "{polite:?}"
+    );
+    assert!(pod.log("polite").contains(" stdout F bye\n"));
+    let stubborn = &exits["stubborn"];
+    assert_eq!(
+        (
+            stubborn.exit_code,
+            stubborn.signal,
+            stubborn.reason.as_str()
+        ),
+        (137, Some(9), "Error"),
+        "{stubborn:?}"
+    );
+    let finished = chrono::DateTime::parse_from_rfc3339(&stubborn.finished_at).unwrap();
+    assert!(
+        finished.signed_duration_since(term) >= chrono::TimeDelta::milliseconds(1900),
+        "{stubborn:?}"
+    );
+    pod.assert_nothing_left();
+}
+
+#[test]
+fn a_container_that_cannot_start_is_recorded_and_the_rest_run() {
+    let mut pod = TestPod::new(
+        &[
+            (
+                "broken",
+                serde_json::json!({"command": ["/no/such/program"]}),
+            ),
+            ("fine", sh("echo fine")),
+        ],
+        2000,
+    );
+    pod.start_monitor();
+    pod.wait_monitor(Duration::from_secs(30));
+    let exits = pod.exits();
+    let broken = &exits["broken"];
+    assert_eq!(broken.reason, "StartError", "{broken:?}");
+    assert!(
+        broken
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("/no/such/program"),
+        "{broken:?}"
+    );
+    // crun's own messages go to its --log file, but the container's init (crun's
+    // child, before exec) also prints this one on the container's stderr.
+    for (stream, _, text) in cri_lines(&pod.log("broken")) {
+        assert_eq!(stream, "stderr");
+        assert!(text.contains("/no/such/program"), "{text}");
+    }
+    assert_eq!(exits["fine"].exit_code, 0);
+    assert_eq!(cri_lines(&pod.log("fine")), [line("stdout", "F", "fine")]);
+    pod.assert_nothing_left();
+}
+
+#[test]
+fn an_oom_kill_is_recorded() {
+    let mut pod = TestPod::new(
+        &[(
+            "hungry",
+            serde_json::json!({
+                "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+                "resources": {"limits": {"memory": "16Mi"}},
+            }),
+        )],
+        2000,
+    );
+    pod.start_monitor();
+    pod.wait_monitor(Duration::from_secs(30));
+    let hungry = &pod.exits()["hungry"];
+    assert_eq!(
+        (hungry.signal, hungry.oom_killed, hungry.reason.as_str()),
+        (Some(9), true, "OOMKilled"),
+        "{hungry:?}"
+    );
+    pod.assert_nothing_left();
+}
+
+#[test]
+fn a_pod_whose_sandbox_fails_reports_it_and_leaves_nothing() {
+    let mut pod = TestPod::new(&[("never", sh("echo never"))], 2000);
+    pod.plan.pause = "/no/such/podrun-pause".into();
+    let out = pod.run_monitor_output();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "pod {}: monitor: create sandbox: ",
+            pod.plan.pod_id
+        )) && stderr.contains("/no/such/podrun-pause"),
+        "{stderr}"
+    );
+    assert!(pod.log("never").is_empty());
+    assert!(pod.exits().is_empty());
+    pod.assert_nothing_left();
+}
+
+#[test]
+fn containers_outlive_a_killed_monitor_and_the_guard_cleans_up() {
+    let mut pod = TestPod::new(&[("lasting", sh("echo ready; sleep 1000"))], 2000);
+    pod.start_monitor();
+    pod.wait_log("lasting", "ready");
+    let mut monitor = pod.monitor.take().unwrap();
+    monitor.kill().unwrap();
+    monitor.wait().unwrap();
+    // The container keeps running without its monitor (the agent re-adopts it, later).
+    let state = Command::new("crun")
+        .arg("--root")
+        .arg(pod.plan.run_root.join("crun"))
+        .args(["state", &pod.plan.containers[0].id])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&state.stdout).contains("\"running\""),
+        "{state:?}"
+    );
+    pod.force_cleanup();
+    pod.assert_nothing_left();
+}

@@ -1,0 +1,547 @@
+//! The per-pod monitor (conmon's or containerd-shim's role, one per pod): a
+//! single-threaded process that starts the pod's sandbox, creates its containers
+//! through an [`OciBackend`], is the child-subreaper of their processes, copies
+//! their stdout and stderr into CRI log files, records each exit durably, and
+//! on SIGTERM (or when every container has exited) stops, deletes and cleans up
+//! everything it made.
+//!
+//! The monitor **creates** the sandbox: the caller writes the bundles first,
+//! joining the namespaces at the paths [`PodPlan::ns_path`] names (they are
+//! known before the pause process exists), then starts `podrun __monitor --plan
+//! FILE`. So the pause process is the monitor's child and dies with the pod.
+//!
+//! Run [`run_monitor`] only in a process of its own with one thread: the backend
+//! forks, and the monitor blocks SIGCHLD, SIGTERM and SIGINT for itself.
+
+mod backend;
+mod cgroup;
+pub mod log;
+
+pub use backend::{Crun, OciBackend};
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{Namespace, Sandbox, SandboxConfig};
+use cgroup::{cgroups_path, oom_file, oom_killed, remove_cgroup};
+use log::{now_rfc3339_nano, LogStream};
+
+/// How long the logs are still read after the last container exited, for
+/// output held by processes that outlived their container's init.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Everything the monitor of one pod needs (written by the caller as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodPlan {
+    /// The pod's ID; also the sandbox's.
+    pub pod_id: String,
+    /// `--run-root`: the sandbox lives in `sandboxes/<pod_id>`, crun's state in `crun`.
+    pub run_root: PathBuf,
+    /// The pod's runtime directory: exit records go to `exits/<name>.json`.
+    pub run_dir: PathBuf,
+    /// The `podrun-pause` binary.
+    pub pause: PathBuf,
+    /// The `crun` binary (default: `crun` on PATH).
+    #[serde(default = "default_crun")]
+    pub crun: PathBuf,
+    /// The pod's hostname.
+    pub hostname: String,
+    /// `hostNetwork: true`.
+    #[serde(default)]
+    pub host_network: bool,
+    /// `shareProcessNamespace: true`.
+    #[serde(default)]
+    pub share_pid: bool,
+    /// The pod's cgroup (`/podrun/<pod>`), which the containers' cgroups are
+    /// under: removed from every hierarchy at the end.
+    pub cgroup_parent: Option<String>,
+    /// The containers, started in this order.
+    pub containers: Vec<ContainerPlan>,
+}
+
+fn default_crun() -> PathBuf {
+    "crun".into()
+}
+
+/// One container of the plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerPlan {
+    /// The runtime's container ID.
+    pub id: String,
+    /// The container's name in the pod (names its exit record).
+    pub name: String,
+    /// The OCI bundle (config.json written; `root.path` mounted).
+    pub bundle: PathBuf,
+    /// The CRI log file (appended to).
+    pub log_path: PathBuf,
+    /// The signal that asks it to stop.
+    pub stop_signal: i32,
+    /// How long it may take to stop before SIGKILL, in milliseconds.
+    pub grace_period_ms: u64,
+}
+
+impl PodPlan {
+    /// Read a plan from a JSON file.
+    pub fn read(path: &Path) -> Result<Self, MonitorError> {
+        let text = std::fs::read(path).map_err(|e| step("", "read plan", e))?;
+        serde_json::from_slice(&text).map_err(|e| step("", "read plan", e))
+    }
+
+    /// Where the sandbox pins namespace `ns`: containers join it by this path.
+    pub fn ns_path(&self, ns: Namespace) -> PathBuf {
+        self.run_root
+            .join("sandboxes")
+            .join(&self.pod_id)
+            .join("ns")
+            .join(ns.name())
+    }
+
+    /// Where container `name`'s exit is recorded.
+    pub fn exit_path(&self, name: &str) -> PathBuf {
+        self.run_dir.join("exits").join(format!("{name}.json"))
+    }
+}
+
+/// How a container ended, as recorded in `<run dir>/exits/<name>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The container's name.
+    pub name: String,
+    /// Its ID.
+    pub id: String,
+    /// The exit code as CRI reports it: the process's, or 128 + the signal.
+    pub exit_code: i32,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// When it started (RFC 3339, nanoseconds); empty if it never did.
+    pub started_at: String,
+    /// When it was seen to end.
+    pub finished_at: String,
+    /// Its memory cgroup counted an OOM kill (best effort).
+    pub oom_killed: bool,
+    /// kubelet's reason: `Completed`, `Error`, `OOMKilled` or `StartError`.
+    pub reason: String,
+    /// Why it could not start, for `StartError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Why the monitor failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// A step failed.
+    #[error("pod {pod}: monitor: {step}: {cause}")]
+    Step {
+        /// The pod.
+        pod: String,
+        /// What was being done.
+        step: String,
+        /// The cause.
+        cause: String,
+    },
+    /// Cleanup met failures; all are listed.
+    #[error("pod {pod}: monitor: cleanup: {}", .errors.join("; "))]
+    Cleanup {
+        /// The pod.
+        pod: String,
+        /// Every failure, in order.
+        errors: Vec<String>,
+    },
+}
+
+fn step(pod: &str, step: &str, cause: impl std::fmt::Display) -> MonitorError {
+    MonitorError::Step {
+        pod: pod.into(),
+        step: step.into(),
+        cause: cause.to_string(),
+    }
+}
+
+/// A container while the monitor holds it.
+struct Running {
+    plan: ContainerPlan,
+    log: File,
+    streams: Vec<LogStream>,
+    pid: i32,
+    started_at: String,
+    /// Exited (its record written) or never started.
+    done: bool,
+    /// SIGKILL is due at this time (set once the stop signal was sent).
+    kill_at: Option<Instant>,
+    /// The memory cgroup's `oom_control` or `memory.events`, read at exit.
+    oom_file: Option<PathBuf>,
+}
+
+/// Run the pod of `plan` with crun until its containers have exited or the
+/// monitor is told to stop (SIGTERM, SIGINT); then delete them, destroy the
+/// sandbox and remove their cgroups. Everything made is cleaned up, even
+/// after an error.
+pub fn run_monitor(plan: &PodPlan) -> Result<(), MonitorError> {
+    let crun = Crun {
+        binary: plan.crun.clone(),
+        root: plan.run_root.join("crun"),
+    };
+    run_monitor_with(plan, &crun)
+}
+
+/// [`run_monitor`] with any backend.
+pub fn run_monitor_with(plan: &PodPlan, backend: &dyn OciBackend) -> Result<(), MonitorError> {
+    let pod = plan.pod_id.as_str();
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes an integer and no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(step(
+            pod,
+            "become subreaper",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let signals = signal_fd().map_err(|e| step(pod, "block signals", e))?;
+    std::fs::create_dir_all(plan.run_dir.join("exits"))
+        .map_err(|e| step(pod, "create run directory", e))?;
+    let config = SandboxConfig {
+        id: plan.pod_id.clone(),
+        hostname: plan.hostname.clone(),
+        host_network: plan.host_network,
+        share_pid: plan.share_pid,
+    };
+    let mut sandbox = Sandbox::create(&plan.run_root, &plan.pause, &config)
+        .map_err(|e| step(pod, "create sandbox", e))?;
+    let mut containers = Vec::new();
+    let result = supervise(plan, backend, &signals, &mut sandbox, &mut containers);
+    let errors = cleanup(plan, backend, &mut sandbox, &containers);
+    result?;
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(MonitorError::Cleanup {
+            pod: pod.into(),
+            errors,
+        })
+    }
+}
+
+fn supervise(
+    plan: &PodPlan,
+    backend: &dyn OciBackend,
+    signals: &OwnedFd,
+    sandbox: &mut Sandbox,
+    containers: &mut Vec<Running>,
+) -> Result<(), MonitorError> {
+    let pod = plan.pod_id.as_str();
+    let mut stopping = false;
+    for c in &plan.containers {
+        let running = start(plan, backend, c)?;
+        containers.push(running);
+        // A SIGTERM that came during the starts stops the pod before the next one.
+        if read_signals(signals) {
+            stopping = true;
+            break;
+        }
+    }
+    if stopping {
+        stop_all(backend, containers);
+    }
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        reap(plan, sandbox, containers)?;
+        let all_done = containers.iter().all(|c| c.done);
+        let pipes_open = containers
+            .iter()
+            .any(|c| c.streams.iter().any(|s| s.pipe.is_some()));
+        if all_done {
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN);
+            if !pipes_open || Instant::now() >= until {
+                return Ok(());
+            }
+        }
+        for c in containers.iter_mut().filter(|c| !c.done) {
+            if c.kill_at.is_some_and(|t| Instant::now() >= t) {
+                let _ = backend.kill(&c.plan.id, libc::SIGKILL);
+                c.kill_at = None;
+            }
+        }
+        let deadline = containers
+            .iter()
+            .filter_map(|c| c.kill_at)
+            .chain(drain_until)
+            .min();
+        let timeout = deadline.map_or(-1, |d| {
+            let left = d.saturating_duration_since(Instant::now());
+            left.as_millis().min(i32::MAX as u128) as i32 + 1
+        });
+        let mut fds = vec![libc::pollfd {
+            fd: signals.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let mut owners = Vec::new();
+        for (ci, c) in containers.iter().enumerate() {
+            for (si, s) in c.streams.iter().enumerate() {
+                if let Some(p) = &s.pipe {
+                    fds.push(libc::pollfd {
+                        fd: p.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    owners.push((ci, si));
+                }
+            }
+        }
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(step(pod, "poll", e));
+        }
+        for (pfd, &(ci, si)) in fds[1..].iter().zip(&owners) {
+            if pfd.revents != 0 {
+                let c = &mut containers[ci];
+                if let Err(e) = c.streams[si].pump(&mut c.log) {
+                    tracing::warn!("pod {pod}: container {}: write log: {e}", c.plan.name);
+                }
+            }
+        }
+        if fds[0].revents != 0 && read_signals(signals) && !stopping {
+            stopping = true;
+            stop_all(backend, containers);
+        }
+    }
+}
+
+/// Start one container; a container that fails to start gets a `StartError`
+/// record and counts as done.
+fn start(
+    plan: &PodPlan,
+    backend: &dyn OciBackend,
+    c: &ContainerPlan,
+) -> Result<Running, MonitorError> {
+    let pod = plan.pod_id.as_str();
+    let what = format!("container {}", c.name);
+    if let Some(dir) = c.log_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| step(pod, &what, e))?;
+    }
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&c.log_path)
+        .map_err(|e| step(pod, &format!("{what}: open log"), e))?;
+    let (out_r, out_w) = pipe().map_err(|e| step(pod, &what, e))?;
+    let (err_r, err_w) = pipe().map_err(|e| step(pod, &what, e))?;
+    let mut running = Running {
+        plan: c.clone(),
+        log,
+        streams: vec![
+            LogStream::new(out_r, "stdout"),
+            LogStream::new(err_r, "stderr"),
+        ],
+        pid: 0,
+        started_at: String::new(),
+        done: false,
+        kill_at: None,
+        oom_file: None,
+    };
+    match backend.create_and_start(&c.id, &c.bundle, out_w, err_w) {
+        Ok(pid) => {
+            running.pid = pid;
+            running.started_at = now_rfc3339_nano();
+            running.oom_file = oom_file(pid);
+        }
+        Err(e) => {
+            tracing::warn!("pod {pod}: {what}: start: {e}");
+            running.done = true;
+            let record = ExitRecord {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                exit_code: 128,
+                signal: None,
+                started_at: String::new(),
+                finished_at: now_rfc3339_nano(),
+                oom_killed: false,
+                reason: "StartError".into(),
+                message: Some(e),
+            };
+            write_record(&plan.exit_path(&c.name), &record)
+                .map_err(|e| step(pod, &format!("{what}: record exit"), e))?;
+        }
+    }
+    Ok(running)
+}
+
+/// Reap every child that exited; record the containers' exits.
+fn reap(
+    plan: &PodPlan,
+    sandbox: &mut Sandbox,
+    containers: &mut [Running],
+) -> Result<(), MonitorError> {
+    use rustix::process::{wait, WaitOptions};
+    while let Ok(Some((pid, status))) = wait(WaitOptions::NOHANG) {
+        let pid = pid.as_raw_nonzero().get();
+        if pid == sandbox.pid {
+            tracing::warn!("pod {}: the pause process exited", plan.pod_id);
+            sandbox.pid = 0;
+            continue;
+        }
+        let Some(c) = containers.iter_mut().find(|c| c.pid == pid && !c.done) else {
+            continue; // an orphan of some container: reaped, nothing to record
+        };
+        let signal = status.terminating_signal();
+        let code = status.exit_status().unwrap_or(0);
+        let oom_killed = c.oom_file.as_deref().is_some_and(oom_killed);
+        let exit_code = signal.map_or(code, |s| 128 + s);
+        let reason = if oom_killed {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        let record = ExitRecord {
+            name: c.plan.name.clone(),
+            id: c.plan.id.clone(),
+            exit_code,
+            signal,
+            started_at: c.started_at.clone(),
+            finished_at: now_rfc3339_nano(),
+            oom_killed,
+            reason: reason.into(),
+            message: None,
+        };
+        c.done = true;
+        c.kill_at = None;
+        write_record(&plan.exit_path(&c.plan.name), &record).map_err(|e| {
+            step(
+                &plan.pod_id,
+                &format!("container {}: record exit", c.plan.name),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Send each running container its stop signal; SIGKILL follows after its grace period.
+fn stop_all(backend: &dyn OciBackend, containers: &mut [Running]) {
+    for c in containers.iter_mut().filter(|c| !c.done) {
+        if let Err(e) = backend.kill(&c.plan.id, c.plan.stop_signal) {
+            tracing::warn!("container {}: stop: {e}", c.plan.name);
+        }
+        c.kill_at = Some(Instant::now() + Duration::from_millis(c.plan.grace_period_ms));
+    }
+}
+
+/// Delete every container, destroy the sandbox, remove the cgroups; go on
+/// past failures and return them all.
+fn cleanup(
+    plan: &PodPlan,
+    backend: &dyn OciBackend,
+    sandbox: &mut Sandbox,
+    containers: &[Running],
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut cgroups = Vec::new();
+    for c in &plan.containers {
+        cgroups.extend(cgroups_path(&c.bundle));
+        let started = containers.iter().any(|r| r.plan.id == c.id && r.pid > 0);
+        if let Err(e) = backend.delete(&c.id) {
+            // A container that never started may have no state to delete.
+            if started {
+                errors.push(format!("container {}: {e}", c.name));
+            }
+        }
+    }
+    // Reap what the deletes killed, so no zombie outlives the monitor's exit.
+    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+    if let Err(e) = sandbox.destroy() {
+        errors.push(e.to_string());
+    }
+    cgroups.extend(plan.cgroup_parent.clone());
+    for path in cgroups {
+        if let Err(e) = remove_cgroup(&path) {
+            errors.push(e);
+        }
+    }
+    let crun_root = plan.run_root.join("crun");
+    let _ = std::fs::remove_dir(crun_root); // only when empty: other pods may share it
+    errors
+}
+
+/// Write `record` as JSON durably: temp file, fsync, rename, fsync the directory.
+fn write_record(path: &Path, record: &ExitRecord) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("json.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(record)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    // Only our end is non-blocking: the container's writes still block on a full pipe.
+    rustix::fs::fcntl_setfl(&r, rustix::fs::OFlags::NONBLOCK)?;
+    Ok((r, w))
+}
+
+const SIGNALS: [i32; 3] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT];
+
+/// Block SIGCHLD, SIGTERM and SIGINT and return a signalfd that reports them.
+/// Children started through `std::process::Command` get an empty mask back.
+fn signal_fd() -> std::io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for these calls to read and write.
+    let fd = unsafe {
+        libc::sigemptyset(&mut set);
+        for s in SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Drain the signalfd; true when a stop was asked (SIGTERM, SIGINT). SIGCHLD
+/// needs nothing more: every turn of the loop reaps.
+fn read_signals(fd: &OwnedFd) -> bool {
+    let mut stop = false;
+    // SAFETY: signalfd_siginfo is plain data.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    loop {
+        let buf = (&mut info as *mut libc::signalfd_siginfo).cast();
+        // SAFETY: `buf` points to `info`, writable for `size` bytes; fd is a signalfd.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf, size) };
+        if n != size as isize {
+            return stop;
+        }
+        stop |= info.ssi_signo as i32 != libc::SIGCHLD;
+    }
+}
+
+/// The exit records written so far, by container name.
+pub fn read_exits(plan: &PodPlan) -> HashMap<String, ExitRecord> {
+    plan.containers
+        .iter()
+        .filter_map(|c| {
+            let text = std::fs::read(plan.exit_path(&c.name)).ok()?;
+            Some((c.name.clone(), serde_json::from_slice(&text).ok()?))
+        })
+        .collect()
+}
