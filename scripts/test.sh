@@ -66,10 +66,19 @@ step() { # name command...
 }
 step "cargo fmt" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-step "cargo test" cargo test --workspace "$@"
+test_log=$(mktemp)
+run_tests() { cargo test --workspace "$@" 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }
+step "cargo test" run_tests "$@"
+
+# One closing line for the whole suite (cargo prints one per test binary, and the
+# last is usually a doc-test run with nothing in it).
+totals=$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped", p, f, i }' "$test_log")
+rm -f "$test_log"
 
 if ((${#failed[@]})); then
     section "FAILED: ${failed[*]}"
+    echo "tests: $totals"
     exit 1
 fi
 section "all passed"
+echo "tests: $totals"
