@@ -94,7 +94,7 @@ fn open(cli: &Cli) -> Result<Images> {
     Ok(Images::open(&cli.root)?)
 }
 
-fn registries(cli: &Cli) -> Result<RegistriesConfig> {
+pub fn registries(cli: &Cli) -> Result<RegistriesConfig> {
     let mut config = RegistriesConfig::load(&cli.registries_conf)?;
     config.add_hosts_dir(&cli.hosts_dir)?;
     Ok(config)

@@ -2,6 +2,7 @@
 //! the work is done by the library crates (see ARCHITECTURE.md).
 
 mod images;
+mod run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -42,6 +43,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a pod from its manifest in the foreground; Ctrl-C stops it.
+    Run(run::RunArgs),
     /// Pull an image from a registry.
     Pull(images::PullArgs),
     /// List images.
@@ -128,6 +131,10 @@ fn message(e: &anyhow::Error) -> String {
 
 async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
+        Command::Run(a) => {
+            let code = run::run(&cli, a).await?;
+            std::process::exit(code);
+        }
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(&cli, a).await,
         Command::Images(a) | Command::Image(ImageCommand::List(a)) => images::list(&cli, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Remove(a)) => images::remove(&cli, a),
