@@ -232,15 +232,27 @@ impl Images {
         Ok(found.remove(0))
     }
 
-    /// Everything known about an image, as `podrun image inspect` prints it.
-    pub fn inspect(&self, name: &str) -> Result<serde_json::Value, ImageError> {
-        let rec = self.get(name)?;
-        let config: serde_json::Value = self
-            .content
+    /// The image's config document (its `config` holds Entrypoint, Cmd, Env …);
+    /// `Null` if the blob is unreadable.
+    fn config_document(&self, rec: &ImageRecord) -> serde_json::Value {
+        self.content
             .read(&rec.id)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(serde_json::Value::Null);
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The run configuration of an image (`Entrypoint`, `Cmd`, `Env`, `WorkingDir`,
+    /// `User`, `StopSignal` …), without the listing `inspect` does.
+    pub fn run_config(&self, name: &str) -> Result<serde_json::Value, ImageError> {
+        let rec = self.get(name)?;
+        Ok(self.config_document(&rec)["config"].clone())
+    }
+
+    /// Everything known about an image, as `podrun image inspect` prints it.
+    pub fn inspect(&self, name: &str) -> Result<serde_json::Value, ImageError> {
+        let rec = self.get(name)?;
+        let config = self.config_document(&rec);
         let names: Vec<String> = self
             .list()?
             .into_iter()

@@ -61,7 +61,13 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         registries: crate::images::registries(cli)?,
         ..Default::default()
     };
-    for c in &spec.containers {
+    // One pull per distinct image, however many containers use it.
+    let mut seen = std::collections::HashSet::new();
+    for c in spec
+        .containers
+        .iter()
+        .filter(|c| seen.insert(c.image.clone()))
+    {
         let image = c.image.clone().unwrap_or_default();
         let present = images.get(&image).is_ok();
         let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
@@ -191,8 +197,7 @@ fn prepare(
     host: &Host,
 ) -> Result<(PathBuf, i32)> {
     let image = c.image.clone().unwrap_or_default();
-    let inspect = images.inspect(&image)?;
-    let cfg = &inspect["Config"];
+    let cfg = &images.run_config(&image)?;
     let strings = |key: &str| -> Vec<String> {
         cfg[key]
             .as_array()
