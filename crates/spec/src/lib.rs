@@ -12,6 +12,7 @@
 //!
 //! The objects are k8s-openapi's types (re-exported as [`k8s_openapi`]).
 
+mod cgroup;
 mod defaults;
 mod parse;
 mod quantity;
@@ -22,6 +23,10 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 
+pub use cgroup::{
+    milli_cpu_to_quota, milli_cpu_to_shares, pod_cgroup_limits, pod_cgroup_path, PodLimits,
+    MAX_SHARES, MIN_QUOTA, MIN_SHARES, POD_CGROUP_ROOT, QUOTA_PERIOD,
+};
 pub use defaults::{apply_defaults, apply_object_defaults, default_pull_policy};
 pub use k8s_openapi;
 pub use parse::parse_documents;
