@@ -1,6 +1,7 @@
 //! The per-pod monitor for real: busybox from the local registry, specs from
-//! podrun_oci, crun, and `podrun __monitor` in a process of its own; then a
-//! check that nothing of the pod is left on the machine.
+//! podrun_oci, the OCI runtime `PODRUN_RUNTIME` names (default `embedded`, or
+//! `crun`, `runc`), and `podrun-monitor` in a process of its own; then a check
+//! that nothing of the pod is left on the machine.
 
 use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
 use podrun_runtime::monitor::{read_exits, ContainerPlan, ExitRecord, PodPlan};
@@ -18,7 +19,16 @@ fn image() -> String {
     format!("{}/busybox:latest", registry())
 }
 
-/// A pod's worth of temp state; whatever a failed test left (monitor, crun
+/// The plan's runtime: `PODRUN_RUNTIME`, or `embedded`.
+fn runtime() -> String {
+    std::env::var("PODRUN_RUNTIME").unwrap_or_else(|_| "embedded".into())
+}
+
+fn monitor_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_podrun-monitor"))
+}
+
+/// A pod's worth of temp state; whatever a failed test left (monitor, runtime
 /// state, rootfs mounts, cgroups, sandbox pins) is removed when dropped.
 struct TestPod {
     dir: tempfile::TempDir,
@@ -57,7 +67,7 @@ impl TestPod {
             run_root: dir.path().join("run"),
             run_dir: dir.path().join("run/pods").join(&tag),
             pause: env!("CARGO_BIN_EXE_podrun-pause").into(),
-            crun: "crun".into(),
+            runtime: runtime(),
             hostname: format!("mon-{tag}"),
             host_network: false,
             share_pid: false,
@@ -142,30 +152,67 @@ impl TestPod {
         });
     }
 
+    fn plan_file(&self) -> PathBuf {
+        self.dir.path().join("plan.json")
+    }
+
     /// Run the monitor to its end; its exit status and stderr.
     fn run_monitor_output(&self) -> std::process::Output {
-        let plan_file = self.dir.path().join("plan.json");
-        std::fs::write(&plan_file, serde_json::to_vec(&self.plan).unwrap()).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_podrun"))
-            .arg("__monitor")
+        std::fs::write(self.plan_file(), serde_json::to_vec(&self.plan).unwrap()).unwrap();
+        monitor_command()
             .arg("--plan")
-            .arg(&plan_file)
+            .arg(self.plan_file())
             .stdin(Stdio::null())
             .output()
             .unwrap()
     }
 
     fn start_monitor(&mut self) {
-        let plan_file = self.dir.path().join("plan.json");
-        std::fs::write(&plan_file, serde_json::to_vec(&self.plan).unwrap()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_podrun"))
-            .arg("__monitor")
+        std::fs::write(self.plan_file(), serde_json::to_vec(&self.plan).unwrap()).unwrap();
+        let child = monitor_command()
             .arg("--plan")
-            .arg(&plan_file)
+            .arg(self.plan_file())
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
         self.monitor = Some(child);
+    }
+
+    /// `podrun-monitor exec` in container `name`: its exit code, stdout, stderr.
+    fn exec(&self, name: &str, tty: bool, args: &[&str]) -> (i32, String, String) {
+        let c = self
+            .plan
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap();
+        let mut cmd = monitor_command();
+        cmd.arg("exec")
+            .arg("--plan")
+            .arg(self.plan_file())
+            .args(["--id", &c.id]);
+        if tty {
+            cmd.arg("--tty");
+        }
+        let out = cmd
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Stop the pod as its owner would: SIGTERM to the monitor, then wait.
+    fn stop_monitor(&mut self) {
+        let pid = self.monitor.as_ref().unwrap().id() as i32;
+        // SAFETY: kill takes no pointers; `pid` is our child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        self.wait_monitor(Duration::from_secs(20));
     }
 
     /// Wait for the monitor to exit; it must exit 0.
@@ -243,11 +290,10 @@ impl TestPod {
             let left = h.path().join(&cgroup);
             assert!(!left.exists(), "cgroup left: {}", left.display());
         }
-        let crun = self.plan.run_root.join("crun");
-        let state: Vec<_> = std::fs::read_dir(&crun)
+        let state: Vec<_> = std::fs::read_dir(self.plan.runtime_state_dir())
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
-        assert!(state.is_empty(), "crun state left: {state:?}");
+        assert!(state.is_empty(), "runtime state left: {state:?}");
         assert!(
             !self
                 .plan
@@ -287,13 +333,10 @@ impl TestPod {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Deleting forks nothing, so libcontainer may do it in this threaded process.
+        let backend = self.plan.backend();
         for c in &self.plan.containers {
-            let _ = Command::new("crun")
-                .arg("--root")
-                .arg(self.plan.run_root.join("crun"))
-                .args(["delete", "--force", &c.id])
-                .stderr(Stdio::null())
-                .status();
+            let _ = backend.delete(&c.id);
             let _ = self.images.remove_rootfs(&c.id);
         }
         // The pause process of this pod (its hostname argument is unique).
@@ -483,6 +526,10 @@ fn a_container_that_cannot_start_is_recorded_and_the_rest_run() {
                 "broken",
                 serde_json::json!({"command": ["/no/such/program"]}),
             ),
+            (
+                "missing",
+                serde_json::json!({"command": ["no-such-program"]}),
+            ),
             ("fine", sh("echo fine")),
         ],
         2000,
@@ -490,21 +537,32 @@ fn a_container_that_cannot_start_is_recorded_and_the_rest_run() {
     pod.start_monitor();
     pod.wait_monitor(Duration::from_secs(30));
     let exits = pod.exits();
-    let broken = &exits["broken"];
-    assert_eq!(broken.reason, "StartError", "{broken:?}");
-    assert!(
-        broken
-            .message
-            .as_deref()
-            .unwrap_or("")
-            .contains("/no/such/program"),
-        "{broken:?}"
-    );
-    // crun's own messages go to its --log file, but the container's init (crun's
-    // child, before exec) also prints this one on the container's stderr.
-    for (stream, _, text) in cri_lines(&pod.log("broken")) {
-        assert_eq!(stream, "stderr");
-        assert!(text.contains("/no/such/program"), "{text}");
+    // As runc words it, whichever runtime ran the pod.
+    for (name, message) in [
+        (
+            "broken",
+            "exec: \"/no/such/program\": stat /no/such/program: no such file or directory",
+        ),
+        (
+            "missing",
+            "exec: \"no-such-program\": executable file not found in $PATH",
+        ),
+    ] {
+        let record = &exits[name];
+        assert_eq!(
+            (record.reason.as_str(), record.exit_code),
+            ("StartError", 128),
+            "{record:?}"
+        );
+        assert!(
+            record.message.as_deref().unwrap_or("").ends_with(message),
+            "{record:?}"
+        );
+        // The runtime's own messages go to its log, but the container's init
+        // (its child, before exec) may say something on the container's stderr.
+        for (stream, _, text) in cri_lines(&pod.log(name)) {
+            assert_eq!(stream, "stderr", "{text}");
+        }
     }
     assert_eq!(exits["fine"].exit_code, 0);
     assert_eq!(cri_lines(&pod.log("fine")), [line("stdout", "F", "fine")]);
@@ -562,16 +620,61 @@ fn containers_outlive_a_killed_monitor_and_the_guard_cleans_up() {
     monitor.kill().unwrap();
     monitor.wait().unwrap();
     // The container keeps running without its monitor (the agent re-adopts it, later).
-    let state = Command::new("crun")
-        .arg("--root")
-        .arg(pod.plan.run_root.join("crun"))
-        .args(["state", &pod.plan.containers[0].id])
-        .output()
-        .unwrap();
+    let cgroup = format!("podrun-test-{}", pod.tag);
+    let left = pod.processes(&cgroup);
     assert!(
-        String::from_utf8_lossy(&state.stdout).contains("\"running\""),
-        "{state:?}"
+        left.iter().any(|p| p.starts_with("sleep 1000 ")),
+        "{left:?}"
     );
+    assert!(pod
+        .plan
+        .runtime_state_dir()
+        .join(&pod.plan.containers[0].id)
+        .exists());
     pod.force_cleanup();
+    pod.assert_nothing_left();
+}
+
+#[test]
+fn exec_runs_a_command_in_a_running_container() {
+    let mut pod = TestPod::new(&[("shell", sh("echo ready; sleep 1000"))], 2000);
+    pod.start_monitor();
+    pod.wait_log("shell", "ready");
+
+    let (code, out, err) = pod.exec(
+        "shell",
+        false,
+        &[
+            "sh",
+            "-c",
+            "echo out; echo err >&2; echo $PATH; pwd; exit 7",
+        ],
+    );
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(
+        out,
+        "out\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/\n"
+    );
+    assert_eq!(err, "err\n");
+    // The command shares the container's file system and network namespace.
+    let (code, out, _) = pod.exec("shell", false, &["cat", "/proc/1/cmdline"]);
+    assert_eq!(code, 0);
+    assert!(!out.is_empty());
+
+    let (code, out, err) = pod.exec("shell", false, &["no-such-command"]);
+    assert_eq!(code, 127, "{out} {err}");
+    assert!(
+        err.contains("no-such-command") && err.contains("not found"),
+        "{err}"
+    );
+
+    // A real terminal: `tty` names it and `test -t` sees one.
+    let (code, out, err) = pod.exec("shell", true, &["sh", "-c", "tty; test -t 0 && echo yes"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("/dev/pts/") && out.contains("yes"), "{out:?}");
+
+    pod.stop_monitor();
+    // The exec'd commands are not containers: no records, only the container's.
+    assert_eq!(pod.exits().len(), 1);
     pod.assert_nothing_left();
 }

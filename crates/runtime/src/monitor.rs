@@ -7,17 +7,21 @@
 //!
 //! The monitor **creates** the sandbox: the caller writes the bundles first,
 //! joining the namespaces at the paths [`PodPlan::ns_path`] names (they are
-//! known before the pause process exists), then starts `podrun __monitor --plan
-//! FILE`. So the pause process is the monitor's child and dies with the pod.
+//! known before the pause process exists), then starts `podrun-monitor --plan
+//! FILE` (or `podrun __monitor --plan FILE`). So the pause process is the
+//! monitor's child and dies with the pod.
 //!
 //! Run [`run_monitor`] only in a process of its own with one thread: the backend
 //! forks, and the monitor blocks SIGCHLD, SIGTERM and SIGINT for itself.
 
 mod backend;
 mod cgroup;
+mod console;
+mod embedded;
 pub mod log;
 
-pub use backend::{Crun, OciBackend};
+pub use backend::{OciBackend, OciCli};
+pub use embedded::Embedded;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -41,15 +45,18 @@ const DRAIN: Duration = Duration::from_secs(2);
 pub struct PodPlan {
     /// The pod's ID; also the sandbox's.
     pub pod_id: String,
-    /// `--run-root`: the sandbox lives in `sandboxes/<pod_id>`, crun's state in `crun`.
+    /// `--run-root`: the sandbox lives in `sandboxes/<pod_id>`, the OCI
+    /// runtime's state in `libcontainer` (embedded) or `<runtime name>` (CLI).
     pub run_root: PathBuf,
     /// The pod's runtime directory: exit records go to `exits/<name>.json`.
     pub run_dir: PathBuf,
     /// The `podrun-pause` binary.
     pub pause: PathBuf,
-    /// The `crun` binary (default: `crun` on PATH).
-    #[serde(default = "default_crun")]
-    pub crun: PathBuf,
+    /// The OCI runtime: `embedded` (libcontainer in the monitor, the default),
+    /// or the CLI of one that speaks runc's dialect: a name on PATH (`crun`,
+    /// `runc`) or an absolute path.
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
     /// The pod's hostname.
     pub hostname: String,
     /// `hostNetwork: true`.
@@ -65,8 +72,11 @@ pub struct PodPlan {
     pub containers: Vec<ContainerPlan>,
 }
 
-fn default_crun() -> PathBuf {
-    "crun".into()
+/// [`PodPlan::runtime`]'s name for libcontainer in the monitor.
+pub const EMBEDDED: &str = "embedded";
+
+fn default_runtime() -> String {
+    EMBEDDED.into()
 }
 
 /// One container of the plan.
@@ -102,10 +112,47 @@ impl PodPlan {
             .join(ns.name())
     }
 
+    /// The backend [`PodPlan::runtime`] names.
+    pub fn backend(&self) -> Box<dyn OciBackend> {
+        if self.runtime == EMBEDDED {
+            Box::new(Embedded::new(&self.run_root))
+        } else {
+            Box::new(OciCli::new(&self.runtime, &self.run_root))
+        }
+    }
+
+    /// Where the runtime keeps its containers' state (shared by every pod).
+    pub fn runtime_state_dir(&self) -> PathBuf {
+        if self.runtime == EMBEDDED {
+            self.run_root.join("libcontainer")
+        } else {
+            self.run_root.join(backend::cli_state_dir(&self.runtime))
+        }
+    }
+
     /// Where container `name`'s exit is recorded.
     pub fn exit_path(&self, name: &str) -> PathBuf {
         self.run_dir.join("exits").join(format!("{name}.json"))
     }
+
+    /// Where container `name`'s start is recorded.
+    pub fn start_path(&self, name: &str) -> PathBuf {
+        self.run_dir.join("starts").join(format!("{name}.json"))
+    }
+}
+
+/// That a container started, as recorded in `<run dir>/starts/<name>.json`
+/// (written before its exit can be; a restart overwrites it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRecord {
+    /// The container's name.
+    pub name: String,
+    /// Its ID.
+    pub id: String,
+    /// The pid of its init.
+    pub pid: i32,
+    /// When it started (RFC 3339, nanoseconds).
+    pub started_at: String,
 }
 
 /// How a container ended, as recorded in `<run dir>/exits/<name>.json`.
@@ -178,16 +225,12 @@ struct Running {
     oom_file: Option<PathBuf>,
 }
 
-/// Run the pod of `plan` with crun until its containers have exited or the
-/// monitor is told to stop (SIGTERM, SIGINT); then delete them, destroy the
+/// Run the pod of `plan` with its runtime until its containers have exited or
+/// the monitor is told to stop (SIGTERM, SIGINT); then delete them, destroy the
 /// sandbox and remove their cgroups. Everything made is cleaned up, even
 /// after an error.
 pub fn run_monitor(plan: &PodPlan) -> Result<(), MonitorError> {
-    let crun = Crun {
-        binary: plan.crun.clone(),
-        root: plan.run_root.join("crun"),
-    };
-    run_monitor_with(plan, &crun)
+    run_monitor_with(plan, plan.backend().as_ref())
 }
 
 /// [`run_monitor`] with any backend.
@@ -354,6 +397,14 @@ fn start(
             running.pid = pid;
             running.started_at = now_rfc3339_nano();
             running.oom_file = oom_file(pid);
+            let record = StartRecord {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                pid,
+                started_at: running.started_at.clone(),
+            };
+            write_json(&plan.start_path(&c.name), &record)
+                .map_err(|e| step(pod, &format!("{what}: record start"), e))?;
         }
         Err(e) => {
             tracing::warn!("pod {pod}: {what}: start: {e}");
@@ -469,14 +520,20 @@ fn cleanup(
             errors.push(e);
         }
     }
-    let crun_root = plan.run_root.join("crun");
-    let _ = std::fs::remove_dir(crun_root); // only when empty: other pods may share it
+    // Only when empty: other pods share it.
+    let _ = std::fs::remove_dir(plan.runtime_state_dir());
     errors
 }
 
 /// Write `record` as JSON durably: temp file, fsync, rename, fsync the directory.
 fn write_record(path: &Path, record: &ExitRecord) -> std::io::Result<()> {
+    write_json(path, record)
+}
+
+/// Write `value` as JSON durably: temp file, fsync, rename, fsync the directory.
+fn write_json(path: &Path, record: &impl Serialize) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("json.tmp");
     let mut file = File::create(&tmp)?;
     file.write_all(&serde_json::to_vec_pretty(record)?)?;
@@ -535,6 +592,17 @@ fn read_signals(fd: &OwnedFd) -> bool {
     }
 }
 
+/// The start records written so far, by container name.
+pub fn read_starts(plan: &PodPlan) -> HashMap<String, StartRecord> {
+    plan.containers
+        .iter()
+        .filter_map(|c| {
+            let text = std::fs::read(plan.start_path(&c.name)).ok()?;
+            Some((c.name.clone(), serde_json::from_slice(&text).ok()?))
+        })
+        .collect()
+}
+
 /// The exit records written so far, by container name.
 pub fn read_exits(plan: &PodPlan) -> HashMap<String, ExitRecord> {
     plan.containers
@@ -544,4 +612,40 @@ pub fn read_exits(plan: &PodPlan) -> HashMap<String, ExitRecord> {
             Some((c.name.clone(), serde_json::from_slice(&text).ok()?))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(runtime: Option<&str>) -> PodPlan {
+        let mut json = serde_json::json!({
+            "pod_id": "p", "run_root": "/run/podrun", "run_dir": "/run/podrun/pods/p",
+            "pause": "/bin/podrun-pause", "hostname": "p", "cgroup_parent": null,
+            "containers": [],
+        });
+        if let Some(r) = runtime {
+            json["runtime"] = r.into();
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_runtime_defaults_to_embedded() {
+        let p = plan(None);
+        assert_eq!(p.runtime, EMBEDDED);
+        assert_eq!(p.runtime_state_dir(), Path::new("/run/podrun/libcontainer"));
+    }
+
+    #[test]
+    fn another_runtime_is_a_cli_with_state_under_its_name() {
+        assert_eq!(
+            plan(Some("crun")).runtime_state_dir(),
+            Path::new("/run/podrun/crun")
+        );
+        assert_eq!(
+            plan(Some("/usr/sbin/runc")).runtime_state_dir(),
+            Path::new("/run/podrun/runc")
+        );
+    }
 }

@@ -1,9 +1,12 @@
-//! How the monitor makes, signals and removes containers: a small trait, so the
-//! embedded libcontainer backend can replace the crun CLI later.
+//! How the monitor makes, signals and removes containers: a small trait with two
+//! kinds of implementation, an OCI runtime's CLI (crun, runc) and the embedded
+//! libcontainer ([`super::Embedded`]).
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use super::console::{self, RemoveOnDrop};
 
 /// An OCI runtime, as the monitor uses it. Every call blocks; the monitor is
 /// single-threaded and calls them one at a time.
@@ -22,33 +25,58 @@ pub trait OciBackend {
     fn kill(&self, id: &str, signal: i32) -> Result<(), String>;
     /// Remove the container (killing whatever is left of it) and its state.
     fn delete(&self, id: &str) -> Result<(), String>;
+    /// Run `args` in the running container `id` in the foreground, with the
+    /// caller's stdin, stdout and stderr (on a new pseudo-terminal with `tty`);
+    /// return its exit code (128 + the signal that killed it; 127 when the
+    /// command is not found, 126 when it cannot be executed, with the reason
+    /// on stderr).
+    fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, String>;
 }
 
-/// The crun CLI, with its state under `root` (`<run-root>/crun`).
+/// The CLI of an OCI runtime that speaks runc's dialect (crun, runc), with its
+/// state under `root` (`<run-root>/<name>`).
 #[derive(Debug, Clone)]
-pub struct Crun {
-    /// The crun binary.
+pub struct OciCli {
+    /// The runtime's binary: a bare name is looked up on PATH.
     pub binary: PathBuf,
-    /// crun's `--root`.
+    /// The runtime's `--root`.
     pub root: PathBuf,
 }
 
-impl Crun {
+impl OciCli {
+    /// The CLI `runtime` (a name on PATH or an absolute path), its state in
+    /// `<run_root>/<file name>`.
+    pub fn new(runtime: &str, run_root: &Path) -> Self {
+        let binary = PathBuf::from(runtime);
+        Self {
+            root: run_root.join(cli_state_dir(runtime)),
+            binary,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.binary
+            .file_name()
+            .map_or_else(|| "runtime".into(), |n| n.to_string_lossy().into_owned())
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--root").arg(&self.root).stdin(Stdio::null());
+        cmd.arg("--root").arg(&self.root);
         cmd
     }
 
     fn run(&self, what: &str, mut cmd: Command) -> Result<(), String> {
         let out = cmd
+            .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("{}: {e}", self.binary.display()))?;
         if out.status.success() {
             Ok(())
         } else {
             Err(format!(
-                "crun {what}: {}: {}",
+                "{} {what}: {}: {}",
+                self.name(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ))
@@ -56,7 +84,14 @@ impl Crun {
     }
 }
 
-impl OciBackend for Crun {
+/// The state directory (under the run root) of CLI runtime `runtime`: its file name.
+pub(crate) fn cli_state_dir(runtime: &str) -> String {
+    Path::new(runtime)
+        .file_name()
+        .map_or_else(|| "runtime".into(), |n| n.to_string_lossy().into_owned())
+}
+
+impl OciBackend for OciCli {
     fn create_and_start(
         &self,
         id: &str,
@@ -64,19 +99,22 @@ impl OciBackend for Crun {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32, String> {
-        // The container's init inherits crun's stdio, so crun's own messages
-        // would land in the container's log: send them to a file instead.
+        // The container's init inherits the runtime's stdio, so the runtime's
+        // own messages would land in the container's log: send them to a file
+        // instead. crun and runc both take a plain path and JSON lines.
         let pid_file = bundle.join("init.pid");
-        let log = bundle.join("crun.log");
+        let log = bundle.join("runtime.log");
         let _ = std::fs::remove_file(&pid_file);
         let _ = std::fs::remove_file(&log);
         let mut cmd = self.command();
-        cmd.arg(format!("--log=file:{}", log.display()))
-            .args(["run", "--detach", "--bundle"])
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "run", "--detach", "--bundle"])
             .arg(bundle)
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(id)
+            .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
         let status = cmd
@@ -89,7 +127,11 @@ impl OciBackend for Crun {
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         let _ = std::fs::remove_file(&log);
         if !status.success() {
-            return Err(format!("crun run: {status}: {}", crun_message(&logged)));
+            return Err(format!(
+                "{} run: {status}: {}",
+                self.name(),
+                exec_message(&log_message(&logged))
+            ));
         }
         let pid = std::fs::read_to_string(&pid_file)
             .map_err(|e| format!("read {}: {e}", pid_file.display()))?;
@@ -110,11 +152,75 @@ impl OciBackend for Crun {
         cmd.args(["delete", "--force", id]);
         self.run("delete", cmd)
     }
+
+    fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, String> {
+        // The runtime's own failure (255) is told from the command's exit code
+        // by its log, which only the runtime writes.
+        let scratch = std::env::temp_dir().join(format!("podrun-exec-{}", std::process::id()));
+        let log = scratch.with_extension("log");
+        let socket = scratch.with_extension("sock");
+        let pid_file = scratch.with_extension("pid");
+        let _cleanup = RemoveOnDrop(vec![log.clone(), socket.clone(), pid_file.clone()]);
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = self.command();
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", "exec"]);
+        // With a terminal, crun wants our stdin to be one too: have it start
+        // the process detached instead and send us the pty master.
+        let listener = if tty {
+            let listener = console::listen(&socket)?;
+            console::become_subreaper()?;
+            // crun's `-t` takes an optional argument: only the long form is
+            // unambiguous before the container ID.
+            cmd.args(["--tty", "--detach", "--console-socket"])
+                .arg(&socket)
+                .arg("--pid-file")
+                .arg(&pid_file);
+            Some(listener)
+        } else {
+            None
+        };
+        cmd.arg(id).args(args);
+        let status = cmd
+            .status()
+            .map_err(|e| format!("{}: {e}", self.binary.display()))?;
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if status.code() == Some(255) {
+            if let Some(failure) = ExecFailure::parse(&log_message(&logged)) {
+                // After the runtime's own words (on the same stderr), runc's.
+                eprintln!("{failure}");
+                return Ok(failure.exit_code());
+            }
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(1);
+        let Some(listener) = listener else {
+            return Ok(code);
+        };
+        if code != 0 {
+            return Err(format!(
+                "{} exec: {status}: {}",
+                self.name(),
+                log_message(&logged)
+            ));
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .map_err(|e| format!("read {}: {e}", pid_file.display()))?;
+        let pid = pid
+            .trim()
+            .parse()
+            .map_err(|_| format!("{}: not a pid: {pid:?}", pid_file.display()))?;
+        console::attach(&listener, pid)
+    }
 }
 
-/// crun's log file holds lines like `{"msg":"…","level":"error","time":"…"}`
-/// or plain text: keep the messages.
-fn crun_message(logged: &str) -> String {
+/// A runtime's log file holds lines like `{"msg":"…","level":"error","time":"…"}`
+/// (crun, runc with `--log-format json`) or plain text: keep the messages.
+pub(crate) fn log_message(logged: &str) -> String {
     let msgs: Vec<String> = logged
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -129,5 +235,143 @@ fn crun_message(logged: &str) -> String {
         "no message".into()
     } else {
         msgs.join("; ")
+    }
+}
+
+/// A missing or unusable executable, as each runtime words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ExecFailure {
+    /// Not found: a bare name on PATH, or a path.
+    NotFound(String),
+    /// Found, but not an executable file.
+    NotExecutable(String),
+}
+
+impl ExecFailure {
+    /// Recognise the failure in a runtime's message: libcontainer's
+    /// ``executable 'X' not found in $PATH``, crun's ``executable file `X` not
+    /// found…``, runc's `exec: "X": …`.
+    pub(crate) fn parse(msg: &str) -> Option<Self> {
+        let quoted = |start: &str, end: char| -> Option<String> {
+            let at = msg.find(start)? + start.len();
+            let len = msg[at..].find(end)?;
+            Some(msg[at..at + len].to_string())
+        };
+        if let Some(name) = quoted("executable '", '\'') {
+            let rest = &msg[msg.find("executable '")?..];
+            return Some(if rest.contains("not found") {
+                Self::NotFound(name)
+            } else {
+                Self::NotExecutable(name)
+            });
+        }
+        if let Some(name) = quoted("executable file `", '`') {
+            let rest = &msg[msg.find("executable file `")?..];
+            return Some(if rest.contains("not found") {
+                Self::NotFound(name)
+            } else {
+                Self::NotExecutable(name)
+            });
+        }
+        if let Some(name) = quoted("exec: \"", '"') {
+            let rest = &msg[msg.find("exec: \"")?..];
+            if rest.contains("not found") || rest.contains("no such file") {
+                return Some(Self::NotFound(name));
+            }
+            if rest.contains("permission denied") || rest.contains("is a directory") {
+                return Some(Self::NotExecutable(name));
+            }
+        }
+        None
+    }
+
+    /// The exit code a shell (and `kubectl exec`) gives this failure.
+    pub(crate) fn exit_code(&self) -> i32 {
+        match self {
+            Self::NotFound(_) => 127,
+            Self::NotExecutable(_) => 126,
+        }
+    }
+}
+
+impl std::fmt::Display for ExecFailure {
+    /// runc's wording, which kubelet users know.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotFound(name) if name.contains('/') => write!(
+                f,
+                "exec: \"{name}\": stat {name}: no such file or directory"
+            ),
+            Self::NotFound(name) => {
+                write!(f, "exec: \"{name}\": executable file not found in $PATH")
+            }
+            Self::NotExecutable(name) => write!(f, "exec: \"{name}\": permission denied"),
+        }
+    }
+}
+
+/// `msg` with a missing executable said as runc says it (the rest unchanged
+/// when it is about something else).
+pub(crate) fn exec_message(msg: &str) -> String {
+    ExecFailure::parse(msg).map_or_else(|| msg.to_string(), |f| f.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_keep_their_messages() {
+        let logged = "{\"msg\":\"one\",\"level\":\"error\",\"time\":\"t\"}\n\nplain text\n";
+        assert_eq!(log_message(logged), "one; plain text");
+        assert_eq!(log_message(""), "no message");
+    }
+
+    #[test]
+    fn missing_executables_read_as_runc_says_them() {
+        let cases = [
+            (
+                "failed to create container: executable 'foo' not found in $PATH",
+                "exec: \"foo\": executable file not found in $PATH",
+                127,
+            ),
+            (
+                "executable file `foo` not found in $PATH: No such file or directory",
+                "exec: \"foo\": executable file not found in $PATH",
+                127,
+            ),
+            (
+                "executable file `/no/such` not found: No such file or directory",
+                "exec: \"/no/such\": stat /no/such: no such file or directory",
+                127,
+            ),
+            (
+                "unable to start container process: exec: \"/no/such\": stat /no/such: no such file or directory",
+                "exec: \"/no/such\": stat /no/such: no such file or directory",
+                127,
+            ),
+            (
+                "executable '/etc' at path '\"/etc\"' does not have correct permissions",
+                "exec: \"/etc\": permission denied",
+                126,
+            ),
+        ];
+        for (msg, want, code) in cases {
+            let failure = ExecFailure::parse(msg).unwrap();
+            assert_eq!(
+                (failure.to_string().as_str(), failure.exit_code()),
+                (want, code)
+            );
+        }
+        assert_eq!(exec_message("cgroup: no space"), "cgroup: no space");
+    }
+
+    #[test]
+    fn cli_state_lives_under_the_runtime_name() {
+        assert_eq!(cli_state_dir("crun"), "crun");
+        assert_eq!(cli_state_dir("/usr/sbin/runc"), "runc");
+        let cli = OciCli::new("/usr/bin/crun", Path::new("/run/podrun"));
+        assert_eq!(cli.root, Path::new("/run/podrun/crun"));
+        assert_eq!(cli.name(), "crun");
     }
 }
