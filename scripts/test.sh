@@ -6,7 +6,8 @@
 #   3. scripts/test-images.sh   build (cached) and push the test images
 #   4. cargo fmt --all --check
 #      cargo clippy --workspace --all-targets -- -D warnings
-#      cargo test --workspace   (extra arguments to this script go to cargo test)
+#      cargo test --workspace   (embedded OCI backend; extra arguments go to cargo test)
+#      cargo test -p podrun --test run --test monitor   again with PODRUN_RUNTIME=crun
 #
 # All steps of 4 run even when one fails; the exit status is non-zero if any failed.
 # Registries that were already running before this script started are left running
@@ -67,8 +68,18 @@ step() { # name command...
 step "cargo fmt" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 test_log=$(mktemp)
-run_tests() { cargo test --workspace "$@" 2>&1 | tee "$test_log"; return "${PIPESTATUS[0]}"; }
-step "cargo test" run_tests "$@"
+run_tests() {
+    PODRUN_RUNTIME=embedded cargo test --workspace "$@" 2>&1 | tee -a "$test_log"
+    return "${PIPESTATUS[0]}"
+}
+# The whole suite runs with the embedded OCI backend (libcontainer, the default);
+# the end-to-end suites that run containers run again with the crun binary.
+run_crun_tests() {
+    PODRUN_RUNTIME=crun cargo test -p podrun --test run --test monitor "$@" 2>&1 | tee -a "$test_log"
+    return "${PIPESTATUS[0]}"
+}
+step "cargo test (embedded backend)" run_tests "$@"
+step "cargo test (crun backend: run, monitor)" run_crun_tests "$@"
 
 # One closing line for the whole suite (cargo prints one per test binary, and the
 # last is usually a doc-test run with nothing in it).

@@ -228,7 +228,8 @@ fn id(r: &ImageRecord, full: bool) -> String {
     }
 }
 
-/// Columns padded to the widest cell, three spaces apart, as docker prints them.
+/// Columns padded to the widest cell, three spaces apart, as docker prints them
+/// (and kubectl: its tab writer pads the same way).
 pub fn write_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)

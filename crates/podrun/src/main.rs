@@ -1,8 +1,13 @@
 //! podrun: run Kubernetes Pods on one Linux machine. This binary is the CLI;
 //! the work is done by the library crates (see ARCHITECTURE.md).
 
+mod env;
 mod images;
+mod kubectl;
+mod podfs;
+mod pods;
 mod run;
+mod status;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,6 +39,16 @@ pub struct Cli {
     /// containerd-style registry hosts: <DIR>/<registry>/hosts.toml (mirrors, plain HTTP).
     #[arg(long = "hosts-dir", global = true, env = "PODRUN_HOSTS_DIR", default_value = podrun_image::registries::DEFAULT_HOSTS_DIR)]
     pub hosts_dir: PathBuf,
+    /// The OCI runtime of pods without a runtimeClassName: embedded (libcontainer,
+    /// inside each pod's monitor), or the crun, runc or youki binary (a name on
+    /// PATH or a path).
+    #[arg(
+        long,
+        global = true,
+        env = "PODRUN_RUNTIME",
+        default_value = "embedded"
+    )]
+    pub runtime: String,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log-level", global = true, default_value = "warn")]
     pub log_level: String,
@@ -43,8 +58,16 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pod from its manifest in the foreground; Ctrl-C stops it.
+    /// Run a pod from its manifest in the foreground (Ctrl-C stops it), or detached.
     Run(run::RunArgs),
+    /// List pods (kubectl's columns).
+    Get(kubectl::GetArgs),
+    /// Print a container's log.
+    Logs(kubectl::LogsArgs),
+    /// Run a command in a running container.
+    Exec(kubectl::ExecArgs),
+    /// Stop and remove pods.
+    Delete(kubectl::DeleteArgs),
     /// Pull an image from a registry.
     Pull(images::PullArgs),
     /// List images.
@@ -60,13 +83,6 @@ enum Command {
     Login(images::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(images::LogoutArgs),
-    /// The per-pod monitor (started by podrun itself; single-threaded, no tokio).
-    #[command(name = "__monitor", hide = true)]
-    Monitor {
-        /// The pod plan (JSON).
-        #[arg(long)]
-        plan: PathBuf,
-    },
 }
 
 #[derive(Subcommand)]
@@ -93,16 +109,6 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    if let Command::Monitor { plan } = &cli.command {
-        // Before any tokio runtime: the monitor forks and must stay single-threaded.
-        let result = podrun_runtime::monitor::PodPlan::read(plan)
-            .and_then(|plan| podrun_runtime::monitor::run_monitor(&plan));
-        if let Err(e) = result {
-            eprintln!("Error: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,7 +121,7 @@ fn main() {
 
 /// The error and its causes on one line, each cause once: our error types
 /// already print their cause, so only causes not yet said are appended.
-fn message(e: &anyhow::Error) -> String {
+pub(crate) fn message(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let part = cause.to_string();
@@ -135,6 +141,13 @@ async fn run(cli: Cli) -> Result<()> {
             let code = run::run(&cli, a).await?;
             std::process::exit(code);
         }
+        Command::Get(a) => kubectl::get(&cli, a),
+        Command::Logs(a) => kubectl::logs(&cli, a).await,
+        Command::Exec(a) => {
+            let code = kubectl::exec(&cli, a)?;
+            std::process::exit(code);
+        }
+        Command::Delete(a) => kubectl::delete(&cli, a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(&cli, a).await,
         Command::Images(a) | Command::Image(ImageCommand::List(a)) => images::list(&cli, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Remove(a)) => images::remove(&cli, a),
@@ -142,6 +155,5 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(&cli, a),
         Command::Login(a) => images::login(&cli, a).await,
         Command::Logout(a) => images::logout(a),
-        Command::Monitor { .. } => unreachable!("run before the async runtime"),
     }
 }

@@ -1,27 +1,35 @@
-//! `podrun run -f pod.yaml`: one pod in the foreground, without an agent.
-//! Parse and validate, pull what is missing, build each container's root
-//! filesystem and OCI bundle, hand the pod to its monitor (`podrun __monitor`,
-//! a process of its own), stream the containers' logs prefixed by their names,
-//! and return the pod's exit code; Ctrl-C stops the pod gracefully.
+//! `podrun run -f pod.yaml`: one pod, without an agent. Parse and validate,
+//! register the pod (its name must be free), pull what is missing, build each
+//! container's root filesystem and OCI bundle, hand the pod to its monitor (a
+//! process of its own, in a session of its own), then either stream the
+//! containers' logs prefixed by their names and return the pod's exit code
+//! (Ctrl-C stops it gracefully and removes it), or with `--detach` return once
+//! its containers started, leaving it to its monitor.
 //!
-//! v0 limits, said as errors rather than ignored: no init containers, volumes
-//! of type emptyDir and hostPath only, env from literal values only.
+//! Limits, said as errors rather than ignored: no init containers yet, volumes
+//! of type emptyDir and hostPath only.
 
+use crate::env::{NodeFacts, Sources};
+use crate::pods::{self, PodState};
 use crate::Cli;
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use podrun_image::{Images, PullOptions};
-use podrun_oci::{ContainerInput, EnvVar, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
-use podrun_runtime::monitor::{read_exits, ContainerPlan, PodPlan};
+use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
+use podrun_runtime::monitor::{read_exits, read_starts, ContainerPlan, PodPlan};
 use podrun_runtime::sandbox::Namespace;
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The Pod manifest (YAML or JSON).
+    /// The manifest: one Pod, and the ConfigMaps and Secrets it uses (YAML or JSON, multi-document).
     #[arg(short = 'f', long = "filename")]
     file: PathBuf,
+    /// Return once the pod's containers started and leave it running under its monitor.
+    #[arg(short = 'd', long)]
+    detach: bool,
 }
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
@@ -29,25 +37,42 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         .with_context(|| format!("read {}", args.file.display()))?;
     let source = args.file.display().to_string();
     let objects = podrun_spec::load(&text, &source)?;
-    let pods: Vec<Pod> = objects
-        .into_iter()
-        .filter_map(|o| match o {
-            podrun_spec::Object::Pod(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let [pod] = pods.as_slice() else {
+    let mut pods_found = Vec::new();
+    let mut sources = Sources::default();
+    for o in objects {
+        match o {
+            podrun_spec::Object::Pod(p) => pods_found.push(p),
+            podrun_spec::Object::ConfigMap(c) => {
+                sources
+                    .config_maps
+                    .insert(c.metadata.name.clone().unwrap_or_default(), c);
+            }
+            podrun_spec::Object::Secret(s) => {
+                sources
+                    .secrets
+                    .insert(s.metadata.name.clone().unwrap_or_default(), s);
+            }
+        }
+    }
+    let [pod] = pods_found.as_slice() else {
         bail!(
             "{source}: podrun run takes exactly one Pod, found {}",
-            pods.len()
+            pods_found.len()
         );
     };
-    let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
+    // ConfigMaps and Secrets of other namespaces are not visible to the pod.
+    sources
+        .config_maps
+        .retain(|_, c| c.metadata.namespace.as_deref().unwrap_or("default") == namespace);
+    sources
+        .secrets
+        .retain(|_, s| s.metadata.namespace.as_deref().unwrap_or("default") == namespace);
+    let name = pod.metadata.name.clone().unwrap_or_default();
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let fail = |what: String| anyhow::anyhow!("pod/{name}: {what}");
     if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
@@ -55,13 +80,174 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
             "init containers are not supported by podrun run yet".into(),
         ));
     }
-    let pod_id = format!("{namespace}-{name}-{:08x}", std::process::id());
     let images = Images::open(&cli.root)?;
+    let state = pods::register(&cli.run_root, images.root(), pod)?;
+    let mut guard = Guard {
+        images: images.clone(),
+        state: Some(state.clone()),
+    };
+    pull_images(cli, &images, spec, &fail).await?;
+    let mut state = state;
+    let plan =
+        prepare_pod(cli, &images, &state, pod, &sources).map_err(|e| fail(format!("{e:#}")))?;
+    let plan_file = state.run_dir.join("plan.json");
+    std::fs::write(&plan_file, serde_json::to_vec_pretty(&plan)?)?;
+    state.plan = Some(plan.clone());
+
+    let mut command = tokio::process::Command::new(sibling("podrun-monitor")?);
+    command
+        .arg("--plan")
+        .arg(&plan_file)
+        .stdin(std::process::Stdio::null())
+        // A session of its own: the terminal's Ctrl-C is ours to forward, and a
+        // detached pod outlives the terminal.
+        .process_group(0);
+    // The monitor's own messages go to a file: what the user needs of them
+    // (start errors) is reported by this command; the rest is for debugging.
+    let monitor_log = state.run_dir.join("monitor.log");
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&monitor_log)?);
+    let mut monitor = command.spawn().context("start the pod's monitor")?;
+    state.record.monitor_pid = monitor.id().map_or(0, |p| p as i32);
+    state.save()?;
+    guard.state = Some(state.clone());
+
+    if args.detach {
+        return detach(&images, &state, &plan, monitor, guard).await;
+    }
+    let mut tails: Vec<(String, pods::Tail)> = plan
+        .containers
+        .iter()
+        .map(|c| (c.name.clone(), pods::Tail::new(c.log_path.clone())))
+        .collect();
+    let mut stopping = false;
+    let status = loop {
+        pump(&mut tails);
+        tokio::select! {
+            s = monitor.wait() => break s?,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = tokio::signal::ctrl_c(), if !stopping => {
+                stopping = true;
+                eprintln!("podrun: stopping pod/{name}");
+                if let Some(pid) = monitor.id() {
+                    // SAFETY: kill only sends a signal to our own child.
+                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                }
+            }
+        }
+    };
+    pump(&mut tails);
+    let exits = read_exits(&plan);
+    let start_errors = start_errors(&plan, &exits);
+    let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
+    drop(guard);
+    if !status.success() {
+        bail!("pod/{name}: monitor failed ({status}): {}", log.trim());
+    }
+    if let Some(e) = start_errors {
+        return Err(fail(e));
+    }
+    let code = plan
+        .containers
+        .iter()
+        .filter_map(|c| exits.get(&c.name))
+        .map(|e| e.exit_code)
+        .find(|c| *c != 0)
+        .unwrap_or(0);
+    Ok(code)
+}
+
+/// The first container that could not start, as `container NAME: cause`.
+fn start_errors(
+    plan: &PodPlan,
+    exits: &std::collections::HashMap<String, podrun_runtime::monitor::ExitRecord>,
+) -> Option<String> {
+    plan.containers.iter().find_map(|c| {
+        let e = exits.get(&c.name)?;
+        (e.reason == "StartError").then(|| {
+            format!(
+                "container {}: start: {}",
+                c.name,
+                e.message.as_deref().unwrap_or("unknown error")
+            )
+        })
+    })
+}
+
+/// `--detach`: wait until every container started (or could not), then leave
+/// the pod to its monitor. A container that cannot start fails the command and
+/// removes the pod, as `podman kube play` does.
+async fn detach(
+    images: &Images,
+    state: &PodState,
+    plan: &PodPlan,
+    mut monitor: tokio::process::Child,
+    mut guard: Guard,
+) -> Result<i32> {
+    let name = &state.record.name;
+    loop {
+        let starts = read_starts(plan);
+        let exits = read_exits(plan);
+        if let Some(e) = start_errors(plan, &exits) {
+            pods::stop(state)?;
+            let _ = monitor.wait().await;
+            drop(guard);
+            bail!("pod/{name}: {e}");
+        }
+        let all = plan
+            .containers
+            .iter()
+            .all(|c| starts.contains_key(&c.name) || exits.contains_key(&c.name));
+        if all {
+            break;
+        }
+        if let Ok(Some(status)) = monitor.try_wait() {
+            let log =
+                std::fs::read_to_string(state.run_dir.join("monitor.log")).unwrap_or_default();
+            drop(guard);
+            bail!(
+                "pod/{name}: monitor exited ({status}) before the containers started: {}",
+                log.trim()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    guard.state = None;
+    let _ = images;
+    println!("pod/{name} created");
+    Ok(0)
+}
+
+fn pump(tails: &mut [(String, pods::Tail)]) {
+    for (name, tail) in tails.iter_mut() {
+        tail.pump(|line| {
+            let Some(l) = pods::parse_log_line(line) else {
+                return;
+            };
+            let newline = if l.partial { "" } else { "\n" };
+            let out = format!("{name} | {}{newline}", l.content);
+            if l.stream == "stderr" {
+                let _ = std::io::stderr().write_all(out.as_bytes());
+            } else {
+                let _ = std::io::stdout().write_all(out.as_bytes());
+            }
+        });
+    }
+}
+
+/// One pull per distinct image, however many containers use it, by each
+/// container's imagePullPolicy.
+async fn pull_images(
+    cli: &Cli,
+    images: &Images,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    fail: &dyn Fn(String) -> anyhow::Error,
+) -> Result<()> {
     let options = PullOptions {
         registries: crate::images::registries(cli)?,
         ..Default::default()
     };
-    // One pull per distinct image, however many containers use it.
     let mut seen = std::collections::HashSet::new();
     for c in spec
         .containers
@@ -83,101 +269,247 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
             )));
         }
     }
+    Ok(())
+}
 
-    let pod_dir = images.root().join("pods").join(&pod_id);
-    let run_dir = cli.run_root.join("pods").join(&pod_id);
+/// Every container's root filesystem and bundle, and the monitor's plan.
+fn prepare_pod(
+    cli: &Cli,
+    images: &Images,
+    state: &PodState,
+    pod: &Pod,
+    sources: &Sources,
+) -> Result<PodPlan> {
+    let spec = pod.spec.as_ref().context("pod has no spec")?;
+    let name = &state.record.name;
+    let pod_id = &state.record.pod_id;
     let mut plan = PodPlan {
         pod_id: pod_id.clone(),
         run_root: cli.run_root.clone(),
-        run_dir: run_dir.clone(),
+        run_dir: state.run_dir.clone(),
         pause: sibling("podrun-pause")?,
-        crun: "crun".into(),
-        hostname: spec.hostname.clone().unwrap_or_else(|| name.clone()),
+        runtime: runtime_for(cli, spec.runtime_class_name.as_deref())?,
+        hostname: spec.hostname.clone().unwrap_or_else(|| hostname_of(name)),
         host_network: spec.host_network.unwrap_or(false),
         share_pid: spec.share_process_namespace.unwrap_or(false),
-        cgroup_parent: Some(format!("/podrun-{pod_id}")),
+        cgroup_parent: Some(pods::pod_cgroup(pod, pod_id)),
         containers: Vec::new(),
-    };
-    let mut guard = Cleanup {
-        images: images.clone(),
-        containers: Vec::new(),
-        dirs: vec![pod_dir.clone(), run_dir.clone()],
     };
     let host = Host::detect().context("read host facts")?;
+    let node = node_facts();
+    create_pod_cgroup(pod, plan.cgroup_parent.as_deref().expect("set above"))?;
+    let pod_mounts = pod_files(pod, &plan, &state.record.data_dir)?;
     for c in &spec.containers {
-        let id = format!("{pod_id}-{}", c.name);
-        let prepared = prepare(&images, pod, c, &id, &plan, &pod_dir, &host)
-            .map_err(|e| fail(format!("container {}: {e:#}", c.name)))?;
-        guard.containers.push(id.clone());
+        let id = pods::container_id(pod_id, &c.name);
+        let env = crate::env::environment(pod, c, sources, &node)
+            .map_err(|e| anyhow::anyhow!("container {}: {e}", c.name))?;
+        let (bundle, stop_signal) = prepare(
+            images,
+            pod,
+            c,
+            &id,
+            &plan,
+            &state.record.data_dir,
+            &host,
+            env,
+            &pod_mounts,
+        )
+        .map_err(|e| in_container(&c.name, e))?;
         plan.containers.push(ContainerPlan {
             id,
             name: c.name.clone(),
-            bundle: prepared.0,
-            log_path: run_dir.join("logs").join(format!("{}.log", c.name)),
-            stop_signal: prepared.1,
+            bundle,
+            log_path: state.log_path(&c.name),
+            stop_signal,
             grace_period_ms: spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64
                 * 1000,
         });
     }
-    std::fs::create_dir_all(&run_dir)?;
-    let plan_file = run_dir.join("plan.json");
-    std::fs::write(&plan_file, serde_json::to_vec_pretty(&plan)?)?;
+    Ok(plan)
+}
 
-    let mut monitor = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("__monitor")
-        .arg("--plan")
-        .arg(&plan_file)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .context("start the pod's monitor")?;
-    let mut tails: Vec<Tail> = plan
-        .containers
+/// The pod's cgroup with its QoS class's place and kubelet's pod-level limits.
+fn create_pod_cgroup(pod: &Pod, path: &str) -> Result<()> {
+    let l = podrun_spec::pod_cgroup_limits(pod);
+    let limits = podrun_runtime::cgroups::CgroupLimits {
+        cpu_shares: l.cpu_shares,
+        cpu_quota: l.cpu_quota,
+        cpu_period: l.cpu_period,
+        memory_limit: l.memory_limit,
+        pids_limit: l.pids_limit,
+    };
+    podrun_runtime::cgroups::create_pod_cgroup(path, &limits)
+        .map_err(|e| anyhow::anyhow!("create pod cgroup {path}: {e}"))
+}
+
+/// The files and mounts every container of the pod shares: /etc/hosts,
+/// /etc/hostname and /etc/resolv.conf as kubelet writes them, and the pod's
+/// /dev/shm (a 64 MiB tmpfs, or the host's with hostIPC).
+fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<Vec<Mount>> {
+    use podrun_runtime::podfiles;
+    let spec = pod.spec.as_ref().context("pod has no spec")?;
+    let etc = data_dir.join("etc");
+    std::fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
+    let aliases: Vec<(String, Vec<String>)> = spec
+        .host_aliases
         .iter()
-        .map(|c| Tail {
-            name: c.name.clone(),
-            path: c.log_path.clone(),
-            offset: 0,
-            partial: Vec::new(),
-        })
+        .flatten()
+        .map(|a| (a.ip.clone(), a.hostnames.clone().unwrap_or_default()))
         .collect();
-    let mut stopping = false;
-    let status = loop {
-        for t in &mut tails {
-            t.pump();
+    let hosts = if plan.host_network {
+        let node = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        podfiles::host_network_hosts_file(&node, &aliases)
+    } else {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        // `<hostname>.<subdomain>.<namespace>.svc.<cluster domain>` (kubelet's
+        // GeneratePodHostNameAndDomain), with the default cluster domain.
+        let fqdn = spec
+            .subdomain
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("{s}.{namespace}.svc.cluster.local"));
+        podfiles::hosts_file(&plan.hostname, fqdn.as_deref(), None, &aliases)
+    };
+    let dns = spec.dns_config.as_ref().map(|d| podfiles::DnsConfig {
+        nameservers: d.nameservers.clone().unwrap_or_default(),
+        searches: d.searches.clone().unwrap_or_default(),
+        options: d
+            .options
+            .iter()
+            .flatten()
+            .map(|o| podfiles::DnsOption {
+                name: o.name.clone().unwrap_or_default(),
+                value: o.value.clone(),
+            })
+            .collect(),
+    });
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = podfiles::resolv_conf(
+        spec.dns_policy.as_deref().unwrap_or("ClusterFirst"),
+        &host_resolv,
+        dns.as_ref(),
+    )
+    .map_err(|e| anyhow::anyhow!("resolv.conf: {e}"))?;
+    let hostname = if plan.host_network {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default()
+    } else {
+        podfiles::hostname_file(&plan.hostname)
+    };
+    let mut mounts = Vec::new();
+    for (name, text) in [
+        ("hosts", hosts),
+        ("hostname", hostname),
+        ("resolv.conf", resolv),
+    ] {
+        let file = etc.join(name);
+        std::fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
+        mounts.push(Mount::bind(file, format!("/etc/{name}"), false));
+    }
+    let shm = if spec.host_ipc.unwrap_or(false) {
+        PathBuf::from("/dev/shm")
+    } else {
+        let dir = data_dir.join("shm");
+        std::fs::create_dir_all(&dir)?;
+        podfiles::mount_shm(&dir).map_err(|e| anyhow::anyhow!("/dev/shm: {e}"))?;
+        dir
+    };
+    mounts.push(Mount::bind(shm, "/dev/shm", false));
+    Ok(mounts)
+}
+
+/// `e` as said of container `name`, naming it once.
+fn in_container(name: &str, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.starts_with(&format!("container {name}")) {
+        anyhow::anyhow!(text)
+    } else {
+        anyhow::anyhow!("container {name}: {text}")
+    }
+}
+
+/// The OCI runtime for a pod: its RuntimeClass handler when it names one
+/// (podrun's handlers are the runtimes themselves: embedded, crun, runc, youki),
+/// else `--runtime`.
+fn runtime_for(cli: &Cli, class: Option<&str>) -> Result<String> {
+    match class.filter(|c| !c.is_empty()) {
+        None => Ok(cli.runtime.clone()),
+        Some(c @ ("embedded" | "crun" | "runc" | "youki")) => Ok(c.to_string()),
+        Some(c) => bail!(
+            "runtimeClassName {c}: no such handler (podrun's handlers are embedded, crun, runc and youki)"
+        ),
+    }
+}
+
+/// The pod's hostname from its name: at most 63 bytes, no trailing `-` or `.`
+/// (kubelet's truncation in pkg/kubelet/kubelet_pods.go GeneratePodHostNameAndDomain).
+fn hostname_of(name: &str) -> String {
+    let mut h = name.to_string();
+    if h.len() > 63 {
+        h.truncate(63);
+        while h.ends_with(['-', '.']) {
+            h.pop();
         }
-        tokio::select! {
-            s = monitor.wait() => break s?,
-            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
-            _ = tokio::signal::ctrl_c(), if !stopping => {
-                stopping = true;
-                eprintln!("podrun: stopping pod/{name}");
-                if let Some(pid) = monitor.id() {
-                    // SAFETY: kill only sends a signal to our own child.
-                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-                }
+    }
+    h
+}
+
+/// This node's facts for the downward API.
+fn node_facts() -> NodeFacts {
+    let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    NodeFacts {
+        node_name,
+        host_ip: host_ip().unwrap_or_default(),
+        pod_ip: String::new(),
+        cpu_millis: cpus * 1000,
+        memory_bytes,
+    }
+}
+
+/// The first IPv4 address of an interface that is up and not loopback.
+fn host_ip() -> Option<String> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `addrs` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = addrs;
+    while !cur.is_null() {
+        // SAFETY: `cur` walks the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+        let lo = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
+        if up && !lo && !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr is non-null and points to a sockaddr.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                found =
+                    Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string());
+                break;
             }
         }
-    };
-    for t in &mut tails {
-        t.pump();
+        cur = ifa.ifa_next;
     }
-    let exits = read_exits(&plan);
-    drop(guard);
-    if !status.success() {
-        bail!("pod/{name}: monitor failed ({status})");
-    }
-    let code = plan
-        .containers
-        .iter()
-        .filter_map(|c| exits.get(&c.name))
-        .map(|e| e.exit_code)
-        .find(|c| *c != 0)
-        .unwrap_or(0);
-    Ok(code)
+    // SAFETY: frees the list getifaddrs returned, once.
+    unsafe { libc::freeifaddrs(addrs) };
+    found
 }
 
 /// A binary installed beside this one.
-fn sibling(name: &str) -> Result<PathBuf> {
+pub(crate) fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name(name);
     if !path.exists() {
@@ -187,6 +519,7 @@ fn sibling(name: &str) -> Result<PathBuf> {
 }
 
 /// Root filesystem, mounts and bundle of one container; returns (bundle, stop signal).
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     images: &Images,
     pod: &Pod,
@@ -195,6 +528,8 @@ fn prepare(
     plan: &PodPlan,
     pod_dir: &Path,
     host: &Host,
+    env: Vec<podrun_oci::EnvVar>,
+    pod_mounts: &[Mount],
 ) -> Result<(PathBuf, i32)> {
     let image = c.image.clone().unwrap_or_default();
     let cfg = &images.run_config(&image)?;
@@ -216,20 +551,26 @@ fn prepare(
         user: cfg["User"].as_str().unwrap_or("").into(),
         stop_signal: cfg["StopSignal"].as_str().unwrap_or("").into(),
     };
-    let mut env = Vec::new();
-    for e in c.env.iter().flatten() {
-        if e.value_from.is_some() {
-            bail!(
-                "env {}: valueFrom is not supported by podrun run yet",
-                e.name
-            );
+    let mut mounts = volume_mounts(pod, c, pod_dir)?;
+    mounts.push(termination_log(c, pod_dir)?);
+    // The pod's files, unless a volume is mounted there (as kubelet leaves
+    // /etc/hosts alone when a volumeMount covers it).
+    let read_only_root = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.read_only_root_filesystem)
+        .unwrap_or(false);
+    for m in pod_mounts {
+        if mounts.iter().any(|v| v.destination == m.destination) {
+            continue;
         }
-        env.push(EnvVar::literal(
-            e.name.clone(),
-            e.value.clone().unwrap_or_default(),
-        ));
+        let mut m = m.clone();
+        if read_only_root && m.destination.starts_with("/etc/") {
+            m.options.retain(|o| o != "rw");
+            m.options.push("ro".into());
+        }
+        mounts.push(m);
     }
-    let mounts = volume_mounts(pod, c, pod_dir)?;
     let rootfs = images.prepare_rootfs(&image, id)?;
     let users = UserFiles::read(&rootfs)?;
     let spec = pod.spec.as_ref().expect("validated");
@@ -250,7 +591,10 @@ fn prepare(
                 .unwrap_or(false)
                 .then(|| plan.ns_path(Namespace::Pid)),
         },
-        cgroups_path: Some(format!("/podrun-{}/{}", plan.pod_id, c.name).into()),
+        cgroups_path: plan
+            .cgroup_parent
+            .as_ref()
+            .map(|p| format!("{p}/{}", c.name).into()),
         mounts,
         env,
         seccomp_localhost_profile: None,
@@ -273,6 +617,25 @@ fn prepare(
     Ok((bundle, generated.stop_signal))
 }
 
+/// The file the container may leave its termination message in, mounted at
+/// `terminationMessagePath` (default /dev/termination-log). Mode 0666, as any
+/// user of the container must be able to write it.
+fn termination_log(c: &Container, pod_dir: &Path) -> Result<Mount> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = crate::pods::termination_file(pod_dir, &c.name);
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::File::create(&file).with_context(|| format!("create {}", file.display()))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))?;
+    let path = c
+        .termination_message_path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/dev/termination-log".into());
+    Ok(Mount::bind(file, path, false))
+}
+
 /// The container's volumeMounts as bind mounts: emptyDir under the pod's
 /// directory (shared by its containers), hostPath as it is on the host.
 fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>> {
@@ -287,15 +650,15 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
             .iter()
             .find(|v| v.name == m.name)
             .expect("validated: the volume exists");
-        let mut source = if v.empty_dir.is_some() {
-            if v.empty_dir.as_ref().and_then(|e| e.medium.as_deref()) == Some("Memory") {
-                bail!(
-                    "volume {}: emptyDir medium Memory is not supported by podrun run yet",
-                    v.name
-                );
-            }
+        let mut source = if let Some(empty_dir) = &v.empty_dir {
             let dir = pod_dir.join("volumes").join(&v.name);
-            std::fs::create_dir_all(&dir)?;
+            if !dir.exists() {
+                std::fs::create_dir_all(&dir)?;
+                if empty_dir.medium.as_deref() == Some("Memory") {
+                    memory_volume(pod, &dir, empty_dir)
+                        .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.name))?;
+                }
+            }
             dir
         } else if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
@@ -324,69 +687,38 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
     Ok(out)
 }
 
-/// Follows one container's CRI log file and prints its lines as `name | line`.
-struct Tail {
-    name: String,
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
+/// A memory-backed emptyDir: a tmpfs as large as kubelet makes it (the smaller
+/// of sizeLimit and the pod's memory limit, else the node's memory).
+fn memory_volume(
+    pod: &Pod,
+    dir: &Path,
+    empty_dir: &k8s_openapi::api::core::v1::EmptyDirVolumeSource,
+) -> Result<()> {
+    let size_limit = empty_dir
+        .size_limit
+        .as_ref()
+        .map(podrun_spec::memory_bytes)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("sizeLimit: {e}"))?
+        .map(|b| b.max(0) as u64);
+    let pod_limit = podrun_spec::pod_cgroup_limits(pod).memory_limit;
+    let node = node_facts().memory_bytes.max(0) as u64;
+    let size = podrun_runtime::podfiles::memory_empty_dir_size(size_limit, pod_limit, node);
+    podrun_runtime::podfiles::mount_tmpfs(dir, Some(size), 0o777).map_err(|e| anyhow::anyhow!(e))
 }
 
-impl Tail {
-    fn pump(&mut self) {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        if f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut buf = Vec::new();
-        if f.read_to_end(&mut buf).is_err() {
-            return;
-        }
-        self.offset += buf.len() as u64;
-        self.partial.extend_from_slice(&buf);
-        while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=i).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            // `<time> <stream> <F|P> <content>`
-            let mut parts = text.splitn(4, ' ');
-            let (_, stream, tag, content) = (
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next().unwrap_or(""),
-            );
-            let newline = if tag == Some("P") { "" } else { "\n" };
-            let out = format!("{} | {content}{newline}", self.name);
-            if stream == Some("stderr") {
-                let _ = std::io::stderr().write_all(out.as_bytes());
-            } else {
-                let _ = std::io::stdout().write_all(out.as_bytes());
-            }
-        }
-    }
-}
-
-/// Removes the pod's root filesystems and directories, even on errors.
-struct Cleanup {
+/// Removes a pod that did not come to be (or that ended in the foreground):
+/// root filesystems, mounts, directories. Disarmed by setting `state` to None.
+struct Guard {
     images: Images,
-    containers: Vec<String>,
-    dirs: Vec<PathBuf>,
+    state: Option<PodState>,
 }
 
-impl Drop for Cleanup {
+impl Drop for Guard {
     fn drop(&mut self) {
-        for id in &self.containers {
-            if let Err(e) = self.images.remove_rootfs(id) {
-                eprintln!("podrun: cleanup: {e}");
-            }
-        }
-        for d in &self.dirs {
-            if d.is_absolute() && d.exists() {
-                if let Err(e) = std::fs::remove_dir_all(d) {
-                    eprintln!("podrun: cleanup: remove {}: {e}", d.display());
-                }
+        if let Some(state) = self.state.take() {
+            if let Err(e) = pods::teardown(&self.images, &state) {
+                eprintln!("podrun: cleanup: {e:#}");
             }
         }
     }

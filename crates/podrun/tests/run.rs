@@ -11,6 +11,8 @@ fn registry() -> String {
 
 struct Env {
     dir: tempfile::TempDir,
+    /// The names of the pods this test made (their cgroups are checked).
+    names: std::cell::RefCell<Vec<String>>,
 }
 
 impl Env {
@@ -20,12 +22,31 @@ impl Env {
                 .prefix("podrun-run-")
                 .tempdir()
                 .unwrap(),
+            names: Default::default(),
         }
     }
 
     fn run(&self, manifest: &str) -> Output {
+        self.run_with(manifest, &[])
+    }
+
+    /// `podrun run -f <manifest> <extra…>`.
+    fn run_with(&self, manifest: &str, extra: &[&str]) -> Output {
         let file = self.dir.path().join("pod.yaml");
         std::fs::write(&file, manifest).unwrap();
+        if let Some(name) = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name: "))
+        {
+            self.names.borrow_mut().push(name.trim().to_string());
+        }
+        let mut args = vec!["run".to_string(), "-f".into(), file.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.podrun(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `podrun <args…>` on this environment's roots.
+    fn podrun(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_podrun"))
             .arg("--root")
             .arg(self.dir.path().join("root"))
@@ -35,14 +56,25 @@ impl Env {
             .arg(self.dir.path().join("none.conf"))
             .arg("--hosts-dir")
             .arg(self.dir.path().join("none.d"))
-            .arg("run")
-            .arg("-f")
-            .arg(&file)
+            .args(args)
             .env("HOME", self.dir.path())
             .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// `podrun <args…>`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.podrun(args);
+        assert!(
+            out.status.success(),
+            "podrun {args:?}: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// No mount, cgroup, sandbox, pod directory or container filesystem is left.
@@ -56,26 +88,68 @@ impl Env {
                 .unwrap_or_default();
             assert!(left.is_empty(), "{sub}: {left:?}");
         }
-        let pid = std::process::id();
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            for e in std::fs::read_dir(hierarchy.path())
-                .into_iter()
-                .flatten()
-                .flatten()
+        let left = cgroups_of(&self.pods());
+        assert!(left.is_empty(), "cgroups left: {left:?}");
+        let procs = std::fs::read_dir("/proc").unwrap();
+        for p in procs.flatten() {
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            assert!(
+                !cmdline.contains(&prefix),
+                "process left: {} {cmdline}",
+                p.file_name().to_string_lossy()
+            );
+        }
+    }
+
+    /// The pod IDs this environment's pods had (from the container directories
+    /// seen so far are gone by now): the pods' names with the namespace, which
+    /// begin each pod ID.
+    fn pods(&self) -> Vec<String> {
+        self.names
+            .borrow()
+            .iter()
+            .map(|n| format!("default-{n}-"))
+            .collect()
+    }
+}
+
+/// Directories in any cgroup hierarchy whose name begins with one of `prefixes`
+/// (searched in the podrun trees: `/podrun*`, three levels deep).
+fn cgroups_of(prefixes: &[String]) -> Vec<String> {
+    fn walk(dir: &Path, depth: usize, prefixes: &[String], out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let n = e.file_name().to_string_lossy().into_owned();
+            if prefixes
+                .iter()
+                .any(|p| n.starts_with(p.as_str()) || n.starts_with(&format!("podrun-{p}")))
             {
-                let n = e.file_name().to_string_lossy().into_owned();
-                assert!(
-                    !n.contains(&format!("{pid:08x}")) || !n.starts_with("podrun-"),
-                    "cgroup left: {}",
-                    e.path().display()
-                );
+                out.push(e.path().display().to_string());
+            }
+            if depth > 0 && (depth < 3 || n.starts_with("podrun")) {
+                walk(&e.path(), depth - 1, prefixes, out);
             }
         }
     }
+    let mut out = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        walk(&h.path(), 3, prefixes, &mut out);
+    }
+    out
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // Stop whatever pods a failed test left running, then unmount.
+        for name in self.names.borrow().iter() {
+            let _ = self.podrun(&["delete", "pod", name]);
+        }
         let prefix = self.dir.path().to_string_lossy().to_string();
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let mut mounts: Vec<&str> = info
@@ -174,5 +248,388 @@ fn bad_manifests_and_missing_host_paths_fail_cleanly() {
         "{e}"
     );
     assert!(!Path::new("/nonexistent/podrun-test").exists());
+
+    // runAsNonRoot is enforced before anything starts.
+    let out = env.run(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nonroot\nspec:\n  securityContext:\n    runAsNonRoot: true\n  containers:\n  - name: app\n    image: {r}/busybox:latest\n"
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("Error: pod/nonroot: container app: container has runAsNonRoot and image will run as root"),
+        "{e}"
+    );
+    env.assert_nothing_left();
+}
+
+/// A pod whose containers stop at once on SIGTERM.
+fn sleeper(name: &str) -> String {
+    let r = registry();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo started; echo oops >&2; while true; do sleep 0.1; done"]
+  - name: once
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "echo one; echo two; echo bye > /dev/termination-log; exit 3"]
+"#
+    )
+}
+
+#[test]
+fn a_detached_pod_is_listed_logged_and_deleted() {
+    let env = Env::new();
+    let out = env.run_with(&sleeper("detached"), &["--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod/detached created\n"
+    );
+
+    // The same name again is refused and changes nothing.
+    let again = env.run_with(&sleeper("detached"), &["--detach"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("pod/detached: already exists in namespace default"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // `once` exits 3 while `app` keeps running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let table = loop {
+        let t = env.ok(&["get", "pods"]);
+        if t.contains("1/2") || std::time::Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    // kubectl shows the reason of a terminated container over a running one.
+    assert_eq!(&row[..4], ["detached", "1/2", "Error", "0"], "{table}");
+    assert!(row[4].ends_with('s'), "{table}");
+    assert_eq!(env.ok(&["get", "pods", "-o", "name"]), "pod/detached\n");
+    let all = env.ok(&["get", "pods", "-A"]);
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+    let other = env.podrun(&["get", "pods", "-n", "other"]);
+    assert!(other.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&other.stderr),
+        "No resources found in other namespace.\n"
+    );
+
+    // Logs: the first container by default, -c, --timestamps, --tail, -f.
+    let out = env.podrun(&["logs", "detached"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\noops\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Defaulted container \"app\""));
+    assert_eq!(
+        env.ok(&["logs", "pod/detached", "-c", "once"]),
+        "one\ntwo\n"
+    );
+    assert_eq!(
+        env.ok(&["logs", "detached", "-c", "once", "--tail", "1"]),
+        "two\n"
+    );
+    // -f ends once the container has ended.
+    assert_eq!(
+        env.ok(&["logs", "detached", "-c", "once", "-f"]),
+        "one\ntwo\n"
+    );
+    let stamped = env.ok(&["logs", "detached", "-c", "once", "--timestamps"]);
+    for line in stamped.lines() {
+        let (time, text) = line.split_once(' ').unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{line}");
+        assert!(text == "one" || text == "two", "{line}");
+    }
+    let bad = env.podrun(&["logs", "detached", "-c", "nope"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("container nope is not valid for pod detached"));
+
+    // The termination message file is the pod's, on the host.
+    let pods_dir = env.dir.path().join("root/pods");
+    let pod_dir = std::fs::read_dir(&pods_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(pod_dir.path().join("termination/once")).unwrap(),
+        "bye\n"
+    );
+
+    assert_eq!(
+        env.ok(&["delete", "pod", "detached"]),
+        "pod \"detached\" deleted\n"
+    );
+    let missing = env.podrun(&["delete", "detached"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("pods \"detached\" not found in namespace \"default\""));
+    let out = env.podrun(&["get", "pods"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "No resources found in default namespace.\n"
+    );
+    env.assert_nothing_left();
+}
+
+#[test]
+fn env_comes_from_config_maps_secrets_and_the_downward_api() {
+    let env = Env::new();
+    let r = registry();
+    let out = env.run(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: envpod
+  labels: {{app: shop}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "echo $CFG_mode $PW $NAME $NS $APP $MEM $(LIT)"]
+    resources: {{limits: {{memory: 64Mi}}}}
+    envFrom:
+    - configMapRef: {{name: cfg}}
+      prefix: CFG_
+    env:
+    - {{name: LIT, value: "literal"}}
+    - name: PW
+      valueFrom: {{secretKeyRef: {{name: pw, key: password}}}}
+    - name: NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    - name: NS
+      valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
+    - name: APP
+      valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['app']"}}}}
+    - name: MEM
+      valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data: {{mode: fast}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: pw}}
+stringData: {{password: hunter2}}
+"#
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "app | fast hunter2 envpod default shop 64 literal\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    // A missing ConfigMap is kubelet's CreateContainerConfigError: named, nothing left.
+    let out = env.run(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: nocfg
+spec:
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    env:
+    - name: X
+      valueFrom: {{configMapKeyRef: {{name: absent, key: k}}}}
+"#
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("pod/nocfg: container app: configmap \"absent\" not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.assert_nothing_left();
+}
+
+#[test]
+fn the_pod_has_its_files_shm_memory_volumes_and_qos_cgroup() {
+    let env = Env::new();
+    let r = registry();
+    let script = [
+        "head -1 /etc/hosts",
+        "cat /etc/hostname",
+        "grep -c nameserver /etc/resolv.conf >/dev/null && echo resolv ok",
+        "grep ' /dev/shm ' /proc/mounts | grep -o 'size=65536k'",
+        "dd if=/dev/zero of=/mem/big bs=1024 count=2048 2>/dev/null || echo mem full",
+        "grep ' /mem ' /proc/mounts | cut -d' ' -f3",
+        "grep -c ':memory:/podrun/burstable/default-files-[0-9a-f]*/app$' /proc/self/cgroup",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .join("; ");
+    let out = env.run(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: files
+spec:
+  restartPolicy: Never
+  hostAliases:
+  - ip: 10.1.2.3
+    hostnames: [db.example]
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "{script}"]
+    resources:
+      requests: {{memory: 32Mi}}
+      limits: {{memory: 64Mi}}
+    volumeMounts:
+    - name: mem
+      mountPath: /mem
+  volumes:
+  - name: mem
+    emptyDir: {{medium: Memory, sizeLimit: 1Mi}}
+"#
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        "app | # Kubernetes-managed hosts file.\n\
+         app | files\n\
+         app | resolv ok\n\
+         app | size=65536k\n\
+         app | mem full\n\
+         app | tmpfs\n\
+         app | 1\n\
+         app | 67108864\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    env.assert_nothing_left();
+}
+
+#[test]
+fn containers_of_a_pod_share_localhost_and_ipc() {
+    let env = Env::new();
+    let r = registry();
+    let out = env.run(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: shared
+spec:
+  restartPolicy: Never
+  containers:
+  - name: server
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "readlink /proc/self/ns/ipc; readlink /proc/self/ns/net; echo hello | nc -l -p 8080"]
+  - name: client
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "readlink /proc/self/ns/ipc; readlink /proc/self/ns/net; until nc 127.0.0.1 8080 </dev/null; do sleep 0.05; done"]
+"#
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let of = |who: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{who} | ")))
+            .map(String::from)
+            .collect()
+    };
+    let (server, client) = (of("server"), of("client"));
+    assert_eq!(server.len(), 2, "{stdout}");
+    assert!(server[0].starts_with("ipc:["), "{stdout}");
+    assert!(server[1].starts_with("net:["), "{stdout}");
+    assert_eq!(client, [&server[0], &server[1], "hello"], "{stdout}");
+    // Not the host's namespaces.
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(server[1], host_net.display().to_string());
+    env.assert_nothing_left();
+}
+
+#[test]
+fn exec_runs_in_the_container_and_a_missing_executable_is_named() {
+    let env = Env::new();
+    let out = env.run_with(&sleeper("execpod"), &["-d"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.podrun(&[
+        "exec",
+        "execpod",
+        "-c",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        "echo in $(hostname); cat /etc/hostname; exit 5",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "in execpod\nexecpod\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let out = env.podrun(&["exec", "execpod", "--", "nosuchcmd"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `once` has exited: exec into it is refused.
+    let out = env.podrun(&["exec", "execpod", "-c", "once", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("pod/execpod: container once: cannot exec in a container that is not running"));
+    env.ok(&["delete", "pod", "execpod"]);
+
+    // A container whose command is not in the image: named, and nothing left.
+    let r = registry();
+    let out = env.run(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nocmd\nspec:\n  containers:\n  - name: app\n    image: {r}/busybox:latest\n    command: [\"nosuchcmd\"]\n"
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("Error: pod/nocmd: container app: start: ")
+            && e.contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
+        "{e}"
+    );
+    let out = env.run_with(
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nocmd2\nspec:\n  containers:\n  - name: app\n    image: {r}/busybox:latest\n    command: [\"nosuchcmd\"]\n"
+        ),
+        &["--detach"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("exec: \"nosuchcmd\": executable file not found in $PATH"));
     env.assert_nothing_left();
 }

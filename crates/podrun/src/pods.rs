@@ -1,0 +1,466 @@
+//! Pods on this machine without an agent. Each pod's state is a directory,
+//! `<run-root>/pods/<pod id>/`:
+//!
+//! - `pod.json` — who it is ([`PodRecord`]: namespace, name, creation time,
+//!   the manifest, its monitor's pid), written before anything else of it exists;
+//! - `plan.json` — what its monitor was told ([`PodPlan`]);
+//! - `starts/`, `exits/` — the monitor's records; `logs/` — the CRI logs.
+//!
+//! Its data (bundles, volumes) lives in `<root>/pods/<pod id>/`. A pod is named
+//! by namespace and name; the pods lock makes creating one of a taken name fail.
+
+use crate::status::{self, PodView};
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Pod;
+use podrun_image::Images;
+use podrun_runtime::monitor::{read_exits, read_starts, PodPlan};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Who a pod is (`pod.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The pod's ID (sandbox, directories, container IDs).
+    pub pod_id: String,
+    /// When it was created (RFC 3339).
+    pub created: String,
+    /// `<root>/pods/<pod id>`: bundles and volumes.
+    pub data_dir: PathBuf,
+    /// Its monitor's pid, 0 before it runs.
+    pub monitor_pid: i32,
+    /// The manifest, defaults applied.
+    pub manifest: Pod,
+}
+
+/// A pod found on disk.
+#[derive(Debug, Clone)]
+pub struct PodState {
+    /// `pod.json`.
+    pub record: PodRecord,
+    /// `<run-root>/pods/<pod id>`.
+    pub run_dir: PathBuf,
+    /// `plan.json`, once written.
+    pub plan: Option<PodPlan>,
+}
+
+impl PodState {
+    /// Whether its monitor still runs (the pid is checked to be a monitor of this pod).
+    pub fn monitor_alive(&self) -> bool {
+        let pid = self.record.monitor_pid;
+        if pid <= 0 {
+            return false;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // A zombie (our own child that exited) is not alive.
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        let plan = self.run_dir.join("plan.json");
+        !zombie
+            && String::from_utf8_lossy(&cmdline)
+                .split('\0')
+                .any(|a| Path::new(a) == plan)
+    }
+
+    /// The view `get pods` shows; a terminated container's message is the one
+    /// it left in its termination message file.
+    pub fn view(&self) -> PodView {
+        let mut view = self.observe();
+        for c in &mut view.containers {
+            if let status::State::Terminated(e) = &mut c.state {
+                if e.message.is_none() {
+                    e.message = termination_message(&self.record.data_dir, &c.name);
+                }
+            }
+        }
+        view
+    }
+
+    fn observe(&self) -> PodView {
+        let names = self.container_names();
+        match &self.plan {
+            Some(plan) => status::observe(
+                &names,
+                &read_starts(plan),
+                &read_exits(plan),
+                self.monitor_alive(),
+            ),
+            None => status::observe(
+                &names,
+                &Default::default(),
+                &Default::default(),
+                self.record.monitor_pid == 0,
+            ),
+        }
+    }
+
+    /// The containers' names, in the manifest's order.
+    pub fn container_names(&self) -> Vec<String> {
+        self.record
+            .manifest
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+            .collect()
+    }
+
+    /// Seconds since it was created.
+    pub fn age_seconds(&self) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(&self.record.created)
+            .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+            .unwrap_or(0)
+    }
+
+    /// The directory of the pod's monitor-written records and logs.
+    pub fn log_path(&self, container: &str) -> PathBuf {
+        self.run_dir.join("logs").join(format!("{container}.log"))
+    }
+
+    /// Write `pod.json` again (after the monitor started).
+    pub fn save(&self) -> Result<()> {
+        write_atomic(
+            &self.run_dir.join("pod.json"),
+            &serde_json::to_vec_pretty(&self.record)?,
+        )
+    }
+}
+
+fn pods_dir(run_root: &Path) -> PathBuf {
+    run_root.join("pods")
+}
+
+/// Every pod on disk (those whose `pod.json` cannot be read are skipped with a warning).
+pub fn list(run_root: &Path) -> Vec<PodState> {
+    let Ok(entries) = std::fs::read_dir(pods_dir(run_root)) else {
+        return Vec::new();
+    };
+    let mut pods: Vec<PodState> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| match read(&e.path()) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                tracing::warn!("{}: {err:#}", e.path().display());
+                None
+            }
+        })
+        .collect();
+    pods.sort_by(|a, b| {
+        (&a.record.namespace, &a.record.name).cmp(&(&b.record.namespace, &b.record.name))
+    });
+    pods
+}
+
+fn read(run_dir: &Path) -> Result<PodState> {
+    let text = std::fs::read(run_dir.join("pod.json")).context("read pod.json")?;
+    let record: PodRecord = serde_json::from_slice(&text).context("parse pod.json")?;
+    let plan = PodPlan::read(&run_dir.join("plan.json")).ok();
+    Ok(PodState {
+        record,
+        run_dir: run_dir.to_path_buf(),
+        plan,
+    })
+}
+
+/// The pod `namespace/name`, or kubectl's NotFound message.
+pub fn find(run_root: &Path, namespace: &str, name: &str) -> Result<PodState> {
+    list(run_root)
+        .into_iter()
+        .find(|p| p.record.namespace == namespace && p.record.name == name)
+        .with_context(|| format!("pods \"{name}\" not found in namespace \"{namespace}\""))
+}
+
+/// An exclusive lock on the pods of one run root (flock; released on drop).
+struct PodsLock {
+    _file: std::fs::File,
+}
+
+impl PodsLock {
+    fn take(run_root: &Path) -> Result<Self> {
+        let dir = pods_dir(run_root);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let path = run_root.join("pods.lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("lock {}", path.display()));
+        }
+        Ok(PodsLock { _file: file })
+    }
+}
+
+/// Register a new pod: refuse a taken name, choose its ID, write `pod.json`.
+/// The caller owns what it then makes and removes it with [`teardown`] on failure.
+pub fn register(run_root: &Path, data_root: &Path, pod: &Pod) -> Result<PodState> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let _lock = PodsLock::take(run_root)?;
+    if find(run_root, &namespace, &name).is_ok() {
+        bail!(
+            "pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)"
+        );
+    }
+    let pod_id = new_pod_id(&namespace, &name);
+    let run_dir = pods_dir(run_root).join(&pod_id);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
+    let state = PodState {
+        record: PodRecord {
+            namespace,
+            name,
+            pod_id: pod_id.clone(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            data_dir: data_root.join("pods").join(&pod_id),
+            monitor_pid: 0,
+            manifest: pod.clone(),
+        },
+        run_dir,
+        plan: None,
+    };
+    if let Err(e) = state.save() {
+        let _ = std::fs::remove_dir_all(&state.run_dir);
+        return Err(e);
+    }
+    Ok(state)
+}
+
+/// `<namespace>-<name>` (cut to 48 bytes) and 10 hex digits: unique, readable
+/// in mount tables and cgroup paths, and short enough for container IDs
+/// (`<pod id>-<container>`, at most 128 bytes).
+fn new_pod_id(namespace: &str, name: &str) -> String {
+    let mut base = format!("{namespace}-{name}");
+    base.truncate(48);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = now.as_nanos() as u64 ^ ((std::process::id() as u64) << 40);
+    // splitmix64: a well-spread value from the seed.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    format!(
+        "{}-{:010x}",
+        base.trim_end_matches(['-', '.']),
+        z & 0xff_ffff_ffff
+    )
+}
+
+/// Remove everything of a pod whose monitor is gone: its containers' root
+/// filesystems, pod-level mounts, its data and state directories. Goes on past
+/// failures and reports them all.
+pub fn teardown(images: &Images, state: &PodState) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in state.container_names() {
+        let id = container_id(&state.record.pod_id, &name);
+        if let Err(e) = images.remove_rootfs(&id) {
+            errors.push(format!("container {name}: {e}"));
+        }
+    }
+    if let Err(e) = crate::podfs::unmount_all(&state.record.data_dir) {
+        errors.push(e);
+    }
+    let cgroup = pod_cgroup(&state.record.manifest, &state.record.pod_id);
+    if let Err(e) = podrun_runtime::cgroups::remove_pod_cgroup(&cgroup) {
+        errors.push(format!("cgroup {cgroup}: {e}"));
+    }
+    for dir in [&state.record.data_dir, &state.run_dir] {
+        if dir.is_absolute() && dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                errors.push(format!("remove {}: {e}", dir.display()));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        bail!("pod/{}: remove: {}", state.record.name, errors.join("; "))
+    }
+}
+
+/// The pod's cgroup: under `/podrun`, by its QoS class, as kubelet places pods
+/// under `kubepods`.
+pub fn pod_cgroup(pod: &Pod, pod_id: &str) -> String {
+    podrun_spec::pod_cgroup_path(podrun_spec::qos_class(pod).as_str(), pod_id)
+}
+
+/// Where container `name`'s termination message file lives on the host.
+pub fn termination_file(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("termination").join(name)
+}
+
+/// kubelet reads at most 4096 bytes of a termination message file
+/// (`MaxContainerTerminationMessageLength`, pkg/kubelet/container).
+const MAX_TERMINATION_MESSAGE: u64 = 4096;
+
+/// The termination message container `name` left, if any.
+pub fn termination_message(data_dir: &Path, name: &str) -> Option<String> {
+    let f = std::fs::File::open(termination_file(data_dir, name)).ok()?;
+    let mut text = String::new();
+    f.take(MAX_TERMINATION_MESSAGE)
+        .read_to_string(&mut text)
+        .ok()?;
+    (!text.is_empty()).then_some(text)
+}
+
+/// The runtime's ID of a container of a pod.
+pub fn container_id(pod_id: &str, container: &str) -> String {
+    format!("{pod_id}-{container}")
+}
+
+/// Stop a pod (SIGTERM to its monitor, which stops the containers within their
+/// grace periods) and wait for its monitor to be gone.
+pub fn stop(state: &PodState) -> Result<()> {
+    if !state.monitor_alive() {
+        return Ok(());
+    }
+    let pid = state.record.monitor_pid;
+    let grace = state
+        .plan
+        .iter()
+        .flat_map(|p| p.containers.iter().map(|c| c.grace_period_ms))
+        .max()
+        .unwrap_or(30_000);
+    // SAFETY: kill sends a signal; the pid was checked to be this pod's monitor.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_millis(grace) + Duration::from_secs(15);
+    while state.monitor_alive() {
+        if Instant::now() >= deadline {
+            bail!(
+                "pod/{}: stop: its monitor (pid {pid}) did not exit within the grace period",
+                state.record.name
+            );
+        }
+        // Reap it when it is our own child (foreground runs).
+        // SAFETY: waitpid with WNOHANG on a pid; no pointers but a null status.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("write {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename {}", path.display()))?;
+    Ok(())
+}
+
+/// One line of a CRI log file: `<time> <stream> <F|P> <content>`.
+pub struct LogLine<'a> {
+    /// RFC 3339 with nanoseconds.
+    pub time: &'a str,
+    /// `stdout` or `stderr`.
+    pub stream: &'a str,
+    /// A partial line (`P`): no newline follows its content.
+    pub partial: bool,
+    /// The text.
+    pub content: &'a str,
+}
+
+/// Parse a CRI log line (without its newline).
+pub fn parse_log_line(line: &str) -> Option<LogLine<'_>> {
+    let mut parts = line.splitn(4, ' ');
+    let time = parts.next()?;
+    let stream = parts.next()?;
+    let tag = parts.next()?;
+    Some(LogLine {
+        time,
+        stream,
+        partial: tag == "P",
+        content: parts.next().unwrap_or(""),
+    })
+}
+
+/// Follows one CRI log file from an offset and hands out its complete lines.
+pub struct Tail {
+    /// The log file.
+    pub path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    /// From the start of `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Tail {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Call `each` with every complete line written since the last call.
+    pub fn pump(&mut self, mut each: impl FnMut(&str)) {
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() {
+            return;
+        }
+        self.offset += buf.len() as u64;
+        self.partial.extend_from_slice(&buf);
+        while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            each(&String::from_utf8_lossy(&line[..line.len() - 1]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ids_are_short_distinct_and_valid() {
+        let long = "n".repeat(253);
+        let a = new_pod_id("default", &long);
+        let b = new_pod_id("default", &long);
+        assert_ne!(a, b);
+        assert!(a.len() <= 59, "{a}");
+        assert!(container_id(&a, &"c".repeat(63)).len() <= 128);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.'));
+        assert!(new_pod_id("default", "web").starts_with("default-web-"));
+    }
+
+    #[test]
+    fn cri_log_lines_parse() {
+        let l = parse_log_line("2026-11-27T10:00:00.1Z stdout P half a line").unwrap();
+        assert_eq!(
+            (l.time, l.stream, l.partial, l.content),
+            ("2026-11-27T10:00:00.1Z", "stdout", true, "half a line")
+        );
+        let l = parse_log_line("2026-11-27T10:00:00.1Z stderr F ").unwrap();
+        assert_eq!((l.stream, l.partial, l.content), ("stderr", false, ""));
+        assert!(parse_log_line("garbage").is_none());
+    }
+}
