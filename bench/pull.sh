@@ -421,7 +421,19 @@ w(f"- mounts left under the benchmark's temp dir: {f('MOUNTS')}")
 w(f"- lines of /proc/mounts naming podrun: {f('PODRUN_MOUNTS')}")
 w(f"- processes still naming the temp dir: {f('STRAY')}")
 w("")
-open(sys.argv[3], "w").write("\n".join(out))
+# Replace only our own section of RESULTS.md (between the markers), keeping the other
+# benchmarks' sections (bench/pod-start.sh). A file without our markers is an old
+# pull-only RESULTS.md: its text before any other section is ours.
+BEGIN, END = "<!-- bench/pull.sh: begin -->", "<!-- bench/pull.sh: end -->"
+md = sys.argv[3]
+old = open(md).read() if os.path.exists(md) else ""
+block = BEGIN + "\n" + "\n".join(out) + "\n" + END
+if BEGIN in old and END in old:
+    new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+else:
+    rest = old[old.index("<!-- bench/"):] if "<!-- bench/" in old else ""
+    new = block + "\n" + ("\n" + rest if rest else "")
+open(md, "w").write(new)
 print("\n".join(out))
 EOF
 log "wrote $OUT/RESULTS.md"
