@@ -272,6 +272,16 @@ fn new_pod_id(namespace: &str, name: &str) -> String {
 /// failures and reports them all.
 pub fn teardown(images: &Images, state: &PodState) -> Result<()> {
     let mut errors = Vec::new();
+    // A monitor that died left its sandbox (and maybe containers) behind.
+    let sandbox = state
+        .plan
+        .as_ref()
+        .map(|p| p.run_root.join("sandboxes").join(&p.pod_id));
+    if sandbox.is_some_and(|d| d.exists()) && !state.monitor_alive() {
+        if let Err(e) = clean_up_after_monitor(state) {
+            errors.push(format!("{e:#}"));
+        }
+    }
     for name in state.container_names() {
         let id = container_id(&state.record.pod_id, &name);
         if let Err(e) = images.remove_rootfs(&id) {
@@ -322,6 +332,28 @@ pub fn termination_message(data_dir: &Path, name: &str) -> Option<String> {
         .read_to_string(&mut text)
         .ok()?;
     (!text.is_empty()).then_some(text)
+}
+
+/// `podrun-monitor cleanup`: the runtime's part of removing a pod whose
+/// monitor is gone (single-threaded, as the embedded backend needs).
+fn clean_up_after_monitor(state: &PodState) -> Result<()> {
+    let out = std::process::Command::new(crate::run::sibling("podrun-monitor")?)
+        .arg("cleanup")
+        .arg("--plan")
+        .arg(state.run_dir.join("plan.json"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("run podrun-monitor cleanup")?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        bail!(
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .trim_start_matches("Error: ")
+        )
+    }
 }
 
 /// The runtime's ID of a container of a pod.

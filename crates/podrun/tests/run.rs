@@ -633,3 +633,56 @@ fn exec_runs_in_the_container_and_a_missing_executable_is_named() {
         .contains("exec: \"nosuchcmd\": executable file not found in $PATH"));
     env.assert_nothing_left();
 }
+
+#[test]
+fn a_pod_whose_monitor_was_killed_is_unknown_and_deletes_cleanly() {
+    let env = Env::new();
+    let out = env.run_with(&sleeper("orphan"), &["-d"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The monitor's pid, from the pod's record.
+    let run_pods = env.dir.path().join("run/pods");
+    let dir = std::fs::read_dir(&run_pods)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("pod.json")).unwrap()).unwrap();
+    let pid = record["monitor_pid"].as_i64().unwrap() as i32;
+    assert!(pid > 0);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "monitor {pid} did not die"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Its containers still run, but nothing watches them: kubelet's Unknown.
+    let table = env.ok(&["get", "pods"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], ["orphan", "0/2", "Unknown"], "{table}");
+    assert!(
+        !cgroups_of(&env.pods()).is_empty(),
+        "the containers' cgroups should still exist"
+    );
+
+    assert_eq!(
+        env.ok(&["delete", "pod", "orphan"]),
+        "pod \"orphan\" deleted\n"
+    );
+    env.assert_nothing_left();
+}

@@ -19,9 +19,11 @@ mod cgroup;
 mod console;
 mod embedded;
 pub mod log;
+mod recover;
 
 pub use backend::{OciBackend, OciCli};
 pub use embedded::Embedded;
+pub use recover::clean_up_after;
 
 use std::collections::HashMap;
 use std::fs::File;

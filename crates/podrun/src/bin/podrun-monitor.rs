@@ -5,6 +5,9 @@
 //!   `podrun-monitor --plan FILE`
 //!     run the pod of the plan (`podrun_runtime::monitor::run_monitor`) until
 //!     it ends; exit 1 with `Error: …` on stderr when it fails.
+//!   `podrun-monitor cleanup --plan FILE`
+//!     remove what a monitor that died left of its pod (containers, pause
+//!     process, namespace pins, cgroups); exit 1 listing every failure.
 //!   `podrun-monitor exec --plan FILE --id CONTAINER_ID [--tty] -- CMD [ARG…]`
 //!     run CMD in the running container through the plan's runtime, with our
 //!     stdin, stdout and stderr, and exit with its exit code.
@@ -19,12 +22,16 @@ use std::path::PathBuf;
 use podrun_runtime::monitor::{run_monitor, PodPlan};
 
 const USAGE: &str = "usage: podrun-monitor --plan FILE\n       \
+                     podrun-monitor cleanup --plan FILE\n       \
                      podrun-monitor exec --plan FILE --id CONTAINER_ID [--tty] -- CMD [ARG...]";
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Cmd {
     Run {
+        plan: PathBuf,
+    },
+    Cleanup {
         plan: PathBuf,
     },
     Exec {
@@ -36,9 +43,10 @@ enum Cmd {
 }
 
 fn parse(argv: &[String]) -> Result<Cmd, String> {
-    let (exec, rest) = match argv.first().map(String::as_str) {
-        Some("exec") => (true, &argv[1..]),
-        _ => (false, argv),
+    let (exec, cleanup, rest) = match argv.first().map(String::as_str) {
+        Some("exec") => (true, false, &argv[1..]),
+        Some("cleanup") => (false, true, &argv[1..]),
+        _ => (false, false, argv),
     };
     let mut plan = None;
     let mut id = None;
@@ -63,6 +71,9 @@ fn parse(argv: &[String]) -> Result<Cmd, String> {
         }
     }
     let plan = plan.ok_or("--plan is required")?;
+    if cleanup {
+        return Ok(Cmd::Cleanup { plan });
+    }
     if !exec {
         return Ok(Cmd::Run { plan });
     }
@@ -100,6 +111,17 @@ fn main() {
             let result = PodPlan::read(&plan).and_then(|plan| run_monitor(&plan));
             if let Err(e) = result {
                 fail(e);
+            }
+        }
+        Cmd::Cleanup { plan } => {
+            let plan = PodPlan::read(&plan).unwrap_or_else(|e| fail(e));
+            let errors = podrun_runtime::monitor::clean_up_after(&plan);
+            if !errors.is_empty() {
+                fail(format!(
+                    "pod {}: cleanup: {}",
+                    plan.pod_id,
+                    errors.join("; ")
+                ));
             }
         }
         Cmd::Exec {
@@ -203,6 +225,10 @@ mod tests {
                 tty: true,
                 args: argv("sh -c --id"),
             })
+        );
+        assert_eq!(
+            parse(&argv("cleanup --plan /p")),
+            Ok(Cmd::Cleanup { plan: "/p".into() })
         );
         assert_eq!(
             parse(&argv("exec --id c1 --plan /p -- true")),

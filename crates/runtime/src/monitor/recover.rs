@@ -1,0 +1,122 @@
+//! Cleaning up after a monitor that died (SIGKILL, OOM, a crash): its
+//! containers and pause process keep running, and its sandbox pins, cgroups
+//! and runtime state stay. [`clean_up_after`] removes all of that from the
+//! plan alone. Run it single-threaded (`podrun-monitor cleanup --plan FILE`):
+//! the embedded backend's delete forks.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::cgroup::{cgroups_path, remove_cgroup};
+use super::PodPlan;
+use crate::sandbox::{Namespace, Sandbox};
+
+/// Delete the plan's containers, kill every process left in the pod's IPC
+/// namespace (the pause process, and anything that escaped its container),
+/// unpin the namespaces, remove the sandbox directory and the cgroups. Goes
+/// on past failures and returns them all; nothing to do is not a failure.
+pub fn clean_up_after(plan: &PodPlan) -> Vec<String> {
+    let mut errors = Vec::new();
+    let backend = plan.backend();
+    let state = plan.runtime_state_dir();
+    for c in &plan.containers {
+        // Only containers the runtime still knows: the others never started
+        // or were deleted already.
+        if state.join(&c.id).exists() {
+            if let Err(e) = backend.delete(&c.id) {
+                errors.push(format!("container {}: {e}", c.name));
+            }
+        }
+    }
+    // Every pod process shares the pause process's IPC namespace (also with
+    // hostNetwork); with the containers gone, what is left there is the pause
+    // process and strays.
+    if let Err(e) = kill_namespace(&plan.ns_path(Namespace::Ipc)) {
+        errors.push(e);
+    }
+    let dir = plan.run_root.join("sandboxes").join(&plan.pod_id);
+    if dir.exists() {
+        let mut sandbox = Sandbox {
+            id: plan.pod_id.clone(),
+            dir,
+            pid: 0,
+            namespaces: Vec::new(),
+        };
+        if let Err(e) = sandbox.destroy() {
+            errors.push(e.to_string());
+        }
+    }
+    let mut cgroups: Vec<String> = plan
+        .containers
+        .iter()
+        .filter_map(|c| cgroups_path(&c.bundle))
+        .collect();
+    cgroups.extend(plan.cgroup_parent.clone());
+    for path in cgroups {
+        if let Err(e) = remove_cgroup(&path) {
+            errors.push(e);
+        }
+    }
+    let _ = std::fs::remove_dir(&state);
+    errors
+}
+
+/// SIGKILL every process whose IPC namespace is the one pinned at `pin`, and
+/// wait (up to 5 s) until none is left.
+fn kill_namespace(pin: &Path) -> Result<(), String> {
+    let Ok(ns) = std::fs::metadata(pin) else {
+        return Ok(()); // never pinned, or unpinned already
+    };
+    if ns.dev() == std::fs::metadata(pin.parent().unwrap_or(pin)).map_or(0, |m| m.dev()) {
+        return Ok(()); // a plain file: the pin is not mounted
+    }
+    let own = std::fs::metadata("/proc/self/ns/ipc")
+        .map_err(|e| format!("stat /proc/self/ns/ipc: {e}"))?;
+    if own.dev() == ns.dev() && own.ino() == ns.ino() {
+        return Err(format!(
+            "{}: pins this process's own IPC namespace: refusing to kill its processes",
+            pin.display()
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = members(ns.dev(), ns.ino());
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "processes {left:?} of the pod's namespaces would not die"
+            ));
+        }
+        for pid in &left {
+            // SAFETY: kill sends a signal; the pid was just seen in the pod's namespace.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Live (not zombie) processes whose IPC namespace is (dev, ino).
+fn members(dev: u64, ino: u64) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/ipc"))
+                .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+                && !is_zombie(*pid)
+        })
+        .collect()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
