@@ -25,7 +25,7 @@ pub struct Cli {
         default_value = "/var/lib/podrun"
     )]
     pub root: PathBuf,
-    /// Where runtime state (sockets, pid files) lives.
+    /// Runtime state: pods' records and logs, pinned namespaces, the OCI runtimes' state.
     #[arg(
         long = "run-root",
         global = true,

@@ -249,6 +249,19 @@ fn bad_manifests_and_missing_host_paths_fail_cleanly() {
     );
     assert!(!Path::new("/nonexistent/podrun-test").exists());
 
+    // An image that cannot be pulled: pod, container, image and cause.
+    let out = env.run(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nopull\nspec:\n  containers:\n  - name: app\n    image: {r}/no-such-image:1\n"
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains(&format!(
+            "Error: pod/nopull: container app: pull {r}/no-such-image:1: "
+        )) && e.to_lowercase().contains("unknown"),
+        "{e}"
+    );
+
     // runAsNonRoot is enforced before anything starts.
     let out = env.run(&format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nonroot\nspec:\n  securityContext:\n    runAsNonRoot: true\n  containers:\n  - name: app\n    image: {r}/busybox:latest\n"
