@@ -385,6 +385,7 @@ EOF
   containers:
   - name: main
     image: $IMAGE
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 EOF
     else
@@ -395,12 +396,14 @@ EOF
   containers:
   - name: writer
     image: $IMAGE
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; echo hello > /shared/hello; sleep 3600 & wait"]
     volumeMounts:
     - name: shared
       mountPath: /shared
   - name: reader
     image: $IMAGE
+    imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
     volumeMounts:
     - name: shared
