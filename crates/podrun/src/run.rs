@@ -211,7 +211,8 @@ async fn detach(
                 log.trim()
             );
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Short: the start is what users wait for, and a read of two small files is cheap.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     guard.state = None;
     let _ = images;

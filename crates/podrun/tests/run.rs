@@ -699,3 +699,40 @@ fn a_pod_whose_monitor_was_killed_is_unknown_and_deletes_cleanly() {
     );
     env.assert_nothing_left();
 }
+
+#[test]
+fn share_process_namespace_and_host_network() {
+    let env = Env::new();
+    let r = registry();
+    let host_net = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    let out = env.run(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: pidns
+spec:
+  restartPolicy: Never
+  shareProcessNamespace: true
+  hostNetwork: true
+  containers:
+  - name: sleeper
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 31 & wait"]
+  - name: looker
+    image: {r}/busybox:latest
+    # The pattern `sleep 3[1]` matches the sleeper's command line, not this one.
+    command: ["sh", "-c", "until grep -qs 'sleep 3[1]' /proc/[0-9]*/cmdline; do sleep 0.05; done; tr '\\0' ' ' </proc/1/cmdline | grep -o podrun-pause; readlink /proc/self/ns/net; kill $(grep -ls 'sleep 3[1]' /proc/[0-9]*/cmdline | cut -d/ -f3)"]
+"#
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!("looker | podrun-pause\nlooker | {host_net}\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.assert_nothing_left();
+}
