@@ -18,6 +18,7 @@ mod backend;
 mod cgroup;
 mod console;
 mod embedded;
+mod forked;
 pub mod log;
 mod recover;
 

@@ -6,6 +6,11 @@
 //! exec`). It makes its caller non-dumpable for good. The container's init is a
 //! child of the caller (its intermediate process is reaped by libcontainer, the
 //! init is left to us).
+//!
+//! The monitor creates, starts and deletes containers in a short-lived child
+//! ([`super::forked`]), so that libcontainer's code, stack and heap are never
+//! part of the long-lived monitor: the init is reparented to the monitor, its
+//! subreaper, when that child exits.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -20,8 +25,10 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 use super::backend::{ExecFailure, OciBackend};
 use super::console::{self, RemoveOnDrop};
+use super::forked::in_child;
 
-/// libcontainer in this process.
+/// libcontainer, called in short-lived children of the monitor (exec: in
+/// `podrun-monitor exec`'s own process).
 #[derive(Debug, Clone)]
 pub struct Embedded {
     /// Where the containers' state lives (`<run-root>/libcontainer`).
@@ -46,17 +53,9 @@ impl Embedded {
             .map_err(|e| error_chain(&e))
     }
 
-    fn load(&self, id: &str) -> Result<Container, String> {
-        let dir = self.root.join(id);
-        if !dir.is_dir() {
-            return Err(format!("container {id} does not exist"));
-        }
-        Container::load(dir).map_err(|e| error_chain(&e))
-    }
-}
-
-impl OciBackend for Embedded {
-    fn create_and_start(
+    /// Create and start the container in this process (a child of the
+    /// monitor's; see [`OciBackend::create_and_start`]).
+    fn create_and_start_here(
         &self,
         id: &str,
         bundle: &Path,
@@ -86,6 +85,26 @@ impl OciBackend for Embedded {
             .ok_or_else(|| "libcontainer recorded no pid for the init".into())
     }
 
+    fn load(&self, id: &str) -> Result<Container, String> {
+        let dir = self.root.join(id);
+        if !dir.is_dir() {
+            return Err(format!("container {id} does not exist"));
+        }
+        Container::load(dir).map_err(|e| error_chain(&e))
+    }
+}
+
+impl OciBackend for Embedded {
+    fn create_and_start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<i32, String> {
+        in_child(|| self.create_and_start_here(id, bundle, stdout, stderr))
+    }
+
     fn kill(&self, id: &str, signal: i32) -> Result<(), String> {
         let mut container = self.load(id)?;
         // libcontainer refuses to signal a stopped container (its init exited
@@ -98,7 +117,11 @@ impl OciBackend for Embedded {
     }
 
     fn delete(&self, id: &str) -> Result<(), String> {
-        self.load(id)?.delete(true).map_err(|e| error_chain(&e))
+        in_child(|| {
+            self.load(id)?.delete(true).map_err(|e| error_chain(&e))?;
+            Ok(0)
+        })
+        .map(drop)
     }
 
     fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, String> {

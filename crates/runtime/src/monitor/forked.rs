@@ -1,0 +1,131 @@
+//! Run a step in a short-lived child of the monitor and bring its result back.
+//!
+//! The monitor lives as long as its pod; whatever code it runs stays mapped in
+//! it (a file page, once faulted in, stays in the page tables, with fault-around
+//! bringing 64 KiB at a time), and whatever stack and heap it touches stays
+//! private to it. libcontainer's create, start and delete touch several MiB of
+//! code and tens of KiB of stack and heap, once each: done in a forked child
+//! that exits, all of that goes with the child. A container's init, which
+//! libcontainer leaves as its caller's child, is reparented to the monitor (a
+//! child-subreaper) when the child exits, as with `crun run --detach`.
+//!
+//! Forking is sound because the monitor is single-threaded; the child only runs
+//! the step, writes the result to a pipe and leaves with `_exit`, running no
+//! destructor or exit handler of the parent's state.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+/// Run `step` in a child process; its result, word for word.
+///
+/// `step` is called in the child only: whatever it owns (descriptors meant for
+/// a container) the parent drops right after the fork. The child is waited for
+/// before this returns, so the monitor's reaping of every other child never
+/// sees it.
+pub(crate) fn in_child(step: impl FnOnce() -> Result<i32, String>) -> Result<i32, String> {
+    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the monitor is single-threaded (its one thread is this one), so
+    // the child is a whole copy of it: no lock can be held by a thread the
+    // child does not have.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(read_end);
+        let result = step();
+        report(write_end, &result);
+        // SAFETY: _exit ends the child at once; nothing of the parent's state
+        // needs to be flushed or dropped here.
+        unsafe { libc::_exit(0) }
+    }
+    drop(step);
+    drop(write_end);
+    let result = receive(read_end);
+    let status = wait(pid);
+    match result {
+        Some(result) => result,
+        None => Err(format!(
+            "the monitor's child {pid} gave no result: {status}"
+        )),
+    }
+}
+
+/// The result as one message: `O` and the value (4 bytes, little-endian), or
+/// `E` and the error's text; the length (4 bytes) comes first.
+fn report(fd: OwnedFd, result: &Result<i32, String>) {
+    let mut message = Vec::new();
+    match result {
+        Ok(value) => {
+            message.push(b'O');
+            message.extend_from_slice(&value.to_le_bytes());
+        }
+        Err(text) => {
+            message.push(b'E');
+            message.extend_from_slice(text.as_bytes());
+        }
+    }
+    let mut framed = (message.len() as u32).to_le_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    let _ = std::fs::File::from(fd).write_all(&framed);
+}
+
+/// Read one message (a container's init may hold a copy of the pipe until it
+/// execs, so end-of-file is not waited for); None when the child wrote none.
+fn receive(fd: OwnedFd) -> Option<Result<i32, String>> {
+    let mut file = std::fs::File::from(fd);
+    let mut len = [0; 4];
+    file.read_exact(&mut len).ok()?;
+    let mut message = vec![0; u32::from_le_bytes(len) as usize];
+    file.read_exact(&mut message).ok()?;
+    match message.split_first()? {
+        (b'O', value) => Some(Ok(i32::from_le_bytes(value.try_into().ok()?))),
+        (b'E', text) => Some(Err(String::from_utf8_lossy(text).into_owned())),
+        _ => None,
+    }
+}
+
+/// Wait for child `pid`; how it ended, in words.
+fn wait(pid: libc::pid_t) -> String {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid int for waitpid to write.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return format!("wait: {e}");
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_back_word_for_word() {
+        assert_eq!(in_child(|| Ok(-42)), Ok(-42));
+        let text = "exec: \"foo\": executable file not found in $PATH ü";
+        assert_eq!(in_child(|| Err(text.into())), Err(text.to_string()));
+        assert_eq!(in_child(|| Err(String::new())), Err(String::new()));
+    }
+
+    #[test]
+    fn a_child_that_dies_says_how() {
+        let e = in_child(|| {
+            // SAFETY: ends the child without a result, as a crash would.
+            unsafe { libc::_exit(3) }
+        })
+        .unwrap_err();
+        assert!(e.ends_with("gave no result: exit status 3"), "{e}");
+    }
+}
