@@ -1,6 +1,7 @@
 //! podrun: run Kubernetes Pods on one Linux machine. This binary is the CLI;
 //! the work is done by the library crates (see ARCHITECTURE.md).
 
+mod config;
 mod env;
 mod images;
 mod kubectl;
@@ -41,14 +42,12 @@ pub struct Cli {
     pub hosts_dir: PathBuf,
     /// The OCI runtime of pods without a runtimeClassName: embedded (libcontainer,
     /// inside each pod's monitor), or the crun, runc or youki binary (a name on
-    /// PATH or a path).
-    #[arg(
-        long,
-        global = true,
-        env = "PODRUN_RUNTIME",
-        default_value = "embedded"
-    )]
-    pub runtime: String,
+    /// PATH or a path). Default: the config's default_runtime, else embedded.
+    #[arg(long, global = true, env = "PODRUN_RUNTIME")]
+    pub runtime: Option<String>,
+    /// podrun's configuration: RuntimeClass handlers ([runtimes.<handler>] path = …).
+    #[arg(long, global = true, env = "PODRUN_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log-level", global = true, default_value = "warn")]
     pub log_level: String,

@@ -428,17 +428,10 @@ fn in_container(name: &str, e: anyhow::Error) -> anyhow::Error {
     }
 }
 
-/// The OCI runtime for a pod: its RuntimeClass handler when it names one
-/// (podrun's handlers are the runtimes themselves: embedded, crun, runc, youki),
-/// else `--runtime`.
+/// The OCI runtime for a pod: its RuntimeClass handler's in podrun's config
+/// (or a built-in handler: embedded, crun, runc, youki), else `--runtime`.
 fn runtime_for(cli: &Cli, class: Option<&str>) -> Result<String> {
-    match class.filter(|c| !c.is_empty()) {
-        None => Ok(cli.runtime.clone()),
-        Some(c @ ("embedded" | "crun" | "runc" | "youki")) => Ok(c.to_string()),
-        Some(c) => bail!(
-            "runtimeClassName {c}: no such handler (podrun's handlers are embedded, crun, runc and youki)"
-        ),
-    }
+    crate::config::Config::load(&cli.config)?.runtime_for(class, cli.runtime.as_deref())
 }
 
 /// The pod's hostname from its name: at most 63 bytes, no trailing `-` or `.`
