@@ -471,14 +471,25 @@ pub fn controllers_to_enable(available: &str, enabled: &str) -> Vec<String> {
 
 /// mkdir each missing level of `parts` under `base`, recording those it made.
 fn make_dirs(base: &Path, parts: &[&str], created: &mut Vec<PathBuf>) -> Result<(), String> {
-    let mut dir = base.to_path_buf();
-    for part in parts {
-        dir.push(part);
-        if make_dir(&dir)? {
-            created.push(dir.clone());
+    // A parent may vanish between two of our mkdirs: removing the last pod of a
+    // QoS class removes its empty parents (`remove_pod_cgroup`). Start over then.
+    let mut attempt = 0;
+    'again: loop {
+        let mut dir = base.to_path_buf();
+        for part in parts {
+            dir.push(part);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => created.push(dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 3 => {
+                    attempt += 1;
+                    continue 'again;
+                }
+                Err(e) => return Err(format!("mkdir {}: {e}", dir.display())),
+            }
         }
+        return Ok(());
     }
-    Ok(())
 }
 
 /// mkdir; whether it was made (false: it was there).
@@ -505,33 +516,42 @@ fn write_file(file: &Path, value: &str) -> Result<(), String> {
 }
 
 /// Removes cgroup `path` (and any cgroups left beneath it, such as containers') from
-/// every hierarchy; the parents (`/podrun/burstable`) stay. A hierarchy where it is
+/// every hierarchy, then its parents (`/podrun/burstable`, `/podrun`) where they are
+/// empty, so the last pod gone leaves no podrun cgroup behind. A hierarchy where it is
 /// absent is fine. Goes on past failures and reports them all; a cgroup that still
 /// holds processes cannot be removed (EBUSY).
 pub fn remove_pod_cgroup(path: &str) -> Result<(), String> {
     let dirs = cgroup_dirs(path)?;
+    let depth = components(path)?.len();
     let mut errors = Vec::new();
-    for dir in dirs {
-        if !dir.exists() {
-            continue;
-        }
-        match rustix::fs::statfs(&dir) {
-            Ok(s) if matches!(s.f_type as u64, CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC) => {}
-            Ok(_) => {
-                errors.push(format!("{}: not on a cgroup filesystem", dir.display()));
-                continue;
-            }
-            Err(e) => {
-                errors.push(format!("statfs {}: {e}", dir.display()));
-                continue;
+    for dir in &dirs {
+        remove_pod_dir(dir, &mut errors);
+        // The shared parents go only when empty: another pod's, or one being
+        // made (make_dirs starts over when its parent vanishes), keeps them.
+        for parent in dir.ancestors().skip(1).take(depth.saturating_sub(1)) {
+            if std::fs::remove_dir(parent).is_err() {
+                break;
             }
         }
-        remove_tree(&dir, &mut errors);
     }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(format!("remove cgroup {path}: {}", errors.join("; ")))
+    }
+}
+
+/// Remove one hierarchy's pod directory (checked to be on a cgroup file system).
+fn remove_pod_dir(dir: &Path, errors: &mut Vec<String>) {
+    if !dir.exists() {
+        return;
+    }
+    match rustix::fs::statfs(dir) {
+        Ok(s) if matches!(s.f_type as u64, CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC) => {
+            remove_tree(dir, errors)
+        }
+        Ok(_) => errors.push(format!("{}: not on a cgroup filesystem", dir.display())),
+        Err(e) => errors.push(format!("statfs {}: {e}", dir.display())),
     }
 }
 

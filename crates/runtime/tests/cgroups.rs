@@ -211,8 +211,23 @@ fn creates_limits_fills_and_removes_a_burstable_pod_cgroup() {
     for dir in &dirs {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
-    // The parents stay: they are shared by other pods.
-    assert!(cpu.parent().unwrap().is_dir());
+    // The parents go once empty; only another pod's cgroup (a test running beside
+    // this one) may keep them.
+    for dir in &dirs {
+        let parent = dir.parent().unwrap();
+        let children = std::fs::read_dir(parent)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert!(
+            !parent.exists() || children > 0,
+            "{} left empty",
+            parent.display()
+        );
+    }
     // Removing what is gone is fine.
     remove_pod_cgroup(&path).unwrap();
 }
