@@ -114,7 +114,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     guard.state = Some(state.clone());
 
     if args.detach {
-        return detach(&images, &state, &plan, monitor, guard).await;
+        return detach(&state, &plan, monitor, guard).await;
     }
     let mut tails: Vec<(String, pods::Tail)> = plan
         .containers
@@ -179,7 +179,6 @@ fn start_errors(
 /// the pod to its monitor. A container that cannot start fails the command and
 /// removes the pod, as `podman kube play` does.
 async fn detach(
-    images: &Images,
     state: &PodState,
     plan: &PodPlan,
     mut monitor: tokio::process::Child,
@@ -215,7 +214,6 @@ async fn detach(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     guard.state = None;
-    let _ = images;
     println!("pod/{name} created");
     Ok(0)
 }
