@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{Namespace, Sandbox, SandboxConfig};
-use cgroup::{cgroups_path, oom_file, oom_killed, remove_cgroup};
+use cgroup::{oom_file, oom_killed, remove_plan_cgroups};
 use log::{now_rfc3339_nano, LogStream};
 
 /// How long the logs are still read after the last container exited, for
@@ -501,9 +501,7 @@ fn cleanup(
     containers: &[Running],
 ) -> Vec<String> {
     let mut errors = Vec::new();
-    let mut cgroups = Vec::new();
     for c in &plan.containers {
-        cgroups.extend(cgroups_path(&c.bundle));
         let started = containers.iter().any(|r| r.plan.id == c.id && r.pid > 0);
         if let Err(e) = backend.delete(&c.id) {
             // A container that never started may have no state to delete.
@@ -517,12 +515,7 @@ fn cleanup(
     if let Err(e) = sandbox.destroy() {
         errors.push(e.to_string());
     }
-    cgroups.extend(plan.cgroup_parent.clone());
-    for path in cgroups {
-        if let Err(e) = remove_cgroup(&path) {
-            errors.push(e);
-        }
-    }
+    errors.extend(remove_plan_cgroups(plan));
     // Only when empty: other pods share it.
     let _ = std::fs::remove_dir(plan.runtime_state_dir());
     errors

@@ -1,5 +1,6 @@
 //! The containers' cgroups as the monitor sees them: where they are (from the
-//! bundle), whether the kernel OOM-killed in them, and removing what is left.
+//! bundle), whether the kernel OOM-killed in them, and removing what is left
+//! (through `crate::cgroups`, which owns creating and removing cgroups).
 
 use std::path::{Path, PathBuf};
 
@@ -11,29 +12,16 @@ pub fn cgroups_path(bundle: &Path) -> Option<String> {
     path.starts_with('/').then(|| path.to_string())
 }
 
-/// rmdir `path` in every hierarchy under /sys/fs/cgroup that has it.
-pub fn remove_cgroup(path: &str) -> Result<(), String> {
-    let rel = path.trim_start_matches('/');
-    if rel.is_empty() || rel.split('/').any(|p| p == ".." || p == ".") {
-        return Err(format!("cgroup {path:?}: refusing to remove"));
-    }
-    let mut errors = Vec::new();
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return Ok(());
-    };
-    for h in hierarchies.flatten() {
-        let dir = h.path().join(rel);
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => errors.push(format!("remove cgroup {}: {e}", dir.display())),
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+/// Remove the cgroups of the plan's containers and the pod's own (with
+/// whatever is left beneath them and the shared parents once empty), going on
+/// past failures and returning them all.
+pub fn remove_plan_cgroups(plan: &super::PodPlan) -> Vec<String> {
+    plan.containers
+        .iter()
+        .filter_map(|c| cgroups_path(&c.bundle))
+        .chain(plan.cgroup_parent.clone())
+        .filter_map(|path| crate::cgroups::remove_pod_cgroup(&path).err())
+        .collect()
 }
 
 /// The file that counts OOM kills in `pid`'s memory cgroup (v1 `memory.oom_control`,

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::cgroup::{cgroups_path, remove_cgroup};
+use super::cgroup::remove_plan_cgroups;
 use super::PodPlan;
 use crate::sandbox::{Namespace, Sandbox};
 
@@ -47,17 +47,7 @@ pub fn clean_up_after(plan: &PodPlan) -> Vec<String> {
             errors.push(e.to_string());
         }
     }
-    let mut cgroups: Vec<String> = plan
-        .containers
-        .iter()
-        .filter_map(|c| cgroups_path(&c.bundle))
-        .collect();
-    cgroups.extend(plan.cgroup_parent.clone());
-    for path in cgroups {
-        if let Err(e) = remove_cgroup(&path) {
-            errors.push(e);
-        }
-    }
+    errors.extend(remove_plan_cgroups(plan));
     let _ = std::fs::remove_dir(&state);
     errors
 }
