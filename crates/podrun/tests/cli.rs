@@ -1,6 +1,8 @@
 //! The image commands end to end: the real podrun binary against the real
 //! local registries (scripts/registry.sh), with a fresh --root per test.
 
+mod support;
+
 use sha2::Digest as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,17 +129,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let prefix = self.dir.path().to_string_lossy().to_string();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<&str> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
-        }
+        support::unmount_below(self.dir.path());
     }
 }
 

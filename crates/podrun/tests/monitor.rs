@@ -3,6 +3,8 @@
 //! `crun`, `runc`), and `podrun-monitor` in a process of its own; then a check
 //! that nothing of the pod is left on the machine.
 
+mod support;
+
 use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
 use podrun_runtime::monitor::{read_exits, ContainerPlan, ExitRecord, PodPlan};
 use podrun_runtime::sandbox::Namespace;
@@ -280,7 +282,7 @@ impl TestPod {
             self.images.remove_rootfs(&c.id).unwrap();
         }
         let dir = self.dir.path().to_string_lossy().to_string();
-        let mounts: Vec<String> = mount_points()
+        let mounts: Vec<String> = support::mount_points()
             .into_iter()
             .filter(|m| m.starts_with(&dir))
             .collect();
@@ -351,15 +353,7 @@ impl TestPod {
             }
         }
         std::thread::sleep(Duration::from_millis(50));
-        let dir = self.dir.path().to_string_lossy().to_string();
-        let mut left: Vec<String> = mount_points()
-            .into_iter()
-            .filter(|m| m.starts_with(&dir))
-            .collect();
-        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in left {
-            let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
-        }
+        support::unmount_below(self.dir.path());
         let sandbox = self.plan.run_root.join("sandboxes").join(&self.plan.pod_id);
         let _ = std::fs::remove_dir_all(sandbox);
         let cgroup = format!("podrun-test-{}", self.tag);
@@ -375,14 +369,6 @@ impl TestPod {
             let _ = std::fs::remove_dir(parent);
         }
     }
-}
-
-fn mount_points() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(String::from))
-        .collect()
 }
 
 /// `(stream, tag, content)` of each CRI log line, checking the timestamp's form.

@@ -2,6 +2,8 @@
 //! the monitor and crun, its logs streamed, its exit code returned, and nothing
 //! of it left on the machine.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -150,17 +152,7 @@ impl Drop for Env {
         for name in self.names.borrow().iter() {
             let _ = self.podrun(&["delete", "pod", name]);
         }
-        let prefix = self.dir.path().to_string_lossy().to_string();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<&str> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
-        }
+        support::unmount_below(self.dir.path());
     }
 }
 
