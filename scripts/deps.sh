@@ -12,7 +12,7 @@ PACKAGES=(
     apache2-utils     # htpasswd (bcrypt) for the auth registry
     zstd pigz         # layer compression
     python3           # tests/images/build.py
-    libssl-dev pkg-config libseccomp-dev   # native deps of the Rust crates
+    libssl-dev pkg-config libseccomp-dev libsqlite3-dev   # native deps of the Rust crates
     crun runc         # OCI runtime backends
     containernetworking-plugins iptables   # CNI
     curl              # readiness checks

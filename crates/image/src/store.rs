@@ -119,8 +119,11 @@ impl ImageStore {
 
     /// Write (or replace) a record atomically.
     pub fn put(&self, record: &ImageRecord) -> io::Result<()> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let target = self.file(&record.name);
-        let temp = target.with_extension("tmp");
+        // Unique: two pulls of one image (threads or processes) each write their own.
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = target.with_extension(format!("{}.{n}.tmp", std::process::id()));
         let mut f = fs::File::create(&temp)?;
         f.write_all(&serde_json::to_vec_pretty(record).map_err(io::Error::other)?)?;
         f.sync_all()?;

@@ -1,7 +1,13 @@
-//! The object commands, in kubectl's form: `get pods`, `logs`, `exec`,
-//! `delete pod`. They read the pods' state directories (see `pods`); the
-//! agent takes them over later.
+//! The object commands, in kubectl's form: `apply`, `get pods`, `describe`,
+//! `logs`, `exec`, `delete`. Where an agent serves the root (one answers on
+//! its socket, or the root has an agent's database: then one is started),
+//! `apply`, `get`, `describe` and `delete` are its requests; on a root only
+//! `podrun run` has used, `get` and `delete` read and remove the pods' state
+//! directories themselves. `logs` and `exec` always go straight to the pod's
+//! log files and monitor, as kubectl's stream from the node and not through
+//! the API's database.
 
+use crate::agent::api::{self, PodSummary, Request, Response};
 use crate::pods::{self, PodState};
 use crate::status;
 use crate::Cli;
@@ -77,8 +83,34 @@ pub struct ExecArgs {
 #[derive(clap::Args)]
 pub struct DeleteArgs {
     /// `pod NAME…`, `pod/NAME…` or just `NAME…`.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "filename")]
     args: Vec<String>,
+    /// Delete the objects this file (or directory, or `-` for stdin) names.
+    #[arg(short = 'f', long = "filename")]
+    filename: Option<String>,
+    /// Seconds the pods get to stop, instead of their terminationGracePeriodSeconds.
+    #[arg(long = "grace-period")]
+    grace_period: Option<i64>,
+    /// Stop the pods at once (SIGKILL), as `--grace-period=0`.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    ns: NamespaceArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// A manifest file, a directory of them (`*.yaml`, `*.yml`, `*.json`), or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    filename: String,
+}
+
+#[derive(clap::Args)]
+pub struct DescribeArgs {
+    /// What: pod (pods, po).
+    resource: String,
+    /// The pod's name.
+    name: Option<String>,
     #[command(flatten)]
     ns: NamespaceArgs,
 }
@@ -96,6 +128,20 @@ fn pod_name(arg: &str) -> Result<&str> {
     }
 }
 
+/// The `get pods` line of a pod from its state directory.
+pub fn summary(p: &PodState) -> PodSummary {
+    let view = p.view();
+    PodSummary {
+        namespace: p.record.namespace.clone(),
+        name: p.record.name.clone(),
+        ready: status::ready_column(&view),
+        status: status::status_column(&view, false),
+        restarts: "0".into(),
+        age_seconds: p.age_seconds(),
+        ip: None,
+    }
+}
+
 pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
     let (resource, mut names) = match args.resource.split_once('/') {
         Some((r, n)) => (r, vec![n.to_string()]),
@@ -105,14 +151,28 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
         bail!("the server doesn't have a resource type \"{resource}\" (podrun knows pods)");
     }
     names.extend(args.names.iter().cloned());
-    let mut pods: Vec<PodState> = pods::list(&cli.run_root)
-        .into_iter()
-        .filter(|p| args.all_namespaces || p.record.namespace == args.ns.namespace)
-        .collect();
+    let output = args.output.as_deref().unwrap_or("");
+    if !matches!(output, "" | "wide" | "name") {
+        bail!("output format {output:?} is not supported (use wide or name)");
+    }
+    let namespace = (!args.all_namespaces).then(|| args.ns.namespace.clone());
+    let mut pods: Vec<PodSummary> = if agent_in_use(cli) {
+        ensure_agent(cli)?;
+        match call(cli, &Request::Get { namespace })? {
+            Response::Pods { pods } => pods,
+            other => bail!("unexpected answer from the agent: {other:?}"),
+        }
+    } else {
+        pods::list(&cli.run_root)
+            .iter()
+            .filter(|p| args.all_namespaces || p.record.namespace == args.ns.namespace)
+            .map(summary)
+            .collect()
+    };
     if !names.is_empty() {
         let mut picked = Vec::new();
         for n in &names {
-            let found = pods.iter().find(|p| &p.record.name == n).with_context(|| {
+            let found = pods.iter().find(|p| &p.name == n).with_context(|| {
                 format!(
                     "pods \"{n}\" not found in namespace \"{}\"",
                     args.ns.namespace
@@ -122,15 +182,11 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
         }
         pods = picked;
     }
-    let output = args.output.as_deref().unwrap_or("");
     if output == "name" {
         for p in &pods {
-            println!("pod/{}", p.record.name);
+            println!("pod/{}", p.name);
         }
         return Ok(());
-    }
-    if !matches!(output, "" | "wide") {
-        bail!("output format {output:?} is not supported (use wide or name)");
     }
     if pods.is_empty() {
         if args.all_namespaces {
@@ -150,19 +206,21 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
     let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     for p in &pods {
-        let view = p.view();
         let mut row = vec![
-            p.record.name.clone(),
-            status::ready_column(&view),
-            status::status_column(&view, false),
-            "0".to_string(),
-            status::human_duration(p.age_seconds()),
+            p.name.clone(),
+            p.ready.clone(),
+            p.status.clone(),
+            p.restarts.clone(),
+            status::human_duration(p.age_seconds),
         ];
         if args.all_namespaces {
-            row.insert(0, p.record.namespace.clone());
+            row.insert(0, p.namespace.clone());
         }
         if output == "wide" {
-            row.extend(["<none>".to_string(), node.trim().to_string()]);
+            row.extend([
+                p.ip.clone().unwrap_or_else(|| "<none>".into()),
+                node.trim().to_string(),
+            ]);
         }
         rows.push(row);
     }
@@ -270,6 +328,22 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
 }
 
 pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
+    let grace_period = if args.force {
+        Some(0)
+    } else {
+        args.grace_period
+    };
+    if let Some(f) = &args.filename {
+        let files = read_manifests(f)?;
+        ensure_agent(cli)?;
+        return done(call(
+            cli,
+            &Request::DeleteFiles {
+                files,
+                grace_period,
+            },
+        )?);
+    }
     let mut names: Vec<&str> = Vec::new();
     let mut rest = args.args.as_slice();
     if let Some(first) = rest.first() {
@@ -283,11 +357,25 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
     for a in rest {
         names.push(pod_name(a)?);
     }
+    if agent_in_use(cli) {
+        ensure_agent(cli)?;
+        return done(call(
+            cli,
+            &Request::Delete {
+                namespace: args.ns.namespace.clone(),
+                names: names.iter().map(|n| n.to_string()).collect(),
+                grace_period,
+            },
+        )?);
+    }
     let images = Images::open(&cli.root)?;
     let mut failed = Vec::new();
     for name in names {
         let result = pods::find(&cli.run_root, &args.ns.namespace, name).and_then(|state| {
-            pods::stop(&state)?;
+            pods::stop_within(
+                &state,
+                grace_period.map(|g| Duration::from_secs(g.max(0) as u64)),
+            )?;
             pods::teardown(&images, &state)
         });
         match result {
@@ -302,5 +390,187 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
         Ok(())
     } else {
         bail!("{} of the pods were not deleted", failed.len())
+    }
+}
+
+/// `podrun apply -f`.
+pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
+    let files = read_manifests(&args.filename)?;
+    ensure_agent(cli)?;
+    done(call(cli, &Request::Apply { files })?)
+}
+
+/// `podrun describe pod NAME`.
+pub fn describe(cli: &Cli, args: &DescribeArgs) -> Result<()> {
+    let (resource, name) = match (args.resource.split_once('/'), &args.name) {
+        (Some((r, n)), None) => (r, n.to_string()),
+        (None, Some(n)) => (args.resource.as_str(), n.clone()),
+        _ => bail!("describe: give the resource and the name: podrun describe pod NAME"),
+    };
+    if !is_pods(resource) {
+        bail!("the server doesn't have a resource type \"{resource}\" (podrun knows pods)");
+    }
+    ensure_agent(cli)?;
+    match call(
+        cli,
+        &Request::Describe {
+            namespace: args.ns.namespace.clone(),
+            name,
+        },
+    )? {
+        Response::Text { text } => {
+            print!("{text}");
+            Ok(())
+        }
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    }
+}
+
+/// The files `-f` names: one file, every manifest of a directory (sorted), or stdin.
+fn read_manifests(arg: &str) -> Result<Vec<(String, String)>> {
+    if arg == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("read stdin")?;
+        return Ok(vec![("<stdin>".into(), text)]);
+    }
+    let path = std::path::Path::new(arg);
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("read {arg}"))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!("{arg}: no manifests (*.yaml, *.yml, *.json) in the directory");
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files
+        .iter()
+        .map(|f| {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+            Ok((f.display().to_string(), text))
+        })
+        .collect()
+}
+
+/// Print what the agent did; an error or a failed part fails the command.
+fn done(response: Response) -> Result<()> {
+    match response {
+        Response::Done {
+            lines,
+            warnings,
+            failed,
+        } => {
+            for l in &lines {
+                println!("{l}");
+            }
+            for w in &warnings {
+                eprintln!("Error: {w}");
+            }
+            if failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    }
+}
+
+/// Long: an apply waits for its pods' images and starts.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn call(cli: &Cli, request: &Request) -> Result<Response> {
+    api::call(&cli.run_root, request, CALL_TIMEOUT)
+}
+
+/// Whether this root is an agent's: one answers, or its database exists.
+fn agent_in_use(cli: &Cli) -> bool {
+    api::socket_path(&cli.run_root).exists() || cli.root.join("state.db").exists()
+}
+
+/// Make sure an agent serves the root: start one in the background if none
+/// answers (saying so), and wait until it does.
+pub fn ensure_agent(cli: &Cli) -> Result<()> {
+    if api::ping(&cli.run_root) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&cli.run_root)
+        .with_context(|| format!("create {}", cli.run_root.display()))?;
+    let log_path = cli.run_root.join("agent.log");
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("serve")
+        .arg("--root")
+        .arg(&cli.root)
+        .arg("--run-root")
+        .arg(&cli.run_root)
+        .arg("--config")
+        .arg(&cli.config)
+        .arg("--registries-conf")
+        .arg(&cli.registries_conf)
+        .arg("--hosts-dir")
+        .arg(&cli.hosts_dir)
+        .arg("--log-level")
+        .arg("info");
+    if let Some(r) = &cli.runtime {
+        cmd.arg("--runtime").arg(r);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the agent leaves our session so
+    // it outlives this terminal.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("start the agent")?;
+    eprintln!(
+        "podrun: started the agent for {} (pid {}, log {}; `podrun serve` runs it in the foreground)",
+        cli.root.display(),
+        child.id(),
+        log_path.display()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if api::ping(&cli.run_root) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Another agent may have won the race to start; else it failed.
+            if api::ping(&cli.run_root) {
+                return Ok(());
+            }
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = text.lines().rev().take(3).collect::<Vec<_>>();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            bail!("the agent exited ({status}): {}", last.join("\n"));
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "the agent did not answer within 30 s (see {})",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -1,6 +1,7 @@
 //! podrun: run Kubernetes Pods on one Linux machine. This binary is the CLI;
 //! the work is done by the library crates (see ARCHITECTURE.md).
 
+mod agent;
 mod config;
 mod env;
 mod images;
@@ -59,6 +60,12 @@ pub struct Cli {
 enum Command {
     /// Run a pod from its manifest in the foreground (Ctrl-C stops it), or detached.
     Run(run::RunArgs),
+    /// Create or update the pods, ConfigMaps and Secrets of manifests (through the agent).
+    Apply(kubectl::ApplyArgs),
+    /// Show a pod in detail, with its events.
+    Describe(kubectl::DescribeArgs),
+    /// Run the node agent in the foreground (the CLI starts one when needed).
+    Serve(agent::ServeArgs),
     /// List pods (kubectl's columns).
     Get(kubectl::GetArgs),
     /// Print a container's log.
@@ -101,7 +108,8 @@ enum ImageCommand {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // Lives as long as the process: the agent's tasks borrow it.
+    let cli: &'static Cli = Box::leak(Box::new(Cli::parse()));
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -134,25 +142,28 @@ pub(crate) fn message(e: &anyhow::Error) -> String {
     text
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: &'static Cli) -> Result<()> {
     match &cli.command {
+        Command::Apply(a) => kubectl::apply(cli, a),
+        Command::Describe(a) => kubectl::describe(cli, a),
+        Command::Serve(a) => agent::serve(cli, a).await,
         Command::Run(a) => {
-            let code = run::run(&cli, a).await?;
+            let code = run::run(cli, a).await?;
             std::process::exit(code);
         }
-        Command::Get(a) => kubectl::get(&cli, a),
-        Command::Logs(a) => kubectl::logs(&cli, a).await,
+        Command::Get(a) => kubectl::get(cli, a),
+        Command::Logs(a) => kubectl::logs(cli, a).await,
         Command::Exec(a) => {
-            let code = kubectl::exec(&cli, a)?;
+            let code = kubectl::exec(cli, a)?;
             std::process::exit(code);
         }
-        Command::Delete(a) => kubectl::delete(&cli, a),
-        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(&cli, a).await,
-        Command::Images(a) | Command::Image(ImageCommand::List(a)) => images::list(&cli, a),
-        Command::Rmi(a) | Command::Image(ImageCommand::Remove(a)) => images::remove(&cli, a),
-        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(&cli, a).await,
-        Command::Image(ImageCommand::Inspect(a)) => images::inspect(&cli, a),
-        Command::Login(a) => images::login(&cli, a).await,
+        Command::Delete(a) => kubectl::delete(cli, a),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(cli, a).await,
+        Command::Images(a) | Command::Image(ImageCommand::List(a)) => images::list(cli, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Remove(a)) => images::remove(cli, a),
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(cli, a).await,
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(cli, a),
+        Command::Login(a) => images::login(cli, a).await,
         Command::Logout(a) => images::logout(a),
     }
 }

@@ -37,6 +37,9 @@ pub struct PodRecord {
     pub monitor_pid: i32,
     /// The manifest, defaults applied.
     pub manifest: Pod,
+    /// Owned by the agent (`podrun apply`, static pods), not by a `podrun run`.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// A pod found on disk.
@@ -57,6 +60,23 @@ impl PodState {
         if pid <= 0 {
             return false;
         }
+        self.is_monitor(pid)
+    }
+
+    /// The pid of its monitor if one runs, also one whose pid was never
+    /// recorded (its starter died first): then found by its command line.
+    pub fn find_monitor(&self) -> Option<i32> {
+        if self.monitor_alive() {
+            return Some(self.record.monitor_pid);
+        }
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| self.is_monitor(*pid))
+    }
+
+    fn is_monitor(&self, pid: i32) -> bool {
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             return false;
         };
@@ -163,6 +183,12 @@ pub fn list(run_root: &Path) -> Vec<PodState> {
     pods
 }
 
+/// The pod of ID `pod_id`, if its state directory exists.
+pub fn load(run_root: &Path, pod_id: &str) -> Option<PodState> {
+    let dir = pods_dir(run_root).join(pod_id);
+    dir.join("pod.json").exists().then(|| read(&dir).ok())?
+}
+
 fn read(run_dir: &Path) -> Result<PodState> {
     let text = std::fs::read(run_dir.join("pod.json")).context("read pod.json")?;
     let record: PodRecord = serde_json::from_slice(&text).context("parse pod.json")?;
@@ -209,7 +235,13 @@ impl PodsLock {
 
 /// Register a new pod: refuse a taken name, choose its ID, write `pod.json`.
 /// The caller owns what it then makes and removes it with [`teardown`] on failure.
-pub fn register(run_root: &Path, data_root: &Path, pod: &Pod) -> Result<PodState> {
+/// The agent passes the ID it chose (and has checked the name itself).
+pub fn register(
+    run_root: &Path,
+    data_root: &Path,
+    pod: &Pod,
+    agent_id: Option<&str>,
+) -> Result<PodState> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod
         .metadata
@@ -217,12 +249,12 @@ pub fn register(run_root: &Path, data_root: &Path, pod: &Pod) -> Result<PodState
         .clone()
         .unwrap_or_else(|| "default".into());
     let _lock = PodsLock::take(run_root)?;
-    if find(run_root, &namespace, &name).is_ok() {
+    if agent_id.is_none() && find(run_root, &namespace, &name).is_ok() {
         bail!(
             "pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)"
         );
     }
-    let pod_id = new_pod_id(&namespace, &name);
+    let pod_id = agent_id.map_or_else(|| new_pod_id(&namespace, &name), String::from);
     let run_dir = pods_dir(run_root).join(&pod_id);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
     let state = PodState {
@@ -234,6 +266,7 @@ pub fn register(run_root: &Path, data_root: &Path, pod: &Pod) -> Result<PodState
             data_dir: data_root.join("pods").join(&pod_id),
             monitor_pid: 0,
             manifest: pod.clone(),
+            agent: agent_id.is_some(),
         },
         run_dir,
         plan: None,
@@ -248,7 +281,7 @@ pub fn register(run_root: &Path, data_root: &Path, pod: &Pod) -> Result<PodState
 /// `<namespace>-<name>` (cut to 48 bytes) and 10 hex digits: unique, readable
 /// in mount tables and cgroup paths, and short enough for container IDs
 /// (`<pod id>-<container>`, at most 128 bytes).
-fn new_pod_id(namespace: &str, name: &str) -> String {
+pub fn new_pod_id(namespace: &str, name: &str) -> String {
     let mut base = format!("{namespace}-{name}");
     base.truncate(48);
     let now = std::time::SystemTime::now()
@@ -277,7 +310,7 @@ pub fn teardown(images: &Images, state: &PodState) -> Result<()> {
         .plan
         .as_ref()
         .map(|p| p.run_root.join("sandboxes").join(&p.pod_id));
-    if sandbox.is_some_and(|d| d.exists()) && !state.monitor_alive() {
+    if sandbox.is_some_and(|d| d.exists()) && state.find_monitor().is_none() {
         if let Err(e) = clean_up_after_monitor(state) {
             errors.push(format!("{e:#}"));
         }
@@ -364,20 +397,36 @@ pub fn container_id(pod_id: &str, container: &str) -> String {
 /// Stop a pod (SIGTERM to its monitor, which stops the containers within their
 /// grace periods) and wait for its monitor to be gone.
 pub fn stop(state: &PodState) -> Result<()> {
-    if !state.monitor_alive() {
+    stop_within(state, None)
+}
+
+/// [`stop`], with `grace` instead of the pod's own grace periods when given
+/// (`delete --grace-period`): when it has passed, the monitor is SIGKILLed and
+/// [`teardown`] kills what is left of the pod.
+pub fn stop_within(state: &PodState, grace: Option<Duration>) -> Result<()> {
+    let Some(pid) = state.find_monitor() else {
         return Ok(());
-    }
-    let pid = state.record.monitor_pid;
-    let grace = state
+    };
+    let own = state
         .plan
         .iter()
         .flat_map(|p| p.containers.iter().map(|c| c.grace_period_ms))
         .max()
         .unwrap_or(30_000);
-    // SAFETY: kill sends a signal; the pid was checked to be this pod's monitor.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_millis(grace) + Duration::from_secs(15);
-    while state.monitor_alive() {
+    if grace.is_some_and(|g| g.is_zero()) {
+        // SAFETY: kill sends a signal; the pid was checked to be this pod's monitor.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    } else {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(own) + Duration::from_secs(15);
+    while state.is_monitor(pid) {
+        if grace.is_some_and(|g| started.elapsed() >= g) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         if Instant::now() >= deadline {
             bail!(
                 "pod/{}: stop: its monitor (pid {pid}) did not exit within the grace period",

@@ -81,40 +81,19 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         ));
     }
     let images = Images::open(&cli.root)?;
-    let state = pods::register(&cli.run_root, images.root(), pod)?;
-    let mut guard = Guard {
-        images: images.clone(),
-        state: Some(state.clone()),
-    };
-    pull_images(cli, &images, spec, &fail).await?;
-    let mut state = state;
-    let plan =
-        prepare_pod(cli, &images, &state, pod, &sources).map_err(|e| fail(format!("{e:#}")))?;
-    let plan_file = state.run_dir.join("plan.json");
-    std::fs::write(&plan_file, serde_json::to_vec_pretty(&plan)?)?;
-    state.plan = Some(plan.clone());
-
-    let mut command = tokio::process::Command::new(sibling("podrun-monitor")?);
-    command
-        .arg("--plan")
-        .arg(&plan_file)
-        .stdin(std::process::Stdio::null())
-        // A session of its own: the terminal's Ctrl-C is ours to forward, and a
-        // detached pod outlives the terminal.
-        .process_group(0);
-    // The monitor's own messages go to a file: what the user needs of them
-    // (start errors) is reported by this command; the rest is for debugging.
+    let state = pods::register(&cli.run_root, images.root(), pod, None)?;
+    let Started {
+        state,
+        plan,
+        mut monitor,
+        guard,
+    } = start_pod(cli, &images, pod, &sources, state, &|_, _, _| {}).await?;
     let monitor_log = state.run_dir.join("monitor.log");
-    command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&monitor_log)?);
-    let mut monitor = command.spawn().context("start the pod's monitor")?;
-    state.record.monitor_pid = monitor.id().map_or(0, |p| p as i32);
-    state.save()?;
-    guard.state = Some(state.clone());
 
     if args.detach {
-        return detach(&state, &plan, monitor, guard).await;
+        wait_started(&state, &plan, &mut monitor, guard).await?;
+        println!("pod/{name} created");
+        return Ok(0);
     }
     let mut tails: Vec<(String, pods::Tail)> = plan
         .containers
@@ -175,15 +154,15 @@ fn start_errors(
     })
 }
 
-/// `--detach`: wait until every container started (or could not), then leave
-/// the pod to its monitor. A container that cannot start fails the command and
-/// removes the pod, as `podman kube play` does.
-async fn detach(
+/// Wait until every container started (or could not), then leave the pod to
+/// its monitor. A container that cannot start fails the pod and removes it,
+/// as `podman kube play` does.
+pub async fn wait_started(
     state: &PodState,
     plan: &PodPlan,
-    mut monitor: tokio::process::Child,
+    monitor: &mut tokio::process::Child,
     mut guard: Guard,
-) -> Result<i32> {
+) -> Result<()> {
     let name = &state.record.name;
     loop {
         let starts = read_starts(plan);
@@ -214,8 +193,76 @@ async fn detach(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     guard.state = None;
-    println!("pod/{name} created");
-    Ok(0)
+    Ok(())
+}
+
+/// A pod handed to its monitor. Dropping `guard` removes it again.
+pub struct Started {
+    /// Its records.
+    pub state: PodState,
+    /// What its monitor was told.
+    pub plan: PodPlan,
+    /// The monitor (our child).
+    pub monitor: tokio::process::Child,
+    /// Removes the pod unless disarmed.
+    pub guard: Guard,
+}
+
+/// Something worth an event: (type, reason, message).
+pub type EventSink<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
+
+/// Pull what the pod needs, build its containers' filesystems and bundles,
+/// write its plan and start its monitor. On failure, everything made for the
+/// pod (`state`'s directories included) is removed.
+pub async fn start_pod(
+    cli: &Cli,
+    images: &Images,
+    pod: &Pod,
+    sources: &Sources,
+    state: PodState,
+    events: EventSink<'_>,
+) -> Result<Started> {
+    let name = state.record.name.clone();
+    let spec = pod.spec.as_ref().context("pod has no spec")?;
+    let fail = |what: String| anyhow::anyhow!("pod/{name}: {what}");
+    let mut guard = Guard {
+        images: images.clone(),
+        state: Some(state.clone()),
+    };
+    pull_images(cli, images, spec, &fail, events).await?;
+    let mut state = state;
+    let plan =
+        prepare_pod(cli, images, &state, pod, sources).map_err(|e| fail(format!("{e:#}")))?;
+    crate::agent::crash_point("create:prepared");
+    let plan_file = state.run_dir.join("plan.json");
+    std::fs::write(&plan_file, serde_json::to_vec_pretty(&plan)?)?;
+    state.plan = Some(plan.clone());
+
+    let mut command = tokio::process::Command::new(sibling("podrun-monitor")?);
+    command
+        .arg("--plan")
+        .arg(&plan_file)
+        .stdin(std::process::Stdio::null())
+        // A session of its own: the terminal's Ctrl-C is ours to forward, and a
+        // detached pod outlives the terminal (and the agent).
+        .process_group(0);
+    // The monitor's own messages go to a file: what the user needs of them
+    // (start errors) is reported by this command; the rest is for debugging.
+    let monitor_log = state.run_dir.join("monitor.log");
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&monitor_log)?);
+    let monitor = command.spawn().context("start the pod's monitor")?;
+    crate::agent::crash_point("create:monitor");
+    state.record.monitor_pid = monitor.id().map_or(0, |p| p as i32);
+    state.save()?;
+    guard.state = Some(state.clone());
+    Ok(Started {
+        state,
+        plan,
+        monitor,
+        guard,
+    })
 }
 
 fn pump(tails: &mut [(String, pods::Tail)]) {
@@ -241,7 +288,8 @@ async fn pull_images(
     cli: &Cli,
     images: &Images,
     spec: &k8s_openapi::api::core::v1::PodSpec,
-    fail: &dyn Fn(String) -> anyhow::Error,
+    fail: &(dyn Fn(String) -> anyhow::Error + Sync),
+    events: EventSink<'_>,
 ) -> Result<()> {
     let options = PullOptions {
         registries: crate::images::registries(cli)?,
@@ -257,11 +305,31 @@ async fn pull_images(
         let present = images.get(&image).is_ok();
         let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
         if policy == "Always" || (policy == "IfNotPresent" && !present) {
-            images
-                .pull(&image, &options)
-                .await
-                .map_err(|e| fail(format!("container {}: {e}", c.name)))?;
-        } else if !present {
+            events("Normal", "Pulling", format!("Pulling image \"{image}\""));
+            let started = std::time::Instant::now();
+            images.pull(&image, &options).await.map_err(|e| {
+                events(
+                    "Warning",
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": {e}"),
+                );
+                fail(format!("container {}: {e}", c.name))
+            })?;
+            events(
+                "Normal",
+                "Pulled",
+                format!(
+                    "Successfully pulled image \"{image}\" in {:.3}s",
+                    started.elapsed().as_secs_f64()
+                ),
+            );
+        } else if present {
+            events(
+                "Normal",
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            );
+        } else {
             return Err(fail(format!(
                 "container {}: image {image} is not present and imagePullPolicy is Never",
                 c.name
@@ -701,7 +769,7 @@ fn memory_volume(
 
 /// Removes a pod that did not come to be (or that ended in the foreground):
 /// root filesystems, mounts, directories. Disarmed by setting `state` to None.
-struct Guard {
+pub struct Guard {
     images: Images,
     state: Option<PodState>,
 }

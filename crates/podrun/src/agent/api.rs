@@ -1,0 +1,181 @@
+//! The agent's local API: a unix socket, `<run-root>/podrun.sock` (mode 0600,
+//! and every peer's uid checked to be root). One request per connection: a
+//! JSON line in, a JSON line out. The CLI is its only client.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the agent of a run root listens.
+pub fn socket_path(run_root: &Path) -> PathBuf {
+    run_root.join("podrun.sock")
+}
+
+/// What the CLI asks.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Is anyone there.
+    Ping,
+    /// Create or update the objects in these files (all or nothing).
+    Apply {
+        /// (name for messages, text) of each file.
+        files: Vec<(String, String)>,
+    },
+    /// Remove the objects these files name.
+    DeleteFiles {
+        /// (name for messages, text) of each file.
+        files: Vec<(String, String)>,
+        /// Seconds the pods get to stop (None: their own terminationGracePeriodSeconds).
+        grace_period: Option<i64>,
+    },
+    /// Remove pods by name.
+    Delete {
+        /// Their namespace.
+        namespace: String,
+        /// Their names.
+        names: Vec<String>,
+        /// Seconds the pods get to stop (None: their own).
+        grace_period: Option<i64>,
+    },
+    /// List pods.
+    Get {
+        /// One namespace, or every one (None).
+        namespace: Option<String>,
+    },
+    /// kubectl describe's text of a pod.
+    Describe {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+}
+
+/// One pod as `get pods` prints it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodSummary {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// READY.
+    pub ready: String,
+    /// STATUS.
+    pub status: String,
+    /// RESTARTS.
+    pub restarts: String,
+    /// Seconds since it was created.
+    pub age_seconds: i64,
+    /// Its IP, if any.
+    pub ip: Option<String>,
+}
+
+/// What the agent answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Done; lines to print (stdout) and warnings (stderr).
+    Done {
+        /// `pod/web created` …
+        lines: Vec<String>,
+        /// Problems that did not stop the request.
+        warnings: Vec<String>,
+        /// Whether any part failed (exit non-zero).
+        failed: bool,
+    },
+    /// The pods asked for.
+    Pods {
+        /// By namespace and name.
+        pods: Vec<PodSummary>,
+    },
+    /// Text to print as it is.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// The request failed; nothing changed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Send one request and read the answer. `timeout` bounds the whole exchange.
+pub fn call(run_root: &Path, request: &Request, timeout: Duration) -> Result<Response> {
+    let path = socket_path(run_root);
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            anyhow::anyhow!(
+                "connect to the agent at {}: permission denied (the podrun API is root's)",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("connect to the agent at {}", path.display()))
+        }
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .context("send the request to the agent")?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .context("read the agent's answer")?;
+    if answer.is_empty() {
+        bail!("the agent closed the connection without answering (did it stop? see its log)");
+    }
+    serde_json::from_str(&answer).context("parse the agent's answer")
+}
+
+/// Whether an agent answers on the run root's socket.
+pub fn ping(run_root: &Path) -> bool {
+    matches!(
+        call(run_root, &Request::Ping, Duration::from_secs(2)),
+        Ok(Response::Done { .. })
+    )
+}
+
+/// The uid of the process at the other end of a unix socket.
+pub fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    // SAFETY: ucred is plain data.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// Read one request from a connection.
+pub fn read_request(stream: &UnixStream) -> Result<Request> {
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .context("read the request")?;
+    serde_json::from_str(&line).context("parse the request")
+}
+
+/// Write the answer to a connection.
+pub fn write_response(mut stream: &UnixStream, response: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(response)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}

@@ -1,0 +1,609 @@
+//! The node agent, `podrun serve`: owns the state database (`db`), runs one
+//! worker per pod (`worker`: creation, supervision, replacement, deletion,
+//! each step committed before it is reported), serves the CLI on a unix
+//! socket (`api`), and watches a directory of static pod manifests
+//! (`manifests`).
+//!
+//! It may die at any moment: the pods' monitors are in sessions of their own
+//! and keep the containers running; every step of a pod's life is a state in
+//! the database that a new agent finishes or rolls back (see `worker`).
+
+pub mod api;
+pub mod db;
+mod describe;
+mod manifests;
+mod worker;
+
+use crate::Cli;
+use anyhow::{bail, Context, Result};
+use api::{PodSummary, Request, Response};
+use db::{Change, Db, ObjectRow, PodPhase, PodRow};
+use podrun_image::Images;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Watch this directory of Pod manifests, as kubelet's staticPodPath: a
+    /// file added starts its pods, changed replaces them, removed stops them.
+    #[arg(long)]
+    manifests: Option<PathBuf>,
+}
+
+/// A fault-injection point for the crash tests: when `PODRUN_AGENT_CRASH_AT`
+/// names it, the agent kills itself with SIGKILL right there, as a crash or
+/// `kill -9` would. Checked in the agent only (`podrun run` never crashes on purpose).
+pub fn crash_point(name: &str) {
+    if IS_AGENT.load(std::sync::atomic::Ordering::Relaxed)
+        && std::env::var("PODRUN_AGENT_CRASH_AT").is_ok_and(|v| v.split(',').any(|p| p == name))
+    {
+        tracing::warn!("crash point {name}: killing the agent");
+        // SAFETY: kill sends a signal to this process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+static IS_AGENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The exclusive lock one agent holds on a root (`<root>/agent.lock`, with its pid).
+struct AgentLock {
+    _file: std::fs::File,
+}
+
+impl AgentLock {
+    fn take(root: &Path) -> Result<Self> {
+        use std::io::{Read, Seek, Write};
+        let path = root.join("agent.lock");
+        let mut file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            bail!(
+                "another agent (pid {}) serves {}: it holds {}",
+                pid.trim(),
+                root.display(),
+                path.display()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        Ok(AgentLock { _file: file })
+    }
+}
+
+/// What a pod's worker is told.
+enum Msg {
+    /// Look at the pod now; answer when done.
+    Sync(Option<oneshot::Sender<Result<(), String>>>),
+}
+
+/// The agent's shared state.
+pub struct Agent {
+    cli: &'static Cli,
+    db: Mutex<Db>,
+    images: Images,
+    workers: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Msg>>>,
+    /// How often a running pod's records are looked at.
+    sync_interval: Duration,
+    /// The node's name (its hostname).
+    node: String,
+}
+
+impl Agent {
+    fn db(&self) -> std::sync::MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record an event of a pod (a failure to is only logged).
+    fn event(&self, namespace: &str, pod: &str, type_: &str, reason: &str, message: &str) {
+        if let Err(e) = self
+            .db()
+            .event(namespace, pod, type_, reason, message, &now())
+        {
+            tracing::warn!("pod/{pod}: record event {reason}: {e}");
+        }
+    }
+
+    /// Tell the pod's worker to look at it (starting one if none runs).
+    fn kick(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = workers.get(&key) {
+            if let Err(mpsc::error::SendError(msg)) = tx.send(Msg::Sync(done)) {
+                // The worker just ended: start a new one with the same message.
+                let (tx, rx) = mpsc::unbounded_channel();
+                let _ = tx.send(msg);
+                workers.insert(key.clone(), tx);
+                tokio::spawn(worker::run(self.clone(), key, rx));
+            }
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(Msg::Sync(done));
+        workers.insert(key.clone(), tx);
+        tokio::spawn(worker::run(self.clone(), key, rx));
+    }
+
+    /// Kick and wait for the pod's worker to have looked at it.
+    async fn sync(self: &Arc<Self>, namespace: &str, name: &str) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.kick(namespace, name, Some(tx));
+        rx.await.unwrap_or(Ok(()))
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// `podrun serve`.
+pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
+    IS_AGENT.store(true, std::sync::atomic::Ordering::Relaxed);
+    for dir in [&cli.root, &cli.run_root] {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _lock = AgentLock::take(&cli.root)?;
+    let db = Db::open(&cli.root)?;
+    let images = Images::open(&cli.root)?;
+    let sync_interval = std::env::var("PODRUN_SYNC_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_millis);
+    let agent = Arc::new(Agent {
+        cli,
+        db: Mutex::new(db),
+        images,
+        workers: Mutex::new(HashMap::new()),
+        sync_interval,
+        node: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+    });
+    adopt(&agent).context("adopt the pods of the database")?;
+    let listener = bind(&cli.run_root)?;
+    let handle = tokio::runtime::Handle::current();
+    {
+        let agent = agent.clone();
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || accept(listener, agent, handle))?;
+    }
+    if let Some(dir) = &args.manifests {
+        tokio::spawn(manifests::watch(agent.clone(), dir.clone()));
+    }
+    tracing::info!(
+        "podrun agent (pid {}) serves {} on {}",
+        std::process::id(),
+        cli.root.display(),
+        api::socket_path(&cli.run_root).display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    // The pods keep running under their monitors; the next agent adopts them.
+    tracing::info!("stopping; the pods keep running");
+    let _ = std::fs::remove_file(api::socket_path(&cli.run_root));
+    Ok(())
+}
+
+/// Start a worker for every pod of the database, and remove what is left on
+/// disk of agent-owned pods the database no longer knows.
+fn adopt(agent: &Arc<Agent>) -> Result<()> {
+    let rows = agent.db().pods()?;
+    let known: std::collections::HashSet<&str> = rows.iter().map(|r| r.pod_id.as_str()).collect();
+    for state in crate::pods::list(&agent.cli.run_root) {
+        if state.record.agent && !known.contains(state.record.pod_id.as_str()) {
+            tracing::warn!(
+                "pod/{}: removing {}: no pod of the database owns it",
+                state.record.name,
+                state.record.pod_id
+            );
+            let _ = crate::pods::stop(&state);
+            if let Err(e) = crate::pods::teardown(&agent.images, &state) {
+                tracing::warn!("{e:#}");
+            }
+        }
+    }
+    for r in &rows {
+        agent.kick(&r.namespace, &r.name, None);
+    }
+    Ok(())
+}
+
+fn bind(run_root: &Path) -> Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = api::socket_path(run_root);
+    // We hold the root's lock: a socket file left there is a dead agent's.
+    let _ = std::fs::remove_file(&path);
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = std::os::unix::net::UnixListener::bind(&path);
+    // SAFETY: as above, restoring it.
+    unsafe { libc::umask(old) };
+    let listener = listener.with_context(|| format!("listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+fn accept(
+    listener: std::os::unix::net::UnixListener,
+    agent: Arc<Agent>,
+    handle: tokio::runtime::Handle,
+) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let agent = agent.clone();
+        let handle = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("api-conn".into())
+            .spawn(move || {
+                let response = match api::peer_uid(&stream) {
+                    Ok(0) => match api::read_request(&stream) {
+                        Ok(request) => handle.block_on(answer(&agent, request)),
+                        Err(e) => Response::Error {
+                            message: format!("{e:#}"),
+                        },
+                    },
+                    Ok(uid) => Response::Error {
+                        message: format!("permission denied: the podrun API is root's (uid {uid})"),
+                    },
+                    Err(e) => Response::Error {
+                        message: format!("permission denied: peer credentials: {e}"),
+                    },
+                };
+                let _ = api::write_response(&stream, &response);
+            });
+    }
+}
+
+async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
+    let result = match request {
+        Request::Ping => Ok(Response::Done {
+            lines: vec![],
+            warnings: vec![],
+            failed: false,
+        }),
+        Request::Apply { files } => apply(agent, &files, "api").await,
+        Request::DeleteFiles {
+            files,
+            grace_period,
+        } => delete_files(agent, &files, grace_period).await,
+        Request::Delete {
+            namespace,
+            names,
+            grace_period,
+        } => delete(agent, &namespace, &names, grace_period).await,
+        Request::Get { namespace } => get(agent, namespace.as_deref()),
+        Request::Describe { namespace, name } => {
+            describe::describe(agent, &namespace, &name).map(|text| Response::Text { text })
+        }
+    };
+    result.unwrap_or_else(|e| Response::Error {
+        message: crate::message(&e),
+    })
+}
+
+/// Parse and validate every document of every file; any problem refuses the
+/// whole request.
+fn load(files: &[(String, String)]) -> Result<Vec<podrun_spec::Object>> {
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    for (source, text) in files {
+        match podrun_spec::load(text, source) {
+            Ok(o) => objects.extend(o),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}\nnothing was applied", problems.join("\n"));
+    }
+    Ok(objects)
+}
+
+fn namespace_of(o: &podrun_spec::Object) -> String {
+    let ns = o.namespace();
+    if ns.is_empty() {
+        "default".into()
+    } else {
+        ns.to_string()
+    }
+}
+
+/// A hash of what was applied, to tell an unchanged manifest from a changed one.
+fn manifest_hash(json: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(json.as_bytes()))
+}
+
+/// Store the objects of `files` (all or nothing), then have each new or
+/// changed pod's worker start it and report how that went.
+pub(crate) async fn apply(
+    agent: &Arc<Agent>,
+    files: &[(String, String)],
+    source: &str,
+) -> Result<Response> {
+    let objects = load(files)?;
+    let mut changes = Vec::new();
+    let mut lines = Vec::new();
+    let mut started = Vec::new();
+    let taken_by_run: std::collections::HashSet<(String, String)> =
+        crate::pods::list(&agent.cli.run_root)
+            .into_iter()
+            .filter(|p| !p.record.agent)
+            .map(|p| (p.record.namespace, p.record.name))
+            .collect();
+    {
+        let db = agent.db();
+        for o in &objects {
+            let namespace = namespace_of(o);
+            let name = o.name().to_string();
+            match o {
+                podrun_spec::Object::Pod(pod) => {
+                    let mut pod = pod.clone();
+                    pod.metadata.namespace = Some(namespace.clone());
+                    let manifest = serde_json::to_string(&pod)?;
+                    let hash = manifest_hash(&manifest);
+                    if taken_by_run.contains(&(namespace.clone(), name.clone())) {
+                        bail!("pod/{name}: a pod of that name, started by podrun run, exists in namespace {namespace}\nnothing was applied");
+                    }
+                    match db.pod(&namespace, &name)? {
+                        Some(row) if row.source != source => bail!(
+                            "pod/{name}: namespace {namespace} already has it from {} \nnothing was applied",
+                            describe_source(&row.source)
+                        ),
+                        Some(row) if row.hash == hash && row.state != PodPhase::Deleting => {
+                            lines.push(format!("pod/{name} unchanged"));
+                        }
+                        Some(row) if row.state == PodPhase::Deleting => bail!(
+                            "pod/{name}: is being deleted; apply again when it is gone\nnothing was applied"
+                        ),
+                        Some(_) => {
+                            changes.push(Change::ReplacePod {
+                                namespace: namespace.clone(),
+                                name: name.clone(),
+                                manifest,
+                                hash,
+                            });
+                            lines.push(format!("pod/{name} configured"));
+                            started.push((namespace, name));
+                        }
+                        None => {
+                            changes.push(Change::CreatePod(PodRow {
+                                namespace: namespace.clone(),
+                                name: name.clone(),
+                                pod_id: crate::pods::new_pod_id(&namespace, &name),
+                                source: source.to_string(),
+                                manifest,
+                                hash,
+                                state: PodPhase::Creating,
+                                created: now(),
+                                started: None,
+                                error: None,
+                                retry_at: None,
+                                attempts: 0,
+                                status: None,
+                            }));
+                            lines.push(format!("pod/{name} created"));
+                            started.push((namespace, name));
+                        }
+                    }
+                }
+                podrun_spec::Object::ConfigMap(_) | podrun_spec::Object::Secret(_) => {
+                    let kind = o.kind();
+                    let mut body = serde_json::to_value(match o {
+                        podrun_spec::Object::ConfigMap(c) => serde_json::to_value(c)?,
+                        podrun_spec::Object::Secret(s) => serde_json::to_value(s)?,
+                        podrun_spec::Object::Pod(_) => unreachable!(),
+                    })?;
+                    body["metadata"]["namespace"] = namespace.clone().into();
+                    let body = body.to_string();
+                    let old = db.object(kind, &namespace, &name)?;
+                    let verb = match &old {
+                        Some(o) if o.body == body => "unchanged",
+                        Some(_) => "configured",
+                        None => "created",
+                    };
+                    lines.push(format!("{}/{name} {verb}", kind.to_lowercase()));
+                    if verb != "unchanged" {
+                        changes.push(Change::PutObject(ObjectRow {
+                            kind: kind.to_string(),
+                            namespace,
+                            name,
+                            source: source.to_string(),
+                            body,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    agent
+        .db
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .apply(&changes)?;
+    for (namespace, name) in &started {
+        agent.event(
+            namespace,
+            name,
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {namespace}/{name} to {}", agent.node),
+        );
+    }
+    crash_point("apply:committed");
+    let mut warnings = Vec::new();
+    let waits: Vec<_> = started
+        .iter()
+        .map(|(ns, name)| {
+            let agent = agent.clone();
+            let (ns, name) = (ns.clone(), name.clone());
+            tokio::spawn(async move { agent.sync(&ns, &name).await })
+        })
+        .collect();
+    for w in waits {
+        if let Ok(Err(e)) = w.await {
+            warnings.push(e);
+        }
+    }
+    Ok(Response::Done {
+        failed: !warnings.is_empty(),
+        lines,
+        warnings,
+    })
+}
+
+fn describe_source(source: &str) -> String {
+    match source.strip_prefix("file:") {
+        Some(path) => format!("the static pod manifest {path}"),
+        None => "podrun apply".into(),
+    }
+}
+
+async fn delete_files(
+    agent: &Arc<Agent>,
+    files: &[(String, String)],
+    grace_period: Option<i64>,
+) -> Result<Response> {
+    let objects = load(files)?;
+    let mut lines = Vec::new();
+    let mut warnings = Vec::new();
+    let mut pods: Vec<(String, String)> = Vec::new();
+    for o in &objects {
+        let (namespace, name) = (namespace_of(o), o.name().to_string());
+        match o {
+            podrun_spec::Object::Pod(_) => pods.push((namespace, name)),
+            _ => {
+                let kind = o.kind();
+                if agent.db().remove_object(kind, &namespace, &name)? {
+                    lines.push(format!("{} \"{name}\" deleted", kind.to_lowercase()));
+                } else {
+                    warnings.push(format!(
+                        "{}s \"{name}\" not found in namespace \"{namespace}\"",
+                        kind.to_lowercase()
+                    ));
+                }
+            }
+        }
+    }
+    let mut by_ns: HashMap<String, Vec<String>> = HashMap::new();
+    for (ns, name) in pods {
+        by_ns.entry(ns).or_default().push(name);
+    }
+    let mut failed = !warnings.is_empty();
+    for (ns, names) in by_ns {
+        if let Response::Done {
+            lines: l,
+            warnings: w,
+            failed: f,
+        } = delete(agent, &ns, &names, grace_period).await?
+        {
+            lines.extend(l);
+            warnings.extend(w);
+            failed |= f;
+        }
+    }
+    Ok(Response::Done {
+        lines,
+        warnings,
+        failed,
+    })
+}
+
+/// Delete pods: mark each (committed), then have its worker stop and remove
+/// it; answer once they are gone. Pods of `podrun run` are stopped and removed
+/// here, as the CLI would.
+async fn delete(
+    agent: &Arc<Agent>,
+    namespace: &str,
+    names: &[String],
+    grace_period: Option<i64>,
+) -> Result<Response> {
+    let mut lines = Vec::new();
+    let mut warnings = Vec::new();
+    let mut waits = Vec::new();
+    for name in names {
+        let marked = agent.db().mark_deleting(namespace, name)?;
+        if marked > 0 {
+            if let Some(g) = grace_period {
+                worker::set_grace_override(namespace, name, g);
+            }
+            crash_point("delete:marked");
+            let agent = agent.clone();
+            let (ns, n) = (namespace.to_string(), name.clone());
+            waits.push((
+                name.clone(),
+                tokio::spawn(async move { agent.sync(&ns, &n).await }),
+            ));
+            continue;
+        }
+        // Not the agent's: a pod of `podrun run`?
+        match crate::pods::find(&agent.cli.run_root, namespace, name) {
+            Ok(state) => {
+                let images = agent.images.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    crate::pods::stop(&state)?;
+                    crate::pods::teardown(&images, &state)
+                })
+                .await?;
+                match r {
+                    Ok(()) => lines.push(format!("pod \"{name}\" deleted")),
+                    Err(e) => warnings.push(crate::message(&e)),
+                }
+            }
+            Err(e) => warnings.push(crate::message(&e)),
+        }
+    }
+    for (name, w) in waits {
+        match w.await? {
+            Ok(()) => lines.push(format!("pod \"{name}\" deleted")),
+            Err(e) => warnings.push(e),
+        }
+    }
+    Ok(Response::Done {
+        failed: !warnings.is_empty(),
+        lines,
+        warnings,
+    })
+}
+
+/// Every pod of the agent's and of `podrun run`'s, as `get pods` shows them.
+fn get(agent: &Arc<Agent>, namespace: Option<&str>) -> Result<Response> {
+    let rows = agent.db().pods()?;
+    let on_disk = crate::pods::list(&agent.cli.run_root);
+    let mut pods: Vec<PodSummary> = Vec::new();
+    for row in rows
+        .iter()
+        .filter(|r| namespace.is_none_or(|n| n == r.namespace))
+    {
+        let state = on_disk.iter().find(|s| s.record.pod_id == row.pod_id);
+        pods.push(worker::summary(agent, row, state));
+    }
+    for s in on_disk
+        .iter()
+        .filter(|s| !s.record.agent && namespace.is_none_or(|n| n == s.record.namespace))
+    {
+        pods.push(crate::kubectl::summary(s));
+    }
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(Response::Pods { pods })
+}
