@@ -521,7 +521,10 @@ impl Monitor<'_> {
             return Err(format!("container {name:?}: start: not a container name"));
         }
         if c.id.is_empty() || c.id.contains(['/', '\0']) || c.id == "." || c.id == ".." {
-            return Err(format!("container {name}: start: {:?} is not a container ID", c.id));
+            return Err(format!(
+                "container {name}: start: {:?} is not a container ID",
+                c.id
+            ));
         }
         if let Some(other) = self
             .containers
@@ -554,8 +557,7 @@ impl Monitor<'_> {
             old.removed = true;
         }
         let restarts = self.count_start(name);
-        let running =
-            start(self.plan, self.backend, &c, restarts).map_err(|e| e.to_string())?;
+        let running = start(self.plan, self.backend, &c, restarts).map_err(|e| e.to_string())?;
         let response = match &running.exit {
             Some(exit) => Response::StartFailed {
                 message: exit.message.clone().unwrap_or_default(),

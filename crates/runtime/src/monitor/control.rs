@@ -17,10 +17,11 @@
 //! → {"op":"stop","name":"app","signal":15,"grace_period_ms":30000}   (signal and grace optional)
 //! ← {"result":"ok"}
 //! → {"op":"remove","name":"app"}
+//! ← {"result":"error","message":"container app: remove: it is running (pid 4242): stop it first"}
 //! → {"op":"state"}
-//! ← {"result":"state","containers":[{"name":"app","id":"…","pid":4242,"running":true,…}]}
+//! ← {"result":"state","containers":[{"name":"app","id":"…","pid":4242,"running":true,"restarts":0,"started_at":"…"}]}
 //! → {"op":"shutdown"}
-//! ← {"result":"error","message":"container app is running: stop it first"}
+//! ← {"result":"ok"}
 //! ```
 //!
 //! **Lock** `<run dir>/monitor.lock`: the monitor holds an exclusive `flock`
@@ -34,7 +35,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -238,7 +239,7 @@ pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Respo
         Err(Errno::AGAIN | Errno::TIMEDOUT) => return Err(timed_out()),
         Err(e) => return Err(io("connect", &e)),
     }
-    let mut stream = UnixStream::from(OwnedFd::from(fd));
+    let mut stream = UnixStream::from(fd);
     let mut line = serde_json::to_vec(req).map_err(|e| io("encode request", &e))?;
     line.push(b'\n');
     stream
@@ -483,8 +484,7 @@ impl Server {
             }
         }
         let now = Instant::now();
-        self.connections
-            .retain(|c| !c.closed && c.deadline > now);
+        self.connections.retain(|c| !c.closed && c.deadline > now);
     }
 }
 
@@ -533,9 +533,7 @@ impl Connection {
             return None;
         }
         let end = self.input.iter().position(|&b| b == b'\n')?;
-        Some(
-            serde_json::from_slice(&self.input[..end]).map_err(|e| format!("bad request: {e}")),
-        )
+        Some(serde_json::from_slice(&self.input[..end]).map_err(|e| format!("bad request: {e}")))
     }
 
     /// Send what the socket takes; closed once all is sent.
@@ -569,8 +567,7 @@ mod tests {
 
     #[test]
     fn requests_and_answers_are_one_json_object_each() {
-        let stop: Request =
-            serde_json::from_str(r#"{"op":"stop","name":"app"}"#).unwrap();
+        let stop: Request = serde_json::from_str(r#"{"op":"stop","name":"app"}"#).unwrap();
         assert_eq!(
             stop,
             Request::Stop {
