@@ -6,7 +6,10 @@
 mod support;
 
 use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
-use podrun_runtime::monitor::{read_exits, ContainerPlan, ExitRecord, PodPlan};
+use podrun_runtime::monitor::{
+    monitor_alive, monitor_pid, read_exit, read_exits, read_start, request, ContainerPlan,
+    ControlError, ExitRecord, MonitorPlan, PodPlan, Request, Response,
+};
 use podrun_runtime::sandbox::Namespace;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,6 +40,8 @@ struct TestPod {
     tag: String,
     images: podrun_image::Images,
     plan: PodPlan,
+    /// Containers prepared for control requests, not in the plan.
+    extra: Vec<ContainerPlan>,
     monitor: Option<Child>,
 }
 
@@ -81,6 +86,7 @@ impl TestPod {
             tag,
             images,
             plan,
+            extra: Vec::new(),
             monitor: None,
         };
         std::fs::create_dir(pod.shared()).unwrap();
@@ -95,7 +101,37 @@ impl TestPod {
     }
 
     fn add(&mut self, name: &str, fields: &serde_json::Value, grace_ms: u64) {
-        let id = format!("mon-{}-{name}", self.tag);
+        let c = self.prepare(name, "", fields, grace_ms);
+        self.plan.containers.push(c);
+    }
+
+    /// A container for a start request (ID `mon-<tag>-<name><suffix>`): bundle
+    /// and rootfs made, kept for the cleanup, not in the plan.
+    fn prepare_extra(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        fields: &serde_json::Value,
+        grace_ms: u64,
+    ) -> ContainerPlan {
+        let c = self.prepare(name, suffix, fields, grace_ms);
+        self.extra.push(c.clone());
+        c
+    }
+
+    /// Every container prepared, in the plan or not.
+    fn all_containers(&self) -> impl Iterator<Item = &ContainerPlan> {
+        self.plan.containers.iter().chain(&self.extra)
+    }
+
+    fn prepare(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        fields: &serde_json::Value,
+        grace_ms: u64,
+    ) -> ContainerPlan {
+        let id = format!("mon-{}-{name}{suffix}", self.tag);
         let rootfs = self.images.prepare_rootfs(&image(), &id).unwrap();
         let mut container = fields.clone();
         container["name"] = name.into();
@@ -144,14 +180,14 @@ impl TestPod {
             serde_json::to_vec_pretty(&generated.spec).unwrap(),
         )
         .unwrap();
-        self.plan.containers.push(ContainerPlan {
+        ContainerPlan {
             id,
             name: name.into(),
             bundle,
             log_path: self.plan.run_dir.join("logs").join(format!("{name}.log")),
             stop_signal: generated.stop_signal,
             grace_period_ms: grace_ms,
-        });
+        }
     }
 
     fn plan_file(&self) -> PathBuf {
@@ -170,7 +206,33 @@ impl TestPod {
     }
 
     fn start_monitor(&mut self) {
-        std::fs::write(self.plan_file(), serde_json::to_vec(&self.plan).unwrap()).unwrap();
+        self.start_monitor_mode(false);
+    }
+
+    /// Start the monitor in managed mode and wait until it answers.
+    fn start_managed(&mut self) {
+        self.start_monitor_mode(true);
+        let start = Instant::now();
+        loop {
+            match request(&self.plan.run_dir, &Request::State, Duration::from_secs(20)) {
+                Ok(Response::State { .. }) => return,
+                Ok(other) => panic!("state: {other:?}"),
+                Err(ControlError::NotListening { .. })
+                    if start.elapsed() < Duration::from_secs(20) =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn start_monitor_mode(&mut self, managed: bool) {
+        let file = MonitorPlan {
+            plan: self.plan.clone(),
+            managed,
+        };
+        file.write(&self.plan_file()).unwrap();
         let child = monitor_command()
             .arg("--plan")
             .arg(self.plan_file())
@@ -236,12 +298,7 @@ impl TestPod {
     }
 
     fn log(&self, name: &str) -> String {
-        let c = self
-            .plan
-            .containers
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap();
+        let c = self.all_containers().find(|c| c.name == name).unwrap();
         std::fs::read_to_string(&c.log_path).unwrap_or_default()
     }
 
@@ -254,6 +311,48 @@ impl TestPod {
                 self.log(name)
             );
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Ask the monitor; its answer (it must give one).
+    fn ask(&self, req: Request) -> Response {
+        request(&self.plan.run_dir, &req, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{req:?}: {e}"))
+    }
+
+    /// Start `c` on request; its pid and start time.
+    fn start(&self, c: &ContainerPlan) -> (i32, String) {
+        match self.ask(Request::Start {
+            container: c.clone(),
+        }) {
+            Response::Started { pid, started_at } => (pid, started_at),
+            other => panic!("start {}: {other:?}", c.name),
+        }
+    }
+
+    /// Wait for the exit record of container `name`'s run that started at `started_at`.
+    fn wait_exit(&self, name: &str, started_at: &str) -> ExitRecord {
+        let start = Instant::now();
+        loop {
+            if let Some(exit) = read_exit(&self.plan, name) {
+                if exit.started_at == started_at {
+                    return exit;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{name} (started {started_at}) never exited: {:?}",
+                read_exit(&self.plan, name)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The monitor's view of container `name`.
+    fn state_of(&self, name: &str) -> Option<podrun_runtime::monitor::ContainerState> {
+        match self.ask(Request::State) {
+            Response::State { containers } => containers.into_iter().find(|c| c.name == name),
+            other => panic!("state: {other:?}"),
         }
     }
 
@@ -278,7 +377,7 @@ impl TestPod {
 
     /// Remove the rootfs mounts (the caller's), then check the monitor left nothing.
     fn assert_nothing_left(&self) {
-        for c in &self.plan.containers {
+        for c in self.all_containers() {
             self.images.remove_rootfs(&c.id).unwrap();
         }
         let dir = self.dir.path().to_string_lossy().to_string();
@@ -337,7 +436,7 @@ impl TestPod {
         }
         // Deleting forks nothing, so libcontainer may do it in this threaded process.
         let backend = self.plan.backend();
-        for c in &self.plan.containers {
+        for c in self.plan.containers.iter().chain(&self.extra) {
             let _ = backend.delete(&c.id);
             let _ = self.images.remove_rootfs(&c.id);
         }
@@ -363,7 +462,7 @@ impl TestPod {
             .flatten()
         {
             let parent = h.path().join(&cgroup);
-            for c in &self.plan.containers {
+            for c in self.plan.containers.iter().chain(&self.extra) {
                 let _ = std::fs::remove_dir(parent.join(&c.name));
             }
             let _ = std::fs::remove_dir(parent);
@@ -602,9 +701,13 @@ fn containers_outlive_a_killed_monitor_and_the_guard_cleans_up() {
     let mut pod = TestPod::new(&[("lasting", sh("echo ready; sleep 1000"))], 2000);
     pod.start_monitor();
     pod.wait_log("lasting", "ready");
+    assert!(monitor_alive(&pod.plan.run_dir));
     let mut monitor = pod.monitor.take().unwrap();
     monitor.kill().unwrap();
     monitor.wait().unwrap();
+    // Nothing the monitor started holds its lock: it is seen gone at once.
+    assert!(!monitor_alive(&pod.plan.run_dir));
+    assert_eq!(monitor_pid(&pod.plan.run_dir), None);
     // The container keeps running without its monitor (the agent re-adopts it, later).
     let cgroup = format!("podrun-test-{}", pod.tag);
     let left = pod.processes(&cgroup);
@@ -662,5 +765,225 @@ fn exec_runs_a_command_in_a_running_container() {
     pod.stop_monitor();
     // The exec'd commands are not containers: no records, only the container's.
     assert_eq!(pod.exits().len(), 1);
+    pod.assert_nothing_left();
+}
+
+fn error_of(response: Response) -> String {
+    match response {
+        Response::Error { message } => message,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
+    let mut pod = TestPod::new(&[], 2000);
+    pod.start_managed();
+    let run_dir = pod.plan.run_dir.clone();
+    let monitor = pod.monitor.as_ref().unwrap().id() as i32;
+    assert!(monitor_alive(&run_dir));
+    assert_eq!(monitor_pid(&run_dir), Some(monitor));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(run_dir.join("monitor.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(pod.state_of("crash").is_none());
+
+    // A container that fails, and its restart: two runs, one log.
+    let crash = pod.prepare_extra("crash", "", &sh("echo run; exit 1"), 2000);
+    let (pid1, started1) = pod.start(&crash);
+    // The start record is written before the answer.
+    let record = read_start(&pod.plan, "crash").unwrap();
+    assert_eq!((record.pid, &record.started_at), (pid1, &started1));
+    let exit1 = pod.wait_exit("crash", &started1);
+    assert_eq!(
+        (exit1.exit_code, exit1.reason.as_str(), exit1.id.as_str()),
+        (1, "Error", crash.id.as_str())
+    );
+    // Every container exited, and the managed pod stays.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(pod.monitor.as_mut().unwrap().try_wait().unwrap().is_none());
+    let state = pod.state_of("crash").unwrap();
+    assert_eq!((state.running, state.restarts, state.pid), (false, 0, pid1));
+    assert_eq!(state.exit.as_ref(), Some(&exit1));
+
+    let (pid2, started2) = pod.start(&crash);
+    assert!(started2 > started1 && pid2 != pid1);
+    assert_eq!(read_start(&pod.plan, "crash").unwrap().pid, pid2);
+    let exit2 = pod.wait_exit("crash", &started2);
+    assert_eq!((exit2.exit_code, exit2.reason.as_str()), (1, "Error"));
+    // The log may be written a moment after the exit is recorded.
+    let runs = || {
+        cri_lines(&pod.log("crash"))
+            .into_iter()
+            .filter(|l| l.2 == "run")
+            .count()
+    };
+    let waited = Instant::now();
+    while runs() < 2 && waited.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(runs(), 2, "{}", pod.log("crash"));
+    assert_eq!(pod.state_of("crash").unwrap().restarts, 1);
+
+    // A restart under another ID (and bundle): the old container is deleted first.
+    let crash_b = pod.prepare_extra("crash", "-b", &sh("echo again; exit 2"), 2000);
+    let (_, started3) = pod.start(&crash_b);
+    let state_dir = pod.plan.runtime_state_dir();
+    assert!(!state_dir.join(&crash.id).exists());
+    assert_eq!(pod.wait_exit("crash", &started3).exit_code, 2);
+    assert_eq!(pod.state_of("crash").unwrap().id, crash_b.id);
+
+    // A program that is not there: StartFailed, and a StartError record.
+    let broken = pod.prepare_extra(
+        "broken",
+        "",
+        &serde_json::json!({"command": ["/no/such/program"]}),
+        2000,
+    );
+    match pod.ask(Request::Start {
+        container: broken.clone(),
+    }) {
+        Response::StartFailed { message } => assert!(message.contains("/no/such/program")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(read_exit(&pod.plan, "broken").unwrap().reason, "StartError");
+
+    // Stop: a polite container ends on its stop signal, well within its grace.
+    let polite = pod.prepare_extra(
+        "polite",
+        "",
+        &sh("trap 'echo bye; exit 0' TERM; echo ready; sleep 1000 & wait"),
+        10_000,
+    );
+    let (_, started) = pod.start(&polite);
+    pod.wait_log("polite", "ready");
+    let message = error_of(pod.ask(Request::Start {
+        container: polite.clone(),
+    }));
+    assert!(message.contains("running"), "{message}");
+    let asked = Instant::now();
+    assert_eq!(
+        pod.ask(Request::Stop {
+            name: "polite".into(),
+            signal: None,
+            grace_period_ms: None,
+        }),
+        Response::Ok
+    );
+    let exit = pod.wait_exit("polite", &started);
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!((exit.exit_code, exit.signal), (0, None), "{exit:?}");
+    assert!(pod.log("polite").contains(" stdout F bye\n"));
+
+    // A stubborn one is killed when the grace period given is over; it
+    // cannot be removed while it runs.
+    let stubborn = pod.prepare_extra(
+        "stubborn",
+        "",
+        &sh("trap '' TERM; echo ready; sleep 1000"),
+        30_000,
+    );
+    let (_, started) = pod.start(&stubborn);
+    pod.wait_log("stubborn", "ready");
+    let message = error_of(pod.ask(Request::Remove {
+        name: "stubborn".into(),
+    }));
+    assert!(message.contains("running"), "{message}");
+    let asked = Instant::now();
+    assert_eq!(
+        pod.ask(Request::Stop {
+            name: "stubborn".into(),
+            signal: Some(libc::SIGTERM),
+            grace_period_ms: Some(1000),
+        }),
+        Response::Ok
+    );
+    assert!(asked.elapsed() < Duration::from_millis(900), "stop waited");
+    let exit = pod.wait_exit("stubborn", &started);
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)), "{exit:?}");
+    // Stopping what has stopped is no error; an unknown name is.
+    let stop = |name: &str| Request::Stop {
+        name: name.into(),
+        signal: None,
+        grace_period_ms: Some(0),
+    };
+    assert_eq!(pod.ask(stop("stubborn")), Response::Ok);
+    assert!(error_of(pod.ask(stop("nobody"))).contains("no such container"));
+
+    // Remove: gone from the runtime and from the state; unknown names are fine.
+    assert!(state_dir.join(&stubborn.id).exists());
+    let remove = |name: &str| Request::Remove { name: name.into() };
+    assert_eq!(pod.ask(remove("stubborn")), Response::Ok);
+    assert!(!state_dir.join(&stubborn.id).exists());
+    assert!(pod.state_of("stubborn").is_none());
+    assert_eq!(pod.ask(remove("stubborn")), Response::Ok);
+    assert_eq!(pod.ask(remove("nobody")), Response::Ok);
+
+    // SIGTERM stops what still runs (with its own stop signal and grace),
+    // and the monitor is gone, lock and socket with it.
+    let lasting = pod.prepare_extra("lasting", "", &sh("echo ready; sleep 1000"), 1000);
+    let (_, started) = pod.start(&lasting);
+    pod.wait_log("lasting", "ready");
+    pod.stop_monitor();
+    assert_eq!(pod.wait_exit("lasting", &started).signal, Some(9));
+    assert!(!monitor_alive(&run_dir));
+    assert_eq!(monitor_pid(&run_dir), None);
+    assert!(!run_dir.join("monitor.sock").exists());
+    let e = request(&run_dir, &Request::State, Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(e, ControlError::NotListening { .. }), "{e}");
+    pod.assert_nothing_left();
+}
+
+#[test]
+fn a_shutdown_request_ends_a_managed_pod_with_its_plan_containers() {
+    let mut pod = TestPod::new(
+        &[(
+            "planned",
+            sh("trap 'echo bye; exit 0' TERM; echo ready; sleep 1000 & wait"),
+        )],
+        10_000,
+    );
+    pod.start_managed();
+    pod.wait_log("planned", "ready");
+    let state = pod.state_of("planned").unwrap();
+    assert!(state.running && state.pid > 0, "{state:?}");
+    assert_eq!(pod.ask(Request::Shutdown), Response::Ok);
+    pod.wait_monitor(Duration::from_secs(8));
+    let exit = pod.wait_exit("planned", &state.started_at);
+    assert_eq!((exit.exit_code, exit.signal), (0, None));
+    assert!(!monitor_alive(&pod.plan.run_dir));
+    pod.assert_nothing_left();
+}
+
+#[test]
+fn a_monitor_not_managed_answers_but_starts_nothing() {
+    let mut pod = TestPod::new(&[("only", sh("echo ready; sleep 1000"))], 2000);
+    pod.start_monitor();
+    pod.wait_log("only", "ready");
+    assert!(monitor_alive(&pod.plan.run_dir));
+    assert!(pod.state_of("only").unwrap().running);
+    let other = pod.prepare_extra("other", "", &sh("true"), 2000);
+    let message = error_of(pod.ask(Request::Start { container: other }));
+    assert!(message.contains("not in managed mode"), "{message}");
+    // Stopping its only container ends it, as the end of its containers does.
+    assert_eq!(
+        pod.ask(Request::Stop {
+            name: "only".into(),
+            signal: None,
+            grace_period_ms: Some(0),
+        }),
+        Response::Ok
+    );
+    pod.wait_monitor(Duration::from_secs(10));
+    assert_eq!(pod.exits()["only"].signal, Some(9));
+    assert!(!monitor_alive(&pod.plan.run_dir));
     pod.assert_nothing_left();
 }

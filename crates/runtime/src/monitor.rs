@@ -5,6 +5,14 @@
 //! on SIGTERM (or when every container has exited) stops, deletes and cleans up
 //! everything it made.
 //!
+//! In **managed mode** ([`MonitorPlan::managed`]) a node agent drives it: the
+//! plan's containers (maybe none) are started as usual, but the monitor keeps
+//! the sandbox when they have all exited, and starts, stops and removes single
+//! containers when asked on its control socket ([`control`]: [`Request`],
+//! [`Response`], [`request`]) until SIGTERM or a [`Request::Shutdown`]. Every
+//! monitor holds `<run dir>/monitor.lock` for its whole life
+//! ([`monitor_alive`]) and serves the socket (`<run dir>/monitor.sock`).
+//!
 //! The monitor **creates** the sandbox: the caller writes the bundles first,
 //! joining the namespaces at the paths [`PodPlan::ns_path`] names (they are
 //! known before the pause process exists), then starts `podrun-monitor --plan
@@ -17,16 +25,20 @@
 mod backend;
 mod cgroup;
 mod console;
+pub mod control;
 mod embedded;
 mod forked;
 pub mod log;
 mod recover;
 
 pub use backend::{OciBackend, OciCli};
+pub use control::{
+    monitor_alive, monitor_pid, request, ContainerState, ControlError, Request, Response,
+};
 pub use embedded::Embedded;
 pub use recover::clean_up_after;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -37,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{Namespace, Sandbox, SandboxConfig};
 use cgroup::{oom_file, oom_killed, remove_plan_cgroups};
+use control::{MonitorLock, Server};
 use log::{now_rfc3339_nano, LogStream};
 
 /// How long the logs are still read after the last container exited, for
@@ -75,6 +88,38 @@ pub struct PodPlan {
     pub containers: Vec<ContainerPlan>,
 }
 
+/// The monitor's plan file: a [`PodPlan`] and, beside its keys, how the
+/// monitor runs it (`{"pod_id": …, "containers": […], "managed": true}`).
+/// [`PodPlan::read`] reads the same file (it ignores `managed`).
+///
+/// `managed` is not a field of [`PodPlan`] itself because code outside the
+/// runtime crate builds `PodPlan` with struct literals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MonitorPlan {
+    /// The pod.
+    #[serde(flatten)]
+    pub plan: PodPlan,
+    /// Managed mode: the monitor keeps the sandbox after every container
+    /// exited and takes [`Request::Start`]s, until SIGTERM or a
+    /// [`Request::Shutdown`]. Without it the monitor ends with the plan's
+    /// containers, as `podrun run` wants.
+    #[serde(default)]
+    pub managed: bool,
+}
+
+impl MonitorPlan {
+    /// Read a plan file.
+    pub fn read(path: &Path) -> Result<Self, MonitorError> {
+        let text = std::fs::read(path).map_err(|e| step("", "read plan", e))?;
+        serde_json::from_slice(&text).map_err(|e| step("", "read plan", e))
+    }
+
+    /// Write the plan file (JSON).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, serde_json::to_vec_pretty(self)?)
+    }
+}
+
 /// [`PodPlan::runtime`]'s name for libcontainer in the monitor.
 pub const EMBEDDED: &str = "embedded";
 
@@ -83,7 +128,7 @@ fn default_runtime() -> String {
 }
 
 /// One container of the plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerPlan {
     /// The runtime's container ID.
     pub id: String,
@@ -226,6 +271,13 @@ struct Running {
     kill_at: Option<Instant>,
     /// The memory cgroup's `oom_control` or `memory.events`, read at exit.
     oom_file: Option<PathBuf>,
+    /// Containers of this name this monitor started before this one.
+    restarts: u32,
+    /// Its exit record, once written.
+    exit: Option<ExitRecord>,
+    /// Deleted from the runtime (removed, or replaced by a restart): only
+    /// its log pipes are still read, until they close.
+    removed: bool,
 }
 
 /// Run the pod of `plan` with its runtime until its containers have exited or
@@ -238,7 +290,19 @@ pub fn run_monitor(plan: &PodPlan) -> Result<(), MonitorError> {
 
 /// [`run_monitor`] with any backend.
 pub fn run_monitor_with(plan: &PodPlan, backend: &dyn OciBackend) -> Result<(), MonitorError> {
+    run(plan, backend, false)
+}
+
+/// Run the monitor of a plan file: as [`run_monitor`], or in managed mode
+/// (see [`MonitorPlan::managed`]) until SIGTERM or a [`Request::Shutdown`].
+pub fn run_monitor_plan(file: &MonitorPlan) -> Result<(), MonitorError> {
+    run(&file.plan, file.plan.backend().as_ref(), file.managed)
+}
+
+fn run(plan: &PodPlan, backend: &dyn OciBackend, managed: bool) -> Result<(), MonitorError> {
     let pod = plan.pod_id.as_str();
+    // First of all: from now on the pod has a live monitor, and only one.
+    let _lock = MonitorLock::acquire(&plan.run_dir).map_err(|e| step(pod, "take lock", e))?;
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes an integer and no pointers.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(step(
@@ -250,6 +314,10 @@ pub fn run_monitor_with(plan: &PodPlan, backend: &dyn OciBackend) -> Result<(), 
     let signals = signal_fd().map_err(|e| step(pod, "block signals", e))?;
     std::fs::create_dir_all(plan.run_dir.join("exits"))
         .map_err(|e| step(pod, "create run directory", e))?;
+    // Before anything is recorded: a client that sees a record can ask.
+    // Requests wait in the backlog until the loop runs.
+    let mut server =
+        Server::bind(&plan.run_dir).map_err(|e| step(pod, "listen on control socket", e))?;
     let config = SandboxConfig {
         id: plan.pod_id.clone(),
         hostname: plan.hostname.clone(),
@@ -258,9 +326,18 @@ pub fn run_monitor_with(plan: &PodPlan, backend: &dyn OciBackend) -> Result<(), 
     };
     let mut sandbox = Sandbox::create(&plan.run_root, &plan.pause, &config)
         .map_err(|e| step(pod, "create sandbox", e))?;
-    let mut containers = Vec::new();
-    let result = supervise(plan, backend, &signals, &mut sandbox, &mut containers);
-    let errors = cleanup(plan, backend, &mut sandbox, &containers);
+    let mut monitor = Monitor {
+        plan,
+        backend,
+        managed,
+        containers: Vec::new(),
+        stopping: false,
+        starts: HashMap::new(),
+    };
+    let result = monitor.supervise(&signals, &mut sandbox, &mut server);
+    // No request is taken while the pod is torn down: clients see it gone.
+    drop(server);
+    let errors = monitor.cleanup(&mut sandbox);
     result?;
     if errors.is_empty() {
         Ok(())
@@ -272,103 +349,345 @@ pub fn run_monitor_with(plan: &PodPlan, backend: &dyn OciBackend) -> Result<(), 
     }
 }
 
-fn supervise(
-    plan: &PodPlan,
-    backend: &dyn OciBackend,
-    signals: &OwnedFd,
-    sandbox: &mut Sandbox,
-    containers: &mut Vec<Running>,
-) -> Result<(), MonitorError> {
-    let pod = plan.pod_id.as_str();
-    let mut stopping = false;
-    for c in &plan.containers {
-        let running = start(plan, backend, c)?;
-        containers.push(running);
-        // A SIGTERM that came during the starts stops the pod before the next one.
-        if read_signals(signals) {
-            stopping = true;
-            break;
-        }
-    }
-    if stopping {
-        stop_all(backend, containers);
-    }
-    let mut drain_until: Option<Instant> = None;
-    loop {
-        reap(plan, sandbox, containers)?;
-        let all_done = containers.iter().all(|c| c.done);
-        let pipes_open = containers
-            .iter()
-            .any(|c| c.streams.iter().any(|s| s.pipe.is_some()));
-        if all_done {
-            let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN);
-            if !pipes_open || Instant::now() >= until {
-                return Ok(());
+/// The monitor's state while it supervises the pod.
+struct Monitor<'a> {
+    plan: &'a PodPlan,
+    backend: &'a dyn OciBackend,
+    managed: bool,
+    /// Every container started, in order (a restart adds one, the replaced
+    /// one is `removed`).
+    containers: Vec<Running>,
+    /// The pod is being stopped (SIGTERM, SIGINT, shutdown).
+    stopping: bool,
+    /// How many containers of each name were started.
+    starts: HashMap<String, u32>,
+}
+
+impl Monitor<'_> {
+    fn supervise(
+        &mut self,
+        signals: &OwnedFd,
+        sandbox: &mut Sandbox,
+        server: &mut Server,
+    ) -> Result<(), MonitorError> {
+        let plan = self.plan;
+        let pod = plan.pod_id.as_str();
+        for c in &plan.containers {
+            let restarts = self.count_start(&c.name);
+            let running = start(plan, self.backend, c, restarts)?;
+            self.containers.push(running);
+            // A SIGTERM that came during the starts stops the pod before the next one.
+            if read_signals(signals) {
+                self.stop_pod();
+                break;
             }
         }
-        for c in containers.iter_mut().filter(|c| !c.done) {
-            if c.kill_at.is_some_and(|t| Instant::now() >= t) {
-                let _ = backend.kill(&c.plan.id, libc::SIGKILL);
-                c.kill_at = None;
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            reap(plan, sandbox, &mut self.containers)?;
+            // Replaced or removed containers are kept only while their logs are open.
+            self.containers
+                .retain(|c| !c.removed || c.streams.iter().any(|s| s.pipe.is_some()));
+            let all_done = self.containers.iter().all(|c| c.done);
+            let pipes_open = self
+                .containers
+                .iter()
+                .any(|c| c.streams.iter().any(|s| s.pipe.is_some()));
+            // A managed pod ends only when it is told to.
+            if all_done && (self.stopping || !self.managed) {
+                let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN);
+                if !pipes_open || Instant::now() >= until {
+                    return Ok(());
+                }
+            }
+            for c in self.containers.iter_mut().filter(|c| !c.done) {
+                if c.kill_at.is_some_and(|t| Instant::now() >= t) {
+                    let _ = self.backend.kill(&c.plan.id, libc::SIGKILL);
+                    c.kill_at = None;
+                }
+            }
+            let deadline = self
+                .containers
+                .iter()
+                .filter_map(|c| c.kill_at)
+                .chain(drain_until)
+                .chain(server.deadline())
+                .min();
+            let timeout = deadline.map_or(-1, |d| {
+                let left = d.saturating_duration_since(Instant::now());
+                left.as_millis().min(i32::MAX as u128) as i32 + 1
+            });
+            let mut fds = vec![libc::pollfd {
+                fd: signals.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            server.pollfds(&mut fds);
+            let pipes_from = fds.len();
+            let mut owners = Vec::new();
+            for (ci, c) in self.containers.iter().enumerate() {
+                for (si, s) in c.streams.iter().enumerate() {
+                    if let Some(p) = &s.pipe {
+                        fds.push(libc::pollfd {
+                            fd: p.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        });
+                        owners.push((ci, si));
+                    }
+                }
+            }
+            // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(step(pod, "poll", e));
+            }
+            for (pfd, &(ci, si)) in fds[pipes_from..].iter().zip(&owners) {
+                if pfd.revents != 0 {
+                    let c = &mut self.containers[ci];
+                    if let Err(e) = c.streams[si].pump(&mut c.log) {
+                        tracing::warn!("pod {pod}: container {}: write log: {e}", c.plan.name);
+                    }
+                }
+            }
+            if fds[0].revents != 0 && read_signals(signals) {
+                self.stop_pod();
+            }
+            server.service(&fds[1..pipes_from], |req| self.handle(req));
+        }
+    }
+
+    /// Count a start of a container named `name`; the starts before it.
+    fn count_start(&mut self, name: &str) -> u32 {
+        let n = self.starts.entry(name.to_string()).or_default();
+        *n += 1;
+        *n - 1
+    }
+
+    /// Stop every running container (once).
+    fn stop_pod(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            stop_all(self.backend, &mut self.containers);
+        }
+    }
+
+    /// The container called `name`, unless removed.
+    fn current(&self, name: &str) -> Option<usize> {
+        self.containers
+            .iter()
+            .rposition(|c| c.plan.name == name && !c.removed)
+    }
+
+    /// Answer one control request.
+    fn handle(&mut self, req: Request) -> Response {
+        let result = match req {
+            Request::Start { container } => self.start_request(container),
+            Request::Stop {
+                name,
+                signal,
+                grace_period_ms,
+            } => self.stop_request(&name, signal, grace_period_ms),
+            Request::Remove { name } => self.remove_request(&name),
+            Request::State => Ok(Response::State {
+                containers: self.state(),
+            }),
+            Request::Shutdown => {
+                self.stop_pod();
+                Ok(Response::Ok)
+            }
+        };
+        result.unwrap_or_else(|message| {
+            tracing::warn!("pod {}: control request: {message}", self.plan.pod_id);
+            Response::Error { message }
+        })
+    }
+
+    fn start_request(&mut self, c: ContainerPlan) -> Result<Response, String> {
+        let name = c.name.as_str();
+        if !self.managed {
+            return Err(format!(
+                "container {name}: start: the monitor is not in managed mode"
+            ));
+        }
+        if self.stopping {
+            return Err(format!("container {name}: start: the pod is stopping"));
+        }
+        if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
+            return Err(format!("container {name:?}: start: not a container name"));
+        }
+        if c.id.is_empty() || c.id.contains(['/', '\0']) || c.id == "." || c.id == ".." {
+            return Err(format!(
+                "container {name}: start: {:?} is not a container ID",
+                c.id
+            ));
+        }
+        if let Some(other) = self
+            .containers
+            .iter()
+            .find(|r| !r.removed && r.plan.id == c.id && r.plan.name != name)
+        {
+            return Err(format!(
+                "container {name}: start: ID {} is container {}'s",
+                c.id, other.plan.name
+            ));
+        }
+        if let Some(i) = self.current(name) {
+            let old = &mut self.containers[i];
+            if !old.done {
+                return Err(format!(
+                    "container {name}: start: it is running (pid {})",
+                    old.pid
+                ));
+            }
+            // The new one may have another ID and bundle: the old one goes first.
+            if let Err(e) = self.backend.delete(&old.plan.id) {
+                // One that never started may have no state to delete.
+                if old.pid > 0 {
+                    return Err(format!(
+                        "container {name}: start: delete the exited container {}: {e}",
+                        old.plan.id
+                    ));
+                }
+            }
+            old.removed = true;
+        }
+        let restarts = self.count_start(name);
+        let running = start(self.plan, self.backend, &c, restarts).map_err(|e| e.to_string())?;
+        let response = match &running.exit {
+            Some(exit) => Response::StartFailed {
+                message: exit.message.clone().unwrap_or_default(),
+            },
+            None => Response::Started {
+                pid: running.pid,
+                started_at: running.started_at.clone(),
+            },
+        };
+        self.containers.push(running);
+        Ok(response)
+    }
+
+    fn stop_request(
+        &mut self,
+        name: &str,
+        signal: Option<i32>,
+        grace_period_ms: Option<u64>,
+    ) -> Result<Response, String> {
+        let i = self
+            .current(name)
+            .ok_or_else(|| format!("container {name}: stop: no such container"))?;
+        let c = &mut self.containers[i];
+        if c.done {
+            return Ok(Response::Ok);
+        }
+        let grace = grace_period_ms.unwrap_or(c.plan.grace_period_ms);
+        let signal = if grace == 0 {
+            libc::SIGKILL
+        } else {
+            signal.unwrap_or(c.plan.stop_signal)
+        };
+        if let Err(e) = self.backend.kill(&c.plan.id, signal) {
+            // Its init may have exited already, not yet reaped.
+            if alive(c.pid) {
+                return Err(format!("container {name}: stop: signal {signal}: {e}"));
             }
         }
-        let deadline = containers
+        if signal != libc::SIGKILL {
+            let at = Instant::now() + Duration::from_millis(grace);
+            c.kill_at = Some(c.kill_at.map_or(at, |t| t.min(at)));
+        }
+        Ok(Response::Ok)
+    }
+
+    fn remove_request(&mut self, name: &str) -> Result<Response, String> {
+        let Some(i) = self.current(name) else {
+            return Ok(Response::Ok);
+        };
+        let c = &mut self.containers[i];
+        if !c.done {
+            return Err(format!(
+                "container {name}: remove: it is running (pid {}): stop it first",
+                c.pid
+            ));
+        }
+        if let Err(e) = self.backend.delete(&c.plan.id) {
+            if c.pid > 0 {
+                return Err(format!("container {name}: remove: {e}"));
+            }
+        }
+        c.removed = true;
+        Ok(Response::Ok)
+    }
+
+    fn state(&self) -> Vec<ContainerState> {
+        self.containers
             .iter()
-            .filter_map(|c| c.kill_at)
-            .chain(drain_until)
-            .min();
-        let timeout = deadline.map_or(-1, |d| {
-            let left = d.saturating_duration_since(Instant::now());
-            left.as_millis().min(i32::MAX as u128) as i32 + 1
-        });
-        let mut fds = vec![libc::pollfd {
-            fd: signals.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let mut owners = Vec::new();
-        for (ci, c) in containers.iter().enumerate() {
-            for (si, s) in c.streams.iter().enumerate() {
-                if let Some(p) = &s.pipe {
-                    fds.push(libc::pollfd {
-                        fd: p.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    });
-                    owners.push((ci, si));
+            .filter(|c| !c.removed)
+            .map(|c| ContainerState {
+                name: c.plan.name.clone(),
+                id: c.plan.id.clone(),
+                pid: c.pid,
+                running: !c.done,
+                restarts: c.restarts,
+                started_at: c.started_at.clone(),
+                exit: c.exit.clone(),
+            })
+            .collect()
+    }
+
+    /// Delete every container, destroy the sandbox, remove the cgroups; go on
+    /// past failures and return them all.
+    fn cleanup(&self, sandbox: &mut Sandbox) -> Vec<String> {
+        let plan = self.plan;
+        let mut errors = Vec::new();
+        let mut deleted = HashSet::new();
+        // Removed ones were deleted already.
+        for c in self.containers.iter().filter(|c| !c.removed) {
+            if deleted.insert(c.plan.id.as_str()) {
+                if let Err(e) = self.backend.delete(&c.plan.id) {
+                    // A container that never started may have no state to delete.
+                    if c.pid > 0 {
+                        errors.push(format!("container {}: {e}", c.plan.name));
+                    }
                 }
             }
         }
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(step(pod, "poll", e));
-        }
-        for (pfd, &(ci, si)) in fds[1..].iter().zip(&owners) {
-            if pfd.revents != 0 {
-                let c = &mut containers[ci];
-                if let Err(e) = c.streams[si].pump(&mut c.log) {
-                    tracing::warn!("pod {pod}: container {}: write log: {e}", c.plan.name);
-                }
+        // The plan's containers a stop kept from starting.
+        for c in &plan.containers {
+            if !self.containers.iter().any(|r| r.plan.id == c.id) && deleted.insert(&c.id) {
+                let _ = self.backend.delete(&c.id);
             }
         }
-        if fds[0].revents != 0 && read_signals(signals) && !stopping {
-            stopping = true;
-            stop_all(backend, containers);
+        // Reap what the deletes killed, so no zombie outlives the monitor's exit.
+        while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
+        if let Err(e) = sandbox.destroy() {
+            errors.push(e.to_string());
         }
+        let mut all = plan.clone();
+        for c in &self.containers {
+            if !all.containers.iter().any(|p| p.id == c.plan.id) {
+                all.containers.push(c.plan.clone());
+            }
+        }
+        errors.extend(remove_plan_cgroups(&all));
+        // Only when empty: other pods share it.
+        let _ = std::fs::remove_dir(plan.runtime_state_dir());
+        errors
     }
 }
 
 /// Start one container; a container that fails to start gets a `StartError`
-/// record and counts as done.
+/// record and counts as done. Fails only when its records cannot be written
+/// (a container started is deleted again then).
 fn start(
     plan: &PodPlan,
     backend: &dyn OciBackend,
     c: &ContainerPlan,
+    restarts: u32,
 ) -> Result<Running, MonitorError> {
     let pod = plan.pod_id.as_str();
     let what = format!("container {}", c.name);
@@ -394,6 +713,9 @@ fn start(
         done: false,
         kill_at: None,
         oom_file: None,
+        restarts,
+        exit: None,
+        removed: false,
     };
     match backend.create_and_start(&c.id, &c.bundle, out_w, err_w) {
         Ok(pid) => {
@@ -406,8 +728,11 @@ fn start(
                 pid,
                 started_at: running.started_at.clone(),
             };
-            write_json(&plan.start_path(&c.name), &record)
-                .map_err(|e| step(pod, &format!("{what}: record start"), e))?;
+            if let Err(e) = write_json(&plan.start_path(&c.name), &record) {
+                // Not held by the monitor from here: none of it may stay.
+                let _ = backend.delete(&c.id);
+                return Err(step(pod, &format!("{what}: record start"), e));
+            }
         }
         Err(e) => {
             tracing::warn!("pod {pod}: {what}: start: {e}");
@@ -425,6 +750,7 @@ fn start(
             };
             write_record(&plan.exit_path(&c.name), &record)
                 .map_err(|e| step(pod, &format!("{what}: record exit"), e))?;
+            running.exit = Some(record);
         }
     }
     Ok(running)
@@ -478,8 +804,18 @@ fn reap(
                 e,
             )
         })?;
+        c.exit = Some(record);
     }
     Ok(())
+}
+
+/// Whether process `pid` runs (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
 }
 
 /// Send each running container its stop signal; SIGKILL follows after its grace period.
@@ -488,37 +824,9 @@ fn stop_all(backend: &dyn OciBackend, containers: &mut [Running]) {
         if let Err(e) = backend.kill(&c.plan.id, c.plan.stop_signal) {
             tracing::warn!("container {}: stop: {e}", c.plan.name);
         }
-        c.kill_at = Some(Instant::now() + Duration::from_millis(c.plan.grace_period_ms));
+        let at = Instant::now() + Duration::from_millis(c.plan.grace_period_ms);
+        c.kill_at = Some(c.kill_at.map_or(at, |t| t.min(at)));
     }
-}
-
-/// Delete every container, destroy the sandbox, remove the cgroups; go on
-/// past failures and return them all.
-fn cleanup(
-    plan: &PodPlan,
-    backend: &dyn OciBackend,
-    sandbox: &mut Sandbox,
-    containers: &[Running],
-) -> Vec<String> {
-    let mut errors = Vec::new();
-    for c in &plan.containers {
-        let started = containers.iter().any(|r| r.plan.id == c.id && r.pid > 0);
-        if let Err(e) = backend.delete(&c.id) {
-            // A container that never started may have no state to delete.
-            if started {
-                errors.push(format!("container {}: {e}", c.name));
-            }
-        }
-    }
-    // Reap what the deletes killed, so no zombie outlives the monitor's exit.
-    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {}
-    if let Err(e) = sandbox.destroy() {
-        errors.push(e.to_string());
-    }
-    errors.extend(remove_plan_cgroups(plan));
-    // Only when empty: other pods share it.
-    let _ = std::fs::remove_dir(plan.runtime_state_dir());
-    errors
 }
 
 /// Write `record` as JSON durably: temp file, fsync, rename, fsync the directory.
@@ -586,6 +894,17 @@ fn read_signals(fd: &OwnedFd) -> bool {
         }
         stop |= info.ssi_signo as i32 != libc::SIGCHLD;
     }
+}
+
+/// Container `name`'s start record, if one was written (a container started
+/// by a [`Request::Start`] is not in the plan's list).
+pub fn read_start(plan: &PodPlan, name: &str) -> Option<StartRecord> {
+    serde_json::from_slice(&std::fs::read(plan.start_path(name)).ok()?).ok()
+}
+
+/// Container `name`'s exit record, if one was written.
+pub fn read_exit(plan: &PodPlan, name: &str) -> Option<ExitRecord> {
+    serde_json::from_slice(&std::fs::read(plan.exit_path(name)).ok()?).ok()
 }
 
 /// The start records written so far, by container name.

@@ -11,10 +11,41 @@
 //!
 //! Forking is sound because the monitor is single-threaded; the child only runs
 //! the step, writes the result to a pipe and leaves with `_exit`, running no
-//! destructor or exit handler of the parent's state.
+//! destructor or exit handler of the parent's state. It first closes the
+//! descriptors registered with [`close_in_children`] (the liveness lock, the
+//! control socket): all are close-on-exec, but libcontainer runs the
+//! container's init from this child without an exec for a while, and a copy of
+//! the lock's descriptor anywhere would keep the lock held.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Descriptors a forked child closes before anything else: the monitor's
+/// liveness lock (a child holding a copy would hold the lock) and its control
+/// socket. -1: a free slot.
+static CLOSE_IN_CHILD: [AtomicI32; 4] = [const { AtomicI32::new(-1) }; 4];
+
+/// Have every child [`in_child`] forks from now on close `fd` first thing.
+pub(crate) fn close_in_children(fd: RawFd) {
+    for slot in &CLOSE_IN_CHILD {
+        if slot
+            .compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+    debug_assert!(false, "no free slot for descriptor {fd}");
+}
+
+/// Undo [`close_in_children`] (before `fd` is closed, so a number reused for
+/// another descriptor is not closed by mistake).
+pub(crate) fn keep_in_children(fd: RawFd) {
+    for slot in &CLOSE_IN_CHILD {
+        let _ = slot.compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
 
 /// Run `step` in a child process; its result, word for word.
 ///
@@ -33,6 +64,14 @@ pub(crate) fn in_child(step: impl FnOnce() -> Result<i32, String>) -> Result<i32
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
+        for slot in &CLOSE_IN_CHILD {
+            let fd = slot.load(Ordering::SeqCst);
+            if fd >= 0 {
+                // SAFETY: the child owns its copies of the parent's descriptors;
+                // nothing in it uses this one (the parent's owner is not run here).
+                unsafe { libc::close(fd) };
+            }
+        }
         drop(read_end);
         let result = step();
         report(write_end, &result);

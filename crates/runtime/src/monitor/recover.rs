@@ -20,12 +20,12 @@ pub fn clean_up_after(plan: &PodPlan) -> Vec<String> {
     let mut errors = Vec::new();
     let backend = plan.backend();
     let state = plan.runtime_state_dir();
-    for c in &plan.containers {
+    for (name, id) in containers(plan) {
         // Only containers the runtime still knows: the others never started
         // or were deleted already.
-        if state.join(&c.id).exists() {
-            if let Err(e) = backend.delete(&c.id) {
-                errors.push(format!("container {}: {e}", c.name));
+        if state.join(&id).exists() {
+            if let Err(e) = backend.delete(&id) {
+                errors.push(format!("container {name}: {e}"));
             }
         }
     }
@@ -50,6 +50,41 @@ pub fn clean_up_after(plan: &PodPlan) -> Vec<String> {
     errors.extend(remove_plan_cgroups(plan));
     let _ = std::fs::remove_dir(&state);
     errors
+}
+
+/// The plan's containers and those a managed monitor started on request
+/// (found by their start and exit records): `(name, id)`, each ID once.
+fn containers(plan: &PodPlan) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = plan
+        .containers
+        .iter()
+        .map(|c| (c.name.clone(), c.id.clone()))
+        .collect();
+    for dir in ["starts", "exits"] {
+        let Ok(entries) = std::fs::read_dir(plan.run_dir.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(text) = std::fs::read(entry.path()) else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<Named>(&text) else {
+                continue;
+            };
+            let usable = !record.id.is_empty() && !record.id.contains('/');
+            if usable && !found.iter().any(|(_, id)| *id == record.id) {
+                found.push((record.name, record.id));
+            }
+        }
+    }
+    found
+}
+
+/// What start and exit records have in common.
+#[derive(serde::Deserialize)]
+struct Named {
+    name: String,
+    id: String,
 }
 
 /// SIGKILL every process whose IPC namespace is the one pinned at `pin`, and
