@@ -396,6 +396,19 @@ pub fn should_restart(pod: &Pod, observed: Option<&ContainerObservation>) -> boo
     }
 }
 
+/// [`should_restart`] for any container of the pod: a native sidecar is
+/// restarted whenever it is not running, whatever the pod's policy.
+pub fn container_should_restart(
+    pod: &Pod,
+    container: &Container,
+    observed: Option<&ContainerObservation>,
+) -> bool {
+    if init_containers(pod).iter().any(|c| c.name == container.name) && is_sidecar(container) {
+        return !is_deleted(pod) && !observed.is_some_and(|o| o.state.is_running());
+    }
+    should_restart(pod, observed)
+}
+
 /// The main containers, once initialized: computePodActions' container loop.
 fn main_actions(pod: &Pod, observed: &PodObservation, actions: &mut PodActions) {
     let mut keep = 0;
