@@ -312,7 +312,12 @@ fn init_actions(pod: &Pod, observed: &PodObservation, actions: &mut PodActions) 
                     match o.probes.startup {
                         Some(ProbeResult::Success) => true,
                         Some(ProbeResult::Failure) => {
-                            actions.kill.push(kill(c, KillReason::StartupProbe, true, "Init container"));
+                            actions.kill.push(kill(
+                                c,
+                                KillReason::StartupProbe,
+                                true,
+                                "Init container",
+                            ));
                             false
                         }
                         _ => false, // wait for the startup probe
@@ -325,7 +330,12 @@ fn init_actions(pod: &Pod, observed: &PodObservation, actions: &mut PodActions) 
                         to_start.push(i + 1);
                     }
                     if probe_failed(c.liveness_probe.is_some(), o.probes.liveness) {
-                        actions.kill.push(kill(c, KillReason::LivenessProbe, true, "Init container"));
+                        actions.kill.push(kill(
+                            c,
+                            KillReason::LivenessProbe,
+                            true,
+                            "Init container",
+                        ));
                     }
                 }
             }
@@ -358,7 +368,10 @@ fn init_actions(pod: &Pod, observed: &PodObservation, actions: &mut PodActions) 
         to_start.push(0);
     }
     to_start.reverse();
-    actions.start_init = to_start.into_iter().map(|i| inits[i].name.clone()).collect();
+    actions.start_init = to_start
+        .into_iter()
+        .map(|i| inits[i].name.clone())
+        .collect();
     initialized
 }
 
@@ -403,7 +416,11 @@ pub fn container_should_restart(
     container: &Container,
     observed: Option<&ContainerObservation>,
 ) -> bool {
-    if init_containers(pod).iter().any(|c| c.name == container.name) && is_sidecar(container) {
+    if init_containers(pod)
+        .iter()
+        .any(|c| c.name == container.name)
+        && is_sidecar(container)
+    {
         return !is_deleted(pod) && !observed.is_some_and(|o| o.state.is_running());
     }
     should_restart(pod, observed)
@@ -466,11 +483,15 @@ pub fn start_hold(
                         format_pod(pod)
                     ),
                 },
-                until: o.back_off.restart_allowed_at(t.finished_at, &config.back_off)?,
+                until: o
+                    .back_off
+                    .restart_allowed_at(t.finished_at, &config.back_off)?,
             });
         }
     }
-    if o.image_back_off.pull_in_back_off(now, &config.image_back_off) {
+    if o.image_back_off
+        .pull_in_back_off(now, &config.image_back_off)
+    {
         return Some(Waiting {
             name: container.name.clone(),
             reason: WaitingReason {
@@ -480,7 +501,9 @@ pub fn start_hold(
                     container.image.as_deref().unwrap_or("")
                 ),
             },
-            until: o.image_back_off.retry_allowed_at(now, &config.image_back_off)?,
+            until: o
+                .image_back_off
+                .retry_allowed_at(now, &config.image_back_off)?,
         });
     }
     None

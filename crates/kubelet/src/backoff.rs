@@ -139,7 +139,8 @@ impl BackOff {
 
     /// Whether a failed pull must still wait at `now` (ImagePullBackOff).
     pub fn pull_in_back_off(&self, now: DateTime<Utc>, config: &BackOffConfig) -> bool {
-        self.retry_allowed_at(now, config).is_some_and(|at| now < at)
+        self.retry_allowed_at(now, config)
+            .is_some_and(|at| now < at)
     }
 
     /// Forgets everything (kubelet's `Reset`), e.g. after a successful pull.

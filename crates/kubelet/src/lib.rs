@@ -21,4 +21,6 @@ mod testutil;
 
 pub use actions::{compute_pod_actions, termination_order, Config, PodActions};
 pub use backoff::{BackOff, BackOffConfig};
-pub use observe::{ContainerObservation, ContainerState, PodObservation, SandboxState, Termination};
+pub use observe::{
+    ContainerObservation, ContainerState, PodObservation, SandboxState, Termination,
+};

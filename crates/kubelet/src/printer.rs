@@ -64,7 +64,11 @@ fn exit_words(prefix: &str, t: &ContainerStateTerminated) -> String {
 pub fn columns(pod: &Pod, now: DateTime<Utc>) -> Columns {
     let status = pod.status.clone().unwrap_or_default();
     let inits = init_containers(pod);
-    let sidecars: HashSet<&str> = inits.iter().filter(|c| is_sidecar(c)).map(|c| c.name.as_str()).collect();
+    let sidecars: HashSet<&str> = inits
+        .iter()
+        .filter(|c| is_sidecar(c))
+        .map(|c| c.name.as_str())
+        .collect();
     let total = main_containers(pod).len() + sidecars.len();
     let mut ready = 0;
     let mut restarts = 0;
@@ -120,7 +124,11 @@ pub fn columns(pod: &Pod, now: DateTime<Utc>) -> Columns {
         }
         reason = match (&state.terminated, &state.waiting) {
             (Some(t), _) => exit_words("Init:", t),
-            (None, Some(w)) if w.reason.as_deref().is_some_and(|r| !r.is_empty() && r != "PodInitializing") => {
+            (None, Some(w))
+                if w.reason
+                    .as_deref()
+                    .is_some_and(|r| !r.is_empty() && r != "PodInitializing") =>
+            {
                 format!("Init:{}", w.reason.as_deref().unwrap_or_default())
             }
             _ => format!("Init:{i}/{}", inits.len()),
@@ -137,7 +145,12 @@ pub fn columns(pod: &Pod, now: DateTime<Utc>) -> Columns {
             restarts += cs.restart_count;
             later(&mut last_restart, finished(cs));
             let state = cs.state.clone().unwrap_or_default();
-            if let Some(r) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
+            if let Some(r) = state
+                .waiting
+                .as_ref()
+                .and_then(|w| w.reason.clone())
+                .filter(|r| !r.is_empty())
+            {
                 reason = r;
             } else if let Some(t) = &state.terminated {
                 reason = exit_words("", t);
@@ -148,7 +161,12 @@ pub fn columns(pod: &Pod, now: DateTime<Utc>) -> Columns {
         }
         // Back to Running while a container still runs beside a completed one.
         if reason == "Completed" && has_running {
-            reason = if condition_true(&status, "Ready") { "Running" } else { "NotReady" }.into();
+            reason = if condition_true(&status, "Ready") {
+                "Running"
+            } else {
+                "NotReady"
+            }
+            .into();
         }
     }
 

@@ -81,7 +81,8 @@ impl ProbeSettings {
         let secs = |v: Option<i32>, default: u64, min: i32| {
             Duration::from_secs(v.filter(|&v| v >= min).map_or(default, |v| v as u64))
         };
-        let count = |v: Option<i32>, default: u32| v.filter(|&v| v >= 1).map_or(default, |v| v as u32);
+        let count =
+            |v: Option<i32>, default: u32| v.filter(|&v| v >= 1).map_or(default, |v| v as u32);
         ProbeSettings {
             initial_delay: secs(probe.initial_delay_seconds, 0, 0),
             period: secs(probe.period_seconds, 10, 1),
@@ -168,7 +169,9 @@ impl ProbeState {
         let after_delay = started + crate::backoff::chrono_duration(self.settings.initial_delay);
         Some(match self.last_probe {
             None => after_delay,
-            Some(last) => (last + crate::backoff::chrono_duration(self.settings.period)).max(after_delay),
+            Some(last) => {
+                (last + crate::backoff::chrono_duration(self.settings.period)).max(after_delay)
+            }
         })
     }
 
@@ -254,7 +257,8 @@ impl ContainerProbes {
 
     /// A new instance started: every probe starts over.
     pub fn container_started(&mut self, started_at: DateTime<Utc>) {
-        self.each_mut().for_each(|p| p.container_started(started_at));
+        self.each_mut()
+            .for_each(|p| p.container_started(started_at));
     }
 
     /// The instance stopped.

@@ -13,7 +13,9 @@ mod phase;
 pub use conditions::{conditions, KUBELET_CONDITIONS};
 pub use phase::pod_phase;
 
-use crate::actions::{container_should_restart, past_active_deadline, start_hold, Config, DEADLINE_MESSAGE};
+use crate::actions::{
+    container_should_restart, past_active_deadline, start_hold, Config, DEADLINE_MESSAGE,
+};
 use crate::observe::{
     api_time, init_containers, is_deleted, is_sidecar, main_containers, ContainerObservation,
     ContainerState, PodObservation, Termination,
@@ -56,11 +58,25 @@ pub fn container_statuses(
 ) -> ContainerStatuses {
     let has_inits = !init_containers(pod).is_empty();
     let build = |c: &Container, is_init: bool| {
-        container_status(pod, c, observed.container(&c.name), is_init, has_inits, now, config)
+        container_status(
+            pod,
+            c,
+            observed.container(&c.name),
+            is_init,
+            has_inits,
+            now,
+            config,
+        )
     };
     ContainerStatuses {
-        init: init_containers(pod).iter().map(|c| build(c, true)).collect(),
-        main: main_containers(pod).iter().map(|c| build(c, false)).collect(),
+        init: init_containers(pod)
+            .iter()
+            .map(|c| build(c, true))
+            .collect(),
+        main: main_containers(pod)
+            .iter()
+            .map(|c| build(c, false))
+            .collect(),
     }
 }
 
@@ -73,7 +89,11 @@ fn container_status(
     now: DateTime<Utc>,
     config: &Config,
 ) -> ContainerStatus {
-    let default_reason = if has_inits { POD_INITIALIZING } else { CONTAINER_CREATING };
+    let default_reason = if has_inits {
+        POD_INITIALIZING
+    } else {
+        CONTAINER_CREATING
+    };
     let container_id = o.and_then(|o| o.container_id.clone());
     let mut state = match o.map(|o| &o.state) {
         None | Some(ContainerState::NotCreated) => waiting(default_reason, None),
@@ -92,11 +112,13 @@ fn container_status(
     // A container that will be started again shows why it waits (kubelet's
     // reasonCache, or the back-off holding it); an init container that
     // succeeded is never restarted.
-    let init_done = is_init && o.and_then(|o| o.state.terminated()).is_some_and(|t| t.exit_code == 0);
+    let init_done = is_init
+        && o.and_then(|o| o.state.terminated())
+            .is_some_and(|t| t.exit_code == 0);
     if !init_done && container_should_restart(pod, c, o) {
-        let reason = o.and_then(|o| o.waiting.clone()).or_else(|| {
-            start_hold(pod, c, o, now, config).map(|w| w.reason)
-        });
+        let reason = o
+            .and_then(|o| o.waiting.clone())
+            .or_else(|| start_hold(pod, c, o, now, config).map(|w| w.reason));
         if let Some(reason) = reason {
             if state.terminated.is_some() {
                 last_state = Some(state);
@@ -107,8 +129,8 @@ fn container_status(
 
     let running = o.is_some_and(|o| o.state.is_running());
     let verdicts = o.map(|o| o.probes).unwrap_or_default();
-    let started = running
-        && (c.startup_probe.is_none() || verdicts.startup == Some(ProbeResult::Success));
+    let started =
+        running && (c.startup_probe.is_none() || verdicts.startup == Some(ProbeResult::Success));
     let ready = if is_init && !is_sidecar(c) {
         init_done
     } else {
@@ -166,8 +188,7 @@ pub fn pod_status(
     let statuses = container_statuses(pod, observed, now, config);
     // A deleted pod whose containers all stopped is terminal: its phase comes
     // from the exit codes whatever the restart policy (syncTerminatingPod).
-    let terminal = is_deleted(pod)
-        && !observed.containers.values().any(|c| c.state.is_running());
+    let terminal = is_deleted(pod) && !observed.containers.values().any(|c| c.state.is_running());
     let mut phase = pod_phase(pod, &statuses, terminal).to_string();
     let mut reason = None;
     let mut message = None;
@@ -190,7 +211,11 @@ pub fn pod_status(
         message = Some(DEADLINE_MESSAGE.into());
     }
 
-    let pod_ips: Vec<PodIP> = observed.pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect();
+    let pod_ips: Vec<PodIP> = observed
+        .pod_ips
+        .iter()
+        .map(|ip| PodIP { ip: ip.clone() })
+        .collect();
     PodStatus {
         conditions: Some(conditions(pod, observed, &statuses, &phase, previous, now)),
         container_statuses: Some(statuses.main),

@@ -1,7 +1,9 @@
 //! Builders shared by the unit tests: pods from JSON, observations, a fixed clock.
 
 use crate::backoff::BackOff;
-use crate::observe::{ContainerObservation, ContainerState, PodObservation, SandboxState, Termination};
+use crate::observe::{
+    ContainerObservation, ContainerState, PodObservation, SandboxState, Termination,
+};
 use chrono::{DateTime, TimeZone, Utc};
 use k8s_openapi::api::core::v1::Pod;
 
@@ -37,7 +39,9 @@ pub fn probe() -> serde_json::Value {
 /// A running container, started at `started`.
 pub fn running(started: i64) -> ContainerObservation {
     ContainerObservation {
-        state: ContainerState::Running { started_at: t(started) },
+        state: ContainerState::Running {
+            started_at: t(started),
+        },
         ..Default::default()
     }
 }
@@ -64,7 +68,12 @@ pub fn termination(code: i32, started: i64, finished: i64) -> Termination {
 
 /// An exited container whose back-off was moved at each of `restarts` (as
 /// (finished_at, restarted_at) pairs), with the restart count to match.
-pub fn crashed(code: i32, started: i64, finished: i64, restarts: &[(i64, i64)]) -> ContainerObservation {
+pub fn crashed(
+    code: i32,
+    started: i64,
+    finished: i64,
+    restarts: &[(i64, i64)],
+) -> ContainerObservation {
     let mut o = exited(code, started, finished);
     let mut b = BackOff::new();
     for &(f, s) in restarts {
@@ -79,7 +88,10 @@ pub fn crashed(code: i32, started: i64, finished: i64, restarts: &[(i64, i64)]) 
 pub fn observed(containers: Vec<(&str, ContainerObservation)>) -> PodObservation {
     PodObservation {
         sandbox: SandboxState::Ready,
-        containers: containers.into_iter().map(|(n, o)| (n.to_string(), o)).collect(),
+        containers: containers
+            .into_iter()
+            .map(|(n, o)| (n.to_string(), o))
+            .collect(),
         start_time: Some(t(0)),
         ..Default::default()
     }

@@ -59,7 +59,7 @@ fn measured_from_the_exit() {
     let mut b = BackOff::new();
     b.record_restart(t(0), t(0), &c); // delay 10 s
     b.record_restart(t(5), t(15), &c); // delay 20 s, started at 15
-    // ran 15 → 40, exited at 40: may restart at 60
+                                       // ran 15 → 40, exited at 40: may restart at 60
     assert_eq!(b.restart_allowed_at(t(40), &c), Some(t(60)));
     assert!(b.in_back_off(t(40), t(59), &c));
     assert!(!b.in_back_off(t(40), t(60), &c));

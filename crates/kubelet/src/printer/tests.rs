@@ -30,56 +30,164 @@ fn oom() -> ContainerObservation {
     }
 }
 
+/// (name, pod spec, observation, now, (READY, STATUS, RESTARTS)).
+type Case = (
+    &'static str,
+    serde_json::Value,
+    PodObservation,
+    i64,
+    (&'static str, &'static str, &'static str),
+);
+
 #[test]
 fn columns_from_kubelet_status() {
-    let inits = |policy: &str| {
-        json!({"restartPolicy": policy, "initContainers": [c("i1"), c("i2")], "containers": [c("a")]})
-    };
+    let inits = |policy: &str| json!({"restartPolicy": policy, "initContainers": [c("i1"), c("i2")], "containers": [c("a")]});
     let two = |policy: &str| json!({"restartPolicy": policy, "containers": [c("a"), c("b")]});
     let one = |policy: &str| json!({"restartPolicy": policy, "containers": [c("a")]});
     let err_pull = ContainerObservation {
-        waiting: Some(WaitingReason { reason: "ErrImagePull".into(), message: "x".into() }),
+        waiting: Some(WaitingReason {
+            reason: "ErrImagePull".into(),
+            message: "x".into(),
+        }),
         ..Default::default()
     };
-    let cases: Vec<(&str, serde_json::Value, PodObservation, i64, (&str, &str, &str))> = vec![
-        ("no sandbox yet", one("Always"), PodObservation::default(), 0, ("0/1", "ContainerCreating", "0")),
-        ("first init running", inits("Always"), observed(vec![("i1", running(0))]), 1, ("0/1", "Init:0/2", "0")),
-        ("second init running", inits("Always"), observed(vec![("i1", exited(0, 0, 1)), ("i2", running(1))]), 2,
-            ("0/1", "Init:1/2", "0")),
-        ("init failed, Never", inits("Never"), observed(vec![("i1", exited(1, 0, 1))]), 2, ("0/1", "Init:Error", "0")),
-        ("init crash loop", inits("Always"), observed(vec![("i1", crashed(1, 10, 10, &[(0, 0)]))]), 12,
-            ("0/1", "Init:CrashLoopBackOff", "1 (2s ago)")),
-        ("inits done, main not started", inits("Always"), observed(vec![("i1", exited(0, 0, 1)), ("i2", exited(0, 1, 2))]), 2,
-            ("0/1", "PodInitializing", "0")),
-        ("running", one("Always"), observed(vec![("a", running(0))]), 1, ("1/1", "Running", "0")),
-        ("crash loop", one("Always"), observed(vec![("a", crashed(1, 40, 40, &[(0, 0), (10, 10), (30, 30)]))]), 75,
-            ("0/1", "CrashLoopBackOff", "3 (35s ago)")),
-        ("completed", one("OnFailure"), observed(vec![("a", exited(0, 0, 5))]), 6, ("0/1", "Completed", "0")),
-        ("error", one("Never"), observed(vec![("a", exited(1, 0, 5))]), 6, ("0/1", "Error", "0")),
-        ("OOMKilled", one("Never"), observed(vec![("a", oom())]), 6, ("0/1", "OOMKilled", "0")),
-        ("one completed, one running and ready", two("Never"), observed(vec![("a", exited(0, 0, 5)), ("b", running(0))]), 6,
-            ("1/2", "NotReady", "0")),
-        ("image pull error", one("Always"), observed(vec![("a", err_pull)]), 1, ("0/1", "ErrImagePull", "0")),
-        ("sidecar and main running", json!({"initContainers": [sidecar("s1")], "containers": [c("a")]}),
-            observed(vec![("s1", running(0)), ("a", running(1))]), 2, ("2/2", "Running", "0")),
-        ("sidecar starting", json!({"initContainers": [sidecar("s1")], "containers": [c("a")]}),
-            observed(vec![]), 0, ("0/2", "Init:0/1", "0")),
+    let cases: Vec<Case> = vec![
+        (
+            "no sandbox yet",
+            one("Always"),
+            PodObservation::default(),
+            0,
+            ("0/1", "ContainerCreating", "0"),
+        ),
+        (
+            "first init running",
+            inits("Always"),
+            observed(vec![("i1", running(0))]),
+            1,
+            ("0/1", "Init:0/2", "0"),
+        ),
+        (
+            "second init running",
+            inits("Always"),
+            observed(vec![("i1", exited(0, 0, 1)), ("i2", running(1))]),
+            2,
+            ("0/1", "Init:1/2", "0"),
+        ),
+        (
+            "init failed, Never",
+            inits("Never"),
+            observed(vec![("i1", exited(1, 0, 1))]),
+            2,
+            ("0/1", "Init:Error", "0"),
+        ),
+        (
+            "init crash loop",
+            inits("Always"),
+            observed(vec![("i1", crashed(1, 10, 10, &[(0, 0)]))]),
+            12,
+            ("0/1", "Init:CrashLoopBackOff", "1 (2s ago)"),
+        ),
+        (
+            "inits done, main not started",
+            inits("Always"),
+            observed(vec![("i1", exited(0, 0, 1)), ("i2", exited(0, 1, 2))]),
+            2,
+            ("0/1", "PodInitializing", "0"),
+        ),
+        (
+            "running",
+            one("Always"),
+            observed(vec![("a", running(0))]),
+            1,
+            ("1/1", "Running", "0"),
+        ),
+        (
+            "crash loop",
+            one("Always"),
+            observed(vec![(
+                "a",
+                crashed(1, 40, 40, &[(0, 0), (10, 10), (30, 30)]),
+            )]),
+            75,
+            ("0/1", "CrashLoopBackOff", "3 (35s ago)"),
+        ),
+        (
+            "completed",
+            one("OnFailure"),
+            observed(vec![("a", exited(0, 0, 5))]),
+            6,
+            ("0/1", "Completed", "0"),
+        ),
+        (
+            "error",
+            one("Never"),
+            observed(vec![("a", exited(1, 0, 5))]),
+            6,
+            ("0/1", "Error", "0"),
+        ),
+        (
+            "OOMKilled",
+            one("Never"),
+            observed(vec![("a", oom())]),
+            6,
+            ("0/1", "OOMKilled", "0"),
+        ),
+        (
+            "one completed, one running and ready",
+            two("Never"),
+            observed(vec![("a", exited(0, 0, 5)), ("b", running(0))]),
+            6,
+            ("1/2", "NotReady", "0"),
+        ),
+        (
+            "image pull error",
+            one("Always"),
+            observed(vec![("a", err_pull)]),
+            1,
+            ("0/1", "ErrImagePull", "0"),
+        ),
+        (
+            "sidecar and main running",
+            json!({"initContainers": [sidecar("s1")], "containers": [c("a")]}),
+            observed(vec![("s1", running(0)), ("a", running(1))]),
+            2,
+            ("2/2", "Running", "0"),
+        ),
+        (
+            "sidecar starting",
+            json!({"initContainers": [sidecar("s1")], "containers": [c("a")]}),
+            observed(vec![]),
+            0,
+            ("0/2", "Init:0/1", "0"),
+        ),
     ];
     for (name, spec, obs, now, (ready, status, restarts)) in cases {
         let p = reported(spec, &obs, now);
-        assert_eq!(row(&p, now), (ready.to_string(), status.to_string(), restarts.to_string()), "{name}");
+        assert_eq!(
+            row(&p, now),
+            (ready.to_string(), status.to_string(), restarts.to_string()),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn completed_beside_a_ready_pod_reads_running() {
-    let mut p = reported(json!({"containers": [c("a"), c("b")]}), &observed(vec![("b", running(0))]), 1);
+    let mut p = reported(
+        json!({"containers": [c("a"), c("b")]}),
+        &observed(vec![("b", running(0))]),
+        1,
+    );
     // kubectl looks at the Ready condition; force it and a completed first container.
     let status = p.status.as_mut().unwrap();
-    status.container_statuses.as_mut().unwrap()[0].state = Some(k8s_openapi::api::core::v1::ContainerState {
-        terminated: Some(ContainerStateTerminated { reason: Some("Completed".into()), ..Default::default() }),
-        ..Default::default()
-    });
+    status.container_statuses.as_mut().unwrap()[0].state =
+        Some(k8s_openapi::api::core::v1::ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                reason: Some("Completed".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
     for c in status.conditions.as_mut().unwrap() {
         if c.type_ == "Ready" {
             c.status = "True".into();
@@ -90,15 +198,35 @@ fn completed_beside_a_ready_pod_reads_running() {
 
 #[test]
 fn exit_words_without_reason() {
-    let mut p = reported(json!({"restartPolicy": "Never", "containers": [c("a")]}), &observed(vec![("a", running(0))]), 1);
-    let cs = &mut p.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0];
+    let mut p = reported(
+        json!({"restartPolicy": "Never", "containers": [c("a")]}),
+        &observed(vec![("a", running(0))]),
+        1,
+    );
+    let cs = &mut p
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0];
     let term = |signal, code| k8s_openapi::api::core::v1::ContainerState {
-        terminated: Some(ContainerStateTerminated { signal, exit_code: code, ..Default::default() }),
+        terminated: Some(ContainerStateTerminated {
+            signal,
+            exit_code: code,
+            ..Default::default()
+        }),
         ..Default::default()
     };
     cs.state = Some(term(Some(9), 137));
     assert_eq!(status_column(&p), "Signal:9");
-    let cs = &mut p.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0];
+    let cs = &mut p
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0];
     cs.state = Some(term(None, 3));
     assert_eq!(status_column(&p), "ExitCode:3");
 }
@@ -112,9 +240,17 @@ fn terminating_unknown_and_gated() {
     p.status.as_mut().unwrap().reason = Some("NodeLost".into());
     assert_eq!(status_column(&p), "Unknown");
 
-    let mut done = reported(json!({"restartPolicy": "Never", "containers": [c("a")]}), &observed(vec![("a", exited(0, 0, 1))]), 2);
+    let mut done = reported(
+        json!({"restartPolicy": "Never", "containers": [c("a")]}),
+        &observed(vec![("a", exited(0, 0, 1))]),
+        2,
+    );
     done.metadata.deletion_timestamp = Some(api_time(t(2)));
-    assert_eq!(status_column(&done), "Completed", "terminal pods never read Terminating");
+    assert_eq!(
+        status_column(&done),
+        "Completed",
+        "terminal pods never read Terminating"
+    );
 
     let mut gated = pod(json!({"containers": [c("a")]}));
     gated.status = Some(serde_json::from_value(json!({
@@ -130,9 +266,29 @@ fn restarts_count_sidecars_once_initialized() {
     let p = reported(
         json!({"initContainers": [c("i1"), sidecar("s1")], "containers": [c("a")]}),
         &observed(vec![
-            ("i1", ContainerObservation { restart_count: 2, ..exited(0, 0, 1) }),
-            ("s1", ContainerObservation { restart_count: 1, last_termination: Some(termination(1, 1, 30)), ..running(31) }),
-            ("a", ContainerObservation { restart_count: 4, last_termination: Some(termination(1, 2, 50)), ..running(51) }),
+            (
+                "i1",
+                ContainerObservation {
+                    restart_count: 2,
+                    ..exited(0, 0, 1)
+                },
+            ),
+            (
+                "s1",
+                ContainerObservation {
+                    restart_count: 1,
+                    last_termination: Some(termination(1, 1, 30)),
+                    ..running(31)
+                },
+            ),
+            (
+                "a",
+                ContainerObservation {
+                    restart_count: 4,
+                    last_termination: Some(termination(1, 2, 50)),
+                    ..running(51)
+                },
+            ),
         ]),
         60,
     );

@@ -7,6 +7,14 @@ fn spec(v: serde_json::Value) -> Probe {
     serde_json::from_value(v).unwrap()
 }
 
+/// (kind, probe settings, outcomes, verdict after each).
+type Case = (
+    ProbeKind,
+    serde_json::Value,
+    Vec<ProbeResult>,
+    Vec<Option<ProbeResult>>,
+);
+
 #[test]
 fn defaults_as_the_api_server_sets_them() {
     let s = ProbeSettings::from_probe(&spec(json!({"exec": {"command": ["true"]}})));
@@ -25,12 +33,27 @@ fn defaults_as_the_api_server_sets_them() {
         "successThreshold": 2, "failureThreshold": 1,
     })));
     assert_eq!(
-        (s.initial_delay, s.period, s.timeout, s.success_threshold, s.failure_threshold),
-        (Duration::from_secs(5), Duration::from_secs(2), Duration::from_secs(3), 2, 1)
+        (
+            s.initial_delay,
+            s.period,
+            s.timeout,
+            s.success_threshold,
+            s.failure_threshold
+        ),
+        (
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            Duration::from_secs(3),
+            2,
+            1
+        )
     );
     // Zero where at least one is required falls back to the default.
     let s = ProbeSettings::from_probe(&spec(json!({"periodSeconds": 0, "failureThreshold": 0})));
-    assert_eq!((s.period, s.failure_threshold), (Duration::from_secs(10), 3));
+    assert_eq!(
+        (s.period, s.failure_threshold),
+        (Duration::from_secs(10), 3)
+    );
 }
 
 #[test]
@@ -51,7 +74,10 @@ fn initial_verdicts() {
 
 #[test]
 fn schedule_honours_initial_delay_and_period() {
-    let mut s = ProbeState::new(ProbeKind::Liveness, &spec(json!({"initialDelaySeconds": 5, "periodSeconds": 10})));
+    let mut s = ProbeState::new(
+        ProbeKind::Liveness,
+        &spec(json!({"initialDelaySeconds": 5, "periodSeconds": 10})),
+    );
     assert_eq!(s.next_due(), None, "no container");
     s.container_started(t(100));
     let cases = [(104, false), (105, true)];
@@ -67,15 +93,37 @@ fn schedule_honours_initial_delay_and_period() {
 #[test]
 fn thresholds() {
     // (kind, settings, outcomes, verdict after each)
-    let cases: Vec<(ProbeKind, serde_json::Value, Vec<ProbeResult>, Vec<Option<ProbeResult>>)> = vec![
-        (ProbeKind::Readiness, json!({}), vec![Success, Failure, Failure, Failure, Success],
-            vec![Some(Success), Some(Success), Some(Success), Some(Failure), Some(Success)]),
-        (ProbeKind::Readiness, json!({"successThreshold": 2}), vec![Success, Success, Failure, Success],
-            vec![Some(Failure), Some(Success), Some(Success), Some(Success)]),
-        (ProbeKind::Liveness, json!({"failureThreshold": 2}), vec![Failure, Success, Failure, Failure],
-            vec![Some(Success), Some(Success), Some(Success), Some(Failure)]),
-        (ProbeKind::Startup, json!({"failureThreshold": 3}), vec![Failure, Failure, Success],
-            vec![Some(Unknown), Some(Unknown), Some(Success)]),
+    let cases: Vec<Case> = vec![
+        (
+            ProbeKind::Readiness,
+            json!({}),
+            vec![Success, Failure, Failure, Failure, Success],
+            vec![
+                Some(Success),
+                Some(Success),
+                Some(Success),
+                Some(Failure),
+                Some(Success),
+            ],
+        ),
+        (
+            ProbeKind::Readiness,
+            json!({"successThreshold": 2}),
+            vec![Success, Success, Failure, Success],
+            vec![Some(Failure), Some(Success), Some(Success), Some(Success)],
+        ),
+        (
+            ProbeKind::Liveness,
+            json!({"failureThreshold": 2}),
+            vec![Failure, Success, Failure, Failure],
+            vec![Some(Success), Some(Success), Some(Success), Some(Failure)],
+        ),
+        (
+            ProbeKind::Startup,
+            json!({"failureThreshold": 3}),
+            vec![Failure, Failure, Success],
+            vec![Some(Unknown), Some(Unknown), Some(Success)],
+        ),
     ];
     for (kind, settings, outcomes, verdicts) in cases {
         let mut s = ProbeState::new(kind, &spec(settings.clone()));
@@ -139,7 +187,11 @@ fn startup_gates_liveness_and_readiness() {
     assert_eq!(p.due(t(6)), vec![ProbeKind::Readiness]);
     assert_eq!(
         p.verdicts(),
-        ProbeVerdicts { startup: Some(Success), liveness: Some(Success), readiness: Some(Success) }
+        ProbeVerdicts {
+            startup: Some(Success),
+            liveness: Some(Success),
+            readiness: Some(Success)
+        }
     );
 }
 
@@ -150,8 +202,15 @@ fn no_startup_probe_means_started() {
     p.container_started(t(0));
     assert!(p.started());
     assert_eq!(p.due(t(0)), vec![ProbeKind::Readiness]);
-    assert_eq!(p.verdicts().readiness, Some(Failure), "not ready until a success");
+    assert_eq!(
+        p.verdicts().readiness,
+        Some(Failure),
+        "not ready until a success"
+    );
     assert_eq!(p.verdicts().liveness, None);
     assert!(p.get(ProbeKind::Liveness).is_none());
-    assert_eq!(ContainerProbes::new(&container(json!({"name": "b"}))).next_due(), None);
+    assert_eq!(
+        ContainerProbes::new(&container(json!({"name": "b"}))).next_due(),
+        None
+    );
 }

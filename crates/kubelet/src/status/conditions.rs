@@ -5,7 +5,9 @@
 
 use super::phase::any_main_started;
 use super::ContainerStatuses;
-use crate::observe::{api_time, init_containers, is_sidecar, main_containers, PodObservation, SandboxState};
+use crate::observe::{
+    api_time, init_containers, is_sidecar, main_containers, PodObservation, SandboxState,
+};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition, PodStatus};
 
@@ -41,7 +43,10 @@ fn go_list(names: &[String]) -> String {
 fn unready_message(unknown: &[String], other: &[String], what: &str) -> Option<String> {
     let mut parts = vec![];
     if !unknown.is_empty() {
-        parts.push(format!("containers with unknown status: {}", go_list(unknown)));
+        parts.push(format!(
+            "containers with unknown status: {}",
+            go_list(unknown)
+        ));
     }
     if !other.is_empty() {
         parts.push(format!("containers with {what} status: {}", go_list(other)));
@@ -50,10 +55,17 @@ fn unready_message(unknown: &[String], other: &[String], what: &str) -> Option<S
 }
 
 /// `ContainersReady`: every sidecar and main container ready.
-pub(crate) fn containers_ready(pod: &Pod, statuses: &ContainerStatuses, phase: &str) -> PodCondition {
+pub(crate) fn containers_ready(
+    pod: &Pod,
+    statuses: &ContainerStatuses,
+    phase: &str,
+) -> PodCondition {
     let mut unknown = vec![];
     let mut unready = vec![];
-    let sidecars = init_containers(pod).iter().filter(|c| is_sidecar(c)).map(|c| (c, &statuses.init));
+    let sidecars = init_containers(pod)
+        .iter()
+        .filter(|c| is_sidecar(c))
+        .map(|c| (c, &statuses.init));
     let mains = main_containers(pod).iter().map(|c| (c, &statuses.main));
     for (c, list) in sidecars.chain(mains) {
         match find(list, &c.name) {
@@ -69,7 +81,12 @@ pub(crate) fn containers_ready(pod: &Pod, statuses: &ContainerStatuses, phase: &
         return condition("ContainersReady", false, Some("PodFailed"), None);
     }
     match unready_message(&unknown, &unready, "unready") {
-        Some(m) => condition("ContainersReady", false, Some("ContainersNotReady"), Some(m)),
+        Some(m) => condition(
+            "ContainersReady",
+            false,
+            Some("ContainersNotReady"),
+            Some(m),
+        ),
         None => condition("ContainersReady", true, None, None),
     }
 }
@@ -82,7 +99,11 @@ fn ready(pod: &Pod, kept: &[PodCondition], containers: &PodCondition) -> PodCond
             ..containers.clone()
         };
     }
-    let gates = pod.spec.as_ref().and_then(|s| s.readiness_gates.as_deref()).unwrap_or(&[]);
+    let gates = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_deref())
+        .unwrap_or(&[]);
     let mut messages = vec![];
     for gate in gates {
         let t = &gate.condition_type;
@@ -100,7 +121,12 @@ fn ready(pod: &Pod, kept: &[PodCondition], containers: &PodCondition) -> PodCond
     if messages.is_empty() {
         condition("Ready", true, None, None)
     } else {
-        condition("Ready", false, Some("ReadinessGatesNotReady"), Some(messages.join(", ")))
+        condition(
+            "Ready",
+            false,
+            Some("ReadinessGatesNotReady"),
+            Some(messages.join(", ")),
+        )
     }
 }
 
@@ -113,7 +139,11 @@ fn initialized(pod: &Pod, statuses: &ContainerStatuses, phase: &str) -> PodCondi
             unknown.push(c.name.clone());
             continue;
         };
-        let done = if is_sidecar(c) { s.started == Some(true) } else { s.ready };
+        let done = if is_sidecar(c) {
+            s.started == Some(true)
+        } else {
+            s.ready
+        };
         if !done {
             incomplete.push(c.name.clone());
         }
@@ -125,7 +155,12 @@ fn initialized(pod: &Pod, statuses: &ContainerStatuses, phase: &str) -> PodCondi
         return condition("Initialized", true, None, None);
     }
     match unready_message(&unknown, &incomplete, "incomplete") {
-        Some(m) => condition("Initialized", false, Some("ContainersNotInitialized"), Some(m)),
+        Some(m) => condition(
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(m),
+        ),
         None => condition("Initialized", true, None, None),
     }
 }
@@ -141,7 +176,9 @@ pub fn conditions(
     previous: Option<&PodStatus>,
     now: DateTime<Utc>,
 ) -> Vec<PodCondition> {
-    let old: &[PodCondition] = previous.and_then(|p| p.conditions.as_deref()).unwrap_or(&[]);
+    let old: &[PodCondition] = previous
+        .and_then(|p| p.conditions.as_deref())
+        .unwrap_or(&[]);
     let kept: Vec<PodCondition> = old
         .iter()
         .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
@@ -149,7 +186,12 @@ pub fn conditions(
         .collect();
     let containers = containers_ready(pod, statuses, phase);
     let ours = [
-        condition("PodReadyToStartContainers", observed.sandbox == SandboxState::Ready, None, None),
+        condition(
+            "PodReadyToStartContainers",
+            observed.sandbox == SandboxState::Ready,
+            None,
+            None,
+        ),
         initialized(pod, statuses, phase),
         ready(pod, &kept, &containers),
         containers,

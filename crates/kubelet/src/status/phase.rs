@@ -10,7 +10,9 @@ fn find<'a>(statuses: &'a [ContainerStatus], name: &str) -> Option<&'a Container
 }
 
 fn last_terminated(s: &ContainerStatus) -> bool {
-    s.last_state.as_ref().is_some_and(|l| l.terminated.is_some())
+    s.last_state
+        .as_ref()
+        .is_some_and(|l| l.terminated.is_some())
 }
 
 /// Whether any main container ran (running or terminated): the pod was
@@ -113,7 +115,11 @@ pub fn pod_phase(pod: &Pod, statuses: &ContainerStatuses, pod_is_terminal: bool)
     }
     if running == 0 && stopped > 0 && unknown == 0 {
         if pod_is_terminal {
-            return if stopped == succeeded { "Succeeded" } else { "Failed" };
+            return if stopped == succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
         }
         if policy == "Always" {
             return "Running"; // restarting

@@ -18,7 +18,11 @@ fn state_word(s: &Option<ApiState>) -> String {
         return "running".into();
     }
     if let Some(t) = &s.terminated {
-        return format!("terminated:{}:{}", t.reason.as_deref().unwrap_or(""), t.exit_code);
+        return format!(
+            "terminated:{}:{}",
+            t.reason.as_deref().unwrap_or(""),
+            t.exit_code
+        );
     }
     "empty".into()
 }
@@ -47,25 +51,48 @@ fn with_startup(name: &str) -> serde_json::Value {
     c
 }
 
-fn probes(o: ContainerObservation, startup: Option<ProbeResult>, readiness: Option<ProbeResult>) -> ContainerObservation {
+fn probes(
+    o: ContainerObservation,
+    startup: Option<ProbeResult>,
+    readiness: Option<ProbeResult>,
+) -> ContainerObservation {
     ContainerObservation {
-        probes: ProbeVerdicts { startup, liveness: None, readiness },
+        probes: ProbeVerdicts {
+            startup,
+            liveness: None,
+            readiness,
+        },
         ..o
     }
 }
 
 fn cache(o: ContainerObservation, reason: &str) -> ContainerObservation {
     ContainerObservation {
-        waiting: Some(WaitingReason { reason: reason.into(), message: "m".into() }),
+        waiting: Some(WaitingReason {
+            reason: reason.into(),
+            message: "m".into(),
+        }),
         ..o
     }
 }
 
 use ProbeResult::Success;
 
+/// (name, pod spec, observation, now, pod is terminal, phase).
+type PhaseCase = (
+    &'static str,
+    serde_json::Value,
+    Vec<(&'static str, ContainerObservation)>,
+    i64,
+    bool,
+    &'static str,
+);
+
 #[test]
 fn container_status_table() {
-    let one = |policy: &str, spec: serde_json::Value| pod(json!({"restartPolicy": policy, "containers": [spec]}));
+    let one = |policy: &str, spec: serde_json::Value| {
+        pod(json!({"restartPolicy": policy, "containers": [spec]}))
+    };
     let cases: Vec<(&str, Pod, ContainerObservation, i64, &str)> = vec![
         ("not created", one("Always", c("a")), ContainerObservation::default(), 0,
             "a state=waiting:ContainerCreating last=empty ready=false started=false restarts=0"),
@@ -127,7 +154,8 @@ fn terminated_fields() {
 
 #[test]
 fn init_container_statuses() {
-    let p = pod(json!({"initContainers": [c("i1"), sidecar("s1"), c("i2")], "containers": [c("a")]}));
+    let p =
+        pod(json!({"initContainers": [c("i1"), sidecar("s1"), c("i2")], "containers": [c("a")]}));
     let obs = observed(vec![("i1", exited(0, 0, 1)), ("s1", running(1))]);
     let got = statuses(&p, &obs, 2);
     let lines: Vec<String> = got.all().map(line).collect();
@@ -141,7 +169,9 @@ fn init_container_statuses() {
         ]
     );
     // A sidecar restarts under any pod policy: its crash loop shows.
-    let p = pod(json!({"restartPolicy": "Never", "initContainers": [sidecar("s1")], "containers": [c("a")]}));
+    let p = pod(
+        json!({"restartPolicy": "Never", "initContainers": [sidecar("s1")], "containers": [c("a")]}),
+    );
     let obs = observed(vec![("s1", crashed(1, 5, 5, &[(0, 0)])), ("a", running(1))]);
     assert_eq!(
         line(&statuses(&p, &obs, 6).init[0]),
@@ -149,7 +179,12 @@ fn init_container_statuses() {
     );
 }
 
-fn phase_of(spec: serde_json::Value, obs: Vec<(&str, ContainerObservation)>, now: i64, terminal: bool) -> &'static str {
+fn phase_of(
+    spec: serde_json::Value,
+    obs: Vec<(&str, ContainerObservation)>,
+    now: i64,
+    terminal: bool,
+) -> &'static str {
     let p = pod(spec);
     pod_phase(&p, &statuses(&p, &observed(obs), now), terminal)
 }
@@ -158,34 +193,164 @@ fn phase_of(spec: serde_json::Value, obs: Vec<(&str, ContainerObservation)>, now
 fn phase_table() {
     let inits = |policy: &str| json!({"restartPolicy": policy, "initContainers": [c("i1")], "containers": [c("a")]});
     let mains = |policy: &str| json!({"restartPolicy": policy, "containers": [c("a"), c("b")]});
-    let with_sidecar = |policy: &str, s: serde_json::Value| {
-        json!({"restartPolicy": policy, "initContainers": [s], "containers": [c("a")]})
-    };
-    let cases: Vec<(&str, serde_json::Value, Vec<(&str, ContainerObservation)>, i64, bool, &str)> = vec![
-        ("nothing created", mains("Always"), vec![], 0, false, "Pending"),
-        ("init running", inits("Always"), vec![("i1", running(0))], 1, false, "Pending"),
-        ("init failed, Never", inits("Never"), vec![("i1", exited(1, 0, 1))], 2, false, "Failed"),
-        ("init crash-looping, Always", inits("Always"), vec![("i1", crashed(1, 1, 1, &[(0, 0)]))], 2, false, "Pending"),
-        ("init done, main running", inits("Always"), vec![("i1", exited(0, 0, 1)), ("a", running(1))], 2, false, "Running"),
-        ("one running, one not created", mains("Always"), vec![("a", running(0))], 1, false, "Pending"),
-        ("both running", mains("Always"), vec![("a", running(0)), ("b", running(0))], 1, false, "Running"),
-        ("one running, one exited", mains("Never"), vec![("a", running(0)), ("b", exited(1, 0, 1))], 2, false, "Running"),
-        ("all exited, Always: restarting", mains("Always"), vec![("a", exited(0, 0, 1)), ("b", exited(0, 0, 1))], 1, false, "Running"),
-        ("all exited 0, OnFailure", mains("OnFailure"), vec![("a", exited(0, 0, 1)), ("b", exited(0, 0, 1))], 2, false, "Succeeded"),
-        ("one failed, OnFailure: restarting", mains("OnFailure"), vec![("a", exited(1, 0, 1)), ("b", exited(0, 0, 1))], 1, false, "Running"),
-        ("one failed, Never", mains("Never"), vec![("a", exited(1, 0, 1)), ("b", exited(0, 0, 1))], 2, false, "Failed"),
-        ("crash loop counts as stopped", mains("Always"), vec![("a", crashed(1, 1, 1, &[(0, 0)])), ("b", running(0))], 2, false, "Running"),
-        ("deleted and stopped: exit codes decide", mains("Always"), vec![("a", exited(143, 0, 1)), ("b", exited(0, 0, 1))], 2, true, "Failed"),
-        ("deleted and stopped cleanly", mains("Always"), vec![("a", exited(0, 0, 1)), ("b", exited(0, 0, 1))], 2, true, "Succeeded"),
-        ("sidecar running beside done main: still Running", with_sidecar("Never", sidecar("s1")),
-            vec![("s1", running(0)), ("a", exited(0, 1, 2))], 3, false, "Running"),
-        ("sidecar stopped after done main: its exit does not count", with_sidecar("Never", sidecar("s1")),
-            vec![("s1", exited(143, 0, 3)), ("a", exited(0, 1, 2))], 4, false, "Succeeded"),
-        ("sidecar not yet started (startup probe): Pending",
-            with_sidecar("Always", { let mut s = sidecar("s1"); s["startupProbe"] = probe(); s }),
-            vec![("s1", running(0))], 1, false, "Pending"),
-        ("sidecar restarting after init: not back to Pending", with_sidecar("Always", sidecar("s1")),
-            vec![("s1", exited(1, 0, 5)), ("a", running(1))], 5, false, "Running"),
+    let with_sidecar = |policy: &str, s: serde_json::Value| json!({"restartPolicy": policy, "initContainers": [s], "containers": [c("a")]});
+    let cases: Vec<PhaseCase> = vec![
+        (
+            "nothing created",
+            mains("Always"),
+            vec![],
+            0,
+            false,
+            "Pending",
+        ),
+        (
+            "init running",
+            inits("Always"),
+            vec![("i1", running(0))],
+            1,
+            false,
+            "Pending",
+        ),
+        (
+            "init failed, Never",
+            inits("Never"),
+            vec![("i1", exited(1, 0, 1))],
+            2,
+            false,
+            "Failed",
+        ),
+        (
+            "init crash-looping, Always",
+            inits("Always"),
+            vec![("i1", crashed(1, 1, 1, &[(0, 0)]))],
+            2,
+            false,
+            "Pending",
+        ),
+        (
+            "init done, main running",
+            inits("Always"),
+            vec![("i1", exited(0, 0, 1)), ("a", running(1))],
+            2,
+            false,
+            "Running",
+        ),
+        (
+            "one running, one not created",
+            mains("Always"),
+            vec![("a", running(0))],
+            1,
+            false,
+            "Pending",
+        ),
+        (
+            "both running",
+            mains("Always"),
+            vec![("a", running(0)), ("b", running(0))],
+            1,
+            false,
+            "Running",
+        ),
+        (
+            "one running, one exited",
+            mains("Never"),
+            vec![("a", running(0)), ("b", exited(1, 0, 1))],
+            2,
+            false,
+            "Running",
+        ),
+        (
+            "all exited, Always: restarting",
+            mains("Always"),
+            vec![("a", exited(0, 0, 1)), ("b", exited(0, 0, 1))],
+            1,
+            false,
+            "Running",
+        ),
+        (
+            "all exited 0, OnFailure",
+            mains("OnFailure"),
+            vec![("a", exited(0, 0, 1)), ("b", exited(0, 0, 1))],
+            2,
+            false,
+            "Succeeded",
+        ),
+        (
+            "one failed, OnFailure: restarting",
+            mains("OnFailure"),
+            vec![("a", exited(1, 0, 1)), ("b", exited(0, 0, 1))],
+            1,
+            false,
+            "Running",
+        ),
+        (
+            "one failed, Never",
+            mains("Never"),
+            vec![("a", exited(1, 0, 1)), ("b", exited(0, 0, 1))],
+            2,
+            false,
+            "Failed",
+        ),
+        (
+            "crash loop counts as stopped",
+            mains("Always"),
+            vec![("a", crashed(1, 1, 1, &[(0, 0)])), ("b", running(0))],
+            2,
+            false,
+            "Running",
+        ),
+        (
+            "deleted and stopped: exit codes decide",
+            mains("Always"),
+            vec![("a", exited(143, 0, 1)), ("b", exited(0, 0, 1))],
+            2,
+            true,
+            "Failed",
+        ),
+        (
+            "deleted and stopped cleanly",
+            mains("Always"),
+            vec![("a", exited(0, 0, 1)), ("b", exited(0, 0, 1))],
+            2,
+            true,
+            "Succeeded",
+        ),
+        (
+            "sidecar running beside done main: still Running",
+            with_sidecar("Never", sidecar("s1")),
+            vec![("s1", running(0)), ("a", exited(0, 1, 2))],
+            3,
+            false,
+            "Running",
+        ),
+        (
+            "sidecar stopped after done main: its exit does not count",
+            with_sidecar("Never", sidecar("s1")),
+            vec![("s1", exited(143, 0, 3)), ("a", exited(0, 1, 2))],
+            4,
+            false,
+            "Succeeded",
+        ),
+        (
+            "sidecar not yet started (startup probe): Pending",
+            with_sidecar("Always", {
+                let mut s = sidecar("s1");
+                s["startupProbe"] = probe();
+                s
+            }),
+            vec![("s1", running(0))],
+            1,
+            false,
+            "Pending",
+        ),
+        (
+            "sidecar restarting after init: not back to Pending",
+            with_sidecar("Always", sidecar("s1")),
+            vec![("s1", exited(1, 0, 5)), ("a", running(1))],
+            5,
+            false,
+            "Running",
+        ),
     ];
     for (name, spec, obs, now, terminal, want) in cases {
         assert_eq!(phase_of(spec, obs, now, terminal), want, "{name}");
@@ -193,7 +358,12 @@ fn phase_table() {
 }
 
 fn cond<'a>(s: &'a PodStatus, type_: &str) -> &'a PodCondition {
-    s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == type_).unwrap()
+    s.conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap()
 }
 
 fn status_at(p: &Pod, obs: &PodObservation, previous: Option<&PodStatus>, now: i64) -> PodStatus {
@@ -230,21 +400,46 @@ fn condition_reasons_and_messages() {
     let p = pod(json!({"initContainers": [c("i1"), c("i2")], "containers": [c("a"), c("b")]}));
     let s = status_at(&p, &observed(vec![("i1", running(0))]), None, 1);
     let init = cond(&s, "Initialized");
-    assert_eq!((init.status.as_str(), init.reason.as_deref()), ("False", Some("ContainersNotInitialized")));
-    assert_eq!(init.message.as_deref(), Some("containers with incomplete status: [i1 i2]"));
+    assert_eq!(
+        (init.status.as_str(), init.reason.as_deref()),
+        ("False", Some("ContainersNotInitialized"))
+    );
+    assert_eq!(
+        init.message.as_deref(),
+        Some("containers with incomplete status: [i1 i2]")
+    );
     let cr = cond(&s, "ContainersReady");
     assert_eq!(cr.reason.as_deref(), Some("ContainersNotReady"));
-    assert_eq!(cr.message.as_deref(), Some("containers with unready status: [a b]"));
+    assert_eq!(
+        cr.message.as_deref(),
+        Some("containers with unready status: [a b]")
+    );
     let ready = cond(&s, "Ready");
-    assert_eq!((ready.status.as_str(), ready.message.as_ref()), ("False", cr.message.as_ref()));
+    assert_eq!(
+        (ready.status.as_str(), ready.message.as_ref()),
+        ("False", cr.message.as_ref())
+    );
 
     // Completed pod.
-    let p = pod(json!({"restartPolicy": "OnFailure", "initContainers": [c("i1")], "containers": [c("a")]}));
-    let s = status_at(&p, &observed(vec![("i1", exited(0, 0, 1)), ("a", exited(0, 1, 2))]), None, 3);
+    let p = pod(
+        json!({"restartPolicy": "OnFailure", "initContainers": [c("i1")], "containers": [c("a")]}),
+    );
+    let s = status_at(
+        &p,
+        &observed(vec![("i1", exited(0, 0, 1)), ("a", exited(0, 1, 2))]),
+        None,
+        3,
+    );
     assert_eq!(s.phase.as_deref(), Some("Succeeded"));
-    assert_eq!(cond(&s, "ContainersReady").reason.as_deref(), Some("PodCompleted"));
+    assert_eq!(
+        cond(&s, "ContainersReady").reason.as_deref(),
+        Some("PodCompleted")
+    );
     assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("PodCompleted"));
-    assert_eq!(cond(&s, "Initialized").reason.as_deref(), Some("PodCompleted"));
+    assert_eq!(
+        cond(&s, "Initialized").reason.as_deref(),
+        Some("PodCompleted")
+    );
 
     // No sandbox yet.
     let s = status_at(&p, &PodObservation::default(), None, 0);
@@ -254,11 +449,16 @@ fn condition_reasons_and_messages() {
 
 #[test]
 fn readiness_gates() {
-    let p = pod(json!({"readinessGates": [{"conditionType": "example.com/lb"}], "containers": [c("a")]}));
+    let p = pod(
+        json!({"readinessGates": [{"conditionType": "example.com/lb"}], "containers": [c("a")]}),
+    );
     let obs = observed(vec![("a", running(0))]);
     let s = status_at(&p, &obs, None, 1);
     let r = cond(&s, "Ready");
-    assert_eq!((r.status.as_str(), r.reason.as_deref()), ("False", Some("ReadinessGatesNotReady")));
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_deref()),
+        ("False", Some("ReadinessGatesNotReady"))
+    );
     assert_eq!(
         r.message.as_deref(),
         Some("corresponding condition of pod readiness gate \"example.com/lb\" does not exist.")
@@ -267,7 +467,11 @@ fn readiness_gates() {
     let mut previous = s.clone();
     previous.conditions.as_mut().unwrap().insert(
         0,
-        PodCondition { type_: "example.com/lb".into(), status: "True".into(), ..Default::default() },
+        PodCondition {
+            type_: "example.com/lb".into(),
+            status: "True".into(),
+            ..Default::default()
+        },
     );
     let s = status_at(&p, &obs, Some(&previous), 2);
     assert_eq!(s.conditions.as_ref().unwrap()[0].type_, "example.com/lb");
@@ -279,17 +483,35 @@ fn transition_times_carry_over() {
     let p = pod(json!({"containers": [with_readiness("a")]}));
     let not_ready = observed(vec![("a", running(0))]);
     let s1 = status_at(&p, &not_ready, None, 1);
-    assert_eq!(cond(&s1, "Ready").last_transition_time, Some(api_time(t(1))));
+    assert_eq!(
+        cond(&s1, "Ready").last_transition_time,
+        Some(api_time(t(1)))
+    );
     // Same status later: the time stays.
     let s2 = status_at(&p, &not_ready, Some(&s1), 5);
-    assert_eq!(cond(&s2, "Ready").last_transition_time, Some(api_time(t(1))));
-    assert_eq!(cond(&s2, "PodScheduled").last_transition_time, Some(api_time(t(1))));
+    assert_eq!(
+        cond(&s2, "Ready").last_transition_time,
+        Some(api_time(t(1)))
+    );
+    assert_eq!(
+        cond(&s2, "PodScheduled").last_transition_time,
+        Some(api_time(t(1)))
+    );
     // Becomes ready: a new time for the conditions that changed only.
     let ready = observed(vec![("a", probes(running(0), None, Some(Success)))]);
     let s3 = status_at(&p, &ready, Some(&s2), 9);
-    assert_eq!(cond(&s3, "Ready").last_transition_time, Some(api_time(t(9))));
-    assert_eq!(cond(&s3, "ContainersReady").last_transition_time, Some(api_time(t(9))));
-    assert_eq!(cond(&s3, "Initialized").last_transition_time, Some(api_time(t(1))));
+    assert_eq!(
+        cond(&s3, "Ready").last_transition_time,
+        Some(api_time(t(9)))
+    );
+    assert_eq!(
+        cond(&s3, "ContainersReady").last_transition_time,
+        Some(api_time(t(9)))
+    );
+    assert_eq!(
+        cond(&s3, "Initialized").last_transition_time,
+        Some(api_time(t(1)))
+    );
 }
 
 #[test]
