@@ -119,13 +119,16 @@ pub struct Waiting {
 /// sidecar that fails is skipped), then start the containers.
 ///
 /// Before starting a container that exited before, the driver records the
-/// restart in its back-off ([`crate::backoff::BackOff::record_restart`] with
-/// the exit's `finished_at`), as kubelet's `doBackOff` does.
+/// restart in its back-off ([`ContainerObservation::starting`]), as kubelet's
+/// `doBackOff` does, and keeps each [`Waiting`] as the container's reason
+/// ([`ContainerObservation::waiting`]) so the status shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodActions {
     /// Kill every container and the sandbox.
     pub kill_pod: Option<KillPod>,
-    /// Create a (new) sandbox.
+    /// Create a (new) sandbox. After a `kill_pod`, forget the init containers'
+    /// records first (kubelet's `purgeInitContainers`): initialization starts
+    /// over and must not read the old sandbox's exits as done.
     pub create_sandbox: bool,
     /// Init containers to start, in spec order: the next regular one, and
     /// sidecars to (re)start.
@@ -136,7 +139,9 @@ pub struct PodActions {
     pub kill: Vec<ContainerKill>,
     /// Containers held back by a back-off.
     pub waiting: Vec<Waiting>,
-    /// When a hold ends or the deadline falls: sync again then at the latest.
+    /// When a hold ends or the deadline falls: sync again then at the latest
+    /// (and whenever the runtime reports an exit or a probe verdict changes;
+    /// probes keep their own schedule, [`crate::probe::ContainerProbes::next_due`]).
     pub next_sync: Option<DateTime<Utc>>,
 }
 

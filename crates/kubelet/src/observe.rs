@@ -6,7 +6,7 @@
 //! one entry per container name (the current instance, plus the previous one's
 //! termination), never a list of dead instances.
 
-use crate::backoff::BackOff;
+use crate::backoff::{BackOff, BackOffConfig};
 use crate::probe::ProbeResult;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -74,6 +74,57 @@ pub struct ContainerObservation {
     /// `RunContainerError` … with the message. The driver sets it from a failed
     /// start or a [`crate::actions::Waiting`] and clears it on a good start.
     pub waiting: Option<WaitingReason>,
+}
+
+impl ContainerObservation {
+    /// The driver is about to create and start this container at `now`. For a
+    /// restart (the current instance exited) this moves the crash back-off as
+    /// kubelet's `doBackOff` does, keeps the exit as the previous termination
+    /// and counts the restart; the state is `NotCreated` until
+    /// [`ContainerObservation::started`].
+    pub fn starting(&mut self, now: DateTime<Utc>, back_off: &BackOffConfig) {
+        if let ContainerState::Exited(t) = std::mem::take(&mut self.state) {
+            self.back_off.record_restart(t.finished_at, now, back_off);
+            self.last_termination = Some(t);
+            self.restart_count += 1;
+        }
+    }
+
+    /// The runtime reports the new instance running: the reason cache clears.
+    pub fn started(&mut self, started_at: DateTime<Utc>, container_id: Option<String>) {
+        self.state = ContainerState::Running { started_at };
+        self.container_id = container_id;
+        self.waiting = None;
+    }
+
+    /// The runtime reports the instance ended (or failed to start).
+    pub fn exited(&mut self, termination: Termination) {
+        self.state = ContainerState::Exited(termination);
+    }
+
+    /// Pulling its image failed at `now`: `ErrImagePull` until the next try,
+    /// which waits out the image back-off (`ImagePullBackOff`).
+    pub fn pull_failed(&mut self, now: DateTime<Utc>, message: &str, back_off: &BackOffConfig) {
+        self.image_back_off.record_failure(now, back_off);
+        self.waiting = Some(WaitingReason {
+            reason: "ErrImagePull".into(),
+            message: message.into(),
+        });
+    }
+
+    /// Its image is there: the image back-off is forgotten.
+    pub fn pulled(&mut self) {
+        self.image_back_off.reset();
+    }
+
+    /// Creating or starting it failed before it ran, with kubelet's reason
+    /// (`CreateContainerConfigError`, `CreateContainerError`, `RunContainerError` …).
+    pub fn start_failed(&mut self, reason: &str, message: &str) {
+        self.waiting = Some(WaitingReason {
+            reason: reason.into(),
+            message: message.into(),
+        });
+    }
 }
 
 /// The state of a container's current instance.
@@ -204,3 +255,6 @@ pub fn chrono_time(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> 
     DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;
