@@ -252,7 +252,7 @@ fn sandbox_actions(pod: &Pod, observed: &PodObservation, actions: &mut PodAction
 fn completed() -> KillPod {
     KillPod {
         reason: KillPodReason::Completed,
-        message: "all containers have terminated and none will restart".into(),
+        message: "every container is done and none will restart".into(),
     }
 }
 
