@@ -13,7 +13,7 @@ use crate::status::{self, PodView};
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use podrun_image::Images;
-use podrun_runtime::monitor::{read_exits, read_starts, PodPlan};
+use podrun_runtime::monitor::{read_exits, read_starts, ContainerPlan, PodPlan};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
@@ -136,6 +136,17 @@ impl PodState {
             .collect()
     }
 
+    /// Every container's name, init containers first.
+    pub fn all_container_names(&self) -> Vec<String> {
+        self.record
+            .manifest
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// Seconds since it was created.
     pub fn age_seconds(&self) -> i64 {
         chrono::DateTime::parse_from_rfc3339(&self.record.created)
@@ -189,10 +200,22 @@ pub fn load(run_root: &Path, pod_id: &str) -> Option<PodState> {
     dir.join("pod.json").exists().then(|| read(&dir).ok())?
 }
 
+/// The containers an agent's pod has prepared (`prepared.json`): its monitor
+/// starts them when the agent says so.
+pub fn write_prepared(run_dir: &Path, containers: &[ContainerPlan]) -> Result<()> {
+    write_atomic(
+        &run_dir.join("prepared.json"),
+        &serde_json::to_vec_pretty(containers)?,
+    )
+}
+
 fn read(run_dir: &Path) -> Result<PodState> {
     let text = std::fs::read(run_dir.join("pod.json")).context("read pod.json")?;
     let record: PodRecord = serde_json::from_slice(&text).context("parse pod.json")?;
-    let plan = PodPlan::read(&run_dir.join("plan.json")).ok();
+    let mut plan = PodPlan::read(&run_dir.join("plan.json")).ok();
+    if let (Some(plan), Ok(text)) = (&mut plan, std::fs::read(run_dir.join("prepared.json"))) {
+        plan.containers = serde_json::from_slice(&text).context("parse prepared.json")?;
+    }
     Ok(PodState {
         record,
         run_dir: run_dir.to_path_buf(),
@@ -315,7 +338,7 @@ pub fn teardown(images: &Images, state: &PodState) -> Result<()> {
             errors.push(format!("{e:#}"));
         }
     }
-    for name in state.container_names() {
+    for name in state.all_container_names() {
         let id = container_id(&state.record.pod_id, &name);
         if let Err(e) = images.remove_rootfs(&id) {
             errors.push(format!("container {name}: {e}"));

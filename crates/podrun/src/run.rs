@@ -87,7 +87,7 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         plan,
         mut monitor,
         guard,
-    } = start_pod(cli, &images, pod, &sources, state, &|_, _, _| {}).await?;
+    } = start_pod(cli, &images, pod, &sources, state, false, &|_, _, _| {}).await?;
     let monitor_log = state.run_dir.join("monitor.log");
 
     if args.detach {
@@ -220,6 +220,7 @@ pub async fn start_pod(
     pod: &Pod,
     sources: &Sources,
     state: PodState,
+    managed: bool,
     events: EventSink<'_>,
 ) -> Result<Started> {
     let name = state.record.name.clone();
@@ -235,7 +236,22 @@ pub async fn start_pod(
         prepare_pod(cli, images, &state, pod, sources).map_err(|e| fail(format!("{e:#}")))?;
     crate::agent::crash_point("create:prepared");
     let plan_file = state.run_dir.join("plan.json");
-    std::fs::write(&plan_file, serde_json::to_vec_pretty(&plan)?)?;
+    if managed {
+        // The agent starts each container through the monitor's control
+        // socket, in kubelet's order; the monitor is told none up front.
+        pods::write_prepared(&state.run_dir, &plan.containers)?;
+        let file = podrun_runtime::monitor::MonitorPlan {
+            plan: PodPlan {
+                containers: Vec::new(),
+                ..plan.clone()
+            },
+            managed: true,
+        };
+        file.write(&plan_file)
+            .with_context(|| format!("write {}", plan_file.display()))?;
+    } else {
+        std::fs::write(&plan_file, serde_json::to_vec_pretty(&plan)?)?;
+    }
     state.plan = Some(plan.clone());
 
     let mut command = tokio::process::Command::new(sibling("podrun-monitor")?);
@@ -297,8 +313,10 @@ async fn pull_images(
     };
     let mut seen = std::collections::HashSet::new();
     for c in spec
-        .containers
+        .init_containers
         .iter()
+        .flatten()
+        .chain(&spec.containers)
         .filter(|c| seen.insert(c.image.clone()))
     {
         let image = c.image.clone().unwrap_or_default();
@@ -366,7 +384,13 @@ fn prepare_pod(
     let node = node_facts();
     create_pod_cgroup(pod, plan.cgroup_parent.as_deref().expect("set above"))?;
     let pod_mounts = pod_files(pod, &plan, &state.record.data_dir)?;
-    for c in &spec.containers {
+    // Init containers too (only the agent runs them; `podrun run` refuses them).
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
         let id = pods::container_id(pod_id, &c.name);
         let env = crate::env::environment(pod, c, sources, &node)
             .map_err(|e| anyhow::anyhow!("container {}: {e}", c.name))?;
@@ -537,7 +561,7 @@ fn node_facts() -> NodeFacts {
 }
 
 /// The first IPv4 address of an interface that is up and not loopback.
-fn host_ip() -> Option<String> {
+pub(crate) fn host_ip() -> Option<String> {
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `addrs` with a list we free below.
     if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
@@ -772,6 +796,13 @@ fn memory_volume(
 pub struct Guard {
     images: Images,
     state: Option<PodState>,
+}
+
+impl Guard {
+    /// Keep what was made.
+    pub fn disarm(&mut self) {
+        self.state = None;
+    }
 }
 
 impl Drop for Guard {

@@ -19,6 +19,7 @@ use super::{crash_point, now, Agent, Msg};
 use crate::pods::{self, PodRecord, PodState};
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
+use podrun_runtime::monitor;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -262,18 +263,34 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let events = |type_: &str, reason: &str, message: String| {
         agent.event(&ns, &name, type_, reason, &message);
     };
-    let started = crate::run::start_pod(cli, &agent.images, &pod, &sources, state, &events).await?;
+    let started =
+        crate::run::start_pod(cli, &agent.images, &pod, &sources, state, true, &events).await?;
     let crate::run::Started {
         state,
-        plan,
         mut monitor,
-        guard,
+        mut guard,
+        ..
     } = started;
-    crate::run::wait_started(&state, &plan, &mut monitor, guard).await?;
-    for c in &plan.containers {
-        events("Normal", "Created", format!("Created container {}", c.name));
-        events("Normal", "Started", format!("Started container {}", c.name));
+    // Ready once it holds its lock and listens; its containers are the
+    // supervisor's to start.
+    let socket = monitor::control::socket_path(&state.run_dir);
+    loop {
+        if monitor::monitor_alive(&state.run_dir) && socket.exists() {
+            break;
+        }
+        if let Ok(Some(status)) = monitor.try_wait() {
+            let log =
+                std::fs::read_to_string(state.run_dir.join("monitor.log")).unwrap_or_default();
+            drop(guard);
+            anyhow::bail!(
+                "pod/{}: its monitor exited ({status}) before it was ready: {}",
+                row.name,
+                log.trim()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    guard.disarm();
     // Reap the monitor when it ends (a later agent is not its parent).
     tokio::spawn(async move {
         let _ = monitor.wait().await;
@@ -311,7 +328,9 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let had_monitor = tokio::task::spawn_blocking(move || -> Result<bool> {
         let had = state.find_monitor().is_some();
         pods::stop_within(&state, grace)?;
-        crash_point("delete:stopped");
+        if had {
+            crash_point("remove:stopped");
+        }
         pods::teardown(&images, &state)?;
         Ok(had)
     })
@@ -328,33 +347,306 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     Ok(())
 }
 
-/// A running pod: is its monitor still there, and did its containers end?
+/// A running pod: observe it through its monitor, decide with the kubelet
+/// crate, carry the actions out, store what was seen and report its status.
 async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
     let Some(state) = pods::load(&agent.cli.run_root, &row.pod_id) else {
         return recreate(agent, row, "its state is gone (the node restarted?)").await;
     };
-    let summary = summary(agent, row, Some(&state));
-    let snapshot = serde_json::to_string(&summary)?;
-    if row.status.as_deref() != Some(snapshot.as_str()) {
-        agent
-            .db()
-            .set_status(&row.namespace, &row.name, &snapshot)?;
+    if !monitor::monitor_alive(&state.run_dir) {
+        return recreate(agent, row, "its monitor is gone").await;
     }
-    if state.monitor_alive() {
-        return Ok(Step::ok());
-    }
-    let finished = state.plan.as_ref().is_some_and(|plan| {
-        let exits = podrun_runtime::monitor::read_exits(plan);
-        plan.containers.iter().all(|c| exits.contains_key(&c.name))
-            && !plan.run_root.join("sandboxes").join(&plan.pod_id).exists()
-    });
-    if finished {
+    let (agent2, row2) = (agent.clone(), row.clone());
+    let round = tokio::task::spawn_blocking(move || drive(&agent2, &row2, &state)).await??;
+    if round.finished {
         agent
             .db()
             .set_state(&row.namespace, &row.name, PodPhase::Finished, None)?;
-        return Ok(Step::ok());
     }
-    recreate(agent, row, "its monitor is gone").await
+    Ok(Step {
+        result: round.result,
+        wake: round.wake,
+        gone: false,
+    })
+}
+
+/// What one round of [`drive`] found.
+struct Round {
+    result: Result<(), String>,
+    wake: Option<Duration>,
+    /// The pod ended and its monitor was told to shut down.
+    finished: bool,
+}
+
+/// The kubelet crate's back-off settings, scaled by the test-only
+/// `PODRUN_BACKOFF_INITIAL_MS` / `PODRUN_BACKOFF_MAX_MS`.
+pub(super) fn kubelet_config() -> podrun_kubelet::Config {
+    let ms = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
+    let mut config = podrun_kubelet::Config::default();
+    if let Some(initial) = ms("PODRUN_BACKOFF_INITIAL_MS") {
+        config.back_off.initial = initial;
+        config.image_back_off.initial = initial;
+    }
+    if let Some(max) = ms("PODRUN_BACKOFF_MAX_MS") {
+        config.back_off.max = max;
+        config.image_back_off.max = max;
+    }
+    config
+}
+
+/// The monitor's answer to `request`.
+fn ask(run_dir: &std::path::Path, request: &monitor::Request) -> Result<monitor::Response> {
+    Ok(monitor::request(run_dir, request, Duration::from_secs(30))?)
+}
+
+fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// The image of container `name` of `pod`.
+fn image_of(pod: &Pod, name: &str) -> String {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .find(|c| c.name == name)
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// One sync of a running pod (blocking: it speaks to the monitor's socket).
+/// kubelet's SyncPod: observe, `compute_pod_actions`, kill, start, record.
+fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
+    use podrun_kubelet::observe::{ContainerState, Termination};
+    let (ns, name) = (row.namespace.as_str(), row.name.as_str());
+    let pod: Pod = serde_json::from_str(&row.manifest)?;
+    let config = kubelet_config();
+    let now = chrono::Utc::now();
+    let prepared = state
+        .plan
+        .as_ref()
+        .map(|p| p.containers.clone())
+        .unwrap_or_default();
+    let mut observed = podrun_kubelet::PodObservation {
+        sandbox: podrun_kubelet::SandboxState::Ready,
+        start_time: row.started.as_deref().and_then(parse_time),
+        ..Default::default()
+    };
+    // What the agent remembers of each container (restarts, back-off, last exit).
+    let mut stored = HashMap::new();
+    for c in &prepared {
+        let (_, memory) = agent.db().container(ns, name, &c.name)?;
+        let o: podrun_kubelet::ContainerObservation = memory
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or_default();
+        stored.insert(c.name.clone(), memory);
+        observed.containers.insert(c.name.clone(), o);
+    }
+    // What the monitor holds now: an exit while the agent was down is here too.
+    let monitor::Response::State { containers } = ask(&state.run_dir, &monitor::Request::State)?
+    else {
+        anyhow::bail!("pod/{name}: its monitor did not report its containers");
+    };
+    for cs in &containers {
+        let Some(o) = observed.containers.get_mut(&cs.name) else {
+            continue;
+        };
+        let started_at = parse_time(&cs.started_at);
+        if cs.running {
+            let known = matches!(o.state, ContainerState::Running { started_at: s } if Some(s) == started_at);
+            if !known {
+                o.started(started_at.unwrap_or(now), Some(cs.id.clone()));
+            }
+        } else if let Some(exit) = &cs.exit {
+            let finished_at = parse_time(&exit.finished_at).unwrap_or(now);
+            let known =
+                matches!(&o.state, ContainerState::Exited(t) if t.finished_at == finished_at);
+            let current = exit.started_at.is_empty() || parse_time(&exit.started_at) == started_at;
+            if !known && current && exit.reason != "StartError" {
+                o.exited(Termination {
+                    exit_code: exit.exit_code,
+                    signal: exit.signal,
+                    reason: exit.reason.clone(),
+                    message: exit
+                        .message
+                        .clone()
+                        .or_else(|| pods::termination_message(&state.record.data_dir, &cs.name)),
+                    started_at: parse_time(&exit.started_at),
+                    finished_at,
+                });
+            }
+        }
+    }
+    let actions = podrun_kubelet::compute_pod_actions(&pod, &observed, now, &config);
+    let mut failures = Vec::new();
+    let mut finished = false;
+    if let Some(kill) = &actions.kill_pod {
+        // The pod is done (Completed, DeadlineExceeded, a failed init under
+        // Never): stop what runs, a group at a time in kubelet's order
+        // (sidecars last), then end the sandbox.
+        let running: Vec<&str> = containers
+            .iter()
+            .filter(|c| c.running)
+            .map(|c| c.name.as_str())
+            .collect();
+        if running.is_empty() {
+            ask(&state.run_dir, &monitor::Request::Shutdown)?;
+            finished = true;
+        } else if let Some(group) = podrun_kubelet::termination_order(&pod)
+            .into_iter()
+            .map(|g| {
+                g.into_iter()
+                    .filter(|n| running.contains(&n.as_str()))
+                    .collect::<Vec<_>>()
+            })
+            .find(|g| !g.is_empty())
+        {
+            for n in group {
+                agent.event(
+                    ns,
+                    name,
+                    "Normal",
+                    "Killing",
+                    &format!("Stopping container {n}: {}", kill.message),
+                );
+                ask(
+                    &state.run_dir,
+                    &monitor::Request::Stop {
+                        name: n.clone(),
+                        signal: None,
+                        grace_period_ms: None,
+                    },
+                )?;
+            }
+        }
+    }
+    for k in &actions.kill {
+        agent.event(ns, name, "Normal", "Killing", &k.message);
+        ask(
+            &state.run_dir,
+            &monitor::Request::Stop {
+                name: k.name.clone(),
+                signal: None,
+                grace_period_ms: None,
+            },
+        )?;
+    }
+    for n in actions.start_init.iter().chain(&actions.start) {
+        let Some(plan) = prepared.iter().find(|c| &c.name == n) else {
+            continue;
+        };
+        let o = observed.containers.entry(n.clone()).or_default();
+        if containers.iter().any(|c| &c.name == n) {
+            // A restart is a new container with a fresh writable layer, as
+            // kubelet's is (the image's files, not what the last run wrote).
+            ask(
+                &state.run_dir,
+                &monitor::Request::Remove { name: n.clone() },
+            )?;
+            agent.images.remove_rootfs(&plan.id)?;
+            agent.images.prepare_rootfs(&image_of(&pod, n), &plan.id)?;
+        }
+        o.starting(now, &config.back_off);
+        match ask(
+            &state.run_dir,
+            &monitor::Request::Start {
+                container: plan.clone(),
+            },
+        )? {
+            monitor::Response::Started { started_at, .. } => {
+                o.started(
+                    parse_time(&started_at).unwrap_or(now),
+                    Some(plan.id.clone()),
+                );
+                agent.event(
+                    ns,
+                    name,
+                    "Normal",
+                    "Created",
+                    &format!("Created container {n}"),
+                );
+                agent.event(
+                    ns,
+                    name,
+                    "Normal",
+                    "Started",
+                    &format!("Started container {n}"),
+                );
+            }
+            monitor::Response::StartFailed { message } => {
+                o.exited(Termination {
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    message: Some(message.clone()),
+                    started_at: None,
+                    finished_at: now,
+                });
+                o.start_failed("RunContainerError", &message);
+                agent.event(ns, name, "Warning", "Failed", &format!("Error: {message}"));
+                failures.push(format!("pod/{name}: container {n}: start: {message}"));
+            }
+            other => anyhow::bail!("pod/{name}: container {n}: start: {other:?}"),
+        }
+    }
+    for w in &actions.waiting {
+        if let Some(o) = observed.containers.get_mut(&w.name) {
+            if o.waiting.as_ref() != Some(&w.reason) {
+                agent.event(
+                    ns,
+                    name,
+                    "Warning",
+                    "BackOff",
+                    &format!(
+                        "Back-off restarting failed container {} in pod {name}",
+                        w.name
+                    ),
+                );
+            }
+            o.waiting = Some(w.reason.clone());
+        }
+    }
+    // Store what changed, then the status: committed before anyone sees it.
+    for (n, o) in &observed.containers {
+        let memory = serde_json::to_string(o)?;
+        if stored.get(n).cloned().flatten().as_deref() != Some(memory.as_str()) {
+            agent
+                .db()
+                .set_container(ns, name, n, o.restart_count as i64, Some(&memory))?;
+        }
+    }
+    let previous: Option<k8s_openapi::api::core::v1::PodStatus> = row
+        .status
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok());
+    let mut status =
+        podrun_kubelet::status::pod_status(&pod, &observed, previous.as_ref(), now, &config);
+    status.qos_class = Some(podrun_spec::qos_class(&pod).as_str().to_string());
+    status.host_ip = crate::run::host_ip();
+    let text = serde_json::to_string(&status)?;
+    if row.status.as_deref() != Some(text.as_str()) {
+        agent.db().set_status(ns, name, &text)?;
+    }
+    let wake = actions
+        .next_sync
+        .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+        .map(|d| d.min(agent.sync_interval));
+    Ok(Round {
+        result: if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        },
+        wake,
+        finished,
+    })
 }
 
 /// The sandbox is lost: remove what is left and make the pod again under a
@@ -412,22 +704,28 @@ pub(super) fn summary(agent: &Agent, row: &PodRow, state: Option<&PodState>) -> 
             Some(e) => waiting(creation_reason(e, row.attempts)),
             None => waiting("ContainerCreating"),
         },
-        PodPhase::Running | PodPhase::Finished => match state {
-            Some(s) => {
-                let mut s = crate::kubectl::summary(s);
-                s.age_seconds = age_seconds;
-                s
-            }
-            None => row
+        PodPhase::Running | PodPhase::Finished => {
+            let status = row
                 .status
                 .as_deref()
-                .and_then(|t| serde_json::from_str::<PodSummary>(t).ok())
-                .map(|mut s| {
-                    s.age_seconds = age_seconds;
-                    s
-                })
-                .unwrap_or_else(|| waiting("Unknown")),
-        },
+                .and_then(|t| serde_json::from_str(t).ok());
+            match (manifest, status) {
+                (Some(mut pod), Some(status)) => {
+                    pod.status = Some(status);
+                    let now = chrono::Utc::now();
+                    PodSummary {
+                        namespace: row.namespace.clone(),
+                        name: row.name.clone(),
+                        ready: podrun_kubelet::printer::ready_column(&pod),
+                        status: podrun_kubelet::printer::status_column(&pod),
+                        restarts: podrun_kubelet::printer::restarts_column(&pod, now),
+                        age_seconds,
+                        ip: pod.status.and_then(|s| s.pod_ip),
+                    }
+                }
+                _ => waiting("ContainerCreating"),
+            }
+        }
     }
 }
 
