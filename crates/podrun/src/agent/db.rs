@@ -540,8 +540,9 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
-    /// Record an event; one like the pod's last (same type, reason and
-    /// message) counts up instead, as the API server's event series do.
+    /// Record an event; one like an earlier one of the pod (same type,
+    /// reason and message) counts up instead, as the API server's event
+    /// aggregation shows `(x4 over 2m)`.
     pub fn event(
         &self,
         namespace: &str,
@@ -554,9 +555,8 @@ impl Db {
         let updated = self
             .conn
             .execute(
-                "UPDATE events SET count = count + 1, last = ?6 WHERE id = (
-                   SELECT id FROM events WHERE namespace = ?1 AND pod = ?2 ORDER BY id DESC LIMIT 1)
-                 AND type = ?3 AND reason = ?4 AND message = ?5",
+                "UPDATE events SET count = count + 1, last = ?6
+                 WHERE namespace = ?1 AND pod = ?2 AND type = ?3 AND reason = ?4 AND message = ?5",
                 params![namespace, pod, type_, reason, message, now],
             )
             .map_err(|e| self.err(e))?;
@@ -578,7 +578,7 @@ impl Db {
             .conn
             .prepare_cached(
                 "SELECT type, reason, message, count, first, last FROM events
-                 WHERE namespace = ?1 AND pod = ?2 ORDER BY id",
+                 WHERE namespace = ?1 AND pod = ?2 ORDER BY last, id",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -716,7 +716,7 @@ mod tests {
     }
 
     #[test]
-    fn repeated_events_count_up() {
+    fn like_events_count_up() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         db.event("default", "web", "Warning", "BackOff", "back-off", "t1")
@@ -725,8 +725,11 @@ mod tests {
             .unwrap();
         db.event("default", "web", "Normal", "Started", "started", "t3")
             .unwrap();
+        db.event("default", "web", "Warning", "BackOff", "back-off", "t4")
+            .unwrap();
         let e = db.events("default", "web").unwrap();
         assert_eq!(e.len(), 2);
+        assert_eq!(e[0].count, 3);
         assert_eq!(
             (e[0].count, e[0].first.as_str(), e[0].last.as_str()),
             (2, "t1", "t2")

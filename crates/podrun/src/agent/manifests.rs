@@ -125,7 +125,9 @@ async fn delete_where(agent: &Arc<Agent>, doomed: impl Fn(&str, &(String, String
             row.name,
             row.source.trim_start_matches("file:")
         );
-        if let Err(e) = super::delete(agent, &row.namespace, &[row.name.clone()], None).await {
+        if let Err(e) =
+            super::delete(agent, &row.namespace, std::slice::from_ref(&row.name), None).await
+        {
             tracing::warn!("pod/{}: delete: {}", row.name, crate::message(&e));
         }
     }

@@ -12,6 +12,8 @@ pub mod api;
 pub mod db;
 mod describe;
 mod manifests;
+mod probe;
+mod terminate;
 mod worker;
 
 use crate::Cli;
@@ -150,7 +152,7 @@ impl Agent {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// `podrun serve`.

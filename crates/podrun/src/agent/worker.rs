@@ -19,6 +19,7 @@ use super::{crash_point, now, Agent, Msg};
 use crate::pods::{self, PodRecord, PodState};
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
+use podrun_kubelet::probe::{ContainerProbes, ProbeKind};
 use podrun_runtime::monitor;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,16 +34,6 @@ struct Step {
     wake: Option<Duration>,
     /// The pod is gone: the worker ends.
     gone: bool,
-}
-
-impl Step {
-    fn ok() -> Step {
-        Step {
-            result: Ok(()),
-            wake: None,
-            gone: false,
-        }
-    }
 }
 
 /// Grace periods asked by `delete --grace-period`, until the deletion is done.
@@ -325,8 +316,15 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let state = state_of(agent, row)?;
     let grace = grace_override(&row.namespace, &row.name);
     let images = agent.images.clone();
+    let agent2 = agent.clone();
+    let (ns, name) = (row.namespace.clone(), row.name.clone());
     let had_monitor = tokio::task::spawn_blocking(move || -> Result<bool> {
         let had = state.find_monitor().is_some();
+        let pod = state.record.manifest.clone();
+        let events = |t: &str, r: &str, m: String| agent2.event(&ns, &name, t, r, &m);
+        if let Err(e) = super::terminate::terminate(&state, &pod, grace, &events) {
+            tracing::warn!("pod/{name}: graceful stop: {e:#}");
+        }
         pods::stop_within(&state, grace)?;
         if had {
             crash_point("remove:stopped");
@@ -335,15 +333,7 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
         Ok(had)
     })
     .await??;
-    if had_monitor {
-        agent.event(
-            &row.namespace,
-            &row.name,
-            "Normal",
-            "Killing",
-            "Stopped the pod's containers",
-        );
-    }
+    let _ = had_monitor;
     Ok(())
 }
 
@@ -410,6 +400,72 @@ fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
+/// What the agent keeps of a container between syncs (and agents). A stored
+/// value that does not parse is an error, never a silent reset of restart
+/// counts and back-off.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Memory {
+    #[serde(flatten)]
+    observation: podrun_kubelet::ContainerObservation,
+    /// Not `probes`: the observation has a field of that name (its verdicts).
+    #[serde(default)]
+    probe_state: Option<ContainerProbes>,
+}
+
+/// Run container `n`'s postStart hook; a failure kills the container
+/// (kubelet: FailedPostStartHook, then the container is killed and restarted
+/// by its policy).
+fn post_start(agent: &Agent, row: &PodRow, state: &PodState, pod: &Pod, n: &str) -> Result<()> {
+    let Some(hook) = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .find(|c| c.name == n)
+        .and_then(|c| c.lifecycle.as_ref()?.post_start.clone())
+    else {
+        return Ok(());
+    };
+    if let Err(e) = super::terminate::run_hook(state, n, &hook, Duration::from_secs(120)) {
+        let message = format!(
+            "PostStartHook failed: container {n}: {}",
+            crate::message(&e)
+        );
+        agent.event(
+            &row.namespace,
+            &row.name,
+            "Warning",
+            "FailedPostStartHook",
+            &message,
+        );
+        ask(
+            &state.run_dir,
+            &monitor::Request::Stop {
+                name: n.to_string(),
+                signal: None,
+                grace_period_ms: None,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// A container's ID as the API shows it: `<runtime>://<id>`, as kubelet's `containerd://…`.
+fn runtime_id(id: &str) -> String {
+    format!("podrun://{id}")
+}
+
+/// The imageID the API shows: the repository with the digest it was pulled by.
+fn image_id(images: &podrun_image::Images, image: &str) -> Option<String> {
+    let r = images.get(image).ok()?;
+    let repo = r
+        .name
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map_or(r.name.as_str(), |(repo, _)| repo);
+    let digest = r.index_digest.as_ref().unwrap_or(&r.manifest_digest);
+    Some(format!("{repo}@{digest}"))
+}
+
 /// The image of container `name` of `pod`.
 fn image_of(pod: &Pod, name: &str) -> String {
     pod.spec
@@ -438,16 +494,31 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         start_time: row.started.as_deref().and_then(parse_time),
         ..Default::default()
     };
-    // What the agent remembers of each container (restarts, back-off, last exit).
+    // What the agent remembers of each container (restarts, back-off, last
+    // exit, its probes' state).
+    let specs: Vec<&k8s_openapi::api::core::v1::Container> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .collect();
     let mut stored = HashMap::new();
+    let mut probes: HashMap<String, ContainerProbes> = HashMap::new();
     for c in &prepared {
         let (_, memory) = agent.db().container(ns, name, &c.name)?;
-        let o: podrun_kubelet::ContainerObservation = memory
-            .as_deref()
-            .and_then(|m| serde_json::from_str(m).ok())
-            .unwrap_or_default();
+        let m: Memory = match memory.as_deref() {
+            Some(m) => serde_json::from_str(m)
+                .with_context(|| format!("pod/{name}: container {}: stored state", c.name))?,
+            None => Memory::default(),
+        };
         stored.insert(c.name.clone(), memory);
-        observed.containers.insert(c.name.clone(), o);
+        observed.containers.insert(c.name.clone(), m.observation);
+        let spec = specs.iter().find(|s| s.name == c.name);
+        probes.insert(
+            c.name.clone(),
+            m.probe_state
+                .or_else(|| spec.map(|s| ContainerProbes::new(s)))
+                .unwrap_or_default(),
+        );
     }
     // What the monitor holds now: an exit while the agent was down is here too.
     let monitor::Response::State { containers } = ask(&state.run_dir, &monitor::Request::State)?
@@ -462,7 +533,10 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         if cs.running {
             let known = matches!(o.state, ContainerState::Running { started_at: s } if Some(s) == started_at);
             if !known {
-                o.started(started_at.unwrap_or(now), Some(cs.id.clone()));
+                o.started(started_at.unwrap_or(now), Some(runtime_id(&cs.id)));
+                if let Some(p) = probes.get_mut(&cs.name) {
+                    p.container_started(started_at.unwrap_or(now));
+                }
             }
         } else if let Some(exit) = &cs.exit {
             let finished_at = parse_time(&exit.finished_at).unwrap_or(now);
@@ -470,6 +544,9 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
                 matches!(&o.state, ContainerState::Exited(t) if t.finished_at == finished_at);
             let current = exit.started_at.is_empty() || parse_time(&exit.started_at) == started_at;
             if !known && current && exit.reason != "StartError" {
+                if let Some(p) = probes.get_mut(&cs.name) {
+                    p.container_stopped();
+                }
                 o.exited(Termination {
                     exit_code: exit.exit_code,
                     signal: exit.signal,
@@ -483,6 +560,36 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
                 });
             }
         }
+    }
+    // Probes that are due, for running containers.
+    for (n, o) in observed.containers.iter_mut() {
+        let Some(p) = probes.get_mut(n) else { continue };
+        if o.state.is_running() {
+            let spec = specs.iter().find(|s| &s.name == n);
+            for kind in p.due(now) {
+                let Some(probe) = p.get(kind).map(|s| s.probe().clone()) else {
+                    continue;
+                };
+                let Some(spec) = spec else { continue };
+                let (result, why) = super::probe::run(state, spec, &probe);
+                if result == podrun_kubelet::probe::ProbeResult::Failure {
+                    let which = match kind {
+                        ProbeKind::Startup => "Startup",
+                        ProbeKind::Liveness => "Liveness",
+                        ProbeKind::Readiness => "Readiness",
+                    };
+                    agent.event(
+                        ns,
+                        name,
+                        "Warning",
+                        "Unhealthy",
+                        &format!("{which} probe failed: {why}"),
+                    );
+                }
+                p.record(kind, result, chrono::Utc::now());
+            }
+        }
+        o.probes = p.verdicts();
     }
     let actions = podrun_kubelet::compute_pod_actions(&pod, &observed, now, &config);
     let mut failures = Vec::new();
@@ -561,10 +668,13 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
             },
         )? {
             monitor::Response::Started { started_at, .. } => {
-                o.started(
-                    parse_time(&started_at).unwrap_or(now),
-                    Some(plan.id.clone()),
-                );
+                let started_at = parse_time(&started_at).unwrap_or(now);
+                o.started(started_at, Some(runtime_id(&plan.id)));
+                o.image_id = image_id(&agent.images, &image_of(&pod, n));
+                if let Some(p) = probes.get_mut(n) {
+                    p.container_started(started_at);
+                    o.probes = p.verdicts();
+                }
                 agent.event(
                     ns,
                     name,
@@ -579,6 +689,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
                     "Started",
                     &format!("Started container {n}"),
                 );
+                post_start(agent, row, state, &pod, n)?;
             }
             monitor::Response::StartFailed { message } => {
                 o.exited(Termination {
@@ -615,7 +726,10 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     }
     // Store what changed, then the status: committed before anyone sees it.
     for (n, o) in &observed.containers {
-        let memory = serde_json::to_string(o)?;
+        let memory = serde_json::to_string(&Memory {
+            observation: o.clone(),
+            probe_state: probes.get(n).cloned(),
+        })?;
         if stored.get(n).cloned().flatten().as_deref() != Some(memory.as_str()) {
             agent
                 .db()
@@ -634,9 +748,13 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     if row.status.as_deref() != Some(text.as_str()) {
         agent.db().set_status(ns, name, &text)?;
     }
-    let wake = actions
-        .next_sync
-        .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+    let next = probes
+        .values()
+        .filter_map(ContainerProbes::next_due)
+        .chain(actions.next_sync)
+        .min();
+    let wake = next
+        .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default())
         .map(|d| d.min(agent.sync_interval));
     Ok(Round {
         result: if failures.is_empty() {
@@ -743,5 +861,27 @@ fn creation_reason(error: &str, attempts: i64) -> &'static str {
         "CreateContainerConfigError"
     } else {
         "CreateContainerError"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_kept_of_a_container_reads_back() {
+        let mut m = Memory::default();
+        m.observation.restart_count = 7;
+        m.probe_state = Some(ContainerProbes::default());
+        let text = serde_json::to_string(&m).unwrap();
+        let back: Memory = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.observation.restart_count, 7);
+        assert!(back.probe_state.is_some());
+    }
+
+    #[test]
+    fn failed_creations_back_off_as_kubelet_pulls_do() {
+        let s = |n| creation_backoff(n).as_secs();
+        assert_eq!([s(0), s(1), s(2), s(5), s(10)], [10, 20, 40, 300, 300]);
     }
 }

@@ -1,0 +1,189 @@
+//! Running probes and HTTP hooks: exec through the pod's monitor binary,
+//! tcpSocket and httpGet from a thread that has joined the pod's network
+//! namespace (the pod has no IP reachable from the host yet, so the target is
+//! the probe's `host` or the pod's loopback), as kubelet's prober does
+//! (pkg/kubelet/prober/prober.go; pkg/probe/http: 200 ≤ status < 400 passes).
+//! gRPC and HTTPS probes are not run: they report a failure saying so.
+
+use crate::pods::PodState;
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use podrun_kubelet::probe::ProbeResult;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// Run `probe` against container `container` of the pod; the verdict and, for
+/// a failure, why (kubelet's Unhealthy event message).
+pub fn run(state: &PodState, container: &Container, probe: &Probe) -> (ProbeResult, String) {
+    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    let result = if let Some(exec) = &probe.exec {
+        let command = exec.command.clone().unwrap_or_default();
+        match crate::agent::terminate::exec_in(state, &container.name, &command, timeout) {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(anyhow::anyhow!("command {command:?} exited with {code}")),
+            Err(e) => Err(e),
+        }
+    } else if let Some(http) = &probe.http_get {
+        http_get(state, &container.name, http, timeout).and_then(|code| {
+            if (200..400).contains(&code) {
+                Ok(())
+            } else {
+                bail!("HTTP probe failed with statuscode: {code}")
+            }
+        })
+    } else if let Some(tcp) = &probe.tcp_socket {
+        let host = tcp.host.clone();
+        port(&tcp.port, container).and_then(|port| {
+            in_pod_network(state, move || {
+                let addr = address(host.as_deref(), port)?;
+                TcpStream::connect_timeout(&addr, timeout)
+                    .with_context(|| format!("dial tcp {addr}"))?;
+                Ok(())
+            })
+        })
+    } else if probe.grpc.is_some() {
+        Err(anyhow::anyhow!(
+            "gRPC probes are not supported by podrun yet"
+        ))
+    } else {
+        Err(anyhow::anyhow!("the probe has no handler"))
+    };
+    match result {
+        Ok(()) => (ProbeResult::Success, String::new()),
+        Err(e) => (ProbeResult::Failure, format!("{e:#}")),
+    }
+}
+
+/// A port given by number or by the name of one of the container's ports.
+fn port(port: &IntOrString, container: &Container) -> Result<u16> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).context("port out of range"),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port as u16)
+            .with_context(|| format!("no port named {name:?} in container {}", container.name)),
+    }
+}
+
+fn address(host: Option<&str>, port: u16) -> Result<SocketAddr> {
+    let host = host.filter(|h| !h.is_empty()).unwrap_or("127.0.0.1");
+    (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {host}"))?
+        .next()
+        .with_context(|| format!("resolve {host}: no address"))
+}
+
+/// GET the hook's or probe's URL in the pod's network; the HTTP status code.
+pub fn http_get(
+    state: &PodState,
+    container: &str,
+    http: &HTTPGetAction,
+    timeout: Duration,
+) -> Result<u16> {
+    if http
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
+    {
+        bail!("HTTPS probes and hooks are not supported by podrun yet");
+    }
+    let spec = state
+        .record
+        .manifest
+        .spec
+        .as_ref()
+        .and_then(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(&s.containers)
+                .find(|c| c.name == container)
+        })
+        .cloned()
+        .unwrap_or_default();
+    let port = port(&http.port, &spec)?;
+    let host = http.host.clone();
+    let path = http
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let headers: Vec<(String, String)> = http
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    in_pod_network(state, move || {
+        let addr = address(host.as_deref(), port)?;
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)
+            .with_context(|| format!("Get \"http://{addr}{path}\": dial tcp {addr}"))?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut request = format!("GET {path} HTTP/1.1\r\n");
+        let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+        if !has("Host") {
+            request.push_str(&format!("Host: {addr}\r\n"));
+        }
+        if !has("User-Agent") {
+            request.push_str("User-Agent: kube-probe/1.31\r\n");
+        }
+        if !has("Accept") {
+            request.push_str("Accept: */*\r\n");
+        }
+        for (k, v) in &headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes())?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 512];
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            let n = stream
+                .read(&mut buf)
+                .with_context(|| format!("Get \"http://{addr}{path}\": read"))?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let line = String::from_utf8_lossy(&head);
+        let code = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .with_context(|| format!("Get \"http://{addr}{path}\": not an HTTP answer"))?;
+        Ok(code)
+    })
+}
+
+/// Run `f` on a thread of its own that has joined the pod's network namespace
+/// (setns changes only the calling thread's), or the host's with hostNetwork.
+fn in_pod_network<T: Send + 'static>(
+    state: &PodState,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let plan = state.plan.as_ref().context("the pod has no plan")?;
+    let ns = (!plan.host_network).then(|| plan.ns_path(podrun_runtime::sandbox::Namespace::Net));
+    std::thread::spawn(move || {
+        if let Some(ns) = ns {
+            let file =
+                std::fs::File::open(&ns).with_context(|| format!("open {}", ns.display()))?;
+            // SAFETY: setns on a descriptor we own; it changes only this thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("join {}", ns.display()));
+            }
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the probe's thread panicked"))?
+}

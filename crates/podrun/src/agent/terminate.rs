@@ -1,0 +1,166 @@
+//! Graceful termination of an agent's pod, as kubelet's killPodWithSyncResult
+//! does it: the containers in `termination_order` (main and regular init
+//! containers together, then each sidecar alone, the last one first), each
+//! group given what is left of the pod's grace period. A container's preStop
+//! hook (exec, sleep, httpGet) runs first and its time counts against the grace
+//! period; then its stop signal, and SIGKILL when the time is up
+//! (pkg/kubelet/kuberuntime/kuberuntime_container.go killContainer).
+
+use crate::pods::{self, PodState};
+use anyhow::Result;
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
+use podrun_runtime::monitor;
+use std::time::{Duration, Instant};
+
+/// Something to record as an event: (type, reason, message).
+pub type Events<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
+
+/// Stop every container of the pod of `state` in kubelet's order within
+/// `grace` (default: the pod's terminationGracePeriodSeconds), then tell its
+/// monitor to shut down. A pod whose monitor is gone is left to teardown.
+pub fn terminate(
+    state: &PodState,
+    pod: &Pod,
+    grace: Option<Duration>,
+    events: Events,
+) -> Result<()> {
+    let run_dir = &state.run_dir;
+    if !monitor::monitor_alive(run_dir) {
+        return Ok(());
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let grace = grace.unwrap_or_else(|| {
+        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64)
+    });
+    let deadline = Instant::now() + grace;
+    let containers: Vec<&Container> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .collect();
+    for group in podrun_kubelet::termination_order(pod) {
+        let now_running = running(run_dir)?;
+        let group: Vec<String> = group
+            .into_iter()
+            .filter(|n| now_running.contains(n))
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        // preStop hooks of the group run side by side, each bounded by the grace left.
+        std::thread::scope(|s| {
+            for name in &group {
+                if let Some(hook) = containers
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .and_then(|c| c.lifecycle.as_ref()?.pre_stop.as_ref())
+                {
+                    s.spawn(move || {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if let Err(e) = run_hook(state, name, hook, left) {
+                            events(
+                                "Warning",
+                                "FailedPreStopHook",
+                                format!("PreStopHook failed: container {name}: {e}"),
+                            );
+                        }
+                    });
+                }
+            }
+        });
+        for name in &group {
+            events("Normal", "Killing", format!("Stopping container {name}"));
+            let left = deadline.saturating_duration_since(Instant::now());
+            monitor::request(
+                run_dir,
+                &monitor::Request::Stop {
+                    name: name.clone(),
+                    signal: None,
+                    grace_period_ms: Some(left.as_millis() as u64),
+                },
+                Duration::from_secs(10),
+            )?;
+        }
+        // Until they are gone (SIGKILL comes at the deadline from the monitor).
+        let until = deadline + Duration::from_secs(5);
+        while Instant::now() < until {
+            let running = running(run_dir)?;
+            if group.iter().all(|n| !running.contains(n)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    monitor::request(
+        run_dir,
+        &monitor::Request::Shutdown,
+        Duration::from_secs(10),
+    )?;
+    Ok(())
+}
+
+fn running(run_dir: &std::path::Path) -> Result<Vec<String>> {
+    match monitor::request(run_dir, &monitor::Request::State, Duration::from_secs(10))? {
+        monitor::Response::State { containers } => Ok(containers
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| c.name)
+            .collect()),
+        other => anyhow::bail!("the monitor answered {other:?}"),
+    }
+}
+
+/// Run a lifecycle hook of container `name` within `timeout`.
+pub fn run_hook(
+    state: &PodState,
+    name: &str,
+    hook: &LifecycleHandler,
+    timeout: Duration,
+) -> Result<()> {
+    if let Some(sleep) = &hook.sleep {
+        std::thread::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout));
+        return Ok(());
+    }
+    if let Some(exec) = &hook.exec {
+        let command = exec.command.clone().unwrap_or_default();
+        let code = exec_in(state, name, &command, timeout)?;
+        if code != 0 {
+            anyhow::bail!("command {command:?} exited with {code}");
+        }
+        return Ok(());
+    }
+    if let Some(http) = &hook.http_get {
+        return crate::agent::probe::http_get(state, name, http, timeout).map(|_| ());
+    }
+    anyhow::bail!("a hook with no handler (exec, httpGet or sleep)")
+}
+
+/// Run `command` in container `name` (through `podrun-monitor exec`, which
+/// the embedded backend needs); its exit code, or an error after `timeout`.
+pub fn exec_in(state: &PodState, name: &str, command: &[String], timeout: Duration) -> Result<i32> {
+    let mut child = std::process::Command::new(crate::run::sibling("podrun-monitor")?)
+        .arg("exec")
+        .arg("--plan")
+        .arg(state.run_dir.join("plan.json"))
+        .arg("--id")
+        .arg(pods::container_id(&state.record.pod_id, name))
+        .arg("--")
+        .args(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.code().unwrap_or(128 + 9));
+        }
+        if started.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("command {command:?} timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
