@@ -504,7 +504,7 @@ fn agent_in_use(cli: &Cli) -> bool {
 /// Make sure an agent serves the root: start one in the background if none
 /// answers (saying so), and wait until it does.
 pub fn ensure_agent(cli: &Cli) -> Result<()> {
-    if api::ping(&cli.run_root) {
+    if api::ping(&cli.run_root)? {
         return Ok(());
     }
     std::fs::create_dir_all(&cli.run_root)
@@ -552,12 +552,12 @@ pub fn ensure_agent(cli: &Cli) -> Result<()> {
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if api::ping(&cli.run_root) {
+        if api::ping(&cli.run_root).unwrap_or(false) {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Another agent may have won the race to start; else it failed.
-            if api::ping(&cli.run_root) {
+            if api::ping(&cli.run_root).unwrap_or(false) {
                 return Ok(());
             }
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();

@@ -273,7 +273,7 @@ impl Env {
             .unwrap();
         let root = dir.path().join("root");
         let run = dir.path().join("run");
-        let env = Env {
+        Env {
             logs: std::cell::RefCell::new(vec![run.join("agent.log")]),
             dir,
             root,
@@ -281,8 +281,7 @@ impl Env {
             ids: Default::default(),
             names: Default::default(),
             files: Default::default(),
-        };
-        env
+        }
     }
 
     fn name(&self, name: &str) -> String {
@@ -311,7 +310,7 @@ impl Env {
     }
 
     fn podrun(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).output().unwrap();
+        let out = output_within(self.cmd().args(args), 120);
         self.refresh_ids();
         out
     }
@@ -499,6 +498,25 @@ impl Env {
         })
     }
 
+    /// Poll `podrun logs NAME -n NS` (at most 10 s) until it begins with
+    /// `want`; assert it does.
+    fn wait_log(&self, ns: &str, name: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.podrun(&["logs", name, "-n", ns]);
+            if String::from_utf8_lossy(&out.stdout).starts_with(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log of {ns}/{name} does not begin with {want:?}: {}\n{}",
+                text(&out),
+                self.diag()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The pod directories of the run root (pod IDs).
     fn pod_ids(&self) -> BTreeSet<String> {
         self.refresh_ids();
@@ -670,10 +688,32 @@ impl Env {
             diag()
         );
         for (_, name) in pods {
+            // The pause process carries the pod's name (its hostname), not its namespace.
+            let want = pods.iter().filter(|p| p.1 == *name).count();
             assert_eq!(
                 pauses.iter().filter(|p| &p.1 == name).count(),
-                1,
+                want,
                 "pause processes of {name}: {pauses:?}\n{}",
+                diag()
+            );
+        }
+        // Each pod's containers run, in its own cgroup, as its start records say.
+        let pids = self.container_pids();
+        for id in &current {
+            let procs = self.procs_in(&BTreeSet::from([id.clone()]));
+            assert!(
+                !procs.is_empty(),
+                "pod {id} is listed but no container process runs in its cgroup\n{}",
+                diag()
+            );
+            let started: Vec<i32> = pids
+                .iter()
+                .filter(|(k, _)| k.starts_with(&format!("{id}/")))
+                .map(|(_, p)| *p)
+                .collect();
+            assert!(
+                !started.is_empty() && started.iter().all(|p| alive(*p)),
+                "pod {id}: its start records {started:?} name no running container\n{}",
                 diag()
             );
         }
@@ -816,6 +856,51 @@ impl Drop for Env {
     }
 }
 
+/// Run `cmd` to its end and collect its output; a command still running
+/// after `secs` is killed and fails the test (nothing here may hang the suite).
+fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let reader = |pipe: Option<std::process::ChildStdout>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = std::io::Read::read_to_end(&mut p, &mut v);
+            }
+            v
+        })
+    };
+    let out_thread = reader(stdout);
+    let err_thread = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(mut p) = stderr {
+            let _ = std::io::Read::read_to_end(&mut p, &mut v);
+        }
+        v
+    });
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(status) => Output {
+            status: status.unwrap(),
+            stdout: out_thread.join().unwrap(),
+            stderr: err_thread.join().unwrap(),
+        },
+        Err(_) => {
+            kill(pid as i32, libc::SIGKILL);
+            panic!("{cmd:?} did not end within {secs} s");
+        }
+    }
+}
+
 fn sorted_lines(s: &str) -> Vec<String> {
     let mut v: Vec<String> = s.lines().map(String::from).collect();
     v.sort();
@@ -936,36 +1021,8 @@ spec:
     );
     assert_eq!(env.container_pids(), pids, "{}", env.diag());
 
-    // One pod's command changed: that pod is made again, under a new ID.
-    std::fs::write(&file, manifest("second")).unwrap();
-    let out = env.ok(&["apply", "-f", f]);
-    assert_eq!(
-        sorted_lines(&out),
-        [
-            "configmap/ag1-cfg unchanged",
-            "pod/ag1-web configured",
-            "pod/ag1-web unchanged"
-        ]
-    );
-    env.wait_running(&[("ag1-a", &name), ("ag1-b", &name)], 15);
-    assert_eq!(
-        env.pod_id("ag1-a", &name),
-        a_id,
-        "the unchanged pod was replaced"
-    );
-    let b_new = env.pod_id("ag1-b", &name);
-    assert_ne!(b_new, b_id, "the changed pod kept its ID");
-    assert_eq!(log_of("ag1-b"), "msg=second\n", "{}", env.diag());
-    assert!(!env.run.join("pods").join(&b_id).exists());
-    assert!(!env.root.join("pods").join(&b_id).exists());
-    assert!(!env
-        .root
-        .join("containers")
-        .join(format!("{b_id}-app"))
-        .exists());
-    env.assert_exactly(&[("ag1-a", &name), ("ag1-b", &name)]);
-
     // SIGTERM stops the agent (exit 0) and nothing of the pods.
+    assert_eq!(env.lock_pid(), Some(agent_pid));
     let pids = env.container_pids();
     let monitors = env.monitors();
     kill(agent_pid, libc::SIGTERM);
@@ -1005,14 +1062,53 @@ spec:
     assert_eq!(env.monitors(), monitors, "{}", env.diag());
     assert_eq!(env.container_pids(), pids);
 
-    // delete -f starts an agent again and removes everything.
-    let out = env.podrun(&["delete", "-f", f]);
+    // One pod's command changed (no agent runs: apply starts one again): that
+    // pod is made again, under a new ID; the other is left alone.
+    std::fs::write(&file, manifest("second")).unwrap();
+    let out = env.podrun(&["apply", "-f", f]);
     assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("podrun: started the agent for"),
         "{}",
         text(&out)
     );
+    assert_eq!(
+        sorted_lines(&String::from_utf8_lossy(&out.stdout)),
+        [
+            "configmap/ag1-cfg unchanged",
+            "pod/ag1-web configured",
+            "pod/ag1-web unchanged"
+        ],
+        "{}",
+        text(&out)
+    );
+    env.wait_running(&[("ag1-a", &name), ("ag1-b", &name)], 15);
+    assert_eq!(
+        env.pod_id("ag1-a", &name),
+        a_id,
+        "the unchanged pod was replaced"
+    );
+    let b_new = env.pod_id("ag1-b", &name);
+    assert_ne!(b_new, b_id, "the changed pod kept its ID");
+    assert_eq!(log_of("ag1-b"), "msg=second\n", "{}", env.diag());
+    assert!(!env.run.join("pods").join(&b_id).exists());
+    assert!(!env.root.join("pods").join(&b_id).exists());
+    assert!(!env
+        .root
+        .join("containers")
+        .join(format!("{b_id}-app"))
+        .exists());
+    env.assert_exactly(&[("ag1-a", &name), ("ag1-b", &name)]);
+    assert_eq!(
+        env.container_pids().get(&format!("{a_id}/app")),
+        pids.get(&format!("{a_id}/app")),
+        "the unchanged pod's container was restarted\n{}",
+        env.diag()
+    );
+
+    // delete -f removes everything.
+    let out = env.podrun(&["delete", "-f", f]);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
     assert_eq!(
         sorted_lines(&String::from_utf8_lossy(&out.stdout)),
         [
@@ -1033,7 +1129,7 @@ fn a_second_agent_is_refused_and_names_the_holder() {
     let env = Env::new("second");
     let mut first = env.serve(None, &[], &[]);
     assert!(env.answers(), "{}", first.log());
-    let second = env.cmd().arg("serve").output().unwrap();
+    let second = output_within(env.cmd().arg("serve"), 20);
     assert!(!second.status.success(), "{}", text(&second));
     let want = format!(
         "another agent (pid {}) serves {}: it holds {}",
@@ -1157,32 +1253,6 @@ fn a_non_root_client_is_refused() {
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the socket's mode");
 
-    let out = env
-        .cmd()
-        .args(["get", "pods"])
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a non-root get succeeded: {}",
-        text(&out)
-    );
-    assert!(
-        stderr.contains("permission denied"),
-        "want \"permission denied\": {}\n{}",
-        text(&out),
-        agent.log()
-    );
-    assert_eq!(
-        env.lock_pid(),
-        Some(agent.pid()),
-        "another agent was started"
-    );
-    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
-
     // The socket itself: connect() is refused by its mode.
     let ping = b"{\"op\":\"ping\"}\n";
     assert_eq!(
@@ -1190,15 +1260,42 @@ fn a_non_root_client_is_refused() {
         Err(libc::EACCES),
         "a non-root connect to the 0600 socket"
     );
-    // Were its mode wrong, the agent refuses the peer by its uid.
+
+    // The CLI, as that user, is told so (and starts no agent of its own).
+    let mut cmd = env.cmd();
+    cmd.args(["get", "pods"]).uid(65534).gid(65534);
+    let out = output_within(&mut cmd, 60);
+    let cli_refused = (out.status.success(), text(&out));
+
+    // Were the socket's mode wrong, the agent refuses the peer by its uid.
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
     let answer = raw_call_as_nobody(&sock, ping).expect("connect to a 0666 socket");
     assert!(
         answer.contains("\"result\":\"error\"") && answer.contains("permission denied"),
-        "the agent's answer to uid 65534: {answer:?}"
+        "the agent's answer to uid 65534: {answer:?}\n{}",
+        agent.log()
     );
     let list = raw_call_as_nobody(&sock, b"{\"op\":\"get\",\"namespace\":null}\n").unwrap();
     assert!(!list.contains("\"pods\""), "uid 65534 got the pods: {list}");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        env.lock_pid(),
+        Some(agent.pid()),
+        "another agent was started"
+    );
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+
+    assert!(
+        !cli_refused.0,
+        "a non-root get succeeded: {}",
+        cli_refused.1
+    );
+    assert!(
+        cli_refused.1.contains("permission denied"),
+        "podrun get pods as uid 65534: want a message with \"permission denied\": {}\n{}",
+        cli_refused.1,
+        agent.log()
+    );
     agent.kill();
 }
 
@@ -1410,12 +1507,7 @@ fn crash_during_creation(point: &str) {
             !env.run.join("pods").join(old).exists() && !env.root.join("pods").join(old).exists()
         );
     }
-    let log = env.podrun(&["logs", &name]);
-    assert!(
-        String::from_utf8_lossy(&log.stdout).starts_with("msg=hello"),
-        "{}",
-        text(&log)
-    );
+    env.wait_log("default", &name, "msg=hello");
     env.ok(&["delete", "pod", &name]);
     env.assert_nothing_left();
     fresh.kill();
@@ -1540,12 +1632,7 @@ fn killed_at_replace_removed_ends_right() {
     std::thread::sleep(Duration::from_millis(500));
     env.assert_exactly(&[("default", &name)]);
     assert_ne!(env.pod_id("default", &name), old);
-    let log = env.podrun(&["logs", &name]);
-    assert!(
-        String::from_utf8_lossy(&log.stdout).starts_with("msg=new"),
-        "{}",
-        text(&log)
-    );
+    env.wait_log("default", &name, "msg=new");
     env.ok(&["delete", "pod", &name]);
     env.assert_nothing_left();
     fresh.kill();
@@ -1588,9 +1675,7 @@ fn killed_in_the_middle_of_a_batch_ends_with_the_right_pods() {
         .map(|n| env.name(n))
         .collect();
     let old: Vec<String> = ["ag7-o1", "ag7-o2"].iter().map(|n| env.name(n)).collect();
-    let mut agent = env.serve(Some("create:prepared"), &[], &[]);
     // The old pods are made by an agent without the crash point.
-    agent.kill();
     let mut setup = env.serve(None, &[], &[]);
     let out = env.apply(&format!(
         "{}---\n{}",
@@ -1624,9 +1709,9 @@ fn killed_in_the_middle_of_a_batch_ends_with_the_right_pods() {
     let mut fresh = env.serve(None, &[], &[]);
     if !deleted.status.success() {
         // The deletion may not have reached the agent before it died: asking
-        // again is what a user does.
-        let again = env.podrun(&["delete", "pod", &old[0], &old[1]]);
-        let _ = again;
+        // again is what a user does (a pod it finished already is "not found":
+        // what counts is the set of pods that ends up running, checked below).
+        env.podrun(&["delete", "pod", &old[0], &old[1]]);
     }
     let want: Vec<(&str, &str)> = new.iter().map(|n| ("default", n.as_str())).collect();
     env.wait_running(&want, 30);
@@ -1662,12 +1747,7 @@ fn after_a_reboot_the_agent_recreates_its_pods() {
     env.assert_exactly(&[("default", &name)]);
     assert_ne!(env.pod_id("default", &name), old);
     assert!(!env.root.join("pods").join(&old).exists(), "{}", env.diag());
-    let log = env.podrun(&["logs", &name]);
-    assert!(
-        String::from_utf8_lossy(&log.stdout).starts_with("msg=boot"),
-        "{}",
-        text(&log)
-    );
+    env.wait_log("default", &name, "msg=boot");
     env.ok(&["delete", "pod", &name]);
     env.assert_nothing_left();
     fresh.kill();
@@ -1688,38 +1768,20 @@ fn static_pods_follow_their_directory() {
     let first = dir.join("web.yaml");
     std::fs::write(&first, pod("default", &name, "one")).unwrap();
     env.wait_running(&[("default", &name)], 20);
-    let id = env.pod_id("default", &name);
-    let logs = |want: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = env.podrun(&["logs", &name]);
-            if String::from_utf8_lossy(&out.stdout).starts_with(want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "logs: {}\n{}",
-                text(&out),
-                env.diag()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    logs("msg=one");
-
-    // Changed: replaced under a new ID.
-    std::fs::write(&first, pod("default", &name, "two")).unwrap();
-    env.wait_rows("the static pod replaced", 20, |_| {
-        names_in(&env.run.join("pods"))
-            .iter()
-            .any(|i| i.starts_with(&format!("default-{name}-")) && *i != id)
-    });
-    env.wait_running(&[("default", &name)], 20);
-    logs("msg=two");
+    env.wait_log("default", &name, "msg=one");
     env.assert_exactly(&[("default", &name)]);
-    let id2 = env.pod_id("default", &name);
-    assert_ne!(id2, id);
+    let id = env.pod_id("default", &name);
     let pids = env.container_pids();
+
+    // podrun apply may not take a static pod's name.
+    let out = env.apply(&pod("default", &name, "three"));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("static pod manifest"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.container_pids(), pids, "{}", env.diag());
 
     // An invalid file changes nothing; the agent goes on.
     std::fs::write(
@@ -1737,21 +1799,89 @@ fn static_pods_follow_their_directory() {
         "the invalid file is not reported: {}",
         agent.log()
     );
-
-    // podrun apply may not take a static pod's name.
-    let out = env.apply(&pod("default", &name, "three"));
-    assert!(!out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("static pod manifest"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(env.container_pids(), pids, "{}", env.diag());
+    std::fs::remove_file(dir.join("bad.yaml")).unwrap();
 
     // Removed: the pod is gone.
     std::fs::remove_file(&first).unwrap();
-    std::fs::remove_file(dir.join("bad.yaml")).unwrap();
     env.wait_rows("the static pod gone", 20, |rows| rows.is_empty());
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+
+    // Added again, then changed: replaced under a new ID, running the new command.
+    std::fs::write(&first, pod("default", &name, "two")).unwrap();
+    env.wait_running(&[("default", &name)], 20);
+    env.wait_log("default", &name, "msg=two");
+    let id2 = env.pod_id("default", &name);
+    assert_ne!(id2, id);
+    std::fs::write(&first, pod("default", &name, "three")).unwrap();
+    env.wait_rows("the static pod replaced", 20, |_| {
+        names_in(&env.run.join("pods"))
+            .iter()
+            .any(|i| i.starts_with(&format!("default-{name}-")) && *i != id2)
+    });
+    env.wait_running(&[("default", &name)], 20);
+    env.wait_log("default", &name, "msg=three");
+    env.assert_exactly(&[("default", &name)]);
+    assert!(!env.root.join("pods").join(&id2).exists(), "{}", env.diag());
+
+    std::fs::remove_file(&first).unwrap();
+    env.wait_rows("the static pod gone", 20, |rows| rows.is_empty());
+    env.assert_nothing_left();
+    agent.kill();
+}
+
+#[test]
+fn a_pod_that_cannot_be_pulled_stays_stored_and_is_retried() {
+    let env = Env::new("nopull");
+    let bad = env.name("ag10-nopull");
+    let good = env.name("ag10-good");
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let missing = pod("default", &bad, "x").replace(
+        &format!("{r}/busybox:latest"),
+        &format!("{r}/no-such-image:1"),
+    );
+    let out = env.apply(&format!("{missing}---\n{}", pod("default", &good, "g")));
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "pod/{bad}: container app: pull {r}/no-such-image:1"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        sorted_lines(&String::from_utf8_lossy(&out.stdout)),
+        [format!("pod/{good} created"), format!("pod/{bad} created")],
+        "{}",
+        text(&out)
+    );
+    // The good pod runs; the bad one is stored, waiting, and tried again.
+    env.wait_rows("the good pod Running, the other ErrImagePull", 15, |rows| {
+        rows.len() == 2
+            && rows
+                .iter()
+                .any(|r| r[1] == good && r[2] == "1/1" && r[3] == "Running")
+            && rows.iter().any(|r| {
+                r[1] == bad
+                    && r[2] == "0/1"
+                    && (r[3] == "ErrImagePull" || r[3] == "ImagePullBackOff")
+            })
+    });
+    env.wait_rows("ImagePullBackOff after a retry", 15, |rows| {
+        rows.iter()
+            .any(|r| r[1] == bad && r[3] == "ImagePullBackOff")
+    });
+    assert!(
+        !names_in(&env.run.join("pods"))
+            .iter()
+            .any(|i| i.starts_with(&format!("default-{bad}-"))),
+        "a pod that could not be pulled left its directory\n{}",
+        env.diag()
+    );
+    env.assert_exactly(&[("default", &good)]);
+    env.ok(&["delete", "pod", &bad, &good]);
     env.assert_nothing_left();
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();

@@ -135,12 +135,27 @@ pub fn call(run_root: &Path, request: &Request, timeout: Duration) -> Result<Res
     serde_json::from_str(&answer).context("parse the agent's answer")
 }
 
-/// Whether an agent answers on the run root's socket.
-pub fn ping(run_root: &Path) -> bool {
-    matches!(
-        call(run_root, &Request::Ping, Duration::from_secs(2)),
-        Ok(Response::Done { .. })
-    )
+/// Whether an agent answers on the run root's socket. No socket, or nobody
+/// listening on it, is `Ok(false)`; not being allowed to ask (a non-root
+/// user) is an error, not a reason to start an agent.
+pub fn ping(run_root: &Path) -> Result<bool> {
+    let path = socket_path(run_root);
+    if let Err(e) = UnixStream::connect(&path) {
+        return match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Ok(false),
+            std::io::ErrorKind::PermissionDenied => bail!(
+                "connect to the agent at {}: permission denied (the podrun API is root's)",
+                path.display()
+            ),
+            _ => Err(anyhow::Error::new(e)
+                .context(format!("connect to the agent at {}", path.display()))),
+        };
+    }
+    match call(run_root, &Request::Ping, Duration::from_secs(5))? {
+        Response::Done { .. } => Ok(true),
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    }
 }
 
 /// The uid of the process at the other end of a unix socket.

@@ -379,6 +379,50 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
+    /// Give a pod a new sandbox ID (state `creating`), and rewrite what is kept
+    /// of each of its containers with `keep` ((name, stored) → new, or None to
+    /// forget it), in one transaction.
+    pub fn new_sandbox(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        pod_id: &str,
+        keep: impl Fn((&str, &str)) -> Option<String>,
+    ) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let e = |c| self_err(&path, c);
+        let tx = self.conn.transaction().map_err(e)?;
+        let rows: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT name, COALESCE(memory, '') FROM containers WHERE namespace = ?1 AND pod = ?2")
+                .map_err(e)?;
+            let rows = stmt
+                .query_map(params![namespace, name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(e)?;
+            rows
+        };
+        for (container, memory) in rows {
+            match keep((&container, &memory)) {
+                Some(m) => tx.execute(
+                    "UPDATE containers SET memory = ?4, restart_count = restart_count WHERE namespace = ?1 AND pod = ?2 AND name = ?3",
+                    params![namespace, name, container, m],
+                ),
+                None => tx.execute(
+                    "DELETE FROM containers WHERE namespace = ?1 AND pod = ?2 AND name = ?3",
+                    params![namespace, name, container],
+                ),
+            }
+            .map_err(e)?;
+        }
+        tx.execute(
+            "UPDATE pods SET state = 'creating', pod_id = ?3, started = NULL, status = NULL WHERE namespace = ?1 AND name = ?2",
+            params![namespace, name, pod_id],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
     /// Record that the pod's sandbox started now: clears the creation error.
     pub fn set_running(&self, namespace: &str, name: &str, started: &str) -> Result<(), DbError> {
         self.conn

@@ -173,9 +173,8 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
                 remove(agent, &row).await?;
                 crash_point("replace:removed");
                 let id = pods::new_pod_id(namespace, name);
-                agent
-                    .db()
-                    .set_state(namespace, name, PodPhase::Creating, Some(&id))?;
+                // A new pod: its containers start from nothing.
+                agent.db().new_sandbox(namespace, name, &id, |_| None)?;
             }
             PodPhase::Deleting => {
                 remove(agent, &row).await?;
@@ -264,9 +263,20 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     } = started;
     // Ready once it holds its lock and listens; its containers are the
     // supervisor's to start.
+    // (The socket file exists from bind(2) on, before listen(2): only an
+    // answer tells that it listens.)
     let socket = monitor::control::socket_path(&state.run_dir);
     loop {
-        if monitor::monitor_alive(&state.run_dir) && socket.exists() {
+        if socket.exists()
+            && matches!(
+                monitor::request(
+                    &state.run_dir,
+                    &monitor::Request::State,
+                    Duration::from_secs(5)
+                ),
+                Ok(monitor::Response::State { .. })
+            )
+        {
             break;
         }
         if let Ok(Some(status)) = monitor.try_wait() {
@@ -781,14 +791,56 @@ async fn recreate(agent: &Arc<Agent>, row: &PodRow, why: &str) -> Result<Step> {
     remove(agent, row).await?;
     crash_point("recreate:removed");
     let id = pods::new_pod_id(&row.namespace, &row.name);
+    let pod: Pod = serde_json::from_str(&row.manifest)?;
+    let now = chrono::Utc::now();
     agent
         .db()
-        .set_state(&row.namespace, &row.name, PodPhase::Creating, Some(&id))?;
+        .new_sandbox(&row.namespace, &row.name, &id, |(container, memory)| {
+            lost_with_sandbox(&pod, container, memory, now)
+        })?;
     Ok(Step {
         result: Ok(()),
         wake: Some(Duration::ZERO),
         gone: false,
     })
+}
+
+/// What is kept of a container whose sandbox was lost: as kubelet shows after
+/// a node restart, a container that ran counts a restart and its last state
+/// is `Terminated` with reason `Unknown` and exit code 255; init containers
+/// start over (kubelet's purgeInitContainers); the crash back-off, which
+/// kubelet keeps in memory only, is forgotten.
+fn lost_with_sandbox(
+    pod: &Pod,
+    container: &str,
+    memory: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    use podrun_kubelet::observe::{ContainerState, Termination};
+    let is_init = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .any(|c| c.name == container);
+    if is_init {
+        return None;
+    }
+    let mut m: Memory = serde_json::from_str(memory).ok()?;
+    let o = &mut m.observation;
+    if let ContainerState::Running { started_at } = o.state {
+        o.state = ContainerState::Exited(Termination {
+            exit_code: 255,
+            signal: None,
+            reason: "Unknown".into(),
+            message: None,
+            started_at: Some(started_at),
+            finished_at: now,
+        });
+    }
+    o.back_off = podrun_kubelet::BackOff::default();
+    o.waiting = None;
+    m.probe_state = None;
+    serde_json::to_string(&m).ok()
 }
 
 /// The `get pods` line of an agent's pod.
