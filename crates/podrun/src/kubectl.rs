@@ -139,6 +139,7 @@ pub fn summary(p: &PodState) -> PodSummary {
         restarts: "0".into(),
         age_seconds: p.age_seconds(),
         ip: None,
+        pod: None,
     }
 }
 
@@ -152,13 +153,17 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
     }
     names.extend(args.names.iter().cloned());
     let output = args.output.as_deref().unwrap_or("");
-    if !matches!(output, "" | "wide" | "name") {
-        bail!("output format {output:?} is not supported (use wide or name)");
+    if !matches!(output, "" | "wide" | "name" | "yaml" | "json") {
+        bail!("output format {output:?} is not supported (use wide, name, yaml or json)");
+    }
+    let full = matches!(output, "yaml" | "json");
+    if full && !agent_in_use(cli) {
+        bail!("-o {output} needs the agent (pods of podrun apply); podrun run's pods show their state in get and describe");
     }
     let namespace = (!args.all_namespaces).then(|| args.ns.namespace.clone());
     let mut pods: Vec<PodSummary> = if agent_in_use(cli) {
         ensure_agent(cli)?;
-        match call(cli, &Request::Get { namespace })? {
+        match call(cli, &Request::Get { namespace, full })? {
             Response::Pods { pods } => pods,
             other => bail!("unexpected answer from the agent: {other:?}"),
         }
@@ -185,6 +190,25 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
     if output == "name" {
         for p in &pods {
             println!("pod/{}", p.name);
+        }
+        return Ok(());
+    }
+    if full {
+        // One pod as itself, several as a v1 List, as kubectl prints them.
+        let value = if names.len() == 1 && pods.len() == 1 {
+            pods[0].pod.clone().unwrap_or_default()
+        } else {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": pods.iter().filter_map(|p| p.pod.clone()).collect::<Vec<_>>(),
+                "metadata": {"resourceVersion": ""},
+            })
+        };
+        if output == "json" {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            print!("{}", crate::yaml::to_string(&value));
         }
         return Ok(());
     }

@@ -10,6 +10,7 @@ mod podfs;
 mod pods;
 mod run;
 mod status;
+mod yaml;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -174,11 +174,17 @@ fn pods_dir(run_root: &Path) -> PathBuf {
 
 /// Every pod on disk (those whose `pod.json` cannot be read are skipped with a warning).
 pub fn list(run_root: &Path) -> Vec<PodState> {
+    list_except(run_root, &Default::default())
+}
+
+/// Every pod on disk but those of the given IDs.
+pub fn list_except(run_root: &Path, skip: &std::collections::HashSet<&str>) -> Vec<PodState> {
     let Ok(entries) = std::fs::read_dir(pods_dir(run_root)) else {
         return Vec::new();
     };
     let mut pods: Vec<PodState> = entries
         .flatten()
+        .filter(|e| !e.file_name().to_str().is_some_and(|n| skip.contains(n)))
         .filter(|e| e.path().is_dir())
         .filter_map(|e| match read(&e.path()) {
             Ok(p) => Some(p),

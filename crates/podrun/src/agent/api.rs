@@ -46,6 +46,9 @@ pub enum Request {
     Get {
         /// One namespace, or every one (None).
         namespace: Option<String>,
+        /// With each pod as a v1 Pod (for `-o yaml|json`).
+        #[serde(default)]
+        full: bool,
     },
     /// kubectl describe's text of a pod.
     Describe {
@@ -73,6 +76,9 @@ pub struct PodSummary {
     pub age_seconds: i64,
     /// Its IP, if any.
     pub ip: Option<String>,
+    /// The v1 Pod with its status, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<serde_json::Value>,
 }
 
 /// What the agent answers.

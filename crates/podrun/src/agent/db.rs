@@ -771,12 +771,13 @@ mod tests {
             .unwrap();
         db.event("default", "web", "Warning", "BackOff", "back-off", "t4")
             .unwrap();
+        // Listed by their last time, as kubectl describe sorts them.
         let e = db.events("default", "web").unwrap();
         assert_eq!(e.len(), 2);
-        assert_eq!(e[0].count, 3);
+        assert_eq!(e[0].reason, "Started");
         assert_eq!(
-            (e[0].count, e[0].first.as_str(), e[0].last.as_str()),
-            (2, "t1", "t2")
+            (e[1].count, e[1].first.as_str(), e[1].last.as_str()),
+            (3, "t1", "t4")
         );
     }
 }

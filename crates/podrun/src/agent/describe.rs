@@ -27,7 +27,7 @@ pub(super) fn describe(agent: &Agent, namespace: &str, name: &str) -> Result<Str
         .status
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok());
-    let summary = super::worker::summary(agent, &row, None);
+    let summary = super::worker::summary(&row);
     let events = agent.db().events(namespace, name)?;
     Ok(render(
         &pod,

@@ -151,7 +151,7 @@ impl Agent {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -294,7 +294,7 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
             names,
             grace_period,
         } => delete(agent, &namespace, &names, grace_period).await,
-        Request::Get { namespace } => get(agent, namespace.as_deref()),
+        Request::Get { namespace, full } => get(agent, namespace.as_deref(), full),
         Request::Describe { namespace, name } => {
             describe::describe(agent, &namespace, &name).map(|text| Response::Text { text })
         }
@@ -589,22 +589,37 @@ async fn delete(
 }
 
 /// Every pod of the agent's and of `podrun run`'s, as `get pods` shows them.
-fn get(agent: &Arc<Agent>, namespace: Option<&str>) -> Result<Response> {
+fn get(agent: &Arc<Agent>, namespace: Option<&str>, full: bool) -> Result<Response> {
     let rows = agent.db().pods()?;
-    let on_disk = crate::pods::list(&agent.cli.run_root);
+    // The agent's pods are what the database says (their status is stored
+    // there); only `podrun run`'s pods are read from their directories.
+    let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r.pod_id.as_str()).collect();
+    let others = crate::pods::list_except(&agent.cli.run_root, &ours);
     let mut pods: Vec<PodSummary> = Vec::new();
     for row in rows
         .iter()
         .filter(|r| namespace.is_none_or(|n| n == r.namespace))
     {
-        let state = on_disk.iter().find(|s| s.record.pod_id == row.pod_id);
-        pods.push(worker::summary(agent, row, state));
+        let mut summary = worker::summary(row);
+        if full {
+            summary.pod = Some(worker::v1_pod(row, &summary)?);
+        }
+        pods.push(summary);
     }
-    for s in on_disk
+    for s in others
         .iter()
         .filter(|s| !s.record.agent && namespace.is_none_or(|n| n == s.record.namespace))
     {
-        pods.push(crate::kubectl::summary(s));
+        let mut summary = crate::kubectl::summary(s);
+        if full {
+            let mut pod = s.record.manifest.clone();
+            pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some(s.view().phase.to_string()),
+                ..Default::default()
+            });
+            summary.pod = Some(serde_json::to_value(&pod)?);
+        }
+        pods.push(summary);
     }
     pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(Response::Pods { pods })

@@ -101,7 +101,11 @@ async fn sync(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
         Ok(step) => step,
         Err(e) => {
             let message = crate::message(&e);
-            tracing::warn!("pod/{name}: {message}");
+            if message.starts_with("pod/") {
+                tracing::warn!("{message}");
+            } else {
+                tracing::warn!("pod/{name}: {message}");
+            }
             Step {
                 result: Err(message),
                 wake: None,
@@ -843,8 +847,36 @@ fn lost_with_sandbox(
     serde_json::to_string(&m).ok()
 }
 
+/// The pod as the API would return it: its manifest, its metadata filled in
+/// (uid, creationTimestamp, the deletionTimestamp of one being deleted) and
+/// the status last reported.
+pub(super) fn v1_pod(row: &PodRow, summary: &PodSummary) -> Result<serde_json::Value> {
+    let mut pod: Pod = serde_json::from_str(&row.manifest)?;
+    pod.metadata.uid = Some(row.pod_id.clone());
+    pod.metadata.creation_timestamp = parse_time(&row.created)
+        .map(podrun_kubelet::observe::api_time)
+        .or(pod.metadata.creation_timestamp);
+    pod.status = row
+        .status
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .or_else(|| {
+            Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some("Pending".into()),
+                ..Default::default()
+            })
+        });
+    let mut value = serde_json::to_value(&pod)?;
+    value["apiVersion"] = "v1".into();
+    value["kind"] = "Pod".into();
+    if summary.status == "Terminating" {
+        value["metadata"]["deletionTimestamp"] = crate::agent::now().into();
+    }
+    Ok(value)
+}
+
 /// The `get pods` line of an agent's pod.
-pub(super) fn summary(agent: &Agent, row: &PodRow, state: Option<&PodState>) -> PodSummary {
+pub(super) fn summary(row: &PodRow) -> PodSummary {
     let manifest: Option<Pod> = serde_json::from_str(&row.manifest).ok();
     let containers = manifest
         .as_ref()
@@ -861,13 +893,32 @@ pub(super) fn summary(agent: &Agent, row: &PodRow, state: Option<&PodState>) -> 
         restarts: "0".into(),
         age_seconds,
         ip: None,
+        pod: None,
     };
-    let _ = agent;
+    // The columns of the status last reported, by kubectl's printer.
+    let reported = || {
+        let status = row
+            .status
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())?;
+        let mut pod = manifest.clone()?;
+        pod.status = Some(status);
+        let now = chrono::Utc::now();
+        Some(PodSummary {
+            namespace: row.namespace.clone(),
+            name: row.name.clone(),
+            ready: podrun_kubelet::printer::ready_column(&pod),
+            status: podrun_kubelet::printer::status_column(&pod),
+            restarts: podrun_kubelet::printer::restarts_column(&pod, now),
+            age_seconds,
+            ip: pod.status.and_then(|s| s.pod_ip),
+            pod: None,
+        })
+    };
     match row.state {
         PodPhase::Deleting | PodPhase::Replacing => {
-            let mut s = state.map_or_else(|| waiting("Terminating"), crate::kubectl::summary);
+            let mut s = reported().unwrap_or_else(|| waiting("Terminating"));
             s.status = "Terminating".into();
-            s.age_seconds = age_seconds;
             s
         }
         PodPhase::Creating => match &row.error {
@@ -875,26 +926,7 @@ pub(super) fn summary(agent: &Agent, row: &PodRow, state: Option<&PodState>) -> 
             None => waiting("ContainerCreating"),
         },
         PodPhase::Running | PodPhase::Finished => {
-            let status = row
-                .status
-                .as_deref()
-                .and_then(|t| serde_json::from_str(t).ok());
-            match (manifest, status) {
-                (Some(mut pod), Some(status)) => {
-                    pod.status = Some(status);
-                    let now = chrono::Utc::now();
-                    PodSummary {
-                        namespace: row.namespace.clone(),
-                        name: row.name.clone(),
-                        ready: podrun_kubelet::printer::ready_column(&pod),
-                        status: podrun_kubelet::printer::status_column(&pod),
-                        restarts: podrun_kubelet::printer::restarts_column(&pod, now),
-                        age_seconds,
-                        ip: pod.status.and_then(|s| s.pod_ip),
-                    }
-                }
-                _ => waiting("ContainerCreating"),
-            }
+            reported().unwrap_or_else(|| waiting("ContainerCreating"))
         }
     }
 }
