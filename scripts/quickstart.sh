@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: install what podrun needs, start the local test
-# registry with its images, build podrun, pull an image, list it, and run a pod.
-# The registry is left running (stop it with scripts/registry.sh stop).
+# registry with its images, build podrun, pull an image, list it, run a pod, and
+# apply a pod with init containers, a sidecar and probes through the agent.
+# The registry and the agent are left running (scripts/registry.sh stop; kill the
+# pid in /var/lib/podrun/agent.lock, or podrun serve in a terminal of its own).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -19,3 +21,12 @@ set -x
 $PODRUN pull "$REGISTRY/busybox:latest"
 $PODRUN images
 $PODRUN run -f examples/emptydir-pod.yaml
+# The agent (started by apply): init containers, a sidecar, probes, then kubectl's views.
+$PODRUN apply -f examples/web-pod.yaml
+for _ in $(seq 50); do
+    $PODRUN get pod web | grep -q ' 2/2 ' && break
+    sleep 0.2
+done
+$PODRUN get pods
+$PODRUN describe pod web
+$PODRUN delete -f examples/web-pod.yaml

@@ -7,7 +7,7 @@
 #   4. cargo fmt --all --check
 #      cargo clippy --workspace --all-targets -- -D warnings
 #      cargo test --workspace   (embedded OCI backend; extra arguments go to cargo test)
-#      cargo test -p podrun --test run --test monitor   again with PODRUN_RUNTIME=crun
+#      cargo test -p podrun --test run --test monitor --test agent   again with PODRUN_RUNTIME=crun
 #
 # All steps of 4 run even when one fails; the exit status is non-zero if any failed.
 # Registries that were already running before this script started are left running
@@ -75,11 +75,11 @@ run_tests() {
 # The whole suite runs with the embedded OCI backend (libcontainer, the default);
 # the end-to-end suites that run containers run again with the crun binary.
 run_crun_tests() {
-    PODRUN_RUNTIME=crun cargo test -p podrun --test run --test monitor "$@" 2>&1 | tee -a "$test_log"
+    PODRUN_RUNTIME=crun cargo test -p podrun --test run --test monitor --test agent "$@" 2>&1 | tee -a "$test_log"
     return "${PIPESTATUS[0]}"
 }
 step "cargo test (embedded backend)" run_tests "$@"
-step "cargo test (crun backend: run, monitor)" run_crun_tests "$@"
+step "cargo test (crun backend: run, monitor, agent)" run_crun_tests "$@"
 
 # One closing line for the whole suite (cargo prints one per test binary, and the
 # last is usually a doc-test run with nothing in it).

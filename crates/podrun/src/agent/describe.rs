@@ -325,6 +325,18 @@ fn container(out: &mut String, c: &Container, s: Option<&ContainerStatus>) {
     }
 }
 
+/// The name of the pod's first main container (from its status).
+fn pod_first_main(
+    status: &k8s_openapi::api::core::v1::PodStatus,
+    _events: &[EventRow],
+) -> Option<String> {
+    status
+        .container_statuses
+        .as_ref()?
+        .first()
+        .map(|s| s.name.clone())
+}
+
 /// How long each start-up step took, from the events and the status: pull,
 /// filesystem and sandbox (pulled → first container created), init
 /// containers, start of the containers, first Ready.
@@ -356,31 +368,31 @@ fn startup(out: &mut String, status: &k8s_openapi::api::core::v1::PodStatus, eve
             steps.push(("filesystem and sandbox", ms(p, c)));
         }
     }
-    let init_done = status
+    // The first main container's events: init containers end when it is created.
+    let first_main = pod_first_main(status, events);
+    let main_created = first_main.as_ref().and_then(|n| {
+        events
+            .iter()
+            .filter(|e| e.reason == "Created" && e.message == format!("Created container {n}"))
+            .filter_map(|e| chrono::DateTime::parse_from_rfc3339(&e.first).ok())
+            .min()
+    });
+    let main_started = first_main.as_ref().and_then(|n| {
+        events
+            .iter()
+            .filter(|e| e.reason == "Started" && e.message == format!("Started container {n}"))
+            .filter_map(|e| chrono::DateTime::parse_from_rfc3339(&e.first).ok())
+            .min()
+    });
+    let has_init = status
         .init_container_statuses
-        .iter()
-        .flatten()
-        .filter_map(|s| s.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
-        .map(|t| podrun_kubelet::observe::chrono_time(&t))
-        .max();
-    let main_started = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .filter_map(|s| {
-            let st = s.state.as_ref()?;
-            st.running
-                .as_ref()
-                .and_then(|r| r.started_at.clone())
-                .or_else(|| st.terminated.as_ref()?.started_at.clone())
-        })
-        .map(|t| podrun_kubelet::observe::chrono_time(&t))
-        .min();
-    if let (Some(c), Some(done)) = (first_created, init_done) {
-        steps.push(("init containers", ms(c, done.fixed_offset())));
+        .as_ref()
+        .is_some_and(|s| !s.is_empty());
+    if let (true, Some(c), Some(m)) = (has_init, first_created, main_created) {
+        steps.push(("init containers", ms(c, m)));
     }
     if let Some(started) = main_started {
-        steps.push(("start", ms(scheduled, started.fixed_offset())));
+        steps.push(("start", ms(scheduled, started)));
     }
     let ready = status
         .conditions
@@ -389,13 +401,10 @@ fn startup(out: &mut String, status: &k8s_openapi::api::core::v1::PodStatus, eve
         .find(|c| c.type_ == "Ready" && c.status == "True")
         .and_then(|c| c.last_transition_time.clone());
     if let Some(r) = ready {
-        steps.push((
-            "first ready",
-            ms(
-                scheduled,
-                podrun_kubelet::observe::chrono_time(&r).fixed_offset(),
-            ),
-        ));
+        // The API's times have whole seconds only.
+        let at = podrun_kubelet::observe::chrono_time(&r).fixed_offset();
+        let secs = (at - scheduled).num_seconds().max(0);
+        steps.push(("first ready", format!("within {} s", secs + 1)));
     }
     if steps.is_empty() {
         return;

@@ -374,6 +374,9 @@ async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
     })
 }
 
+/// How often a pod whose init container runs is looked at.
+const INIT_POLL: Duration = Duration::from_millis(20);
+
 /// What one round of [`drive`] found.
 struct Round {
     result: Result<(), String>,
@@ -767,9 +770,28 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         .filter_map(ContainerProbes::next_due)
         .chain(actions.next_sync)
         .min();
-    let wake = next
+    let mut wake = next
         .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default())
         .map(|d| d.min(agent.sync_interval));
+    // While a regular init container runs, the pod waits for its exit to
+    // start the next step: look again soon rather than at the next interval
+    // (kubelet's PLEG relists every second; a State request costs ~0.1 ms).
+    let initializing = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .filter(|c| !podrun_kubelet::observe::is_sidecar(c))
+        .any(|c| {
+            observed
+                .containers
+                .get(&c.name)
+                .is_some_and(|o| o.state.is_running())
+        });
+    // After a start, the next step (the container after a sidecar) may be due at once.
+    let started_some = !actions.start_init.is_empty() || !actions.start.is_empty();
+    if initializing || started_some {
+        wake = Some(wake.map_or(INIT_POLL, |w| w.min(INIT_POLL)));
+    }
     Ok(Round {
         result: if failures.is_empty() {
             Ok(())
