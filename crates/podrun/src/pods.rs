@@ -264,12 +264,14 @@ impl PodsLock {
 
 /// Register a new pod: refuse a taken name, choose its ID, write `pod.json`.
 /// The caller owns what it then makes and removes it with [`teardown`] on failure.
-/// The agent passes the ID it chose (and has checked the name itself).
+/// The pod manager passes the ID it chose; the agent (`agent_owned`) has
+/// checked the name itself.
 pub fn register(
     run_root: &Path,
     data_root: &Path,
     pod: &Pod,
-    agent_id: Option<&str>,
+    id: Option<&str>,
+    agent_owned: bool,
 ) -> Result<PodState> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod
@@ -278,12 +280,12 @@ pub fn register(
         .clone()
         .unwrap_or_else(|| "default".into());
     let _lock = PodsLock::take(run_root)?;
-    if agent_id.is_none() && find(run_root, &namespace, &name).is_ok() {
+    if !agent_owned && find(run_root, &namespace, &name).is_ok() {
         bail!(
             "pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)"
         );
     }
-    let pod_id = agent_id.map_or_else(|| new_pod_id(&namespace, &name), String::from);
+    let pod_id = id.map_or_else(|| new_pod_id(&namespace, &name), String::from);
     let run_dir = pods_dir(run_root).join(&pod_id);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
     let state = PodState {
@@ -295,7 +297,7 @@ pub fn register(
             data_dir: data_root.join("pods").join(&pod_id),
             monitor_pid: 0,
             manifest: pod.clone(),
-            agent: agent_id.is_some(),
+            agent: agent_owned,
         },
         run_dir,
         plan: None,

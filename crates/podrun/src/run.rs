@@ -32,7 +32,7 @@ pub struct RunArgs {
     detach: bool,
 }
 
-pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
+pub async fn run(cli: &'static Cli, args: &RunArgs) -> Result<i32> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("read {}", args.file.display()))?;
     let source = args.file.display().to_string();
@@ -75,13 +75,16 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let fail = |what: String| anyhow::anyhow!("pod/{name}: {what}");
+    if !args.detach {
+        return foreground(cli, &text, &source, &namespace, &name).await;
+    }
     if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
         return Err(fail(
-            "init containers are not supported by podrun run yet".into(),
+            "init containers need the agent (podrun apply) or podrun run in the foreground".into(),
         ));
     }
     let images = Images::open(&cli.root)?;
-    let state = pods::register(&cli.run_root, images.root(), pod, None)?;
+    let state = pods::register(&cli.run_root, images.root(), pod, None, false)?;
     let Started {
         state,
         plan,
@@ -134,6 +137,102 @@ pub async fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
         .map(|e| e.exit_code)
         .find(|c| *c != 0)
         .unwrap_or(0);
+    Ok(code)
+}
+
+/// A pod in the foreground, run by the agent's pod manager in this process
+/// (state in memory): kubelet's rules (init containers, sidecars, restarts,
+/// probes, hooks) as under `podrun serve`. Logs stream as `name | line`; the
+/// command ends when the pod does (or on Ctrl-C, which stops it gracefully),
+/// removes it, and returns the first non-zero exit code of its containers.
+async fn foreground(
+    cli: &'static Cli,
+    text: &str,
+    source: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<i32> {
+    use crate::agent::{self, api::Response};
+    let manager = agent::Agent::in_process(cli)?;
+    let applied = agent::apply(&manager, &[(source.to_string(), text.to_string())], "run").await?;
+    let remove = |manager: std::sync::Arc<agent::Agent>| async move {
+        let _ = agent::delete(&manager, namespace, &[name.to_string()], None).await;
+    };
+    if let Response::Done {
+        warnings,
+        failed: true,
+        ..
+    } = applied
+    {
+        remove(manager.clone()).await;
+        bail!("{}", warnings.join("; "));
+    }
+    let row = manager
+        .pod(namespace, name)?
+        .with_context(|| format!("pod/{name}: not stored"))?;
+    let pod: Pod = serde_json::from_str(&row.manifest)?;
+    let log_dir = cli.run_root.join("pods").join(&row.pod_id).join("logs");
+    let mut tails: Vec<(String, pods::Tail)> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .map(|c| {
+            (
+                c.name.clone(),
+                pods::Tail::new(log_dir.join(format!("{}.log", c.name))),
+            )
+        })
+        .collect();
+    loop {
+        pump(&mut tails);
+        let row = manager.pod(namespace, name)?;
+        if row
+            .as_ref()
+            .is_none_or(|r| r.state == agent::db::PodPhase::Finished)
+        {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("podrun: stopping pod/{name}");
+                break;
+            }
+        }
+    }
+    // The exit codes, from the status last stored, before the pod goes.
+    let status: Option<k8s_openapi::api::core::v1::PodStatus> = manager
+        .pod(namespace, name)?
+        .and_then(|r| r.status)
+        .and_then(|s| serde_json::from_str(&s).ok());
+    remove(manager.clone()).await;
+    pump(&mut tails);
+    let code = status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref();
+            t.map(|t| t.exit_code)
+                .or_else(|| Some(c.last_state.as_ref()?.terminated.as_ref()?.exit_code))
+        })
+        .find(|c| *c != 0)
+        .unwrap_or(0);
+    let start_error = status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            (t.reason.as_deref() == Some("StartError")).then(|| {
+                format!(
+                    "pod/{name}: container {}: start: {}",
+                    c.name,
+                    t.message.as_deref().unwrap_or("unknown error")
+                )
+            })
+        });
+    if let Some(e) = start_error {
+        bail!("{e}");
+    }
     Ok(code)
 }
 

@@ -285,6 +285,19 @@ impl Db {
         Ok(db)
     }
 
+    /// A database in memory, for a pod run in the foreground (`podrun run`):
+    /// the same pod manager, nothing kept after the command.
+    pub fn open_memory() -> Result<Db, DbError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|cause| DbError::Sql {
+            path: path.clone(),
+            cause,
+        })?;
+        let mut db = Db { conn, path };
+        db.migrate(0)?;
+        Ok(db)
+    }
+
     fn err(&self, cause: rusqlite::Error) -> DbError {
         DbError::Sql {
             path: self.path.clone(),

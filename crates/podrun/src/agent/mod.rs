@@ -101,9 +101,31 @@ pub struct Agent {
     sync_interval: Duration,
     /// The node's name (its hostname).
     node: String,
+    /// In `podrun run`: one pod in the foreground, its state in memory. Its
+    /// pod is not the agent's (a running agent leaves it alone), and a pod
+    /// whose monitor is gone ends instead of being made again.
+    run_mode: bool,
 }
 
 impl Agent {
+    /// The pod manager for `podrun run`: a database in memory, no socket.
+    pub fn in_process(cli: &'static Cli) -> Result<Arc<Agent>> {
+        Ok(Arc::new(Agent {
+            cli,
+            db: Mutex::new(Db::open_memory()?),
+            images: Images::open(&cli.root)?,
+            workers: Mutex::new(HashMap::new()),
+            sync_interval: sync_interval(),
+            node: node_name(),
+            run_mode: true,
+        }))
+    }
+
+    /// The stored row of a pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodRow>> {
+        Ok(self.db().pod(namespace, name)?)
+    }
+
     fn db(&self) -> std::sync::MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -155,6 +177,19 @@ pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+fn sync_interval() -> Duration {
+    std::env::var("PODRUN_SYNC_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_millis)
+}
+
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// `podrun serve`.
 pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
     IS_AGENT.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -164,19 +199,14 @@ pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
     let _lock = AgentLock::take(&cli.root)?;
     let db = Db::open(&cli.root)?;
     let images = Images::open(&cli.root)?;
-    let sync_interval = std::env::var("PODRUN_SYNC_INTERVAL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(1), Duration::from_millis);
     let agent = Arc::new(Agent {
         cli,
         db: Mutex::new(db),
         images,
         workers: Mutex::new(HashMap::new()),
-        sync_interval,
-        node: std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
+        sync_interval: sync_interval(),
+        node: node_name(),
+        run_mode: false,
     });
     adopt(&agent).context("adopt the pods of the database")?;
     let listener = bind(&cli.run_root)?;
@@ -534,7 +564,7 @@ async fn delete_files(
 /// Delete pods: mark each (committed), then have its worker stop and remove
 /// it; answer once they are gone. Pods of `podrun run` are stopped and removed
 /// here, as the CLI would.
-async fn delete(
+pub(crate) async fn delete(
     agent: &Arc<Agent>,
     namespace: &str,
     names: &[String],

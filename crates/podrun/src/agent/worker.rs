@@ -249,8 +249,11 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let state = {
         let (pod, id) = (pod.clone(), row.pod_id.clone());
         let root = agent.images.root().to_path_buf();
-        tokio::task::spawn_blocking(move || pods::register(&cli.run_root, &root, &pod, Some(&id)))
-            .await??
+        let agent_owned = !agent.run_mode;
+        tokio::task::spawn_blocking(move || {
+            pods::register(&cli.run_root, &root, &pod, Some(&id), agent_owned)
+        })
+        .await??
     };
     crash_point("create:registered");
     let (ns, name) = (row.namespace.clone(), row.name.clone());
@@ -354,10 +357,25 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
 /// A running pod: observe it through its monitor, decide with the kubelet
 /// crate, carry the actions out, store what was seen and report its status.
 async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
-    let Some(state) = pods::load(&agent.cli.run_root, &row.pod_id) else {
+    let state = pods::load(&agent.cli.run_root, &row.pod_id);
+    let alive = state
+        .as_ref()
+        .is_some_and(|s| monitor::monitor_alive(&s.run_dir));
+    if !alive && agent.run_mode {
+        // `podrun run`: deleted from elsewhere, or its monitor died: it ends.
+        agent
+            .db()
+            .set_state(&row.namespace, &row.name, PodPhase::Finished, None)?;
+        return Ok(Step {
+            result: Ok(()),
+            wake: None,
+            gone: false,
+        });
+    }
+    let Some(state) = state else {
         return recreate(agent, row, "its state is gone (the node restarted?)").await;
     };
-    if !monitor::monitor_alive(&state.run_dir) {
+    if !alive {
         return recreate(agent, row, "its monitor is gone").await;
     }
     let (agent2, row2) = (agent.clone(), row.clone());

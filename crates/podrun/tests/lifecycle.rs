@@ -1,0 +1,1683 @@
+//! kubelet's semantics of a pod's life under the node agent (`podrun serve`),
+//! end to end: crash-loop back-off, restart policies, init containers and
+//! native sidecars, liveness and readiness probes, preStop hooks, grace
+//! periods, OOM kills, an exit while the agent is down, and
+//! activeDeadlineSeconds. Every test starts its own agent (so the test-only
+//! knobs apply: a short sync interval and a scaled-down back-off) in roots of
+//! its own, has a drop guard that kills and removes whatever it left, and
+//! checks that nothing of its pods is left after deleting them.
+//!
+//! Run with `--test-threads=1` (the tests count processes of their own roots
+//! only, but they are heavy and some measure time).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn registry() -> String {
+    std::env::var("PODRUN_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+}
+
+fn image() -> String {
+    format!("{}/busybox:latest", registry())
+}
+
+const PODRUN: &str = env!("CARGO_BIN_EXE_podrun");
+const MONITOR: &str = env!("CARGO_BIN_EXE_podrun-monitor");
+
+/// A shell loop that runs until SIGTERM, which it obeys at once.
+const RUN_UNTIL_TERM: &str = "trap 'exit 0' TERM; while true; do sleep 0.1; done";
+
+// ---------------------------------------------------------------------------
+// Processes (as in tests/agent.rs).
+
+#[derive(Debug, Clone)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    args: Vec<String>,
+    cgroup: String,
+    zombie: bool,
+}
+
+impl Proc {
+    fn exe_name(&self) -> &str {
+        self.args
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a))
+            .unwrap_or("")
+    }
+
+    fn cmdline(&self) -> String {
+        self.args.join(" ")
+    }
+}
+
+fn procs() -> Vec<Proc> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        out.push(Proc {
+            pid,
+            ppid,
+            args,
+            cgroup: std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default(),
+            zombie: state == "Z",
+        });
+    }
+    out
+}
+
+fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    !stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill sends a signal.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// Wait (at most `timeout`) until `pid` is gone or a zombie.
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Directories of every cgroup hierarchy's podrun tree whose name contains
+/// one of `ids`.
+fn cgroups_of(ids: &BTreeSet<String>) -> Vec<PathBuf> {
+    fn walk(dir: &Path, ids: &BTreeSet<String>, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let n = e.file_name().to_string_lossy().into_owned();
+            if ids.iter().any(|id| n.contains(id.as_str())) {
+                out.push(e.path());
+            }
+            walk(&e.path(), ids, out);
+        }
+    }
+    let mut out = Vec::new();
+    if ids.is_empty() {
+        return out;
+    }
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        walk(&h.path().join("podrun"), ids, &mut out);
+    }
+    out
+}
+
+/// Remove cgroup directories, deepest first (their processes must be gone).
+fn remove_cgroups(mut dirs: Vec<PathBuf>) {
+    let mut all = Vec::new();
+    fn below(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                below(&e.path(), out);
+            }
+        }
+        out.push(d.to_path_buf());
+    }
+    for d in dirs.drain(..) {
+        below(&d, &mut all);
+    }
+    all.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    all.dedup();
+    for d in all {
+        let _ = std::fs::remove_dir(&d);
+    }
+}
+
+fn names_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Run `cmd` to its end and collect its output; a command still running
+/// after `secs` is killed and fails the test (nothing here may hang the suite).
+fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out_thread = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let err_thread = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(status) => Output {
+            status: status.unwrap(),
+            stdout: out_thread.join().unwrap(),
+            stderr: err_thread.join().unwrap(),
+        },
+        Err(_) => {
+            kill(pid as i32, libc::SIGKILL);
+            panic!("{cmd:?} did not end within {secs} s");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `describe pod` text.
+
+/// The block of container `name` in a `describe pod` text: its `  name:`
+/// line and the lines indented further below it.
+fn section(describe: &str, name: &str) -> String {
+    let head = format!("  {name}:");
+    let mut lines = describe.lines().skip_while(|l| *l != head);
+    let Some(first) = lines.next() else {
+        return String::new();
+    };
+    let mut out = vec![first];
+    out.extend(lines.take_while(|l| l.starts_with("    ")));
+    out.join("\n")
+}
+
+/// The block of `label` (`State`, `Last State`) in a container's section:
+/// its line and the lines indented by six below it.
+fn sub(section: &str, label: &str) -> String {
+    let head = format!("    {label}:");
+    let mut lines = section.lines().skip_while(|l| !l.starts_with(&head));
+    let Some(first) = lines.next() else {
+        return String::new();
+    };
+    let mut out = vec![first];
+    out.extend(lines.take_while(|l| l.starts_with("      ")));
+    out.join("\n")
+}
+
+/// The value of the first `key:` field in `block` (any indentation).
+fn value(block: &str, key: &str) -> Option<String> {
+    let key = format!("{key}:");
+    block
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with(&key))
+        .map(|l| l[key.len()..].trim().to_string())
+}
+
+/// The pod-level `key:` field of a `describe pod` text (no indentation).
+fn pod_field(describe: &str, key: &str) -> Option<String> {
+    let key = format!("{key}:");
+    describe
+        .lines()
+        .find(|l| l.starts_with(&key))
+        .map(|l| l[key.len()..].trim().to_string())
+}
+
+/// The status of condition `type_` in a `describe pod` text.
+fn condition(describe: &str, type_: &str) -> Option<String> {
+    describe
+        .lines()
+        .skip_while(|l| *l != "Conditions:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&type_))
+        .and_then(|w| w.get(1).map(|s| s.to_string()))
+}
+
+/// The events part of a `describe pod` text.
+fn events(describe: &str) -> String {
+    describe
+        .lines()
+        .skip_while(|l| *l != "Events:")
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn restart_count(describe: &str, container: &str) -> i64 {
+    value(&section(describe, container), "Restart Count")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
+}
+
+// ---------------------------------------------------------------------------
+// The environment of one test (as in tests/agent.rs).
+
+/// An agent this test started with `podrun serve`.
+struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Agent {
+    /// SIGKILL it and reap it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    run: PathBuf,
+    /// Every pod ID seen of this environment's pods.
+    ids: std::cell::RefCell<BTreeSet<String>>,
+    /// The names of the pods this test uses (their pause processes carry them).
+    names: std::cell::RefCell<BTreeSet<String>>,
+    /// Agent logs to show on failure.
+    logs: std::cell::RefCell<Vec<PathBuf>>,
+    files: std::cell::Cell<usize>,
+}
+
+impl Env {
+    fn new(tag: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("podrun-lifecycle-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let root = dir.path().join("root");
+        let run = dir.path().join("run");
+        Env {
+            logs: Default::default(),
+            dir,
+            root,
+            run,
+            ids: Default::default(),
+            names: Default::default(),
+            files: Default::default(),
+        }
+    }
+
+    fn name(&self, name: &str) -> String {
+        self.names.borrow_mut().insert(name.to_string());
+        name.to_string()
+    }
+
+    /// A directory of the test's own, for hostPath volumes.
+    fn host_dir(&self, name: &str) -> PathBuf {
+        let d = self.dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// `podrun <global flags>` with this environment's roots and the
+    /// test-only knobs (which matter to the agent only).
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(PODRUN);
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--run-root")
+            .arg(&self.run)
+            .arg("--registries-conf")
+            .arg(self.dir.path().join("none.conf"))
+            .arg("--hosts-dir")
+            .arg(self.dir.path().join("none.d"))
+            .env("HOME", self.dir.path())
+            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
+            .env("PODRUN_SYNC_INTERVAL_MS", "150")
+            .env("PODRUN_BACKOFF_INITIAL_MS", "500")
+            .env("PODRUN_BACKOFF_MAX_MS", "4000")
+            .env_remove("PODRUN_AGENT_CRASH_AT")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn podrun(&self, args: &[&str]) -> Output {
+        let out = output_within(self.cmd().args(args), 120);
+        self.refresh_ids();
+        out
+    }
+
+    /// `podrun <args>`, which must succeed: its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.podrun(args);
+        assert!(
+            out.status.success(),
+            "podrun {args:?}: {}\n{}",
+            text(&out),
+            self.diag()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `podrun apply -f <a file of `yaml`>`, which must succeed.
+    fn apply(&self, yaml: &str) {
+        let n = self.files.get() + 1;
+        self.files.set(n);
+        let file = self.dir.path().join(format!("m{n}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        self.ok(&["apply", "-f", file.to_str().unwrap()]);
+    }
+
+    /// Start `podrun serve` (with `envs` besides the knobs of [`Env::cmd`])
+    /// and wait until it answers on its socket.
+    fn serve(&self, envs: &[(&str, &str)]) -> Agent {
+        let n = self.logs.borrow().len();
+        let log = self.dir.path().join(format!("serve{n}.log"));
+        self.logs.borrow_mut().push(log.clone());
+        let mut cmd = self.cmd();
+        cmd.arg("serve");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let f = std::fs::File::create(&log).unwrap();
+        cmd.stdout(f.try_clone().unwrap()).stderr(f);
+        let child = cmd.spawn().unwrap();
+        let mut agent = Agent { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.answers() {
+            if let Ok(Some(s)) = agent.child.try_wait() {
+                panic!(
+                    "the agent exited ({s})\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not answer within 20 s\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        agent
+    }
+
+    /// Whether something listens on the run root's socket.
+    fn answers(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(self.run.join("podrun.sock")).is_ok()
+    }
+
+    /// The pid in `<root>/agent.lock`.
+    fn lock_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.root.join("agent.lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Remember every pod ID found on disk.
+    fn refresh_ids(&self) {
+        let mut ids = self.ids.borrow_mut();
+        for d in [
+            self.run.join("pods"),
+            self.root.join("pods"),
+            self.run.join("sandboxes"),
+        ] {
+            ids.extend(names_in(&d));
+        }
+    }
+
+    /// What there is to see when a check fails: the pods, the pod
+    /// directories, the processes and the agents' logs.
+    fn diag(&self) -> String {
+        let mut s = String::new();
+        if self.answers() {
+            let out = self.cmd().args(["get", "pods", "-A"]).output().unwrap();
+            s += &format!("--- get pods -A:\n{}", text(&out));
+            for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                if cols.len() > 1 {
+                    let d = self
+                        .cmd()
+                        .args(["describe", "pod", cols[1], "-n", cols[0]])
+                        .output()
+                        .unwrap();
+                    s += &format!("--- describe {}/{}:\n{}", cols[0], cols[1], text(&d));
+                }
+            }
+        } else {
+            s += "--- no agent answers\n";
+        }
+        s += &format!("--- run/pods: {:?}\n", names_in(&self.run.join("pods")));
+        s += &format!("--- root/pods: {:?}\n", names_in(&self.root.join("pods")));
+        s += &format!("--- pod IDs seen: {:?}\n", self.ids.borrow());
+        for p in self.own_procs() {
+            s += &format!("--- process {} (ppid {}): {}\n", p.pid, p.ppid, p.cmdline());
+        }
+        for log in self.logs.borrow().iter() {
+            if let Ok(t) = std::fs::read_to_string(log) {
+                let lines: Vec<&str> = t.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(60)..];
+                s += &format!("--- {}:\n{}\n", log.display(), tail.join("\n"));
+            }
+        }
+        s
+    }
+
+    /// `podrun get pods -A`: its rows (NAMESPACE NAME READY STATUS RESTARTS
+    /// [(AGO ago)] AGE), split at white space.
+    fn rows(&self) -> Vec<Vec<String>> {
+        let out = self.podrun(&["get", "pods", "-A"]);
+        assert!(
+            out.status.success(),
+            "get pods -A: {}\n{}",
+            text(&out),
+            self.diag()
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect()
+    }
+
+    /// The row of pod `name` (namespace default), if listed.
+    fn row(&self, name: &str) -> Option<Vec<String>> {
+        self.rows()
+            .into_iter()
+            .find(|r| r[0] == "default" && r[1] == name)
+    }
+
+    /// Poll the row of pod `name` until `done` holds (at most `secs`); the row.
+    fn wait_row(
+        &self,
+        name: &str,
+        what: &str,
+        secs: u64,
+        done: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let row = self.row(name);
+            if let Some(r) = row.as_ref().filter(|r| done(r)) {
+                return r.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waited {secs} s for {name}: {what}; last row {row:?}\n{}",
+                    self.diag()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `podrun describe pod NAME`.
+    fn describe(&self, name: &str) -> String {
+        self.ok(&["describe", "pod", name])
+    }
+
+    /// Poll `describe pod NAME` until `done` holds (at most `secs`); the text.
+    fn wait_describe(
+        &self,
+        name: &str,
+        what: &str,
+        secs: u64,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.describe(name);
+            if done(&d) {
+                return d;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "waited {secs} s for {name}: {what}; last describe:\n{d}\n{}",
+                    self.diag()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Delete pods, which must succeed, and wait until they are no longer listed.
+    fn delete(&self, args: &[&str]) {
+        let mut all = vec!["delete", "pod"];
+        all.extend(args);
+        self.ok(&all);
+        let names: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        let rows = self.rows();
+        assert!(
+            !rows.iter().any(|r| names.contains(&r[1].as_str())),
+            "deleted pods still listed: {rows:?}\n{}",
+            self.diag()
+        );
+    }
+
+    /// The pod directories of the run root (pod IDs).
+    fn pod_ids(&self) -> BTreeSet<String> {
+        self.refresh_ids();
+        names_in(&self.run.join("pods"))
+    }
+
+    /// The pod ID of `default/name` (the one run directory of it).
+    fn pod_id(&self, name: &str) -> String {
+        let prefix = format!("default-{name}-");
+        let ids: Vec<String> = self
+            .pod_ids()
+            .into_iter()
+            .filter(|i| i.starts_with(&prefix))
+            .collect();
+        assert_eq!(ids.len(), 1, "pod dirs of {name}: {ids:?}\n{}", self.diag());
+        ids[0].clone()
+    }
+
+    /// Wait (at most 5 s) until nothing of pod `name`'s sandbox runs: no
+    /// process in its cgroups, no monitor, no pause process (a pod that ended
+    /// keeps its records until it is deleted, not its processes).
+    fn assert_stopped(&self, name: &str) {
+        let id = self.pod_id(name);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let procs = self.procs_in(&BTreeSet::from([id.clone()]));
+            let monitors: Vec<_> = self.monitors().into_iter().filter(|m| m.1 == id).collect();
+            let pauses: Vec<_> = self.pauses().into_iter().filter(|p| p.1 == name).collect();
+            if procs.is_empty() && monitors.is_empty() && pauses.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} ended but runs on: processes {procs:?}, monitors {monitors:?}, pauses {pauses:?}\n{}",
+                self.diag()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The container pids of each pod ID (from the monitors' start records).
+    fn container_pids(&self) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for id in self.pod_ids() {
+            let starts = self.run.join("pods").join(&id).join("starts");
+            for f in names_in(&starts) {
+                let Ok(bytes) = std::fs::read(starts.join(&f)) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                    continue;
+                };
+                out.push((
+                    format!("{id}/{}", v["name"].as_str().unwrap_or_default()),
+                    v["pid"].as_i64().unwrap_or_default() as i32,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Monitors of this run root: (pid, pod ID).
+    fn monitors(&self) -> Vec<(i32, String)> {
+        let pods = self.run.join("pods");
+        procs()
+            .into_iter()
+            .filter(|p| !p.zombie && p.exe_name() == "podrun-monitor")
+            .filter_map(|p| {
+                let i = p.args.iter().position(|a| a == "--plan")?;
+                let plan = Path::new(p.args.get(i + 1)?);
+                let id = plan.strip_prefix(&pods).ok()?.iter().next()?;
+                (p.args.get(1).map(String::as_str) == Some("--plan"))
+                    .then(|| (p.pid, id.to_string_lossy().into_owned()))
+            })
+            .collect()
+    }
+
+    /// Pause processes of this test's pods: (pid, pod name), by the hostname
+    /// they were given (the pod's name) or their parent being one of our monitors.
+    fn pauses(&self) -> Vec<(i32, String)> {
+        let monitors: BTreeSet<i32> = self.monitors().iter().map(|m| m.0).collect();
+        let names = self.names.borrow();
+        procs()
+            .into_iter()
+            .filter(|p| !p.zombie && p.exe_name() == "podrun-pause")
+            .filter_map(|p| {
+                let host = p
+                    .args
+                    .iter()
+                    .position(|a| a == "--uts")
+                    .and_then(|i| p.args.get(i + 1).cloned());
+                match host {
+                    Some(h) if names.contains(&h) => Some((p.pid, h)),
+                    _ if monitors.contains(&p.ppid) => Some((p.pid, host.unwrap_or_default())),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Every process of this environment: its cmdline names the temp dir, or
+    /// it is in a cgroup of one of its pod IDs, or it is a pause process of its pods.
+    fn own_procs(&self) -> Vec<Proc> {
+        let prefix = self.dir.path().to_string_lossy().into_owned();
+        let ids = self.ids.borrow().clone();
+        let pauses: BTreeSet<i32> = self.pauses().iter().map(|p| p.0).collect();
+        procs()
+            .into_iter()
+            .filter(|p| !p.zombie && p.pid != std::process::id() as i32)
+            .filter(|p| {
+                p.cmdline().contains(&prefix)
+                    || pauses.contains(&p.pid)
+                    || ids.iter().any(|id| p.cgroup.contains(&format!("/{id}/")))
+            })
+            .collect()
+    }
+
+    /// Processes in a cgroup of one of `ids`.
+    fn procs_in(&self, ids: &BTreeSet<String>) -> Vec<Proc> {
+        procs()
+            .into_iter()
+            .filter(|p| !p.zombie)
+            .filter(|p| ids.iter().any(|id| p.cgroup.contains(&format!("/{id}/"))))
+            .collect()
+    }
+
+    fn mounts(&self) -> Vec<String> {
+        let prefix = self.dir.path().to_string_lossy().into_owned();
+        support::mount_points()
+            .into_iter()
+            .filter(|m| m.starts_with(&prefix))
+            .collect()
+    }
+
+    /// Exactly the pods `names` (namespace default) exist, each once and
+    /// running: one run and one data directory, one monitor, one pause
+    /// process, containers in its cgroup only; of every other pod ID seen
+    /// nothing is left (no directory, mount, cgroup or process).
+    fn assert_exactly(&self, names: &[&str]) {
+        self.refresh_ids();
+        let ids = self.pod_ids();
+        let diag = || self.diag();
+        let current: BTreeSet<String> = names.iter().map(|n| self.pod_id(n)).collect();
+        assert_eq!(ids, current, "run/pods\n{}", diag());
+        assert_eq!(
+            names_in(&self.root.join("pods")),
+            current,
+            "root/pods\n{}",
+            diag()
+        );
+        for c in names_in(&self.root.join("containers")) {
+            assert!(
+                current.iter().any(|id| c.starts_with(&format!("{id}-"))),
+                "root/containers/{c} is of no current pod\n{}",
+                diag()
+            );
+        }
+        let sandboxes = names_in(&self.run.join("sandboxes"));
+        assert!(
+            sandboxes.is_subset(&current),
+            "sandboxes {sandboxes:?}\n{}",
+            diag()
+        );
+        let monitors = self.monitors();
+        assert_eq!(
+            monitors.len(),
+            names.len(),
+            "monitors of this run root: {monitors:?}\n{}",
+            diag()
+        );
+        assert_eq!(
+            monitors
+                .iter()
+                .map(|m| m.1.clone())
+                .collect::<BTreeSet<_>>(),
+            current,
+            "monitors {monitors:?}\n{}",
+            diag()
+        );
+        let pauses = self.pauses();
+        assert_eq!(
+            pauses.len(),
+            names.len(),
+            "pause processes {pauses:?}\n{}",
+            diag()
+        );
+        let pids = self.container_pids();
+        for id in &current {
+            let procs = self.procs_in(&BTreeSet::from([id.clone()]));
+            assert!(
+                !procs.is_empty(),
+                "pod {id} is listed but no container process runs in its cgroup\n{}",
+                diag()
+            );
+            let started: Vec<i32> = pids
+                .iter()
+                .filter(|(k, _)| k.starts_with(&format!("{id}/")))
+                .map(|(_, p)| *p)
+                .collect();
+            assert!(
+                !started.is_empty() && started.iter().all(|p| alive(*p)),
+                "pod {id}: its start records {started:?} name no running container\n{}",
+                diag()
+            );
+        }
+        let vanished: BTreeSet<String> = self.ids.borrow().difference(&current).cloned().collect();
+        let left = self.procs_in(&vanished);
+        assert!(
+            left.is_empty(),
+            "processes of vanished pods {vanished:?}: {left:?}\n{}",
+            diag()
+        );
+        let cg = cgroups_of(&vanished);
+        assert!(
+            cg.is_empty(),
+            "cgroups of vanished pods: {cg:?}\n{}",
+            diag()
+        );
+        for m in self.mounts() {
+            assert!(
+                current.iter().any(|id| m.contains(id.as_str())),
+                "mount {m} is of no current pod\n{}",
+                diag()
+            );
+        }
+    }
+
+    /// Nothing of any pod is left: no pod listed, no directory, container
+    /// filesystem, mount, cgroup or process of any pod ID seen.
+    fn assert_nothing_left(&self) {
+        let rows = self.rows();
+        assert!(
+            rows.is_empty(),
+            "pods still listed: {rows:?}\n{}",
+            self.diag()
+        );
+        self.assert_exactly(&[]);
+        let mut left = Vec::new();
+        for sub in ["root/pods", "root/containers", "run/pods", "run/sandboxes"] {
+            let n = names_in(&self.dir.path().join(sub));
+            if !n.is_empty() {
+                left.push(format!("{sub}: {n:?}"));
+            }
+        }
+        assert!(left.is_empty(), "{left:?}\n{}", self.diag());
+        let mounts = self.mounts();
+        assert!(
+            mounts.is_empty(),
+            "mounts left: {mounts:?}\n{}",
+            self.diag()
+        );
+        let ids = self.ids.borrow().clone();
+        let cg = cgroups_of(&ids);
+        assert!(cg.is_empty(), "cgroups left: {cg:?}\n{}", self.diag());
+        let procs: Vec<String> = self
+            .own_procs()
+            .into_iter()
+            .filter(|p| !p.args.iter().any(|a| a == "serve"))
+            .map(|p| format!("{} {}", p.pid, p.cmdline()))
+            .collect();
+        assert!(
+            procs.is_empty(),
+            "processes left: {procs:?}\n{}",
+            self.diag()
+        );
+    }
+
+    /// SIGKILL every agent of this root.
+    fn kill_agents(&self) {
+        let prefix = self.dir.path().to_string_lossy().into_owned();
+        let mut pids: BTreeSet<i32> = procs()
+            .into_iter()
+            .filter(|p| {
+                !p.zombie && p.args.iter().any(|a| a == "serve") && p.cmdline().contains(&prefix)
+            })
+            .map(|p| p.pid)
+            .collect();
+        pids.extend(self.lock_pid().filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&prefix))
+                .unwrap_or(false)
+        }));
+        for pid in &pids {
+            kill(*pid, libc::SIGKILL);
+        }
+        for pid in &pids {
+            wait_gone(*pid, Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.kill_agents();
+        self.refresh_ids();
+        // Twice: a monitor killed first may have started nothing new, but be sure.
+        for _ in 0..2 {
+            let ps = self.own_procs();
+            for p in &ps {
+                kill(p.pid, libc::SIGKILL);
+            }
+            for p in &ps {
+                wait_gone(p.pid, Duration::from_secs(5));
+            }
+        }
+        for id in names_in(&self.run.join("pods")) {
+            let plan = self.run.join("pods").join(&id).join("plan.json");
+            if plan.exists() {
+                let _ = Command::new(MONITOR)
+                    .arg("cleanup")
+                    .arg("--plan")
+                    .arg(&plan)
+                    .stdin(Stdio::null())
+                    .output();
+            }
+        }
+        support::unmount_below(self.dir.path());
+        let ids = self.ids.borrow().clone();
+        remove_cgroups(cgroups_of(&ids));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Manifests.
+
+/// `s` as a YAML (JSON) string.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// A container named `name` running `sh -c script`, with `extra` YAML lines
+/// (indented as the container's fields, four spaces).
+fn container(name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    image: {}\n    command: [\"sh\", \"-c\", {}]\n{extra}",
+        image(),
+        q(script)
+    )
+}
+
+/// A pod of `containers` (from [`container`]) with `spec` lines (two spaces).
+fn pod(name: &str, spec: &str, containers: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n{spec}  containers:\n{containers}"
+    )
+}
+
+/// The RESTARTS column of a row as a number.
+fn restarts(row: &[String]) -> i64 {
+    row[4].parse().unwrap_or(-1)
+}
+
+/// The times of the lines of `logs --timestamps` that end with `word`.
+fn stamped(log: &str, word: &str) -> Vec<chrono::DateTime<chrono::FixedOffset>> {
+    log.lines()
+        .filter(|l| l.ends_with(word))
+        .filter_map(|l| chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next()?).ok())
+        .collect()
+}
+
+fn secs(d: chrono::TimeDelta) -> f64 {
+    d.num_milliseconds() as f64 / 1000.0
+}
+
+// ---------------------------------------------------------------------------
+// The tests.
+
+/// A container that exits 1 at once under restartPolicy Always is restarted
+/// with kubelet's back-off: at once, then after 0.5 s, 1 s, 2 s, 2 s (the
+/// cap of this agent); the pod shows CrashLoopBackOff, its last state the
+/// failed exit, and BackOff events.
+#[test]
+fn crash_loop_backs_off_exponentially() {
+    let env = Env::new("crash");
+    let name = env.name("lc1-crash");
+    let _agent = env.serve(&[("PODRUN_BACKOFF_MAX_MS", "2000")]);
+    env.apply(&pod(
+        &name,
+        "  restartPolicy: Always\n  terminationGracePeriodSeconds: 1\n",
+        &container("app", "echo start; exit 1", ""),
+    ));
+    let mut statuses = BTreeSet::new();
+    let mut max_restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let starts = loop {
+        if let Some(row) = env.row(&name) {
+            statuses.insert(row[3].clone());
+            max_restarts = max_restarts.max(restarts(&row));
+        }
+        let log = env.ok(&["logs", &name, "--timestamps"]);
+        let starts = stamped(&log, " start");
+        if starts.len() >= 6 && statuses.contains("CrashLoopBackOff") {
+            break starts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "30 s: {} starts, statuses {statuses:?}\nlog:\n{log}\n{}",
+            starts.len(),
+            env.diag()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let gaps: Vec<f64> = starts.windows(2).map(|w| secs(w[1] - w[0])).collect();
+    // The back-off after each exit: none before the first restart, then
+    // 0.5 s doubling, at most 2 s. A gap is that plus the run (an echo),
+    // the sync interval and the start.
+    let delays = [0.0, 0.5, 1.0, 2.0, 2.0];
+    eprintln!("gaps between starts: {gaps:?}; STATUS seen: {statuses:?}");
+    for (i, (gap, delay)) in gaps.iter().zip(delays).enumerate() {
+        assert!(
+            *gap >= delay - 0.1 && *gap < delay + 1.5,
+            "start {} came {gap:.2} s after the one before, the back-off is {delay} s: gaps {gaps:?}\n{}",
+            i + 1,
+            env.diag()
+        );
+    }
+    assert!(
+        gaps[3] > gaps[1] && gaps[2] > gaps[1],
+        "the gaps do not grow: {gaps:?}"
+    );
+    assert!(
+        statuses.contains("CrashLoopBackOff"),
+        "STATUS never showed CrashLoopBackOff: {statuses:?}"
+    );
+    assert!(max_restarts >= 4, "RESTARTS reached {max_restarts} only");
+    // While it is held back nothing starts: RESTARTS is the starts but one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let d = loop {
+        let before = stamped(&env.ok(&["logs", &name, "--timestamps"]), " start").len();
+        let d = env.describe(&name);
+        let after = stamped(&env.ok(&["logs", &name, "--timestamps"]), " start").len();
+        let waiting = value(&sub(&section(&d, "app"), "State"), "Reason");
+        if before == after && waiting.as_deref() == Some("CrashLoopBackOff") {
+            assert_eq!(
+                restart_count(&d, "app"),
+                after as i64 - 1,
+                "{after} starts logged\n{d}"
+            );
+            break d;
+        }
+        assert!(Instant::now() < deadline, "never seen held back: {d}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let app = section(&d, "app");
+    let last = sub(&app, "Last State");
+    assert_eq!(
+        value(&last, "Last State").as_deref(),
+        Some("Terminated"),
+        "{d}"
+    );
+    assert_eq!(value(&last, "Reason").as_deref(), Some("Error"), "{d}");
+    assert_eq!(value(&last, "Exit Code").as_deref(), Some("1"), "{d}");
+    assert!(restart_count(&d, "app") >= 5, "{d}");
+    let ev = events(&d);
+    assert!(
+        ev.contains("BackOff")
+            && ev.contains(&format!(
+                "Back-off restarting failed container app in pod {name}"
+            )),
+        "no BackOff event:\n{d}"
+    );
+    assert_eq!(pod_field(&d, "Status").as_deref(), Some("Running"), "{d}");
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
+
+/// OnFailure: an exit 0 ends the pod (Completed, Succeeded), an exit 1 is
+/// restarted; Never: an exit 1 ends it (Error, Failed), not restarted.
+#[test]
+fn restart_policies_on_failure_and_never() {
+    let env = Env::new("policy");
+    let ok = env.name("lc2-onfail-ok");
+    let bad = env.name("lc2-onfail-bad");
+    let never = env.name("lc2-never");
+    let _agent = env.serve(&[]);
+    env.apply(&format!(
+        "{}---\n{}---\n{}",
+        pod(
+            &ok,
+            "  restartPolicy: OnFailure\n",
+            &container("app", "echo done; exit 0", "")
+        ),
+        pod(
+            &bad,
+            "  restartPolicy: OnFailure\n",
+            &container("app", "echo failing; exit 1", "")
+        ),
+        pod(
+            &never,
+            "  restartPolicy: Never\n",
+            &container("app", "echo failing; exit 1", "")
+        ),
+    ));
+    env.wait_row(&ok, "Completed", 15, |r| r[3] == "Completed");
+    env.wait_row(&never, "Error", 15, |r| r[3] == "Error");
+    env.wait_row(&bad, "restarted", 15, |r| restarts(r) >= 1);
+    // Given time to (wrongly) restart them.
+    std::thread::sleep(Duration::from_millis(1500));
+    let row = env.row(&ok).unwrap();
+    assert_eq!(
+        (row[2].as_str(), row[3].as_str(), restarts(&row)),
+        ("0/1", "Completed", 0),
+        "{row:?}"
+    );
+    let row = env.row(&never).unwrap();
+    assert_eq!(
+        (row[2].as_str(), row[3].as_str(), restarts(&row)),
+        ("0/1", "Error", 0),
+        "{row:?}"
+    );
+
+    let d = env.describe(&ok);
+    assert_eq!(pod_field(&d, "Status").as_deref(), Some("Succeeded"), "{d}");
+    let state = sub(&section(&d, "app"), "State");
+    assert_eq!(value(&state, "State").as_deref(), Some("Terminated"), "{d}");
+    assert_eq!(value(&state, "Reason").as_deref(), Some("Completed"), "{d}");
+    assert_eq!(value(&state, "Exit Code").as_deref(), Some("0"), "{d}");
+    assert_eq!(restart_count(&d, "app"), 0, "{d}");
+
+    let d = env.describe(&never);
+    assert_eq!(pod_field(&d, "Status").as_deref(), Some("Failed"), "{d}");
+    let state = sub(&section(&d, "app"), "State");
+    assert_eq!(value(&state, "Reason").as_deref(), Some("Error"), "{d}");
+    assert_eq!(value(&state, "Exit Code").as_deref(), Some("1"), "{d}");
+    assert_eq!(restart_count(&d, "app"), 0, "{d}");
+    assert_eq!(env.ok(&["logs", &never]), "failing\n");
+
+    let d = env.describe(&bad);
+    assert_ne!(pod_field(&d, "Status").as_deref(), Some("Failed"), "{d}");
+    assert!(restart_count(&d, "app") >= 1, "{d}");
+    let last = sub(&section(&d, "app"), "Last State");
+    assert_eq!(value(&last, "Exit Code").as_deref(), Some("1"), "{d}");
+
+    env.assert_stopped(&ok);
+    env.assert_stopped(&never);
+    env.delete(&[&ok, &bad, &never]);
+    env.assert_nothing_left();
+}
+
+/// Init containers run one after the other before the main container
+/// (STATUS Init:0/2, then Running); a failed one under Never fails the pod
+/// (Init:Error) and the main container never starts; under Always it is
+/// restarted.
+#[test]
+fn init_containers_run_in_order_and_fail_by_policy() {
+    let env = Env::new("init");
+    let ordered = env.name("lc3-ordered");
+    let never = env.name("lc3-fail-never");
+    let always = env.name("lc3-fail-always");
+    let _agent = env.serve(&[]);
+    let work = "    volumeMounts:\n    - {name: work, mountPath: /work}\n";
+    let inits = format!(
+        "  initContainers:\n{}{}",
+        container("init1", "sleep 1; echo one >> /work/out", work),
+        container("init2", "echo two >> /work/out", work)
+    );
+    let main = container("main", &format!("cat /work/out; {RUN_UNTIL_TERM}"), work);
+    let failing = |policy: &str| {
+        format!(
+            "  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 2\n  initContainers:\n{}",
+            container("init1", "echo init-failing; exit 1", "")
+        )
+    };
+    env.apply(&format!(
+        "{}---\n{}---\n{}",
+        pod(
+            &ordered,
+            &format!("  terminationGracePeriodSeconds: 2\n  volumes:\n  - {{name: work, emptyDir: {{}}}}\n{inits}"),
+            &main
+        ),
+        pod(&never, &failing("Never"), &container("main", RUN_UNTIL_TERM, "")),
+        pod(&always, &failing("Always"), &container("main", RUN_UNTIL_TERM, "")),
+    ));
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let row = env.row(&ordered);
+        if let Some(r) = &row {
+            if seen.last() != Some(&r[3]) {
+                seen.push(r[3].clone());
+            }
+            if r[2] == "1/1" && r[3] == "Running" {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Running after 20 s; STATUS went {seen:?}\n{}",
+            env.diag()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        seen.iter().any(|s| s == "Init:0/2"),
+        "STATUS went {seen:?}, never Init:0/2"
+    );
+    let pos = |s: &str| seen.iter().position(|x| x == s);
+    assert!(pos("Init:0/2") < pos("Running"), "STATUS went {seen:?}");
+    let log = env.ok(&["logs", &ordered, "-c", "main"]);
+    assert_eq!(log, "one\ntwo\n", "the main container read {log:?}");
+    let d = env.describe(&ordered);
+    for init in ["init1", "init2"] {
+        let state = sub(&section(&d, init), "State");
+        assert_eq!(value(&state, "Reason").as_deref(), Some("Completed"), "{d}");
+        assert_eq!(restart_count(&d, init), 0, "{d}");
+    }
+    assert_eq!(condition(&d, "Initialized").as_deref(), Some("True"), "{d}");
+
+    env.wait_row(&never, "Init:Error", 15, |r| r[3] == "Init:Error");
+    let d = env.wait_describe(&always, "the init container restarted", 15, |d| {
+        restart_count(d, "init1") >= 1
+    });
+    assert!(
+        !events(&d).contains("Started container main"),
+        "the main container of {always} started although its init container fails:\n{d}"
+    );
+    let row = env.row(&always).unwrap();
+    assert!(row[3].starts_with("Init:"), "{row:?}");
+    // Time to (wrongly) go on.
+    std::thread::sleep(Duration::from_millis(1000));
+    let d = env.describe(&never);
+    assert_eq!(pod_field(&d, "Status").as_deref(), Some("Failed"), "{d}");
+    assert_eq!(restart_count(&d, "init1"), 0, "{d}");
+    let main_state = value(&sub(&section(&d, "main"), "State"), "State");
+    assert_eq!(main_state.as_deref(), Some("Waiting"), "{d}");
+    assert!(
+        !events(&d).contains("Started container main"),
+        "the main container of {never} started:\n{d}"
+    );
+    let row = env.row(&never).unwrap();
+    assert_eq!(
+        (row[2].as_str(), row[3].as_str()),
+        ("0/1", "Init:Error"),
+        "{row:?}"
+    );
+    let id = env.pod_id(&never);
+    assert!(
+        !env.run
+            .join("pods")
+            .join(&id)
+            .join("starts/main.json")
+            .exists(),
+        "{never}'s main container has a start record\n{}",
+        env.diag()
+    );
+
+    env.assert_stopped(&never);
+    env.delete(&[&ordered, &never, &always]);
+    env.assert_nothing_left();
+}
+
+/// A native sidecar (an init container with restartPolicy Always) runs
+/// beside the main container, which sees it up; when the main container is
+/// done the pod completes and the sidecar is stopped after it.
+#[test]
+fn native_sidecar_outlives_the_main_container() {
+    let env = Env::new("sidecar");
+    let name = env.name("lc4-sidecar");
+    let host = env.host_dir("host");
+    let _agent = env.serve(&[]);
+    let mounts = "    volumeMounts:\n    - {name: shared, mountPath: /shared}\n    - {name: host, mountPath: /host}\n";
+    let sidecar = container(
+        "side",
+        "trap 'echo side-term >> /host/order; exit 0' TERM; echo side-up >> /host/order; touch /shared/up; while true; do sleep 0.1; done",
+        &format!("    restartPolicy: Always\n{mounts}"),
+    );
+    let main = container(
+        "main",
+        "for i in $(seq 50); do test -e /shared/up && break; sleep 0.1; done; test -e /shared/up || exit 7; sleep 2; echo main-done >> /host/order; exit 0",
+        mounts,
+    );
+    env.apply(&pod(
+        &name,
+        &format!(
+            "  restartPolicy: Never\n  terminationGracePeriodSeconds: 5\n  volumes:\n  - {{name: shared, emptyDir: {{}}}}\n  - name: host\n    hostPath: {{path: {}, type: Directory}}\n  initContainers:\n{sidecar}",
+            host.display()
+        ),
+        &main,
+    ));
+    env.wait_row(&name, "2/2 Running (sidecar and main)", 15, |r| {
+        r[2] == "2/2" && r[3] == "Running"
+    });
+    // STATUS shows Completed (1/2) as soon as the main container is done,
+    // while the sidecar is being stopped: wait for the pod's phase.
+    env.wait_row(&name, "Completed", 15, |r| r[3] == "Completed");
+    env.wait_describe(&name, "phase Succeeded", 15, |d| {
+        pod_field(d, "Status").as_deref() == Some("Succeeded")
+    });
+    let order = std::fs::read_to_string(host.join("order")).unwrap_or_default();
+    assert_eq!(
+        order,
+        "side-up\nmain-done\nside-term\n",
+        "the sidecar did not get TERM after the main container ended\n{}",
+        env.diag()
+    );
+    let d = env.describe(&name);
+    assert_eq!(pod_field(&d, "Status").as_deref(), Some("Succeeded"), "{d}");
+    let main_state = sub(&section(&d, "main"), "State");
+    assert_eq!(value(&main_state, "Exit Code").as_deref(), Some("0"), "{d}");
+    let side_state = sub(&section(&d, "side"), "State");
+    assert_eq!(
+        value(&side_state, "State").as_deref(),
+        Some("Terminated"),
+        "{d}"
+    );
+    assert_eq!(restart_count(&d, "side"), 0, "{d}");
+    env.assert_stopped(&name);
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
+
+/// A failing liveness probe (exec; httpGet against busybox httpd) restarts
+/// the container, with an Unhealthy "Liveness probe failed" event.
+#[test]
+fn failing_liveness_probes_restart_the_container() {
+    let env = Env::new("liveness");
+    let by_exec = env.name("lc5-live-exec");
+    let by_http = env.name("lc5-live-http");
+    let _agent = env.serve(&[]);
+    let exec_probe = "    livenessProbe:\n      exec: {command: [test, -e, /tmp/alive]}\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n";
+    let http_probe = "    livenessProbe:\n      httpGet: {path: /healthz, port: 8080}\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n";
+    env.apply(&format!(
+        "{}---\n{}",
+        pod(
+            &by_exec,
+            "  terminationGracePeriodSeconds: 2\n",
+            &container(
+                "app",
+                &format!("touch /tmp/alive; sleep 3; rm /tmp/alive; echo removed; {RUN_UNTIL_TERM}"),
+                exec_probe
+            )
+        ),
+        pod(
+            &by_http,
+            "  terminationGracePeriodSeconds: 2\n",
+            &container(
+                "app",
+                "mkdir -p /www; echo ok > /www/healthz; httpd -f -p 8080 -h /www & trap 'kill $!; exit 0' TERM; sleep 3; rm /www/healthz; echo removed; while true; do sleep 0.1; done",
+                http_probe
+            )
+        ),
+    ));
+    // Both run, healthy, for their first 3 s.
+    std::thread::sleep(Duration::from_millis(2000));
+    for name in [&by_exec, &by_http] {
+        let row = env.row(name).unwrap();
+        assert_eq!(
+            (row[3].as_str(), restarts(&row)),
+            ("Running", 0),
+            "{name} before its probe target is removed: {row:?}\n{}",
+            env.diag()
+        );
+    }
+    for (name, why) in [
+        (
+            &by_exec,
+            "Liveness probe failed: command [\"test\", \"-e\", \"/tmp/alive\"] exited with 1",
+        ),
+        (
+            &by_http,
+            "Liveness probe failed: HTTP probe failed with statuscode: 404",
+        ),
+    ] {
+        let d = env.wait_describe(name, "restarted by its liveness probe", 20, |d| {
+            restart_count(d, "app") >= 1
+        });
+        let ev = events(&d);
+        assert!(
+            ev.contains("Unhealthy") && ev.contains("Liveness probe failed"),
+            "no Unhealthy event for {name}:\n{d}"
+        );
+        assert!(ev.contains(why), "{name}: no event {why:?}:\n{d}");
+        assert!(
+            ev.contains("Container app failed liveness probe, will be restarted"),
+            "{name}: no Killing event for the liveness probe:\n{d}"
+        );
+        let log = env.ok(&["logs", name]);
+        assert!(log.contains("removed"), "{name}: {log:?}");
+    }
+    env.delete(&[&by_exec, &by_http]);
+    env.assert_nothing_left();
+}
+
+/// A readiness probe keeps the pod 0/1 until it passes, then 1/1 (Ready
+/// condition True), and 0/1 again when it fails.
+#[test]
+fn readiness_follows_the_probe() {
+    let env = Env::new("readiness");
+    let name = env.name("lc6-ready");
+    let _agent = env.serve(&[]);
+    env.apply(&pod(
+        &name,
+        "  terminationGracePeriodSeconds: 2\n",
+        &container(
+            "app",
+            RUN_UNTIL_TERM,
+            "    readinessProbe:\n      exec: {command: [test, -e, /tmp/ready]}\n      periodSeconds: 1\n      failureThreshold: 1\n",
+        ),
+    ));
+    env.wait_row(&name, "Running", 15, |r| r[3] == "Running");
+    for _ in 0..10 {
+        let row = env.row(&name).unwrap();
+        assert_eq!(
+            row[2],
+            "0/1",
+            "ready without the file: {row:?}\n{}",
+            env.diag()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let d = env.describe(&name);
+    assert_eq!(condition(&d, "Ready").as_deref(), Some("False"), "{d}");
+    env.ok(&["exec", &name, "--", "touch", "/tmp/ready"]);
+    env.wait_row(&name, "1/1", 10, |r| r[2] == "1/1" && r[3] == "Running");
+    let d = env.describe(&name);
+    assert_eq!(condition(&d, "Ready").as_deref(), Some("True"), "{d}");
+    assert_eq!(
+        condition(&d, "ContainersReady").as_deref(),
+        Some("True"),
+        "{d}"
+    );
+    assert_eq!(
+        value(&section(&d, "app"), "Ready").as_deref(),
+        Some("True"),
+        "{d}"
+    );
+    let wide = env.ok(&["get", "pods", "-o", "wide", &name]);
+    let lines: Vec<Vec<&str>> = wide
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines.first().map(|h| h.as_slice()),
+        Some(["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"].as_slice()),
+        "{wide}"
+    );
+    assert_eq!(&lines[1][..3], [name.as_str(), "1/1", "Running"], "{wide}");
+    env.ok(&["exec", &name, "--", "rm", "/tmp/ready"]);
+    env.wait_row(&name, "0/1 again", 10, |r| {
+        r[2] == "0/1" && r[3] == "Running"
+    });
+    let d = env.describe(&name);
+    assert_eq!(condition(&d, "Ready").as_deref(), Some("False"), "{d}");
+    assert_eq!(restart_count(&d, "app"), 0, "{d}");
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
+
+/// A preStop hook runs when the pod is deleted, before the container gets
+/// its TERM.
+#[test]
+fn pre_stop_hook_runs_on_delete() {
+    let env = Env::new("prestop");
+    let name = env.name("lc7-prestop");
+    let host = env.host_dir("host");
+    let _agent = env.serve(&[]);
+    env.apply(&pod(
+        &name,
+        &format!(
+            "  terminationGracePeriodSeconds: 5\n  volumes:\n  - name: host\n    hostPath: {{path: {}, type: Directory}}\n",
+            host.display()
+        ),
+        &container(
+            "app",
+            "trap 'echo term >> /host/prestop.txt; exit 0' TERM; while true; do sleep 0.1; done",
+            "    volumeMounts:\n    - {name: host, mountPath: /host}\n    lifecycle:\n      preStop:\n        exec: {command: [sh, -c, \"echo prestop-ran > /host/prestop.txt\"]}\n",
+        ),
+    ));
+    env.wait_row(&name, "Running", 15, |r| r[2] == "1/1" && r[3] == "Running");
+    assert!(!host.join("prestop.txt").exists());
+    env.delete(&[&name]);
+    let got = std::fs::read_to_string(host.join("prestop.txt")).unwrap_or_default();
+    assert_eq!(
+        got,
+        "prestop-ran\nterm\n",
+        "the preStop hook's file (then the TERM trap's line)\n{}",
+        env.diag()
+    );
+    env.assert_nothing_left();
+}
+
+/// A container that ignores TERM is killed when the grace period ends: the
+/// pod's terminationGracePeriodSeconds, `--grace-period`, or at once with
+/// `--force`.
+#[test]
+fn grace_periods_bound_the_deletion() {
+    let env = Env::new("grace");
+    let names: Vec<String> = ["lc8-own", "lc8-one", "lc8-force"]
+        .iter()
+        .map(|n| env.name(n))
+        .collect();
+    let _agent = env.serve(&[]);
+    let docs: Vec<String> = names
+        .iter()
+        .map(|n| {
+            pod(
+                n,
+                "  terminationGracePeriodSeconds: 2\n",
+                &container("app", "trap '' TERM; while true; do sleep 0.1; done", ""),
+            )
+        })
+        .collect();
+    env.apply(&docs.join("---\n"));
+    for n in &names {
+        env.wait_row(n, "Running", 15, |r| r[2] == "1/1" && r[3] == "Running");
+    }
+    let timed = |args: &[&str]| {
+        let t = Instant::now();
+        env.delete(args);
+        t.elapsed().as_secs_f64()
+    };
+    let own = timed(&[&names[0]]);
+    assert!(
+        (2.0..6.0).contains(&own),
+        "delete with the pod's 2 s grace period took {own:.2} s\n{}",
+        env.diag()
+    );
+    let one = timed(&[&names[1], "--grace-period", "1"]);
+    assert!(
+        (1.0..3.0).contains(&one),
+        "delete --grace-period 1 took {one:.2} s\n{}",
+        env.diag()
+    );
+    let force = timed(&[&names[2], "--force"]);
+    eprintln!(
+        "delete took {own:.2} s (grace 2), {one:.2} s (--grace-period 1), {force:.2} s (--force)"
+    );
+    assert!(
+        force < 1.5,
+        "delete --force took {force:.2} s\n{}",
+        env.diag()
+    );
+    env.assert_nothing_left();
+}
+
+/// A container that allocates past its memory limit is OOM-killed: reason
+/// OOMKilled, exit code 137; under Never the pod fails.
+#[test]
+fn out_of_memory_is_oom_killed() {
+    let env = Env::new("oom");
+    let name = env.name("lc9-oom");
+    let _agent = env.serve(&[]);
+    let r = registry();
+    // dd reads 64 MiB of zeros into one buffer: every page is touched.
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: {r}/busybox:latest\n    command: [dd, if=/dev/zero, of=/dev/null, bs=64M, count=1]\n    resources:\n      limits: {{memory: 16Mi}}\n"
+    ));
+    let row = env.wait_row(&name, "terminated", 20, |r| {
+        r[3] != "Running" && r[3] != "ContainerCreating"
+    });
+    assert_eq!(row[3], "OOMKilled", "{row:?}\n{}", env.diag());
+    let d = env.describe(&name);
+    let state = sub(&section(&d, "app"), "State");
+    assert_eq!(value(&state, "State").as_deref(), Some("Terminated"), "{d}");
+    assert_eq!(value(&state, "Reason").as_deref(), Some("OOMKilled"), "{d}");
+    assert_eq!(value(&state, "Exit Code").as_deref(), Some("137"), "{d}");
+    assert_eq!(pod_field(&d, "Status").as_deref(), Some("Failed"), "{d}");
+    assert_eq!(restart_count(&d, "app"), 0, "{d}");
+    env.assert_stopped(&name);
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
+
+/// A container that exits while no agent runs: the next agent reads the exit
+/// from the monitor's records and restarts it (OnFailure) in the same
+/// sandbox, without a second copy of the pod.
+#[test]
+fn an_exit_while_the_agent_is_down_is_not_lost() {
+    let env = Env::new("down");
+    let name = env.name("lc10-down");
+    let mut agent = env.serve(&[]);
+    // Exits 3 the first time; runs on after the restart (the emptyDir keeps
+    // the mark; a new sandbox would have a new, empty one).
+    env.apply(&pod(
+        &name,
+        "  restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 2\n  volumes:\n  - {name: state, emptyDir: {}}\n",
+        &container(
+            "app",
+            &format!("if [ -e /state/ran ]; then echo again; {RUN_UNTIL_TERM}; fi; touch /state/ran; echo first; sleep 2; exit 3"),
+            "    volumeMounts:\n    - {name: state, mountPath: /state}\n",
+        ),
+    ));
+    agent.kill();
+    let id = env.pod_id(&name);
+    std::thread::sleep(Duration::from_secs(4));
+    let exit: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.run.join("pods").join(&id).join("exits/app.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(
+        exit["exit_code"],
+        3,
+        "the monitor's exit record: {exit}\n{}",
+        env.diag()
+    );
+    let _fresh = env.serve(&[]);
+    let row = env.wait_row(&name, "restarted once", 15, |r| {
+        r[2] == "1/1" && r[3] == "Running" && restarts(r) == 1
+    });
+    assert_eq!(restarts(&row), 1, "{row:?}");
+    let d = env.describe(&name);
+    let last = sub(&section(&d, "app"), "Last State");
+    assert_eq!(
+        value(&last, "Last State").as_deref(),
+        Some("Terminated"),
+        "{d}"
+    );
+    assert_eq!(value(&last, "Exit Code").as_deref(), Some("3"), "{d}");
+    assert_eq!(value(&last, "Reason").as_deref(), Some("Error"), "{d}");
+    assert!(!events(&d).contains("SandboxChanged"), "{d}");
+    assert_eq!(
+        env.pod_id(&name),
+        id,
+        "the pod was made again\n{}",
+        env.diag()
+    );
+    assert_eq!(env.ok(&["logs", &name]), "first\nagain\n");
+    // Still the one pod, once, a moment later.
+    std::thread::sleep(Duration::from_millis(500));
+    let row = env.row(&name).unwrap();
+    assert_eq!(restarts(&row), 1, "{row:?}\n{}", env.diag());
+    env.assert_exactly(&[&name]);
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
+
+/// A pod past its activeDeadlineSeconds is stopped and fails with reason
+/// DeadlineExceeded.
+#[test]
+fn active_deadline_fails_the_pod() {
+    let env = Env::new("deadline");
+    let name = env.name("lc11-deadline");
+    let _agent = env.serve(&[]);
+    env.apply(&pod(
+        &name,
+        "  activeDeadlineSeconds: 2\n  terminationGracePeriodSeconds: 2\n",
+        &container("app", "trap 'exit 0' TERM; sleep 60 & wait", ""),
+    ));
+    let applied = Instant::now();
+    let d = env.wait_describe(&name, "Failed", 10, |d| {
+        pod_field(d, "Status").as_deref() == Some("Failed")
+    });
+    let took = applied.elapsed().as_secs_f64();
+    eprintln!("failed {took:.2} s after apply returned");
+    assert!(
+        (1.5..4.5).contains(&took),
+        "the pod failed {took:.2} s after it started, its deadline is 2 s\n{d}"
+    );
+    assert_eq!(
+        pod_field(&d, "Reason").as_deref(),
+        Some("DeadlineExceeded"),
+        "{d}"
+    );
+    env.assert_stopped(&name);
+    let d = env.wait_describe(&name, "the container terminated", 5, |d| {
+        value(&sub(&section(d, "app"), "State"), "State").as_deref() == Some("Terminated")
+    });
+    assert_eq!(pod_field(&d, "Status").as_deref(), Some("Failed"), "{d}");
+    // STATUS is the stopped container's reason, as kubectl prints it.
+    let row = env.row(&name).unwrap();
+    assert!(row[2] == "0/1" && row[3] != "Running", "{row:?}");
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
