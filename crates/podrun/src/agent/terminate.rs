@@ -24,6 +24,24 @@ pub fn terminate(
     grace: Option<Duration>,
     events: Events,
 ) -> Result<()> {
+    match stop_in_order(state, pod, grace, events) {
+        // A monitor that stopped listening is shutting down already.
+        Err(e)
+            if e.downcast_ref::<monitor::ControlError>()
+                .is_some_and(|c| matches!(c, monitor::ControlError::NotListening { .. })) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn stop_in_order(
+    state: &PodState,
+    pod: &Pod,
+    grace: Option<Duration>,
+    events: Events,
+) -> Result<()> {
     let run_dir = &state.run_dir;
     if !monitor::monitor_alive(run_dir) {
         return Ok(());
