@@ -671,12 +671,22 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     }
     for k in &actions.kill {
         agent.event(ns, name, "Normal", "Killing", &k.message);
+        // A probe's own terminationGracePeriodSeconds wins over the pod's
+        // (pkg/kubelet/kuberuntime/kuberuntime_container.go killContainer).
+        let spec = specs.iter().find(|s| s.name == k.name);
+        let probe = spec.and_then(|s| match k.reason {
+            podrun_kubelet::actions::KillReason::LivenessProbe => s.liveness_probe.as_ref(),
+            podrun_kubelet::actions::KillReason::StartupProbe => s.startup_probe.as_ref(),
+        });
+        let grace = probe
+            .and_then(|p| p.termination_grace_period_seconds)
+            .map(|s| s.max(0) as u64 * 1000);
         ask(
             &state.run_dir,
             &monitor::Request::Stop {
                 name: k.name.clone(),
                 signal: None,
-                grace_period_ms: None,
+                grace_period_ms: grace,
             },
         )?;
     }
