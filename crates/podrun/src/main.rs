@@ -113,11 +113,27 @@ fn main() {
     let cli: &'static Cli = Box::leak(Box::new(Cli::parse()));
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let serving = matches!(cli.command, Command::Serve(_));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal (not in agent.log).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if serving {
+        // The agent lives long and holds 100s of pods: every pod's sync runs on
+        // the blocking pool, which would otherwise grow a thread (and a malloc
+        // arena) per pod and keep them; a bounded pool and two arenas keep it
+        // small. Long waits (stopping a pod) run on threads of their own.
+        builder
+            .worker_threads(2)
+            .max_blocking_threads(16)
+            .thread_keep_alive(std::time::Duration::from_secs(2));
+        // SAFETY: mallopt only sets an allocator parameter, before any thread starts.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .expect("start the async runtime");

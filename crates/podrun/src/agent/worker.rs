@@ -85,7 +85,8 @@ pub(super) async fn run(
             }
             continue;
         }
-        let wait = step.wake.unwrap_or(agent.sync_interval);
+        // Spread the pods' syncs over the interval (no burst of 100 at once).
+        let wait = step.wake.unwrap_or_else(|| jitter(agent.sync_interval));
         tokio::select! {
             m = rx.recv() => match m {
                 Some(Msg::Sync(w)) => waiters.extend(w),
@@ -94,6 +95,17 @@ pub(super) async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// `d` ± 20 %, from the clock's nanoseconds (good enough to spread wake-ups).
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos() as u64;
+    let spread = d.as_millis() as u64 * 2 / 5;
+    let offset = if spread == 0 { 0 } else { nanos % spread };
+    d - d / 5 + Duration::from_millis(offset)
 }
 
 async fn sync(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
@@ -328,6 +340,18 @@ fn state_of(agent: &Agent, row: &PodRow) -> Result<PodState> {
     })
 }
 
+/// Run `f` on a new thread and wait for it without holding a runtime thread.
+async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pod-stop".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })?;
+    rx.await
+        .map_err(|_| anyhow::anyhow!("the stopping thread panicked"))?
+}
+
 /// Stop the pod's sandbox of `row.pod_id` and remove everything of it.
 async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let state = state_of(agent, row)?;
@@ -335,7 +359,8 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let images = agent.images.clone();
     let agent2 = agent.clone();
     let (ns, name) = (row.namespace.clone(), row.name.clone());
-    let had_monitor = tokio::task::spawn_blocking(move || -> Result<bool> {
+    // A thread of its own, not the blocking pool: stopping waits out grace periods.
+    let had_monitor = on_thread(move || -> Result<bool> {
         let had = state.find_monitor().is_some();
         let pod = state.record.manifest.clone();
         let events = |t: &str, r: &str, m: String| agent2.event(&ns, &name, t, r, &m);
@@ -349,7 +374,7 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
         pods::teardown(&images, &state)?;
         Ok(had)
     })
-    .await??;
+    .await?;
     let _ = had_monitor;
     Ok(())
 }
