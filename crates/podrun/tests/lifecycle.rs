@@ -10,231 +10,33 @@
 //! Run with `--test-threads=1` (the tests count processes of their own roots
 //! only, but they are heavy and some measure time).
 
+#[path = "support/agent_env.rs"]
+mod agent_env;
 mod support;
 
+use agent_env::{registry, Env, Suite};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn registry() -> String {
-    std::env::var("PODRUN_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
-}
+/// The test-only knobs: a short sync interval and a scaled-down back-off;
+/// every test keeps its agent up.
+const SUITE: Suite = Suite {
+    name: "lifecycle",
+    knobs: &[
+        ("PODRUN_SYNC_INTERVAL_MS", "150"),
+        ("PODRUN_BACKOFF_INITIAL_MS", "500"),
+        ("PODRUN_BACKOFF_MAX_MS", "4000"),
+    ],
+    agent_stays_up: true,
+};
 
 fn image() -> String {
     format!("{}/busybox:latest", registry())
 }
 
-const PODRUN: &str = env!("CARGO_BIN_EXE_podrun");
-const MONITOR: &str = env!("CARGO_BIN_EXE_podrun-monitor");
-
 /// A shell loop that runs until SIGTERM, which it obeys at once.
 const RUN_UNTIL_TERM: &str = "trap 'exit 0' TERM; while true; do sleep 0.1; done";
-
-// ---------------------------------------------------------------------------
-// Processes (as in tests/agent.rs).
-
-#[derive(Debug, Clone)]
-struct Proc {
-    pid: i32,
-    ppid: i32,
-    args: Vec<String>,
-    cgroup: String,
-    zombie: bool,
-}
-
-impl Proc {
-    fn exe_name(&self) -> &str {
-        self.args
-            .first()
-            .map(|a| a.rsplit('/').next().unwrap_or(a))
-            .unwrap_or("")
-    }
-
-    fn cmdline(&self) -> String {
-        self.args.join(" ")
-    }
-}
-
-fn procs() -> Vec<Proc> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let ppid = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        out.push(Proc {
-            pid,
-            ppid,
-            args,
-            cgroup: std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default(),
-            zombie: state == "Z",
-        });
-    }
-    out
-}
-
-fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    !stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-}
-
-fn kill(pid: i32, signal: i32) {
-    // SAFETY: kill sends a signal.
-    unsafe { libc::kill(pid, signal) };
-}
-
-/// Wait (at most `timeout`) until `pid` is gone or a zombie.
-fn wait_gone(pid: i32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while alive(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
-/// Directories of every cgroup hierarchy's podrun tree whose name contains
-/// one of `ids`.
-fn cgroups_of(ids: &BTreeSet<String>) -> Vec<PathBuf> {
-    fn walk(dir: &Path, ids: &BTreeSet<String>, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let n = e.file_name().to_string_lossy().into_owned();
-            if ids.iter().any(|id| n.contains(id.as_str())) {
-                out.push(e.path());
-            }
-            walk(&e.path(), ids, out);
-        }
-    }
-    let mut out = Vec::new();
-    if ids.is_empty() {
-        return out;
-    }
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        walk(&h.path().join("podrun"), ids, &mut out);
-    }
-    out
-}
-
-/// Remove cgroup directories, deepest first (their processes must be gone).
-fn remove_cgroups(mut dirs: Vec<PathBuf>) {
-    let mut all = Vec::new();
-    fn below(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                below(&e.path(), out);
-            }
-        }
-        out.push(d.to_path_buf());
-    }
-    for d in dirs.drain(..) {
-        below(&d, &mut all);
-    }
-    all.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    all.dedup();
-    for d in all {
-        let _ = std::fs::remove_dir(&d);
-    }
-}
-
-fn names_in(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Run `cmd` to its end and collect its output; a command still running
-/// after `secs` is killed and fails the test (nothing here may hang the suite).
-fn output_within(cmd: &mut Command, secs: u64) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut v);
-            }
-            v
-        })
-    };
-    let out_thread = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    );
-    let err_thread = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    );
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(status) => Output {
-            status: status.unwrap(),
-            stdout: out_thread.join().unwrap(),
-            stderr: err_thread.join().unwrap(),
-        },
-        Err(_) => {
-            kill(pid as i32, libc::SIGKILL);
-            panic!("{cmd:?} did not end within {secs} s");
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // `describe pod` text.
@@ -312,64 +114,10 @@ fn restart_count(describe: &str, container: &str) -> i64 {
 }
 
 // ---------------------------------------------------------------------------
-// The environment of one test (as in tests/agent.rs).
-
-/// An agent this test started with `podrun serve`.
-struct Agent {
-    child: Child,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Agent {
-    /// SIGKILL it and reap it.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-    run: PathBuf,
-    /// Every pod ID seen of this environment's pods.
-    ids: std::cell::RefCell<BTreeSet<String>>,
-    /// The names of the pods this test uses (their pause processes carry them).
-    names: std::cell::RefCell<BTreeSet<String>>,
-    /// Agent logs to show on failure.
-    logs: std::cell::RefCell<Vec<PathBuf>>,
-    files: std::cell::Cell<usize>,
-}
+// What only these tests ask of the environment (the rest is in
+// support/agent_env.rs).
 
 impl Env {
-    fn new(tag: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("podrun-lifecycle-{tag}-"))
-            .tempdir()
-            .unwrap();
-        let root = dir.path().join("root");
-        let run = dir.path().join("run");
-        Env {
-            logs: Default::default(),
-            dir,
-            root,
-            run,
-            ids: Default::default(),
-            names: Default::default(),
-            files: Default::default(),
-        }
-    }
-
-    fn name(&self, name: &str) -> String {
-        self.names.borrow_mut().insert(name.to_string());
-        name.to_string()
-    }
-
     /// A directory of the test's own, for hostPath volumes.
     fn host_dir(&self, name: &str) -> PathBuf {
         let d = self.dir.path().join(name);
@@ -377,166 +125,10 @@ impl Env {
         d
     }
 
-    /// `podrun <global flags>` with this environment's roots and the
-    /// test-only knobs (which matter to the agent only).
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(PODRUN);
-        c.arg("--root")
-            .arg(&self.root)
-            .arg("--run-root")
-            .arg(&self.run)
-            .arg("--registries-conf")
-            .arg(self.dir.path().join("none.conf"))
-            .arg("--hosts-dir")
-            .arg(self.dir.path().join("none.d"))
-            .env("HOME", self.dir.path())
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            .env("PODRUN_SYNC_INTERVAL_MS", "150")
-            .env("PODRUN_BACKOFF_INITIAL_MS", "500")
-            .env("PODRUN_BACKOFF_MAX_MS", "4000")
-            .env_remove("PODRUN_AGENT_CRASH_AT")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn podrun(&self, args: &[&str]) -> Output {
-        let out = output_within(self.cmd().args(args), 120);
-        self.refresh_ids();
-        out
-    }
-
-    /// `podrun <args>`, which must succeed: its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.podrun(args);
-        assert!(
-            out.status.success(),
-            "podrun {args:?}: {}\n{}",
-            text(&out),
-            self.diag()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// `podrun apply -f <a file of `yaml`>`, which must succeed.
     fn apply(&self, yaml: &str) {
-        let n = self.files.get() + 1;
-        self.files.set(n);
-        let file = self.dir.path().join(format!("m{n}.yaml"));
-        std::fs::write(&file, yaml).unwrap();
+        let file = self.write_manifest(yaml);
         self.ok(&["apply", "-f", file.to_str().unwrap()]);
-    }
-
-    /// Start `podrun serve` (with `envs` besides the knobs of [`Env::cmd`])
-    /// and wait until it answers on its socket.
-    fn serve(&self, envs: &[(&str, &str)]) -> Agent {
-        let n = self.logs.borrow().len();
-        let log = self.dir.path().join(format!("serve{n}.log"));
-        self.logs.borrow_mut().push(log.clone());
-        let mut cmd = self.cmd();
-        cmd.arg("serve");
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let f = std::fs::File::create(&log).unwrap();
-        cmd.stdout(f.try_clone().unwrap()).stderr(f);
-        let child = cmd.spawn().unwrap();
-        let mut agent = Agent { child };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.answers() {
-            if let Ok(Some(s)) = agent.child.try_wait() {
-                panic!(
-                    "the agent exited ({s})\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not answer within 20 s\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        agent
-    }
-
-    /// Whether something listens on the run root's socket.
-    fn answers(&self) -> bool {
-        std::os::unix::net::UnixStream::connect(self.run.join("podrun.sock")).is_ok()
-    }
-
-    /// The pid in `<root>/agent.lock`.
-    fn lock_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.root.join("agent.lock"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    /// Remember every pod ID found on disk.
-    fn refresh_ids(&self) {
-        let mut ids = self.ids.borrow_mut();
-        for d in [
-            self.run.join("pods"),
-            self.root.join("pods"),
-            self.run.join("sandboxes"),
-        ] {
-            ids.extend(names_in(&d));
-        }
-    }
-
-    /// What there is to see when a check fails: the pods, the pod
-    /// directories, the processes and the agents' logs.
-    fn diag(&self) -> String {
-        let mut s = String::new();
-        if self.answers() {
-            let out = self.cmd().args(["get", "pods", "-A"]).output().unwrap();
-            s += &format!("--- get pods -A:\n{}", text(&out));
-            for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
-                let cols: Vec<&str> = line.split_whitespace().collect();
-                if cols.len() > 1 {
-                    let d = self
-                        .cmd()
-                        .args(["describe", "pod", cols[1], "-n", cols[0]])
-                        .output()
-                        .unwrap();
-                    s += &format!("--- describe {}/{}:\n{}", cols[0], cols[1], text(&d));
-                }
-            }
-        } else {
-            s += "--- no agent answers\n";
-        }
-        s += &format!("--- run/pods: {:?}\n", names_in(&self.run.join("pods")));
-        s += &format!("--- root/pods: {:?}\n", names_in(&self.root.join("pods")));
-        s += &format!("--- pod IDs seen: {:?}\n", self.ids.borrow());
-        for p in self.own_procs() {
-            s += &format!("--- process {} (ppid {}): {}\n", p.pid, p.ppid, p.cmdline());
-        }
-        for log in self.logs.borrow().iter() {
-            if let Ok(t) = std::fs::read_to_string(log) {
-                let lines: Vec<&str> = t.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(60)..];
-                s += &format!("--- {}:\n{}\n", log.display(), tail.join("\n"));
-            }
-        }
-        s
-    }
-
-    /// `podrun get pods -A`: its rows (NAMESPACE NAME READY STATUS RESTARTS
-    /// [(AGO ago)] AGE), split at white space.
-    fn rows(&self) -> Vec<Vec<String>> {
-        let out = self.podrun(&["get", "pods", "-A"]);
-        assert!(
-            out.status.success(),
-            "get pods -A: {}\n{}",
-            text(&out),
-            self.diag()
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().map(String::from).collect())
-            .collect()
     }
 
     /// The row of pod `name` (namespace default), if listed.
@@ -617,29 +209,11 @@ impl Env {
         );
     }
 
-    /// The pod directories of the run root (pod IDs).
-    fn pod_ids(&self) -> BTreeSet<String> {
-        self.refresh_ids();
-        names_in(&self.run.join("pods"))
-    }
-
-    /// The pod ID of `default/name` (the one run directory of it).
-    fn pod_id(&self, name: &str) -> String {
-        let prefix = format!("default-{name}-");
-        let ids: Vec<String> = self
-            .pod_ids()
-            .into_iter()
-            .filter(|i| i.starts_with(&prefix))
-            .collect();
-        assert_eq!(ids.len(), 1, "pod dirs of {name}: {ids:?}\n{}", self.diag());
-        ids[0].clone()
-    }
-
     /// Wait (at most 5 s) until nothing of pod `name`'s sandbox runs: no
     /// process in its cgroups, no monitor, no pause process (a pod that ended
     /// keeps its records until it is deleted, not its processes).
     fn assert_stopped(&self, name: &str) {
-        let id = self.pod_id(name);
+        let id = self.pod_id("default", name);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let procs = self.procs_in(&BTreeSet::from([id.clone()]));
@@ -655,287 +229,6 @@ impl Env {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// The container pids of each pod ID (from the monitors' start records).
-    fn container_pids(&self) -> Vec<(String, i32)> {
-        let mut out = Vec::new();
-        for id in self.pod_ids() {
-            let starts = self.run.join("pods").join(&id).join("starts");
-            for f in names_in(&starts) {
-                let Ok(bytes) = std::fs::read(starts.join(&f)) else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                    continue;
-                };
-                out.push((
-                    format!("{id}/{}", v["name"].as_str().unwrap_or_default()),
-                    v["pid"].as_i64().unwrap_or_default() as i32,
-                ));
-            }
-        }
-        out
-    }
-
-    /// Monitors of this run root: (pid, pod ID).
-    fn monitors(&self) -> Vec<(i32, String)> {
-        let pods = self.run.join("pods");
-        procs()
-            .into_iter()
-            .filter(|p| !p.zombie && p.exe_name() == "podrun-monitor")
-            .filter_map(|p| {
-                let i = p.args.iter().position(|a| a == "--plan")?;
-                let plan = Path::new(p.args.get(i + 1)?);
-                let id = plan.strip_prefix(&pods).ok()?.iter().next()?;
-                (p.args.get(1).map(String::as_str) == Some("--plan"))
-                    .then(|| (p.pid, id.to_string_lossy().into_owned()))
-            })
-            .collect()
-    }
-
-    /// Pause processes of this test's pods: (pid, pod name), by the hostname
-    /// they were given (the pod's name) or their parent being one of our monitors.
-    fn pauses(&self) -> Vec<(i32, String)> {
-        let monitors: BTreeSet<i32> = self.monitors().iter().map(|m| m.0).collect();
-        let names = self.names.borrow();
-        procs()
-            .into_iter()
-            .filter(|p| !p.zombie && p.exe_name() == "podrun-pause")
-            .filter_map(|p| {
-                let host = p
-                    .args
-                    .iter()
-                    .position(|a| a == "--uts")
-                    .and_then(|i| p.args.get(i + 1).cloned());
-                match host {
-                    Some(h) if names.contains(&h) => Some((p.pid, h)),
-                    _ if monitors.contains(&p.ppid) => Some((p.pid, host.unwrap_or_default())),
-                    _ => None,
-                }
-            })
-            .collect()
-    }
-
-    /// Every process of this environment: its cmdline names the temp dir, or
-    /// it is in a cgroup of one of its pod IDs, or it is a pause process of its pods.
-    fn own_procs(&self) -> Vec<Proc> {
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        let ids = self.ids.borrow().clone();
-        let pauses: BTreeSet<i32> = self.pauses().iter().map(|p| p.0).collect();
-        procs()
-            .into_iter()
-            .filter(|p| !p.zombie && p.pid != std::process::id() as i32)
-            .filter(|p| {
-                p.cmdline().contains(&prefix)
-                    || pauses.contains(&p.pid)
-                    || ids.iter().any(|id| p.cgroup.contains(&format!("/{id}/")))
-            })
-            .collect()
-    }
-
-    /// Processes in a cgroup of one of `ids`.
-    fn procs_in(&self, ids: &BTreeSet<String>) -> Vec<Proc> {
-        procs()
-            .into_iter()
-            .filter(|p| !p.zombie)
-            .filter(|p| ids.iter().any(|id| p.cgroup.contains(&format!("/{id}/"))))
-            .collect()
-    }
-
-    fn mounts(&self) -> Vec<String> {
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        support::mount_points()
-            .into_iter()
-            .filter(|m| m.starts_with(&prefix))
-            .collect()
-    }
-
-    /// Exactly the pods `names` (namespace default) exist, each once and
-    /// running: one run and one data directory, one monitor, one pause
-    /// process, containers in its cgroup only; of every other pod ID seen
-    /// nothing is left (no directory, mount, cgroup or process).
-    fn assert_exactly(&self, names: &[&str]) {
-        self.refresh_ids();
-        let ids = self.pod_ids();
-        let diag = || self.diag();
-        let current: BTreeSet<String> = names.iter().map(|n| self.pod_id(n)).collect();
-        assert_eq!(ids, current, "run/pods\n{}", diag());
-        assert_eq!(
-            names_in(&self.root.join("pods")),
-            current,
-            "root/pods\n{}",
-            diag()
-        );
-        for c in names_in(&self.root.join("containers")) {
-            assert!(
-                current.iter().any(|id| c.starts_with(&format!("{id}-"))),
-                "root/containers/{c} is of no current pod\n{}",
-                diag()
-            );
-        }
-        let sandboxes = names_in(&self.run.join("sandboxes"));
-        assert!(
-            sandboxes.is_subset(&current),
-            "sandboxes {sandboxes:?}\n{}",
-            diag()
-        );
-        let monitors = self.monitors();
-        assert_eq!(
-            monitors.len(),
-            names.len(),
-            "monitors of this run root: {monitors:?}\n{}",
-            diag()
-        );
-        assert_eq!(
-            monitors
-                .iter()
-                .map(|m| m.1.clone())
-                .collect::<BTreeSet<_>>(),
-            current,
-            "monitors {monitors:?}\n{}",
-            diag()
-        );
-        let pauses = self.pauses();
-        assert_eq!(
-            pauses.len(),
-            names.len(),
-            "pause processes {pauses:?}\n{}",
-            diag()
-        );
-        let pids = self.container_pids();
-        for id in &current {
-            let procs = self.procs_in(&BTreeSet::from([id.clone()]));
-            assert!(
-                !procs.is_empty(),
-                "pod {id} is listed but no container process runs in its cgroup\n{}",
-                diag()
-            );
-            let started: Vec<i32> = pids
-                .iter()
-                .filter(|(k, _)| k.starts_with(&format!("{id}/")))
-                .map(|(_, p)| *p)
-                .collect();
-            assert!(
-                !started.is_empty() && started.iter().all(|p| alive(*p)),
-                "pod {id}: its start records {started:?} name no running container\n{}",
-                diag()
-            );
-        }
-        let vanished: BTreeSet<String> = self.ids.borrow().difference(&current).cloned().collect();
-        let left = self.procs_in(&vanished);
-        assert!(
-            left.is_empty(),
-            "processes of vanished pods {vanished:?}: {left:?}\n{}",
-            diag()
-        );
-        let cg = cgroups_of(&vanished);
-        assert!(
-            cg.is_empty(),
-            "cgroups of vanished pods: {cg:?}\n{}",
-            diag()
-        );
-        for m in self.mounts() {
-            assert!(
-                current.iter().any(|id| m.contains(id.as_str())),
-                "mount {m} is of no current pod\n{}",
-                diag()
-            );
-        }
-    }
-
-    /// Nothing of any pod is left: no pod listed, no directory, container
-    /// filesystem, mount, cgroup or process of any pod ID seen.
-    fn assert_nothing_left(&self) {
-        let rows = self.rows();
-        assert!(
-            rows.is_empty(),
-            "pods still listed: {rows:?}\n{}",
-            self.diag()
-        );
-        self.assert_exactly(&[]);
-        let mut left = Vec::new();
-        for sub in ["root/pods", "root/containers", "run/pods", "run/sandboxes"] {
-            let n = names_in(&self.dir.path().join(sub));
-            if !n.is_empty() {
-                left.push(format!("{sub}: {n:?}"));
-            }
-        }
-        assert!(left.is_empty(), "{left:?}\n{}", self.diag());
-        let mounts = self.mounts();
-        assert!(
-            mounts.is_empty(),
-            "mounts left: {mounts:?}\n{}",
-            self.diag()
-        );
-        let ids = self.ids.borrow().clone();
-        let cg = cgroups_of(&ids);
-        assert!(cg.is_empty(), "cgroups left: {cg:?}\n{}", self.diag());
-        let procs: Vec<String> = self
-            .own_procs()
-            .into_iter()
-            .filter(|p| !p.args.iter().any(|a| a == "serve"))
-            .map(|p| format!("{} {}", p.pid, p.cmdline()))
-            .collect();
-        assert!(
-            procs.is_empty(),
-            "processes left: {procs:?}\n{}",
-            self.diag()
-        );
-    }
-
-    /// SIGKILL every agent of this root.
-    fn kill_agents(&self) {
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        let mut pids: BTreeSet<i32> = procs()
-            .into_iter()
-            .filter(|p| {
-                !p.zombie && p.args.iter().any(|a| a == "serve") && p.cmdline().contains(&prefix)
-            })
-            .map(|p| p.pid)
-            .collect();
-        pids.extend(self.lock_pid().filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&prefix))
-                .unwrap_or(false)
-        }));
-        for pid in &pids {
-            kill(*pid, libc::SIGKILL);
-        }
-        for pid in &pids {
-            wait_gone(*pid, Duration::from_secs(5));
-        }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.kill_agents();
-        self.refresh_ids();
-        // Twice: a monitor killed first may have started nothing new, but be sure.
-        for _ in 0..2 {
-            let ps = self.own_procs();
-            for p in &ps {
-                kill(p.pid, libc::SIGKILL);
-            }
-            for p in &ps {
-                wait_gone(p.pid, Duration::from_secs(5));
-            }
-        }
-        for id in names_in(&self.run.join("pods")) {
-            let plan = self.run.join("pods").join(&id).join("plan.json");
-            if plan.exists() {
-                let _ = Command::new(MONITOR)
-                    .arg("cleanup")
-                    .arg("--plan")
-                    .arg(&plan)
-                    .stdin(Stdio::null())
-                    .output();
-            }
-        }
-        support::unmount_below(self.dir.path());
-        let ids = self.ids.borrow().clone();
-        remove_cgroups(cgroups_of(&ids));
     }
 }
 
@@ -990,9 +283,9 @@ fn secs(d: chrono::TimeDelta) -> f64 {
 /// failed exit, and BackOff events.
 #[test]
 fn crash_loop_backs_off_exponentially() {
-    let env = Env::new("crash");
+    let env = Env::new(&SUITE, "crash");
     let name = env.name("lc1-crash");
-    let _agent = env.serve(&[("PODRUN_BACKOFF_MAX_MS", "2000")]);
+    let _agent = env.serve(None, &[], &[("PODRUN_BACKOFF_MAX_MS", "2000")]);
     env.apply(&pod(
         &name,
         "  restartPolicy: Always\n  terminationGracePeriodSeconds: 1\n",
@@ -1087,11 +380,11 @@ fn crash_loop_backs_off_exponentially() {
 /// restarted; Never: an exit 1 ends it (Error, Failed), not restarted.
 #[test]
 fn restart_policies_on_failure_and_never() {
-    let env = Env::new("policy");
+    let env = Env::new(&SUITE, "policy");
     let ok = env.name("lc2-onfail-ok");
     let bad = env.name("lc2-onfail-bad");
     let never = env.name("lc2-never");
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     env.apply(&format!(
         "{}---\n{}---\n{}",
         pod(
@@ -1162,11 +455,11 @@ fn restart_policies_on_failure_and_never() {
 /// restarted.
 #[test]
 fn init_containers_run_in_order_and_fail_by_policy() {
-    let env = Env::new("init");
+    let env = Env::new(&SUITE, "init");
     let ordered = env.name("lc3-ordered");
     let never = env.name("lc3-fail-never");
     let always = env.name("lc3-fail-always");
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     let work = "    volumeMounts:\n    - {name: work, mountPath: /work}\n";
     let inits = format!(
         "  initContainers:\n{}{}",
@@ -1252,7 +545,7 @@ fn init_containers_run_in_order_and_fail_by_policy() {
         ("0/1", "Init:Error"),
         "{row:?}"
     );
-    let id = env.pod_id(&never);
+    let id = env.pod_id("default", &never);
     assert!(
         !env.run
             .join("pods")
@@ -1273,10 +566,10 @@ fn init_containers_run_in_order_and_fail_by_policy() {
 /// done the pod completes and the sidecar is stopped after it.
 #[test]
 fn native_sidecar_outlives_the_main_container() {
-    let env = Env::new("sidecar");
+    let env = Env::new(&SUITE, "sidecar");
     let name = env.name("lc4-sidecar");
     let host = env.host_dir("host");
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     let mounts = "    volumeMounts:\n    - {name: shared, mountPath: /shared}\n    - {name: host, mountPath: /host}\n";
     let sidecar = container(
         "side",
@@ -1332,10 +625,10 @@ fn native_sidecar_outlives_the_main_container() {
 /// the container, with an Unhealthy "Liveness probe failed" event.
 #[test]
 fn failing_liveness_probes_restart_the_container() {
-    let env = Env::new("liveness");
+    let env = Env::new(&SUITE, "liveness");
     let by_exec = env.name("lc5-live-exec");
     let by_http = env.name("lc5-live-http");
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     let exec_probe = "    livenessProbe:\n      exec: {command: [test, -e, /tmp/alive]}\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n";
     let http_probe = "    livenessProbe:\n      httpGet: {path: /healthz, port: 8080}\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n";
     env.apply(&format!(
@@ -1404,9 +697,9 @@ fn failing_liveness_probes_restart_the_container() {
 /// condition True), and 0/1 again when it fails.
 #[test]
 fn readiness_follows_the_probe() {
-    let env = Env::new("readiness");
+    let env = Env::new(&SUITE, "readiness");
     let name = env.name("lc6-ready");
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     env.apply(&pod(
         &name,
         "  terminationGracePeriodSeconds: 2\n",
@@ -1469,10 +762,10 @@ fn readiness_follows_the_probe() {
 /// its TERM.
 #[test]
 fn pre_stop_hook_runs_on_delete() {
-    let env = Env::new("prestop");
+    let env = Env::new(&SUITE, "prestop");
     let name = env.name("lc7-prestop");
     let host = env.host_dir("host");
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     env.apply(&pod(
         &name,
         &format!(
@@ -1503,12 +796,12 @@ fn pre_stop_hook_runs_on_delete() {
 /// `--force`.
 #[test]
 fn grace_periods_bound_the_deletion() {
-    let env = Env::new("grace");
+    let env = Env::new(&SUITE, "grace");
     let names: Vec<String> = ["lc8-own", "lc8-one", "lc8-force"]
         .iter()
         .map(|n| env.name(n))
         .collect();
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     let docs: Vec<String> = names
         .iter()
         .map(|n| {
@@ -1556,9 +849,9 @@ fn grace_periods_bound_the_deletion() {
 /// OOMKilled, exit code 137; under Never the pod fails.
 #[test]
 fn out_of_memory_is_oom_killed() {
-    let env = Env::new("oom");
+    let env = Env::new(&SUITE, "oom");
     let name = env.name("lc9-oom");
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     let r = registry();
     // dd reads 64 MiB of zeros into one buffer: every page is touched.
     env.apply(&format!(
@@ -1585,9 +878,9 @@ fn out_of_memory_is_oom_killed() {
 /// sandbox, without a second copy of the pod.
 #[test]
 fn an_exit_while_the_agent_is_down_is_not_lost() {
-    let env = Env::new("down");
+    let env = Env::new(&SUITE, "down");
     let name = env.name("lc10-down");
-    let mut agent = env.serve(&[]);
+    let mut agent = env.serve(None, &[], &[]);
     // Exits 3 the first time; runs on after the restart (the emptyDir keeps
     // the mark; a new sandbox would have a new, empty one).
     env.apply(&pod(
@@ -1600,7 +893,7 @@ fn an_exit_while_the_agent_is_down_is_not_lost() {
         ),
     ));
     agent.kill();
-    let id = env.pod_id(&name);
+    let id = env.pod_id("default", &name);
     std::thread::sleep(Duration::from_secs(4));
     let exit: serde_json::Value = serde_json::from_slice(
         &std::fs::read(env.run.join("pods").join(&id).join("exits/app.json")).unwrap_or_default(),
@@ -1612,7 +905,7 @@ fn an_exit_while_the_agent_is_down_is_not_lost() {
         "the monitor's exit record: {exit}\n{}",
         env.diag()
     );
-    let _fresh = env.serve(&[]);
+    let _fresh = env.serve(None, &[], &[]);
     let row = env.wait_row(&name, "restarted once", 15, |r| {
         r[2] == "1/1" && r[3] == "Running" && restarts(r) == 1
     });
@@ -1628,7 +921,7 @@ fn an_exit_while_the_agent_is_down_is_not_lost() {
     assert_eq!(value(&last, "Reason").as_deref(), Some("Error"), "{d}");
     assert!(!events(&d).contains("SandboxChanged"), "{d}");
     assert_eq!(
-        env.pod_id(&name),
+        env.pod_id("default", &name),
         id,
         "the pod was made again\n{}",
         env.diag()
@@ -1638,7 +931,7 @@ fn an_exit_while_the_agent_is_down_is_not_lost() {
     std::thread::sleep(Duration::from_millis(500));
     let row = env.row(&name).unwrap();
     assert_eq!(restarts(&row), 1, "{row:?}\n{}", env.diag());
-    env.assert_exactly(&[&name]);
+    env.assert_exactly(&[("default", &name)]);
     env.delete(&[&name]);
     env.assert_nothing_left();
 }
@@ -1647,9 +940,9 @@ fn an_exit_while_the_agent_is_down_is_not_lost() {
 /// DeadlineExceeded.
 #[test]
 fn active_deadline_fails_the_pod() {
-    let env = Env::new("deadline");
+    let env = Env::new(&SUITE, "deadline");
     let name = env.name("lc11-deadline");
-    let _agent = env.serve(&[]);
+    let _agent = env.serve(None, &[], &[]);
     env.apply(&pod(
         &name,
         "  activeDeadlineSeconds: 2\n  terminationGracePeriodSeconds: 2\n",
