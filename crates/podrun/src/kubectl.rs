@@ -256,19 +256,30 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
 /// so when there are several, as kubectl does).
 fn pick_container(state: &PodState, wanted: Option<&str>) -> Result<String> {
     let names = state.container_names();
+    let all = state.all_container_names();
+    // kubectl's list: the containers, then the init containers marked so.
+    let listed: Vec<String> = names
+        .iter()
+        .cloned()
+        .chain(
+            all.iter()
+                .filter(|n| !names.contains(n))
+                .map(|n| format!("{n} (init)")),
+        )
+        .collect();
     match wanted {
-        Some(n) if names.iter().any(|c| c == n) => Ok(n.to_string()),
+        Some(n) if all.iter().any(|c| c == n) => Ok(n.to_string()),
         Some(n) => bail!(
             "container {n} is not valid for pod {}: its containers are {}",
             state.record.name,
-            names.join(", ")
+            listed.join(", ")
         ),
         None => {
             let first = names.first().context("the pod has no containers")?;
-            if names.len() > 1 {
+            if listed.len() > 1 {
                 eprintln!(
                     "Defaulted container \"{first}\" out of: {}",
-                    names.join(", ")
+                    listed.join(", ")
                 );
             }
             Ok(first.clone())
@@ -323,11 +334,18 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
     let name = pod_name(&args.pod)?;
     let state = pods::find(&cli.run_root, &args.ns.namespace, name)?;
     let container = pick_container(&state, args.container.as_deref())?;
-    let view = state.view();
-    let running = view
-        .containers
-        .iter()
-        .any(|c| c.name == container && matches!(c.state, status::State::Running { .. }));
+    // Running: started, and no exit recorded of that start (init containers
+    // and restarted ones included).
+    let running = state.monitor_alive()
+        && state.plan.as_ref().is_some_and(|plan| {
+            let starts = podrun_runtime::monitor::read_starts(plan);
+            let exits = podrun_runtime::monitor::read_exits(plan);
+            starts.get(&container).is_some_and(|s| {
+                exits
+                    .get(&container)
+                    .is_none_or(|e| e.started_at != s.started_at)
+            })
+        });
     if !running {
         bail!("pod/{name}: container {container}: cannot exec in a container that is not running");
     }
