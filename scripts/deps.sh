@@ -16,6 +16,7 @@ PACKAGES=(
     crun runc         # OCI runtime backends
     containernetworking-plugins iptables   # CNI
     curl              # readiness checks
+    openssl           # a self-signed certificate for the HTTPS probe test
 )
 
 log() { printf 'deps: %s\n' "$*" >&2; }
