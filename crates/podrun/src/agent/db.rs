@@ -375,18 +375,12 @@ impl Db {
         tx.commit().map_err(|e| self_err(&path, e))
     }
 
-    /// Move a pod to `state`, and (for a new sandbox) to a new pod ID.
-    pub fn set_state(
-        &self,
-        namespace: &str,
-        name: &str,
-        state: PodPhase,
-        pod_id: Option<&str>,
-    ) -> Result<(), DbError> {
+    /// Move a pod to `state` (a new sandbox is [`Db::new_sandbox`]).
+    pub fn set_state(&self, namespace: &str, name: &str, state: PodPhase) -> Result<(), DbError> {
         self.conn
             .execute(
-                "UPDATE pods SET state = ?3, pod_id = COALESCE(?4, pod_id) WHERE namespace = ?1 AND name = ?2",
-                params![namespace, name, state.as_str(), pod_id],
+                "UPDATE pods SET state = ?3 WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name, state.as_str()],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
@@ -512,15 +506,7 @@ impl Db {
             .query_row(
                 "SELECT kind, namespace, name, source, body FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
                 params![kind, namespace, name],
-                |r| {
-                    Ok(ObjectRow {
-                        kind: r.get(0)?,
-                        namespace: r.get(1)?,
-                        name: r.get(2)?,
-                        source: r.get(3)?,
-                        body: r.get(4)?,
-                    })
-                },
+                object_row,
             )
             .optional()
             .map_err(|e| self.err(e))
@@ -535,15 +521,7 @@ impl Db {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![namespace], |r| {
-                Ok(ObjectRow {
-                    kind: r.get(0)?,
-                    namespace: r.get(1)?,
-                    name: r.get(2)?,
-                    source: r.get(3)?,
-                    body: r.get(4)?,
-                })
-            })
+            .query_map(params![namespace], object_row)
             .and_then(|r| r.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
         Ok(rows)
@@ -663,6 +641,16 @@ fn self_err(path: &Path, cause: rusqlite::Error) -> DbError {
 }
 
 const POD_COLUMNS: &str = "namespace, name, pod_id, source, manifest, hash, state, created, started, error, retry_at, attempts, status";
+
+fn object_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRow> {
+    Ok(ObjectRow {
+        kind: r.get(0)?,
+        namespace: r.get(1)?,
+        name: r.get(2)?,
+        source: r.get(3)?,
+        body: r.get(4)?,
+    })
+}
 
 fn pod_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PodRow> {
     Ok(PodRow {

@@ -326,10 +326,7 @@ fn container(out: &mut String, c: &Container, s: Option<&ContainerStatus>) {
 }
 
 /// The name of the pod's first main container (from its status).
-fn pod_first_main(
-    status: &k8s_openapi::api::core::v1::PodStatus,
-    _events: &[EventRow],
-) -> Option<String> {
+fn pod_first_main(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<String> {
     status
         .container_statuses
         .as_ref()?
@@ -369,7 +366,7 @@ fn startup(out: &mut String, status: &k8s_openapi::api::core::v1::PodStatus, eve
         }
     }
     // The first main container's events: init containers end when it is created.
-    let first_main = pod_first_main(status, events);
+    let first_main = pod_first_main(status);
     let main_created = first_main.as_ref().and_then(|n| {
         events
             .iter()

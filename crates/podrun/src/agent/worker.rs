@@ -355,12 +355,19 @@ async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'st
 /// Stop the pod's sandbox of `row.pod_id` and remove everything of it.
 async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let state = state_of(agent, row)?;
+    // Every part of a pod is made after its run directory (registration comes
+    // first) and removed before both of its directories (teardown removes
+    // them last): with neither, nothing of it exists, and a new pod's
+    // creation needs no clean-up (nor a scan of /proc for a monitor).
+    if !state.run_dir.exists() && !state.record.data_dir.exists() {
+        return Ok(());
+    }
     let grace = grace_override(&row.namespace, &row.name);
     let images = agent.images.clone();
     let agent2 = agent.clone();
     let (ns, name) = (row.namespace.clone(), row.name.clone());
     // A thread of its own, not the blocking pool: stopping waits out grace periods.
-    let had_monitor = on_thread(move || -> Result<bool> {
+    on_thread(move || -> Result<()> {
         let had = state.find_monitor().is_some();
         let pod = state.record.manifest.clone();
         let events = |t: &str, r: &str, m: String| agent2.event(&ns, &name, t, r, &m);
@@ -372,11 +379,9 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
             crash_point("remove:stopped");
         }
         pods::teardown(&images, &state)?;
-        Ok(had)
+        Ok(())
     })
-    .await?;
-    let _ = had_monitor;
-    Ok(())
+    .await
 }
 
 /// A running pod: observe it through its monitor, decide with the kubelet
@@ -390,7 +395,7 @@ async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
         // `podrun run`: deleted from elsewhere, or its monitor died: it ends.
         agent
             .db()
-            .set_state(&row.namespace, &row.name, PodPhase::Finished, None)?;
+            .set_state(&row.namespace, &row.name, PodPhase::Finished)?;
         return Ok(Step {
             result: Ok(()),
             wake: None,
@@ -408,7 +413,7 @@ async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
     if round.finished {
         agent
             .db()
-            .set_state(&row.namespace, &row.name, PodPhase::Finished, None)?;
+            .set_state(&row.namespace, &row.name, PodPhase::Finished)?;
     }
     Ok(Step {
         result: round.result,
