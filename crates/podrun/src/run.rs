@@ -329,10 +329,13 @@ pub async fn start_pod(
         images: images.clone(),
         state: Some(state.clone()),
     };
-    pull_images(cli, images, spec, &fail, events).await?;
+    if !managed {
+        // The agent pulls each container's image just before it starts it.
+        pull_images(cli, images, spec, &fail, events).await?;
+    }
     let mut state = state;
-    let plan =
-        prepare_pod(cli, images, &state, pod, sources).map_err(|e| fail(format!("{e:#}")))?;
+    let plan = prepare_pod(cli, images, &state, pod, sources, managed)
+        .map_err(|e| fail(format!("{e:#}")))?;
     crate::agent::crash_point("create:prepared");
     let plan_file = state.run_dir.join("plan.json");
     if managed {
@@ -406,10 +409,6 @@ async fn pull_images(
     fail: &(dyn Fn(String) -> anyhow::Error + Sync),
     events: EventSink<'_>,
 ) -> Result<()> {
-    let options = PullOptions {
-        registries: crate::images::registries(cli)?,
-        ..Default::default()
-    };
     let mut seen = std::collections::HashSet::new();
     for c in spec
         .init_containers
@@ -418,51 +417,94 @@ async fn pull_images(
         .chain(&spec.containers)
         .filter(|c| seen.insert(c.image.clone()))
     {
-        let image = c.image.clone().unwrap_or_default();
-        let present = images.get(&image).is_ok();
-        let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-        if policy == "Always" || (policy == "IfNotPresent" && !present) {
-            events("Normal", "Pulling", format!("Pulling image \"{image}\""));
-            let started = std::time::Instant::now();
-            images.pull(&image, &options).await.map_err(|e| {
-                events(
-                    "Warning",
-                    "Failed",
-                    format!("Failed to pull image \"{image}\": {e}"),
-                );
-                fail(format!("container {}: {e}", c.name))
-            })?;
-            events(
-                "Normal",
-                "Pulled",
-                format!(
-                    "Successfully pulled image \"{image}\" in {:.3}s",
-                    started.elapsed().as_secs_f64()
-                ),
-            );
-        } else if present {
-            events(
-                "Normal",
-                "Pulled",
-                format!("Container image \"{image}\" already present on machine"),
-            );
-        } else {
-            return Err(fail(format!(
-                "container {}: image {image} is not present and imagePullPolicy is Never",
-                c.name
-            )));
-        }
+        ensure_image(cli, images, c, events)
+            .await
+            .map_err(|f| fail(format!("container {}: {}", c.name, f.message)))?;
     }
     Ok(())
 }
 
-/// Every container's root filesystem and bundle, and the monitor's plan.
+/// Why a container's image is not there: kubelet's waiting reason
+/// (`ErrImagePull`, `ErrImageNeverPull`) and what went wrong.
+#[derive(Debug)]
+pub struct PullFailure {
+    /// The container's waiting reason.
+    pub reason: &'static str,
+    /// The cause, naming the image.
+    pub message: String,
+}
+
+/// Make sure container `c`'s image is here, pulling it as its
+/// imagePullPolicy says (kubelet's EnsureImageExists,
+/// pkg/kubelet/images/image_manager.go), with kubelet's events.
+pub async fn ensure_image(
+    cli: &Cli,
+    images: &Images,
+    c: &Container,
+    events: EventSink<'_>,
+) -> Result<(), PullFailure> {
+    let image = c.image.clone().unwrap_or_default();
+    let present = images.get(&image).is_ok();
+    let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+    if policy == "Always" || (policy == "IfNotPresent" && !present) {
+        let options = PullOptions {
+            registries: crate::images::registries(cli).map_err(|e| PullFailure {
+                reason: "ErrImagePull",
+                message: format!("pull {image}: {e:#}"),
+            })?,
+            ..Default::default()
+        };
+        events("Normal", "Pulling", format!("Pulling image \"{image}\""));
+        let started = std::time::Instant::now();
+        if let Err(e) = images.pull(&image, &options).await {
+            events(
+                "Warning",
+                "Failed",
+                format!("Failed to pull image \"{image}\": {e}"),
+            );
+            return Err(PullFailure {
+                reason: "ErrImagePull",
+                message: e.to_string(),
+            });
+        }
+        events(
+            "Normal",
+            "Pulled",
+            format!(
+                "Successfully pulled image \"{image}\" in {:.3}s",
+                started.elapsed().as_secs_f64()
+            ),
+        );
+        Ok(())
+    } else if present {
+        events(
+            "Normal",
+            "Pulled",
+            format!("Container image \"{image}\" already present on machine"),
+        );
+        Ok(())
+    } else {
+        let message =
+            format!("Container image \"{image}\" is not present with pull policy of Never");
+        events("Warning", "ErrImageNeverPull", message.clone());
+        Err(PullFailure {
+            reason: "ErrImageNeverPull",
+            message: format!("image {image} is not present and imagePullPolicy is Never"),
+        })
+    }
+}
+
+/// The monitor's plan, with the pod's cgroup and files made. With `managed`
+/// (the agent), no container is prepared: each one is made just before each
+/// of its starts ([`prepare_container`]), as kubelet does. Otherwise every
+/// container's root filesystem and bundle is made now.
 fn prepare_pod(
     cli: &Cli,
     images: &Images,
     state: &PodState,
     pod: &Pod,
     sources: &Sources,
+    managed: bool,
 ) -> Result<PodPlan> {
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let name = &state.record.name;
@@ -479,43 +521,69 @@ fn prepare_pod(
         cgroup_parent: Some(pods::pod_cgroup(pod, pod_id)),
         containers: Vec::new(),
     };
-    let host = Host::detect().context("read host facts")?;
-    let node = node_facts();
     create_pod_cgroup(pod, plan.cgroup_parent.as_deref().expect("set above"))?;
-    let pod_mounts = pod_files(pod, &plan, &state.record.data_dir)?;
-    // Init containers too (only the agent runs them; `podrun run` refuses them).
+    pod_files(pod, &plan, &state.record.data_dir)?;
+    if managed {
+        return Ok(plan);
+    }
+    let node = node_facts();
     for c in spec
         .init_containers
         .iter()
         .flatten()
         .chain(&spec.containers)
     {
-        let id = pods::container_id(pod_id, &c.name);
         let env = crate::env::environment(pod, c, sources, &node)
             .map_err(|e| anyhow::anyhow!("container {}: {e}", c.name))?;
-        let (bundle, stop_signal) = prepare(
-            images,
-            pod,
-            c,
-            &id,
-            &plan,
-            &state.record.data_dir,
-            &host,
-            env,
-            &pod_mounts,
-        )
-        .map_err(|e| in_container(&c.name, e))?;
-        plan.containers.push(ContainerPlan {
-            id,
-            name: c.name.clone(),
-            bundle,
-            log_path: state.log_path(&c.name),
-            stop_signal,
-            grace_period_ms: spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64
-                * 1000,
-        });
+        let container = prepare_container(images, pod, c, &plan, state, env)
+            .map_err(|e| in_container(&c.name, e))?;
+        plan.containers.push(container);
     }
     Ok(plan)
+}
+
+/// Container `c`'s environment: its env and envFrom, from the pod's sources
+/// and this node's facts (CreateContainerConfigError when one is missing).
+pub fn container_env(
+    pod: &Pod,
+    c: &Container,
+    sources: &Sources,
+) -> Result<Vec<podrun_oci::EnvVar>> {
+    crate::env::environment(pod, c, sources, &node_facts()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Container `c`'s root filesystem (a fresh writable layer over its image)
+/// and OCI bundle, ready for its monitor to start: kubelet's createContainer,
+/// which each start of a container goes through.
+pub fn prepare_container(
+    images: &Images,
+    pod: &Pod,
+    c: &Container,
+    plan: &PodPlan,
+    state: &PodState,
+    env: Vec<podrun_oci::EnvVar>,
+) -> Result<ContainerPlan> {
+    let id = pods::container_id(&plan.pod_id, &c.name);
+    // What an earlier instance (or a failed attempt) wrote is not kept.
+    images.remove_rootfs(&id)?;
+    let host = Host::detect().context("read host facts")?;
+    let data_dir = &state.record.data_dir;
+    let pod_mounts = pod_mounts(pod, data_dir);
+    let (bundle, stop_signal) =
+        prepare(images, pod, c, &id, plan, data_dir, &host, env, &pod_mounts)?;
+    let grace = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Ok(ContainerPlan {
+        id,
+        name: c.name.clone(),
+        bundle,
+        log_path: state.log_path(&c.name),
+        stop_signal,
+        grace_period_ms: grace.max(0) as u64 * 1000,
+    })
 }
 
 /// The pod's cgroup with its QoS class's place and kubelet's pod-level limits.
@@ -534,8 +602,9 @@ fn create_pod_cgroup(pod: &Pod, path: &str) -> Result<()> {
 
 /// The files and mounts every container of the pod shares: /etc/hosts,
 /// /etc/hostname and /etc/resolv.conf as kubelet writes them, and the pod's
-/// /dev/shm (a 64 MiB tmpfs, or the host's with hostIPC).
-fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<Vec<Mount>> {
+/// /dev/shm (a 64 MiB tmpfs, or the host's with hostIPC): made once, when the
+/// sandbox is; [`pod_mounts`] says where the containers see them.
+fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
     use podrun_runtime::podfiles;
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let etc = data_dir.join("etc");
@@ -585,7 +654,6 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<Vec<Mount>> {
     } else {
         podfiles::hostname_file(&plan.hostname)
     };
-    let mut mounts = Vec::new();
     for (name, text) in [
         ("hosts", hosts),
         ("hostname", hostname),
@@ -593,18 +661,30 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<Vec<Mount>> {
     ] {
         let file = etc.join(name);
         std::fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
-        mounts.push(Mount::bind(file, format!("/etc/{name}"), false));
     }
-    let shm = if spec.host_ipc.unwrap_or(false) {
-        PathBuf::from("/dev/shm")
-    } else {
+    if !spec.host_ipc.unwrap_or(false) {
         let dir = data_dir.join("shm");
         std::fs::create_dir_all(&dir)?;
         podfiles::mount_shm(&dir).map_err(|e| anyhow::anyhow!("/dev/shm: {e}"))?;
-        dir
+    }
+    Ok(())
+}
+
+/// The pod's files of [`pod_files`] as every container mounts them.
+fn pod_mounts(pod: &Pod, data_dir: &Path) -> Vec<Mount> {
+    let etc = data_dir.join("etc");
+    let mut mounts: Vec<Mount> = ["hosts", "hostname", "resolv.conf"]
+        .into_iter()
+        .map(|name| Mount::bind(etc.join(name), format!("/etc/{name}"), false))
+        .collect();
+    let host_ipc = pod.spec.as_ref().and_then(|s| s.host_ipc).unwrap_or(false);
+    let shm = if host_ipc {
+        PathBuf::from("/dev/shm")
+    } else {
+        data_dir.join("shm")
     };
     mounts.push(Mount::bind(shm, "/dev/shm", false));
-    Ok(mounts)
+    mounts
 }
 
 /// `e` as said of container `name`, naming it once.

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The agents of these tests are started, killed and refused on purpose.
@@ -1103,24 +1103,44 @@ fn static_pods_follow_their_directory() {
     agent.kill();
 }
 
+/// kubelet pulls each container's image just before it starts it: an image
+/// that cannot be pulled holds only its own container (ErrImagePull, then
+/// ImagePullBackOff), the pod's other containers run, and once the image
+/// is there the container starts in the same sandbox.
 #[test]
-fn a_pod_that_cannot_be_pulled_stays_stored_and_is_retried() {
+fn an_image_that_cannot_be_pulled_holds_only_its_container() {
     let env = Env::new(&SUITE, "nopull");
     let bad = env.name("ag10-nopull");
     let good = env.name("ag10-good");
     let mut agent = env.serve(None, &[], &[]);
     let r = registry();
-    let missing = pod("default", &bad, "x").replace(
-        &format!("{r}/busybox:latest"),
-        &format!("{r}/no-such-image:1"),
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let late = format!("{r}/podrun-test-late-{}-{nanos}:1", std::process::id());
+    let two = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {bad}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "{RUN}"]
+  - name: late
+    image: {late}
+    command: ["sh", "-c", "{RUN}"]
+"#,
+        RUN = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
     );
-    let out = env.apply(&format!("{missing}---\n{}", pod("default", &good, "g")));
+    let out = env.apply(&format!("{two}---\n{}", pod("default", &good, "g")));
     assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!(
-            "pod/{bad}: container app: pull {r}/no-such-image:1"
-        )),
+        stderr.contains(&format!("pod/{bad}: container late: pull {late}")),
         "{}",
         text(&out)
     );
@@ -1130,15 +1150,15 @@ fn a_pod_that_cannot_be_pulled_stays_stored_and_is_retried() {
         "{}",
         text(&out)
     );
-    // The good pod runs; the bad one is stored, waiting, and tried again.
-    env.wait_rows("the good pod Running, the other ErrImagePull", 15, |rows| {
+    // Both pods have their sandbox; only the container without its image waits.
+    env.wait_rows("app running beside late in ErrImagePull", 15, |rows| {
         rows.len() == 2
             && rows
                 .iter()
                 .any(|r| r[1] == good && r[2] == "1/1" && r[3] == "Running")
             && rows.iter().any(|r| {
                 r[1] == bad
-                    && r[2] == "0/1"
+                    && r[2] == "1/2"
                     && (r[3] == "ErrImagePull" || r[3] == "ImagePullBackOff")
             })
     });
@@ -1146,14 +1166,48 @@ fn a_pod_that_cannot_be_pulled_stays_stored_and_is_retried() {
         rows.iter()
             .any(|r| r[1] == bad && r[3] == "ImagePullBackOff")
     });
+    env.assert_exactly(&[("default", &good), ("default", &bad)]);
+    let id = env.pod_id("default", &bad);
+    let d = env.ok(&["describe", "pod", &bad]);
     assert!(
-        !names_in(&env.run.join("pods"))
-            .iter()
-            .any(|i| i.starts_with(&format!("default-{bad}-"))),
-        "a pod that could not be pulled left its directory\n{}",
-        env.diag()
+        d.lines()
+            .any(|l| l.starts_with("Status:") && l.trim_end().ends_with(" Pending")),
+        "{d}"
     );
-    env.assert_exactly(&[("default", &good)]);
+    for event in [
+        format!("Failed to pull image \"{late}\""),
+        "Error: ErrImagePull".to_string(),
+        format!("Back-off pulling image \"{late}\""),
+        "Started container app".to_string(),
+    ] {
+        assert!(d.contains(&event), "no event {event:?} in\n{d}");
+    }
+    assert!(!d.contains("Started container late"), "{d}");
+    // The image arrives: the next try pulls it and starts the container.
+    let copied = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{r}/busybox:latest"))
+        .arg(format!("docker://{late}"))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "skopeo: {}", text(&copied));
+    env.wait_rows("late started once its image is there", 20, |rows| {
+        rows.iter()
+            .any(|r| r[1] == bad && r[2] == "2/2" && r[3] == "Running")
+    });
+    assert_eq!(
+        env.pod_id("default", &bad),
+        id,
+        "the sandbox was made again"
+    );
+    let d = env.ok(&["describe", "pod", &bad]);
+    assert!(d.contains("Started container late"), "{d}");
+    env.assert_exactly(&[("default", &good), ("default", &bad)]);
     env.ok(&["delete", "pod", &bad, &good]);
     env.assert_nothing_left();
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());

@@ -3,9 +3,12 @@
 //! an agent killed anywhere leaves a state the next agent finishes:
 //!
 //! - `creating`: whatever exists of the pod's ID is removed (a half-made
-//!   earlier attempt), then it is made again: registered, pulled, prepared,
-//!   handed to its monitor; `running` is committed once its containers started.
-//!   A failure removes what the attempt made and retries with back-off.
+//!   earlier attempt), then its sandbox is made again: registered, its cgroup
+//!   and files made, handed to its monitor, then `running` is committed. A
+//!   failure removes what the attempt made and retries with back-off.
+//!   Containers are not made here: the syncs of a running pod pull each
+//!   container's image and make the container just before each start, as
+//!   kubelet's startContainer does, so one bad image holds only its container.
 //! - `running`: its monitor's records are read every sync interval. A monitor
 //!   that ended after every container did makes the pod `finished`; one that
 //!   is gone otherwise (killed, the node restarted) means a lost sandbox: the
@@ -161,7 +164,14 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
                             &message,
                             &retry_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                         )?;
-                        agent.event(namespace, name, "Warning", "Failed", &message);
+                        // kubelet: the pod stays ContainerCreating and says why here.
+                        agent.event(
+                            namespace,
+                            name,
+                            "Warning",
+                            "FailedCreatePodSandBox",
+                            &format!("Failed to create pod sandbox: {message}"),
+                        );
                         return Ok(Step {
                             result: Err(message),
                             wake: Some(delay),
@@ -549,7 +559,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     let pod: Pod = serde_json::from_str(&row.manifest)?;
     let config = kubelet_config();
     let now = chrono::Utc::now();
-    let prepared = state
+    let mut prepared = state
         .plan
         .as_ref()
         .map(|p| p.containers.clone())
@@ -568,7 +578,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         .collect();
     let mut stored = HashMap::new();
     let mut probes: HashMap<String, ContainerProbes> = HashMap::new();
-    for c in &prepared {
+    for c in &specs {
         let (_, memory) = agent.db().container(ns, name, &c.name)?;
         let m: Memory = match memory.as_deref() {
             Some(m) => serde_json::from_str(m)
@@ -577,12 +587,9 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         };
         stored.insert(c.name.clone(), memory);
         observed.containers.insert(c.name.clone(), m.observation);
-        let spec = specs.iter().find(|s| s.name == c.name);
         probes.insert(
             c.name.clone(),
-            m.probe_state
-                .or_else(|| spec.map(|s| ContainerProbes::new(s)))
-                .unwrap_or_default(),
+            m.probe_state.unwrap_or_else(|| ContainerProbes::new(c)),
         );
     }
     // What the monitor holds now: an exit while the agent was down is here too.
@@ -720,21 +727,49 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
             },
         )?;
     }
+    let events = |t: &str, r: &str, m: String| agent.event(ns, name, t, r, &m);
+    let mut sources = None;
     for n in actions.start_init.iter().chain(&actions.start) {
-        let Some(plan) = prepared.iter().find(|c| &c.name == n) else {
+        let Some(spec) = specs.iter().find(|c| &c.name == n) else {
             continue;
         };
         let o = observed.containers.entry(n.clone()).or_default();
+        // kubelet's startContainer: the image, then a new container (a restart
+        // too gets a fresh writable layer: the image's files, not what the
+        // last run wrote), then the start.
         if containers.iter().any(|c| &c.name == n) {
-            // A restart is a new container with a fresh writable layer, as
-            // kubelet's is (the image's files, not what the last run wrote).
             ask(
                 &state.run_dir,
                 &monitor::Request::Remove { name: n.clone() },
             )?;
-            agent.images.remove_rootfs(&plan.id)?;
-            agent.images.prepare_rootfs(&image_of(&pod, n), &plan.id)?;
         }
+        let plan = match make_container(agent, state, &pod, spec, &mut sources, &events) {
+            Ok(plan) => plan,
+            Err(unmade) => {
+                let (reason, message) = unmade.reason_and_message();
+                if reason == "ErrImagePull" {
+                    o.pull_failed(now, &message, &config.image_back_off);
+                } else {
+                    o.start_failed(reason, &message);
+                }
+                // kubelet's startContainer: a failed pull was told in its own
+                // event, so this one names only the reason.
+                let said = if matches!(unmade, Unmade::Pull(_)) {
+                    reason
+                } else {
+                    &message
+                };
+                agent.event(ns, name, "Warning", "Failed", &format!("Error: {said}"));
+                failures.push(format!("pod/{name}: container {n}: {message}"));
+                continue;
+            }
+        };
+        o.pulled();
+        match prepared.iter_mut().find(|c| &c.name == n) {
+            Some(p) => *p = plan.clone(),
+            None => prepared.push(plan.clone()),
+        }
+        pods::write_prepared(&state.run_dir, &prepared)?;
         o.starting(now, &config.back_off);
         match ask(
             &state.run_dir,
@@ -785,16 +820,23 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     for w in &actions.waiting {
         if let Some(o) = observed.containers.get_mut(&w.name) {
             if o.waiting.as_ref() != Some(&w.reason) {
-                agent.event(
-                    ns,
-                    name,
-                    "Warning",
-                    "BackOff",
-                    &format!(
-                        "Back-off restarting failed container {} in pod {name}",
-                        w.name
-                    ),
-                );
+                if w.reason.reason == "ImagePullBackOff" {
+                    // pkg/kubelet/images/image_manager.go: a Normal BackOff
+                    // event, then startContainer's "Error: ImagePullBackOff".
+                    agent.event(ns, name, "Normal", "BackOff", &w.reason.message);
+                    agent.event(ns, name, "Warning", "Failed", "Error: ImagePullBackOff");
+                } else {
+                    agent.event(
+                        ns,
+                        name,
+                        "Warning",
+                        "BackOff",
+                        &format!(
+                            "Back-off restarting failed container {} in pod {name}",
+                            w.name
+                        ),
+                    );
+                }
             }
             o.waiting = Some(w.reason.clone());
         }
@@ -859,6 +901,69 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         wake,
         finished,
     })
+}
+
+/// Why a container could not be made for a start.
+enum Unmade {
+    /// Its image is not here (`ErrImagePull`, `ErrImageNeverPull`).
+    Pull(crate::run::PullFailure),
+    /// Its environment names a ConfigMap, Secret or key that is not there.
+    Config(String),
+    /// Its root filesystem or bundle could not be made.
+    Create(String),
+}
+
+impl Unmade {
+    /// kubelet's waiting reason, and the cause.
+    fn reason_and_message(&self) -> (&'static str, String) {
+        match self {
+            Unmade::Pull(f) => (f.reason, f.message.clone()),
+            Unmade::Config(m) => ("CreateContainerConfigError", m.clone()),
+            Unmade::Create(m) => ("CreateContainerError", m.clone()),
+        }
+    }
+}
+
+/// Container `spec` made for a start: its image ensured by its pull policy
+/// (waiting for the pull: kubelet's SyncPod does too), its environment read
+/// from the namespace's ConfigMaps and Secrets (`sources`, read once per
+/// sync), its root filesystem and bundle made.
+fn make_container(
+    agent: &Agent,
+    state: &PodState,
+    pod: &Pod,
+    spec: &k8s_openapi::api::core::v1::Container,
+    sources: &mut Option<crate::env::Sources>,
+    events: crate::run::EventSink<'_>,
+) -> Result<monitor::ContainerPlan, Unmade> {
+    tokio::runtime::Handle::current()
+        .block_on(crate::run::ensure_image(
+            agent.cli,
+            &agent.images,
+            spec,
+            events,
+        ))
+        .map_err(Unmade::Pull)?;
+    // The driver names the container itself.
+    let cause = |e: anyhow::Error| {
+        let text = format!("{e:#}");
+        let prefix = format!("container {}: ", spec.name);
+        text.strip_prefix(&prefix).map(String::from).unwrap_or(text)
+    };
+    let sources = match sources {
+        Some(s) => s,
+        None => sources.insert(
+            self::sources(agent, &state.record.namespace).map_err(|e| Unmade::Create(cause(e)))?,
+        ),
+    };
+    let env =
+        crate::run::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
+    let plan = state
+        .plan
+        .as_ref()
+        .ok_or_else(|| Unmade::Create("the pod has no plan".into()))?;
+    crate::run::prepare_container(&agent.images, pod, spec, plan, state, env)
+        .map_err(|e| Unmade::Create(cause(e)))
 }
 
 /// The sandbox is lost: remove what is left and make the pod again under a
@@ -1001,30 +1106,12 @@ pub(super) fn summary(row: &PodRow) -> PodSummary {
             s.status = "Terminating".into();
             s
         }
-        PodPhase::Creating => match &row.error {
-            Some(e) => waiting(creation_reason(e, row.attempts)),
-            None => waiting("ContainerCreating"),
-        },
+        // A sandbox that could not be made leaves the pod ContainerCreating,
+        // as kubelet does (the cause is in its FailedCreatePodSandBox events).
+        PodPhase::Creating => waiting("ContainerCreating"),
         PodPhase::Running | PodPhase::Finished => {
             reported().unwrap_or_else(|| waiting("ContainerCreating"))
         }
-    }
-}
-
-/// kubelet's waiting reason for a pod whose creation failed: a failed pull is
-/// ErrImagePull, then ImagePullBackOff while it waits to try again; a missing
-/// ConfigMap, Secret or key is CreateContainerConfigError.
-fn creation_reason(error: &str, attempts: i64) -> &'static str {
-    if error.contains(": pull ") || error.contains("imagePullPolicy") {
-        if attempts > 1 {
-            "ImagePullBackOff"
-        } else {
-            "ErrImagePull"
-        }
-    } else if error.contains("configmap") || error.contains("secret") {
-        "CreateContainerConfigError"
-    } else {
-        "CreateContainerError"
     }
 }
 
