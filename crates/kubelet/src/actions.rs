@@ -13,7 +13,8 @@
 use crate::backoff::{go_duration, BackOffConfig};
 use crate::observe::{
     format_pod, init_containers, is_deleted, is_sidecar, main_containers, restart_on_failure,
-    ContainerObservation, ContainerState, PodObservation, SandboxState, WaitingReason,
+    spec_changed, ContainerObservation, ContainerState, PodObservation, SandboxState,
+    WaitingReason,
 };
 use crate::probe::ProbeResult;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -74,6 +75,9 @@ pub enum KillReason {
     LivenessProbe,
     /// Its startup probe failed ("FailedStartup").
     StartupProbe,
+    /// Its spec changed since it was made (kubelet's message: "Container app
+    /// definition changed"); it is started again whatever the restart policy.
+    SpecChanged,
 }
 
 impl KillReason {
@@ -82,6 +86,7 @@ impl KillReason {
         match self {
             KillReason::LivenessProbe => "LivenessProbe",
             KillReason::StartupProbe => "StartupProbe",
+            KillReason::SpecChanged => "SpecChanged",
         }
     }
 }
@@ -310,6 +315,18 @@ fn init_actions(pod: &Pod, observed: &PodObservation, actions: &mut PodActions) 
             continue;
         }
         match &o.state {
+            ContainerState::Running { .. } if sidecar && spec_changed(c, o) => {
+                // A running sidecar whose spec changed is made again in its
+                // place (computeInitContainerActions); initialization goes on.
+                actions
+                    .kill
+                    .push(kill(c, KillReason::SpecChanged, true, "Init container"));
+                if i == last {
+                    initialized = true;
+                } else if !previously_initialized {
+                    to_start.push(i + 1);
+                }
+            }
             ContainerState::Running { .. } if sidecar => {
                 let startup_done = if c.startup_probe.is_none() {
                     true
@@ -381,11 +398,11 @@ fn init_actions(pod: &Pod, observed: &PodObservation, actions: &mut PodActions) 
 }
 
 fn kill(c: &Container, reason: KillReason, restart: bool, what: &str) -> ContainerKill {
-    let probe = match reason {
-        KillReason::LivenessProbe => "liveness",
-        KillReason::StartupProbe => "startup",
+    let mut message = match reason {
+        KillReason::LivenessProbe => format!("{what} {} failed liveness probe", c.name),
+        KillReason::StartupProbe => format!("{what} {} failed startup probe", c.name),
+        KillReason::SpecChanged => format!("{what} {} definition changed", c.name),
     };
-    let mut message = format!("{what} {} failed {probe} probe", c.name);
     if restart {
         message.push_str(", will be restarted");
     }
@@ -402,6 +419,9 @@ fn kill(c: &Container, reason: KillReason, restart: bool, what: &str) -> Contain
 pub fn should_restart(pod: &Pod, observed: Option<&ContainerObservation>) -> bool {
     if is_deleted(pod) {
         return false;
+    }
+    if observed.is_some_and(|o| o.restart_after_kill && o.state.terminated().is_some()) {
+        return true;
     }
     match observed.map(|o| &o.state) {
         None | Some(ContainerState::NotCreated) => true,
@@ -443,6 +463,14 @@ fn main_actions(pod: &Pod, observed: &PodObservation, actions: &mut PodActions) 
             }
             continue;
         };
+        // computePodActions: a changed spec first, then liveness, then startup.
+        if spec_changed(c, o) {
+            restarting += 1;
+            actions
+                .kill
+                .push(kill(c, KillReason::SpecChanged, true, "Container"));
+            continue;
+        }
         let reason = if probe_failed(c.liveness_probe.is_some(), o.probes.liveness) {
             KillReason::LivenessProbe
         } else if probe_failed(c.startup_probe.is_some(), o.probes.startup) {
@@ -474,8 +502,11 @@ pub fn start_hold(
     config: &Config,
 ) -> Option<Waiting> {
     let o = observed?;
+    // kubelet keys the crash back-off by the container's spec hash
+    // (GetStableKey): a changed container starts with none.
+    let same_spec = !spec_changed(container, o);
     if let ContainerState::Exited(t) = &o.state {
-        if o.back_off.in_back_off(t.finished_at, now, &config.back_off) {
+        if same_spec && o.back_off.in_back_off(t.finished_at, now, &config.back_off) {
             let delay = o.back_off.delay().unwrap_or_default();
             return Some(Waiting {
                 name: container.name.clone(),

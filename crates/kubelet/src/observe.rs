@@ -74,6 +74,16 @@ pub struct ContainerObservation {
     /// `RunContainerError` … with the message. The driver sets it from a failed
     /// start or a [`crate::actions::Waiting`] and clears it on a good start.
     pub waiting: Option<WaitingReason>,
+    /// [`container_hash`] of the spec the current (or last) instance was made
+    /// from; `None` when not recorded. A running instance whose spec changed
+    /// is killed and made again (kubelet's `containerChanged`).
+    #[serde(default)]
+    pub spec_hash: Option<u64>,
+    /// It was killed to be started again whatever the restart policy (a
+    /// changed spec): kubelet kills and starts it in one sync, the driver
+    /// starts it once the exit is seen. Cleared by [`ContainerObservation::starting`].
+    #[serde(default)]
+    pub restart_after_kill: bool,
 }
 
 impl ContainerObservation {
@@ -83,6 +93,7 @@ impl ContainerObservation {
     /// and counts the restart; the state is `NotCreated` until
     /// [`ContainerObservation::started`].
     pub fn starting(&mut self, now: DateTime<Utc>, back_off: &BackOffConfig) {
+        self.restart_after_kill = false;
         if let ContainerState::Exited(t) = std::mem::take(&mut self.state) {
             self.back_off.record_restart(t.finished_at, now, back_off);
             self.last_termination = Some(t);
@@ -193,6 +204,22 @@ pub struct ProbeVerdicts {
     pub liveness: Option<ProbeResult>,
     /// The readiness probe's verdict.
     pub readiness: Option<ProbeResult>,
+}
+
+/// A container spec's hash, stable across builds and versions of podrun: FNV-1a
+/// (64 bit) of its JSON, as kubelet's `HashContainer` hashes the container's
+/// JSON with FNV-1a (32 bit) (pkg/kubelet/container/helpers.go). A change of
+/// any field (the image, most often) changes it.
+pub fn container_hash(container: &Container) -> u64 {
+    let json = serde_json::to_vec(container).unwrap_or_default();
+    json.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Whether the spec of `o`'s instance (recorded) differs from `container`.
+pub fn spec_changed(container: &Container, o: &ContainerObservation) -> bool {
+    o.spec_hash.is_some_and(|h| h != container_hash(container))
 }
 
 /// Whether an init container is a native sidecar (`restartPolicy: Always`).

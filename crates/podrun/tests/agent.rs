@@ -1213,3 +1213,90 @@ spec:
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
 }
+
+/// A pod whose new manifest changes only an image (what the API server lets
+/// a running pod change) keeps its sandbox: kubelet kills the changed
+/// container and starts it again from the new image, whatever the restart
+/// policy, and leaves the others running. Any other change makes a new pod.
+#[test]
+fn a_changed_image_restarts_only_that_container_in_the_same_sandbox() {
+    let env = Env::new(&SUITE, "update");
+    let name = env.name("ag11-update");
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let manifest = |app_image: &str, side_command: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: app
+    image: {r}/{app_image}
+    command: ["sh", "-c", "{RUN}"]
+  - name: side
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "{side_command}"]
+"#,
+            RUN = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
+        )
+    };
+    let run = "trap 'exit 0' TERM; while true; do sleep 0.1; done";
+    let out = env.apply(&manifest("busybox:latest", run));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("running", 15, |rows| {
+        rows.iter()
+            .any(|r| r[1] == name && r[2] == "2/2" && r[3] == "Running")
+    });
+    let id = env.pod_id("default", &name);
+    let before = env.container_pids();
+    let (app, side) = (format!("{id}/app"), format!("{id}/side"));
+
+    // Only app's image changes.
+    let out = env.apply(&manifest("busybox:oci", run));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("pod/{name} configured")
+    );
+    env.wait_rows("app restarted once, both running", 15, |rows| {
+        rows.iter()
+            .any(|r| r[1] == name && r[2] == "2/2" && r[3] == "Running" && r[4] == "1")
+    });
+    let after = env.container_pids();
+    assert_eq!(
+        env.pod_id("default", &name),
+        id,
+        "the sandbox was made again"
+    );
+    assert_ne!(after[&app], before[&app], "app was not restarted");
+    assert!(alive(after[&app]));
+    assert_eq!(after[&side], before[&side], "side was restarted");
+    let d = env.ok(&["describe", "pod", &name]);
+    assert!(
+        d.contains("Container app definition changed, will be restarted"),
+        "{d}"
+    );
+    assert!(d.contains(&format!("{r}/busybox:oci")), "{d}");
+    env.assert_exactly(&[("default", &name)]);
+
+    // Any other change (a command) makes a new pod.
+    let out = env.apply(&manifest(
+        "busybox:oci",
+        "trap 'exit 0' TERM; sleep 1000 & wait",
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("a new pod", 20, |rows| {
+        rows.iter()
+            .any(|r| r[1] == name && r[2] == "2/2" && r[3] == "Running" && r[4] == "0")
+    });
+    assert_ne!(env.pod_id("default", &name), id, "the pod was not replaced");
+    env.assert_exactly(&[("default", &name)]);
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}

@@ -578,3 +578,117 @@ fn termination_order_main_first_then_sidecars_reversed() {
         vec![vec!["a".to_string(), "b".into()]]
     );
 }
+
+/// `o` as made from `spec` (its hash recorded at its start).
+fn made_from(spec: &Container, o: ContainerObservation) -> ContainerObservation {
+    ContainerObservation {
+        spec_hash: Some(crate::observe::container_hash(spec)),
+        ..o
+    }
+}
+
+fn container(p: &Pod, name: &str) -> Container {
+    let s = p.spec.as_ref().unwrap();
+    s.init_containers
+        .iter()
+        .flatten()
+        .chain(&s.containers)
+        .find(|c| c.name == name)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_changed_spec_kills_the_running_container_whatever_the_policy() {
+    for policy in ["Always", "OnFailure", "Never"] {
+        let old = two_mains(policy);
+        let mut new = old.clone();
+        new.spec.as_mut().unwrap().containers[0].image = Some("a:2".into());
+        let obs = observed(vec![
+            ("a", made_from(&container(&old, "a"), running(0))),
+            ("b", made_from(&container(&old, "b"), running(0))),
+        ]);
+        let config = Config::default();
+        // Unchanged: nothing to do.
+        assert_eq!(summary(&compute_pod_actions(&old, &obs, t(5), &config)), "");
+        let got = compute_pod_actions(&new, &obs, t(5), &config);
+        assert_eq!(summary(&got), "kill=a:SpecChanged:restart", "{policy}");
+        assert_eq!(
+            got.kill[0].message,
+            "Container a definition changed, will be restarted"
+        );
+        // Once killed (the driver marks it), it starts again at once, even
+        // under Never, and with no crash back-off (kubelet keys it by hash).
+        let mut a = made_from(
+            &container(&old, "a"),
+            crashed(143, 5, 6, &[(0, 0), (2, 2), (4, 4)]),
+        );
+        a.restart_after_kill = true;
+        let obs = observed(vec![
+            ("a", a),
+            ("b", made_from(&container(&old, "b"), running(0))),
+        ]);
+        assert_eq!(
+            summary(&compute_pod_actions(&new, &obs, t(7), &config)),
+            "start=[a]",
+            "{policy}"
+        );
+    }
+}
+
+#[test]
+fn a_changed_spec_leaves_finished_containers_and_unknown_hashes_alone() {
+    let old = two_mains("Never");
+    let mut new = old.clone();
+    new.spec.as_mut().unwrap().containers[0].image = Some("a:2".into());
+    // A container that completed under Never is not started for a new image.
+    let obs = observed(vec![
+        ("a", made_from(&container(&old, "a"), exited(0, 0, 5))),
+        ("b", made_from(&container(&old, "b"), running(0))),
+    ]);
+    assert_eq!(
+        summary(&compute_pod_actions(&new, &obs, t(9), &Config::default())),
+        ""
+    );
+    // An instance with no recorded hash (made before podrun recorded them) is kept.
+    let obs = observed(vec![("a", running(0)), ("b", running(0))]);
+    assert_eq!(
+        summary(&compute_pod_actions(&new, &obs, t(9), &Config::default())),
+        ""
+    );
+}
+
+#[test]
+fn a_changed_sidecar_is_made_again_without_holding_the_main_containers() {
+    let old = with_inits("Always", vec![sidecar("s1")]);
+    let mut new = old.clone();
+    new.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0].image = Some("s1:2".into());
+    let obs = observed(vec![
+        ("s1", made_from(&container(&old, "s1"), running(0))),
+        ("a", made_from(&container(&old, "a"), running(1))),
+    ]);
+    let got = compute_pod_actions(&new, &obs, t(5), &Config::default());
+    assert_eq!(summary(&got), "kill=s1:SpecChanged:restart");
+    assert_eq!(
+        got.kill[0].message,
+        "Init container s1 definition changed, will be restarted"
+    );
+}
+
+#[test]
+fn container_hashes_are_stable_and_see_every_field() {
+    // FNV-1a 64 of {"image":"a:1","name":"a"}, computed independently.
+    const PINNED: u64 = 9_337_859_116_374_132_784;
+    let p = two_mains("Always");
+    let a = container(&p, "a");
+    let h = crate::observe::container_hash(&a);
+    // Stable across builds and runs: no per-process seed (a stored hash must
+    // still match after the agent restarts or is upgraded).
+    assert_eq!(h, PINNED, "{}", serde_json::to_string(&a).unwrap());
+    let mut b = a.clone();
+    b.image = Some("a:2".into());
+    assert_ne!(h, crate::observe::container_hash(&b));
+    let mut b = a.clone();
+    b.args = Some(vec!["x".into()]);
+    assert_ne!(h, crate::observe::container_hash(&b));
+}

@@ -228,6 +228,19 @@ pub enum Change {
         /// Its hash.
         hash: String,
     },
+    /// A changed manifest that the running pod takes in place (only fields
+    /// the API server lets a pod update changed, such as images): its
+    /// sandbox stays and its syncs make the changed containers again.
+    UpdatePod {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The new manifest.
+        manifest: String,
+        /// Its hash.
+        hash: String,
+    },
     /// A ConfigMap or Secret, created or replaced.
     PutObject(ObjectRow),
 }
@@ -363,6 +376,10 @@ impl Db {
                 Change::ReplacePod { namespace, name, manifest, hash } => tx.execute(
                     "UPDATE pods SET manifest = ?3, hash = ?4, state = 'replacing', error = NULL,
                      retry_at = NULL, attempts = 0 WHERE namespace = ?1 AND name = ?2",
+                    params![namespace, name, manifest, hash],
+                ),
+                Change::UpdatePod { namespace, name, manifest, hash } => tx.execute(
+                    "UPDATE pods SET manifest = ?3, hash = ?4 WHERE namespace = ?1 AND name = ?2",
                     params![namespace, name, manifest, hash],
                 ),
                 Change::PutObject(o) => tx.execute(

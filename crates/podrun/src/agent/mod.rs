@@ -377,6 +377,8 @@ pub(crate) async fn apply(
     let mut changes = Vec::new();
     let mut lines = Vec::new();
     let mut started = Vec::new();
+    // Pods that take the change in place (not scheduled again).
+    let mut updated = Vec::new();
     let taken_by_run: std::collections::HashSet<(String, String)> =
         crate::pods::list(&agent.cli.run_root)
             .into_iter()
@@ -408,6 +410,19 @@ pub(crate) async fn apply(
                         Some(row) if row.state == PodPhase::Deleting => bail!(
                             "pod/{name}: is being deleted; apply again when it is gone\nnothing was applied"
                         ),
+                        Some(row)
+                            if !source.starts_with("file:")
+                                && updatable_in_place(&row.manifest, &pod) =>
+                        {
+                            changes.push(Change::UpdatePod {
+                                namespace: namespace.clone(),
+                                name: name.clone(),
+                                manifest,
+                                hash,
+                            });
+                            lines.push(format!("pod/{name} configured"));
+                            updated.push((namespace, name));
+                        }
                         Some(_) => {
                             changes.push(Change::ReplacePod {
                                 namespace: namespace.clone(),
@@ -486,6 +501,7 @@ pub(crate) async fn apply(
     let mut warnings = Vec::new();
     let waits: Vec<_> = started
         .iter()
+        .chain(&updated)
         .map(|(ns, name)| {
             let agent = agent.clone();
             let (ns, name) = (ns.clone(), name.clone());
@@ -502,6 +518,54 @@ pub(crate) async fn apply(
         lines,
         warnings,
     })
+}
+
+/// Whether `new` differs from the stored manifest `old` only in what the API
+/// server lets a running pod change (ValidatePodUpdate, pkg/apis/core/validation):
+/// containers' and init containers' images (and their defaulted
+/// imagePullPolicy), activeDeadlineSeconds,
+/// tolerations, labels and annotations. Such a pod keeps its sandbox, and
+/// kubelet restarts only the containers whose spec changed. Any other change
+/// makes a new pod, as kubelet does for a changed static pod.
+fn updatable_in_place(old: &str, new: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let Ok(old) = serde_json::from_str::<k8s_openapi::api::core::v1::Pod>(old) else {
+        return false;
+    };
+    let (Some(old_spec), Some(mut spec)) = (old.spec.clone(), new.spec.clone()) else {
+        return false;
+    };
+    let names = |s: &k8s_openapi::api::core::v1::PodSpec| -> Vec<String> {
+        s.init_containers
+            .iter()
+            .flatten()
+            .chain(&s.containers)
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    if names(&old_spec) != names(&spec) {
+        return false;
+    }
+    // The new manifest with the updatable fields put back as they were must
+    // be the old one.
+    // imagePullPolicy too: it is defaulted from the image's tag, and the
+    // manifest cannot tell a default from a choice (the API server keeps the
+    // old value when kubectl apply leaves it out).
+    for (c, was) in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .zip(old_spec.init_containers.iter().flatten())
+        .chain(spec.containers.iter_mut().zip(&old_spec.containers))
+    {
+        c.image = was.image.clone();
+        c.image_pull_policy = was.image_pull_policy.clone();
+    }
+    spec.active_deadline_seconds = old_spec.active_deadline_seconds;
+    spec.tolerations = old_spec.tolerations.clone();
+    let mut metadata = new.metadata.clone();
+    metadata.labels = old.metadata.labels.clone();
+    metadata.annotations = old.metadata.annotations.clone();
+    metadata == old.metadata && spec == old_spec
 }
 
 fn describe_source(source: &str) -> String {

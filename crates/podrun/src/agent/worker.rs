@@ -714,7 +714,12 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         let probe = spec.and_then(|s| match k.reason {
             podrun_kubelet::actions::KillReason::LivenessProbe => s.liveness_probe.as_ref(),
             podrun_kubelet::actions::KillReason::StartupProbe => s.startup_probe.as_ref(),
+            podrun_kubelet::actions::KillReason::SpecChanged => None,
         });
+        if let Some(o) = observed.containers.get_mut(&k.name) {
+            // kubelet starts it again in the same sync; here, once its exit is seen.
+            o.restart_after_kill = k.restart;
+        }
         let grace = probe
             .and_then(|p| p.termination_grace_period_seconds)
             .map(|s| s.max(0) as u64 * 1000);
@@ -780,6 +785,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
             monitor::Response::Started { started_at, .. } => {
                 let started_at = parse_time(&started_at).unwrap_or(now);
                 o.started(started_at, Some(runtime_id(&plan.id)));
+                o.spec_hash = Some(podrun_kubelet::observe::container_hash(spec));
                 o.image_id = image_id(&agent.images, &image_of(&pod, n));
                 if let Some(p) = probes.get_mut(n) {
                     p.container_started(started_at);
