@@ -4,18 +4,24 @@
 //! the probe's `host` or the pod's loopback), as kubelet's prober does
 //! (pkg/kubelet/prober/prober.go; pkg/probe/http: 200 ≤ status < 400 passes).
 //! HTTPS is spoken without checking the server's certificate, as kubelet does
-//! (pkg/probe/http: InsecureSkipVerify). gRPC probes are not run yet: they
-//! report a failure saying so.
+//! (pkg/probe/http: InsecureSkipVerify). gRPC probes dial the pod's loopback
+//! from that namespace too and speak HTTP/2 from the probing thread (the
+//! socket keeps the namespace it was made in): see [`grpc`].
+
+mod grpc;
 
 use crate::pods::PodState;
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
+use k8s_openapi::api::core::v1::{Container, GRPCAction, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use podrun_kubelet::probe::ProbeResult;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// What kubelet's probes call themselves (HTTP and gRPC).
+const USER_AGENT: &str = "kube-probe/1.31";
 
 /// Run `probe` against container `container` of the pod; the verdict and, for
 /// a failure, why (kubelet's Unhealthy event message).
@@ -46,10 +52,8 @@ pub fn run(state: &PodState, container: &Container, probe: &Probe) -> (ProbeResu
                 Ok(())
             })
         })
-    } else if probe.grpc.is_some() {
-        Err(anyhow::anyhow!(
-            "gRPC probes are not supported by podrun yet"
-        ))
+    } else if let Some(action) = &probe.grpc {
+        grpc_check(state, action, timeout)
     } else {
         Err(anyhow::anyhow!("the probe has no handler"))
     };
@@ -80,6 +84,18 @@ fn address(host: Option<&str>, port: u16) -> Result<SocketAddr> {
         .with_context(|| format!("resolve {host}"))?
         .next()
         .with_context(|| format!("resolve {host}: no address"))
+}
+
+/// A gRPC health check of the pod's loopback (kubelet's target is the pod's
+/// IP, which is where the pod's loopback answers from inside), dial and call
+/// within `timeout` together.
+fn grpc_check(state: &PodState, action: &GRPCAction, timeout: Duration) -> Result<()> {
+    let port = u16::try_from(action.port).context("port out of range")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + timeout;
+    let stream = in_pod_network(state, move || grpc::connect(addr, timeout, deadline))?;
+    let service = action.service.as_deref().unwrap_or("");
+    grpc::check(stream, service, timeout, deadline)
 }
 
 /// GET the hook's or probe's URL in the pod's network; the HTTP status code.
@@ -151,7 +167,7 @@ fn request_text(addr: &SocketAddr, path: &str, headers: &[(String, String)]) -> 
         request.push_str(&format!("Host: {addr}\r\n"));
     }
     if !has("User-Agent") {
-        request.push_str("User-Agent: kube-probe/1.31\r\n");
+        request.push_str(&format!("User-Agent: {USER_AGENT}\r\n"));
     }
     if !has("Accept") {
         request.push_str("Accept: */*\r\n");
