@@ -4,9 +4,9 @@
 //! the probe's `host` or the pod's loopback), as kubelet's prober does
 //! (pkg/kubelet/prober/prober.go; pkg/probe/http: 200 ≤ status < 400 passes).
 //! HTTPS is spoken without checking the server's certificate, as kubelet does
-//! (pkg/probe/http: InsecureSkipVerify). gRPC probes dial the pod's loopback
-//! from that namespace too and speak HTTP/2 from the probing thread (the
-//! socket keeps the namespace it was made in): see [`grpc`].
+//! (pkg/probe/http: InsecureSkipVerify). gRPC probes call the health service
+//! on the pod's loopback from that thread too, over HTTP/2 on a runtime of
+//! the thread's own: see [`grpc`].
 
 mod grpc;
 
@@ -92,10 +92,14 @@ fn address(host: Option<&str>, port: u16) -> Result<SocketAddr> {
 fn grpc_check(state: &PodState, action: &GRPCAction, timeout: Duration) -> Result<()> {
     let port = u16::try_from(action.port).context("port out of range")?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let service = action.service.clone().unwrap_or_default();
     let deadline = Instant::now() + timeout;
-    let stream = in_pod_network(state, move || grpc::connect(addr, timeout, deadline))?;
-    let service = action.service.as_deref().unwrap_or("");
-    grpc::check(stream, service, timeout, deadline)
+    // The whole call on the namespace's thread: a new thread is in no
+    // runtime's context, so it may build and block on one of its own.
+    in_pod_network(state, move || {
+        let stream = grpc::connect(addr, timeout, deadline)?;
+        grpc::check(stream, &service, timeout, deadline)
+    })
 }
 
 /// GET the hook's or probe's URL in the pod's network; the HTTP status code.

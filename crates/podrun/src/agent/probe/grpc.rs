@@ -59,7 +59,8 @@ pub fn connect(addr: SocketAddr, timeout: Duration, deadline: Instant) -> Result
 
 /// Ask the health service over `stream` whether `service` ("" for the
 /// server as a whole) is serving, before `deadline`; why not, in kubelet's
-/// words. Builds a runtime of its own: the caller is a plain thread.
+/// words. Builds a runtime of its own, so the caller must be a thread
+/// outside any runtime's context.
 pub fn check(stream: TcpStream, service: &str, timeout: Duration, deadline: Instant) -> Result<()> {
     let authority = stream.peer_addr()?.to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
