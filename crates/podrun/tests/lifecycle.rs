@@ -1,7 +1,7 @@
 //! kubelet's semantics of a pod's life under the node agent (`podrun serve`),
 //! end to end: crash-loop back-off, restart policies, init containers and
-//! native sidecars, liveness and readiness probes, preStop hooks, grace
-//! periods, OOM kills, an exit while the agent is down, and
+//! native sidecars, liveness and readiness probes (gRPC among them), preStop
+//! hooks, grace periods, OOM kills, an exit while the agent is down, and
 //! activeDeadlineSeconds. Every test starts its own agent (so the test-only
 //! knobs apply: a short sync interval and a scaled-down back-off) in roots of
 //! its own, has a drop guard that kills and removes whatever it left, and
@@ -754,6 +754,153 @@ fn readiness_follows_the_probe() {
     let d = env.describe(&name);
     assert_eq!(condition(&d, "Ready").as_deref(), Some("False"), "{d}");
     assert_eq!(restart_count(&d, "app"), 0, "{d}");
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
+
+/// A gRPC health server (Debian's python3-grpcio, without its health
+/// module: Check answers raw bytes) in the network namespace of a pod's
+/// pause process, answering with the status in a file the test rewrites; the
+/// drop guard kills it.
+struct HealthServer {
+    child: std::process::Child,
+    status: PathBuf,
+    seen: PathBuf,
+}
+
+/// The server: `server.py PORT STATUS_FILE SEEN_FILE`. It keeps the last
+/// request (a HealthCheckRequest) in SEEN_FILE.
+const HEALTH_SERVER: &str = r#"
+import sys
+from concurrent import futures
+import grpc
+
+port, status_file, seen_file = sys.argv[1:4]
+
+def check(request, context):
+    with open(seen_file, "wb") as f:
+        f.write(request)
+    with open(status_file) as f:
+        return bytes([0x08, int(f.read())])
+
+handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+    "Check": grpc.unary_unary_rpc_method_handler(
+        check, request_deserializer=None, response_serializer=None),
+})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port("127.0.0.1:" + port)
+server.start()
+server.wait_for_termination()
+"#;
+
+impl HealthServer {
+    /// Start it on `port` in the network namespace of pod `name`, answering `status`.
+    fn start(env: &Env, name: &str, port: u16, status: u8) -> Self {
+        let pauses: Vec<i32> = env
+            .pauses()
+            .into_iter()
+            .filter(|p| p.1 == name)
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(
+            pauses.len(),
+            1,
+            "pause of {name}: {pauses:?}\n{}",
+            env.diag()
+        );
+        // A directory of its own and -I (no script directory, no user site
+        // or PYTHON* variables on the path): nothing can shadow a module.
+        let dir = env.host_dir("grpc-server");
+        let script = dir.join("server.py");
+        std::fs::write(&script, HEALTH_SERVER).unwrap();
+        let state = env.host_dir("grpc-state");
+        let (status_file, seen) = (state.join("status"), state.join("seen"));
+        std::fs::write(&status_file, status.to_string()).unwrap();
+        let log = std::fs::File::create(env.dir.path().join("grpc-server.log")).unwrap();
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", pauses[0]))
+            .args(["/usr/bin/python3", "-I"])
+            .arg(&script)
+            .arg(port.to_string())
+            .args([&status_file, &seen])
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        HealthServer {
+            child,
+            status: status_file,
+            seen,
+        }
+    }
+
+    fn answer(&self, status: u8) {
+        std::fs::write(&self.status, status.to_string()).unwrap();
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gRPC readiness probe of a pod: not Ready while nothing listens in the
+/// pod's network (a timeout, as kubelet's dial), Ready once the health
+/// service answers SERVING for the probe's service, not Ready again when it
+/// answers NOT_SERVING.
+#[test]
+fn readiness_by_grpc_health_checks() {
+    let env = Env::new(&SUITE, "grpc");
+    let name = env.name("lc12-grpc");
+    let port = 50061;
+    let _agent = env.serve(None, &[], &[]);
+    env.apply(&pod(
+        &name,
+        "  terminationGracePeriodSeconds: 2\n",
+        &container(
+            "app",
+            RUN_UNTIL_TERM,
+            &format!("    readinessProbe:\n      grpc: {{port: {port}, service: db}}\n      periodSeconds: 1\n      failureThreshold: 1\n"),
+        ),
+    ));
+    env.wait_row(&name, "Running", 15, |r| r[3] == "Running");
+    let refused = format!(
+        "Readiness probe failed: timeout: failed to connect service \"127.0.0.1:{port}\" within 1s: context deadline exceeded"
+    );
+    let d = env.wait_describe(&name, "a failed dial", 10, |d| events(d).contains(&refused));
+    assert_eq!(condition(&d, "Ready").as_deref(), Some("False"), "{d}");
+    assert_eq!(env.row(&name).unwrap()[2], "0/1");
+
+    let server = HealthServer::start(&env, &name, port, 1);
+    env.wait_row(&name, "1/1 once SERVING", 15, |r| r[2] == "1/1");
+    let d = env.describe(&name);
+    assert_eq!(condition(&d, "Ready").as_deref(), Some("True"), "{d}");
+    // The probe asked for its service: HealthCheckRequest{service: "db"}.
+    assert_eq!(std::fs::read(&server.seen).unwrap(), b"\x0a\x02db");
+    // The server listens in the pod's network only.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the health server is reachable from the host's network"
+    );
+
+    server.answer(2);
+    env.wait_row(&name, "0/1 once NOT_SERVING", 10, |r| {
+        r[2] == "0/1" && r[3] == "Running"
+    });
+    let d = env.describe(&name);
+    assert_eq!(condition(&d, "Ready").as_deref(), Some("False"), "{d}");
+    assert!(
+        events(&d)
+            .contains("Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")"),
+        "{d}"
+    );
+    assert_eq!(restart_count(&d, "app"), 0, "{d}");
+    drop(server);
     env.delete(&[&name]);
     env.assert_nothing_left();
 }
