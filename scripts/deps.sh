@@ -17,6 +17,7 @@ PACKAGES=(
     containernetworking-plugins iptables   # CNI
     curl              # readiness checks
     openssl           # a self-signed certificate for the HTTPS probe test
+    python3-grpcio    # the gRPC health server of the gRPC probe test (/usr/bin/python3)
 )
 
 log() { printf 'deps: %s\n' "$*" >&2; }
