@@ -334,9 +334,12 @@ fn pod_first_main(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<Stri
         .map(|s| s.name.clone())
 }
 
-/// How long each start-up step took, from the events and the status: pull,
-/// filesystem and sandbox (pulled → first container created), init
-/// containers, start of the containers, first Ready.
+/// How long each start-up step took, from the events and the status: the
+/// sandbox (scheduled → the first image check, which comes once the sandbox
+/// is ready), the image pulls (their own times, summed: each container's
+/// image is pulled just before it starts), init containers (the first
+/// container created → the first main container created), the start of the
+/// main containers, first Ready.
 fn startup(out: &mut String, status: &k8s_openapi::api::core::v1::PodStatus, events: &[EventRow]) {
     let at = |reason: &str, first: bool| {
         let times = events
@@ -352,18 +355,30 @@ fn startup(out: &mut String, status: &k8s_openapi::api::core::v1::PodStatus, eve
     let Some(scheduled) = at("Scheduled", true) else {
         return;
     };
-    let pulled = at("Pulled", false);
+    let first_image_check = [at("Pulling", true), at("Pulled", true)]
+        .into_iter()
+        .flatten()
+        .min();
     let first_created = at("Created", true);
     let ms = |a: chrono::DateTime<chrono::FixedOffset>,
               b: chrono::DateTime<chrono::FixedOffset>| {
         format!("{} ms", (b - a).num_milliseconds().max(0))
     };
     let mut steps = Vec::new();
-    if let Some(p) = pulled {
-        steps.push(("pull", ms(scheduled, p)));
-        if let Some(c) = first_created {
-            steps.push(("filesystem and sandbox", ms(p, c)));
-        }
+    if let Some(c) = first_image_check {
+        steps.push(("sandbox", ms(scheduled, c)));
+    }
+    // "Successfully pulled image \"…\" in 0.030s", as many times as it came.
+    let pulled_secs: f64 = events
+        .iter()
+        .filter(|e| e.reason == "Pulled")
+        .filter_map(|e| {
+            let secs = e.message.rsplit_once(" in ")?.1.strip_suffix('s')?;
+            Some(secs.parse::<f64>().ok()? * e.count.max(1) as f64)
+        })
+        .sum();
+    if events.iter().any(|e| e.reason == "Pulled") {
+        steps.push(("image pulls", format!("{:.0} ms", pulled_secs * 1000.0)));
     }
     // The first main container's events: init containers end when it is created.
     let first_main = pod_first_main(status);
