@@ -398,6 +398,54 @@ pub fn termination_message(data_dir: &Path, name: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// The termination message kubelet takes from a failed container's log when
+/// its terminationMessagePolicy is FallbackToLogsOnError and it left no
+/// message file (readLastStringFromContainerLogs, pkg/kubelet/kuberuntime):
+/// the last 80 lines both streams wrote since `since` (this instance's start),
+/// at most their last 2048 bytes (MaxContainerTerminationMessageLogLines and
+/// MaxContainerTerminationMessageLogLength, pkg/kubelet/container).
+pub fn log_tail_message(
+    log: &Path,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<String> {
+    const LINES: usize = 80;
+    const BYTES: usize = 2048;
+    // Enough for 80 long lines; older lines do not count anyway.
+    const WINDOW: u64 = 256 * 1024;
+    let mut f = std::fs::File::open(log).ok()?;
+    let start = f.metadata().ok()?.len().saturating_sub(WINDOW);
+    f.seek(std::io::SeekFrom::Start(start)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    // A window that starts inside a line drops that line.
+    let lines: Vec<LogLine<'_>> = text
+        .lines()
+        .skip(usize::from(start > 0))
+        .filter_map(parse_log_line)
+        .filter(|l| {
+            since.is_none_or(|since| {
+                chrono::DateTime::parse_from_rfc3339(l.time).is_ok_and(|t| t >= since)
+            })
+        })
+        .collect();
+    let mut out = String::new();
+    for l in &lines[lines.len().saturating_sub(LINES)..] {
+        out.push_str(l.content);
+        if !l.partial {
+            out.push('\n');
+        }
+    }
+    if out.len() > BYTES {
+        let mut cut = out.len() - BYTES;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out.drain(..cut);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// `podrun-monitor cleanup`: the runtime's part of removing a pod whose
 /// monitor is gone (single-threaded, as the embedded backend needs).
 fn clean_up_after_monitor(state: &PodState) -> Result<()> {
@@ -549,6 +597,42 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fallback_message_is_the_last_80_lines_of_this_instance_within_2048_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let mut text = String::new();
+        // The previous instance's lines, then this one's: 100 lines, one partial.
+        text.push_str("2026-11-27T10:00:00.000000000Z stdout F old run\n");
+        for i in 0..99 {
+            text.push_str(&format!("2026-11-27T10:00:05.{i:09}Z stderr F line {i}\n"));
+        }
+        text.push_str("2026-11-27T10:00:06.000000000Z stdout P no newline");
+        std::fs::write(&log, &text).unwrap();
+        let since = chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:05Z")
+            .unwrap()
+            .to_utc();
+        let got = log_tail_message(&log, Some(since)).unwrap();
+        let want: String =
+            (20..99).map(|i| format!("line {i}\n")).collect::<String>() + "no newline";
+        assert_eq!(got, want);
+        // Long lines: only the last 2048 bytes.
+        let long = "x".repeat(1500);
+        std::fs::write(
+            &log,
+            format!(
+                "2026-11-27T10:00:05Z stdout F a{long}\n2026-11-27T10:00:05Z stdout F b{long}\n"
+            ),
+        )
+        .unwrap();
+        let got = log_tail_message(&log, Some(since)).unwrap();
+        assert_eq!(got.len(), 2048);
+        assert!(got.ends_with(&format!("b{long}\n")));
+        // Nothing since this instance started: no message.
+        let later = since + chrono::Duration::hours(1);
+        assert_eq!(log_tail_message(&log, Some(later)), None);
+    }
 
     #[test]
     fn pod_ids_are_short_distinct_and_valid() {

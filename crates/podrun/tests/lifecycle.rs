@@ -400,7 +400,11 @@ fn restart_policies_on_failure_and_never() {
         pod(
             &never,
             "  restartPolicy: Never\n",
-            &container("app", "echo failing; exit 1", "")
+            &container(
+                "app",
+                "echo failing; echo on stderr >&2; exit 1",
+                "    terminationMessagePolicy: FallbackToLogsOnError\n"
+            )
         ),
     ));
     env.wait_row(&ok, "Completed", 15, |r| r[3] == "Completed");
@@ -433,9 +437,19 @@ fn restart_policies_on_failure_and_never() {
     assert_eq!(pod_field(&d, "Status").as_deref(), Some("Failed"), "{d}");
     let state = sub(&section(&d, "app"), "State");
     assert_eq!(value(&state, "Reason").as_deref(), Some("Error"), "{d}");
-    assert_eq!(value(&state, "Exit Code").as_deref(), Some("1"), "{d}");
-    assert_eq!(restart_count(&d, "app"), 0, "{d}");
-    assert_eq!(env.ok(&["logs", &never]), "failing\n");
+    // FallbackToLogsOnError with no message file: the log's last lines, both
+    // streams (describe prints the lines as they are, as kubectl does, so the
+    // fields after them are read from the status).
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "pod", &never, "-o", "json"])).unwrap();
+    let terminated = &json["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["message"], "failing\non stderr\n", "{json}");
+    assert_eq!(terminated["exitCode"], 1, "{json}");
+    assert_eq!(
+        json["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{json}"
+    );
+    assert_eq!(env.ok(&["logs", &never]), "failing\non stderr\n");
 
     let d = env.describe(&bad);
     assert_ne!(pod_field(&d, "Status").as_deref(), Some("Failed"), "{d}");

@@ -797,6 +797,19 @@ fn reap(
         };
         c.done = true;
         c.kill_at = None;
+        // What it wrote before it exited waits in its pipes: into the log
+        // before the exit is recorded, so whoever reads the exit (a
+        // FallbackToLogsOnError message, `logs` of a finished container)
+        // finds its last lines.
+        for stream in c.streams.iter_mut() {
+            if let Err(e) = stream.pump(&mut c.log) {
+                tracing::warn!(
+                    "pod {}: container {}: write log: {e}",
+                    plan.pod_id,
+                    c.plan.name
+                );
+            }
+        }
         write_record(&plan.exit_path(&c.plan.name), &record).map_err(|e| {
             step(
                 &plan.pod_id,

@@ -626,7 +626,19 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
                     message: exit
                         .message
                         .clone()
-                        .or_else(|| pods::termination_message(&state.record.data_dir, &cs.name)),
+                        .or_else(|| pods::termination_message(&state.record.data_dir, &cs.name))
+                        .or_else(|| {
+                            // A failed container of FallbackToLogsOnError
+                            // that left no message: its log's last lines.
+                            let spec = specs.iter().find(|s| s.name == cs.name)?;
+                            let fallback = spec.termination_message_policy.as_deref()
+                                == Some("FallbackToLogsOnError");
+                            (fallback && exit.exit_code != 0).then_some(())?;
+                            pods::log_tail_message(
+                                &state.log_path(&cs.name),
+                                parse_time(&exit.started_at),
+                            )
+                        }),
                     started_at: parse_time(&exit.started_at),
                     finished_at,
                 });
