@@ -106,6 +106,9 @@ pub struct ProbeState {
     run: u32,
     on_hold: bool,
     last_probe: Option<DateTime<Utc>>,
+    /// Not before then: the start-up jitter of [`ProbeState::jitter_after_restart`].
+    #[serde(default)]
+    not_before: Option<DateTime<Utc>>,
 }
 
 impl ProbeState {
@@ -121,6 +124,7 @@ impl ProbeState {
             run: 0,
             on_hold: false,
             last_probe: None,
+            not_before: None,
         }
     }
 
@@ -167,12 +171,32 @@ impl ProbeState {
             return None;
         }
         let after_delay = started + crate::backoff::chrono_duration(self.settings.initial_delay);
-        Some(match self.last_probe {
+        let at = match self.last_probe {
             None => after_delay,
             Some(last) => {
                 (last + crate::backoff::chrono_duration(self.settings.period)).max(after_delay)
             }
-        })
+        };
+        Some(self.not_before.map_or(at, |n| at.max(n)))
+    }
+
+    /// kubelet's start-up jitter (pkg/kubelet/prober/worker.go): a probe
+    /// worker made within one period of kubelet's start first waits a random
+    /// part (`fraction`, in [0, 1)) of the period, so that the probes of the
+    /// pods a restarted kubelet takes over do not all run at once. Applied
+    /// once per start (`agent_start`), and only within that first period.
+    pub fn jitter_after_restart(
+        &mut self,
+        agent_start: DateTime<Utc>,
+        now: DateTime<Utc>,
+        fraction: f64,
+    ) {
+        let period = crate::backoff::chrono_duration(self.settings.period);
+        if now - agent_start >= period || self.not_before.is_some_and(|t| t >= agent_start) {
+            return;
+        }
+        let wait = period.num_milliseconds() as f64 * fraction.clamp(0.0, 1.0);
+        self.not_before = Some(now + chrono::Duration::milliseconds(wait as i64));
     }
 
     /// Whether the probe should run at `now` (ignoring the startup gate).
@@ -259,6 +283,17 @@ impl ContainerProbes {
     pub fn container_started(&mut self, started_at: DateTime<Utc>) {
         self.each_mut()
             .for_each(|p| p.container_started(started_at));
+    }
+
+    /// [`ProbeState::jitter_after_restart`] for each probe.
+    pub fn jitter_after_restart(
+        &mut self,
+        agent_start: DateTime<Utc>,
+        now: DateTime<Utc>,
+        fraction: f64,
+    ) {
+        self.each_mut()
+            .for_each(|p| p.jitter_after_restart(agent_start, now, fraction));
     }
 
     /// The instance stopped.

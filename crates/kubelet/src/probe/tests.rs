@@ -214,3 +214,32 @@ fn no_startup_probe_means_started() {
         None
     );
 }
+
+#[test]
+fn probes_taken_over_after_a_restart_wait_a_random_part_of_their_period() {
+    let probe = spec(json!({"exec": {"command": ["true"]}, "periodSeconds": 10}));
+    let mut p = ProbeState::new(ProbeKind::Liveness, &probe);
+    p.container_started(t(0));
+    p.record(Success, t(100));
+    // The agent restarted at 115: the probe was due at 110.
+    assert_eq!(p.next_due(), Some(t(110)));
+    p.jitter_after_restart(t(115), t(115), 0.5);
+    assert_eq!(p.next_due(), Some(t(120)));
+    // Once per start: later rounds keep the first draw.
+    p.jitter_after_restart(t(115), t(116), 0.9);
+    assert_eq!(p.next_due(), Some(t(120)));
+    // After the probe ran, the period rules again.
+    p.record(Success, t(120));
+    assert_eq!(p.next_due(), Some(t(130)));
+
+    // Not after the first period of the agent's life.
+    let mut q = ProbeState::new(ProbeKind::Readiness, &probe);
+    q.container_started(t(0));
+    q.record(Success, t(100));
+    q.jitter_after_restart(t(90), t(105), 0.5);
+    assert_eq!(q.next_due(), Some(t(110)));
+    // A later restart jitters again.
+    q.record(Success, t(110));
+    q.jitter_after_restart(t(200), t(201), 0.3);
+    assert_eq!(q.next_due(), Some(t(204)));
+}

@@ -105,6 +105,9 @@ pub struct Agent {
     /// pod is not the agent's (a running agent leaves it alone), and a pod
     /// whose monitor is gone ends instead of being made again.
     run_mode: bool,
+    /// When this agent started (the probes of the pods it takes over wait a
+    /// random part of their period, as kubelet's do after a restart).
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Agent {
@@ -118,6 +121,7 @@ impl Agent {
             sync_interval: sync_interval(),
             node: node_name(),
             run_mode: true,
+            started_at: chrono::Utc::now(),
         }))
     }
 
@@ -207,6 +211,7 @@ pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
         sync_interval: sync_interval(),
         node: node_name(),
         run_mode: false,
+        started_at: chrono::Utc::now(),
     });
     adopt(&agent).context("adopt the pods of the database")?;
     let listener = bind(&cli.run_root)?;

@@ -100,15 +100,19 @@ pub(super) async fn run(
     }
 }
 
-/// `d` ± 20 %, from the clock's nanoseconds (good enough to spread wake-ups).
-fn jitter(d: Duration) -> Duration {
+/// A number in [0, 1) from the clock's nanoseconds (good enough to spread
+/// wake-ups).
+fn random_fraction() -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .subsec_nanos() as u64;
-    let spread = d.as_millis() as u64 * 2 / 5;
-    let offset = if spread == 0 { 0 } else { nanos % spread };
-    d - d / 5 + Duration::from_millis(offset)
+        .subsec_nanos();
+    f64::from(nanos) / 1e9
+}
+
+/// `d` ± 20 %.
+fn jitter(d: Duration) -> Duration {
+    d - d / 5 + d.mul_f64(0.4 * random_fraction())
 }
 
 async fn sync(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
@@ -648,6 +652,10 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     // Probes that are due, for running containers.
     for (n, o) in observed.containers.iter_mut() {
         let Some(p) = probes.get_mut(n) else { continue };
+        let adopted = matches!(o.state, ContainerState::Running { started_at } if started_at < agent.started_at);
+        if adopted && !agent.run_mode {
+            p.jitter_after_restart(agent.started_at, now, random_fraction());
+        }
         if o.state.is_running() {
             let spec = specs.iter().find(|s| &s.name == n);
             for kind in p.due(now) {
