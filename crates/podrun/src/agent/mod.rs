@@ -415,28 +415,19 @@ pub(crate) async fn apply(
                         Some(row) if row.state == PodPhase::Deleting => bail!(
                             "pod/{name}: is being deleted; apply again when it is gone\nnothing was applied"
                         ),
-                        Some(row)
-                            if !source.starts_with("file:")
-                                && updatable_in_place(&row.manifest, &pod) =>
-                        {
-                            changes.push(Change::UpdatePod {
-                                namespace: namespace.clone(),
-                                name: name.clone(),
-                                manifest,
-                                hash,
+                        Some(row) => {
+                            // A static pod's changed file is a new pod (kubelet).
+                            let in_place = !source.starts_with("file:")
+                                && updatable_in_place(&row.manifest, &pod);
+                            let (ns, n) = (namespace.clone(), name.clone());
+                            changes.push(if in_place {
+                                Change::UpdatePod { namespace: ns, name: n, manifest, hash }
+                            } else {
+                                Change::ReplacePod { namespace: ns, name: n, manifest, hash }
                             });
                             lines.push(format!("pod/{name} configured"));
-                            updated.push((namespace, name));
-                        }
-                        Some(_) => {
-                            changes.push(Change::ReplacePod {
-                                namespace: namespace.clone(),
-                                name: name.clone(),
-                                manifest,
-                                hash,
-                            });
-                            lines.push(format!("pod/{name} configured"));
-                            started.push((namespace, name));
+                            if in_place { &mut updated } else { &mut started }
+                                .push((namespace, name));
                         }
                         None => {
                             changes.push(Change::CreatePod(PodRow {
