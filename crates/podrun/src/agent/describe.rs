@@ -378,7 +378,9 @@ fn startup(out: &mut String, status: &k8s_openapi::api::core::v1::PodStatus, eve
         })
         .sum();
     if events.iter().any(|e| e.reason == "Pulled") {
-        steps.push(("image pulls", format!("{:.0} ms", pulled_secs * 1000.0)));
+        // (An empty f64 sum is -0.0: whole milliseconds print it as 0.)
+        let ms = (pulled_secs * 1000.0).round() as i64;
+        steps.push(("image pulls", format!("{ms} ms")));
     }
     // The first main container's events: init containers end when it is created.
     let first_main = pod_first_main(status);
