@@ -17,6 +17,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/bench/agent.sh"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh" agent.sh
 
 # ---- settings -------------------------------------------------------------------------
 PODS=${PODS:-100}
@@ -26,23 +28,13 @@ SCALE_PODS=${SCALE_PODS:-10}
 N=${N:-30}
 WARMUP=${WARMUP:-3}
 SETTLE=${SETTLE:-5}
-REGISTRY=${PODRUN_TEST_REGISTRY:-127.0.0.1:5000}
-IMAGE=${BENCH_IMAGE:-$REGISTRY/busybox:latest}
-OUT=${BENCH_OUT:-$ROOT/bench}
-RESULTS="$OUT/results"
-PODRUN="$ROOT/target/release/podrun"
-BENCH_FS=${BENCH_FS:-loop}
-BENCH_BUILD=${BENCH_BUILD:-1}
-QUIET_WAIT=${QUIET_WAIT:-120}
+bench_settings busybox:latest # REGISTRY, IMAGE, OUT, RESULTS, PODRUN, BENCH_FS, BENCH_BUILD, QUIET_WAIT (lib.sh)
 # The issue's reference: containerd's daemon with 20 containers on this machine
 # (containerd is not installed here; not measured by this script).
 CONTAINERD_REF_MB=49.5
 CONTAINERD_REF_CONTAINERS=20
 TARGET_RSS_MB=30
 TARGET_GET_MS=20
-
-log() { printf '\n== agent.sh: %s\n' "$*" >&2; }
-die() { printf 'agent.sh: %s\n' "$*" >&2; exit 1; }
 
 # ---- the report: our section of RESULTS.md, from the raw data of this run (also written
 # to bench/results/agent*.json), or with --report again from those files alone ----------
@@ -222,36 +214,9 @@ if [[ "${1:-}" == --report ]]; then
     exit 0
 fi
 
-# ---- run under a child subreaper: every orphan (podman's conmons, the pods' monitors if
-# the agent dies) is re-parented to it and reaped at once, as systemd does on a node. This
-# sandbox's PID 1 reaps late, and a zombie still counts in its cgroup, which makes podman's
-# pod removal wait (see bench/README.md, pod-start.sh). --------------------------------------
-if [[ -z "${AGENT_BENCH_REAPED:-}" ]]; then
-    export AGENT_BENCH_REAPED=1
-    exec python3 -c '
-import ctypes, os, signal, sys
-if ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-    sys.exit("agent.sh: prctl(PR_SET_CHILD_SUBREAPER) failed")
-pid = os.fork()
-if pid == 0:
-    os.execvp("bash", ["bash"] + sys.argv[1:])
-# Ctrl-C reaches the script itself (same process group); a TERM sent to us is passed on.
-signal.signal(signal.SIGINT, lambda s, f: None)
-signal.signal(signal.SIGTERM, lambda s, f: os.kill(pid, signal.SIGTERM))
-while True:
-    p, status = os.waitpid(-1, 0)
-    if p == pid:
-        code = os.waitstatus_to_exitcode(status)
-        break
-while True:  # reap what has already exited; anything still running goes to PID 1
-    try:
-        if os.waitpid(-1, os.WNOHANG)[0] == 0:
-            break
-    except ChildProcessError:
-        break
-sys.exit(code if code >= 0 else 128 - code)
-' "$SELF" "$@"
-fi
+# ---- run under a child subreaper (lib.sh): podman's conmons, and the pods' monitors if the
+# agent dies, are reaped at once, as on a node ---------------------------------------------
+run_under_subreaper AGENT_BENCH_REAPED "$SELF" "$@"
 
 for v in PODS PODS_PODMAN N SETTLE PODMAN_BUDGET; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
@@ -259,115 +224,35 @@ done
 [[ "$SCALE_PODS" =~ ^[0-9]+$ ]] || die "SCALE_PODS must be a number (0: skip the smaller listing)"
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "WARMUP must be a number"
 ((SCALE_PODS < PODS)) || SCALE_PODS=0
-[[ "$BENCH_FS" == loop || "$BENCH_FS" == dir ]] || die "BENCH_FS must be loop or dir (got '$BENCH_FS')"
-[[ $(id -u) -eq 0 ]] || die "run as root (pods, cgroups and overlay mounts need it)"
-case "$REGISTRY" in
-    127.*:[0-9]* | localhost:[0-9]*) ;;
-    *) die "the benchmark only talks to a loopback registry (got $REGISTRY)" ;;
-esac
-# podrun's defaults, not the caller's environment: the embedded runtime, our flags.
-unset PODRUN_RUNTIME PODRUN_ROOT PODRUN_RUN_ROOT PODRUN_CONFIG PODRUN_REGISTRIES_CONF PODRUN_HOSTS_DIR \
-    PODRUN_SYNC_INTERVAL_MS PODRUN_AGENT_CRASH_AT
-# One benchmark at a time on this machine (the same lock as bench/pull.sh, pod-start.sh).
-exec 8>"${TMPDIR:-/tmp}/podrun-bench.lock"
-if ! flock -n 8; then
-    printf 'agent.sh: another benchmark is running; waiting for it (up to 30 min)\n' >&2
-    flock -w 1800 8 || die "gave up waiting for the other benchmark"
-fi
+bench_checks "pods, cgroups and overlay mounts need it"
+unset_podrun_env
+bench_lock benchmark
 START=$SECONDS
 
 # ---- tools ----------------------------------------------------------------------------
-missing=()
-for pair in podman:podman conmon:conmon catatonit:catatonit crun:crun hyperfine:hyperfine \
-    python3:python3 curl:curl docker-registry:docker-registry htpasswd:apache2-utils; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
-fi
+install_missing podman:podman conmon:conmon catatonit:catatonit crun:crun hyperfine:hyperfine \
+    python3:python3 curl:curl docker-registry:docker-registry htpasswd:apache2-utils
 
 # ---- registry, image, cgroups -----------------------------------------------------------
 cd "$ROOT"
-if ! bash scripts/registry.sh status >/dev/null 2>&1; then
-    log "starting the test registries"
-    bash scripts/registry.sh start 8>&- # the registry outlives us: not with our lock fd
-fi
-bash scripts/test-images.sh
-repo_tag=${IMAGE#*/}
-code=$(curl -s -o /dev/null -m 5 -I -w '%{http_code}' \
-    -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json' \
-    "http://$REGISTRY/v2/${repo_tag%%:*}/manifests/${repo_tag#*:}" || true)
-[[ "$code" == 200 ]] || die "$IMAGE not in the registry (HEAD manifest -> $code)"
+registry_ready "$ACCEPT_INDEX"
 # podman runs its containers with crun, which refuses a cgroup v1 hybrid machine whose
 # cgroup2 mount holds a controller.
 bash scripts/setup-cgroups.sh
 
 # ---- podrun ---------------------------------------------------------------------------
-if [[ "$BENCH_BUILD" == 1 ]]; then
-    log "building podrun (release)"
-    cargo build --release -p podrun
-fi
-for b in podrun podrun-monitor podrun-pause; do
-    [[ -x "$ROOT/target/release/$b" ]] || die "target/release/$b missing (build it: cargo build --release -p podrun)"
-done
+build_podrun podrun podrun-monitor podrun-pause
 
 # ---- work dir, cleanup ----------------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/podrun-bench.XXXXXX")
-LOOPDEV=
-STORES="$WORK/stores"
-RUNS="$WORK/run" # both tools' run roots: a tmpfs, as /run is on a node
-PR_ROOT="$STORES/podrun/root"
-PR_RUN="$RUNS/podrun"
-PM_ROOT="$STORES/podman/root"
-PM_RUN="$RUNS/podman"
-PM_TMP="$RUNS/podman-tmp"
-CONF="$WORK/conf"
+pod_workdir # WORK, LOOPDEV, STORES, RUNS, PR_ROOT, PR_RUN, PM_ROOT, PM_RUN, PM_TMP, CONF (lib.sh)
 YAML="$WORK/yaml"
 AGENT_PID=
 POD_IDS="$WORK/pod-ids"     # podrun's pod ids (for the cgroup check), one a line
 PM_POD_IDS="$WORK/podman-pod-ids"
 
-# Unmount everything mounted at or below $1 (deepest first).
-umount_under() {
-    local dir=$1 m
-    [[ -n "$dir" && "$dir" == /* ]] || return 0
-    awk -v p="$dir" '$2 == p || index($2, p "/") == 1 { print $2 }' /proc/mounts |
-        sort -r | while read -r m; do
-            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null ||
-                printf 'agent.sh: could not unmount %s\n' "$m" >&2
-        done
-}
-
 podrun_() {
     "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" --config "$CONF/podrun.toml" \
         --registries-conf "$CONF/podrun-registries.conf" "$@"
-}
-podman_() { podman --root "$PM_ROOT" --runroot "$PM_RUN" --tmpdir "$PM_TMP" --storage-driver overlay "$@"; }
-
-# The agent serving our root, if it runs: the pid in <root>/agent.lock, checked to be a
-# podrun of our root (a pid can be reused).
-agent_pid() {
-    local p
-    p=$(cat "$PR_ROOT/agent.lock" 2>/dev/null || true)
-    [[ "$p" =~ ^[0-9]+$ ]] || return 0
-    tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$PR_ROOT " && echo "$p" || true
-}
-
-# Processes of ours still alive: anything naming the temp dir on its command line or
-# running with its root below it (the containers). All were started by this script.
-our_pids() {
-    local p
-    for p in /proc/[0-9]*; do
-        p=${p#/proc/}
-        [[ "$p" == "$$" || "$p" == "$BASHPID" ]] && continue
-        if tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$WORK/" ||
-            [[ "$(readlink "/proc/$p/root" 2>/dev/null)" == "$WORK/"* ]]; then
-            echo "$p"
-        fi
-    done
 }
 
 # The cgroup directories of our pods still there (podrun's under */podrun/<class>/<pod id>,
@@ -378,15 +263,6 @@ our_cgroups() {
     [[ -n "$ids" ]] || return 0
     find /sys/fs/cgroup -mindepth 3 -maxdepth 7 -type d \( -path '*/podrun/*' -o -path '*/libpod_parent/*' \) 2>/dev/null |
         grep -F -- "$ids" | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2- || true
-}
-
-wait_agent_gone() { # pid seconds
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        [[ -d /proc/$1 ]] || return 0
-        sleep 0.1
-    done
-    return 1
 }
 
 # Delete every pod we may have left (podrun through the agent: the CLI starts one if
@@ -402,87 +278,28 @@ teardown_all() {
     p=$(agent_pid)
     if [[ -n "$p" ]]; then
         kill -TERM "$p" 2>/dev/null || true
-        wait_agent_gone "$p" 15 || kill -KILL "$p" 2>/dev/null || true
+        wait_gone "$p" 15 || kill -KILL "$p" 2>/dev/null || true
     fi
-    if [[ -d "$PM_ROOT" ]]; then
-        timeout 600 podman --root "$PM_ROOT" --runroot "$PM_RUN" --tmpdir "$PM_TMP" --storage-driver overlay \
-            pod rm -a -f -t 0 >/dev/null 2>&1 || true
-        timeout 120 podman --root "$PM_ROOT" --runroot "$PM_RUN" --tmpdir "$PM_TMP" --storage-driver overlay \
-            system reset -f >/dev/null 2>&1 || true
-    fi
-    for p in $(our_pids); do
-        printf 'agent.sh: killing leftover process %s (%s)\n' "$p" "$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | cut -c1-100)" >&2
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    sleep 0.2
-    for p in $(our_cgroups); do
-        rmdir "$p" 2>/dev/null || printf 'agent.sh: could not remove cgroup %s\n' "$p" >&2
-    done
+    podman_teardown 600
+    kill_our_pids
+    remove_our_cgroups
 }
 
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    [[ -z "${WORK:-}" ]] || {
-        if ((rc != 0)) && compgen -G "$WORK/*.json" >/dev/null; then
-            # Keep what was measured and the logs for a look (the temp dir goes).
-            keep=$(mktemp -d "${TMPDIR:-/tmp}/agent-bench-failed.XXXXXX")
-            cp "$WORK"/*.json "$WORK"/*.out "$WORK"/*.log "$keep/" 2>/dev/null || true
-            printf 'agent.sh: failed (exit %s); the data measured so far and the logs are in %s\n' "$rc" "$keep" >&2
-        fi
-        teardown_all
-        umount_under "$WORK"
-        [[ -z "$LOOPDEV" ]] || losetup -d "$LOOPDEV" 2>/dev/null || true
-        rm -rf "$WORK"
-    }
-    exit $rc
+# On failure, before the temp dir goes (cleanup, lib.sh): keep what was measured and the logs.
+keep_failed() { # exit-status
+    local keep
+    compgen -G "$WORK/*.json" >/dev/null || return 0
+    keep=$(mktemp -d "${TMPDIR:-/tmp}/agent-bench-failed.XXXXXX")
+    cp "$WORK"/*.json "$WORK"/*.out "$WORK"/*.log "$keep/" 2>/dev/null || true
+    printf 'agent.sh: failed (exit %s); the data measured so far and the logs are in %s\n' "$1" "$keep" >&2
 }
-trap cleanup EXIT
+trap cleanup EXIT # lib.sh
 trap 'exit 130' INT TERM
 
-# Stores on a fresh journaled ext4 (BENCH_FS=loop, as bench/pull.sh: this machine's root
-# ext4 has no journal), or in the temp dir itself (BENCH_FS=dir).
-mkdir -p "$STORES" "$RUNS" "$CONF"
-if [[ "$BENCH_FS" == loop ]]; then
-    truncate -s 4G "$WORK/fs.img"
-    mkfs.ext4 -q -F -L podrun-bench "$WORK/fs.img"
-    LOOPDEV=$(losetup --find --show --direct-io=on "$WORK/fs.img")
-    mount "$LOOPDEV" "$STORES"
-fi
-mount -t tmpfs -o mode=0755,size=1g podrun-bench-run "$RUNS"
-mkdir -p "$PR_ROOT" "$PR_RUN" "$PM_ROOT" "$PM_RUN" "$PM_TMP" "$RESULTS"
-
-# podman: nofile and nproc within this machine's hard limits, no events log; a
-# registries.conf marking the test registry insecure; a storage.conf keeping podman away
-# from /var/lib/containers should a flag be missed (as bench/pod-start.sh).
-cat >"$CONF/containers.conf" <<'EOF'
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-
-[engine]
-events_logger = "none"
-EOF
-cat >"$CONF/registries.conf" <<EOF
-unqualified-search-registries = []
-
-[[registry]]
-location = "$REGISTRY"
-insecure = true
-EOF
-cat >"$CONF/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-runroot = "$PM_RUN"
-graphroot = "$PM_ROOT"
-EOF
-echo '{"default": [{"type": "insecureAcceptAnything"}]}' >"$CONF/policy.json"
-export CONTAINERS_CONF="$CONF/containers.conf"
-export CONTAINERS_REGISTRIES_CONF="$CONF/registries.conf"
-export CONTAINERS_STORAGE_CONF="$CONF/storage.conf"
-# podrun: an empty registries.conf of its own, and the embedded runtime whatever
-# /etc/podrun/podrun.toml says.
-: >"$CONF/podrun-registries.conf"
-echo 'default_runtime = "embedded"' >"$CONF/podrun.toml"
+pod_mounts 4G 1g # stores on a fresh ext4 (BENCH_FS=loop), run roots on a tmpfs
+podman_conf '"nofile=20000:20000", "nproc=4096:4096"' "$PM_RUN" "$PM_ROOT"
+podrun_conf
+echo 'default_runtime = "embedded"' >"$CONF/podrun.toml" # whatever /etc/podrun/podrun.toml says
 
 # ---- the pods (the same YAML for both tools) -------------------------------------------
 # The container leaves at once on SIGTERM (sh as PID 1 ignores it otherwise); grace 0.
@@ -525,7 +342,6 @@ podman_ kube down "$YAML/probe.yaml" >/dev/null || die "podman kube down failed"
 # ---- helpers for the measurements -----------------------------------------------------
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 running_pods() { # how many of podrun's pods `get pods` shows Running and ready
     podrun_ get pods 2>/dev/null | awk 'NR > 1 && $3 == "Running" { split($2, r, "/"); if (r[1] == r[2]) n++ } END { print n + 0 }'
 }
@@ -615,20 +431,7 @@ bench_get() { # name pods short argv...
 }
 
 # ---- a quiet machine? ------------------------------------------------------------------
-load1() { cut -d' ' -f1 /proc/loadavg; }
-busy_others() { # processes using CPU right now, other than ours (ps's %CPU is over their lifetime)
-    ps -eo pid=,ppid=,pcpu=,comm= --sort=-pcpu |
-        awk -v me=$$ '$1 != me && $2 != me && $3 >= 10 && n++ < 5 { print $4 " (" $3 "%)" }' |
-        paste -sd, - | sed 's/,/, /g' || true
-}
-waited=0
-while ((waited < QUIET_WAIT)) && awk -v l="$(load1)" 'BEGIN { exit !(l >= 1.0) }'; do
-    ((waited == 0)) && log "load average $(load1): waiting up to ${QUIET_WAIT}s for the machine to calm down"
-    sleep 5
-    waited=$((waited + 5))
-done
-LOAD_BEFORE="$(loadavg)"
-BUSY_BEFORE=$(busy_others)
+wait_quiet
 T_MEASURE=$SECONDS
 
 # ==== podrun: the agent with PODS pods ================================================
@@ -710,7 +513,7 @@ mem_snapshot empty 0
 log "stopping the agent (SIGTERM)"
 kill -TERM "$AGENT_PID"
 AGENT_EXIT=
-if wait_agent_gone "$AGENT_PID" 15; then
+if wait_gone "$AGENT_PID" 15; then
     wait "$AGENT_PID" && AGENT_EXIT=0 || AGENT_EXIT=$?
 else
     AGENT_EXIT="still running 15 s after SIGTERM (killed)"
@@ -759,38 +562,24 @@ left_pods_podman=$(podman_ pod ps -q 2>/dev/null | wc -l)
 T_MEASURE=$((SECONDS - T_MEASURE))
 
 # ---- leftovers ------------------------------------------------------------------------
-left_mounts=$(awk -v s="$STORES" -v r="$RUNS" 'index($2, s "/") == 1 || index($2, r "/") == 1' /proc/mounts | wc -l)
+left_mounts=$(count_mounts_below "$STORES" "$RUNS")
 our_cgroups >"$WORK/cgroups-left" || true
 left_cgroups_podrun=$(grep -c '/podrun/' "$WORK/cgroups-left" || true)
 left_cgroups_podman=$(grep -c '/libpod_parent/' "$WORK/cgroups-left" || true)
 timeout 120 podman --root "$PM_ROOT" --runroot "$PM_RUN" --tmpdir "$PM_TMP" --storage-driver overlay system reset -f >/dev/null 2>&1 || true
 left_procs=$(our_pids | wc -l)
 teardown_all
-umount_under "$WORK"
-if [[ -n "$LOOPDEV" ]]; then
-    losetup -d "$LOOPDEV"
-    LOOPDEV=
-fi
-mounts_after=$(awk -v p="$WORK" '$2 == p || index($2, p "/") == 1' /proc/mounts | wc -l)
+release_mounts
+mounts_after=$(count_mounts_under "$WORK")
 cgroups_after=$(our_cgroups | wc -l)
 
 # ---- facts + report -------------------------------------------------------------------
-FACT_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-FACT_MACHINE="$(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), cgroup fs $(stat -fc %T /sys/fs/cgroup)"
-FACT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | awk '$2 !~ /^bench\// { print $2 }' |
-    cut -d/ -f1-2 | sort -u | paste -sd, - | sed 's/,/, /g' || true)
-[[ -z "$dirty" ]] || FACT_REV="$FACT_REV + uncommitted changes in: $dirty"
-FACT_REV="$FACT_REV; binary built $(date -u -r "$PODRUN" '+%Y-%m-%d %H:%M UTC')"
+FACT_DATE=$(fact_date)
+FACT_MACHINE=$(fact_machine)
+FACT_REV="$(fact_rev); binary built $(date -u -r "$PODRUN" '+%Y-%m-%d %H:%M UTC')"
 FACT_TOOLS="$(podman --version), $(crun --version | awk 'NR == 1'), $(conmon --version | awk 'NR == 1'), $(hyperfine --version), $(rustc --version 2>/dev/null || echo 'rustc ?')"
-FACT_FS="run roots on a tmpfs; stores on "
-if [[ "$BENCH_FS" == loop ]]; then FACT_FS+="a fresh journaled ext4 on a loop device (BENCH_FS=loop)"; else FACT_FS+="$(findmnt -n -o FSTYPE -T "$WORK") (BENCH_FS=dir)"; fi
-FACT_LOAD="load average $LOAD_BEFORE before the measurements, $LOAD_APPLY at podrun's apply, $LOAD_PODMAN at podman's start, $LOAD_AFTER after podman's listings (each listing's load is in agent-get.json)"
-((waited == 0)) || FACT_LOAD="$FACT_LOAD (waited ${waited}s for it to drop below 1.0)"
-awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l >= 1.0) }' &&
-    FACT_LOAD="$FACT_LOAD; **the machine was busy: the load average was still ≥ 1.0 after waiting ${waited}s**"
-[[ -z "$BUSY_BEFORE" ]] || FACT_LOAD="$FACT_LOAD; other processes busy before: $BUSY_BEFORE"
-[[ -z "$BUSY_AFTER" ]] || FACT_LOAD="$FACT_LOAD; after: $BUSY_AFTER"
+FACT_FS=$(fact_fs)
+FACT_LOAD="load average $LOAD_BEFORE before the measurements, $LOAD_APPLY at podrun's apply, $LOAD_PODMAN at podman's start, $LOAD_AFTER after podman's listings (each listing's load is in agent-get.json)$(load_notes)"
 CG_EXAMPLES=
 if [[ -s "$WORK/cgroups-left" ]]; then
     CG_EXAMPLES=" (e.g. $(awk 'NR <= 2 { sub("^/sys/fs/cgroup/", ""); print }' "$WORK/cgroups-left" | paste -sd' ' -))"

@@ -15,6 +15,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh" pod-start.sh
 
 # ---- settings -------------------------------------------------------------------------
 N=${N:-10}
@@ -22,17 +24,7 @@ PODS=${PODS:-20}
 PODRUN_RUNTIMES=${PODRUN_RUNTIMES:-embedded crun}
 PODMAN_NONET=${PODMAN_NONET:-1}
 SHAPES=${SHAPES:-single shared}
-REGISTRY=${PODRUN_TEST_REGISTRY:-127.0.0.1:5000}
-IMAGE=${BENCH_IMAGE:-$REGISTRY/busybox:latest}
-OUT=${BENCH_OUT:-$ROOT/bench}
-RESULTS="$OUT/results"
-PODRUN="$ROOT/target/release/podrun"
-BENCH_FS=${BENCH_FS:-loop}
-BENCH_BUILD=${BENCH_BUILD:-1}
-QUIET_WAIT=${QUIET_WAIT:-120}
-
-log() { printf '\n== pod-start.sh: %s\n' "$*" >&2; }
-die() { printf 'pod-start.sh: %s\n' "$*" >&2; exit 1; }
+bench_settings busybox:latest # REGISTRY, IMAGE, OUT, RESULTS, PODRUN, BENCH_FS, BENCH_BUILD, QUIET_WAIT (lib.sh)
 
 # ---- the report: our section of RESULTS.md, from the driver's raw data (and the raw
 # files bench/results/pod-start*.json written from it), or with --report again from
@@ -190,106 +182,38 @@ fi
 
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
 [[ "$PODS" =~ ^[0-9]+$ ]] || die "PODS must be a number (got '$PODS'; 0 skips the memory part)"
-[[ "$BENCH_FS" == loop || "$BENCH_FS" == dir ]] || die "BENCH_FS must be loop or dir (got '$BENCH_FS')"
 for rt in $PODRUN_RUNTIMES; do
     [[ "$rt" =~ ^[a-z0-9_./-]+$ ]] || die "bad runtime name '$rt' in PODRUN_RUNTIMES"
 done
 for s in $SHAPES; do
     [[ "$s" == single || "$s" == shared ]] || die "SHAPES: single and/or shared (got '$s')"
 done
-[[ $(id -u) -eq 0 ]] || die "run as root (pods, cgroups and overlay mounts need it)"
-case "$REGISTRY" in
-    127.*:[0-9]* | localhost:[0-9]*) ;;
-    *) die "the benchmark only talks to a loopback registry (got $REGISTRY)" ;;
-esac
-# One benchmark at a time on this machine (the same lock as bench/pull.sh): two would
-# time each other.
-exec 8>"${TMPDIR:-/tmp}/podrun-bench.lock"
-if ! flock -n 8; then
-    printf 'pod-start.sh: another benchmark is running; waiting for it (up to 30 min)\n' >&2
-    flock -w 1800 8 || die "gave up waiting for the other benchmark"
-fi
+bench_checks "pods, cgroups and overlay mounts need it"
+bench_lock benchmark
 START=$SECONDS
 
 # ---- tools ----------------------------------------------------------------------------
-missing=()
-for pair in podman:podman conmon:conmon catatonit:catatonit crun:crun python3:python3 \
-    curl:curl docker-registry:docker-registry htpasswd:apache2-utils; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
-fi
+install_missing podman:podman conmon:conmon catatonit:catatonit crun:crun python3:python3 \
+    curl:curl docker-registry:docker-registry htpasswd:apache2-utils
 
 # ---- registry, image, cgroups -----------------------------------------------------------
 cd "$ROOT"
-if ! bash scripts/registry.sh status >/dev/null 2>&1; then
-    log "starting the test registries"
-    bash scripts/registry.sh start 8>&- # the registry outlives us: not with our lock fd
-fi
-bash scripts/test-images.sh
-repo_tag=${IMAGE#*/}
-code=$(curl -s -o /dev/null -m 5 -I -w '%{http_code}' \
-    -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json' \
-    "http://$REGISTRY/v2/${repo_tag%%:*}/manifests/${repo_tag#*:}" || true)
-[[ "$code" == 200 ]] || die "$IMAGE not in the registry (HEAD manifest -> $code)"
+registry_ready "$ACCEPT_INDEX"
 # crun refuses to run on a cgroup v1 hybrid machine whose cgroup2 mount holds a controller.
 bash scripts/setup-cgroups.sh
 
 # ---- podrun ---------------------------------------------------------------------------
-if [[ "$BENCH_BUILD" == 1 ]]; then
-    log "building podrun (release)"
-    cargo build --release -p podrun
-fi
-[[ -x "$PODRUN" ]] || die "$PODRUN missing (build it: cargo build --release -p podrun)"
-[[ -x "$ROOT/target/release/podrun-pause" ]] || die "podrun-pause missing next to $PODRUN"
+build_podrun podrun podrun-pause
 
 # ---- work dir, cleanup ----------------------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/podrun-bench.XXXXXX")
-LOOPDEV=
-STORES="$WORK/stores"
-RUNS="$WORK/run" # both tools' run roots: a tmpfs, as /run is on a node
-PR_ROOT="$STORES/podrun/root"
-PR_RUN="$RUNS/podrun"
-PM_ROOT="$STORES/podman/root"
-PM_RUN="$RUNS/podman"
-PM_TMP="$RUNS/podman-tmp"
-CONF="$WORK/conf"
-
-# Unmount everything mounted at or below $1 (deepest first).
-umount_under() {
-    local dir=$1 m
-    [[ -n "$dir" && "$dir" == /* ]] || return 0
-    awk -v p="$dir" '$2 == p || index($2, p "/") == 1 { print $2 }' /proc/mounts |
-        sort -r | while read -r m; do
-            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null ||
-                printf 'pod-start.sh: could not unmount %s\n' "$m" >&2
-        done
-}
+pod_workdir # WORK, LOOPDEV, STORES, RUNS, PR_ROOT, PR_RUN, PM_ROOT, PM_RUN, PM_TMP, CONF (lib.sh)
 
 podrun_() { "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" --registries-conf "$CONF/podrun-registries.conf" "$@"; }
-podman_() { podman --root "$PM_ROOT" --runroot "$PM_RUN" --tmpdir "$PM_TMP" --storage-driver overlay "$@"; }
 
-# Processes of ours still alive: anything naming the temp dir on its command line or
-# running with its root below it (the containers). All were started by this script.
-our_pids() {
-    local p
-    for p in /proc/[0-9]*; do
-        p=${p#/proc/}
-        [[ "$p" == "$$" || "$p" == "$BASHPID" ]] && continue
-        if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$WORK/" ||
-            [[ "$(readlink "/proc/$p/root" 2>/dev/null)" == "$WORK/"* ]]; then
-            echo "$p"
-        fi
-    done
-}
-
-# Delete every pod we may have left, stop what is left of them, unmount, remove.
+# Delete every pod we may have left, stop what is left of them (cleanup, in lib.sh, then
+# unmounts and removes).
 teardown_all() {
-    local pods p
+    local pods
     if [[ -d "$PR_RUN/pods" ]]; then
         pods=$(python3 -c 'import glob, json, sys
 for f in glob.glob(sys.argv[1] + "/pods/*/pod.json"):
@@ -297,74 +221,16 @@ for f in glob.glob(sys.argv[1] + "/pods/*/pod.json"):
     except Exception: pass' "$PR_RUN" 2>/dev/null || true)
         [[ -z "$pods" ]] || timeout 120 "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" delete pod $pods >/dev/null 2>&1 || true
     fi
-    if [[ -d "$PM_ROOT" ]]; then
-        timeout 120 podman --root "$PM_ROOT" --runroot "$PM_RUN" --tmpdir "$PM_TMP" --storage-driver overlay \
-            pod rm -a -f -t 0 >/dev/null 2>&1 || true
-        timeout 120 podman --root "$PM_ROOT" --runroot "$PM_RUN" --tmpdir "$PM_TMP" --storage-driver overlay \
-            system reset -f >/dev/null 2>&1 || true
-    fi
-    for p in $(our_pids); do
-        printf 'pod-start.sh: killing leftover process %s (%s)\n' "$p" "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-100)" >&2
-        kill -KILL "$p" 2>/dev/null || true
-    done
+    podman_teardown 120
+    kill_our_pids
 }
 
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    [[ -z "${WORK:-}" ]] || {
-        teardown_all
-        umount_under "$WORK"
-        [[ -z "$LOOPDEV" ]] || losetup -d "$LOOPDEV" 2>/dev/null || true
-        rm -rf "$WORK"
-    }
-    exit $rc
-}
-trap cleanup EXIT
+trap cleanup EXIT # lib.sh
 trap 'exit 130' INT TERM
 
-# Stores on a fresh journaled ext4 (BENCH_FS=loop, as bench/pull.sh: this machine's root
-# ext4 has no journal, which makes creating files right after deleting many slow), or in
-# the temp dir itself (BENCH_FS=dir).
-mkdir -p "$STORES" "$RUNS" "$CONF"
-if [[ "$BENCH_FS" == loop ]]; then
-    truncate -s 4G "$WORK/fs.img"
-    mkfs.ext4 -q -F -L podrun-bench "$WORK/fs.img"
-    LOOPDEV=$(losetup --find --show --direct-io=on "$WORK/fs.img")
-    mount "$LOOPDEV" "$STORES"
-fi
-mount -t tmpfs -o mode=0755,size=512m podrun-bench-run "$RUNS"
-mkdir -p "$PR_ROOT" "$PR_RUN" "$PM_ROOT" "$PM_RUN" "$PM_TMP" "$RESULTS"
-
-# podman: nofile and nproc within this machine's hard limits (shared/FIELD-NOTES.md),
-# no events log; registries.conf marks the test registry insecure; a storage.conf whose
-# defaults keep podman away from /var/lib/containers should a flag be missed.
-cat >"$CONF/containers.conf" <<'EOF'
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-
-[engine]
-events_logger = "none"
-EOF
-cat >"$CONF/registries.conf" <<EOF
-unqualified-search-registries = []
-
-[[registry]]
-location = "$REGISTRY"
-insecure = true
-EOF
-cat >"$CONF/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-runroot = "$PM_RUN"
-graphroot = "$PM_ROOT"
-EOF
-echo '{"default": [{"type": "insecureAcceptAnything"}]}' >"$CONF/policy.json"
-export CONTAINERS_CONF="$CONF/containers.conf"
-export CONTAINERS_REGISTRIES_CONF="$CONF/registries.conf"
-export CONTAINERS_STORAGE_CONF="$CONF/storage.conf"
-# podrun: an empty registries.conf of its own (loopback registries are plain HTTP anyway).
-: >"$CONF/podrun-registries.conf"
+pod_mounts 4G 512m # stores on a fresh ext4 (BENCH_FS=loop), run roots on a tmpfs
+podman_conf '"nofile=20000:20000", "nproc=4096:4096"' "$PM_RUN" "$PM_ROOT"
+podrun_conf
 
 # ---- the pods (the same YAML for both tools) -------------------------------------------
 # The containers leave at once on SIGTERM (sh as PID 1 ignores it otherwise), and the
@@ -679,60 +545,33 @@ print(json.dumps({"work": e["WORK"], "n": int(e["N"]), "pods": pods, "pause": 0.
 EOF
 
 # ---- a quiet machine? ------------------------------------------------------------------
-load1() { cut -d' ' -f1 /proc/loadavg; }
-busy_others() { # processes using CPU right now, other than ours (ps's %CPU is over their lifetime)
-    ps -eo pid=,ppid=,pcpu=,comm= --sort=-pcpu |
-        awk -v me=$$ '$1 != me && $2 != me && $3 >= 10 && n++ < 5 { print $4 " (" $3 "%)" }' |
-        paste -sd, - | sed 's/,/, /g' || true
-}
-waited=0
-while ((waited < QUIET_WAIT)) && awk -v l="$(load1)" 'BEGIN { exit !(l >= 1.0) }'; do
-    ((waited == 0)) && log "load average $(load1): waiting up to ${QUIET_WAIT}s for the machine to calm down"
-    sleep 5
-    waited=$((waited + 5))
-done
-LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-BUSY_BEFORE=$(busy_others)
+wait_quiet
 
 log "timed runs: N=$N per tool and shape ($SHAPES), then $PODS pods per tool for memory (load average $LOAD_BEFORE)"
 T_DRIVER=$SECONDS
 python3 "$WORK/driver.py" "$WORK/plan.json"
 T_DRIVER=$((SECONDS - T_DRIVER))
-LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_AFTER="$(loadavg)"
 BUSY_AFTER=$(busy_others)
 
 # ---- leftovers ------------------------------------------------------------------------
 left_pods_podrun=$(ls "$PR_RUN/pods" 2>/dev/null | wc -l)
 left_pods_podman=$(podman_ pod ls -q 2>/dev/null | wc -l)
-left_mounts=$(awk -v s="$STORES" -v r="$RUNS" 'index($2, s "/") == 1 || index($2, r "/") == 1' /proc/mounts | wc -l)
+left_mounts=$(count_mounts_below "$STORES" "$RUNS")
 left_cgroups=$(find /sys/fs/cgroup -maxdepth 3 -type d \( -name 'podrun-default-bench-*' \) 2>/dev/null | wc -l)
 left_procs=$(our_pids | wc -l)
 teardown_all
-umount_under "$WORK"
-if [[ -n "$LOOPDEV" ]]; then
-    losetup -d "$LOOPDEV"
-    LOOPDEV=
-fi
-mounts_after=$(awk -v p="$WORK" '$2 == p || index($2, p "/") == 1' /proc/mounts | wc -l)
+release_mounts
+mounts_after=$(count_mounts_under "$WORK")
 
 # ---- facts + report -------------------------------------------------------------------
-FACT_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-FACT_MACHINE="$(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr), cgroup fs $(stat -fc %T /sys/fs/cgroup)"
-FACT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | awk '$2 !~ /^bench\// { print $2 }' |
-    cut -d/ -f1-2 | sort -u | paste -sd, - | sed 's/,/, /g' || true)
-[[ -z "$dirty" ]] || FACT_REV="$FACT_REV + uncommitted changes in: $dirty"
-FACT_REV="$FACT_REV; binary built $(date -u -r "$PODRUN" '+%Y-%m-%d %H:%M UTC')"
+FACT_DATE=$(fact_date)
+FACT_MACHINE=$(fact_machine)
+FACT_REV="$(fact_rev); binary built $(date -u -r "$PODRUN" '+%Y-%m-%d %H:%M UTC')"
 FACT_TOOLS="$(podman --version), $(crun --version | head -n 1), $(conmon --version | head -n 1), catatonit $(dpkg-query -W -f '${Version}' catatonit 2>/dev/null || echo '?'), $(rustc --version 2>/dev/null || echo 'rustc ?')"
 FACT_INFRA=$INFRA_IMAGE
-FACT_FS="run roots on a tmpfs; stores on "
-if [[ "$BENCH_FS" == loop ]]; then FACT_FS+="a fresh journaled ext4 on a loop device (BENCH_FS=loop)"; else FACT_FS+="$(findmnt -n -o FSTYPE -T "$WORK") (BENCH_FS=dir)"; fi
-FACT_LOAD="load average $LOAD_BEFORE before the timed runs, $LOAD_AFTER after them"
-((waited == 0)) || FACT_LOAD="$FACT_LOAD (waited ${waited}s for it to drop below 1.0)"
-awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l >= 1.0) }' &&
-    FACT_LOAD="$FACT_LOAD; **the machine was busy: the load average was still ≥ 1.0 after waiting ${waited}s**"
-[[ -z "$BUSY_BEFORE" ]] || FACT_LOAD="$FACT_LOAD; other processes busy before: $BUSY_BEFORE"
-[[ -z "$BUSY_AFTER" ]] || FACT_LOAD="$FACT_LOAD; after: $BUSY_AFTER"
+FACT_FS=$(fact_fs)
+FACT_LOAD="load average $LOAD_BEFORE before the timed runs, $LOAD_AFTER after them$(load_notes)"
 FACT_RUNTIME_ERRORS=$(printf '%s\n' "${RUNTIME_ERRORS[@]}" | sed '/^$/d' | paste -sd';' - || true)
 FACT_LEFT="pods left: podrun $left_pods_podrun, podman $left_pods_podman; mounts left below the stores and run roots before the final sweep: $left_mounts, below the temp dir after it: $mounts_after; podrun-default-bench-* cgroups left: $left_cgroups; processes of ours left: $left_procs"
 FACT_ELAPSED=$((SECONDS - START))

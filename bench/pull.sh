@@ -13,21 +13,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/bench/pull.sh"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh" pull.sh
+UMOUNT_LOG=1 # say what is unmounted: here only what a tool left behind
 
 # ---- helpers; `pull.sh __fresh DIR` is what hyperfine's --prepare runs -------------
-
-# Unmount everything mounted at or below $1 (deepest first).
-umount_under() {
-    local dir=$1 m
-    [[ -n "$dir" && "$dir" == /* ]] || return 0
-    # /proc/mounts field 2 is the mount point (spaces escaped as \040; ours have none).
-    awk -v p="$dir" '$2 == p || index($2, p "/") == 1 { print $2 }' /proc/mounts |
-        sort -r | while read -r m; do
-            printf 'pull.sh: unmounting %s\n' "$m" >&2
-            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null ||
-                printf 'pull.sh: could not unmount %s\n' "$m" >&2
-        done
-}
 
 reset_dirs() { # dirs... -> each unmounted, removed and recreated empty
     local d
@@ -65,75 +55,29 @@ fi
 # ---- settings -------------------------------------------------------------------------
 N=${N:-5}
 WARM_N=${WARM_N:-20}
-REGISTRY=${PODRUN_TEST_REGISTRY:-127.0.0.1:5000}
-IMAGE=${BENCH_IMAGE:-$REGISTRY/big:latest}
-OUT=${BENCH_OUT:-$ROOT/bench}
-RESULTS="$OUT/results"
-PODRUN="$ROOT/target/release/podrun"
-BENCH_FS=${BENCH_FS:-loop}
-
-log() { printf '\n== pull.sh: %s\n' "$*" >&2; }
-die() { printf 'pull.sh: %s\n' "$*" >&2; exit 1; }
+bench_settings big:latest # REGISTRY, IMAGE, OUT, RESULTS, PODRUN, BENCH_FS, QUIET_WAIT (lib.sh)
 
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
 [[ "$WARM_N" =~ ^[1-9][0-9]*$ ]] || die "WARM_N must be a positive integer (got '$WARM_N')"
-[[ "$BENCH_FS" == loop || "$BENCH_FS" == dir ]] || die "BENCH_FS must be loop or dir (got '$BENCH_FS')"
-[[ $(id -u) -eq 0 ]] || die "run as root (podman --root and overlay mounts need it)"
-case "$REGISTRY" in
-    127.*:[0-9]* | localhost:[0-9]*) ;;
-    *) die "the benchmark only talks to a loopback registry (got $REGISTRY)" ;;
-esac
-# One benchmark at a time on this machine: two would time each other (and write the same
-# result files).
-exec 8>"${TMPDIR:-/tmp}/podrun-bench.lock"
-if ! flock -n 8; then
-    printf 'pull.sh: another bench/pull.sh is running; waiting for it (up to 30 min)\n' >&2
-    flock -w 1800 8 || die "gave up waiting for the other bench/pull.sh"
-fi
+bench_checks "podman --root and overlay mounts need it"
+bench_lock bench/pull.sh
 START=$SECONDS
 
 # ---- tools ----------------------------------------------------------------------------
-missing=()
-for pair in podman:podman hyperfine:hyperfine skopeo:skopeo python3:python3 curl:curl \
-    docker-registry:docker-registry htpasswd:apache2-utils; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
-fi
+install_missing podman:podman hyperfine:hyperfine skopeo:skopeo python3:python3 curl:curl \
+    docker-registry:docker-registry htpasswd:apache2-utils
 
 # ---- registry + images ----------------------------------------------------------------
 cd "$ROOT"
-if ! bash scripts/registry.sh status >/dev/null 2>&1; then
-    log "starting the test registries"
-    bash scripts/registry.sh start 8>&- # the registry outlives us: not with our lock fd
-fi
-bash scripts/test-images.sh
-repo_tag=${IMAGE#*/}
-code=$(curl -s -o /dev/null -m 5 -I -w '%{http_code}' \
-    -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
-    "http://$REGISTRY/v2/${repo_tag%%:*}/manifests/${repo_tag#*:}" || true)
-[[ "$code" == 200 ]] || die "$IMAGE not in the registry (HEAD manifest -> $code)"
+registry_ready "$ACCEPT_MANIFEST"
 
 # ---- podrun ---------------------------------------------------------------------------
-log "building podrun (release)"
-cargo build --release -p podrun
-[[ -x "$PODRUN" ]] || die "$PODRUN missing after the build"
+BENCH_BUILD=1 build_podrun podrun # always built (pull.sh has no BENCH_BUILD=0)
 
 # ---- work dir, configs ----------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/podrun-bench.XXXXXX")
 LOOPDEV=
-cleanup() {
-    local rc=$?
-    umount_under "$WORK"
-    [[ -z "$LOOPDEV" ]] || losetup -d "$LOOPDEV" 2>/dev/null || true
-    rm -rf "$WORK"
-    exit $rc
-}
-trap cleanup EXIT
+trap cleanup EXIT # lib.sh
 trap 'exit 130' INT TERM
 
 # The cold runs' stores are kept until the end (see fresh_dir): about 1.1 GB per run of
@@ -150,52 +94,16 @@ avail_kb=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
 # machine shortly before - a previous run, a test suite - adds seconds of system time to
 # unpacking the 20000 small files (measured here: 5 s -> 11-17 s). A fresh journaled
 # ext4 is what a real node has and gives stable numbers. BENCH_FS=dir: the temp dir as it is.
-if [[ "$BENCH_FS" == loop ]]; then
-    STORES="$WORK/fs"
-    truncate -s "${need_kb}K" "$WORK/fs.img"
-    mkfs.ext4 -q -F -L podrun-bench "$WORK/fs.img"
-    LOOPDEV=$(losetup --find --show --direct-io=on "$WORK/fs.img")
-    mkdir -p "$STORES"
-    mount "$LOOPDEV" "$STORES"
-else
-    STORES="$WORK/stores"
-    mkdir -p "$STORES"
-fi
+if [[ "$BENCH_FS" == loop ]]; then STORES="$WORK/fs"; else STORES="$WORK/stores"; fi
+mkdir -p "$STORES"
+mount_stores "${need_kb}K"
 
 CONF="$WORK/conf"
 mkdir -p "$CONF" "$RESULTS"
 rm -f "$RESULTS/cold.json" "$RESULTS/present.json"
-# podman on this machine needs nofile within the hard limit (shared/FIELD-NOTES.md); only
-# matters for running containers, harmless for pull. No events log: keep podman's writes
-# inside the store.
-cat >"$CONF/containers.conf" <<'EOF'
-[containers]
-default_ulimits = ["nofile=20000:20000"]
-
-[engine]
-events_logger = "none"
-EOF
-cat >"$CONF/registries.conf" <<EOF
-unqualified-search-registries = []
-
-[[registry]]
-location = "$REGISTRY"
-insecure = true
-EOF
-# Defaults only (every podman command below passes --root/--runroot); they keep podman
-# away from /var/lib/containers should a flag be missed.
-cat >"$CONF/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-runroot = "$STORES/podman-default/run"
-graphroot = "$STORES/podman-default/root"
-EOF
-echo '{"default": [{"type": "insecureAcceptAnything"}]}' >"$CONF/policy.json"
-export CONTAINERS_CONF="$CONF/containers.conf"
-export CONTAINERS_REGISTRIES_CONF="$CONF/registries.conf"
-export CONTAINERS_STORAGE_CONF="$CONF/storage.conf"
-# podrun: an empty registries.conf of its own (loopback registries are plain HTTP anyway).
-: >"$CONF/podrun-registries.conf"
+# podman's nofile limit only matters for running containers, harmless for pull.
+podman_conf '"nofile=20000:20000"' "$STORES/podman-default/run" "$STORES/podman-default/root"
+podrun_conf
 
 podrun_cmd() { # store-dir
     echo "$PODRUN --root $1/root --run-root $1/run --registries-conf $CONF/podrun-registries.conf pull $IMAGE"
@@ -222,23 +130,7 @@ done
 "$PODRUN" --root "$STORES/warm-podrun/root" images >&2
 
 # ---- a quiet machine? ------------------------------------------------------------------
-# Two cores: a concurrent build or test suite skews everything. Wait (bounded) for the
-# 1-minute load average to drop, and record what else was busy.
-load1() { cut -d' ' -f1 /proc/loadavg; }
-busy_others() { # processes other than ours using CPU right now (top 5 by %CPU over their lifetime)
-    ps -eo pid=,ppid=,pcpu=,comm= --sort=-pcpu |
-        awk -v me=$$ '$1 != me && $2 != me && $3 >= 10 && n++ < 5 { print $4 " (" $3 "%)" }' |
-        paste -sd, - | sed 's/,/, /g' || true
-}
-QUIET_WAIT=${QUIET_WAIT:-120}
-waited=0
-while (( waited < QUIET_WAIT )) && awk -v l="$(load1)" 'BEGIN { exit !(l >= 1.0) }'; do
-    ((waited == 0)) && log "load average $(load1): waiting up to ${QUIET_WAIT}s for the machine to calm down"
-    sleep 5
-    waited=$((waited + 5))
-done
-LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-BUSY_BEFORE=$(busy_others)
+wait_quiet
 
 # ---- cold: every run into an empty store ---------------------------------------------
 log "cold pulls: $N runs each (load average $LOAD_BEFORE)"
@@ -262,7 +154,7 @@ hyperfine --style basic --runs "$WARM_N" --warmup 2 \
     --command-name 'podrun pull (present)' "$(podrun_cmd "$STORES/warm-podrun")" \
     --command-name 'podman pull (present)' "$(podman_cmd "$STORES/warm-podman")"
 
-LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_AFTER="$(loadavg)"
 log "removing the cold runs' stores"
 reset_dirs "$C"
 umount_under "$C.trash"
@@ -270,17 +162,13 @@ rm -rf "$C" "$C.trash"
 
 # ---- leftovers ------------------------------------------------------------------------
 # Mounts the tools left below the stores (the loop file system itself does not count).
-left_by_tools=$(awk -v p="$STORES" 'index($2, p "/") == 1' /proc/mounts | wc -l)
+left_by_tools=$(count_mounts_below "$STORES")
 # podman: a proper reset of its store, then our own unmount sweep of everything.
 d="$STORES/warm-podman"
 podman --root "$d/root" --runroot "$d/run" --tmpdir "$d/tmp" --storage-driver overlay \
     system reset -f >/dev/null 2>&1 || true
-umount_under "$WORK"
-if [[ -n "$LOOPDEV" ]]; then
-    losetup -d "$LOOPDEV"
-    LOOPDEV=
-fi
-mounts_under=$(awk -v p="$WORK" '$2 == p || index($2, p "/") == 1' /proc/mounts | wc -l)
+release_mounts
+mounts_under=$(count_mounts_under "$WORK")
 loops_left=$(losetup -a | grep -c -- "$WORK" || true)
 podrun_mounts=$(grep -c podrun /proc/mounts || true)
 if ((podrun_mounts > 0)); then
@@ -293,7 +181,7 @@ stray=$(pgrep -af -- "$WORK" | grep -v "^$$ " | grep -v pgrep || true)
 export FACT_DATE FACT_NPROC FACT_MEM FACT_KERNEL FACT_CPU FACT_DISK FACT_FS FACT_PODMAN \
     FACT_SKOPEO FACT_HYPERFINE FACT_RUSTC FACT_REV FACT_REGISTRY FACT_IMAGE FACT_SIZE \
     FACT_MOUNTS FACT_PODRUN_MOUNTS FACT_STRAY FACT_N FACT_WARM_N FACT_CGROUP FACT_ELAPSED FACT_LOAD
-FACT_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+FACT_DATE=$(fact_date)
 FACT_NPROC=$(nproc)
 FACT_MEM=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 FACT_KERNEL=$(uname -sr)
@@ -324,14 +212,10 @@ FACT_PODMAN=$(podman --version)
 FACT_SKOPEO=$(skopeo --version)
 FACT_HYPERFINE=$(hyperfine --version)
 FACT_RUSTC=$(rustc --version 2>/dev/null || echo unknown)
-FACT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git -C "$ROOT" status --porcelain 2>/dev/null | awk '$2 !~ /^bench\// { print $2 }' |
-    cut -d/ -f1-2 | sort -u | paste -sd, - | sed 's/,/, /g' || true)
-[[ -z "$dirty" ]] || FACT_REV="$FACT_REV + uncommitted changes in: $dirty"
+FACT_REV=$(fact_rev)
 FACT_REGISTRY="$REGISTRY ($(docker-registry --version 2>/dev/null | head -n 1 || echo docker-registry))"
 FACT_IMAGE=$IMAGE
-FACT_SIZE=$(curl -s -m 5 -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
-    "http://$REGISTRY/v2/${repo_tag%%:*}/manifests/${repo_tag#*:}" |
+FACT_SIZE=$(curl -s -m 5 -H "Accept: $ACCEPT_MANIFEST" "$(manifest_url)" |
     python3 -c 'import json,sys; m=json.load(sys.stdin); l=m["layers"]; print("%d layers, %.1f MB compressed" % (len(l), sum(x["size"] for x in l)/1e6))' || echo "?")
 FACT_MOUNTS="$left_by_tools left by the tools below the stores before the final sweep; $mounts_under below the temp dir after it; loop devices still backed by it: $loops_left"
 FACT_PODRUN_MOUNTS=$podrun_mounts
