@@ -54,6 +54,8 @@ f = lambda k: facts[k.lower()]
 med = statistics.median
 ms = lambda s: "%.0f" % (s * 1000)
 def cell(xs, bold=True):
+    if not xs:
+        return "every run failed"
     m = ms(med(xs))
     return f"{'**' + m + '**' if bold else m} ({ms(min(xs))}–{ms(max(xs))})"
 
@@ -99,9 +101,12 @@ w("| restartPolicy | tool | start-up: main container running | delete | start+de
 w("|---|---|---:|---:|---:|")
 for policy, pr_run, pr_del, pm_run, pm_del in summary:
     w(f"| {policy} | podrun (agent, `apply` + polling) | {cell(pr_run)} | {cell(pr_del)} | {ms(med(tot(pr_run, pr_del)))} |")
-    w(f"| {policy} | podman (`kube play` / `kube down`) | {cell(pm_run)} | {cell(pm_del)} | {ms(med(tot(pm_run, pm_del)))} |")
+    pm_tot = ms(med(tot(pm_run, pm_del))) if pm_run else "–"
+    w(f"| {policy} | podman (`kube play` / `kube down`) | {cell(pm_run)} | {cell(pm_del)} | {pm_tot} |")
 w("")
 for policy, pr_run, pr_del, pm_run, pm_del in summary:
+    if not pm_run:
+        continue  # every podman run failed: no ratio (the failures are listed below)
     w(f"- restartPolicy {policy}, podman / podrun (medians): start-up **{med(pm_run) / med(pr_run):.1f}×**, "
       f"delete **{med(pm_del) / med(pr_del):.1f}×**, start+delete **{med(tot(pm_run, pm_del)) / med(tot(pr_run, pr_del)):.1f}×**")
 for policy, pr_run, pr_del, pm_run, pm_del in summary:
@@ -171,7 +176,8 @@ for policy, res in raw["policies"].items():
     pr, pm = res["podrun"], res["podman"]
     w(f"- restartPolicy {policy}: podrun apply {ms(med([r['apply_cpu'] for r in pr]))}, podrun's polls per start "
       f"{ms(med([sum(p['cpu'] for p in r['polls']) for r in pr]))}, podrun delete {ms(med([r['delete_cpu'] for r in pr]))}; "
-      f"podman kube play {ms(med([r['start_cpu'] for r in pm if not r.get('error')]))}, kube down {ms(med([r['delete_cpu'] for r in pm]))}")
+      f"podman kube play {ms(med(ok)) if (ok := [r['start_cpu'] for r in pm if not r.get('error')]) else '– (every run failed)'}, "
+      f"kube down {ms(med([r['delete_cpu'] for r in pm]))}")
 w("")
 w("## Checks\n")
 for c in raw["checks"]:
