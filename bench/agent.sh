@@ -39,10 +39,10 @@ TARGET_GET_MS=20
 # ---- the report: our section of RESULTS.md, from the raw data of this run (also written
 # to bench/results/agent*.json), or with --report again from those files alone ----------
 render() { # raw.json|--from-results results-dir RESULTS.md
-    python3 - "$@" <<'EOF'
+    python3 - "$@" <<'EOF' | put_section agent.sh "$3"
 import json, os, statistics, sys
 
-results, md = sys.argv[2], sys.argv[3]
+results = sys.argv[2]
 main_file = os.path.join(results, "agent.json")
 get_file = os.path.join(results, "agent-get.json")
 if sys.argv[1] == "--from-results":
@@ -196,14 +196,6 @@ w(f"- {f('LEFT')}")
 w("")
 section = "\n".join(out)
 
-BEGIN, END = "<!-- bench/agent.sh: begin -->", "<!-- bench/agent.sh: end -->"
-old = open(md).read() if os.path.exists(md) else ""
-block = f"{BEGIN}\n{section}\n{END}"
-if BEGIN in old and END in old:
-    new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-else:
-    new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block + "\n"
-open(md, "w").write(new)
 print(section)
 EOF
 }

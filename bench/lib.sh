@@ -153,6 +153,26 @@ pod_workdir() {
     CONF="$WORK/conf"
 }
 
+# Put the report section on stdin into RESULTS.md $2 between bench/$1's marker comments,
+# keeping the other scripts' sections (appended when the markers are not there yet); the
+# section is echoed.
+put_section() {
+    python3 -c '
+import os, sys
+name, md = sys.argv[1], sys.argv[2]
+section = sys.stdin.read()[:-1]  # without the newline print() added
+BEGIN, END = f"<!-- bench/{name}: begin -->", f"<!-- bench/{name}: end -->"
+old = open(md).read() if os.path.exists(md) else ""
+block = f"{BEGIN}\n{section}\n{END}"
+if BEGIN in old and END in old:
+    new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+else:
+    new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block + "\n"
+open(md, "w").write(new)
+print(section)
+' "$1" "$2"
+}
+
 # Unmount everything mounted at or below $1 (deepest first); UMOUNT_LOG=1 names each.
 umount_under() {
     local dir=$1 m

@@ -38,10 +38,10 @@ POD=lifecycle-bench
 # ---- the report: our section of RESULTS.md, from the driver's raw data (also written to
 # bench/results/lifecycle.json), or with --report again from that file alone --------------
 render() { # raw.json|--from-results results-dir RESULTS.md
-    python3 - "$@" <<'EOF'
+    python3 - "$@" <<'EOF' | put_section lifecycle.sh "$3"
 import json, os, statistics, sys
 
-results, md = sys.argv[2], sys.argv[3]
+results = sys.argv[2]
 raw_file = os.path.join(results, "lifecycle.json")
 if sys.argv[1] == "--from-results":
     raw = json.load(open(raw_file))
@@ -186,15 +186,6 @@ w(f"- {f('LEFT')}")
 w("")
 section = "\n".join(out)
 
-# Replace only our own section of RESULTS.md, between the markers.
-BEGIN, END = "<!-- bench/lifecycle.sh: begin -->", "<!-- bench/lifecycle.sh: end -->"
-old = open(md).read() if os.path.exists(md) else ""
-block = f"{BEGIN}\n{section}\n{END}"
-if BEGIN in old and END in old:
-    new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-else:
-    new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block + "\n"
-open(md, "w").write(new)
 print(section)
 EOF
 }

@@ -30,10 +30,10 @@ bench_settings busybox:latest # REGISTRY, IMAGE, OUT, RESULTS, PODRUN, BENCH_FS,
 # files bench/results/pod-start*.json written from it), or with --report again from
 # those files alone -------------------------------------------------------------------------
 render() { # raw.json|--from-results results-dir RESULTS.md
-    python3 - "$@" <<'EOF'
+    python3 - "$@" <<'EOF' | put_section pod-start.sh "$3"
 import json, os, statistics, sys
 
-results, md = sys.argv[2], sys.argv[3]
+results = sys.argv[2]
 timing_file = os.path.join(results, "pod-start.json")
 memory_file = os.path.join(results, "pod-start-memory.json")
 if sys.argv[1] == "--from-results":
@@ -161,15 +161,6 @@ w(f"- {f('LEFT')}")
 w("")
 section = "\n".join(out)
 
-# Replace only our own section of RESULTS.md, between the markers.
-BEGIN, END = "<!-- bench/pod-start.sh: begin -->", "<!-- bench/pod-start.sh: end -->"
-old = open(md).read() if os.path.exists(md) else ""
-block = f"{BEGIN}\n{section}\n{END}"
-if BEGIN in old and END in old:
-    new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-else:
-    new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block + "\n"
-open(md, "w").write(new)
 print(section)
 EOF
 }
