@@ -527,6 +527,7 @@ fn prepare_pod(
         return Ok(plan);
     }
     let node = node_facts();
+    let host = Host::detect().context("read host facts")?;
     for c in spec
         .init_containers
         .iter()
@@ -535,7 +536,7 @@ fn prepare_pod(
     {
         let env = crate::env::environment(pod, c, sources, &node)
             .map_err(|e| anyhow::anyhow!("container {}: {e}", c.name))?;
-        let container = prepare_container(images, pod, c, &plan, state, env)
+        let container = prepare_container(images, pod, c, &plan, state, &host, env)
             .map_err(|e| in_container(&c.name, e))?;
         plan.containers.push(container);
     }
@@ -561,16 +562,16 @@ pub fn prepare_container(
     c: &Container,
     plan: &PodPlan,
     state: &PodState,
+    host: &Host,
     env: Vec<podrun_oci::EnvVar>,
 ) -> Result<ContainerPlan> {
     let id = pods::container_id(&plan.pod_id, &c.name);
     // What an earlier instance (or a failed attempt) wrote is not kept.
     images.remove_rootfs(&id)?;
-    let host = Host::detect().context("read host facts")?;
     let data_dir = &state.record.data_dir;
     let pod_mounts = pod_mounts(pod, data_dir);
     let (bundle, stop_signal) =
-        prepare(images, pod, c, &id, plan, data_dir, &host, env, &pod_mounts)?;
+        prepare(images, pod, c, &id, plan, data_dir, host, env, &pod_mounts)?;
     let grace = pod
         .spec
         .as_ref()
@@ -599,6 +600,9 @@ fn create_pod_cgroup(pod: &Pod, path: &str) -> Result<()> {
     podrun_runtime::cgroups::create_pod_cgroup(path, &limits)
         .map_err(|e| anyhow::anyhow!("create pod cgroup {path}: {e}"))
 }
+
+/// The pod's files under `<data dir>/etc`, each bind-mounted at /etc/<name>.
+const POD_ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
 /// The files and mounts every container of the pod shares: /etc/hosts,
 /// /etc/hostname and /etc/resolv.conf as kubelet writes them, and the pod's
@@ -654,11 +658,7 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
     } else {
         podfiles::hostname_file(&plan.hostname)
     };
-    for (name, text) in [
-        ("hosts", hosts),
-        ("hostname", hostname),
-        ("resolv.conf", resolv),
-    ] {
+    for (name, text) in POD_ETC_FILES.into_iter().zip([hosts, hostname, resolv]) {
         let file = etc.join(name);
         std::fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
     }
@@ -673,7 +673,7 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
 /// The pod's files of [`pod_files`] as every container mounts them.
 fn pod_mounts(pod: &Pod, data_dir: &Path) -> Vec<Mount> {
     let etc = data_dir.join("etc");
-    let mut mounts: Vec<Mount> = ["hosts", "hostname", "resolv.conf"]
+    let mut mounts: Vec<Mount> = POD_ETC_FILES
         .into_iter()
         .map(|name| Mount::bind(etc.join(name), format!("/etc/{name}"), false))
         .collect();

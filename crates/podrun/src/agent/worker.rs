@@ -229,8 +229,8 @@ fn retry_wait(row: &PodRow) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
-/// kubelet's back-off for image pulls and failed creations: 10 s, doubling,
-/// at most 5 minutes.
+/// The back-off of a sandbox that could not be made (kubelet's, as for image
+/// pulls): 10 s, doubling, at most 5 minutes.
 fn creation_backoff(failures_before: i64) -> Duration {
     let base = std::env::var("PODRUN_BACKOFF_INITIAL_MS")
         .ok()
@@ -988,7 +988,9 @@ fn make_container(
         .plan
         .as_ref()
         .ok_or_else(|| Unmade::Create("the pod has no plan".into()))?;
-    crate::run::prepare_container(&agent.images, pod, spec, plan, state, env)
+    let host =
+        podrun_oci::Host::detect().map_err(|e| Unmade::Create(format!("read host facts: {e}")))?;
+    crate::run::prepare_container(&agent.images, pod, spec, plan, state, &host, env)
         .map_err(|e| Unmade::Create(cause(e)))
 }
 
