@@ -5,6 +5,7 @@
 #   2. scripts/registry.sh      start the test registries (stopped again on exit)
 #   3. scripts/test-images.sh   build (cached) and push the test images
 #   4. cargo fmt --all --check
+#      scripts/check-graph.py   (no crate uses one the layering of ARCHITECTURE.md forbids)
 #      cargo clippy --workspace --all-targets -- -D warnings
 #      cargo test --workspace   (embedded OCI backend; extra arguments go to cargo test)
 #      cargo test -p podrun --test run --test monitor --test agent   again with PODRUN_RUNTIME=crun
@@ -66,6 +67,7 @@ step() { # name command...
     fi
 }
 step "cargo fmt" cargo fmt --all --check
+step "crate graph" python3 scripts/check-graph.py
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 test_log=$(mktemp)
 run_tests() {
