@@ -22,12 +22,27 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
 
 /// The knobs of the decisions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// The crash-loop back-off (kubelet: 10 s, capped at 5 min).
     pub back_off: BackOffConfig,
     /// The image pull back-off (kubelet: 10 s, capped at 5 min).
     pub image_back_off: BackOffConfig,
+    /// How long a pod worker waits after a failed sync before it tries again
+    /// (kubelet.go `backOffPeriod`, 10 s; the driver adds pod_workers.go's
+    /// jitter of up to half of it): the wait after a container could not be
+    /// created (CreateContainerConfigError, CreateContainerError).
+    pub worker_back_off: std::time::Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            back_off: BackOffConfig::default(),
+            image_back_off: BackOffConfig::default(),
+            worker_back_off: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// Why the whole pod is to be killed.
@@ -540,6 +555,15 @@ pub fn start_hold(
             until: o
                 .image_back_off
                 .retry_allowed_at(now, &config.image_back_off)?,
+        });
+    }
+    // A container that could not be created waits out the pod worker's
+    // back-off, still showing why (pod_workers.go requeues a failed sync).
+    if let (Some(until), Some(reason)) = (o.retry_create_at.filter(|t| *t > now), &o.waiting) {
+        return Some(Waiting {
+            name: container.name.clone(),
+            reason: reason.clone(),
+            until,
         });
     }
     None

@@ -48,6 +48,7 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod grace;
 pub mod observe;
 pub mod printer;
 pub mod probe;

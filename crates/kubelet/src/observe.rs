@@ -84,6 +84,11 @@ pub struct ContainerObservation {
     /// starts it once the exit is seen. Cleared by [`ContainerObservation::starting`].
     #[serde(default)]
     pub restart_after_kill: bool,
+    /// It could not be created (its config or root filesystem): not before
+    /// this time is it tried again (the pod worker's back-off). Cleared by a
+    /// good start.
+    #[serde(default)]
+    pub retry_create_at: Option<DateTime<Utc>>,
 }
 
 impl ContainerObservation {
@@ -106,6 +111,7 @@ impl ContainerObservation {
         self.state = ContainerState::Running { started_at };
         self.container_id = container_id;
         self.waiting = None;
+        self.retry_create_at = None;
     }
 
     /// The runtime reports the instance ended (or failed to start).
@@ -135,6 +141,16 @@ impl ContainerObservation {
             reason: reason.into(),
             message: message.into(),
         });
+    }
+
+    /// Making it failed at `now` (`CreateContainerConfigError`,
+    /// `CreateContainerError`): it waits until `retry_at` (the driver's
+    /// `now` + [`crate::Config::worker_back_off`] with jitter) before it is
+    /// made again, as kubelet requeues a pod whose sync failed, instead of
+    /// retrying (and asking the registry) on every sync.
+    pub fn create_failed(&mut self, reason: &str, message: &str, retry_at: DateTime<Utc>) {
+        self.start_failed(reason, message);
+        self.retry_create_at = Some(retry_at);
     }
 }
 

@@ -416,7 +416,7 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
         let result = pods::find(&cli.run_root, &args.ns.namespace, name).and_then(|state| {
             pods::stop_within(
                 &state,
-                grace_period.map(|g| Duration::from_secs(g.max(0) as u64)),
+                grace_period.map(podrun_kubelet::grace::grace_period),
             )?;
             pods::teardown(&images, &state)
         });

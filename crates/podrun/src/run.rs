@@ -90,7 +90,7 @@ pub async fn run(cli: &'static Cli, args: &RunArgs) -> Result<i32> {
         plan,
         mut monitor,
         guard,
-    } = start_pod(cli, &images, pod, &sources, state, false, &|_, _, _| {}).await?;
+    } = start_pod(cli, &images, pod, &sources, state, false).await?;
     let monitor_log = state.run_dir.join("monitor.log");
 
     if args.detach {
@@ -314,13 +314,12 @@ pub type EventSink<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
 /// write its plan and start its monitor. On failure, everything made for the
 /// pod (`state`'s directories included) is removed.
 pub async fn start_pod(
-    cli: &Cli,
+    cli: &'static Cli,
     images: &Images,
     pod: &Pod,
     sources: &Sources,
     state: PodState,
     managed: bool,
-    events: EventSink<'_>,
 ) -> Result<Started> {
     let name = state.record.name.clone();
     let spec = pod.spec.as_ref().context("pod has no spec")?;
@@ -331,7 +330,9 @@ pub async fn start_pod(
     };
     if !managed {
         // The agent pulls each container's image just before it starts it.
-        pull_images(cli, images, spec, &fail, events).await?;
+        pull_images(cli, images, spec)
+            .await
+            .map_err(|(c, f)| fail(format!("container {c}: {}", f.message)))?;
     }
     let mut state = state;
     let plan = prepare_pod(cli, images, &state, pod, sources, managed)
@@ -401,27 +402,38 @@ fn pump(tails: &mut [(String, pods::Tail)]) {
 }
 
 /// One pull per distinct image, however many containers use it, by each
-/// container's imagePullPolicy.
+/// container's imagePullPolicy; on a blocking thread, as pulls wait there.
 async fn pull_images(
-    cli: &Cli,
+    cli: &'static Cli,
     images: &Images,
     spec: &k8s_openapi::api::core::v1::PodSpec,
-    fail: &(dyn Fn(String) -> anyhow::Error + Sync),
-    events: EventSink<'_>,
-) -> Result<()> {
+) -> Result<(), (String, PullFailure)> {
     let mut seen = std::collections::HashSet::new();
-    for c in spec
+    let containers: Vec<Container> = spec
         .init_containers
         .iter()
         .flatten()
         .chain(&spec.containers)
         .filter(|c| seen.insert(c.image.clone()))
-    {
-        ensure_image(cli, images, c, events)
-            .await
-            .map_err(|f| fail(format!("container {}: {}", c.name, f.message)))?;
-    }
-    Ok(())
+        .cloned()
+        .collect();
+    let images = images.clone();
+    tokio::task::spawn_blocking(move || {
+        for c in &containers {
+            ensure_image(cli, &images, c, &|_, _, _| {}).map_err(|f| (c.name.clone(), f))?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err((
+            String::new(),
+            PullFailure {
+                reason: "ErrImagePull",
+                message: format!("the pull panicked: {e}"),
+            },
+        ))
+    })
 }
 
 /// Why a container's image is not there: kubelet's waiting reason
@@ -436,8 +448,10 @@ pub struct PullFailure {
 
 /// Make sure container `c`'s image is here, pulling it as its
 /// imagePullPolicy says (kubelet's EnsureImageExists,
-/// pkg/kubelet/images/image_manager.go), with kubelet's events.
-pub async fn ensure_image(
+/// pkg/kubelet/images/image_manager.go), with kubelet's events. Blocking:
+/// the pull runs on the pullers' own executor ([`crate::agent::pulls`]),
+/// which one pull of an image serves every caller waiting for it.
+pub fn ensure_image(
     cli: &Cli,
     images: &Images,
     c: &Container,
@@ -456,7 +470,7 @@ pub async fn ensure_image(
         };
         events("Normal", "Pulling", format!("Pulling image \"{image}\""));
         let started = std::time::Instant::now();
-        if let Err(e) = images.pull(&image, &options).await {
+        if let Err(e) = crate::agent::pulls::PULLER.pull_blocking(images, &image, options) {
             events(
                 "Warning",
                 "Failed",
@@ -464,7 +478,7 @@ pub async fn ensure_image(
             );
             return Err(PullFailure {
                 reason: "ErrImagePull",
-                message: e.to_string(),
+                message: e,
             });
         }
         events(
@@ -572,18 +586,14 @@ pub fn prepare_container(
     let pod_mounts = pod_mounts(pod, data_dir);
     let (bundle, stop_signal) =
         prepare(images, pod, c, &id, plan, data_dir, host, env, &pod_mounts)?;
-    let grace = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.termination_grace_period_seconds)
-        .unwrap_or(30);
+    let grace = podrun_kubelet::grace::pod_grace_period(pod);
     Ok(ContainerPlan {
         id,
         name: c.name.clone(),
         bundle,
         log_path: state.log_path(&c.name),
         stop_signal,
-        grace_period_ms: grace.max(0) as u64 * 1000,
+        grace_period_ms: podrun_kubelet::grace::millis(grace),
     })
 }
 

@@ -1300,3 +1300,147 @@ spec:
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
 }
+
+/// More pods than the agent's blocking pool has threads (16), applied at
+/// once to a store without their image: every sync waits for the image, and
+/// the pull must still get threads to unpack it. (The agent deadlocked here:
+/// all 16 threads waited for a pull that needed one of them.)
+#[test]
+fn a_burst_of_pods_on_a_fresh_store_all_start() {
+    let env = Env::new(&SUITE, "burst");
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let names: Vec<String> = (0..20)
+        .map(|i| env.name(&format!("ag12-b{i:02}")))
+        .collect();
+    let yaml: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {n}}}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+"#
+            )
+        })
+        .collect();
+    let file = env.write_manifest(&yaml.join("---\n"));
+    let out = output_within(env.cmd().args(["apply", "-f", file.to_str().unwrap()]), 90);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    let want: Vec<(&str, &str)> = names.iter().map(|n| ("default", n.as_str())).collect();
+    env.wait_running(&want, 60);
+    env.assert_exactly(&want);
+    let mut args = vec!["delete", "pod"];
+    args.extend(names.iter().map(String::as_str));
+    env.ok(&args);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// The count of the events of `reason` whose message contains `text`, from
+/// describe's `x<N> over` column (1 when the event happened once).
+fn event_count(describe: &str, reason: &str, text: &str) -> u64 {
+    describe
+        .lines()
+        .filter(|l| l.contains(reason) && l.contains(text))
+        .map(|l| {
+            l.split_once("(x")
+                .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or(1)
+        })
+        .sum()
+}
+
+/// A container that cannot be made (a ConfigMap its env names is missing)
+/// waits out the pod worker's back-off between tries, as kubelet requeues a
+/// failed sync; it is not retried, nor its image pulled again, on every sync
+/// (one such pod made 78 pulls and 78 events in 2 s).
+#[test]
+fn a_container_that_cannot_be_made_is_retried_with_back_off() {
+    let env = Env::new(&SUITE, "cfgerr");
+    let name = env.name("ag13-cfgerr");
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    imagePullPolicy: Always
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    env:
+    - name: MODE
+      valueFrom:
+        configMapKeyRef: {{name: ag13-missing, key: mode}}
+"#
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("CreateContainerConfigError", 15, |rows| {
+        rows.iter()
+            .any(|r| r[1] == name && r[3] == "CreateContainerConfigError")
+    });
+    let first = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let d = env.ok(&["describe", "pod", &name]);
+    // The suite's back-off is 500 ms (PODRUN_BACKOFF_INITIAL_MS), plus up to
+    // half of it: at most one try per 500 ms, and the one before.
+    let most = first.elapsed().as_millis() as u64 / 500 + 2;
+    let failed = event_count(&d, "Failed", "ag13-missing");
+    let pulls = event_count(&d, "Pulling", "busybox");
+    assert!(
+        (2..=most).contains(&failed),
+        "{failed} failed tries (at most {most}):\n{d}"
+    );
+    assert!(
+        (2..=most).contains(&pulls),
+        "{pulls} pulls (at most {most}):\n{d}"
+    );
+    // It shows why it waits, and starts once the ConfigMap is there.
+    assert!(d.contains("CreateContainerConfigError"), "{d}");
+    let out = env.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ag13-missing}\ndata: {mode: fast}\n",
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &name)], 15);
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// A grace period as long as the API allows (i64::MAX seconds) is waited out
+/// as the longest one podrun can hold, not an overflow: the pod that obeys
+/// SIGTERM is deleted at once and leaves nothing (it stayed `deleting`: the
+/// stop path panicked on `Instant + Duration`).
+#[test]
+fn the_longest_grace_period_stops_the_pod() {
+    let env = Env::new(&SUITE, "maxgrace");
+    let name = env.name("ag14-maxgrace");
+    let mut agent = env.serve(None, &[], &[]);
+    let manifest = pod("default", &name, "m").replace(
+        "terminationGracePeriodSeconds: 3",
+        "terminationGracePeriodSeconds: 9223372036854775807",
+    );
+    assert!(manifest.contains("9223372036854775807"));
+    let out = env.apply(&manifest);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &name)], 15);
+    let out = output_within(env.cmd().args(["delete", "pod", &name]), 30);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("the pod gone", 15, |rows| rows.is_empty());
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}

@@ -692,3 +692,38 @@ fn container_hashes_are_stable_and_see_every_field() {
     b.args = Some(vec!["x".into()]);
     assert_ne!(h, crate::observe::container_hash(&b));
 }
+
+#[test]
+fn a_container_that_could_not_be_made_waits_out_the_worker_back_off() {
+    let p = two_mains("Always");
+    let mut a = ContainerObservation::default();
+    a.create_failed(
+        "CreateContainerConfigError",
+        "configmap \"cfg\" not found",
+        t(12),
+    );
+    let obs = observed(vec![("a", a), ("b", running(0))]);
+    // Held, still saying why, until the retry time; then made again.
+    let held = compute_pod_actions(&p, &obs, t(2), &Config::default());
+    assert_eq!(summary(&held), "wait=a:CreateContainerConfigError next=+12");
+    assert_eq!(
+        held.waiting[0].reason.message,
+        "configmap \"cfg\" not found"
+    );
+    let due = compute_pod_actions(&p, &obs, t(12), &Config::default());
+    assert_eq!(summary(&due), "start=[a]");
+    // A good start forgets it.
+    let mut a = obs.containers["a"].clone();
+    a.started(t(13), None);
+    assert_eq!(a.retry_create_at, None);
+    assert_eq!(a.waiting, None);
+}
+
+#[test]
+fn a_regular_init_container_that_could_not_be_made_holds_the_rest() {
+    let p = with_inits("Always", vec![c("i1"), c("i2")]);
+    let mut i1 = ContainerObservation::default();
+    i1.create_failed("CreateContainerError", "no rootfs", t(15));
+    let got = compute_pod_actions(&p, &observed(vec![("i1", i1)]), t(5), &Config::default());
+    assert_eq!(summary(&got), "wait=i1:CreateContainerError next=+15");
+}

@@ -13,6 +13,7 @@ pub mod db;
 mod describe;
 mod manifests;
 mod probe;
+pub mod pulls;
 mod terminate;
 mod worker;
 

@@ -47,9 +47,7 @@ fn stop_in_order(
         return Ok(());
     }
     let spec = pod.spec.clone().unwrap_or_default();
-    let grace = grace.unwrap_or_else(|| {
-        Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64)
-    });
+    let grace = grace.unwrap_or_else(|| podrun_kubelet::grace::pod_grace_period(pod));
     let deadline = Instant::now() + grace;
     let containers: Vec<&Container> = spec
         .init_containers
@@ -95,7 +93,7 @@ fn stop_in_order(
                 &monitor::Request::Stop {
                     name: name.clone(),
                     signal: None,
-                    grace_period_ms: Some(left.as_millis() as u64),
+                    grace_period_ms: Some(podrun_kubelet::grace::millis(left)),
                 },
                 Duration::from_secs(10),
             )?;

@@ -57,7 +57,7 @@ fn grace_override(namespace: &str, name: &str) -> Option<Duration> {
         .unwrap_or_else(|e| e.into_inner())
         .as_mut()?
         .remove(&(namespace.into(), name.into()))
-        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .map(podrun_kubelet::grace::grace_period)
 }
 
 /// The worker of pod `key` (namespace, name).
@@ -282,12 +282,7 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
         .await??
     };
     crash_point("create:registered");
-    let (ns, name) = (row.namespace.clone(), row.name.clone());
-    let events = |type_: &str, reason: &str, message: String| {
-        agent.event(&ns, &name, type_, reason, &message);
-    };
-    let started =
-        crate::run::start_pod(cli, &agent.images, &pod, &sources, state, true, &events).await?;
+    let started = crate::run::start_pod(cli, &agent.images, &pod, &sources, state, true).await?;
     let crate::run::Started {
         state,
         mut monitor,
@@ -460,6 +455,7 @@ pub(super) fn kubelet_config() -> podrun_kubelet::Config {
     if let Some(initial) = ms("PODRUN_BACKOFF_INITIAL_MS") {
         config.back_off.initial = initial;
         config.image_back_off.initial = initial;
+        config.worker_back_off = initial;
     }
     if let Some(max) = ms("PODRUN_BACKOFF_MAX_MS") {
         config.back_off.max = max;
@@ -742,7 +738,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         }
         let grace = probe
             .and_then(|p| p.termination_grace_period_seconds)
-            .map(|s| s.max(0) as u64 * 1000);
+            .map(|s| podrun_kubelet::grace::millis(podrun_kubelet::grace::grace_period(s)));
         ask(
             &state.run_dir,
             &monitor::Request::Stop {
@@ -775,7 +771,15 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
                 if reason == "ErrImagePull" {
                     o.pull_failed(now, &message, &config.image_back_off);
                 } else {
-                    o.start_failed(reason, &message);
+                    // Not again before the pod worker's back-off (10 s, plus
+                    // up to half of it: pod_workers.go), rather than on every
+                    // sync, and the registry with it (ErrImageNeverPull too:
+                    // kubelet's image manager keeps no back-off for it).
+                    let wait = config
+                        .worker_back_off
+                        .mul_f64(1.0 + 0.5 * random_fraction());
+                    let retry_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                    o.create_failed(reason, &message, retry_at);
                 }
                 // kubelet's startContainer: a failed pull was told in its own
                 // event, so this one names only the reason.
@@ -962,14 +966,7 @@ fn make_container(
     sources: &mut Option<crate::env::Sources>,
     events: crate::run::EventSink<'_>,
 ) -> Result<monitor::ContainerPlan, Unmade> {
-    tokio::runtime::Handle::current()
-        .block_on(crate::run::ensure_image(
-            agent.cli,
-            &agent.images,
-            spec,
-            events,
-        ))
-        .map_err(Unmade::Pull)?;
+    crate::run::ensure_image(agent.cli, &agent.images, spec, events).map_err(Unmade::Pull)?;
     // The driver names the container itself.
     let cause = |e: anyhow::Error| {
         let text = format!("{e:#}");
