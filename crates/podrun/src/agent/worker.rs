@@ -29,6 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod observe;
+use observe::{parse_time, runtime_id};
+
 /// What one sync did.
 struct Step {
     /// Reported to whoever waits for this sync.
@@ -469,12 +472,6 @@ fn ask(run_dir: &std::path::Path, request: &monitor::Request) -> Result<monitor:
     Ok(monitor::request(run_dir, request, Duration::from_secs(30))?)
 }
 
-fn parse_time(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
-}
-
 /// What the agent keeps of a container between syncs (and agents). A stored
 /// value that does not parse is an error, never a silent reset of restart
 /// counts and back-off.
@@ -522,11 +519,6 @@ fn post_start(agent: &Agent, row: &PodRow, state: &PodState, pod: &Pod, n: &str)
         )?;
     }
     Ok(())
-}
-
-/// A container's ID as the API shows it: `<runtime>://<id>`, as kubelet's `containerd://…`.
-fn runtime_id(id: &str) -> String {
-    format!("podrun://{id}")
 }
 
 /// The imageID the API shows: the repository with the digest it was pulled by.
@@ -597,54 +589,17 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     else {
         anyhow::bail!("pod/{name}: its monitor did not report its containers");
     };
-    for cs in &containers {
-        let Some(o) = observed.containers.get_mut(&cs.name) else {
-            continue;
-        };
-        let started_at = parse_time(&cs.started_at);
-        if cs.running {
-            let known = matches!(o.state, ContainerState::Running { started_at: s } if Some(s) == started_at);
-            if !known {
-                o.started(started_at.unwrap_or(now), Some(runtime_id(&cs.id)));
-                if let Some(p) = probes.get_mut(&cs.name) {
-                    p.container_started(started_at.unwrap_or(now));
-                }
-            }
-        } else if let Some(exit) = &cs.exit {
-            let finished_at = parse_time(&exit.finished_at).unwrap_or(now);
-            let known =
-                matches!(&o.state, ContainerState::Exited(t) if t.finished_at == finished_at);
-            let current = exit.started_at.is_empty() || parse_time(&exit.started_at) == started_at;
-            if !known && current && exit.reason != "StartError" {
-                if let Some(p) = probes.get_mut(&cs.name) {
-                    p.container_stopped();
-                }
-                o.exited(Termination {
-                    exit_code: exit.exit_code,
-                    signal: exit.signal,
-                    reason: exit.reason.clone(),
-                    message: exit
-                        .message
-                        .clone()
-                        .or_else(|| pods::termination_message(&state.record.data_dir, &cs.name))
-                        .or_else(|| {
-                            // A failed container of FallbackToLogsOnError
-                            // that left no message: its log's last lines.
-                            let spec = specs.iter().find(|s| s.name == cs.name)?;
-                            let fallback = spec.termination_message_policy.as_deref()
-                                == Some("FallbackToLogsOnError");
-                            (fallback && exit.exit_code != 0).then_some(())?;
-                            pods::log_tail_message(
-                                &state.log_path(&cs.name),
-                                parse_time(&exit.started_at),
-                            )
-                        }),
-                    started_at: parse_time(&exit.started_at),
-                    finished_at,
-                });
-            }
-        }
-    }
+    observe::merge(&mut observed, &mut probes, &containers, now, |cs, exit| {
+        pods::termination_message(&state.record.data_dir, &cs.name).or_else(|| {
+            // A failed container of FallbackToLogsOnError that left no
+            // message: its log's last lines.
+            let spec = specs.iter().find(|s| s.name == cs.name)?;
+            let fallback =
+                spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+            (fallback && exit.exit_code != 0).then_some(())?;
+            pods::log_tail_message(&state.log_path(&cs.name), parse_time(&exit.started_at))
+        })
+    });
     // Probes that are due, for running containers.
     for (n, o) in observed.containers.iter_mut() {
         let Some(p) = probes.get_mut(n) else { continue };
