@@ -10,31 +10,7 @@ use podrun_image::registry::Limits;
 use podrun_image::{ImageError, ImageRecord, PullOptions};
 use std::time::{Duration, Instant};
 use support::proxy::{self, Fault, Proxy};
-use support::TestRoot;
-
-/// The upstream registry: `PODRUN_TEST_REGISTRY`, or the default one if it
-/// answers; `None` (the test skips) when neither is there.
-async fn upstream() -> Option<String> {
-    if let Ok(r) = std::env::var("PODRUN_TEST_REGISTRY") {
-        return Some(r);
-    }
-    let r = support::registry();
-    tokio::net::TcpStream::connect(&r).await.ok().map(|_| r)
-}
-
-macro_rules! upstream_or_skip {
-    () => {
-        match upstream().await {
-            Some(u) => u,
-            None => {
-                eprintln!(
-                    "skipped: no test registry (set PODRUN_TEST_REGISTRY, run scripts/registry.sh)"
-                );
-                return;
-            }
-        }
-    };
-}
+use support::{require_registry, TestRoot};
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json";
@@ -47,7 +23,13 @@ struct Manifest {
 
 async fn manifest(upstream: &str, repo: &str, tag: &str) -> Manifest {
     let (status, body) = proxy::get(upstream, &format!("/v2/{repo}/manifests/{tag}"), ACCEPT).await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        200,
+        "manifest {repo}:{tag} from the test registry {upstream} (scripts/test-images.sh \
+         pushes the test images): {}",
+        String::from_utf8_lossy(&body)
+    );
     let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let layers = m["layers"]
         .as_array()
@@ -171,7 +153,7 @@ fn auth_file(root: &TestRoot, registry: &str, username: &str, password: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_with_the_right_credentials() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let m = manifest(&up, "busybox", "latest").await;
     let proxy = Proxy::start(&up).await;
     proxy.require_bearer(TOKEN);
@@ -186,7 +168,7 @@ async fn bearer_token_with_the_right_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_with_wrong_credentials() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let proxy = Proxy::start(&up).await;
     proxy.require_bearer(TOKEN);
     let root = TestRoot::new();
@@ -210,7 +192,7 @@ async fn bearer_token_with_wrong_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_without_credentials() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let proxy = Proxy::start(&up).await;
     proxy.require_bearer(TOKEN);
     let root = TestRoot::new();
@@ -229,7 +211,7 @@ async fn bearer_token_without_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_layer_is_a_digest_mismatch() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let m = manifest(&up, "busybox", "latest").await;
     let layer = m.layers[0].0.clone();
     let proxy = Proxy::start(&up).await;
@@ -251,14 +233,14 @@ async fn corrupted_layer_is_a_digest_mismatch() {
     assert_untouched(&root, Some(&layer));
 }
 
-// BUG (pull.rs/layer.rs): a byte flipped inside the deflate data is reported
-// as "layer <d>: read layer: corrupt deflate stream" (early in the blob: the
-// unpacker fails first, not retried) or as "download <d>: Invalid digest.
-// Expected …" (late: oci-client's verifying stream fails first, treated as
-// transient and retried `attempts` times), never as "digest mismatch".
+// A byte flipped inside the deflate data makes decompression or unpacking fail;
+// the error must still be the blob's digest mismatch, not the decoder's
+// complaint or a download error, and must not be retried
+// (layer.rs reads the rest of a blob the decoder refused and asks its digest,
+// and pull.rs prefers that verdict to the download's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_layer_data_is_a_digest_mismatch() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let m = manifest(&up, "busybox", "latest").await;
     let (layer, size) = m.layers[0].clone();
     // Early and late in the deflate data: either way the cause is a blob that
@@ -284,7 +266,7 @@ async fn corrupted_layer_data_is_a_digest_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_config_is_a_digest_mismatch() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let m = manifest(&up, "busybox", "latest").await;
     let proxy = Proxy::start(&up).await;
     proxy.inject(&format!("/blobs/{}", m.config), Fault::Corrupt(10), None);
@@ -298,7 +280,7 @@ async fn corrupted_config_is_a_digest_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_layer_fails_after_retries() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let m = manifest(&up, "busybox", "latest").await;
     let (layer, size) = m.layers[0].clone();
     let proxy = Proxy::start(&up).await;
@@ -325,7 +307,7 @@ async fn truncated_layer_fails_after_retries() {
 // ---- transient answers --------------------------------------------------------
 
 async fn pull_through_transient(pattern_of: fn(&Manifest) -> String, status: u16) {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let m = manifest(&up, "busybox", "latest").await;
     let pattern = pattern_of(&m);
     let proxy = Proxy::start(&up).await;
@@ -367,7 +349,7 @@ async fn layer_429_twice_then_ok() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_500_always_fails_after_retries() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let proxy = Proxy::start(&up).await;
     proxy.inject("/manifests/", Fault::Status(500), None);
     let root = TestRoot::new();
@@ -382,12 +364,12 @@ async fn manifest_500_always_fails_after_retries() {
     assert_untouched(&root, None);
 }
 
-// BUG (pull.rs): LayerJob::run retries transient failures of fetch_and_apply,
-// which itself retries the blob request through Session::retry: a blob that
-// keeps failing is asked for attempts × attempts times (9 here, 16 by default).
+// LayerJob::run retries the whole layer, so its blob request is tried once per
+// attempt (Session::once): a blob that keeps failing is asked for `attempts`
+// times, not attempts × attempts as when both levels retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_503_always_fails_after_bounded_retries() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let m = manifest(&up, "busybox", "latest").await;
     let layer = m.layers[0].0.clone();
     let proxy = Proxy::start(&up).await;
@@ -445,7 +427,7 @@ fn stall_limits(root: &TestRoot) -> PullOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_manifest_times_out() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let proxy = Proxy::start(&up).await;
     proxy.inject("/manifests/", Fault::Stall, None);
     let root = TestRoot::new();
@@ -463,11 +445,11 @@ async fn stalled_manifest_times_out() {
     assert_untouched(&root, None);
 }
 
-// BUG (pull.rs): the same nested retries make a stalled blob cost
-// attempts² × the timeout (4 s here; 16 × 30 s read timeout by default).
+// One request per attempt also bounds a stalled blob to attempts × the request
+// timeout (2 s here), not attempts² × it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_layer_times_out() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let m = manifest(&up, "busybox", "latest").await;
     let layer = m.layers[0].0.clone();
     let proxy = Proxy::start(&up).await;
@@ -527,19 +509,18 @@ async fn pull_with_one_bad_layer(up: &str, opts: fn(&TestRoot) -> PullOptions) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_layer_leaves_nothing_of_the_others() {
-    let up = upstream_or_skip!();
-    // Short timeouts: the stalled layers are not cancelled, only time out (see below).
+    let up = require_registry();
+    // Short timeouts, so that this holds even if the stalled layers were not
+    // cancelled (the next test checks that they are).
     pull_with_one_bad_layer(&up, stall_limits).await;
 }
 
-// BUG (pull.rs): after the first layer fails, `pull_from` sets `cancel` and
-// waits for the other layer tasks, but they only look at `cancel` when a chunk
-// arrives: a layer waiting for an answer goes on through all its (nested)
-// retries and timeouts, so the error comes late (~45 s here, minutes with the
-// default limits).
+// When the first layer fails, `pull_from` cancels the others, and a layer still
+// waiting for an answer stops at once (LayerJob::fetch_and_apply selects on the
+// cancel token) instead of going through its retries and timeouts first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_layer_fails_without_waiting_for_the_others() {
-    let up = upstream_or_skip!();
+    let up = require_registry();
     let took = pull_with_one_bad_layer(&up, options).await;
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }

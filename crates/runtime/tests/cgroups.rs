@@ -1,6 +1,8 @@
 //! The pod cgroup on the real cgroupfs (needs root): create a Burstable pod's cgroup
 //! with limits, read them back, put a process in it, remove it, check nothing is left.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -8,10 +10,7 @@ use podrun_runtime::cgroups::{
     cgroup_dirs, create_pod_cgroup, detect, remove_pod_cgroup, v1_hierarchies, CgroupLimits,
     CgroupMode, CGROUP_ROOT,
 };
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+use support::require_root;
 
 /// Removes the pod cgroup, and the parents the test made, even when an assertion fails.
 struct Guard {
@@ -105,10 +104,7 @@ fn limits() -> CgroupLimits {
 
 #[test]
 fn creates_limits_fills_and_removes_a_burstable_pod_cgroup() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let path = format!("/podrun/burstable/{}", unique_pod_id());
     let mut guard = Guard::new(&path);
 
@@ -234,10 +230,7 @@ fn creates_limits_fills_and_removes_a_burstable_pod_cgroup() {
 
 #[test]
 fn a_failed_create_leaves_nothing_behind() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     // A parent of its own, so that the undo of the parents can be checked too.
     let top = format!("/podrun-test-{}", unique_pod_id());
     let path = format!("{top}/burstable/pod");

@@ -1,14 +1,13 @@
 //! tmpfs mounts for /dev/shm and memory-backed emptyDir volumes (needs root).
 
+mod support;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use podrun_runtime::podfiles::{mount_shm, mount_tmpfs, unmount, SHM_SIZE};
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+use support::require_root;
 
 /// Unmounts the target even when an assertion fails (before the tempdir goes).
 struct Unmount(PathBuf);
@@ -31,10 +30,7 @@ fn mount_line(target: &Path) -> Option<String> {
 
 #[test]
 fn a_sized_tmpfs_fills_up_and_unmounts() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let tmp = tempfile::tempdir().unwrap();
     let target = tmp.path().join("cache");
     std::fs::create_dir(&target).unwrap();
@@ -71,10 +67,7 @@ fn a_sized_tmpfs_fills_up_and_unmounts() {
 
 #[test]
 fn shm_is_64_mib_noexec_and_sticky() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root();
     let tmp = tempfile::tempdir().unwrap();
     let target = tmp.path().join("shm");
     std::fs::create_dir(&target).unwrap();

@@ -4,11 +4,35 @@
 #![allow(dead_code)]
 
 use podrun_image::{Images, PullOptions};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The plain local registry (`PODRUN_TEST_REGISTRY`, default 127.0.0.1:5000).
 pub fn registry() -> String {
     std::env::var("PODRUN_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+}
+
+/// The plain local registry, checked to accept connections. A test that needs
+/// it fails here, saying how to start it, instead of passing having tested nothing.
+pub fn require_registry() -> String {
+    let r = registry();
+    let connected = r
+        .to_socket_addrs()
+        .and_then(|mut addrs| {
+            addrs
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))
+        })
+        .and_then(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)));
+    if let Err(e) = connected {
+        panic!(
+            "needs the test registry at {r} (PODRUN_TEST_REGISTRY): {e}; \
+             start it with scripts/registry.sh start and push the test images \
+             with scripts/test-images.sh (scripts/test.sh does both)"
+        );
+    }
+    r
 }
 
 /// The registry with basic auth (user podrun, password secret).
