@@ -1,1 +1,29 @@
-//! Pod networking: CNI client, hosts and resolv.conf, port mappings. Not yet implemented.
+//! A pod's network identity, as far as podrun has one today (no CNI yet: a pod's
+//! network namespace has only loopback):
+//!
+//! - [`dns`]: `/etc/resolv.conf` by the pod's `dnsPolicy` and `dnsConfig`, by
+//!   kubelet's rules (pkg/kubelet/network/dns);
+//! - [`hosts`]: the contents of `/etc/hosts` and `/etc/hostname`;
+//! - [`netns`]: running code on a thread that joined a pod's pinned network
+//!   namespace (what probes do), behind a [`netns::Syscall`] seam so the logic is
+//!   tested without root.
+//!
+//! DESIGN.md gives `/etc/hosts` to the pod manager, as kubelet writes it (CRI runtimes
+//! only write `/etc/hostname` and `/etc/resolv.conf`). The pod manager keeps that
+//! role: it decides whether a pod gets the file, with which IP and aliases, and whether
+//! a volumeMount covers it. Only the formatter lives here: it is pure text about the
+//! pod's network names, the sibling of the resolv.conf and hostname contents, and
+//! keeping the three together keeps kubelet's file formats in one tested place
+//! instead of spreading them over the binary.
+//!
+//! Nothing here needs `unsafe`: system calls go through rustix.
+
+#![forbid(unsafe_code)]
+
+pub mod dns;
+pub mod hosts;
+pub mod netns;
+
+pub use dns::{resolv_conf, DnsConfig, DnsOption, ResolvConfError};
+pub use hosts::{host_network_hosts_file, hostname_file, hosts_file};
+pub use netns::{in_network_namespace, NetnsError};

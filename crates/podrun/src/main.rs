@@ -6,7 +6,6 @@ mod config;
 mod env;
 mod images;
 mod kubectl;
-mod podfs;
 mod pods;
 mod run;
 mod status;

@@ -352,8 +352,8 @@ pub fn teardown(images: &Images, state: &PodState) -> Result<()> {
             errors.push(format!("container {name}: {e}"));
         }
     }
-    if let Err(e) = crate::podfs::unmount_all(&state.record.data_dir) {
-        errors.push(e);
+    if let Err(e) = podrun_volume::PodVolumes::new(&state.record.data_dir).unmount_all() {
+        errors.push(e.to_string());
     }
     let cgroup = pod_cgroup(&state.record.manifest, &state.record.pod_id);
     if let Err(e) = podrun_runtime::cgroups::remove_pod_cgroup(&cgroup) {

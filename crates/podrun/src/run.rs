@@ -619,7 +619,7 @@ const POD_ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 /// /dev/shm (a 64 MiB tmpfs, or the host's with hostIPC): made once, when the
 /// sandbox is; [`pod_mounts`] says where the containers see them.
 fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
-    use podrun_runtime::podfiles;
+    use podrun_net as net;
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let etc = data_dir.join("etc");
     std::fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
@@ -631,7 +631,7 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
         .collect();
     let hosts = if plan.host_network {
         let node = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-        podfiles::host_network_hosts_file(&node, &aliases)
+        net::host_network_hosts_file(&node, &aliases)
     } else {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         // `<hostname>.<subdomain>.<namespace>.svc.<cluster domain>` (kubelet's
@@ -641,23 +641,23 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(|s| format!("{s}.{namespace}.svc.cluster.local"));
-        podfiles::hosts_file(&plan.hostname, fqdn.as_deref(), None, &aliases)
+        net::hosts_file(&plan.hostname, fqdn.as_deref(), None, &aliases)
     };
-    let dns = spec.dns_config.as_ref().map(|d| podfiles::DnsConfig {
+    let dns = spec.dns_config.as_ref().map(|d| net::DnsConfig {
         nameservers: d.nameservers.clone().unwrap_or_default(),
         searches: d.searches.clone().unwrap_or_default(),
         options: d
             .options
             .iter()
             .flatten()
-            .map(|o| podfiles::DnsOption {
+            .map(|o| net::DnsOption {
                 name: o.name.clone().unwrap_or_default(),
                 value: o.value.clone(),
             })
             .collect(),
     });
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = podfiles::resolv_conf(
+    let resolv = net::resolv_conf(
         spec.dns_policy.as_deref().unwrap_or("ClusterFirst"),
         &host_resolv,
         dns.as_ref(),
@@ -666,16 +666,14 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
     let hostname = if plan.host_network {
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default()
     } else {
-        podfiles::hostname_file(&plan.hostname)
+        net::hostname_file(&plan.hostname)
     };
     for (name, text) in POD_ETC_FILES.into_iter().zip([hosts, hostname, resolv]) {
         let file = etc.join(name);
         std::fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
     }
     if !spec.host_ipc.unwrap_or(false) {
-        let dir = data_dir.join("shm");
-        std::fs::create_dir_all(&dir)?;
-        podfiles::mount_shm(&dir).map_err(|e| anyhow::anyhow!("/dev/shm: {e}"))?;
+        podrun_volume::PodVolumes::new(data_dir).set_up_shm()?;
     }
     Ok(())
 }
@@ -912,11 +910,13 @@ fn termination_log(c: &Container, pod_dir: &Path) -> Result<Mount> {
 /// The container's volumeMounts as bind mounts: emptyDir under the pod's
 /// directory (shared by its containers), hostPath as it is on the host.
 fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>> {
+    use podrun_volume::Medium;
     let volumes = pod
         .spec
         .as_ref()
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default();
+    let pod_volumes = podrun_volume::PodVolumes::new(pod_dir);
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let v = volumes
@@ -924,23 +924,21 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
             .find(|v| v.name == m.name)
             .expect("validated: the volume exists");
         let mut source = if let Some(empty_dir) = &v.empty_dir {
-            let dir = pod_dir.join("volumes").join(&v.name);
-            if !dir.exists() {
-                std::fs::create_dir_all(&dir)?;
-                if empty_dir.medium.as_deref() == Some("Memory") {
-                    memory_volume(pod, &dir, empty_dir)
-                        .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.name))?;
-                }
-            }
-            dir
+            let medium = if empty_dir.medium.as_deref() == Some("Memory") {
+                memory_volume(pod, empty_dir)
+                    .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.name))?
+            } else {
+                Medium::Disk
+            };
+            pod_volumes.set_up_empty_dir(&v.name, medium)?
         } else if let Some(h) = &v.host_path {
-            let p = PathBuf::from(&h.path);
-            match h.type_.as_deref().unwrap_or("") {
-                "DirectoryOrCreate" => std::fs::create_dir_all(&p)?,
-                _ if !p.exists() => bail!("volume {}: hostPath {} does not exist", v.name, h.path),
-                _ => {}
-            }
-            p
+            let kind = h
+                .type_
+                .as_deref()
+                .unwrap_or("")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.name))?;
+            pod_volumes.set_up_host_path(&v.name, Path::new(&h.path), kind)?
         } else {
             bail!(
                 "volume {}: only emptyDir and hostPath are supported by podrun run yet",
@@ -948,8 +946,7 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
             );
         };
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            source = source.join(sub);
-            std::fs::create_dir_all(&source)?;
+            source = pod_volumes.sub_path(&v.name, &source, sub)?;
         }
         out.push(Mount::bind(
             source,
@@ -960,13 +957,12 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
     Ok(out)
 }
 
-/// A memory-backed emptyDir: a tmpfs as large as kubelet makes it (the smaller
-/// of sizeLimit and the pod's memory limit, else the node's memory).
+/// A memory-backed emptyDir's medium: a tmpfs as large as kubelet makes it (the
+/// smaller of sizeLimit and the pod's memory limit, else the node's memory).
 fn memory_volume(
     pod: &Pod,
-    dir: &Path,
     empty_dir: &k8s_openapi::api::core::v1::EmptyDirVolumeSource,
-) -> Result<()> {
+) -> Result<podrun_volume::Medium> {
     let size_limit = empty_dir
         .size_limit
         .as_ref()
@@ -976,8 +972,8 @@ fn memory_volume(
         .map(|b| b.max(0) as u64);
     let pod_limit = podrun_spec::pod_cgroup_limits(pod).memory_limit;
     let node = node_facts().memory_bytes.max(0) as u64;
-    let size = podrun_runtime::podfiles::memory_empty_dir_size(size_limit, pod_limit, node);
-    podrun_runtime::podfiles::mount_tmpfs(dir, Some(size), 0o777).map_err(|e| anyhow::anyhow!(e))
+    let size = podrun_volume::memory_empty_dir_size(size_limit, pod_limit, node);
+    Ok(podrun_volume::Medium::Memory { size })
 }
 
 /// Removes a pod that did not come to be (or that ended in the foreground):

@@ -3,5 +3,4 @@
 
 pub mod cgroups;
 pub mod monitor;
-pub mod podfiles;
 pub mod sandbox;

@@ -1,1 +1,26 @@
-//! Pod volumes: emptyDir, hostPath, configMap, secret, downwardAPI, projected. Not yet implemented.
+//! A pod's volumes on the host, kubelet's volume manager for the types podrun has
+//! so far: emptyDir on the node's disk or as a sized tmpfs (`medium: Memory`),
+//! hostPath, a volumeMount's subPath, and the pod's `/dev/shm`. Each answers with
+//! the host path the runtime bind-mounts into the containers; [`PodVolumes::unmount_all`]
+//! takes down every mount under the pod's directory when the pod goes.
+//!
+//! Plain inputs, no Pod types: the pod manager reads the Pod and says what it wants
+//! (a volume's name, medium and size, a hostPath and its type), so this crate stays
+//! below `spec` and can serve the CRI path too.
+//!
+//! Every system call goes through [`Syscall`] (youki's pattern): [`LinuxSyscall`] makes
+//! them with rustix, [`RecordingSyscall`] records them against a mount table of its
+//! own, so what is mounted where, with which options, how often and in which order
+//! it is taken down is unit-tested without root. tests/ mounts for real (as root).
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod pod;
+mod syscall;
+mod tmpfs;
+
+pub use error::{Owner, TeardownError, UnmountError, VolumeError};
+pub use pod::{HostPathType, Medium, PodVolumes, UnknownHostPathType};
+pub use syscall::{Call, LinuxSyscall, RecordingSyscall, Syscall};
+pub use tmpfs::{memory_empty_dir_size, tmpfs_options, TmpfsOptionsError, SHM_SIZE};

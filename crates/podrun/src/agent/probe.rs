@@ -17,7 +17,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use podrun_kubelet::probe::ProbeResult;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// What kubelet's probes call themselves (HTTP and gRPC).
@@ -280,20 +279,7 @@ fn in_pod_network<T: Send + 'static>(
 ) -> Result<T> {
     let plan = state.plan.as_ref().context("the pod has no plan")?;
     let ns = (!plan.host_network).then(|| plan.ns_path(podrun_runtime::sandbox::Namespace::Net));
-    std::thread::spawn(move || {
-        if let Some(ns) = ns {
-            let file =
-                std::fs::File::open(&ns).with_context(|| format!("open {}", ns.display()))?;
-            // SAFETY: setns on a descriptor we own; it changes only this thread.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("join {}", ns.display()));
-            }
-        }
-        f()
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the probe's thread panicked"))?
+    podrun_net::in_network_namespace(ns.as_deref(), f)?
 }
 
 #[cfg(test)]

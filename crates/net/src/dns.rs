@@ -1,20 +1,4 @@
-//! The files and mounts a pod's containers share: `/etc/hosts` in kubelet's managed
-//! format, `/etc/resolv.conf` by the pod's DNS policy, `/etc/hostname`, the pod's
-//! `/dev/shm`, and tmpfs for `emptyDir: {medium: Memory}`.
-//!
-//! The contents are pure functions of their inputs; only [`mount_tmpfs`],
-//! [`mount_shm`] and [`unmount`] touch the system.
-
-use std::path::Path;
-
-/// The size of a pod's `/dev/shm` (containerd's default, `size=65536k`).
-pub const SHM_SIZE: u64 = 64 << 20;
-
-/// kubelet's header of a hosts file it writes for a pod with its own network.
-pub const MANAGED_HOSTS_HEADER: &str = "# Kubernetes-managed hosts file.\n";
-/// kubelet's header of a hosts file copied from the node (`hostNetwork: true`).
-pub const MANAGED_HOSTS_HEADER_HOST_NETWORK: &str =
-    "# Kubernetes-managed hosts file (host network).\n";
+//! `/etc/resolv.conf` for a pod, by its `dnsPolicy` and `dnsConfig`.
 
 /// At most this many nameservers reach resolv.conf (the API's `MaxDNSNameservers`,
 /// glibc's `MAXNS`).
@@ -26,59 +10,18 @@ pub const MAX_SEARCH_CHARS: usize = 2048;
 /// Longer search domains are dropped: some resolvers (glibc 2.28) abort on them.
 const MAX_SEARCH_DOMAIN_LEN: usize = 253;
 
-/// `/etc/hosts` for a pod with its own network namespace, as kubelet writes it
-/// (pkg/kubelet/kubelet_pods.go `managedHostsFileContent`): the header, localhost and
-/// the IPv6 names, the pod's own line (`<ip>\t<hostname>.<subdomain fqdn>\t<hostname>`
-/// with a subdomain, else `<ip>\t<hostname>`; none without an IP), then the
-/// `hostAliases` after a blank line and their own comment, one line per hostname.
-pub fn hosts_file(
-    hostname: &str,
-    subdomain_fqdn: Option<&str>,
-    pod_ip: Option<&str>,
-    host_aliases: &[(String, Vec<String>)],
-) -> String {
-    let mut out = String::from(MANAGED_HOSTS_HEADER);
-    out.push_str("127.0.0.1\tlocalhost\n");
-    out.push_str("::1\tlocalhost ip6-localhost ip6-loopback\n");
-    out.push_str("fe00::0\tip6-localnet\n");
-    out.push_str("fe00::0\tip6-mcastprefix\n");
-    out.push_str("fe00::1\tip6-allnodes\n");
-    out.push_str("fe00::2\tip6-allrouters\n");
-    if let Some(ip) = pod_ip.filter(|ip| !ip.is_empty()) {
-        match subdomain_fqdn.filter(|d| !d.is_empty()) {
-            Some(domain) => out.push_str(&format!("{ip}\t{hostname}.{domain}\t{hostname}\n")),
-            None => out.push_str(&format!("{ip}\t{hostname}\n")),
-        }
-    }
-    out.push_str(&host_aliases_section(host_aliases));
-    out
-}
-
-/// `/etc/hosts` for a `hostNetwork` pod: the node's file under kubelet's host-network
-/// header, then the `hostAliases` section (`nodeHostsFileContent`).
-pub fn host_network_hosts_file(node_hosts: &str, host_aliases: &[(String, Vec<String>)]) -> String {
-    let mut out = String::from(MANAGED_HOSTS_HEADER_HOST_NETWORK);
-    out.push_str(node_hosts);
-    out.push_str(&host_aliases_section(host_aliases));
-    out
-}
-
-fn host_aliases_section(host_aliases: &[(String, Vec<String>)]) -> String {
-    if host_aliases.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from("\n# Entries added by HostAliases.\n");
-    for (ip, hostnames) in host_aliases {
-        for hostname in hostnames {
-            out.push_str(&format!("{ip}\t{hostname}\n"));
-        }
-    }
-    out
-}
-
-/// `/etc/hostname`: the name and a newline, as containerd writes it.
-pub fn hostname_file(hostname: &str) -> String {
-    format!("{hostname}\n")
+/// Why a pod's resolv.conf cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolvConfError {
+    /// `dnsPolicy: None` leaves the pod only its `dnsConfig`, and that names no server.
+    #[error("dnsPolicy None needs dnsConfig with at least one nameserver")]
+    NoNameserver,
+    /// A policy kubelet does not know (validation lets none through).
+    #[error("unknown dnsPolicy {0:?}")]
+    UnknownPolicy(String),
+    /// The node's resolv.conf, which the pod inherits, is broken.
+    #[error("host resolv.conf: nameserver line without an address")]
+    HostNameserverWithoutAddress,
 }
 
 /// A pod's `spec.dnsConfig`.
@@ -118,20 +61,18 @@ pub fn resolv_conf(
     policy: &str,
     host_resolv: &str,
     dns_config: Option<&DnsConfig>,
-) -> Result<String, String> {
+) -> Result<String, ResolvConfError> {
     let mut resolver = match policy {
         "" | "ClusterFirst" | "ClusterFirstWithHostNet" | "Default" => {
             parse_resolv_conf(host_resolv)?
         }
         "None" => {
             if dns_config.is_none_or(|c| c.nameservers.is_empty()) {
-                return Err(
-                    "dnsPolicy None needs dnsConfig with at least one nameserver".to_string(),
-                );
+                return Err(ResolvConfError::NoNameserver);
             }
             Resolver::default()
         }
-        other => return Err(format!("unknown dnsPolicy {other:?}")),
+        other => return Err(ResolvConfError::UnknownPolicy(other.to_string())),
     };
     if let Some(config) = dns_config {
         resolver.append(config);
@@ -157,7 +98,7 @@ struct Resolver {
 /// kubelet's `parseResolvConf`: `nameserver` lines accumulate, the last `search` and
 /// `options` lines win, `#` lines are comments. Search domains lose a trailing dot and
 /// `.` itself is dropped, so one domain is not counted twice against the limits.
-fn parse_resolv_conf(text: &str) -> Result<Resolver, String> {
+fn parse_resolv_conf(text: &str) -> Result<Resolver, ResolvConfError> {
     let mut resolver = Resolver::default();
     for line in text.lines() {
         let line = line.trim();
@@ -168,7 +109,7 @@ fn parse_resolv_conf(text: &str) -> Result<Resolver, String> {
         match fields.first().copied() {
             Some("nameserver") => match fields.get(1) {
                 Some(server) => resolver.servers.push(server.to_string()),
-                None => return Err("host resolv.conf: nameserver line without an address".into()),
+                None => return Err(ResolvConfError::HostNameserverWithoutAddress),
             },
             Some("search") => {
                 resolver.searches = fields[1..]
@@ -262,161 +203,9 @@ fn without_duplicates(items: Vec<String>) -> Vec<String> {
     out
 }
 
-/// The size of a memory-backed emptyDir, by kubelet's rule (pkg/volume/emptydir
-/// `calculateEmptyDirMemorySize`, SizeMemoryBackedVolumes): the node's allocatable
-/// memory, lowered to the pod's memory limit (its cgroup's, `pod_cgroup_limits`) and
-/// then to the volume's `sizeLimit`, each only when positive and not larger. The tmpfs
-/// holds pages charged to the pod, so it should not outgrow what the pod may use.
-pub fn memory_empty_dir_size(
-    size_limit: Option<u64>,
-    pod_memory_limit: Option<i64>,
-    node_memory: u64,
-) -> u64 {
-    let mut size = node_memory;
-    if let Some(pod) = pod_memory_limit.and_then(|m| u64::try_from(m).ok()) {
-        if pod > 0 && pod <= size {
-            size = pod;
-        }
-    }
-    if let Some(volume) = size_limit {
-        if volume > 0 && volume <= size {
-            size = volume;
-        }
-    }
-    size
-}
-
-/// Mounts a tmpfs (`nosuid,nodev`) on `target` with root directory mode `mode` and, when
-/// given, a size in bytes (the kernel rounds it up to whole pages). `Some(0)` is
-/// refused: tmpfs reads `size=0` as "unlimited".
-pub fn mount_tmpfs(target: &Path, size_bytes: Option<u64>, mode: u32) -> Result<(), String> {
-    use rustix::mount::MountFlags;
-    mount_tmpfs_with(
-        target,
-        size_bytes,
-        mode,
-        MountFlags::NOSUID | MountFlags::NODEV,
-    )
-}
-
-/// Mounts a pod's `/dev/shm` on `target`: tmpfs `nosuid,nodev,noexec,mode=1777` of
-/// [`SHM_SIZE`], as containerd does for a sandbox.
-pub fn mount_shm(target: &Path) -> Result<(), String> {
-    use rustix::mount::MountFlags;
-    mount_tmpfs_with(
-        target,
-        Some(SHM_SIZE),
-        0o1777,
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-    )
-}
-
-/// The tmpfs mount data for a size and a mode: `mode=1777,size=67108864`.
-pub fn tmpfs_options(size_bytes: Option<u64>, mode: u32) -> Result<String, String> {
-    if mode > 0o7777 {
-        return Err(format!("mode {mode:o} is not a file mode"));
-    }
-    let mut data = format!("mode={mode:o}");
-    match size_bytes {
-        Some(0) => return Err("size 0 would make the tmpfs unlimited".to_string()),
-        Some(size) => data.push_str(&format!(",size={size}")),
-        None => {}
-    }
-    Ok(data)
-}
-
-fn mount_tmpfs_with(
-    target: &Path,
-    size_bytes: Option<u64>,
-    mode: u32,
-    flags: rustix::mount::MountFlags,
-) -> Result<(), String> {
-    let fail = |e: String| format!("mount tmpfs on {}: {e}", target.display());
-    let data = tmpfs_options(size_bytes, mode).map_err(fail)?;
-    let data = std::ffi::CString::new(data).map_err(|e| fail(e.to_string()))?;
-    rustix::mount::mount("tmpfs", target, "tmpfs", flags, Some(data.as_c_str()))
-        .map_err(|e| fail(e.to_string()))
-}
-
-/// Detaches whatever is mounted on `target` (lazily: open files keep it alive until
-/// closed). Nothing mounted there, or no `target` at all, is not an error.
-pub fn unmount(target: &Path) -> Result<(), String> {
-    match rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOENT => Ok(()),
-        Err(e) => Err(format!("unmount {}: {e}", target.display())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const HEADER_AND_LOCAL: &str = "# Kubernetes-managed hosts file.\n\
-        127.0.0.1\tlocalhost\n\
-        ::1\tlocalhost ip6-localhost ip6-loopback\n\
-        fe00::0\tip6-localnet\n\
-        fe00::0\tip6-mcastprefix\n\
-        fe00::1\tip6-allnodes\n\
-        fe00::2\tip6-allrouters\n";
-
-    fn aliases() -> Vec<(String, Vec<String>)> {
-        vec![
-            (
-                "10.1.2.3".into(),
-                vec!["foo.local".into(), "bar.local".into()],
-            ),
-            ("10.1.2.4".into(), vec!["baz".into()]),
-        ]
-    }
-
-    #[test]
-    fn hosts_file_has_kubelets_managed_layout() {
-        assert_eq!(
-            hosts_file("web", None, Some("10.88.0.5"), &[]),
-            format!("{HEADER_AND_LOCAL}10.88.0.5\tweb\n")
-        );
-        assert_eq!(
-            hosts_file(
-                "web-0",
-                Some("nginx.default.svc.cluster.local"),
-                Some("10.88.0.5"),
-                &[]
-            ),
-            format!("{HEADER_AND_LOCAL}10.88.0.5\tweb-0.nginx.default.svc.cluster.local\tweb-0\n")
-        );
-        // No IP (yet): no line for the pod; an empty subdomain counts as none.
-        assert_eq!(hosts_file("web", Some(""), None, &[]), HEADER_AND_LOCAL);
-        assert_eq!(
-            hosts_file("web", Some(""), Some("10.0.0.1"), &[]),
-            format!("{HEADER_AND_LOCAL}10.0.0.1\tweb\n")
-        );
-    }
-
-    #[test]
-    fn hosts_file_appends_host_aliases() {
-        assert_eq!(
-            hosts_file("web", None, Some("10.88.0.5"), &aliases()),
-            format!(
-                "{HEADER_AND_LOCAL}10.88.0.5\tweb\n\n# Entries added by HostAliases.\n\
-                 10.1.2.3\tfoo.local\n10.1.2.3\tbar.local\n10.1.2.4\tbaz\n"
-            )
-        );
-        assert_eq!(
-            host_network_hosts_file("127.0.0.1 localhost\n", &aliases()[1..]),
-            "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n\n\
-             # Entries added by HostAliases.\n10.1.2.4\tbaz\n"
-        );
-        assert_eq!(
-            host_network_hosts_file("x\n", &[]),
-            "# Kubernetes-managed hosts file (host network).\nx\n"
-        );
-    }
-
-    #[test]
-    fn hostname_file_is_the_name_and_a_newline() {
-        assert_eq!(hostname_file("web-0"), "web-0\n");
-    }
 
     const HOST: &str = "# Generated by NetworkManager\n\
         domain example.org\n\
@@ -466,11 +255,22 @@ mod tests {
             "search ns1.svc.cluster-domain.example my.dns.search.suffix\n\
              nameserver 1.2.3.4\noptions ndots:2 edns0\n"
         );
-        assert!(resolv_conf("None", HOST, None).is_err());
-        assert!(resolv_conf("None", HOST, Some(&DnsConfig::default())).is_err());
-        assert!(resolv_conf("Sometimes", HOST, None)
-            .unwrap_err()
-            .contains("Sometimes"));
+        assert_eq!(
+            resolv_conf("None", HOST, None),
+            Err(ResolvConfError::NoNameserver)
+        );
+        assert_eq!(
+            resolv_conf("None", HOST, Some(&DnsConfig::default())),
+            Err(ResolvConfError::NoNameserver)
+        );
+        assert_eq!(
+            resolv_conf("Sometimes", HOST, None),
+            Err(ResolvConfError::UnknownPolicy("Sometimes".into()))
+        );
+        assert_eq!(
+            ResolvConfError::UnknownPolicy("Sometimes".into()).to_string(),
+            "unknown dnsPolicy \"Sometimes\""
+        );
     }
 
     #[test]
@@ -531,43 +331,9 @@ mod tests {
     fn empty_results_copy_the_hosts_file() {
         let host = "# nothing here\n";
         assert_eq!(resolv_conf("Default", host, None).unwrap(), host);
-        assert!(resolv_conf("Default", "nameserver\n", None).is_err());
-    }
-
-    #[test]
-    fn memory_empty_dir_takes_the_smallest_positive_bound() {
-        let gi = 1u64 << 30;
-        // Nothing set: the node's memory.
-        assert_eq!(memory_empty_dir_size(None, None, 8 * gi), 8 * gi);
-        // The pod's limit, then the volume's.
-        assert_eq!(memory_empty_dir_size(None, Some(1 << 30), 8 * gi), gi);
         assert_eq!(
-            memory_empty_dir_size(Some(64 << 20), Some(1 << 30), 8 * gi),
-            64 << 20
+            resolv_conf("Default", "nameserver\n", None),
+            Err(ResolvConfError::HostNameserverWithoutAddress)
         );
-        // A sizeLimit above the pod's limit does not raise it.
-        assert_eq!(
-            memory_empty_dir_size(Some(2 * gi), Some(1 << 30), 8 * gi),
-            gi
-        );
-        // Bounds above the node's memory, zero or negative are ignored.
-        assert_eq!(
-            memory_empty_dir_size(Some(16 * gi), Some(16 << 30), 8 * gi),
-            8 * gi
-        );
-        assert_eq!(memory_empty_dir_size(Some(0), Some(0), 8 * gi), 8 * gi);
-        assert_eq!(memory_empty_dir_size(None, Some(-1), 8 * gi), 8 * gi);
-        assert_eq!(memory_empty_dir_size(Some(gi), None, 8 * gi), gi);
-    }
-
-    #[test]
-    fn tmpfs_options_name_mode_and_size() {
-        assert_eq!(
-            tmpfs_options(Some(SHM_SIZE), 0o1777).unwrap(),
-            "mode=1777,size=67108864"
-        );
-        assert_eq!(tmpfs_options(None, 0o777).unwrap(), "mode=777");
-        assert!(tmpfs_options(Some(0), 0o777).is_err());
-        assert!(tmpfs_options(None, 0o10000).is_err());
     }
 }
