@@ -707,6 +707,58 @@ fn failing_liveness_probes_restart_the_container() {
     env.assert_nothing_left();
 }
 
+/// httpGet probes follow redirects as kubelet does (pkg/probe/http): busybox
+/// httpd sends `/d` to `/d/`, the same host, so the readiness probe gets that
+/// page's 404 until it has an index; a CGI's redirect to another host is not
+/// followed, and the liveness probe passes with a ProbeWarning event.
+#[test]
+fn http_probes_follow_redirects_as_kubelet_does() {
+    let env = Env::new(&SUITE, "redirects");
+    let name = env.name("lc5-redirect");
+    let _agent = env.serve(None, &[], &[]);
+    let away = r#"printf '#!/bin/sh\nprintf "HTTP/1.1 302 Found\\r\\nLocation: http://127.0.0.2:9/\\r\\n\\r\\nmoved away"\n' > /www/cgi-bin/away; chmod +x /www/cgi-bin/away"#;
+    let script = format!(
+        "mkdir -p /www/d /www/cgi-bin; {away}; httpd -f -p 8080 -h /www & trap 'kill $!; exit 0' TERM; while true; do sleep 0.1; done"
+    );
+    let probes = "    readinessProbe:\n      httpGet: {path: /d, port: 8080}\n      periodSeconds: 1\n      failureThreshold: 1\n    livenessProbe:\n      httpGet: {path: /cgi-bin/away, port: 8080}\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n";
+    env.apply(&pod(
+        &name,
+        "  terminationGracePeriodSeconds: 2\n",
+        &container("app", &script, probes),
+    ));
+    let d = env.wait_describe(&name, "the redirect's 404 and the warning", 20, |d| {
+        let ev = events(d);
+        ev.contains("Readiness probe failed: HTTP probe failed with statuscode: 404")
+            && ev.contains("ProbeWarning")
+    });
+    assert!(
+        events(&d).contains(
+            "Liveness probe warning: Probe terminated redirects, Response body: moved away"
+        ),
+        "{d}"
+    );
+    let row = env.row(&name).unwrap();
+    assert_eq!(
+        (row[2].as_str(), restarts(&row)),
+        ("0/1", 0),
+        "{row:?}\n{}",
+        env.diag()
+    );
+    env.ok(&[
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "echo ok > /www/d/index.html",
+    ]);
+    env.wait_row(&name, "1/1", 10, |r| r[2] == "1/1" && r[3] == "Running");
+    let row = env.row(&name).unwrap();
+    assert_eq!(restarts(&row), 0, "the warning is no failure: {row:?}");
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
+
 /// A readiness probe keeps the pod 0/1 until it passes, then 1/1 (Ready
 /// condition True), and 0/1 again when it fails.
 #[test]

@@ -147,7 +147,12 @@ pub fn run_hook(
         return Ok(());
     }
     if let Some(http) = &hook.http_get {
-        return crate::agent::probe::http_get(state, name, http, timeout).map(|_| ());
+        // Any answer will do: kubelet's hook fails only when no answer comes
+        // (pkg/kubelet/lifecycle/handlers.go runHTTPHandler), redirects
+        // followed as for probes (pkg/kubelet/kubelet.go gives its client
+        // the prober's RedirectChecker).
+        use crate::agent::probe::{http::Purpose, http_get};
+        return http_get(state, name, http, Purpose::Lifecycle, timeout).map(|_| ());
     }
     anyhow::bail!("a hook with no handler (exec, httpGet or sleep)")
 }

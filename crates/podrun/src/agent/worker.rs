@@ -614,22 +614,16 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
                     continue;
                 };
                 let Some(spec) = spec else { continue };
-                let (result, why) = super::probe::run(state, spec, &probe);
-                if result == podrun_kubelet::probe::ProbeResult::Failure {
-                    let which = match kind {
-                        ProbeKind::Startup => "Startup",
-                        ProbeKind::Liveness => "Liveness",
-                        ProbeKind::Readiness => "Readiness",
-                    };
-                    agent.event(
-                        ns,
-                        name,
-                        "Warning",
-                        "Unhealthy",
-                        &format!("{which} probe failed: {why}"),
-                    );
+                let outcome = super::probe::run(state, spec, &probe);
+                let which = match kind {
+                    ProbeKind::Startup => "Startup",
+                    ProbeKind::Liveness => "Liveness",
+                    ProbeKind::Readiness => "Readiness",
+                };
+                if let Some((reason, message)) = outcome.event(which) {
+                    agent.event(ns, name, "Warning", reason, &message);
                 }
-                p.record(kind, result, chrono::Utc::now());
+                p.record(kind, outcome.result(), chrono::Utc::now());
             }
         }
         o.probes = p.verdicts();
