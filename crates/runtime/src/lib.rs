@@ -1,6 +1,9 @@
 //! Sandboxes, containers and images behind a CRI-shaped API (RunPodSandbox,
-//! CreateContainer, StartContainer …). So far: the sandbox and the per-pod monitor.
+//! CreateContainer, StartContainer …). So far: the sandbox, the per-pod
+//! monitor, and [`service::SandboxRuntime`], the CRI calls for the containers
+//! of one sandbox that the pod manager makes through it.
 
 pub mod cgroups;
 pub mod monitor;
 pub mod sandbox;
+pub mod service;

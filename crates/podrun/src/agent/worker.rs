@@ -29,8 +29,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+mod execute;
 mod observe;
-use observe::{parse_time, runtime_id};
+use execute::Unmade;
+use observe::parse_time;
+use podrun_runtime::service::{MonitorSandbox, SandboxRuntime};
 
 /// What one sync did.
 struct Step {
@@ -467,11 +470,6 @@ pub(super) fn kubelet_config() -> podrun_kubelet::Config {
     config
 }
 
-/// The monitor's answer to `request`.
-fn ask(run_dir: &std::path::Path, request: &monitor::Request) -> Result<monitor::Response> {
-    Ok(monitor::request(run_dir, request, Duration::from_secs(30))?)
-}
-
 /// What the agent keeps of a container between syncs (and agents). A stored
 /// value that does not parse is an error, never a silent reset of restart
 /// counts and back-off.
@@ -482,43 +480,6 @@ struct Memory {
     /// Not `probes`: the observation has a field of that name (its verdicts).
     #[serde(default)]
     probe_state: Option<ContainerProbes>,
-}
-
-/// Run container `n`'s postStart hook; a failure kills the container
-/// (kubelet: FailedPostStartHook, then the container is killed and restarted
-/// by its policy).
-fn post_start(agent: &Agent, row: &PodRow, state: &PodState, pod: &Pod, n: &str) -> Result<()> {
-    let Some(hook) = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-        .find(|c| c.name == n)
-        .and_then(|c| c.lifecycle.as_ref()?.post_start.clone())
-    else {
-        return Ok(());
-    };
-    if let Err(e) = super::terminate::run_hook(state, n, &hook, Duration::from_secs(120)) {
-        let message = format!(
-            "PostStartHook failed: container {n}: {}",
-            crate::message(&e)
-        );
-        agent.event(
-            &row.namespace,
-            &row.name,
-            "Warning",
-            "FailedPostStartHook",
-            &message,
-        );
-        ask(
-            &state.run_dir,
-            &monitor::Request::Stop {
-                name: n.to_string(),
-                signal: None,
-                grace_period_ms: None,
-            },
-        )?;
-    }
-    Ok(())
 }
 
 /// The imageID the API shows: the repository with the digest it was pulled by.
@@ -533,25 +494,15 @@ fn image_id(images: &podrun_image::Images, image: &str) -> Option<String> {
     Some(format!("{repo}@{digest}"))
 }
 
-/// The image of container `name` of `pod`.
-fn image_of(pod: &Pod, name: &str) -> String {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-        .find(|c| c.name == name)
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default()
-}
-
 /// One sync of a running pod (blocking: it speaks to the monitor's socket).
 /// kubelet's SyncPod: observe, `compute_pod_actions`, kill, start, record.
 fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
-    use podrun_kubelet::observe::{ContainerState, Termination};
+    use podrun_kubelet::observe::ContainerState;
     let (ns, name) = (row.namespace.as_str(), row.name.as_str());
     let pod: Pod = serde_json::from_str(&row.manifest)?;
     let config = kubelet_config();
     let now = chrono::Utc::now();
-    let mut prepared = state
+    let prepared = state
         .plan
         .as_ref()
         .map(|p| p.containers.clone())
@@ -585,10 +536,10 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         );
     }
     // What the monitor holds now: an exit while the agent was down is here too.
-    let monitor::Response::State { containers } = ask(&state.run_dir, &monitor::Request::State)?
-    else {
-        anyhow::bail!("pod/{name}: its monitor did not report its containers");
-    };
+    let rt = MonitorSandbox::new(&state.run_dir, Duration::from_secs(30));
+    let containers = rt
+        .list_containers()
+        .with_context(|| format!("pod/{name}: its monitor did not report its containers"))?;
     observe::merge(&mut observed, &mut probes, &containers, now, |cs, exit| {
         pods::termination_message(&state.record.data_dir, &cs.name).or_else(|| {
             // A failed container of FallbackToLogsOnError that left no
@@ -629,197 +580,24 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         o.probes = p.verdicts();
     }
     let actions = podrun_kubelet::compute_pod_actions(&pod, &observed, now, &config);
-    let mut failures = Vec::new();
-    let mut finished = false;
-    if let Some(kill) = &actions.kill_pod {
-        // The pod is done (Completed, DeadlineExceeded, a failed init under
-        // Never): stop what runs, a group at a time in kubelet's order
-        // (sidecars last), then end the sandbox.
-        let running: Vec<&str> = containers
-            .iter()
-            .filter(|c| c.running)
-            .map(|c| c.name.as_str())
-            .collect();
-        if running.is_empty() {
-            ask(&state.run_dir, &monitor::Request::Shutdown)?;
-            finished = true;
-        } else if let Some(group) = podrun_kubelet::termination_order(&pod)
-            .into_iter()
-            .map(|g| {
-                g.into_iter()
-                    .filter(|n| running.contains(&n.as_str()))
-                    .collect::<Vec<_>>()
-            })
-            .find(|g| !g.is_empty())
-        {
-            for n in group {
-                agent.event(
-                    ns,
-                    name,
-                    "Normal",
-                    "Killing",
-                    &format!("Stopping container {n}: {}", kill.message),
-                );
-                ask(
-                    &state.run_dir,
-                    &monitor::Request::Stop {
-                        name: n.clone(),
-                        signal: None,
-                        grace_period_ms: None,
-                    },
-                )?;
-            }
-        }
-    }
-    for k in &actions.kill {
-        agent.event(ns, name, "Normal", "Killing", &k.message);
-        // A probe's own terminationGracePeriodSeconds wins over the pod's
-        // (pkg/kubelet/kuberuntime/kuberuntime_container.go killContainer).
-        let spec = specs.iter().find(|s| s.name == k.name);
-        let probe = spec.and_then(|s| match k.reason {
-            podrun_kubelet::actions::KillReason::LivenessProbe => s.liveness_probe.as_ref(),
-            podrun_kubelet::actions::KillReason::StartupProbe => s.startup_probe.as_ref(),
-            podrun_kubelet::actions::KillReason::SpecChanged => None,
-        });
-        if let Some(o) = observed.containers.get_mut(&k.name) {
-            // kubelet starts it again in the same sync; here, once its exit is seen.
-            o.restart_after_kill = k.restart;
-        }
-        let grace = probe
-            .and_then(|p| p.termination_grace_period_seconds)
-            .map(|s| podrun_kubelet::grace::millis(podrun_kubelet::grace::grace_period(s)));
-        ask(
-            &state.run_dir,
-            &monitor::Request::Stop {
-                name: k.name.clone(),
-                signal: None,
-                grace_period_ms: grace,
-            },
-        )?;
-    }
-    let events = |t: &str, r: &str, m: String| agent.event(ns, name, t, r, &m);
-    let mut sources = None;
-    for n in actions.start_init.iter().chain(&actions.start) {
-        let Some(spec) = specs.iter().find(|c| &c.name == n) else {
-            continue;
-        };
-        let o = observed.containers.entry(n.clone()).or_default();
-        // kubelet's startContainer: the image, then a new container (a restart
-        // too gets a fresh writable layer: the image's files, not what the
-        // last run wrote), then the start.
-        if containers.iter().any(|c| &c.name == n) {
-            ask(
-                &state.run_dir,
-                &monitor::Request::Remove { name: n.clone() },
-            )?;
-        }
-        let plan = match make_container(agent, state, &pod, spec, &mut sources, &events) {
-            Ok(plan) => plan,
-            Err(unmade) => {
-                let (reason, message) = unmade.reason_and_message();
-                if reason == "ErrImagePull" {
-                    o.pull_failed(now, &message, &config.image_back_off);
-                } else {
-                    // Not again before the pod worker's back-off (10 s, plus
-                    // up to half of it: pod_workers.go), rather than on every
-                    // sync, and the registry with it (ErrImageNeverPull too:
-                    // kubelet's image manager keeps no back-off for it).
-                    let wait = config
-                        .worker_back_off
-                        .mul_f64(1.0 + 0.5 * random_fraction());
-                    let retry_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
-                    o.create_failed(reason, &message, retry_at);
-                }
-                // kubelet's startContainer: a failed pull was told in its own
-                // event, so this one names only the reason.
-                let said = if matches!(unmade, Unmade::Pull(_)) {
-                    reason
-                } else {
-                    &message
-                };
-                agent.event(ns, name, "Warning", "Failed", &format!("Error: {said}"));
-                failures.push(format!("pod/{name}: container {n}: {message}"));
-                continue;
-            }
-        };
-        o.pulled();
-        match prepared.iter_mut().find(|c| &c.name == n) {
-            Some(p) => *p = plan.clone(),
-            None => prepared.push(plan.clone()),
-        }
-        pods::write_prepared(&state.run_dir, &prepared)?;
-        o.starting(now, &config.back_off);
-        match ask(
-            &state.run_dir,
-            &monitor::Request::Start {
-                container: plan.clone(),
-            },
-        )? {
-            monitor::Response::Started { started_at, .. } => {
-                let started_at = parse_time(&started_at).unwrap_or(now);
-                o.started(started_at, Some(runtime_id(&plan.id)));
-                o.spec_hash = Some(podrun_kubelet::observe::container_hash(spec));
-                o.image_id = image_id(&agent.images, &image_of(&pod, n));
-                if let Some(p) = probes.get_mut(n) {
-                    p.container_started(started_at);
-                    o.probes = p.verdicts();
-                }
-                agent.event(
-                    ns,
-                    name,
-                    "Normal",
-                    "Created",
-                    &format!("Created container {n}"),
-                );
-                agent.event(
-                    ns,
-                    name,
-                    "Normal",
-                    "Started",
-                    &format!("Started container {n}"),
-                );
-                post_start(agent, row, state, &pod, n)?;
-            }
-            monitor::Response::StartFailed { message } => {
-                o.exited(Termination {
-                    exit_code: 128,
-                    signal: None,
-                    reason: "StartError".into(),
-                    message: Some(message.clone()),
-                    started_at: None,
-                    finished_at: now,
-                });
-                o.start_failed("RunContainerError", &message);
-                agent.event(ns, name, "Warning", "Failed", &format!("Error: {message}"));
-                failures.push(format!("pod/{name}: container {n}: start: {message}"));
-            }
-            other => anyhow::bail!("pod/{name}: container {n}: start: {other:?}"),
-        }
-    }
-    for w in &actions.waiting {
-        if let Some(o) = observed.containers.get_mut(&w.name) {
-            if o.waiting.as_ref() != Some(&w.reason) {
-                if w.reason.reason == "ImagePullBackOff" {
-                    // pkg/kubelet/images/image_manager.go: a Normal BackOff
-                    // event, then startContainer's "Error: ImagePullBackOff".
-                    agent.event(ns, name, "Normal", "BackOff", &w.reason.message);
-                    agent.event(ns, name, "Warning", "Failed", "Error: ImagePullBackOff");
-                } else {
-                    agent.event(
-                        ns,
-                        name,
-                        "Warning",
-                        "BackOff",
-                        &format!(
-                            "Back-off restarting failed container {} in pod {name}",
-                            w.name
-                        ),
-                    );
-                }
-            }
-            o.waiting = Some(w.reason.clone());
-        }
-    }
+    let mut node = AgentNode {
+        agent,
+        row,
+        state,
+        pod: &pod,
+        prepared,
+        sources: None,
+    };
+    let round = execute::Round {
+        pod: &pod,
+        reported: &containers,
+        actions: &actions,
+        now,
+        config: &config,
+    };
+    let execute::Executed { failures, finished } =
+        execute::execute(&round, &mut observed, &mut probes, &rt, &mut node)
+            .with_context(|| format!("pod/{name}"))?;
     // Store what changed, then the status: committed before anyone sees it.
     for (n, o) in &observed.containers {
         let memory = serde_json::to_string(&Memory {
@@ -880,27 +658,6 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         wake,
         finished,
     })
-}
-
-/// Why a container could not be made for a start.
-enum Unmade {
-    /// Its image is not here (`ErrImagePull`, `ErrImageNeverPull`).
-    Pull(crate::run::PullFailure),
-    /// Its environment names a ConfigMap, Secret or key that is not there.
-    Config(String),
-    /// Its root filesystem or bundle could not be made.
-    Create(String),
-}
-
-impl Unmade {
-    /// kubelet's waiting reason, and the cause.
-    fn reason_and_message(&self) -> (&'static str, String) {
-        match self {
-            Unmade::Pull(f) => (f.reason, f.message.clone()),
-            Unmade::Config(m) => ("CreateContainerConfigError", m.clone()),
-            Unmade::Create(m) => ("CreateContainerError", m.clone()),
-        }
-    }
 }
 
 /// Container `spec` made for a start: its image ensured by its pull policy
@@ -1086,6 +843,65 @@ pub(super) fn summary(row: &PodRow) -> PodSummary {
         PodPhase::Running | PodPhase::Finished => {
             reported().unwrap_or_else(|| waiting("ContainerCreating"))
         }
+    }
+}
+
+/// The pod manager's part of a sync's execution ([`execute::Node`]).
+struct AgentNode<'a> {
+    agent: &'a Agent,
+    row: &'a PodRow,
+    state: &'a PodState,
+    pod: &'a Pod,
+    /// Every container made so far (prepared.json: the bundles a later agent may find).
+    prepared: Vec<monitor::ContainerPlan>,
+    /// The namespace's ConfigMaps and Secrets, read once per sync.
+    sources: Option<crate::env::Sources>,
+}
+
+impl execute::Node for AgentNode<'_> {
+    fn event(&self, type_: &str, reason: &str, message: &str) {
+        self.agent
+            .event(&self.row.namespace, &self.row.name, type_, reason, message);
+    }
+
+    fn make_container(
+        &mut self,
+        spec: &k8s_openapi::api::core::v1::Container,
+    ) -> Result<monitor::ContainerPlan, Unmade> {
+        let (agent, row) = (self.agent, self.row);
+        let events = |t: &str, r: &str, m: String| agent.event(&row.namespace, &row.name, t, r, &m);
+        let plan = make_container(
+            agent,
+            self.state,
+            self.pod,
+            spec,
+            &mut self.sources,
+            &events,
+        )?;
+        match self.prepared.iter_mut().find(|c| c.name == plan.name) {
+            Some(p) => *p = plan.clone(),
+            None => self.prepared.push(plan.clone()),
+        }
+        pods::write_prepared(&self.state.run_dir, &self.prepared)
+            .map_err(|e| Unmade::Create(format!("record its bundle: {e:#}")))?;
+        Ok(plan)
+    }
+
+    fn image_id(&self, image: &str) -> Option<String> {
+        image_id(&self.agent.images, image)
+    }
+
+    fn post_start(
+        &self,
+        name: &str,
+        hook: &k8s_openapi::api::core::v1::LifecycleHandler,
+    ) -> Result<(), String> {
+        super::terminate::run_hook(self.state, name, hook, Duration::from_secs(120))
+            .map_err(|e| crate::message(&e))
+    }
+
+    fn random_fraction(&self) -> f64 {
+        random_fraction()
     }
 }
 
