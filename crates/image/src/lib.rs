@@ -4,6 +4,8 @@
 //! [`Images`] is the one entry point: `pull`, `load`, `list`, `inspect`,
 //! `remove`, and `prepare_rootfs`/`remove_rootfs` for the runtime.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod content;
 pub mod digest;

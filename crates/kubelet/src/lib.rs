@@ -46,6 +46,8 @@
 //! assert_eq!(podrun_kubelet::printer::status_column(&shown), "Init:0/1");
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod actions;
 pub mod backoff;
 pub mod grace;

@@ -10,6 +10,8 @@
 //!
 //! Runtime backends (embedded libcontainer, runc, crun) arrive with issue "run a pod".
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod host;
 mod input;

@@ -12,6 +12,8 @@
 //!
 //! The objects are k8s-openapi's types (re-exported as [`k8s_openapi`]).
 
+#![forbid(unsafe_code)]
+
 mod cgroup;
 mod defaults;
 mod parse;
@@ -155,6 +157,16 @@ impl SpecErrors {
             .collect();
         lines.join("\n")
     }
+}
+
+/// The pod's containers in the order kubelet knows them: init containers
+/// (native sidecars among them) in order, then the main containers.
+pub fn containers(
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> impl Iterator<Item = &k8s_openapi::api::core::v1::Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
 }
 
 /// Parses, validates and defaults every object of a manifest: what `podrun run -f` and

@@ -22,7 +22,7 @@ use super::{crash_point, now, Agent, Msg};
 use crate::pods::{self, PodRecord, PodState};
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use podrun_kubelet::probe::{ContainerProbes, ProbeKind};
+use podrun_kubelet::probe::ContainerProbes;
 use podrun_runtime::monitor;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 
 mod execute;
 mod observe;
+mod probing;
 use execute::Unmade;
 use observe::parse_time;
 use podrun_runtime::service::{MonitorSandbox, SandboxRuntime};
@@ -437,9 +438,6 @@ async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
     })
 }
 
-/// How often a pod whose init container runs is looked at.
-const INIT_POLL: Duration = Duration::from_millis(20);
-
 /// What one round of [`drive`] found.
 struct Round {
     result: Result<(), String>,
@@ -497,7 +495,6 @@ fn image_id(images: &podrun_image::Images, image: &str) -> Option<String> {
 /// One sync of a running pod (blocking: it speaks to the monitor's socket).
 /// kubelet's SyncPod: observe, `compute_pod_actions`, kill, start, record.
 fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
-    use podrun_kubelet::observe::ContainerState;
     let (ns, name) = (row.namespace.as_str(), row.name.as_str());
     let pod: Pod = serde_json::from_str(&row.manifest)?;
     let config = kubelet_config();
@@ -514,11 +511,8 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     };
     // What the agent remembers of each container (restarts, back-off, last
     // exit, its probes' state).
-    let specs: Vec<&k8s_openapi::api::core::v1::Container> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-        .collect();
+    let specs: Vec<&k8s_openapi::api::core::v1::Container> =
+        podrun_spec::containers(&pod).collect();
     let mut stored = HashMap::new();
     let mut probes: HashMap<String, ContainerProbes> = HashMap::new();
     for c in &specs {
@@ -551,34 +545,20 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
             pods::log_tail_message(&state.log_path(&cs.name), parse_time(&exit.started_at))
         })
     });
-    // Probes that are due, for running containers.
-    for (n, o) in observed.containers.iter_mut() {
-        let Some(p) = probes.get_mut(n) else { continue };
-        let adopted = matches!(o.state, ContainerState::Running { started_at } if started_at < agent.started_at);
-        if adopted && !agent.run_mode {
-            p.jitter_after_restart(agent.started_at, now, random_fraction());
-        }
-        if o.state.is_running() {
-            let spec = specs.iter().find(|s| &s.name == n);
-            for kind in p.due(now) {
-                let Some(probe) = p.get(kind).map(|s| s.probe().clone()) else {
-                    continue;
-                };
-                let Some(spec) = spec else { continue };
-                let outcome = super::probe::run(state, spec, &probe);
-                let which = match kind {
-                    ProbeKind::Startup => "Startup",
-                    ProbeKind::Liveness => "Liveness",
-                    ProbeKind::Readiness => "Readiness",
-                };
-                if let Some((reason, message)) = outcome.event(which) {
-                    agent.event(ns, name, "Warning", reason, &message);
-                }
-                p.record(kind, outcome.result(), chrono::Utc::now());
-            }
-        }
-        o.probes = p.verdicts();
-    }
+    let take_over = probing::TakeOver {
+        agent_started: agent.started_at,
+        jitter: !agent.run_mode,
+        random: random_fraction(),
+    };
+    probing::run_due(
+        &pod,
+        &mut observed,
+        &mut probes,
+        now,
+        &take_over,
+        &mut |spec, probe| super::probe::run(state, spec, probe),
+        &|reason, message| agent.event(ns, name, "Warning", reason, message),
+    );
     let actions = podrun_kubelet::compute_pod_actions(&pod, &observed, now, &config);
     let mut node = AgentNode {
         agent,
@@ -622,33 +602,14 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     if row.status.as_deref() != Some(text.as_str()) {
         agent.db().set_status(ns, name, &text)?;
     }
-    let next = probes
-        .values()
-        .filter_map(ContainerProbes::next_due)
-        .chain(actions.next_sync)
-        .min();
-    let mut wake = next
-        .map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default())
-        .map(|d| d.min(agent.sync_interval));
-    // While a regular init container runs, the pod waits for its exit to
-    // start the next step: look again soon rather than at the next interval
-    // (kubelet's PLEG relists every second; a State request costs ~0.1 ms).
-    let initializing = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten())
-        .filter(|c| !podrun_kubelet::observe::is_sidecar(c))
-        .any(|c| {
-            observed
-                .containers
-                .get(&c.name)
-                .is_some_and(|o| o.state.is_running())
-        });
-    // After a start, the next step (the container after a sidecar) may be due at once.
-    let started_some = !actions.start_init.is_empty() || !actions.start.is_empty();
-    if initializing || started_some {
-        wake = Some(wake.map_or(INIT_POLL, |w| w.min(INIT_POLL)));
-    }
+    let wake = probing::next_wake(
+        &pod,
+        &observed,
+        &probes,
+        &actions,
+        chrono::Utc::now(),
+        agent.sync_interval,
+    );
     Ok(Round {
         result: if failures.is_empty() {
             Ok(())

@@ -257,10 +257,7 @@ pub fn execute(
 
 /// Container `name` of the pod (init or main).
 fn spec_of<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-        .find(|c| c.name == name)
+    podrun_spec::containers(pod).find(|c| c.name == name)
 }
 
 #[cfg(test)]
