@@ -18,6 +18,7 @@ PACKAGES=(
     curl              # readiness checks
     openssl           # a self-signed certificate for the HTTPS probe test
     python3-grpcio    # the gRPC health server of the gRPC probe test (/usr/bin/python3)
+    python3-yaml      # PyYAML, the YAML 1.1 reader of podrun's YAML output tests (/usr/bin/python3)
 )
 
 log() { printf 'deps: %s\n' "$*" >&2; }

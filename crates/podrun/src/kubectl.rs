@@ -208,7 +208,7 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
         if output == "json" {
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
-            print!("{}", crate::yaml::to_string(&value));
+            print!("{}", crate::yaml::to_string(&value)?);
         }
         return Ok(());
     }

@@ -36,7 +36,7 @@ pub async fn run(cli: &'static Cli, args: &RunArgs) -> Result<i32> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("read {}", args.file.display()))?;
     let source = args.file.display().to_string();
-    let objects = podrun_spec::load(&text, &source)?;
+    let objects = podrun_spec::load_runnable(&text, &source)?;
     let mut pods_found = Vec::new();
     let mut sources = Sources::default();
     for o in objects {
@@ -940,8 +940,9 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
                 .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.name))?;
             pod_volumes.set_up_host_path(&v.name, Path::new(&h.path), kind)?
         } else {
+            // podrun_spec::load_runnable refuses a pod with any other volume type.
             bail!(
-                "volume {}: only emptyDir and hostPath are supported by podrun run yet",
+                "volume {}: internal error: a type other than emptyDir and hostPath got past the manifest check",
                 v.name
             );
         };

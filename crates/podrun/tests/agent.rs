@@ -676,6 +676,22 @@ fn an_invalid_document_applies_nothing() {
         text(&out)
     );
 
+    // Valid, but with volumes podrun cannot mount yet: refused at once, every one.
+    let unsupported = pod("default", &bad, "x").replace(
+        "spec:\n",
+        "spec:\n  volumes:\n  - {name: a, emptyDir: {}}\n  - {name: b, configMap: {name: conf}}\n  - {name: c, secret: {secretName: tls}}\n",
+    );
+    let out = env.apply(&format!("{}---\n{unsupported}", pod("default", &good, "x")));
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.volumes[1].configMap: unsupported value: podrun does not support configMap volumes yet (supported: emptyDir, hostPath)")
+            && stderr.contains("spec.volumes[2].secret: unsupported value")
+            && stderr.contains("nothing was applied"),
+        "{}",
+        text(&out)
+    );
+
     let out = env.podrun(&["get", "pods", "-A"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{}", text(&out));

@@ -1,9 +1,10 @@
 //! Pod, ConfigMap and Secret model for podrun: strict parsing, validation as the API
 //! server does it, and the API server's defaults. No I/O: text in, values out.
 //!
-//! [`load`] is what `podrun run -f pod.yaml` and `podrun apply -f` use: it parses every
-//! document, validates every object and, when all is well, applies defaults. Each
-//! problem comes back at once with its field path and line:
+//! [`load_runnable`] is what `podrun run -f pod.yaml` and `podrun apply -f` use: it
+//! parses every document, validates every object, refuses what this node cannot run
+//! yet ([`unsupported`]) and, when all is well, applies defaults. Each problem comes
+//! back at once with its field path and line:
 //!
 //! ```text
 //! pod.yaml:12: spec.containers[0].imagePullPolicyy: unknown field
@@ -16,6 +17,7 @@
 
 mod cgroup;
 mod defaults;
+mod node;
 mod parse;
 mod quantity;
 mod validate;
@@ -31,6 +33,7 @@ pub use cgroup::{
 };
 pub use defaults::{apply_defaults, apply_object_defaults, default_pull_policy};
 pub use k8s_openapi;
+pub use node::{unsupported, SUPPORTED_VOLUMES};
 pub use parse::parse_documents;
 pub use quantity::{
     cpu_millis, memory_bytes, parse_quantity, qos_class, ParsedQuantity, QosClass, QuantityError,
@@ -169,15 +172,30 @@ pub fn containers(
         .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
 }
 
-/// Parses, validates and defaults every object of a manifest: what `podrun run -f` and
-/// `podrun apply -f` do with a file. All problems are returned at once, each with its
-/// line; objects come back with the API server's defaults applied.
+/// Parses, validates and defaults every object of a manifest, as the API server would
+/// take it. All problems are returned at once, each with its line; objects come back
+/// with the API server's defaults applied.
 pub fn load(text: &str, source: &str) -> Result<Vec<Object>, SpecErrors> {
+    load_checked(text, source, false)
+}
+
+/// [`load`], refusing also what this node cannot run yet ([`unsupported`]), with the
+/// same paths and lines: what `podrun run -f` and `podrun apply -f` do with a file.
+pub fn load_runnable(text: &str, source: &str) -> Result<Vec<Object>, SpecErrors> {
+    load_checked(text, source, true)
+}
+
+fn load_checked(text: &str, source: &str, runnable: bool) -> Result<Vec<Object>, SpecErrors> {
     let parsed = parse::parse(text);
     let mut errors = parsed.errors.clone();
     let mut seen: HashMap<(&str, &str, &str), usize> = HashMap::new();
     for found in &parsed.objects {
-        for error in validate(&found.object) {
+        let node_errors = if runnable {
+            unsupported(&found.object)
+        } else {
+            Vec::new()
+        };
+        for error in validate(&found.object).into_iter().chain(node_errors) {
             errors.push((
                 found.document,
                 FieldError::new(join_path(&found.base, &error.path), error.message),

@@ -6,9 +6,9 @@
 //! k8s.io/apimachinery/pkg/util/validation. Messages keep Kubernetes' wording, lower-case.
 //! A field that the API server would default (empty string, unset, a zero probe
 //! period) is accepted, so an object validates the same before and after
-//! [`crate::apply_defaults`]. Where podrun cannot honour a valid field (volume types
-//! other than emptyDir, hostPath, configMap, secret, downwardAPI and projected;
-//! Windows pods; device plugins) the error says "not supported by podrun".
+//! [`crate::apply_defaults`]. Where podrun cannot honour a valid field (Windows pods;
+//! device plugins) the error says "not supported by podrun". Volume types podrun cannot
+//! mount yet are valid here: [`crate::unsupported`] refuses them, as a node would.
 
 mod container;
 mod names;
@@ -19,6 +19,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::{join_path, FieldError, Object};
+pub(crate) use volume::volume_sources;
+
 use names::{config_key, dns1123_subdomain, label_value, qualified_name};
 
 /// Validates any object; see [`validate_pod`], [`validate_config_map`] and [`validate_secret`].

@@ -340,13 +340,17 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
     })
 }
 
-/// Parse and validate every document of every file; any problem refuses the
-/// whole request.
-fn load(files: &[(String, String)]) -> Result<Vec<podrun_spec::Object>> {
+/// Parse and validate every document of every file with `load`
+/// ([`podrun_spec::load_runnable`] for what is to run here); any problem refuses
+/// the whole request.
+fn load(
+    files: &[(String, String)],
+    load: fn(&str, &str) -> Result<Vec<podrun_spec::Object>, podrun_spec::SpecErrors>,
+) -> Result<Vec<podrun_spec::Object>> {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     for (source, text) in files {
-        match podrun_spec::load(text, source) {
+        match load(text, source) {
             Ok(o) => objects.extend(o),
             Err(e) => problems.push(e.to_string()),
         }
@@ -379,7 +383,7 @@ pub(crate) async fn apply(
     files: &[(String, String)],
     source: &str,
 ) -> Result<Response> {
-    let objects = load(files)?;
+    let objects = load(files, podrun_spec::load_runnable)?;
     let mut changes = Vec::new();
     let mut lines = Vec::new();
     let mut started = Vec::new();
@@ -577,7 +581,8 @@ async fn delete_files(
     files: &[(String, String)],
     grace_period: Option<i64>,
 ) -> Result<Response> {
-    let objects = load(files)?;
+    // What is only deleted need not be runnable here.
+    let objects = load(files, podrun_spec::load)?;
     let mut lines = Vec::new();
     let mut warnings = Vec::new();
     let mut pods: Vec<(String, String)> = Vec::new();

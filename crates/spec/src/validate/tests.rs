@@ -328,8 +328,9 @@ fn volume_rules() {
         ("bad volume name", "name: Scratch_1\nemptyDir: {}", &[("spec.volumes[0].name", "RFC 1123 label")]),
         ("missing name", "emptyDir: {}", &[("spec.volumes[0].name", "required value")]),
         ("two sources", "name: v\nemptyDir: {}\nhostPath: {path: /tmp}", &[("spec.volumes[0].hostPath", "may not specify more than 1 volume type")]),
-        ("unsupported source", "name: v\nnfs: {server: nfs.local, path: /export}", &[("spec.volumes[0].nfs", "volume type nfs is not supported by podrun")]),
-        ("pvc", "name: v\npersistentVolumeClaim: {claimName: data}", &[("spec.volumes[0].persistentVolumeClaim", "not supported by podrun")]),
+        // Valid, though podrun cannot mount them yet: crate::node refuses them.
+        ("nfs", "name: v\nnfs: {server: nfs.local, path: /export}", &[]),
+        ("pvc", "name: v\npersistentVolumeClaim: {claimName: data}", &[]),
         ("emptyDir medium", "name: v\nemptyDir: {medium: Disk}", &[("spec.volumes[0].emptyDir.medium", r#"unsupported value "Disk": supported values: "", "Memory""#)]),
         ("hugepages emptyDir", "name: v\nemptyDir: {medium: HugePages-2Mi}", &[("spec.volumes[0].emptyDir.medium", "not supported by podrun")]),
         ("emptyDir sizeLimit", "name: v\nemptyDir: {sizeLimit: -1Gi}", &[("spec.volumes[0].emptyDir.sizeLimit", "must be greater than or equal to 0")]),

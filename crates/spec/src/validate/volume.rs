@@ -123,15 +123,6 @@ fn local_non_reserved_path(e: &mut Errors, path: &str, value: &str) {
     }
 }
 
-const VOLUME_SOURCES: &[&str] = &[
-    "emptyDir",
-    "hostPath",
-    "configMap",
-    "secret",
-    "downwardAPI",
-    "projected",
-];
-
 pub(super) fn volumes<'a>(
     e: &mut Errors,
     list: &'a [Volume],
@@ -149,20 +140,18 @@ pub(super) fn volumes<'a>(
                 e.add(at(&vp, "name"), format!("duplicate value {:?}", v.name));
             }
         }
-        // No source at all is fine: SetDefaults_Volume makes it an emptyDir.
-        for (n, source) in volume_sources(v).into_iter().enumerate() {
-            if n > 0 {
-                e.add(at(&vp, source), "may not specify more than 1 volume type");
-            } else if !VOLUME_SOURCES.contains(&source) {
-                e.unsupported_by_podrun(&at(&vp, source), &format!("volume type {source}"));
-            }
+        // No source at all is fine: SetDefaults_Volume makes it an emptyDir. Which
+        // types podrun can mount is the node's matter (crate::node), not validity.
+        for source in volume_sources(v).into_iter().skip(1) {
+            e.add(at(&vp, source), "may not specify more than 1 volume type");
         }
         volume_source(e, v, &vp, containers);
     }
     by_name
 }
 
-fn volume_sources(v: &Volume) -> Vec<&'static str> {
+/// The sources set in `v`, by their field names (`configMap`), in alphabetical order.
+pub(crate) fn volume_sources(v: &Volume) -> Vec<&'static str> {
     let sources = [
         ("awsElasticBlockStore", v.aws_elastic_block_store.is_some()),
         ("azureDisk", v.azure_disk.is_some()),
