@@ -439,7 +439,25 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
 pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     let files = read_manifests(&args.filename)?;
     ensure_agent(cli)?;
-    done(call(cli, &Request::Apply { files })?)
+    done(call(
+        cli,
+        &Request::Apply {
+            files,
+            create: false,
+        },
+    )?)
+}
+
+/// `podrun run --detach`: `apply` of a file whose pods must be new.
+pub fn create(cli: &Cli, files: Vec<(String, String)>) -> Result<()> {
+    ensure_agent(cli)?;
+    done(call(
+        cli,
+        &Request::Apply {
+            files,
+            create: true,
+        },
+    )?)
 }
 
 /// `podrun describe pod NAME`.

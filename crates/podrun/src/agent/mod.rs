@@ -320,7 +320,14 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
             warnings: vec![],
             failed: false,
         }),
-        Request::Apply { files } => apply(agent, &files, "api").await,
+        Request::Apply { files, create } => {
+            let existing = if create {
+                Existing::Refuse
+            } else {
+                Existing::Update
+            };
+            apply(agent, &files, "api", existing).await
+        }
         Request::DeleteFiles {
             files,
             grace_period,
@@ -372,12 +379,22 @@ fn manifest_hash(json: &str) -> String {
     hex::encode(sha2::Sha256::digest(json.as_bytes()))
 }
 
+/// What [`apply`] does with a pod that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Leave it or update it (`podrun apply`).
+    Update,
+    /// Refuse the whole request (`podrun run`, as `kubectl create`).
+    Refuse,
+}
+
 /// Store the objects of `files` (all or nothing), then have each new or
 /// changed pod's worker start it and report how that went.
 pub(crate) async fn apply(
     agent: &Arc<Agent>,
     files: &[(String, String)],
     source: &str,
+    existing: Existing,
 ) -> Result<Response> {
     let objects = load(files)?;
     let mut changes = Vec::new();
@@ -406,6 +423,9 @@ pub(crate) async fn apply(
                         bail!("pod/{name}: a pod of that name, started by podrun run, exists in namespace {namespace}\nnothing was applied");
                     }
                     match db.pod(&namespace, &name)? {
+                        Some(_) if existing == Existing::Refuse => bail!(
+                            "pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)\nnothing was applied"
+                        ),
                         Some(row) if row.source != source => bail!(
                             "pod/{name}: namespace {namespace} already has it from {} \nnothing was applied",
                             describe_source(&row.source)
