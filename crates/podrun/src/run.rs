@@ -96,7 +96,14 @@ async fn foreground(
         .pod(namespace, name)?
         .with_context(|| format!("pod/{name}: not stored"))?;
     let pod: Pod = serde_json::from_str(&row.manifest)?;
-    let log_dir = cli.run_root.join("pods").join(&row.pod_id).join("logs");
+    let run_dir = cli.run_root.join("pods").join(&row.pod_id);
+    // Held while this process manages the pod: `get` in another terminal
+    // shows what it reports below, and Unknown once it is gone.
+    let _lock = pods::RunLock::take(&run_dir)
+        .map_err(|e| tracing::warn!("pod/{name}: {e:#}: get will show it Unknown"))
+        .ok();
+    let mut reported: Option<String> = None;
+    let log_dir = run_dir.join("logs");
     let mut tails: Vec<(String, pods::Tail)> = pod
         .spec
         .iter()
@@ -116,6 +123,14 @@ async fn foreground(
             .is_none_or(|r| r.state == agent::db::PodPhase::Finished)
         {
             break;
+        }
+        if let Some(status) = row.and_then(|r| r.status) {
+            if reported.as_ref() != Some(&status) {
+                if let Err(e) = pods::write_status(&run_dir, &status) {
+                    tracing::warn!("pod/{name}: report its status: {e:#}");
+                }
+                reported = Some(status);
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}

@@ -35,6 +35,25 @@ impl Env {
 
     /// `podrun run -f <manifest> <extra…>`.
     fn run_with(&self, manifest: &str, extra: &[&str]) -> Output {
+        let mut args = self.run_args(manifest);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.podrun(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `podrun run -f <manifest>` in the foreground, left running (its
+    /// output discarded).
+    fn spawn_run(&self, manifest: &str) -> std::process::Child {
+        let args = self.run_args(manifest);
+        self.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The arguments of `podrun run -f <manifest>`, written to a file; the
+    /// pod's name is remembered for the cleanup.
+    fn run_args(&self, manifest: &str) -> Vec<String> {
         let file = self.dir.path().join("pod.yaml");
         std::fs::write(&file, manifest).unwrap();
         if let Some(name) = manifest
@@ -43,14 +62,17 @@ impl Env {
         {
             self.names.borrow_mut().push(name.trim().to_string());
         }
-        let mut args = vec!["run".to_string(), "-f".into(), file.display().to_string()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        self.podrun(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        vec!["run".to_string(), "-f".into(), file.display().to_string()]
     }
 
     /// `podrun <args…>` on this environment's roots.
     fn podrun(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_podrun"))
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_podrun"));
+        command
             .arg("--root")
             .arg(self.dir.path().join("root"))
             .arg("--run-root")
@@ -66,9 +88,8 @@ impl Env {
             // restarts and syncs within a test's patience.
             .env("PODRUN_SYNC_INTERVAL_MS", "200")
             .env("PODRUN_BACKOFF_INITIAL_MS", "500")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        command
     }
 
     /// Stop the agent a detached run started (SIGTERM; it leaves the pods to
@@ -492,6 +513,56 @@ spec:
         env.ok(&["delete", "pod", "retry"]),
         "pod \"retry\" deleted\n"
     );
+    env.assert_nothing_left();
+}
+
+/// `get pods` until its first row satisfies `done` (or 20 s passed): the table.
+fn get_until(env: &Env, done: impl Fn(&[&str]) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let t = env.ok(&["get", "pods"]);
+        let row: Vec<&str> = t
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        if done(&row) || std::time::Instant::now() > deadline {
+            return t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A pod of `podrun run` in the foreground is listed by `get` in another
+/// terminal with what its run reports; once that run is killed, the pod is
+/// Unknown (nothing manages it), and `delete` removes it.
+#[test]
+fn a_foreground_pod_is_listed_and_unknown_once_its_run_is_killed() {
+    let env = Env::new();
+    let mut run = env.spawn_run(&sleeper("fore"));
+    let table = get_until(&env, |row| row.get(2) == Some(&"Error"));
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["fore", "1/2", "Error", "0"], "{table}");
+    let described = env.ok(&["describe", "pod", "fore"]);
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Status:", "Running"])),
+        "{described}"
+    );
+
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let table = env.ok(&["get", "pods"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["fore", "0/2", "Unknown", "0"], "{table}");
+    // Its containers still run under their monitor until it is deleted.
+    assert!(
+        !cgroups_of(&env.pods()).is_empty(),
+        "the containers' cgroups should still exist"
+    );
+    assert_eq!(env.ok(&["delete", "pod", "fore"]), "pod \"fore\" deleted\n");
     env.assert_nothing_left();
 }
 

@@ -717,18 +717,28 @@ fn get(agent: &Arc<Agent>, namespace: Option<&str>, full: bool) -> Result<Respon
         }
         pods.push(summary);
     }
+    let now = chrono::Utc::now();
     for s in others
         .iter()
         .filter(|s| !s.record.agent && namespace.is_none_or(|n| n == s.record.namespace))
     {
-        let mut summary = crate::kubectl::summary(s);
+        let pod = crate::pods::reported(s);
+        let columns = podrun_kubelet::printer::columns(&pod, now);
+        let mut summary = PodSummary {
+            namespace: s.record.namespace.clone(),
+            name: s.record.name.clone(),
+            ready: columns.ready,
+            status: columns.status,
+            restarts: columns.restarts,
+            age_seconds: s.age_seconds(),
+            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            pod: None,
+        };
         if full {
-            let mut pod = s.record.manifest.clone();
-            pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
-                phase: Some(s.view().phase.to_string()),
-                ..Default::default()
-            });
-            summary.pod = Some(serde_json::to_value(&pod)?);
+            let mut value = serde_json::to_value(&pod)?;
+            value["apiVersion"] = "v1".into();
+            value["kind"] = "Pod".into();
+            summary.pod = Some(value);
         }
         pods.push(summary);
     }
