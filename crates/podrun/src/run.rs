@@ -209,11 +209,7 @@ pub async fn start_pod(
     let plan = prepare_pod(cli, &state, pod).map_err(|e| anyhow::anyhow!("pod/{name}: {e:#}"))?;
     crate::agent::crash_point("create:prepared");
     let plan_file = state.run_dir.join("plan.json");
-    let file = podrun_runtime::monitor::MonitorPlan {
-        plan: plan.clone(),
-        managed: true,
-    };
-    file.write(&plan_file)
+    plan.write(&plan_file)
         .with_context(|| format!("write {}", plan_file.display()))?;
     state.plan = Some(plan);
 
