@@ -40,7 +40,8 @@ pub struct PodRecord {
     pub monitor_pid: i32,
     /// The manifest, defaults applied.
     pub manifest: Pod,
-    /// Owned by the agent (`podrun apply`, static pods), not by a `podrun run`.
+    /// Owned by the agent (`podrun apply`, `podrun run --detach`, static
+    /// pods), not by a `podrun run` in the foreground.
     #[serde(default)]
     pub agent: bool,
 }

@@ -725,7 +725,7 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
             pod_volumes.set_up_host_path(&v.name, Path::new(&h.path), kind)?
         } else {
             bail!(
-                "volume {}: only emptyDir and hostPath are supported by podrun run yet",
+                "volume {}: only emptyDir and hostPath are supported yet",
                 v.name
             );
         };

@@ -420,7 +420,7 @@ pub(crate) async fn apply(
                     let manifest = serde_json::to_string(&pod)?;
                     let hash = manifest_hash(&manifest);
                     if taken_by_run.contains(&(namespace.clone(), name.clone())) {
-                        bail!("pod/{name}: a pod of that name, started by podrun run, exists in namespace {namespace}\nnothing was applied");
+                        bail!("pod/{name}: a pod of that name, run by podrun run in the foreground, exists in namespace {namespace}\nnothing was applied");
                     }
                     match db.pod(&namespace, &name)? {
                         Some(_) if existing == Existing::Refuse => bail!(
@@ -643,8 +643,9 @@ async fn delete_files(
 }
 
 /// Delete pods: mark each (committed), then have its worker stop and remove
-/// it; answer once they are gone. Pods of `podrun run` are stopped and removed
-/// here, as the CLI would.
+/// it; answer once they are gone. The pod of a `podrun run` in the foreground
+/// (not the agent's) is stopped and removed here; that run sees its monitor
+/// gone and ends.
 pub(crate) async fn delete(
     agent: &Arc<Agent>,
     namespace: &str,
@@ -669,12 +670,13 @@ pub(crate) async fn delete(
             ));
             continue;
         }
-        // Not the agent's: a pod of `podrun run`?
+        // Not the agent's: a pod of `podrun run` in the foreground?
         match crate::pods::find(&agent.cli.run_root, namespace, name) {
             Ok(state) => {
                 let images = agent.images.clone();
+                let grace = grace_period.map(podrun_kubelet::grace::grace_period);
                 let r = tokio::task::spawn_blocking(move || {
-                    crate::pods::stop(&state)?;
+                    crate::pods::stop_within(&state, grace)?;
                     crate::pods::teardown(&images, &state)
                 })
                 .await?;
@@ -699,11 +701,13 @@ pub(crate) async fn delete(
     })
 }
 
-/// Every pod of the agent's and of `podrun run`'s, as `get pods` shows them.
+/// Every pod of the agent's and of `podrun run`'s in the foreground, as `get
+/// pods` shows them.
 fn get(agent: &Arc<Agent>, namespace: Option<&str>, full: bool) -> Result<Response> {
     let rows = agent.db().pods()?;
     // The agent's pods are what the database says (their status is stored
-    // there); only `podrun run`'s pods are read from their directories.
+    // there); only the pods of `podrun run` in the foreground are read from
+    // their directories, with the status their run reported.
     let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r.pod_id.as_str()).collect();
     let others = crate::pods::list_except(&agent.cli.run_root, &ours);
     let mut pods: Vec<PodSummary> = Vec::new();
