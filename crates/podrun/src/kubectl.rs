@@ -1,18 +1,13 @@
 //! The object commands, in kubectl's form: `apply`, `get pods`, `describe`,
-//! `logs`, `exec`, `delete`. Where an agent serves the root (one answers on
-//! its socket, or the root has an agent's database: then one is started),
-//! `apply`, `get`, `describe` and `delete` are its requests; on a root only
-//! `podrun run` has used, `get` and `delete` read and remove the pods' state
-//! directories themselves. `logs` and `exec` always go straight to the pod's
-//! log files and monitor, as kubectl's stream from the node and not through
-//! the API's database.
+//! `logs`, `exec`, `delete`. `apply`, `get`, `describe` and `delete` are
+//! requests to the agent of the root, started in the background when none
+//! answers. `logs` and `exec` go straight to the pod's log files and monitor,
+//! as kubectl's stream from the node and not through the API's database.
 
 use crate::agent::api::{self, PodSummary, Request, Response};
 use crate::pods::{self, PodState};
-use crate::status;
 use crate::Cli;
 use anyhow::{bail, Context, Result};
-use podrun_image::Images;
 use std::io::Write;
 use std::time::Duration;
 
@@ -128,21 +123,6 @@ fn pod_name(arg: &str) -> Result<&str> {
     }
 }
 
-/// The `get pods` line of a pod from its state directory.
-pub fn summary(p: &PodState) -> PodSummary {
-    let view = p.view();
-    PodSummary {
-        namespace: p.record.namespace.clone(),
-        name: p.record.name.clone(),
-        ready: status::ready_column(&view),
-        status: status::status_column(&view, false),
-        restarts: "0".into(),
-        age_seconds: p.age_seconds(),
-        ip: None,
-        pod: None,
-    }
-}
-
 pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
     let (resource, mut names) = match args.resource.split_once('/') {
         Some((r, n)) => (r, vec![n.to_string()]),
@@ -157,22 +137,11 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
         bail!("output format {output:?} is not supported (use wide, name, yaml or json)");
     }
     let full = matches!(output, "yaml" | "json");
-    if full && !agent_in_use(cli) {
-        bail!("-o {output} needs the agent (pods of podrun apply); podrun run's pods show their state in get and describe");
-    }
     let namespace = (!args.all_namespaces).then(|| args.ns.namespace.clone());
-    let mut pods: Vec<PodSummary> = if agent_in_use(cli) {
-        ensure_agent(cli)?;
-        match call(cli, &Request::Get { namespace, full })? {
-            Response::Pods { pods } => pods,
-            other => bail!("unexpected answer from the agent: {other:?}"),
-        }
-    } else {
-        pods::list(&cli.run_root)
-            .iter()
-            .filter(|p| args.all_namespaces || p.record.namespace == args.ns.namespace)
-            .map(summary)
-            .collect()
+    ensure_agent(cli)?;
+    let mut pods: Vec<PodSummary> = match call(cli, &Request::Get { namespace, full })? {
+        Response::Pods { pods } => pods,
+        other => bail!("unexpected answer from the agent: {other:?}"),
     };
     if !names.is_empty() {
         let mut picked = Vec::new();
@@ -235,7 +204,7 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
             p.ready.clone(),
             p.status.clone(),
             p.restarts.clone(),
-            status::human_duration(p.age_seconds),
+            podrun_kubelet::printer::human_duration(chrono::TimeDelta::seconds(p.age_seconds)),
         ];
         if args.all_namespaces {
             row.insert(0, p.namespace.clone());
@@ -399,47 +368,40 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
     for a in rest {
         names.push(pod_name(a)?);
     }
-    if agent_in_use(cli) {
-        ensure_agent(cli)?;
-        return done(call(
-            cli,
-            &Request::Delete {
-                namespace: args.ns.namespace.clone(),
-                names: names.iter().map(|n| n.to_string()).collect(),
-                grace_period,
-            },
-        )?);
-    }
-    let images = Images::open(&cli.root)?;
-    let mut failed = Vec::new();
-    for name in names {
-        let result = pods::find(&cli.run_root, &args.ns.namespace, name).and_then(|state| {
-            pods::stop_within(
-                &state,
-                grace_period.map(podrun_kubelet::grace::grace_period),
-            )?;
-            pods::teardown(&images, &state)
-        });
-        match result {
-            Ok(()) => println!("pod \"{name}\" deleted"),
-            Err(e) => {
-                eprintln!("Error: {}", crate::message(&e));
-                failed.push(name);
-            }
-        }
-    }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        bail!("{} of the pods were not deleted", failed.len())
-    }
+    ensure_agent(cli)?;
+    done(call(
+        cli,
+        &Request::Delete {
+            namespace: args.ns.namespace.clone(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            grace_period,
+        },
+    )?)
 }
 
 /// `podrun apply -f`.
 pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     let files = read_manifests(&args.filename)?;
     ensure_agent(cli)?;
-    done(call(cli, &Request::Apply { files })?)
+    done(call(
+        cli,
+        &Request::Apply {
+            files,
+            create: false,
+        },
+    )?)
+}
+
+/// `podrun run --detach`: `apply` of a file whose pods must be new.
+pub fn create(cli: &Cli, files: Vec<(String, String)>) -> Result<()> {
+    ensure_agent(cli)?;
+    done(call(
+        cli,
+        &Request::Apply {
+            files,
+            create: true,
+        },
+    )?)
 }
 
 /// `podrun describe pod NAME`.
@@ -536,11 +498,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn call(cli: &Cli, request: &Request) -> Result<Response> {
     api::call(&cli.run_root, request, CALL_TIMEOUT)
-}
-
-/// Whether this root is an agent's: one answers, or its database exists.
-fn agent_in_use(cli: &Cli) -> bool {
-    api::socket_path(&cli.run_root).exists() || cli.root.join("state.db").exists()
 }
 
 /// Make sure an agent serves the root: start one in the background if none

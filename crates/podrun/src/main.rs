@@ -8,7 +8,6 @@ mod images;
 mod kubectl;
 mod pods;
 mod run;
-mod status;
 mod yaml;
 
 use anyhow::Result;

@@ -1,19 +1,22 @@
-//! Pods on this machine without an agent. Each pod's state is a directory,
-//! `<run-root>/pods/<pod id>/`:
+//! The pods on this machine as their directories show them, whoever manages
+//! them (the agent, or `podrun run` in the foreground). Each pod's state is a
+//! directory, `<run-root>/pods/<pod id>/`:
 //!
 //! - `pod.json` — who it is ([`PodRecord`]: namespace, name, creation time,
 //!   the manifest, its monitor's pid), written before anything else of it exists;
-//! - `plan.json` — what its monitor was told ([`PodPlan`]);
-//! - `starts/`, `exits/` — the monitor's records; `logs/` — the CRI logs.
+//! - `plan.json` — what its monitor was told ([`PodPlan`]); `prepared.json` —
+//!   the containers made for it so far;
+//! - `starts/`, `exits/` — the monitor's records; `logs/` — the CRI logs;
+//! - for a pod of `podrun run` in the foreground: `status.json`, the v1 status
+//!   its manager last reported, and `run.lock`, held by that manager.
 //!
 //! Its data (bundles, volumes) lives in `<root>/pods/<pod id>/`. A pod is named
 //! by namespace and name; the pods lock makes creating one of a taken name fail.
 
-use crate::status::{self, PodView};
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use podrun_image::Images;
-use podrun_runtime::monitor::{read_exits, read_starts, ContainerPlan, PodPlan};
+use podrun_runtime::monitor::{ContainerPlan, PodPlan};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
@@ -37,7 +40,8 @@ pub struct PodRecord {
     pub monitor_pid: i32,
     /// The manifest, defaults applied.
     pub manifest: Pod,
-    /// Owned by the agent (`podrun apply`, static pods), not by a `podrun run`.
+    /// Owned by the agent (`podrun apply`, `podrun run --detach`, static
+    /// pods), not by a `podrun run` in the foreground.
     #[serde(default)]
     pub agent: bool,
 }
@@ -92,38 +96,6 @@ impl PodState {
             && String::from_utf8_lossy(&cmdline)
                 .split('\0')
                 .any(|a| Path::new(a) == plan)
-    }
-
-    /// The view `get pods` shows; a terminated container's message is the one
-    /// it left in its termination message file.
-    pub fn view(&self) -> PodView {
-        let mut view = self.observe();
-        for c in &mut view.containers {
-            if let status::State::Terminated(e) = &mut c.state {
-                if e.message.is_none() {
-                    e.message = termination_message(&self.record.data_dir, &c.name);
-                }
-            }
-        }
-        view
-    }
-
-    fn observe(&self) -> PodView {
-        let names = self.container_names();
-        match &self.plan {
-            Some(plan) => status::observe(
-                &names,
-                &read_starts(plan),
-                &read_exits(plan),
-                self.monitor_alive(),
-            ),
-            None => status::observe(
-                &names,
-                &Default::default(),
-                &Default::default(),
-                self.record.monitor_pid == 0,
-            ),
-        }
     }
 
     /// The containers' names, in the manifest's order.
@@ -520,6 +492,73 @@ pub fn stop_within(state: &PodState, grace: Option<Duration>) -> Result<()> {
     Ok(())
 }
 
+/// Held by `podrun run` in the foreground while it manages its pod
+/// (`<run dir>/run.lock`, flock): a pod of `podrun run` whose lock is free
+/// has lost its manager (the command was killed), and what it last reported
+/// no longer changes. Released when dropped (or the process ends).
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Take the lock of the pod whose directory is `run_dir`.
+    pub fn take(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join("run.lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("lock {}", path.display()));
+        }
+        Ok(RunLock { _file: file })
+    }
+
+    /// Whether a [`RunLock`] of the pod whose directory is `run_dir` is held.
+    pub fn held(run_dir: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(run_dir.join("run.lock")) else {
+            return false;
+        };
+        // SAFETY: flock on a descriptor we own; a shared lock we get is
+        // released when `file` closes.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+    }
+}
+
+/// Record the v1 status `podrun run` in the foreground has of its pod (JSON),
+/// for `get` and `describe` in other terminals.
+pub fn write_status(run_dir: &Path, status: &str) -> Result<()> {
+    write_atomic(&run_dir.join("status.json"), status.as_bytes())
+}
+
+/// A pod of `podrun run` in the foreground, with the v1 status its manager
+/// last reported: Pending before the first report, Unknown (kubelet's phase
+/// for a pod whose state cannot be obtained) once the manager is gone.
+pub fn reported(state: &PodState) -> Pod {
+    let mut pod = state.record.manifest.clone();
+    let status: Option<PodStatus> = std::fs::read(state.run_dir.join("status.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok());
+    let phase = |phase: &str, message: Option<&str>| PodStatus {
+        phase: Some(phase.into()),
+        message: message.map(String::from),
+        ..Default::default()
+    };
+    pod.status = Some(match status {
+        None => phase("Pending", None),
+        Some(_) if !RunLock::held(&state.run_dir) => phase(
+            "Unknown",
+            Some("podrun run, which managed this pod, is gone (podrun delete removes it)"),
+        ),
+        Some(status) => status,
+    });
+    pod
+}
+
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).with_context(|| format!("write {}", tmp.display()))?;
@@ -632,6 +671,45 @@ mod tests {
         // Nothing since this instance started: no message.
         let later = since + chrono::Duration::hours(1);
         assert_eq!(log_tail_message(&log, Some(later)), None);
+    }
+
+    #[test]
+    fn a_run_lock_is_held_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!RunLock::held(dir.path()));
+        let lock = RunLock::take(dir.path()).unwrap();
+        assert!(RunLock::held(dir.path()));
+        // A second manager of the same pod is refused.
+        assert!(RunLock::take(dir.path()).is_err());
+        drop(lock);
+        assert!(!RunLock::held(dir.path()));
+    }
+
+    #[test]
+    fn a_pod_of_podrun_run_shows_what_its_live_manager_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = PodState {
+            record: PodRecord {
+                namespace: "default".into(),
+                name: "web".into(),
+                pod_id: "default-web-1".into(),
+                created: "2026-11-27T10:00:00Z".into(),
+                data_dir: dir.path().join("data"),
+                monitor_pid: 0,
+                manifest: Pod::default(),
+                agent: false,
+            },
+            run_dir: dir.path().to_path_buf(),
+            plan: None,
+        };
+        let phase = |pod: Pod| pod.status.unwrap().phase.unwrap();
+        assert_eq!(phase(reported(&state)), "Pending");
+        let lock = RunLock::take(dir.path()).unwrap();
+        assert_eq!(phase(reported(&state)), "Pending");
+        write_status(dir.path(), r#"{"phase":"Running"}"#).unwrap();
+        assert_eq!(phase(reported(&state)), "Running");
+        drop(lock);
+        assert_eq!(phase(reported(&state)), "Unknown");
     }
 
     #[test]

@@ -1,13 +1,12 @@
-//! `podrun run -f pod.yaml`: one pod, without an agent. Parse and validate,
-//! register the pod (its name must be free), pull what is missing, build each
-//! container's root filesystem and OCI bundle, hand the pod to its monitor (a
-//! process of its own, in a session of its own), then either stream the
-//! containers' logs prefixed by their names and return the pod's exit code
-//! (Ctrl-C stops it gracefully and removes it), or with `--detach` return once
-//! its containers started, leaving it to its monitor.
+//! `podrun run -f pod.yaml`: one pod (with the ConfigMaps and Secrets beside
+//! it). In the foreground, the agent's pod manager runs it in this process:
+//! the containers' logs stream prefixed by their names and the pod's exit
+//! code is returned (Ctrl-C stops it gracefully and removes it). With
+//! `--detach` the pod goes to the agent, as `podrun apply` sends it, and the
+//! command returns once its containers started.
 //!
-//! Limits, said as errors rather than ignored: no init containers yet, volumes
-//! of type emptyDir and hostPath only.
+//! Also here: what the pod manager calls to make a pod's sandbox and its
+//! containers ([`start_pod`], [`prepare_container`], [`ensure_image`]).
 
 use crate::env::{NodeFacts, Sources};
 use crate::pods::{self, PodState};
@@ -16,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use podrun_image::{Images, PullOptions};
 use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
-use podrun_runtime::monitor::{read_exits, read_starts, ContainerPlan, PodPlan};
+use podrun_runtime::monitor::{ContainerPlan, PodPlan};
 use podrun_runtime::sandbox::Namespace;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +26,7 @@ pub struct RunArgs {
     /// The manifest: one Pod, and the ConfigMaps and Secrets it uses (YAML or JSON, multi-document).
     #[arg(short = 'f', long = "filename")]
     file: PathBuf,
-    /// Return once the pod's containers started and leave it running under its monitor.
+    /// Hand the pod to the agent (started if none runs) and return once its containers started.
     #[arg(short = 'd', long)]
     detach: bool,
 }
@@ -36,108 +35,28 @@ pub async fn run(cli: &'static Cli, args: &RunArgs) -> Result<i32> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("read {}", args.file.display()))?;
     let source = args.file.display().to_string();
+    // Checked here, before an agent is asked or started: a bad file changes nothing.
     let objects = podrun_spec::load_runnable(&text, &source)?;
-    let mut pods_found = Vec::new();
-    let mut sources = Sources::default();
-    for o in objects {
-        match o {
-            podrun_spec::Object::Pod(p) => pods_found.push(p),
-            podrun_spec::Object::ConfigMap(c) => {
-                sources
-                    .config_maps
-                    .insert(c.metadata.name.clone().unwrap_or_default(), c);
-            }
-            podrun_spec::Object::Secret(s) => {
-                sources
-                    .secrets
-                    .insert(s.metadata.name.clone().unwrap_or_default(), s);
-            }
-        }
-    }
-    let [pod] = pods_found.as_slice() else {
+    let pods: Vec<&Pod> = objects
+        .iter()
+        .filter_map(|o| match o {
+            podrun_spec::Object::Pod(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let [pod] = pods.as_slice() else {
         bail!(
             "{source}: podrun run takes exactly one Pod, found {}",
-            pods_found.len()
+            pods.len()
         );
     };
-    let namespace = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    // ConfigMaps and Secrets of other namespaces are not visible to the pod.
-    sources
-        .config_maps
-        .retain(|_, c| c.metadata.namespace.as_deref().unwrap_or("default") == namespace);
-    sources
-        .secrets
-        .retain(|_, s| s.metadata.namespace.as_deref().unwrap_or("default") == namespace);
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let spec = pod.spec.as_ref().context("pod has no spec")?;
-    let fail = |what: String| anyhow::anyhow!("pod/{name}: {what}");
-    if !args.detach {
-        return foreground(cli, &text, &source, &namespace, &name).await;
-    }
-    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
-        return Err(fail(
-            "init containers need the agent (podrun apply) or podrun run in the foreground".into(),
-        ));
-    }
-    let images = Images::open(&cli.root)?;
-    let state = pods::register(&cli.run_root, images.root(), pod, None, false)?;
-    let Started {
-        state,
-        plan,
-        mut monitor,
-        guard,
-    } = start_pod(cli, &images, pod, &sources, state, false).await?;
-    let monitor_log = state.run_dir.join("monitor.log");
-
     if args.detach {
-        wait_started(&state, &plan, &mut monitor, guard).await?;
-        println!("pod/{name} created");
+        crate::kubectl::create(cli, vec![(source, text)])?;
         return Ok(0);
     }
-    let mut tails: Vec<(String, pods::Tail)> = plan
-        .containers
-        .iter()
-        .map(|c| (c.name.clone(), pods::Tail::new(c.log_path.clone())))
-        .collect();
-    let mut stopping = false;
-    let status = loop {
-        pump(&mut tails);
-        tokio::select! {
-            s = monitor.wait() => break s?,
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = tokio::signal::ctrl_c(), if !stopping => {
-                stopping = true;
-                eprintln!("podrun: stopping pod/{name}");
-                if let Some(pid) = monitor.id() {
-                    // SAFETY: kill only sends a signal to our own child.
-                    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-                }
-            }
-        }
-    };
-    pump(&mut tails);
-    let exits = read_exits(&plan);
-    let start_errors = start_errors(&plan, &exits);
-    let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
-    drop(guard);
-    if !status.success() {
-        bail!("pod/{name}: monitor failed ({status}): {}", log.trim());
-    }
-    if let Some(e) = start_errors {
-        return Err(fail(e));
-    }
-    let code = plan
-        .containers
-        .iter()
-        .filter_map(|c| exits.get(&c.name))
-        .map(|e| e.exit_code)
-        .find(|c| *c != 0)
-        .unwrap_or(0);
-    Ok(code)
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    foreground(cli, &text, &source, namespace, name).await
 }
 
 /// A pod in the foreground, run by the agent's pod manager in this process
@@ -154,7 +73,13 @@ async fn foreground(
 ) -> Result<i32> {
     use crate::agent::{self, api::Response};
     let manager = agent::Agent::in_process(cli)?;
-    let applied = agent::apply(&manager, &[(source.to_string(), text.to_string())], "run").await?;
+    let applied = agent::apply(
+        &manager,
+        &[(source.to_string(), text.to_string())],
+        "run",
+        agent::Existing::Refuse,
+    )
+    .await?;
     let remove = |manager: std::sync::Arc<agent::Agent>| async move {
         let _ = agent::delete(&manager, namespace, &[name.to_string()], None).await;
     };
@@ -171,7 +96,14 @@ async fn foreground(
         .pod(namespace, name)?
         .with_context(|| format!("pod/{name}: not stored"))?;
     let pod: Pod = serde_json::from_str(&row.manifest)?;
-    let log_dir = cli.run_root.join("pods").join(&row.pod_id).join("logs");
+    let run_dir = cli.run_root.join("pods").join(&row.pod_id);
+    // Held while this process manages the pod: `get` in another terminal
+    // shows what it reports below, and Unknown once it is gone.
+    let _lock = pods::RunLock::take(&run_dir)
+        .map_err(|e| tracing::warn!("pod/{name}: {e:#}: get will show it Unknown"))
+        .ok();
+    let mut reported: Option<String> = None;
+    let log_dir = run_dir.join("logs");
     let mut tails: Vec<(String, pods::Tail)> = pod
         .spec
         .iter()
@@ -191,6 +123,14 @@ async fn foreground(
             .is_none_or(|r| r.state == agent::db::PodPhase::Finished)
         {
             break;
+        }
+        if let Some(status) = row.and_then(|r| r.status) {
+            if reported.as_ref() != Some(&status) {
+                if let Err(e) = pods::write_status(&run_dir, &status) {
+                    tracing::warn!("pod/{name}: report its status: {e:#}");
+                }
+                reported = Some(status);
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -236,71 +176,10 @@ async fn foreground(
     Ok(code)
 }
 
-/// The first container that could not start, as `container NAME: cause`.
-fn start_errors(
-    plan: &PodPlan,
-    exits: &std::collections::HashMap<String, podrun_runtime::monitor::ExitRecord>,
-) -> Option<String> {
-    plan.containers.iter().find_map(|c| {
-        let e = exits.get(&c.name)?;
-        (e.reason == "StartError").then(|| {
-            format!(
-                "container {}: start: {}",
-                c.name,
-                e.message.as_deref().unwrap_or("unknown error")
-            )
-        })
-    })
-}
-
-/// Wait until every container started (or could not), then leave the pod to
-/// its monitor. A container that cannot start fails the pod and removes it,
-/// as `podman kube play` does.
-pub async fn wait_started(
-    state: &PodState,
-    plan: &PodPlan,
-    monitor: &mut tokio::process::Child,
-    mut guard: Guard,
-) -> Result<()> {
-    let name = &state.record.name;
-    loop {
-        let starts = read_starts(plan);
-        let exits = read_exits(plan);
-        if let Some(e) = start_errors(plan, &exits) {
-            pods::stop(state)?;
-            let _ = monitor.wait().await;
-            drop(guard);
-            bail!("pod/{name}: {e}");
-        }
-        let all = plan
-            .containers
-            .iter()
-            .all(|c| starts.contains_key(&c.name) || exits.contains_key(&c.name));
-        if all {
-            break;
-        }
-        if let Ok(Some(status)) = monitor.try_wait() {
-            let log =
-                std::fs::read_to_string(state.run_dir.join("monitor.log")).unwrap_or_default();
-            drop(guard);
-            bail!(
-                "pod/{name}: monitor exited ({status}) before the containers started: {}",
-                log.trim()
-            );
-        }
-        // Short: the start is what users wait for, and a read of two small files is cheap.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    guard.state = None;
-    Ok(())
-}
-
 /// A pod handed to its monitor. Dropping `guard` removes it again.
 pub struct Started {
     /// Its records.
     pub state: PodState,
-    /// What its monitor was told.
-    pub plan: PodPlan,
     /// The monitor (our child).
     pub monitor: tokio::process::Child,
     /// Removes the pod unless disarmed.
@@ -310,63 +189,40 @@ pub struct Started {
 /// Something worth an event: (type, reason, message).
 pub type EventSink<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
 
-/// Pull what the pod needs, build its containers' filesystems and bundles,
-/// write its plan and start its monitor. On failure, everything made for the
-/// pod (`state`'s directories included) is removed.
+/// Make the pod's sandbox (kubelet's RunPodSandbox): its cgroup and files,
+/// its plan, and its monitor, which creates the sandbox and then starts each
+/// container when the pod manager asks (each one made just before by
+/// [`prepare_container`], as kubelet makes them). On failure, everything
+/// made for the pod (`state`'s directories included) is removed.
 pub async fn start_pod(
     cli: &'static Cli,
     images: &Images,
     pod: &Pod,
-    sources: &Sources,
     state: PodState,
-    managed: bool,
 ) -> Result<Started> {
     let name = state.record.name.clone();
-    let spec = pod.spec.as_ref().context("pod has no spec")?;
-    let fail = |what: String| anyhow::anyhow!("pod/{name}: {what}");
     let mut guard = Guard {
         images: images.clone(),
         state: Some(state.clone()),
     };
-    if !managed {
-        // The agent pulls each container's image just before it starts it.
-        pull_images(cli, images, spec)
-            .await
-            .map_err(|(c, f)| fail(format!("container {c}: {}", f.message)))?;
-    }
     let mut state = state;
-    let plan = prepare_pod(cli, images, &state, pod, sources, managed)
-        .map_err(|e| fail(format!("{e:#}")))?;
+    let plan = prepare_pod(cli, &state, pod).map_err(|e| anyhow::anyhow!("pod/{name}: {e:#}"))?;
     crate::agent::crash_point("create:prepared");
     let plan_file = state.run_dir.join("plan.json");
-    if managed {
-        // The agent starts each container through the monitor's control
-        // socket, in kubelet's order; the monitor is told none up front.
-        pods::write_prepared(&state.run_dir, &plan.containers)?;
-        let file = podrun_runtime::monitor::MonitorPlan {
-            plan: PodPlan {
-                containers: Vec::new(),
-                ..plan.clone()
-            },
-            managed: true,
-        };
-        file.write(&plan_file)
-            .with_context(|| format!("write {}", plan_file.display()))?;
-    } else {
-        std::fs::write(&plan_file, serde_json::to_vec_pretty(&plan)?)?;
-    }
-    state.plan = Some(plan.clone());
+    plan.write(&plan_file)
+        .with_context(|| format!("write {}", plan_file.display()))?;
+    state.plan = Some(plan);
 
     let mut command = tokio::process::Command::new(sibling("podrun-monitor")?);
     command
         .arg("--plan")
         .arg(&plan_file)
         .stdin(std::process::Stdio::null())
-        // A session of its own: the terminal's Ctrl-C is ours to forward, and a
-        // detached pod outlives the terminal (and the agent).
+        // A session of its own: the terminal's Ctrl-C is ours to forward, and
+        // the pod outlives the terminal (and the agent).
         .process_group(0);
     // The monitor's own messages go to a file: what the user needs of them
-    // (start errors) is reported by this command; the rest is for debugging.
+    // (start errors) is reported by the pod manager; the rest is for debugging.
     let monitor_log = state.run_dir.join("monitor.log");
     command
         .stdout(std::process::Stdio::null())
@@ -378,7 +234,6 @@ pub async fn start_pod(
     guard.state = Some(state.clone());
     Ok(Started {
         state,
-        plan,
         monitor,
         guard,
     })
@@ -399,41 +254,6 @@ fn pump(tails: &mut [(String, pods::Tail)]) {
             }
         });
     }
-}
-
-/// One pull per distinct image, however many containers use it, by each
-/// container's imagePullPolicy; on a blocking thread, as pulls wait there.
-async fn pull_images(
-    cli: &'static Cli,
-    images: &Images,
-    spec: &k8s_openapi::api::core::v1::PodSpec,
-) -> Result<(), (String, PullFailure)> {
-    let mut seen = std::collections::HashSet::new();
-    let containers: Vec<Container> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-        .filter(|c| seen.insert(c.image.clone()))
-        .cloned()
-        .collect();
-    let images = images.clone();
-    tokio::task::spawn_blocking(move || {
-        for c in &containers {
-            ensure_image(cli, &images, c, &|_, _, _| {}).map_err(|f| (c.name.clone(), f))?;
-        }
-        Ok(())
-    })
-    .await
-    .unwrap_or_else(|e| {
-        Err((
-            String::new(),
-            PullFailure {
-                reason: "ErrImagePull",
-                message: format!("the pull panicked: {e}"),
-            },
-        ))
-    })
 }
 
 /// Why a container's image is not there: kubelet's waiting reason
@@ -508,22 +328,13 @@ pub fn ensure_image(
     }
 }
 
-/// The monitor's plan, with the pod's cgroup and files made. With `managed`
-/// (the agent), no container is prepared: each one is made just before each
-/// of its starts ([`prepare_container`]), as kubelet does. Otherwise every
-/// container's root filesystem and bundle is made now.
-fn prepare_pod(
-    cli: &Cli,
-    images: &Images,
-    state: &PodState,
-    pod: &Pod,
-    sources: &Sources,
-    managed: bool,
-) -> Result<PodPlan> {
+/// The monitor's plan (no containers: each is started on request), with the
+/// pod's cgroup and files made.
+fn prepare_pod(cli: &Cli, state: &PodState, pod: &Pod) -> Result<PodPlan> {
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let name = &state.record.name;
     let pod_id = &state.record.pod_id;
-    let mut plan = PodPlan {
+    let plan = PodPlan {
         pod_id: pod_id.clone(),
         run_root: cli.run_root.clone(),
         run_dir: state.run_dir.clone(),
@@ -537,23 +348,6 @@ fn prepare_pod(
     };
     create_pod_cgroup(pod, plan.cgroup_parent.as_deref().expect("set above"))?;
     pod_files(pod, &plan, &state.record.data_dir)?;
-    if managed {
-        return Ok(plan);
-    }
-    let node = node_facts();
-    let host = Host::detect().context("read host facts")?;
-    for c in spec
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(&spec.containers)
-    {
-        let env = crate::env::environment(pod, c, sources, &node)
-            .map_err(|e| anyhow::anyhow!("container {}: {e}", c.name))?;
-        let container = prepare_container(images, pod, c, &plan, state, &host, env)
-            .map_err(|e| in_container(&c.name, e))?;
-        plan.containers.push(container);
-    }
     Ok(plan)
 }
 
@@ -693,16 +487,6 @@ fn pod_mounts(pod: &Pod, data_dir: &Path) -> Vec<Mount> {
     };
     mounts.push(Mount::bind(shm, "/dev/shm", false));
     mounts
-}
-
-/// `e` as said of container `name`, naming it once.
-fn in_container(name: &str, e: anyhow::Error) -> anyhow::Error {
-    let text = format!("{e:#}");
-    if text.starts_with(&format!("container {name}")) {
-        anyhow::anyhow!(text)
-    } else {
-        anyhow::anyhow!("container {name}: {text}")
-    }
 }
 
 /// The OCI runtime for a pod: its RuntimeClass handler's in podrun's config

@@ -1,14 +1,15 @@
 //! The per-pod monitor for real: busybox from the local registry, specs from
 //! podrun_oci, the OCI runtime `PODRUN_RUNTIME` names (default `embedded`, or
-//! `crun`, `runc`), and `podrun-monitor` in a process of its own; then a check
-//! that nothing of the pod is left on the machine.
+//! `crun`, `runc`), and `podrun-monitor` in a process of its own, its
+//! containers started by requests on its control socket as a pod manager
+//! starts them; then a check that nothing of the pod is left on the machine.
 
 mod support;
 
 use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
 use podrun_runtime::monitor::{
-    monitor_alive, monitor_pid, read_exit, read_exits, read_start, request, ContainerPlan,
-    ControlError, ExitRecord, MonitorPlan, PodPlan, Request, Response,
+    monitor_alive, monitor_pid, read_exit, read_start, request, ContainerPlan, ControlError,
+    ExitRecord, PodPlan, Request, Response,
 };
 use podrun_runtime::sandbox::Namespace;
 use std::collections::HashMap;
@@ -40,14 +41,14 @@ struct TestPod {
     tag: String,
     images: podrun_image::Images,
     plan: PodPlan,
-    /// Containers prepared for control requests, not in the plan.
-    extra: Vec<ContainerPlan>,
+    /// Every container prepared (bundle and rootfs made), for start requests.
+    containers: Vec<ContainerPlan>,
     monitor: Option<Child>,
 }
 
 impl TestPod {
-    /// Pull busybox and prepare one container per `(name, fields)`: the fields of a
-    /// k8s Container beyond its name and image.
+    /// Pull busybox and prepare one container per `(name, fields)` (the fields
+    /// of a k8s Container beyond its name and image), for [`TestPod::start_all`].
     fn new(containers: &[(&str, serde_json::Value)], grace_ms: u64) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("podrun-mon-")
@@ -86,12 +87,12 @@ impl TestPod {
             tag,
             images,
             plan,
-            extra: Vec::new(),
+            containers: Vec::new(),
             monitor: None,
         };
         std::fs::create_dir(pod.shared()).unwrap();
         for (name, fields) in containers {
-            pod.add(name, fields, grace_ms);
+            pod.add(name, "", fields, grace_ms);
         }
         pod
     }
@@ -100,14 +101,9 @@ impl TestPod {
         self.dir.path().join("shared")
     }
 
-    fn add(&mut self, name: &str, fields: &serde_json::Value, grace_ms: u64) {
-        let c = self.prepare(name, "", fields, grace_ms);
-        self.plan.containers.push(c);
-    }
-
     /// A container for a start request (ID `mon-<tag>-<name><suffix>`): bundle
-    /// and rootfs made, kept for the cleanup, not in the plan.
-    fn prepare_extra(
+    /// and rootfs made, kept for the cleanup.
+    fn add(
         &mut self,
         name: &str,
         suffix: &str,
@@ -115,13 +111,13 @@ impl TestPod {
         grace_ms: u64,
     ) -> ContainerPlan {
         let c = self.prepare(name, suffix, fields, grace_ms);
-        self.extra.push(c.clone());
+        self.containers.push(c.clone());
         c
     }
 
-    /// Every container prepared, in the plan or not.
-    fn all_containers(&self) -> impl Iterator<Item = &ContainerPlan> {
-        self.plan.containers.iter().chain(&self.extra)
+    /// The container prepared last under `name`.
+    fn container(&self, name: &str) -> &ContainerPlan {
+        self.containers.iter().rfind(|c| c.name == name).unwrap()
     }
 
     fn prepare(
@@ -194,9 +190,9 @@ impl TestPod {
         self.dir.path().join("plan.json")
     }
 
-    /// Run the monitor to its end; its exit status and stderr.
-    fn run_monitor_output(&self) -> std::process::Output {
-        std::fs::write(self.plan_file(), serde_json::to_vec(&self.plan).unwrap()).unwrap();
+    /// Run the monitor of `plan` to its end (it must fail); its exit status and stderr.
+    fn run_monitor_output(&self, plan: &PodPlan) -> std::process::Output {
+        plan.write(&self.plan_file()).unwrap();
         monitor_command()
             .arg("--plan")
             .arg(self.plan_file())
@@ -205,13 +201,16 @@ impl TestPod {
             .unwrap()
     }
 
+    /// Start the monitor and wait until it answers.
     fn start_monitor(&mut self) {
-        self.start_monitor_mode(false);
-    }
-
-    /// Start the monitor in managed mode and wait until it answers.
-    fn start_managed(&mut self) {
-        self.start_monitor_mode(true);
+        self.plan.write(&self.plan_file()).unwrap();
+        let child = monitor_command()
+            .arg("--plan")
+            .arg(self.plan_file())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.monitor = Some(child);
         let start = Instant::now();
         loop {
             match request(&self.plan.run_dir, &Request::State, Duration::from_secs(20)) {
@@ -227,29 +226,9 @@ impl TestPod {
         }
     }
 
-    fn start_monitor_mode(&mut self, managed: bool) {
-        let file = MonitorPlan {
-            plan: self.plan.clone(),
-            managed,
-        };
-        file.write(&self.plan_file()).unwrap();
-        let child = monitor_command()
-            .arg("--plan")
-            .arg(self.plan_file())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.monitor = Some(child);
-    }
-
     /// `podrun-monitor exec` in container `name`: its exit code, stdout, stderr.
     fn exec(&self, name: &str, tty: bool, args: &[&str]) -> (i32, String, String) {
-        let c = self
-            .plan
-            .containers
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap();
+        let c = self.container(name);
         let mut cmd = monitor_command();
         cmd.arg("exec")
             .arg("--plan")
@@ -298,8 +277,7 @@ impl TestPod {
     }
 
     fn log(&self, name: &str) -> String {
-        let c = self.all_containers().find(|c| c.name == name).unwrap();
-        std::fs::read_to_string(&c.log_path).unwrap_or_default()
+        std::fs::read_to_string(&self.container(name).log_path).unwrap_or_default()
     }
 
     fn wait_log(&self, name: &str, text: &str) {
@@ -330,6 +308,31 @@ impl TestPod {
         }
     }
 
+    /// Start every container prepared so far, in order, as a pod manager
+    /// starts a pod's containers: each one's answer.
+    fn start_all(&self) -> Vec<Response> {
+        self.containers
+            .iter()
+            .map(|c| {
+                self.ask(Request::Start {
+                    container: c.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Wait until every container started has an exit record, then shut the
+    /// pod down (it must end cleanly).
+    fn finish(&mut self) {
+        for c in &self.containers {
+            if let Some(start) = read_start(&self.plan, &c.name) {
+                self.wait_exit(&c.name, &start.started_at);
+            }
+        }
+        assert_eq!(self.ask(Request::Shutdown), Response::Ok);
+        self.wait_monitor(Duration::from_secs(20));
+    }
+
     /// Wait for the exit record of container `name`'s run that started at `started_at`.
     fn wait_exit(&self, name: &str, started_at: &str) -> ExitRecord {
         let start = Instant::now();
@@ -356,8 +359,12 @@ impl TestPod {
         }
     }
 
+    /// The exit records written, by container name.
     fn exits(&self) -> HashMap<String, ExitRecord> {
-        read_exits(&self.plan)
+        self.containers
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), read_exit(&self.plan, &c.name)?)))
+            .collect()
     }
 
     /// Processes of this pod: in its cgroups, or naming its hostname (the pause process).
@@ -377,7 +384,7 @@ impl TestPod {
 
     /// Remove the rootfs mounts (the caller's), then check the monitor left nothing.
     fn assert_nothing_left(&self) {
-        for c in self.all_containers() {
+        for c in &self.containers {
             self.images.remove_rootfs(&c.id).unwrap();
         }
         let dir = self.dir.path().to_string_lossy().to_string();
@@ -436,7 +443,7 @@ impl TestPod {
         }
         // Deleting forks nothing, so libcontainer may do it in this threaded process.
         let backend = self.plan.backend();
-        for c in self.plan.containers.iter().chain(&self.extra) {
+        for c in &self.containers {
             let _ = backend.delete(&c.id);
             let _ = self.images.remove_rootfs(&c.id);
         }
@@ -462,7 +469,7 @@ impl TestPod {
             .flatten()
         {
             let parent = h.path().join(&cgroup);
-            for c in self.plan.containers.iter().chain(&self.extra) {
+            for c in &self.containers {
                 let _ = std::fs::remove_dir(parent.join(&c.name));
             }
             let _ = std::fs::remove_dir(parent);
@@ -498,7 +505,7 @@ fn line(stream: &str, tag: &str, text: &str) -> (String, String, String) {
 }
 
 #[test]
-fn a_pod_runs_to_completion_logs_and_leaves_nothing() {
+fn containers_log_and_record_their_exits_and_the_pod_leaves_nothing() {
     let mut pod = TestPod::new(
         &[
             (
@@ -510,7 +517,8 @@ fn a_pod_runs_to_completion_logs_and_leaves_nothing() {
         2000,
     );
     pod.start_monitor();
-    pod.wait_monitor(Duration::from_secs(30));
+    pod.start_all();
+    pod.finish();
 
     let mut first = cri_lines(&pod.log("first"));
     // stdout and stderr are separate pipes: only each stream's own order is defined.
@@ -564,6 +572,7 @@ fn sigterm_stops_the_pod_within_the_grace_period() {
         2000,
     );
     pod.start_monitor();
+    pod.start_all();
     pod.wait_log("polite", "ready");
     pod.wait_log("stubborn", "ready");
     let term = chrono::Utc::now();
@@ -620,7 +629,19 @@ fn a_container_that_cannot_start_is_recorded_and_the_rest_run() {
         2000,
     );
     pod.start_monitor();
-    pod.wait_monitor(Duration::from_secs(30));
+    let answers = pod.start_all();
+    assert!(
+        matches!(
+            answers.as_slice(),
+            [
+                Response::StartFailed { .. },
+                Response::StartFailed { .. },
+                Response::Started { .. }
+            ]
+        ),
+        "{answers:?}"
+    );
+    pod.finish();
     let exits = pod.exits();
     // As runc words it, whichever runtime ran the pod.
     for (name, message) in [
@@ -667,7 +688,8 @@ fn an_oom_kill_is_recorded() {
         2000,
     );
     pod.start_monitor();
-    pod.wait_monitor(Duration::from_secs(30));
+    pod.start_all();
+    pod.finish();
     let hungry = &pod.exits()["hungry"];
     assert_eq!(
         (hungry.signal, hungry.oom_killed, hungry.reason.as_str()),
@@ -679,9 +701,10 @@ fn an_oom_kill_is_recorded() {
 
 #[test]
 fn a_pod_whose_sandbox_fails_reports_it_and_leaves_nothing() {
-    let mut pod = TestPod::new(&[("never", sh("echo never"))], 2000);
-    pod.plan.pause = "/no/such/podrun-pause".into();
-    let out = pod.run_monitor_output();
+    let pod = TestPod::new(&[("never", sh("echo never"))], 2000);
+    let mut plan = pod.plan.clone();
+    plan.pause = "/no/such/podrun-pause".into();
+    let out = pod.run_monitor_output(&plan);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -700,6 +723,7 @@ fn a_pod_whose_sandbox_fails_reports_it_and_leaves_nothing() {
 fn containers_outlive_a_killed_monitor_and_the_guard_cleans_up() {
     let mut pod = TestPod::new(&[("lasting", sh("echo ready; sleep 1000"))], 2000);
     pod.start_monitor();
+    pod.start_all();
     pod.wait_log("lasting", "ready");
     assert!(monitor_alive(&pod.plan.run_dir));
     let mut monitor = pod.monitor.take().unwrap();
@@ -718,7 +742,7 @@ fn containers_outlive_a_killed_monitor_and_the_guard_cleans_up() {
     assert!(pod
         .plan
         .runtime_state_dir()
-        .join(&pod.plan.containers[0].id)
+        .join(&pod.container("lasting").id)
         .exists());
     pod.force_cleanup();
     pod.assert_nothing_left();
@@ -728,6 +752,7 @@ fn containers_outlive_a_killed_monitor_and_the_guard_cleans_up() {
 fn exec_runs_a_command_in_a_running_container() {
     let mut pod = TestPod::new(&[("shell", sh("echo ready; sleep 1000"))], 2000);
     pod.start_monitor();
+    pod.start_all();
     pod.wait_log("shell", "ready");
 
     let (code, out, err) = pod.exec(
@@ -776,9 +801,9 @@ fn error_of(response: Response) -> String {
 }
 
 #[test]
-fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
+fn the_monitor_starts_restarts_stops_and_removes_containers_on_request() {
     let mut pod = TestPod::new(&[], 2000);
-    pod.start_managed();
+    pod.start_monitor();
     let run_dir = pod.plan.run_dir.clone();
     let monitor = pod.monitor.as_ref().unwrap().id() as i32;
     assert!(monitor_alive(&run_dir));
@@ -792,7 +817,7 @@ fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
     assert!(pod.state_of("crash").is_none());
 
     // A container that fails, and its restart: two runs, one log.
-    let crash = pod.prepare_extra("crash", "", &sh("echo run; exit 1"), 2000);
+    let crash = pod.add("crash", "", &sh("echo run; exit 1"), 2000);
     let (pid1, started1) = pod.start(&crash);
     // The start record is written before the answer.
     let record = read_start(&pod.plan, "crash").unwrap();
@@ -802,7 +827,7 @@ fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
         (exit1.exit_code, exit1.reason.as_str(), exit1.id.as_str()),
         (1, "Error", crash.id.as_str())
     );
-    // Every container exited, and the managed pod stays.
+    // Every container exited, and the pod stays (until it is told to stop).
     std::thread::sleep(Duration::from_millis(300));
     assert!(pod.monitor.as_mut().unwrap().try_wait().unwrap().is_none());
     let state = pod.state_of("crash").unwrap();
@@ -829,7 +854,7 @@ fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
     assert_eq!(pod.state_of("crash").unwrap().restarts, 1);
 
     // A restart under another ID (and bundle): the old container is deleted first.
-    let crash_b = pod.prepare_extra("crash", "-b", &sh("echo again; exit 2"), 2000);
+    let crash_b = pod.add("crash", "-b", &sh("echo again; exit 2"), 2000);
     let (_, started3) = pod.start(&crash_b);
     let state_dir = pod.plan.runtime_state_dir();
     assert!(!state_dir.join(&crash.id).exists());
@@ -837,7 +862,7 @@ fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
     assert_eq!(pod.state_of("crash").unwrap().id, crash_b.id);
 
     // A program that is not there: StartFailed, and a StartError record.
-    let broken = pod.prepare_extra(
+    let broken = pod.add(
         "broken",
         "",
         &serde_json::json!({"command": ["/no/such/program"]}),
@@ -852,7 +877,7 @@ fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
     assert_eq!(read_exit(&pod.plan, "broken").unwrap().reason, "StartError");
 
     // Stop: a polite container ends on its stop signal, well within its grace.
-    let polite = pod.prepare_extra(
+    let polite = pod.add(
         "polite",
         "",
         &sh("trap 'echo bye; exit 0' TERM; echo ready; sleep 1000 & wait"),
@@ -880,7 +905,7 @@ fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
 
     // A stubborn one is killed when the grace period given is over; it
     // cannot be removed while it runs.
-    let stubborn = pod.prepare_extra(
+    let stubborn = pod.add(
         "stubborn",
         "",
         &sh("trap '' TERM; echo ready; sleep 1000"),
@@ -929,7 +954,7 @@ fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
 
     // SIGTERM stops what still runs (with its own stop signal and grace),
     // and the monitor is gone, lock and socket with it.
-    let lasting = pod.prepare_extra("lasting", "", &sh("echo ready; sleep 1000"), 1000);
+    let lasting = pod.add("lasting", "", &sh("echo ready; sleep 1000"), 1000);
     let (_, started) = pod.start(&lasting);
     pod.wait_log("lasting", "ready");
     pod.stop_monitor();
@@ -943,47 +968,42 @@ fn a_managed_monitor_starts_restarts_stops_and_removes_containers() {
 }
 
 #[test]
-fn a_shutdown_request_ends_a_managed_pod_with_its_plan_containers() {
+fn a_shutdown_request_stops_the_containers_and_ends_the_pod() {
     let mut pod = TestPod::new(
         &[(
-            "planned",
+            "polite",
             sh("trap 'echo bye; exit 0' TERM; echo ready; sleep 1000 & wait"),
         )],
         10_000,
     );
-    pod.start_managed();
-    pod.wait_log("planned", "ready");
-    let state = pod.state_of("planned").unwrap();
+    pod.start_monitor();
+    pod.start_all();
+    pod.wait_log("polite", "ready");
+    let state = pod.state_of("polite").unwrap();
     assert!(state.running && state.pid > 0, "{state:?}");
     assert_eq!(pod.ask(Request::Shutdown), Response::Ok);
     pod.wait_monitor(Duration::from_secs(8));
-    let exit = pod.wait_exit("planned", &state.started_at);
+    let exit = pod.wait_exit("polite", &state.started_at);
     assert_eq!((exit.exit_code, exit.signal), (0, None));
     assert!(!monitor_alive(&pod.plan.run_dir));
     pod.assert_nothing_left();
 }
 
 #[test]
-fn a_monitor_not_managed_answers_but_starts_nothing() {
-    let mut pod = TestPod::new(&[("only", sh("echo ready; sleep 1000"))], 2000);
-    pod.start_monitor();
-    pod.wait_log("only", "ready");
-    assert!(monitor_alive(&pod.plan.run_dir));
-    assert!(pod.state_of("only").unwrap().running);
-    let other = pod.prepare_extra("other", "", &sh("true"), 2000);
-    let message = error_of(pod.ask(Request::Start { container: other }));
-    assert!(message.contains("not in managed mode"), "{message}");
-    // Stopping its only container ends it, as the end of its containers does.
-    assert_eq!(
-        pod.ask(Request::Stop {
-            name: "only".into(),
-            signal: None,
-            grace_period_ms: Some(0),
-        }),
-        Response::Ok
+fn a_plan_that_lists_containers_is_refused() {
+    let pod = TestPod::new(&[("listed", sh("echo listed"))], 2000);
+    let mut plan = pod.plan.clone();
+    plan.containers = pod.containers.clone();
+    let out = pod.run_monitor_output(&plan);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "pod {}: monitor: read plan: the plan lists containers",
+            pod.plan.pod_id
+        )),
+        "{stderr}"
     );
-    pod.wait_monitor(Duration::from_secs(10));
-    assert_eq!(pod.exits()["only"].signal, Some(9));
-    assert!(!monitor_alive(&pod.plan.run_dir));
+    assert!(pod.log("listed").is_empty());
     pod.assert_nothing_left();
 }

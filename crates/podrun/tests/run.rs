@@ -1,6 +1,7 @@
 //! `podrun run -f` end to end: a real pod from the local registry, run through
 //! the monitor and crun, its logs streamed, its exit code returned, and nothing
-//! of it left on the machine.
+//! of it left on the machine. `podrun run --detach` hands the pod to the agent
+//! (started on demand), which the checks stop before they look.
 
 mod support;
 
@@ -34,6 +35,25 @@ impl Env {
 
     /// `podrun run -f <manifest> <extra…>`.
     fn run_with(&self, manifest: &str, extra: &[&str]) -> Output {
+        let mut args = self.run_args(manifest);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.podrun(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `podrun run -f <manifest>` in the foreground, left running (its
+    /// output discarded).
+    fn spawn_run(&self, manifest: &str) -> std::process::Child {
+        let args = self.run_args(manifest);
+        self.command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The arguments of `podrun run -f <manifest>`, written to a file; the
+    /// pod's name is remembered for the cleanup.
+    fn run_args(&self, manifest: &str) -> Vec<String> {
         let file = self.dir.path().join("pod.yaml");
         std::fs::write(&file, manifest).unwrap();
         if let Some(name) = manifest
@@ -42,14 +62,17 @@ impl Env {
         {
             self.names.borrow_mut().push(name.trim().to_string());
         }
-        let mut args = vec!["run".to_string(), "-f".into(), file.display().to_string()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        self.podrun(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        vec!["run".to_string(), "-f".into(), file.display().to_string()]
     }
 
     /// `podrun <args…>` on this environment's roots.
     fn podrun(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_podrun"))
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_podrun"));
+        command
             .arg("--root")
             .arg(self.dir.path().join("root"))
             .arg("--run-root")
@@ -61,9 +84,43 @@ impl Env {
             .args(args)
             .env("HOME", self.dir.path())
             .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            // For the agent a detached run starts (and the in-process one):
+            // restarts and syncs within a test's patience.
+            .env("PODRUN_SYNC_INTERVAL_MS", "200")
+            .env("PODRUN_BACKOFF_INITIAL_MS", "500")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Stop the agent a detached run started (SIGTERM; it leaves the pods to
+    /// their monitors) and wait until it is gone.
+    fn stop_agent(&self) {
+        let lock = self.dir.path().join("root/agent.lock");
+        let Some(pid) = std::fs::read_to_string(lock)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        // Only our own agent: its command line names this environment's root.
+        let ours = || {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c).contains(&*self.dir.path().to_string_lossy())
+            })
+        };
+        if !ours() {
+            return;
+        }
+        // SAFETY: kill sends a signal to a process checked to be this test's agent.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ours() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent (pid {pid}) did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// `podrun <args…>`, which must succeed; its stdout.
@@ -79,8 +136,10 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// No mount, cgroup, sandbox, pod directory or container filesystem is left.
+    /// No mount, cgroup, sandbox, pod directory or container filesystem is
+    /// left, and no process (the agent is stopped first).
     fn assert_nothing_left(&self) {
+        self.stop_agent();
         let prefix = self.dir.path().to_string_lossy().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(&prefix), "mounts left below {prefix}");
@@ -152,6 +211,7 @@ impl Drop for Env {
         for name in self.names.borrow().iter() {
             let _ = self.podrun(&["delete", "pod", name]);
         }
+        self.stop_agent();
         support::unmount_below(self.dir.path());
     }
 }
@@ -286,7 +346,8 @@ fn bad_manifests_and_missing_host_paths_fail_cleanly() {
     env.assert_nothing_left();
 }
 
-/// A pod whose containers stop at once on SIGTERM.
+/// A pod whose containers stop at once on SIGTERM; `once` exits 3 and is
+/// not started again.
 fn sleeper(name: &str) -> String {
     let r = registry();
     format!(
@@ -295,6 +356,7 @@ kind: Pod
 metadata:
   name: {name}
 spec:
+  restartPolicy: Never
   containers:
   - name: app
     image: {r}/busybox:latest
@@ -410,6 +472,116 @@ fn a_detached_pod_is_listed_logged_and_deleted() {
         String::from_utf8_lossy(&out.stderr),
         "No resources found in default namespace.\n"
     );
+    env.assert_nothing_left();
+}
+
+/// `run --detach` has kubelet's rules, as `apply` has: the init container runs
+/// first, and a container that fails under restartPolicy OnFailure is started
+/// again until it succeeds.
+#[test]
+fn a_detached_pod_runs_its_init_containers_and_restarts_what_failed() {
+    let env = Env::new();
+    let r = registry();
+    let out = env.run_with(
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: retry
+spec:
+  restartPolicy: OnFailure
+  initContainers:
+  - name: init
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "echo prepared > /data/init; echo init done"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    # Fails on its first run, succeeds on the next (the emptyDir outlives it).
+    command: ["sh", "-c", "cat /data/init; if [ -e /data/failed ]; then exit 0; fi; touch /data/failed; exit 1"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    emptyDir: {{}}
+"#
+        ),
+        &["--detach"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pod/retry created\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let table = loop {
+        let t = env.ok(&["get", "pods"]);
+        if t.contains("Completed") || std::time::Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["retry", "0/1", "Completed", "1"], "{table}");
+    // kubectl's `1 (5s ago)`.
+    assert!(row[4].starts_with('(') && row[5] == "ago)", "{table}");
+    assert_eq!(env.ok(&["logs", "retry", "-c", "init"]), "init done\n");
+    assert_eq!(env.ok(&["logs", "retry"]), "prepared\nprepared\n");
+    assert_eq!(
+        env.ok(&["delete", "pod", "retry"]),
+        "pod \"retry\" deleted\n"
+    );
+    env.assert_nothing_left();
+}
+
+/// `get pods` until its first row satisfies `done` (or 20 s passed): the table.
+fn get_until(env: &Env, done: impl Fn(&[&str]) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let t = env.ok(&["get", "pods"]);
+        let row: Vec<&str> = t
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        if done(&row) || std::time::Instant::now() > deadline {
+            return t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A pod of `podrun run` in the foreground is listed by `get` in another
+/// terminal with what its run reports; once that run is killed, the pod is
+/// Unknown (nothing manages it), and `delete` removes it.
+#[test]
+fn a_foreground_pod_is_listed_and_unknown_once_its_run_is_killed() {
+    let env = Env::new();
+    let mut run = env.spawn_run(&sleeper("fore"));
+    let table = get_until(&env, |row| row.get(2) == Some(&"Error"));
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["fore", "1/2", "Error", "0"], "{table}");
+    let described = env.ok(&["describe", "pod", "fore"]);
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Status:", "Running"])),
+        "{described}"
+    );
+
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let table = env.ok(&["get", "pods"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["fore", "0/2", "Unknown", "0"], "{table}");
+    // Its containers still run under their monitor until it is deleted.
+    assert!(
+        !cgroups_of(&env.pods()).is_empty(),
+        "the containers' cgroups should still exist"
+    );
+    assert_eq!(env.ok(&["delete", "pod", "fore"]), "pod \"fore\" deleted\n");
     env.assert_nothing_left();
 }
 
@@ -655,59 +827,11 @@ fn exec_runs_in_the_container_and_a_missing_executable_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("exec: \"nosuchcmd\": executable file not found in $PATH"));
-    env.assert_nothing_left();
-}
-
-#[test]
-fn a_pod_whose_monitor_was_killed_is_unknown_and_deletes_cleanly() {
-    let env = Env::new();
-    let out = env.run_with(&sleeper("orphan"), &["-d"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The monitor's pid, from the pod's record.
-    let run_pods = env.dir.path().join("run/pods");
-    let dir = std::fs::read_dir(&run_pods)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("pod.json")).unwrap()).unwrap();
-    let pid = record["monitor_pid"].as_i64().unwrap() as i32;
-    assert!(pid > 0);
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(pid).unwrap(),
-        rustix::process::Signal::KILL,
-    )
-    .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "monitor {pid} did not die"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    // Its containers still run, but nothing watches them: kubelet's Unknown.
+    // The agent keeps the pod, as kubelet does (with its StartError shown),
+    // until it is deleted.
     let table = env.ok(&["get", "pods"]);
-    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..3], ["orphan", "0/2", "Unknown"], "{table}");
-    assert!(
-        !cgroups_of(&env.pods()).is_empty(),
-        "the containers' cgroups should still exist"
-    );
-
-    assert_eq!(
-        env.ok(&["delete", "pod", "orphan"]),
-        "pod \"orphan\" deleted\n"
-    );
+    assert!(table.contains("nocmd2"), "{table}");
+    env.ok(&["delete", "pod", "nocmd2"]);
     env.assert_nothing_left();
 }
 

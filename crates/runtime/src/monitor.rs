@@ -1,22 +1,21 @@
 //! The per-pod monitor (conmon's or containerd-shim's role, one per pod): a
-//! single-threaded process that starts the pod's sandbox, creates its containers
-//! through an [`OciBackend`], is the child-subreaper of their processes, copies
-//! their stdout and stderr into CRI log files, records each exit durably, and
-//! on SIGTERM (or when every container has exited) stops, deletes and cleans up
-//! everything it made.
+//! single-threaded process that creates the pod's sandbox, creates its
+//! containers through an [`OciBackend`], is the child-subreaper of their
+//! processes, copies their stdout and stderr into CRI log files, records each
+//! exit durably, and on SIGTERM (or a [`Request::Shutdown`]) stops, deletes
+//! and cleans up everything it made.
 //!
-//! In **managed mode** ([`MonitorPlan::managed`]) a node agent drives it: the
-//! plan's containers (maybe none) are started as usual, but the monitor keeps
-//! the sandbox when they have all exited, and starts, stops and removes single
-//! containers when asked on its control socket ([`control`]: [`Request`],
-//! [`Response`], [`request`]) until SIGTERM or a [`Request::Shutdown`]. Every
-//! monitor holds `<run dir>/monitor.lock` for its whole life
+//! A pod manager (the node agent, or `podrun run` in the foreground) drives
+//! it: the monitor starts, stops and removes single containers when asked on
+//! its control socket ([`control`]: [`Request`], [`Response`], [`request`]),
+//! and keeps the sandbox when every container has exited, until it is told to
+//! stop. Every monitor holds `<run dir>/monitor.lock` for its whole life
 //! ([`monitor_alive`]) and serves the socket (`<run dir>/monitor.sock`).
 //!
-//! The monitor **creates** the sandbox: the caller writes the bundles first,
-//! joining the namespaces at the paths [`PodPlan::ns_path`] names (they are
-//! known before the pause process exists), then starts `podrun-monitor --plan
-//! FILE` (or `podrun __monitor --plan FILE`). So the pause process is the
+//! The monitor **creates** the sandbox: the caller writes the plan, whose
+//! namespace paths ([`PodPlan::ns_path`]) are known before the pause process
+//! exists, so the bundles of the containers it asks for later join them; then
+//! it starts `podrun-monitor --plan FILE`. So the pause process is the
 //! monitor's child and dies with the pod.
 //!
 //! Run [`run_monitor`] only in a process of its own with one thread: the backend
@@ -52,8 +51,8 @@ use cgroup::{oom_file, oom_killed, remove_plan_cgroups};
 use control::{MonitorLock, Server};
 use log::{now_rfc3339_nano, LogStream};
 
-/// How long the logs are still read after the last container exited, for
-/// output held by processes that outlived their container's init.
+/// How long the logs are still read after the last container exited when the
+/// pod stops, for output held by processes that outlived their container's init.
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Everything the monitor of one pod needs (written by the caller as JSON).
@@ -84,40 +83,11 @@ pub struct PodPlan {
     /// The pod's cgroup (`/podrun/<pod>`), which the containers' cgroups are
     /// under: removed from every hierarchy at the end.
     pub cgroup_parent: Option<String>,
-    /// The containers, started in this order.
-    pub containers: Vec<ContainerPlan>,
-}
-
-/// The monitor's plan file: a [`PodPlan`] and, beside its keys, how the
-/// monitor runs it (`{"pod_id": …, "containers": […], "managed": true}`).
-/// [`PodPlan::read`] reads the same file (it ignores `managed`).
-///
-/// `managed` is not a field of [`PodPlan`] itself because code outside the
-/// runtime crate builds `PodPlan` with struct literals.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MonitorPlan {
-    /// The pod.
-    #[serde(flatten)]
-    pub plan: PodPlan,
-    /// Managed mode: the monitor keeps the sandbox after every container
-    /// exited and takes [`Request::Start`]s, until SIGTERM or a
-    /// [`Request::Shutdown`]. Without it the monitor ends with the plan's
-    /// containers, as `podrun run` wants.
+    /// The containers made for the pod, as its pod manager keeps them (the
+    /// files that read a pod's records fill this in). Empty in the plan a
+    /// monitor runs: it starts each container when asked ([`Request::Start`]).
     #[serde(default)]
-    pub managed: bool,
-}
-
-impl MonitorPlan {
-    /// Read a plan file.
-    pub fn read(path: &Path) -> Result<Self, MonitorError> {
-        let text = std::fs::read(path).map_err(|e| step("", "read plan", e))?;
-        serde_json::from_slice(&text).map_err(|e| step("", "read plan", e))
-    }
-
-    /// Write the plan file (JSON).
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, serde_json::to_vec_pretty(self)?)
-    }
+    pub containers: Vec<ContainerPlan>,
 }
 
 /// [`PodPlan::runtime`]'s name for libcontainer in the monitor.
@@ -145,10 +115,16 @@ pub struct ContainerPlan {
 }
 
 impl PodPlan {
-    /// Read a plan from a JSON file.
+    /// Read a plan from a JSON file. (The `"managed": true` of plans written
+    /// before every monitor was managed is ignored.)
     pub fn read(path: &Path) -> Result<Self, MonitorError> {
         let text = std::fs::read(path).map_err(|e| step("", "read plan", e))?;
         serde_json::from_slice(&text).map_err(|e| step("", "read plan", e))
+    }
+
+    /// Write the plan file (JSON).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, serde_json::to_vec_pretty(self)?)
     }
 
     /// Where the sandbox pins namespace `ns`: containers join it by this path.
@@ -280,27 +256,23 @@ struct Running {
     removed: bool,
 }
 
-/// Run the pod of `plan` with its runtime until its containers have exited or
-/// the monitor is told to stop (SIGTERM, SIGINT); then delete them, destroy the
-/// sandbox and remove their cgroups. Everything made is cleaned up, even
-/// after an error.
+/// Run the pod of `plan` with its runtime: create the sandbox, then start,
+/// stop and remove containers when asked, until the monitor is told to stop
+/// (SIGTERM, SIGINT, [`Request::Shutdown`]); then stop what runs, delete the
+/// containers, destroy the sandbox and remove their cgroups. Everything made
+/// is cleaned up, even after an error.
 pub fn run_monitor(plan: &PodPlan) -> Result<(), MonitorError> {
-    run_monitor_with(plan, plan.backend().as_ref())
-}
-
-/// [`run_monitor`] with any backend.
-pub fn run_monitor_with(plan: &PodPlan, backend: &dyn OciBackend) -> Result<(), MonitorError> {
-    run(plan, backend, false)
-}
-
-/// Run the monitor of a plan file: as [`run_monitor`], or in managed mode
-/// (see [`MonitorPlan::managed`]) until SIGTERM or a [`Request::Shutdown`].
-pub fn run_monitor_plan(file: &MonitorPlan) -> Result<(), MonitorError> {
-    run(&file.plan, file.plan.backend().as_ref(), file.managed)
-}
-
-fn run(plan: &PodPlan, backend: &dyn OciBackend, managed: bool) -> Result<(), MonitorError> {
     let pod = plan.pod_id.as_str();
+    if !plan.containers.is_empty() {
+        // A plan of old (or a caller's mistake): nothing would start them.
+        return Err(step(
+            pod,
+            "read plan",
+            "the plan lists containers: the monitor starts each when asked (a start request)",
+        ));
+    }
+    let backend = plan.backend();
+    let backend = backend.as_ref();
     // First of all: from now on the pod has a live monitor, and only one.
     let _lock = MonitorLock::acquire(&plan.run_dir).map_err(|e| step(pod, "take lock", e))?;
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes an integer and no pointers.
@@ -329,7 +301,6 @@ fn run(plan: &PodPlan, backend: &dyn OciBackend, managed: bool) -> Result<(), Mo
     let mut monitor = Monitor {
         plan,
         backend,
-        managed,
         containers: Vec::new(),
         stopping: false,
         starts: HashMap::new(),
@@ -353,7 +324,6 @@ fn run(plan: &PodPlan, backend: &dyn OciBackend, managed: bool) -> Result<(), Mo
 struct Monitor<'a> {
     plan: &'a PodPlan,
     backend: &'a dyn OciBackend,
-    managed: bool,
     /// Every container started, in order (a restart adds one, the replaced
     /// one is `removed`).
     containers: Vec<Running>,
@@ -372,16 +342,6 @@ impl Monitor<'_> {
     ) -> Result<(), MonitorError> {
         let plan = self.plan;
         let pod = plan.pod_id.as_str();
-        for c in &plan.containers {
-            let restarts = self.count_start(&c.name);
-            let running = start(plan, self.backend, c, restarts)?;
-            self.containers.push(running);
-            // A SIGTERM that came during the starts stops the pod before the next one.
-            if read_signals(signals) {
-                self.stop_pod();
-                break;
-            }
-        }
         let mut drain_until: Option<Instant> = None;
         loop {
             reap(plan, sandbox, &mut self.containers)?;
@@ -393,8 +353,8 @@ impl Monitor<'_> {
                 .containers
                 .iter()
                 .any(|c| c.streams.iter().any(|s| s.pipe.is_some()));
-            // A managed pod ends only when it is told to.
-            if all_done && (self.stopping || !self.managed) {
+            // The pod ends only when it is told to.
+            if all_done && self.stopping {
                 let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN);
                 if !pipes_open || Instant::now() >= until {
                     return Ok(());
@@ -509,11 +469,6 @@ impl Monitor<'_> {
 
     fn start_request(&mut self, c: ContainerPlan) -> Result<Response, String> {
         let name = c.name.as_str();
-        if !self.managed {
-            return Err(format!(
-                "container {name}: start: the monitor is not in managed mode"
-            ));
-        }
         if self.stopping {
             return Err(format!("container {name}: start: the pod is stopping"));
         }
@@ -654,12 +609,6 @@ impl Monitor<'_> {
                         errors.push(format!("container {}: {e}", c.plan.name));
                     }
                 }
-            }
-        }
-        // The plan's containers a stop kept from starting.
-        for c in &plan.containers {
-            if !self.containers.iter().any(|r| r.plan.id == c.id) && deleted.insert(&c.id) {
-                let _ = self.backend.delete(&c.id);
             }
         }
         // Reap what the deletes killed, so no zombie outlives the monitor's exit.

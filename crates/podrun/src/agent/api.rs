@@ -25,6 +25,10 @@ pub enum Request {
     Apply {
         /// (name for messages, text) of each file.
         files: Vec<(String, String)>,
+        /// Pods must be new: one that exists refuses the whole request
+        /// (`podrun run --detach`, as `kubectl create`).
+        #[serde(default)]
+        create: bool,
     },
     /// Remove the objects these files name.
     DeleteFiles {

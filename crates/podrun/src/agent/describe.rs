@@ -12,15 +12,12 @@ use std::fmt::Write;
 /// The text of `describe pod namespace/name`.
 pub(super) fn describe(agent: &Agent, namespace: &str, name: &str) -> Result<String> {
     let Some(row) = agent.db().pod(namespace, name)? else {
-        // A pod of `podrun run`: what its records say.
+        // A pod of `podrun run` in the foreground: what its manager reported
+        // (its events are that process's).
         let state = crate::pods::find(&agent.cli.run_root, namespace, name)?;
-        let summary = crate::kubectl::summary(&state);
-        let mut pod = state.record.manifest.clone();
-        pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
-            phase: Some(state.view().phase.to_string()),
-            ..Default::default()
-        });
-        return Ok(render(&pod, None, &summary.status, &agent.node, &[]));
+        let pod = crate::pods::reported(&state);
+        let status = podrun_kubelet::printer::status_column(&pod);
+        return Ok(render(&pod, None, &status, &agent.node, &[]));
     };
     let mut pod: Pod = serde_json::from_str(&row.manifest)?;
     pod.status = row
@@ -186,9 +183,7 @@ fn render(
     let now = chrono::Utc::now();
     let age = |t: &str| {
         chrono::DateTime::parse_from_rfc3339(t)
-            .map(|t| {
-                crate::status::human_duration((now - t.with_timezone(&chrono::Utc)).num_seconds())
-            })
+            .map(|t| podrun_kubelet::printer::human_duration(now - t.with_timezone(&chrono::Utc)))
             .unwrap_or_default()
     };
     let mut rows = vec![

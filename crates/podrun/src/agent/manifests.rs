@@ -61,7 +61,14 @@ async fn scan(agent: &Arc<Agent>, dir: &Path, seen: &mut HashMap<PathBuf, String
         seen.insert(file.clone(), text.clone());
         let source = format!("file:{}", file.display());
         let name = file.display().to_string();
-        match super::apply(agent, &[(name, text.clone())], &source).await {
+        match super::apply(
+            agent,
+            &[(name, text.clone())],
+            &source,
+            super::Existing::Update,
+        )
+        .await
+        {
             Ok(super::api::Response::Done {
                 lines, warnings, ..
             }) => {

@@ -320,7 +320,14 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
             warnings: vec![],
             failed: false,
         }),
-        Request::Apply { files } => apply(agent, &files, "api").await,
+        Request::Apply { files, create } => {
+            let existing = if create {
+                Existing::Refuse
+            } else {
+                Existing::Update
+            };
+            apply(agent, &files, "api", existing).await
+        }
         Request::DeleteFiles {
             files,
             grace_period,
@@ -376,12 +383,22 @@ fn manifest_hash(json: &str) -> String {
     hex::encode(sha2::Sha256::digest(json.as_bytes()))
 }
 
+/// What [`apply`] does with a pod that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// Leave it or update it (`podrun apply`).
+    Update,
+    /// Refuse the whole request (`podrun run`, as `kubectl create`).
+    Refuse,
+}
+
 /// Store the objects of `files` (all or nothing), then have each new or
 /// changed pod's worker start it and report how that went.
 pub(crate) async fn apply(
     agent: &Arc<Agent>,
     files: &[(String, String)],
     source: &str,
+    existing: Existing,
 ) -> Result<Response> {
     let objects = load(files, podrun_spec::load_runnable)?;
     let mut changes = Vec::new();
@@ -407,9 +424,12 @@ pub(crate) async fn apply(
                     let manifest = serde_json::to_string(&pod)?;
                     let hash = manifest_hash(&manifest);
                     if taken_by_run.contains(&(namespace.clone(), name.clone())) {
-                        bail!("pod/{name}: a pod of that name, started by podrun run, exists in namespace {namespace}\nnothing was applied");
+                        bail!("pod/{name}: a pod of that name, run by podrun run in the foreground, exists in namespace {namespace}\nnothing was applied");
                     }
                     match db.pod(&namespace, &name)? {
+                        Some(_) if existing == Existing::Refuse => bail!(
+                            "pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)\nnothing was applied"
+                        ),
                         Some(row) if row.source != source => bail!(
                             "pod/{name}: namespace {namespace} already has it from {} \nnothing was applied",
                             describe_source(&row.source)
@@ -628,8 +648,9 @@ async fn delete_files(
 }
 
 /// Delete pods: mark each (committed), then have its worker stop and remove
-/// it; answer once they are gone. Pods of `podrun run` are stopped and removed
-/// here, as the CLI would.
+/// it; answer once they are gone. The pod of a `podrun run` in the foreground
+/// (not the agent's) is stopped and removed here; that run sees its monitor
+/// gone and ends.
 pub(crate) async fn delete(
     agent: &Arc<Agent>,
     namespace: &str,
@@ -654,12 +675,13 @@ pub(crate) async fn delete(
             ));
             continue;
         }
-        // Not the agent's: a pod of `podrun run`?
+        // Not the agent's: a pod of `podrun run` in the foreground?
         match crate::pods::find(&agent.cli.run_root, namespace, name) {
             Ok(state) => {
                 let images = agent.images.clone();
+                let grace = grace_period.map(podrun_kubelet::grace::grace_period);
                 let r = tokio::task::spawn_blocking(move || {
-                    crate::pods::stop(&state)?;
+                    crate::pods::stop_within(&state, grace)?;
                     crate::pods::teardown(&images, &state)
                 })
                 .await?;
@@ -684,11 +706,13 @@ pub(crate) async fn delete(
     })
 }
 
-/// Every pod of the agent's and of `podrun run`'s, as `get pods` shows them.
+/// Every pod of the agent's and of `podrun run`'s in the foreground, as `get
+/// pods` shows them.
 fn get(agent: &Arc<Agent>, namespace: Option<&str>, full: bool) -> Result<Response> {
     let rows = agent.db().pods()?;
     // The agent's pods are what the database says (their status is stored
-    // there); only `podrun run`'s pods are read from their directories.
+    // there); only the pods of `podrun run` in the foreground are read from
+    // their directories, with the status their run reported.
     let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r.pod_id.as_str()).collect();
     let others = crate::pods::list_except(&agent.cli.run_root, &ours);
     let mut pods: Vec<PodSummary> = Vec::new();
@@ -702,18 +726,28 @@ fn get(agent: &Arc<Agent>, namespace: Option<&str>, full: bool) -> Result<Respon
         }
         pods.push(summary);
     }
+    let now = chrono::Utc::now();
     for s in others
         .iter()
         .filter(|s| !s.record.agent && namespace.is_none_or(|n| n == s.record.namespace))
     {
-        let mut summary = crate::kubectl::summary(s);
+        let pod = crate::pods::reported(s);
+        let columns = podrun_kubelet::printer::columns(&pod, now);
+        let mut summary = PodSummary {
+            namespace: s.record.namespace.clone(),
+            name: s.record.name.clone(),
+            ready: columns.ready,
+            status: columns.status,
+            restarts: columns.restarts,
+            age_seconds: s.age_seconds(),
+            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            pod: None,
+        };
         if full {
-            let mut pod = s.record.manifest.clone();
-            pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
-                phase: Some(s.view().phase.to_string()),
-                ..Default::default()
-            });
-            summary.pod = Some(serde_json::to_value(&pod)?);
+            let mut value = serde_json::to_value(&pod)?;
+            value["apiVersion"] = "v1".into();
+            value["kind"] = "Pod".into();
+            summary.pod = Some(value);
         }
         pods.push(summary);
     }

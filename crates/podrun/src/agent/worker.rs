@@ -275,7 +275,6 @@ fn sources(agent: &Agent, namespace: &str) -> Result<crate::env::Sources> {
 /// attempt left is removed first.
 async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let pod: Pod = serde_json::from_str(&row.manifest).context("read the stored manifest")?;
-    let sources = sources(agent, &row.namespace)?;
     remove(agent, row).await?;
     crash_point("create:cleaned");
     let cli = agent.cli;
@@ -289,7 +288,7 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
         .await??
     };
     crash_point("create:registered");
-    let started = crate::run::start_pod(cli, &agent.images, &pod, &sources, state, true).await?;
+    let started = crate::run::start_pod(cli, &agent.images, &pod, state).await?;
     let crate::run::Started {
         state,
         mut monitor,

@@ -3,11 +3,11 @@
 //!
 //! Usage:
 //!   `podrun-monitor --plan FILE`
-//!     run the pod of the plan (`podrun_runtime::monitor::run_monitor_plan`)
-//!     until it ends; exit 1 with `Error: …` on stderr when it fails. With
-//!     `"managed": true` in the plan it runs until SIGTERM or a `shutdown`
-//!     request, taking requests on `<run dir>/monitor.sock`
-//!     (`podrun_runtime::monitor::control`).
+//!     run the pod of the plan (`podrun_runtime::monitor::run_monitor`):
+//!     create its sandbox and take requests on `<run dir>/monitor.sock`
+//!     (`podrun_runtime::monitor::control`: start, stop, remove a container)
+//!     until SIGTERM or a `shutdown` request; exit 1 with `Error: …` on
+//!     stderr when it fails.
 //!   `podrun-monitor cleanup --plan FILE`
 //!     remove what a monitor that died left of its pod (containers, pause
 //!     process, namespace pins, cgroups); exit 1 listing every failure.
@@ -22,7 +22,7 @@
 
 use std::path::PathBuf;
 
-use podrun_runtime::monitor::{run_monitor_plan, MonitorPlan, PodPlan};
+use podrun_runtime::monitor::{run_monitor, PodPlan};
 
 const USAGE: &str = "usage: podrun-monitor --plan FILE\n       \
                      podrun-monitor cleanup --plan FILE\n       \
@@ -111,7 +111,7 @@ fn main() {
     match cmd {
         Cmd::Run { plan } => {
             // Single-threaded, as it must stay: the runtime backend forks.
-            let result = MonitorPlan::read(&plan).and_then(|plan| run_monitor_plan(&plan));
+            let result = PodPlan::read(&plan).and_then(|plan| run_monitor(&plan));
             if let Err(e) = result {
                 fail(e);
             }

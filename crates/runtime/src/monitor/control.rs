@@ -7,8 +7,7 @@
 //! per connection: the client writes one JSON line ([`Request`]), the monitor
 //! answers with one JSON line ([`Response`]) and closes. The monitor serves it
 //! from its single `poll(2)` loop (no thread): a request waits while the
-//! monitor is busy (starting the sandbox and the plan's containers, or another
-//! container), so clients give it a timeout of seconds, not milliseconds.
+//! monitor is busy (creating the sandbox, or starting another container), so clients give it a timeout of seconds, not milliseconds.
 //! [`request`] is the client.
 //!
 //! ```text

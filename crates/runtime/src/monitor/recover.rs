@@ -52,8 +52,8 @@ pub fn clean_up_after(plan: &PodPlan) -> Vec<String> {
     errors
 }
 
-/// The plan's containers and those a managed monitor started on request
-/// (found by their start and exit records): `(name, id)`, each ID once.
+/// The plan's containers and those the monitor started on request (found by
+/// their start and exit records): `(name, id)`, each ID once.
 fn containers(plan: &PodPlan) -> Vec<(String, String)> {
     let mut found: Vec<(String, String)> = plan
         .containers
