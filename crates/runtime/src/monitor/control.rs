@@ -450,7 +450,9 @@ impl Server {
                 if let Some(request) = c.request() {
                     let response = match request {
                         Ok(request) => handle(request),
-                        Err(message) => Response::Error { message },
+                        Err(e) => Response::Error {
+                            message: format!("bad request: {e}"),
+                        },
                     };
                     let mut line = serde_json::to_vec(&response).unwrap_or_else(|e| {
                         format!(r#"{{"result":"error","message":"encode answer: {e}"}}"#)
@@ -528,12 +530,12 @@ impl Connection {
     }
 
     /// The request, once its line is complete.
-    fn request(&self) -> Option<Result<Request, String>> {
+    fn request(&self) -> Option<Result<Request, serde_json::Error>> {
         if self.closed {
             return None;
         }
         let end = self.input.iter().position(|&b| b == b'\n')?;
-        Some(serde_json::from_slice(&self.input[..end]).map_err(|e| format!("bad request: {e}")))
+        Some(serde_json::from_slice(&self.input[..end]))
     }
 
     /// Send what the socket takes; closed once all is sent.
