@@ -394,11 +394,9 @@ impl Server {
         }
         // The socket file is created by bind with the umask's permissions:
         // narrow them for the bind (the monitor has one thread), then make sure.
-        // SAFETY: umask only sets the process's file mode mask.
-        let old = unsafe { libc::umask(0o177) };
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
         let bound = UnixListener::bind(&path);
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
+        rustix::process::umask(old);
         let listener = bound?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
