@@ -20,6 +20,121 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why a pod cgroup could not be made, found or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// cgroup path {path:?}: {reason}
+    #[error("cgroup path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// read /proc/self/cgroup: {0}
+    #[error("read /proc/self/cgroup: {0}")]
+    ProcSelfCgroup(#[source] std::io::Error),
+    /// no cgroup v1 hierarchy under /sys/fs/cgroup
+    #[error("no cgroup v1 hierarchy under {CGROUP_ROOT}")]
+    NoV1Hierarchy,
+    /// no cgroup v1 hierarchy has the {controller} controller (for {file})
+    #[error("no cgroup v1 hierarchy has the {controller} controller (for {file})")]
+    NoV1Controller {
+        /// The controller a limit needs.
+        controller: &'static str,
+        /// The control file the limit goes into.
+        file: &'static str,
+    },
+    /// controller {controller} is not available in {dir} (for {file})
+    #[error("controller {controller} is not available in {} (for {file})", .dir.display())]
+    NoV2Controller {
+        /// The controller a limit needs.
+        controller: &'static str,
+        /// The pod's cgroup directory.
+        dir: PathBuf,
+        /// The control file the limit goes into.
+        file: &'static str,
+    },
+    /// mkdir {dir}: {source}
+    #[error("mkdir {}: {source}", .dir.display())]
+    Mkdir {
+        /// The directory.
+        dir: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// read {file}: {source}
+    #[error("read {}: {source}", .file.display())]
+    Read {
+        /// The file or directory.
+        file: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// write {value:?} to {file}: {source}
+    #[error("write {value:?} to {}: {source}", .file.display())]
+    Write {
+        /// The control file.
+        file: PathBuf,
+        /// What was written.
+        value: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// statfs {dir}: {source}
+    #[error("statfs {}: {source}", .dir.display())]
+    Statfs {
+        /// The directory.
+        dir: PathBuf,
+        /// The system's error.
+        source: rustix::io::Errno,
+    },
+    /// {dir}: not on a cgroup filesystem
+    #[error("{}: not on a cgroup filesystem", .dir.display())]
+    NotCgroupfs {
+        /// The directory that was to be removed.
+        dir: PathBuf,
+    },
+    /// remove {dir}: {source}
+    #[error("remove {}: {source}", .dir.display())]
+    Rmdir {
+        /// The directory.
+        dir: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// create cgroup {path}: {source}, then each failure to undo it
+    #[error("create cgroup {path}: {source}{}", undo_text(.undo))]
+    Create {
+        /// The pod's cgroup path.
+        path: String,
+        /// The step that failed.
+        source: Box<CgroupError>,
+        /// The directories this call made that could not be removed again.
+        undo: Vec<CgroupError>,
+    },
+    /// remove cgroup {path}: every failure, in order
+    #[error("remove cgroup {path}: {}", join_errors(.errors))]
+    Remove {
+        /// The pod's cgroup path.
+        path: String,
+        /// Every failure met while going on past them.
+        errors: Vec<CgroupError>,
+    },
+}
+
+fn join_errors(errors: &[CgroupError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn undo_text(undo: &[CgroupError]) -> String {
+    undo.iter().map(|e| format!("; and undo: {e}")).collect()
+}
+
 /// Where the cgroup filesystems are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -273,19 +388,18 @@ pub fn v1_hierarchies_from(
 }
 
 /// The v1 hierarchies crun would use on this machine.
-pub fn v1_hierarchies() -> Result<Vec<Hierarchy>, String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("read /proc/self/cgroup: {e}"))?;
+pub fn v1_hierarchies() -> Result<Vec<Hierarchy>, CgroupError> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").map_err(CgroupError::ProcSelfCgroup)?;
     let found = v1_hierarchies_from(&text, Path::new(CGROUP_ROOT), |p| p.is_dir());
     if found.is_empty() {
-        return Err(format!("no cgroup v1 hierarchy under {CGROUP_ROOT}"));
+        return Err(CgroupError::NoV1Hierarchy);
     }
     Ok(found)
 }
 
 /// The directories that make up cgroup `path` (`/podrun/burstable/<pod>`): one per v1
 /// hierarchy crun uses, or the one under the unified mount. They need not exist.
-pub fn cgroup_dirs(path: &str) -> Result<Vec<PathBuf>, String> {
+pub fn cgroup_dirs(path: &str) -> Result<Vec<PathBuf>, CgroupError> {
     let parts = components(path)?;
     let bases = match detect() {
         CgroupMode::V2 => vec![PathBuf::from(CGROUP_ROOT)],
@@ -296,8 +410,13 @@ pub fn cgroup_dirs(path: &str) -> Result<Vec<PathBuf>, String> {
 
 /// The components of an absolute cgroup path; refuses the root, empty components,
 /// `.` and `..`, so that nothing outside the cgroup can be named.
-pub fn components(path: &str) -> Result<Vec<&str>, String> {
-    let bad = |why: &str| Err(format!("cgroup path {path:?}: {why}"));
+pub fn components(path: &str) -> Result<Vec<&str>, CgroupError> {
+    let bad = |reason| {
+        Err(CgroupError::InvalidPath {
+            path: path.into(),
+            reason,
+        })
+    };
     let Some(rest) = path.strip_prefix('/') else {
         return bad("must be absolute");
     };
@@ -327,21 +446,26 @@ fn join(base: &Path, parts: &[&str]) -> PathBuf {
 /// is reused and gets `limits`. On failure every directory this call created is
 /// removed again (controllers it enabled in v2 ancestors stay enabled, as runc and crun
 /// leave them); the error names the file and the cause.
-pub fn create_pod_cgroup(path: &str, limits: &CgroupLimits) -> Result<(), String> {
+pub fn create_pod_cgroup(path: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
     let parts = components(path)?;
     let mut created = Vec::new();
     let result = match detect() {
         CgroupMode::V1 => create_v1(&parts, limits, &mut created),
         CgroupMode::V2 => create_v2(&parts, limits, &mut created),
     };
-    result.map_err(|error| {
-        let mut message = format!("create cgroup {path}: {error}");
-        for dir in created.iter().rev() {
-            if let Err(e) = rmdir_retrying(dir) {
-                message.push_str(&format!("; and undo: remove {}: {e}", dir.display()));
-            }
-        }
-        message
+    result.map_err(|error| CgroupError::Create {
+        path: path.into(),
+        source: Box::new(error),
+        undo: created
+            .iter()
+            .rev()
+            .filter_map(|dir| {
+                rmdir_retrying(dir).err().map(|source| CgroupError::Rmdir {
+                    dir: dir.clone(),
+                    source,
+                })
+            })
+            .collect(),
     })
 }
 
@@ -349,7 +473,7 @@ fn create_v1(
     parts: &[&str],
     limits: &CgroupLimits,
     created: &mut Vec<PathBuf>,
-) -> Result<(), String> {
+) -> Result<(), CgroupError> {
     let hierarchies = v1_hierarchies()?;
     for hierarchy in &hierarchies {
         make_dirs(&hierarchy.dir, parts, created)?;
@@ -360,10 +484,10 @@ fn create_v1(
     for setting in v1_settings(limits) {
         let Some(hierarchy) = hierarchies.iter().find(|h| h.has(setting.controller)) else {
             if setting.limits {
-                return Err(format!(
-                    "no cgroup v1 hierarchy has the {} controller (for {})",
-                    setting.controller, setting.file
-                ));
+                return Err(CgroupError::NoV1Controller {
+                    controller: setting.controller,
+                    file: setting.file,
+                });
             }
             continue;
         };
@@ -378,7 +502,7 @@ fn create_v1(
 /// A new cpuset cgroup starts with empty `cpuset.cpus` and `cpuset.mems`, and no task
 /// can join it then (ENOSPC): fill each level of `parts` that is empty from its parent,
 /// as crun does for the containers' cgroups (`initialize_cpuset_subsystem`).
-fn fill_cpuset(hierarchy: &Path, parts: &[&str]) -> Result<(), String> {
+fn fill_cpuset(hierarchy: &Path, parts: &[&str]) -> Result<(), CgroupError> {
     let mut parent = hierarchy.to_path_buf();
     for part in parts {
         let dir = parent.join(part);
@@ -409,7 +533,7 @@ fn create_v2(
     parts: &[&str],
     limits: &CgroupLimits,
     created: &mut Vec<PathBuf>,
-) -> Result<(), String> {
+) -> Result<(), CgroupError> {
     let root = Path::new(CGROUP_ROOT);
     let mut dir = root.to_path_buf();
     for part in parts {
@@ -427,12 +551,11 @@ fn create_v2(
             .any(|c| c == setting.controller)
         {
             if setting.limits {
-                return Err(format!(
-                    "controller {} is not available in {} (for {})",
-                    setting.controller,
-                    dir.display(),
-                    setting.file
-                ));
+                return Err(CgroupError::NoV2Controller {
+                    controller: setting.controller,
+                    dir,
+                    file: setting.file,
+                });
             }
             continue;
         }
@@ -444,7 +567,7 @@ fn create_v2(
 /// Enables in `dir`'s `cgroup.subtree_control` every controller it offers, all at once
 /// or, when the kernel refuses one, one by one (runc's `CreateCgroupPath`); whether the
 /// controllers the limits need arrived is checked by the caller.
-fn enable_controllers(dir: &Path) -> Result<(), String> {
+fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     let available = read_file(&dir.join("cgroup.controllers"))?;
     let enabled = read_file(&dir.join("cgroup.subtree_control"))?;
     let missing = controllers_to_enable(&available, &enabled);
@@ -470,7 +593,7 @@ pub fn controllers_to_enable(available: &str, enabled: &str) -> Vec<String> {
 }
 
 /// mkdir each missing level of `parts` under `base`, recording those it made.
-fn make_dirs(base: &Path, parts: &[&str], created: &mut Vec<PathBuf>) -> Result<(), String> {
+fn make_dirs(base: &Path, parts: &[&str], created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
     // A parent may vanish between two of our mkdirs: removing the last pod of a
     // QoS class removes its empty parents (`remove_pod_cgroup`). Start over then.
     let mut attempt = 0;
@@ -485,7 +608,7 @@ fn make_dirs(base: &Path, parts: &[&str], created: &mut Vec<PathBuf>) -> Result<
                     attempt += 1;
                     continue 'again;
                 }
-                Err(e) => return Err(format!("mkdir {}: {e}", dir.display())),
+                Err(source) => return Err(CgroupError::Mkdir { dir, source }),
             }
         }
         return Ok(());
@@ -493,26 +616,36 @@ fn make_dirs(base: &Path, parts: &[&str], created: &mut Vec<PathBuf>) -> Result<
 }
 
 /// mkdir; whether it was made (false: it was there).
-fn make_dir(dir: &Path) -> Result<bool, String> {
+fn make_dir(dir: &Path) -> Result<bool, CgroupError> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
-        Err(e) => Err(format!("mkdir {}: {e}", dir.display())),
+        Err(source) => Err(CgroupError::Mkdir {
+            dir: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 
-fn read_file(file: &Path) -> Result<String, String> {
-    std::fs::read_to_string(file).map_err(|e| format!("read {}: {e}", file.display()))
+fn read_file(file: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(file).map_err(|source| CgroupError::Read {
+        file: file.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes a control file, which must exist (no O_CREAT: a missing file is ENOENT, not
 /// a confusing EPERM from cgroupfs).
-fn write_file(file: &Path, value: &str) -> Result<(), String> {
+fn write_file(file: &Path, value: &str) -> Result<(), CgroupError> {
     std::fs::OpenOptions::new()
         .write(true)
         .open(file)
         .and_then(|mut f| f.write_all(value.as_bytes()))
-        .map_err(|e| format!("write {:?} to {}: {e}", value, file.display()))
+        .map_err(|source| CgroupError::Write {
+            file: file.to_path_buf(),
+            value: value.into(),
+            source,
+        })
 }
 
 /// Removes cgroup `path` (and any cgroups left beneath it, such as containers') from
@@ -520,7 +653,7 @@ fn write_file(file: &Path, value: &str) -> Result<(), String> {
 /// empty, so the last pod gone leaves no podrun cgroup behind. A hierarchy where it is
 /// absent is fine. Goes on past failures and reports them all; a cgroup that still
 /// holds processes cannot be removed (EBUSY).
-pub fn remove_pod_cgroup(path: &str) -> Result<(), String> {
+pub fn remove_pod_cgroup(path: &str) -> Result<(), CgroupError> {
     let dirs = cgroup_dirs(path)?;
     let depth = components(path)?.len();
     let mut errors = Vec::new();
@@ -537,12 +670,15 @@ pub fn remove_pod_cgroup(path: &str) -> Result<(), String> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(format!("remove cgroup {path}: {}", errors.join("; ")))
+        Err(CgroupError::Remove {
+            path: path.into(),
+            errors,
+        })
     }
 }
 
 /// Remove one hierarchy's pod directory (checked to be on a cgroup file system).
-fn remove_pod_dir(dir: &Path, errors: &mut Vec<String>) {
+fn remove_pod_dir(dir: &Path, errors: &mut Vec<CgroupError>) {
     if !dir.exists() {
         return;
     }
@@ -550,15 +686,20 @@ fn remove_pod_dir(dir: &Path, errors: &mut Vec<String>) {
         Ok(s) if matches!(s.f_type as u64, CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC) => {
             remove_tree(dir, errors)
         }
-        Ok(_) => errors.push(format!("{}: not on a cgroup filesystem", dir.display())),
-        Err(e) => errors.push(format!("statfs {}: {e}", dir.display())),
+        Ok(_) => errors.push(CgroupError::NotCgroupfs {
+            dir: dir.to_path_buf(),
+        }),
+        Err(source) => errors.push(CgroupError::Statfs {
+            dir: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 
 /// rmdir the child cgroups of `dir`, deepest first, then `dir`. Only directories are
 /// removed, and only with rmdir: cgroupfs drops the control files with them, and
 /// nothing else could be deleted by mistake.
-fn remove_tree(dir: &Path, errors: &mut Vec<String>) {
+fn remove_tree(dir: &Path, errors: &mut Vec<CgroupError>) {
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             for entry in entries.flatten() {
@@ -568,10 +709,16 @@ fn remove_tree(dir: &Path, errors: &mut Vec<String>) {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => errors.push(format!("read {}: {e}", dir.display())),
+        Err(source) => errors.push(CgroupError::Read {
+            file: dir.to_path_buf(),
+            source,
+        }),
     }
-    if let Err(e) = rmdir_retrying(dir) {
-        errors.push(format!("remove {}: {e}", dir.display()));
+    if let Err(source) = rmdir_retrying(dir) {
+        errors.push(CgroupError::Rmdir {
+            dir: dir.to_path_buf(),
+            source,
+        });
     }
 }
 
@@ -583,7 +730,7 @@ fn rmdir_retrying(dir: &Path) -> std::io::Result<()> {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 5 => {
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && attempt < 5 => {
                 std::thread::sleep(delay);
                 delay *= 2;
             }

@@ -30,11 +30,13 @@ mod forked;
 pub mod log;
 mod recover;
 
-pub use backend::{OciBackend, OciCli};
+pub use backend::{BackendError, ExecFailure, OciBackend, OciCli};
+pub use console::ConsoleError;
 pub use control::{
     monitor_alive, monitor_pid, request, ContainerState, ControlError, Request, Response,
 };
-pub use embedded::Embedded;
+pub use embedded::{Embedded, EmbeddedError};
+pub use forked::ForkedError;
 pub use recover::clean_up_after;
 
 use std::collections::{HashMap, HashSet};
@@ -695,7 +697,7 @@ fn start(
                 finished_at: now_rfc3339_nano(),
                 oom_killed: false,
                 reason: "StartError".into(),
-                message: Some(e),
+                message: Some(e.to_string()),
             };
             write_record(&plan.exit_path(&c.name), &record)
                 .map_err(|e| step(pod, &format!("{what}: record exit"), e))?;

@@ -54,27 +54,105 @@ pub struct SandboxConfig {
 /// Why a sandbox could not be made or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// An ID that cannot be a directory name.
+    /// sandbox {id:?}: invalid ID
     #[error("sandbox {0:?}: invalid ID")]
     InvalidId(String),
-    /// A step failed.
-    #[error("sandbox {id}: {step}: {cause}")]
-    Step {
+    /// sandbox {id}: create directory: {source}
+    #[error("sandbox {id}: create directory: {source}")]
+    CreateDir {
         /// The sandbox.
         id: String,
-        /// What was being done.
-        step: String,
-        /// The cause.
-        cause: String,
+        /// The system's error.
+        source: std::io::Error,
     },
-    /// Teardown met several failures; all are listed.
-    #[error("sandbox {id}: teardown: {}", .errors.join("; "))]
+    /// sandbox {id}: start pause: {program}: {source}
+    #[error("sandbox {id}: start pause: {}: {source}", .program.display())]
+    SpawnPause {
+        /// The sandbox.
+        id: String,
+        /// The pause binary.
+        program: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// sandbox {id}: start pause: read its ready line: {source}
+    #[error("sandbox {id}: start pause: read its ready line: {source}")]
+    ReadReady {
+        /// The sandbox.
+        id: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// sandbox {id}: start pause: {stderr} (the pause process failed and said why)
+    #[error("sandbox {id}: start pause: {stderr}")]
+    PauseFailed {
+        /// The sandbox.
+        id: String,
+        /// What the pause process wrote on stderr.
+        stderr: String,
+    },
+    /// sandbox {id}: pin {ns} namespace: create {target}: {source}
+    #[error("sandbox {id}: pin {ns} namespace: create {}: {source}", .target.display())]
+    PinFile {
+        /// The sandbox.
+        id: String,
+        /// The namespace's name.
+        ns: &'static str,
+        /// The file to bind the namespace onto.
+        target: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// sandbox {id}: pin {ns} namespace: bind {from}: {source}
+    #[error("sandbox {id}: pin {ns} namespace: bind {from}: {source}")]
+    Bind {
+        /// The sandbox.
+        id: String,
+        /// The namespace's name.
+        ns: &'static str,
+        /// `/proc/<pid>/ns/<kind>`.
+        from: String,
+        /// The system's error.
+        source: rustix::io::Errno,
+    },
+    /// stop pause process {pid}: still running after SIGKILL
+    #[error("stop pause process {pid}: still running after SIGKILL")]
+    StillRunning {
+        /// The pause process.
+        pid: i32,
+    },
+    /// unmount {path}: {source}
+    #[error("unmount {}: {source}", .path.display())]
+    Unmount {
+        /// The namespace pin.
+        path: PathBuf,
+        /// The system's error.
+        source: rustix::io::Errno,
+    },
+    /// remove {dir}: {source}
+    #[error("remove {}: {source}", .dir.display())]
+    RemoveDir {
+        /// The sandbox directory.
+        dir: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// sandbox {id}: teardown: every failure, in order
+    #[error("sandbox {id}: teardown: {}", join_errors(.errors))]
     Teardown {
         /// The sandbox.
         id: String,
         /// Every failure, in order.
-        errors: Vec<String>,
+        errors: Vec<SandboxError>,
     },
+}
+
+fn join_errors(errors: &[SandboxError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A running sandbox.
@@ -99,14 +177,11 @@ impl Sandbox {
         config: &SandboxConfig,
     ) -> Result<Sandbox, SandboxError> {
         check_id(&config.id)?;
-        let step = |step: &str, cause: String| SandboxError::Step {
-            id: config.id.clone(),
-            step: step.into(),
-            cause,
-        };
         let dir = run_root.join("sandboxes").join(&config.id);
-        std::fs::create_dir_all(dir.join("ns"))
-            .map_err(|e| step("create directory", e.to_string()))?;
+        std::fs::create_dir_all(dir.join("ns")).map_err(|source| SandboxError::CreateDir {
+            id: config.id.clone(),
+            source,
+        })?;
         let mut namespaces = vec![Namespace::Ipc];
         let mut cmd = Command::new(pause);
         cmd.arg("--ipc");
@@ -127,36 +202,47 @@ impl Sandbox {
         let started = sandbox.start(cmd);
         if let Err(e) = started {
             let _ = sandbox.destroy();
-            return Err(step("start pause", e));
+            return Err(e);
         }
         for ns in sandbox.namespaces.clone() {
             if let Err(e) = sandbox.pin(ns) {
                 let _ = sandbox.destroy();
-                return Err(step(&format!("pin {} namespace", ns.name()), e));
+                return Err(e);
             }
         }
         Ok(sandbox)
     }
 
-    fn start(&mut self, mut cmd: Command) -> Result<(), String> {
+    fn start(&mut self, mut cmd: Command) -> Result<(), SandboxError> {
+        let read_ready = |source| SandboxError::ReadReady {
+            id: self.id.clone(),
+            source,
+        };
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("{}: {e}", cmd.get_program().to_string_lossy()))?;
+            .map_err(|source| SandboxError::SpawnPause {
+                id: self.id.clone(),
+                program: PathBuf::from(cmd.get_program()),
+                source,
+            })?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped"))
             .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
+            .map_err(read_ready)?;
         let pid = line
             .trim()
             .strip_prefix("ready ")
             .and_then(|p| p.parse::<i32>().ok());
         let Some(pid) = pid else {
             let _ = child.kill();
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+            let out = child.wait_with_output().map_err(read_ready)?;
+            return Err(SandboxError::PauseFailed {
+                id: self.id.clone(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         };
         self.pid = pid;
         if !self.namespaces.contains(&Namespace::Pid) {
@@ -176,12 +262,23 @@ impl Sandbox {
         self.dir.join("ns").join(ns.name())
     }
 
-    fn pin(&self, ns: Namespace) -> Result<(), String> {
+    fn pin(&self, ns: Namespace) -> Result<(), SandboxError> {
         let target = self.ns_path(ns);
-        std::fs::File::create(&target).map_err(|e| e.to_string())?;
-        let source = format!("/proc/{}/ns/{}", self.pid, ns.name());
-        rustix::mount::mount_bind(source.as_str(), &target)
-            .map_err(|e| format!("bind {source}: {e}"))
+        if let Err(source) = std::fs::File::create(&target) {
+            return Err(SandboxError::PinFile {
+                id: self.id.clone(),
+                ns: ns.name(),
+                target,
+                source,
+            });
+        }
+        let from = format!("/proc/{}/ns/{}", self.pid, ns.name());
+        rustix::mount::mount_bind(from.as_str(), &target).map_err(|source| SandboxError::Bind {
+            id: self.id.clone(),
+            ns: ns.name(),
+            from,
+            source,
+        })
     }
 
     /// Stop the pause process, unmount every pin and remove the directory,
@@ -190,7 +287,7 @@ impl Sandbox {
         let mut errors = Vec::new();
         if self.pid > 0 {
             if let Err(e) = stop(self.pid) {
-                errors.push(format!("stop pause process {}: {e}", self.pid));
+                errors.push(e);
             }
             self.pid = 0;
         }
@@ -202,14 +299,19 @@ impl Sandbox {
         ] {
             let pin = self.ns_path(ns);
             if is_mounted(&pin) {
-                if let Err(e) = rustix::mount::unmount(&pin, rustix::mount::UnmountFlags::DETACH) {
-                    errors.push(format!("unmount {}: {e}", pin.display()));
+                if let Err(source) =
+                    rustix::mount::unmount(&pin, rustix::mount::UnmountFlags::DETACH)
+                {
+                    errors.push(SandboxError::Unmount { path: pin, source });
                 }
             }
         }
         if self.dir.is_absolute() && self.dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-                errors.push(format!("remove {}: {e}", self.dir.display()));
+            if let Err(source) = std::fs::remove_dir_all(&self.dir) {
+                errors.push(SandboxError::RemoveDir {
+                    dir: self.dir.clone(),
+                    source,
+                });
             }
         }
         if errors.is_empty() {
@@ -238,8 +340,11 @@ fn check_id(id: &str) -> Result<(), SandboxError> {
 }
 
 /// SIGTERM, then SIGKILL after a second; wait until the process is gone or a zombie.
-fn stop(pid: i32) -> Result<(), String> {
-    let target = rustix::process::Pid::from_raw(pid).ok_or("invalid pid")?;
+/// A pid that is not positive is nothing to stop.
+fn stop(pid: i32) -> Result<(), SandboxError> {
+    let Some(target) = rustix::process::Pid::from_raw(pid) else {
+        return Ok(());
+    };
     let _ = rustix::process::kill_process(target, rustix::process::Signal::TERM);
     let deadline = Instant::now() + Duration::from_secs(1);
     while alive(pid) {
@@ -248,7 +353,7 @@ fn stop(pid: i32) -> Result<(), String> {
             let hard = Instant::now() + Duration::from_secs(2);
             while alive(pid) {
                 if Instant::now() > hard {
-                    return Err("still running after SIGKILL".into());
+                    return Err(SandboxError::StillRunning { pid });
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -257,8 +362,7 @@ fn stop(pid: i32) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(2));
     }
     // Reap it if it is our child; a zombie of someone else's is theirs to reap.
-    // SAFETY: waitpid with WNOHANG and a null status pointer only reaps.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    let _ = rustix::process::waitpid(Some(target), rustix::process::WaitOptions::NOHANG);
     Ok(())
 }
 

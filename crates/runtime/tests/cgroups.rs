@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use podrun_runtime::cgroups::{
-    cgroup_dirs, create_pod_cgroup, detect, remove_pod_cgroup, v1_hierarchies, CgroupLimits,
-    CgroupMode, CGROUP_ROOT,
+    cgroup_dirs, create_pod_cgroup, detect, remove_pod_cgroup, v1_hierarchies, CgroupError,
+    CgroupLimits, CgroupMode, CGROUP_ROOT,
 };
 use support::require_root;
 
@@ -198,7 +198,17 @@ fn creates_limits_fills_and_removes_a_burstable_pod_cgroup() {
 
     // Busy while the process lives: the error says so, and removal goes on elsewhere.
     let busy = remove_pod_cgroup(&path).unwrap_err();
-    assert!(busy.contains("busy"), "{busy}");
+    assert!(busy.to_string().contains("busy"), "{busy}");
+    let CgroupError::Remove { errors, .. } = &busy else {
+        panic!("not a removal's error list: {busy:?}");
+    };
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, CgroupError::Rmdir { source, .. }
+            if source.kind() == std::io::ErrorKind::ResourceBusy)),
+        "{busy:?}"
+    );
 
     let mut child = guard.child.take().unwrap();
     child.kill().unwrap();
@@ -245,6 +255,12 @@ fn a_failed_create_leaves_nothing_behind() {
         CgroupMode::V1 => "cpu.cfs_quota_us",
         CgroupMode::V2 => "cpu.max",
     };
+    assert!(
+        matches!(&error, CgroupError::Create { source, .. }
+            if matches!(**source, CgroupError::Write { .. })),
+        "{error:?}"
+    );
+    let error = error.to_string();
     assert!(error.contains(quota_file), "{error}");
     assert!(error.contains("Invalid argument"), "{error}");
     for dir in cgroup_dirs(&top).unwrap() {

@@ -6,7 +6,60 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::console::{self, RemoveOnDrop};
+use super::console::{self, ConsoleError, RemoveOnDrop};
+use super::embedded::EmbeddedError;
+use super::forked::ForkedError;
+
+/// Why an OCI runtime call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// {binary}: {source} (the runtime's binary could not be run)
+    #[error("{}: {source}", .binary.display())]
+    Spawn {
+        /// The runtime's binary.
+        binary: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// {runtime} {command}: {status}: {message} (the runtime said no)
+    #[error("{runtime} {command}: {status}: {message}")]
+    Failed {
+        /// The runtime's name.
+        runtime: String,
+        /// Its subcommand.
+        command: &'static str,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// What it said (a missing executable as runc says it).
+        message: String,
+    },
+    /// read {file}: {source}
+    #[error("read {}: {source}", .file.display())]
+    ReadPidFile {
+        /// The runtime's pid file.
+        file: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// {file}: not a pid: {text:?}
+    #[error("{}: not a pid: {text:?}", .file.display())]
+    NotAPid {
+        /// The runtime's pid file.
+        file: PathBuf,
+        /// What it held.
+        text: String,
+    },
+    /// The exec's terminal or wait failed.
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    /// The embedded libcontainer failed.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    /// The embedded libcontainer failed in a child of the monitor (only its
+    /// text crosses back).
+    #[error(transparent)]
+    Forked(#[from] ForkedError),
+}
 
 /// An OCI runtime, as the monitor uses it. Every call blocks; the monitor is
 /// single-threaded and calls them one at a time.
@@ -20,17 +73,17 @@ pub trait OciBackend {
         bundle: &Path,
         stdout: OwnedFd,
         stderr: OwnedFd,
-    ) -> Result<i32, String>;
+    ) -> Result<i32, BackendError>;
     /// Send `signal` to the container's init.
-    fn kill(&self, id: &str, signal: i32) -> Result<(), String>;
+    fn kill(&self, id: &str, signal: i32) -> Result<(), BackendError>;
     /// Remove the container (killing whatever is left of it) and its state.
-    fn delete(&self, id: &str) -> Result<(), String>;
+    fn delete(&self, id: &str) -> Result<(), BackendError>;
     /// Run `args` in the running container `id` in the foreground, with the
     /// caller's stdin, stdout and stderr (on a new pseudo-terminal with `tty`);
     /// return its exit code (128 + the signal that killed it; 127 when the
     /// command is not found, 126 when it cannot be executed, with the reason
     /// on stderr).
-    fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, String>;
+    fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, BackendError>;
 }
 
 /// The CLI of an OCI runtime that speaks runc's dialect (crun, runc), with its
@@ -66,20 +119,27 @@ impl OciCli {
         cmd
     }
 
-    fn run(&self, what: &str, mut cmd: Command) -> Result<(), String> {
+    fn run(&self, what: &'static str, mut cmd: Command) -> Result<(), BackendError> {
         let out = cmd
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("{}: {e}", self.binary.display()))?;
+            .map_err(|e| self.spawn_error(e))?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!(
-                "{} {what}: {}: {}",
-                self.name(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            Err(BackendError::Failed {
+                runtime: self.name(),
+                command: what,
+                status: out.status,
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    fn spawn_error(&self, source: std::io::Error) -> BackendError {
+        BackendError::Spawn {
+            binary: self.binary.clone(),
+            source,
         }
     }
 }
@@ -98,7 +158,7 @@ impl OciBackend for OciCli {
         bundle: &Path,
         stdout: OwnedFd,
         stderr: OwnedFd,
-    ) -> Result<i32, String> {
+    ) -> Result<i32, BackendError> {
         // The container's init inherits the runtime's stdio, so the runtime's
         // own messages would land in the container's log: send them to a file
         // instead. crun and runc both take a plain path and JSON lines.
@@ -117,9 +177,7 @@ impl OciBackend for OciCli {
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
-        let status = cmd
-            .status()
-            .map_err(|e| format!("{}: {e}", self.binary.display()));
+        let status = cmd.status().map_err(|e| self.spawn_error(e));
         // Drop the command now: it holds our copies of the pipes' write ends,
         // and the logs only see end-of-file once every copy is closed.
         drop(cmd);
@@ -127,33 +185,31 @@ impl OciBackend for OciCli {
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         let _ = std::fs::remove_file(&log);
         if !status.success() {
-            return Err(format!(
-                "{} run: {status}: {}",
-                self.name(),
-                exec_message(&log_message(&logged))
-            ));
+            return Err(BackendError::Failed {
+                runtime: self.name(),
+                command: "run",
+                status,
+                message: exec_message(&log_message(&logged)),
+            });
         }
-        let pid = std::fs::read_to_string(&pid_file)
-            .map_err(|e| format!("read {}: {e}", pid_file.display()))?;
+        let pid = read_pid_file(&pid_file);
         let _ = std::fs::remove_file(&pid_file);
-        pid.trim()
-            .parse()
-            .map_err(|_| format!("{}: not a pid: {pid:?}", pid_file.display()))
+        pid
     }
 
-    fn kill(&self, id: &str, signal: i32) -> Result<(), String> {
+    fn kill(&self, id: &str, signal: i32) -> Result<(), BackendError> {
         let mut cmd = self.command();
         cmd.arg("kill").arg(id).arg(signal.to_string());
         self.run("kill", cmd)
     }
 
-    fn delete(&self, id: &str) -> Result<(), String> {
+    fn delete(&self, id: &str) -> Result<(), BackendError> {
         let mut cmd = self.command();
         cmd.args(["delete", "--force", id]);
         self.run("delete", cmd)
     }
 
-    fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, String> {
+    fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, BackendError> {
         // The runtime's own failure (255) is told from the command's exit code
         // by its log, which only the runtime writes.
         let scratch = std::env::temp_dir().join(format!("podrun-exec-{}", std::process::id()));
@@ -182,9 +238,7 @@ impl OciBackend for OciCli {
             None
         };
         cmd.arg(id).args(args);
-        let status = cmd
-            .status()
-            .map_err(|e| format!("{}: {e}", self.binary.display()))?;
+        let status = cmd.status().map_err(|e| self.spawn_error(e))?;
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         if status.code() == Some(255) {
             if let Some(failure) = ExecFailure::parse(&log_message(&logged)) {
@@ -202,20 +256,28 @@ impl OciBackend for OciCli {
             return Ok(code);
         };
         if code != 0 {
-            return Err(format!(
-                "{} exec: {status}: {}",
-                self.name(),
-                log_message(&logged)
-            ));
+            return Err(BackendError::Failed {
+                runtime: self.name(),
+                command: "exec",
+                status,
+                message: log_message(&logged),
+            });
         }
-        let pid = std::fs::read_to_string(&pid_file)
-            .map_err(|e| format!("read {}: {e}", pid_file.display()))?;
-        let pid = pid
-            .trim()
-            .parse()
-            .map_err(|_| format!("{}: not a pid: {pid:?}", pid_file.display()))?;
-        console::attach(&listener, pid)
+        let pid = read_pid_file(&pid_file)?;
+        Ok(console::attach(&listener, pid)?)
     }
+}
+
+/// The pid a runtime wrote to `file`.
+fn read_pid_file(file: &Path) -> Result<i32, BackendError> {
+    let text = std::fs::read_to_string(file).map_err(|source| BackendError::ReadPidFile {
+        file: file.into(),
+        source,
+    })?;
+    text.trim().parse().map_err(|_| BackendError::NotAPid {
+        file: file.into(),
+        text,
+    })
 }
 
 /// A runtime's log file holds lines like `{"msg":"…","level":"error","time":"…"}`
@@ -240,7 +302,7 @@ pub(crate) fn log_message(logged: &str) -> String {
 
 /// A missing or unusable executable, as each runtime words it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ExecFailure {
+pub enum ExecFailure {
     /// Not found: a bare name on PATH, or a path.
     NotFound(String),
     /// Found, but not an executable file.

@@ -21,6 +21,7 @@ pub fn remove_plan_cgroups(plan: &super::PodPlan) -> Vec<String> {
         .filter_map(|c| cgroups_path(&c.bundle))
         .chain(plan.cgroup_parent.clone())
         .filter_map(|path| crate::cgroups::remove_pod_cgroup(&path).err())
+        .map(|e| e.to_string())
         .collect()
 }
 

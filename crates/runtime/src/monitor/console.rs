@@ -13,38 +13,67 @@ use std::time::Duration;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use rustix::termios::{tcgetattr, tcgetwinsize, tcsetattr, tcsetwinsize, OptionalActions, Termios};
 
+/// Why an exec's terminal or wait failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// console socket {path}: {source}
+    #[error("console socket {}: {source}", .path.display())]
+    Listen {
+        /// The socket.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// become subreaper: {0}
+    #[error("become subreaper: {0}")]
+    Subreaper(#[source] rustix::io::Errno),
+    /// exec: {0} (the pty master did not arrive on the console socket)
+    #[error("exec: {0}")]
+    ReceiveMaster(#[source] std::io::Error),
+    /// exec: terminal: {0}
+    #[error("exec: terminal: {0}")]
+    Terminal(#[source] std::io::Error),
+    /// exec: wait for {pid}: {source}
+    #[error("exec: wait for {pid}: {source}")]
+    Wait {
+        /// The exec'd process.
+        pid: i32,
+        /// The system's error.
+        source: rustix::io::Errno,
+    },
+}
+
 /// A console socket at `path` (replacing a stale one).
-pub(crate) fn listen(path: &Path) -> Result<UnixListener, String> {
+pub(crate) fn listen(path: &Path) -> Result<UnixListener, ConsoleError> {
     let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).map_err(|e| format!("console socket {}: {e}", path.display()))
+    UnixListener::bind(path).map_err(|source| ConsoleError::Listen {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Become the subreaper of our descendants: a runtime's exec'd process is the
 /// child of a process that exits (the runtime's own or libcontainer's
 /// intermediate), and its exit status would go to init instead of us.
-pub(crate) fn become_subreaper() -> Result<(), String> {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes an integer and no pointers.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return Err(format!(
-            "become subreaper: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+pub(crate) fn become_subreaper() -> Result<(), ConsoleError> {
+    // PR_SET_CHILD_SUBREAPER's argument is a flag; rustix takes it as an
+    // Option<Pid>, and any Some sets it.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(ConsoleError::Subreaper)
 }
 
 /// Be the terminal of process `pid`, whose runtime sends its pty master to
 /// `listener`, until it exits; its exit code.
-pub(crate) fn attach(listener: &UnixListener, pid: i32) -> Result<i32, String> {
-    let master = receive_master(listener).map_err(|e| format!("exec: {e}"))?;
-    let raw = RawMode::enter(master.as_fd()).map_err(|e| format!("exec: terminal: {e}"))?;
+pub(crate) fn attach(listener: &UnixListener, pid: i32) -> Result<i32, ConsoleError> {
+    let master = receive_master(listener).map_err(ConsoleError::ReceiveMaster)?;
+    let raw = RawMode::enter(master.as_fd()).map_err(ConsoleError::Terminal)?;
     let mut status = None;
     let copied = copy(&master, || {
-        status = wait_for(pid, true);
+        status = wait_for(pid, true).ok().flatten();
         status.is_some()
     });
     drop(raw);
-    copied.map_err(|e| format!("exec: terminal: {e}"))?;
+    copied.map_err(ConsoleError::Terminal)?;
     match status {
         Some(code) => Ok(code),
         None => wait(pid),
@@ -52,30 +81,38 @@ pub(crate) fn attach(listener: &UnixListener, pid: i32) -> Result<i32, String> {
 }
 
 /// Wait for `pid` to exit; its exit code (128 + the signal that killed it).
-pub(crate) fn wait(pid: i32) -> Result<i32, String> {
-    wait_for(pid, false)
-        .ok_or_else(|| format!("exec: wait for {pid}: {}", std::io::Error::last_os_error()))
+pub(crate) fn wait(pid: i32) -> Result<i32, ConsoleError> {
+    match wait_for(pid, false) {
+        Ok(Some(code)) => Ok(code),
+        // Without WNOHANG waitpid returns a status or fails.
+        Ok(None) => Err(ConsoleError::Wait {
+            pid,
+            source: rustix::io::Errno::CHILD,
+        }),
+        Err(source) => Err(ConsoleError::Wait { pid, source }),
+    }
 }
 
-/// Wait for `pid`; its exit code, or None when it is still running (`nohang`)
-/// or cannot be waited for.
-fn wait_for(pid: i32, nohang: bool) -> Option<i32> {
-    let mut status = 0;
-    let flags = if nohang { libc::WNOHANG } else { 0 };
+/// Wait for `pid`; its exit code, or None when it is still running (`nohang`).
+fn wait_for(pid: i32, nohang: bool) -> Result<Option<i32>, rustix::io::Errno> {
+    let target = rustix::process::Pid::from_raw(pid).ok_or(rustix::io::Errno::CHILD)?;
+    let flags = if nohang {
+        rustix::process::WaitOptions::NOHANG
+    } else {
+        rustix::process::WaitOptions::empty()
+    };
     loop {
-        // SAFETY: `status` is a valid int for waitpid to write.
-        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if r == pid {
-            return Some(if libc::WIFSIGNALED(status) {
-                128 + libc::WTERMSIG(status)
-            } else {
-                libc::WEXITSTATUS(status)
-            });
+        match rustix::process::waitpid(Some(target), flags) {
+            Ok(Some((_, status))) => {
+                return Ok(Some(match status.terminating_signal() {
+                    Some(signal) => 128 + signal,
+                    None => status.exit_status().unwrap_or(0),
+                }))
+            }
+            Ok(None) => return Ok(None),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
         }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        return None;
     }
 }
 

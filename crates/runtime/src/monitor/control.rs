@@ -393,11 +393,9 @@ impl Server {
         }
         // The socket file is created by bind with the umask's permissions:
         // narrow them for the bind (the monitor has one thread), then make sure.
-        // SAFETY: umask only sets the process's file mode mask.
-        let old = unsafe { libc::umask(0o177) };
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
         let bound = UnixListener::bind(&path);
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
+        rustix::process::umask(old);
         let listener = bound?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
@@ -449,7 +447,9 @@ impl Server {
                 if let Some(request) = c.request() {
                     let response = match request {
                         Ok(request) => handle(request),
-                        Err(message) => Response::Error { message },
+                        Err(e) => Response::Error {
+                            message: format!("bad request: {e}"),
+                        },
                     };
                     let mut line = serde_json::to_vec(&response).unwrap_or_else(|e| {
                         format!(r#"{{"result":"error","message":"encode answer: {e}"}}"#)
@@ -527,12 +527,12 @@ impl Connection {
     }
 
     /// The request, once its line is complete.
-    fn request(&self) -> Option<Result<Request, String>> {
+    fn request(&self) -> Option<Result<Request, serde_json::Error>> {
         if self.closed {
             return None;
         }
         let end = self.input.iter().position(|&b| b == b'\n')?;
-        Some(serde_json::from_slice(&self.input[..end]).map_err(|e| format!("bad request: {e}")))
+        Some(serde_json::from_slice(&self.input[..end]))
     }
 
     /// Send what the socket takes; closed once all is sent.

@@ -23,9 +23,115 @@ use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
-use super::backend::{ExecFailure, OciBackend};
+use super::backend::{BackendError, ExecFailure, OciBackend};
 use super::console::{self, RemoveOnDrop};
 use super::forked::in_child;
+
+/// A libcontainer error, its causes kept.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the embedded libcontainer could not make, signal, remove or exec in a
+/// container.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// create {dir}: {source}
+    #[error("create {}: {source}", .dir.display())]
+    CreateRoot {
+        /// The state directory.
+        dir: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// open /dev/null: {0}
+    #[error("open /dev/null: {0}")]
+    DevNull(#[source] std::io::Error),
+    /// {step}: libcontainer's error and its causes, each said once
+    #[error("{}", with_step(.step, .source.as_ref()))]
+    Libcontainer {
+        /// What was being done ("" when the error says it).
+        step: &'static str,
+        /// libcontainer's error.
+        source: Cause,
+    },
+    /// A missing or unusable executable, as runc words it.
+    #[error("{failure}")]
+    Executable {
+        /// What runc would say.
+        failure: ExecFailure,
+        /// libcontainer's error.
+        source: Cause,
+    },
+    /// libcontainer recorded no pid for the init
+    #[error("libcontainer recorded no pid for the init")]
+    NoPid,
+    /// container {id} does not exist
+    #[error("container {id} does not exist")]
+    NoContainer {
+        /// The container.
+        id: String,
+    },
+    /// container {id} is not running ({status})
+    #[error("container {id} is not running ({status})")]
+    NotRunning {
+        /// The container.
+        id: String,
+        /// Its state.
+        status: ContainerStatus,
+    },
+    /// exec: no command
+    #[error("exec: no command")]
+    NoCommand,
+    /// {config}: {source}
+    #[error("{}: {source}", .config.display())]
+    Spec {
+        /// The bundle's config.json.
+        config: PathBuf,
+        /// What is wrong with it.
+        source: libcontainer::oci_spec::OciSpecError,
+    },
+    /// {config}: no process
+    #[error("{}: no process", .config.display())]
+    NoProcess {
+        /// The bundle's config.json.
+        config: PathBuf,
+    },
+    /// write {file}: {source}
+    #[error("write {}: {source}", .file.display())]
+    WriteProcess {
+        /// The exec's process.json.
+        file: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// process: {0}
+    #[error("process: {0}")]
+    EncodeProcess(#[source] serde_json::Error),
+    /// The exec's terminal or wait failed.
+    #[error(transparent)]
+    Console(#[from] super::console::ConsoleError),
+    /// exec in container {id}: libcontainer's error and its causes
+    #[error("exec in container {id}: {}", error_chain(.source.as_ref()))]
+    Exec {
+        /// The container.
+        id: String,
+        /// libcontainer's error.
+        source: Cause,
+    },
+}
+
+impl EmbeddedError {
+    fn libcontainer(step: &'static str) -> impl FnOnce(Cause) -> EmbeddedError {
+        move |source| EmbeddedError::Libcontainer { step, source }
+    }
+}
+
+fn with_step(step: &str, source: &(dyn std::error::Error + 'static)) -> String {
+    if step.is_empty() {
+        error_chain(source)
+    } else {
+        format!("{step}: {}", error_chain(source))
+    }
+}
 
 /// libcontainer, called in short-lived children of the monitor (exec: in
 /// `podrun-monitor exec`'s own process).
@@ -43,14 +149,16 @@ impl Embedded {
         }
     }
 
-    fn builder(&self, id: &str) -> Result<ContainerBuilder, String> {
-        std::fs::create_dir_all(&self.root)
-            .map_err(|e| format!("create {}: {e}", self.root.display()))?;
+    fn builder(&self, id: &str) -> Result<ContainerBuilder, EmbeddedError> {
+        std::fs::create_dir_all(&self.root).map_err(|source| EmbeddedError::CreateRoot {
+            dir: self.root.clone(),
+            source,
+        })?;
         ContainerBuilder::new(id.to_string(), SyscallType::Linux)
             .with_executor(UnblockSignals)
             .with_root_path(&self.root)
             .and_then(ContainerBuilder::validate_id)
-            .map_err(|e| error_chain(&e))
+            .map_err(|e| EmbeddedError::libcontainer("")(e.into()))
     }
 
     /// Create and start the container in this process (a child of the
@@ -61,8 +169,8 @@ impl Embedded {
         bundle: &Path,
         stdout: OwnedFd,
         stderr: OwnedFd,
-    ) -> Result<i32, String> {
-        let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    ) -> Result<i32, EmbeddedError> {
+        let null = std::fs::File::open("/dev/null").map_err(EmbeddedError::DevNull)?;
         // The builder owns the descriptors and drops them once the init has
         // its copies: the log pipes then see end-of-file with the container.
         let mut container = self
@@ -74,23 +182,23 @@ impl Embedded {
             .with_systemd(false)
             .with_detach(true)
             .build()
-            .map_err(|e| start_message(&error_chain(&e)))?;
+            .map_err(|e| start_error(e.into()))?;
         if let Err(e) = container.start() {
             let _ = container.delete(true);
-            return Err(format!("start: {}", error_chain(&e)));
+            return Err(EmbeddedError::libcontainer("start")(e.into()));
         }
         container
             .pid()
             .map(|p| p.as_raw())
-            .ok_or_else(|| "libcontainer recorded no pid for the init".into())
+            .ok_or(EmbeddedError::NoPid)
     }
 
-    fn load(&self, id: &str) -> Result<Container, String> {
+    fn load(&self, id: &str) -> Result<Container, EmbeddedError> {
         let dir = self.root.join(id);
         if !dir.is_dir() {
-            return Err(format!("container {id} does not exist"));
+            return Err(EmbeddedError::NoContainer { id: id.into() });
         }
-        Container::load(dir).map_err(|e| error_chain(&e))
+        Container::load(dir).map_err(|e| EmbeddedError::libcontainer("")(e.into()))
     }
 }
 
@@ -101,48 +209,65 @@ impl OciBackend for Embedded {
         bundle: &Path,
         stdout: OwnedFd,
         stderr: OwnedFd,
-    ) -> Result<i32, String> {
-        in_child(|| self.create_and_start_here(id, bundle, stdout, stderr))
+    ) -> Result<i32, BackendError> {
+        Ok(in_child(|| {
+            self.create_and_start_here(id, bundle, stdout, stderr)
+        })?)
     }
 
-    fn kill(&self, id: &str, signal: i32) -> Result<(), String> {
+    fn kill(&self, id: &str, signal: i32) -> Result<(), BackendError> {
         let mut container = self.load(id)?;
         // libcontainer refuses to signal a stopped container (its init exited
         // but the monitor has not reaped it yet): nothing is left to signal.
         if container.status() == ContainerStatus::Stopped {
             return Ok(());
         }
-        let signal = Signal::try_from(signal).map_err(|e| error_chain(&e))?;
-        container.kill(signal, false).map_err(|e| error_chain(&e))
+        let signal =
+            Signal::try_from(signal).map_err(|e| EmbeddedError::libcontainer("")(e.into()))?;
+        container
+            .kill(signal, false)
+            .map_err(|e| EmbeddedError::libcontainer("")(e.into()))?;
+        Ok(())
     }
 
-    fn delete(&self, id: &str) -> Result<(), String> {
+    fn delete(&self, id: &str) -> Result<(), BackendError> {
         in_child(|| {
-            self.load(id)?.delete(true).map_err(|e| error_chain(&e))?;
-            Ok(0)
-        })
-        .map(drop)
+            self.load(id)?
+                .delete(true)
+                .map_err(|e| EmbeddedError::libcontainer("")(e.into()))?;
+            Ok::<_, EmbeddedError>(0)
+        })?;
+        Ok(())
     }
 
-    fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, String> {
+    fn exec(&self, id: &str, args: &[String], tty: bool) -> Result<i32, BackendError> {
+        Ok(self.exec_here(id, args, tty)?)
+    }
+}
+
+impl Embedded {
+    /// [`OciBackend::exec`] in this process.
+    fn exec_here(&self, id: &str, args: &[String], tty: bool) -> Result<i32, EmbeddedError> {
         if args.is_empty() {
-            return Err("exec: no command".into());
+            return Err(EmbeddedError::NoCommand);
         }
         let container = self.load(id)?;
         if container.status() != ContainerStatus::Running {
-            return Err(format!(
-                "container {id} is not running ({})",
-                container.status()
-            ));
+            return Err(EmbeddedError::NotRunning {
+                id: id.into(),
+                status: container.status(),
+            });
         }
         // The process runs as runc's exec runs it: the container's process
         // (user, cwd, env, capabilities, rlimits, …) with other arguments.
         let config = container.bundle().join("config.json");
-        let spec = Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-        let mut process = spec
-            .process()
-            .clone()
-            .ok_or_else(|| format!("{}: no process", config.display()))?;
+        let spec = match Spec::load(&config) {
+            Ok(spec) => spec,
+            Err(source) => return Err(EmbeddedError::Spec { config, source }),
+        };
+        let Some(mut process) = spec.process().clone() else {
+            return Err(EmbeddedError::NoProcess { config });
+        };
         process
             .set_args(Some(args.to_vec()))
             .set_terminal(Some(tty));
@@ -150,9 +275,13 @@ impl OciBackend for Embedded {
         let process_file = self.root.join(format!("exec-{me}.json"));
         let socket = self.root.join(format!("exec-{me}.sock"));
         let _cleanup = RemoveOnDrop(vec![process_file.clone(), socket.clone()]);
-        let json = serde_json::to_vec(&process).map_err(|e| format!("process: {e}"))?;
-        std::fs::write(&process_file, json)
-            .map_err(|e| format!("write {}: {e}", process_file.display()))?;
+        let json = serde_json::to_vec(&process).map_err(EmbeddedError::EncodeProcess)?;
+        if let Err(source) = std::fs::write(&process_file, json) {
+            return Err(EmbeddedError::WriteProcess {
+                file: process_file,
+                source,
+            });
+        }
         let listener = if tty {
             Some(console::listen(&socket)?)
         } else {
@@ -173,20 +302,22 @@ impl OciBackend for Embedded {
         let pid = match built {
             Ok(pid) => pid.as_raw(),
             Err(e) => {
-                let msg = error_chain(&e);
-                return match ExecFailure::parse(&msg) {
+                return match ExecFailure::parse(&error_chain(&e)) {
                     Some(failure) => {
                         eprintln!("{failure}");
                         Ok(failure.exit_code())
                     }
-                    None => Err(format!("exec in container {id}: {msg}")),
+                    None => Err(EmbeddedError::Exec {
+                        id: id.into(),
+                        source: e.into(),
+                    }),
                 };
             }
         };
-        match listener {
-            Some(listener) => console::attach(&listener, pid),
-            None => console::wait(pid),
-        }
+        Ok(match listener {
+            Some(listener) => console::attach(&listener, pid)?,
+            None => console::wait(pid)?,
+        })
     }
 }
 
@@ -216,8 +347,11 @@ impl Executor for UnblockSignals {
 
 /// Why a container did not start: a missing executable as runc says it,
 /// anything else with libcontainer's causes.
-fn start_message(chain: &str) -> String {
-    ExecFailure::parse(chain).map_or_else(|| chain.to_string(), |f| f.to_string())
+fn start_error(source: Cause) -> EmbeddedError {
+    match ExecFailure::parse(&error_chain(source.as_ref())) {
+        Some(failure) => EmbeddedError::Executable { failure, source },
+        None => EmbeddedError::libcontainer("")(source),
+    }
 }
 
 /// An error and its causes on one line, each said once: libcontainer's errors
@@ -278,14 +412,19 @@ mod tests {
 
     #[test]
     fn a_missing_executable_reads_as_runc_says_it() {
+        let missing = Layer(
+            "failed to create container: exec process failed with error \
+             executable 'foo' not found in $PATH",
+            None,
+        );
+        let e = start_error(Box::new(missing));
+        assert!(matches!(e, EmbeddedError::Executable { .. }), "{e:?}");
         assert_eq!(
-            start_message(
-                "failed to create container: exec process failed with error \
-                 executable 'foo' not found in $PATH"
-            ),
+            e.to_string(),
             "exec: \"foo\": executable file not found in $PATH"
         );
-        assert_eq!(start_message("cgroup: busy"), "cgroup: busy");
+        let e = start_error(Box::new(Layer("cgroup: busy", None)));
+        assert_eq!(e.to_string(), "cgroup: busy");
     }
 
     #[test]

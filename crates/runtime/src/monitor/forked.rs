@@ -47,21 +47,46 @@ pub(crate) fn keep_in_children(fd: RawFd) {
     }
 }
 
-/// Run `step` in a child process; its result, word for word.
+/// Why a step run in a child failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForkedError {
+    /// pipe: {0}
+    #[error("pipe: {0}")]
+    Pipe(#[source] rustix::io::Errno),
+    /// fork: {0}
+    #[error("fork: {0}")]
+    Fork(#[source] std::io::Error),
+    /// The step's own error, as the child said it (only its text crosses the
+    /// pipe).
+    #[error("{0}")]
+    Step(String),
+    /// the monitor's child {pid} gave no result: {status}
+    #[error("the monitor's child {pid} gave no result: {status}")]
+    NoResult {
+        /// The child.
+        pid: i32,
+        /// How it ended, in words.
+        status: String,
+    },
+}
+
+/// Run `step` in a child process; its result, its error word for word.
 ///
 /// `step` is called in the child only: whatever it owns (descriptors meant for
 /// a container) the parent drops right after the fork. The child is waited for
 /// before this returns, so the monitor's reaping of every other child never
 /// sees it.
-pub(crate) fn in_child(step: impl FnOnce() -> Result<i32, String>) -> Result<i32, String> {
-    let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| format!("pipe: {e}"))?;
+pub(crate) fn in_child<E: std::fmt::Display>(
+    step: impl FnOnce() -> Result<i32, E>,
+) -> Result<i32, ForkedError> {
+    let (read_end, write_end) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(ForkedError::Pipe)?;
     // SAFETY: the monitor is single-threaded (its one thread is this one), so
     // the child is a whole copy of it: no lock can be held by a thread the
     // child does not have.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        return Err(ForkedError::Fork(std::io::Error::last_os_error()));
     }
     if pid == 0 {
         for slot in &CLOSE_IN_CHILD {
@@ -73,8 +98,7 @@ pub(crate) fn in_child(step: impl FnOnce() -> Result<i32, String>) -> Result<i32
             }
         }
         drop(read_end);
-        let result = step();
-        report(write_end, &result);
+        report(write_end, step());
         // SAFETY: _exit ends the child at once; nothing of the parent's state
         // needs to be flushed or dropped here.
         unsafe { libc::_exit(0) }
@@ -85,24 +109,22 @@ pub(crate) fn in_child(step: impl FnOnce() -> Result<i32, String>) -> Result<i32
     let status = wait(pid);
     match result {
         Some(result) => result,
-        None => Err(format!(
-            "the monitor's child {pid} gave no result: {status}"
-        )),
+        None => Err(ForkedError::NoResult { pid, status }),
     }
 }
 
 /// The result as one message: `O` and the value (4 bytes, little-endian), or
 /// `E` and the error's text; the length (4 bytes) comes first.
-fn report(fd: OwnedFd, result: &Result<i32, String>) {
+fn report(fd: OwnedFd, result: Result<i32, impl std::fmt::Display>) {
     let mut message = Vec::new();
     match result {
         Ok(value) => {
             message.push(b'O');
             message.extend_from_slice(&value.to_le_bytes());
         }
-        Err(text) => {
+        Err(e) => {
             message.push(b'E');
-            message.extend_from_slice(text.as_bytes());
+            message.extend_from_slice(e.to_string().as_bytes());
         }
     }
     let mut framed = (message.len() as u32).to_le_bytes().to_vec();
@@ -112,7 +134,7 @@ fn report(fd: OwnedFd, result: &Result<i32, String>) {
 
 /// Read one message (a container's init may hold a copy of the pipe until it
 /// execs, so end-of-file is not waited for); None when the child wrote none.
-fn receive(fd: OwnedFd) -> Option<Result<i32, String>> {
+fn receive(fd: OwnedFd) -> Option<Result<i32, ForkedError>> {
     let mut file = std::fs::File::from(fd);
     let mut len = [0; 4];
     file.read_exact(&mut len).ok()?;
@@ -120,29 +142,29 @@ fn receive(fd: OwnedFd) -> Option<Result<i32, String>> {
     file.read_exact(&mut message).ok()?;
     match message.split_first()? {
         (b'O', value) => Some(Ok(i32::from_le_bytes(value.try_into().ok()?))),
-        (b'E', text) => Some(Err(String::from_utf8_lossy(text).into_owned())),
+        (b'E', text) => Some(Err(ForkedError::Step(
+            String::from_utf8_lossy(text).into_owned(),
+        ))),
         _ => None,
     }
 }
 
 /// Wait for child `pid`; how it ended, in words.
 fn wait(pid: libc::pid_t) -> String {
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid int for waitpid to write.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
+    let Some(child) = rustix::process::Pid::from_raw(pid) else {
+        return format!("wait: {}", rustix::io::Errno::CHILD);
+    };
+    let status = loop {
+        match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, status))) => break status,
+            Ok(None) => return format!("wait: {}", rustix::io::Errno::CHILD),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return format!("wait: {e}"),
         }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return format!("wait: {e}");
-        }
-    }
-    if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("exit status {}", libc::WEXITSTATUS(status))
+    };
+    match status.terminating_signal() {
+        Some(signal) => format!("killed by signal {signal}"),
+        None => format!("exit status {}", status.exit_status().unwrap_or(0)),
     }
 }
 
@@ -152,19 +174,22 @@ mod tests {
 
     #[test]
     fn results_come_back_word_for_word() {
-        assert_eq!(in_child(|| Ok(-42)), Ok(-42));
+        assert_eq!(in_child(|| Ok::<_, String>(-42)).unwrap(), -42);
         let text = "exec: \"foo\": executable file not found in $PATH ü";
-        assert_eq!(in_child(|| Err(text.into())), Err(text.to_string()));
-        assert_eq!(in_child(|| Err(String::new())), Err(String::new()));
+        for sent in [text, ""] {
+            let got = in_child(|| Err::<i32, _>(sent)).unwrap_err();
+            assert!(matches!(&got, ForkedError::Step(t) if t == sent), "{got:?}");
+        }
     }
 
     #[test]
     fn a_child_that_dies_says_how() {
-        let e = in_child(|| {
+        let e = in_child(|| -> Result<i32, String> {
             // SAFETY: ends the child without a result, as a crash would.
             unsafe { libc::_exit(3) }
         })
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.ends_with("gave no result: exit status 3"), "{e}");
     }
 }

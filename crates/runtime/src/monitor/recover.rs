@@ -12,6 +12,29 @@ use super::cgroup::remove_plan_cgroups;
 use super::PodPlan;
 use crate::sandbox::{Namespace, Sandbox};
 
+/// Why the processes left in a dead monitor's pod could not be killed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// stat /proc/self/ns/ipc: {0}
+    #[error("stat /proc/self/ns/ipc: {0}")]
+    OwnNamespace(#[source] std::io::Error),
+    /// {pin}: pins this process's own IPC namespace: refusing to kill its processes
+    #[error(
+        "{}: pins this process's own IPC namespace: refusing to kill its processes",
+        .pin.display()
+    )]
+    SharedNamespace {
+        /// The pod's IPC namespace pin.
+        pin: std::path::PathBuf,
+    },
+    /// processes {pids:?} of the pod's namespaces would not die
+    #[error("processes {pids:?} of the pod's namespaces would not die")]
+    Survivors {
+        /// The processes still there after SIGKILL.
+        pids: Vec<i32>,
+    },
+}
+
 /// Delete the plan's containers, kill every process left in the pod's IPC
 /// namespace (the pause process, and anything that escaped its container),
 /// unpin the namespaces, remove the sandbox directory and the cgroups. Goes
@@ -33,7 +56,7 @@ pub fn clean_up_after(plan: &PodPlan) -> Vec<String> {
     // hostNetwork); with the containers gone, what is left there is the pause
     // process and strays.
     if let Err(e) = kill_namespace(&plan.ns_path(Namespace::Ipc)) {
-        errors.push(e);
+        errors.push(e.to_string());
     }
     let dir = plan.run_root.join("sandboxes").join(&plan.pod_id);
     if dir.exists() {
@@ -89,20 +112,16 @@ struct Named {
 
 /// SIGKILL every process whose IPC namespace is the one pinned at `pin`, and
 /// wait (up to 5 s) until none is left.
-fn kill_namespace(pin: &Path) -> Result<(), String> {
+fn kill_namespace(pin: &Path) -> Result<(), RecoverError> {
     let Ok(ns) = std::fs::metadata(pin) else {
         return Ok(()); // never pinned, or unpinned already
     };
     if ns.dev() == std::fs::metadata(pin.parent().unwrap_or(pin)).map_or(0, |m| m.dev()) {
         return Ok(()); // a plain file: the pin is not mounted
     }
-    let own = std::fs::metadata("/proc/self/ns/ipc")
-        .map_err(|e| format!("stat /proc/self/ns/ipc: {e}"))?;
+    let own = std::fs::metadata("/proc/self/ns/ipc").map_err(RecoverError::OwnNamespace)?;
     if own.dev() == ns.dev() && own.ino() == ns.ino() {
-        return Err(format!(
-            "{}: pins this process's own IPC namespace: refusing to kill its processes",
-            pin.display()
-        ));
+        return Err(RecoverError::SharedNamespace { pin: pin.into() });
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -111,13 +130,14 @@ fn kill_namespace(pin: &Path) -> Result<(), String> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "processes {left:?} of the pod's namespaces would not die"
-            ));
+            return Err(RecoverError::Survivors { pids: left });
         }
-        for pid in &left {
-            // SAFETY: kill sends a signal; the pid was just seen in the pod's namespace.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        // Each pid was just seen in the pod's namespace; one gone since is fine.
+        for pid in left
+            .iter()
+            .filter_map(|&p| rustix::process::Pid::from_raw(p))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
