@@ -228,6 +228,76 @@ pub enum MonitorError {
     },
 }
 
+/// Why the monitor refused a control request; its text is the answer's message.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The pod is being stopped: nothing new starts.
+    #[error("container {name}: start: the pod is stopping")]
+    Stopping {
+        /// The container.
+        name: String,
+    },
+    /// The name cannot name a container (empty, `.`, `..`, a `/` or NUL in it).
+    #[error("container {name:?}: start: not a container name")]
+    BadName {
+        /// The name asked for.
+        name: String,
+    },
+    /// The ID cannot name a container.
+    #[error("container {name}: start: {id:?} is not a container ID")]
+    BadId {
+        /// The container.
+        name: String,
+        /// The ID asked for.
+        id: String,
+    },
+    /// Another container of the pod has that ID.
+    #[error("container {name}: start: ID {id} is container {other}'s")]
+    IdTaken {
+        /// The container.
+        name: String,
+        /// The ID asked for.
+        id: String,
+        /// The container that has it.
+        other: String,
+    },
+    /// It runs: it cannot be started again.
+    #[error("container {name}: start: it is running (pid {pid})")]
+    StartRunning {
+        /// The container.
+        name: String,
+        /// Its init.
+        pid: i32,
+    },
+    /// It runs: it cannot be removed.
+    #[error("container {name}: remove: it is running (pid {pid}): stop it first")]
+    RemoveRunning {
+        /// The container.
+        name: String,
+        /// Its init.
+        pid: i32,
+    },
+    /// No container of that name.
+    #[error("container {name}: stop: no such container")]
+    NoSuchContainer {
+        /// The name asked for.
+        name: String,
+    },
+    /// The OCI runtime failed a step.
+    #[error("container {name}: {step}: {source}")]
+    Backend {
+        /// The container.
+        name: String,
+        /// What was being done.
+        step: String,
+        /// The OCI runtime's error.
+        source: BackendError,
+    },
+    /// Starting it failed before the OCI runtime was asked.
+    #[error(transparent)]
+    Start(#[from] MonitorError),
+}
+
 fn step(pod: &str, step: &str, cause: impl std::fmt::Display) -> MonitorError {
     MonitorError::Step {
         pod: pod.into(),
@@ -463,58 +533,61 @@ impl Monitor<'_> {
                 Ok(Response::Ok)
             }
         };
-        result.unwrap_or_else(|message| {
+        result.unwrap_or_else(|e| {
+            let message = e.to_string();
             tracing::warn!("pod {}: control request: {message}", self.plan.pod_id);
             Response::Error { message }
         })
     }
 
-    fn start_request(&mut self, c: ContainerPlan) -> Result<Response, String> {
+    fn start_request(&mut self, c: ContainerPlan) -> Result<Response, RequestError> {
         let name = c.name.as_str();
         if self.stopping {
-            return Err(format!("container {name}: start: the pod is stopping"));
+            return Err(RequestError::Stopping { name: name.into() });
         }
         if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
-            return Err(format!("container {name:?}: start: not a container name"));
+            return Err(RequestError::BadName { name: name.into() });
         }
         if c.id.is_empty() || c.id.contains(['/', '\0']) || c.id == "." || c.id == ".." {
-            return Err(format!(
-                "container {name}: start: {:?} is not a container ID",
-                c.id
-            ));
+            return Err(RequestError::BadId {
+                name: name.into(),
+                id: c.id.clone(),
+            });
         }
         if let Some(other) = self
             .containers
             .iter()
             .find(|r| !r.removed && r.plan.id == c.id && r.plan.name != name)
         {
-            return Err(format!(
-                "container {name}: start: ID {} is container {}'s",
-                c.id, other.plan.name
-            ));
+            return Err(RequestError::IdTaken {
+                name: name.into(),
+                id: c.id.clone(),
+                other: other.plan.name.clone(),
+            });
         }
         if let Some(i) = self.current(name) {
             let old = &mut self.containers[i];
             if !old.done {
-                return Err(format!(
-                    "container {name}: start: it is running (pid {})",
-                    old.pid
-                ));
+                return Err(RequestError::StartRunning {
+                    name: name.into(),
+                    pid: old.pid,
+                });
             }
             // The new one may have another ID and bundle: the old one goes first.
             if let Err(e) = self.backend.delete(&old.plan.id) {
                 // One that never started may have no state to delete.
                 if old.pid > 0 {
-                    return Err(format!(
-                        "container {name}: start: delete the exited container {}: {e}",
-                        old.plan.id
-                    ));
+                    return Err(RequestError::Backend {
+                        name: name.into(),
+                        step: format!("start: delete the exited container {}", old.plan.id),
+                        source: e,
+                    });
                 }
             }
             old.removed = true;
         }
         let restarts = self.count_start(name);
-        let running = start(self.plan, self.backend, &c, restarts).map_err(|e| e.to_string())?;
+        let running = start(self.plan, self.backend, &c, restarts)?;
         let response = match &running.exit {
             Some(exit) => Response::StartFailed {
                 message: exit.message.clone().unwrap_or_default(),
@@ -533,10 +606,10 @@ impl Monitor<'_> {
         name: &str,
         signal: Option<i32>,
         grace_period_ms: Option<u64>,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, RequestError> {
         let i = self
             .current(name)
-            .ok_or_else(|| format!("container {name}: stop: no such container"))?;
+            .ok_or_else(|| RequestError::NoSuchContainer { name: name.into() })?;
         let c = &mut self.containers[i];
         if c.done {
             return Ok(Response::Ok);
@@ -550,7 +623,11 @@ impl Monitor<'_> {
         if let Err(e) = self.backend.kill(&c.plan.id, signal) {
             // Its init may have exited already, not yet reaped.
             if alive(c.pid) {
-                return Err(format!("container {name}: stop: signal {signal}: {e}"));
+                return Err(RequestError::Backend {
+                    name: name.into(),
+                    step: format!("stop: signal {signal}"),
+                    source: e,
+                });
             }
         }
         if signal != libc::SIGKILL {
@@ -560,20 +637,24 @@ impl Monitor<'_> {
         Ok(Response::Ok)
     }
 
-    fn remove_request(&mut self, name: &str) -> Result<Response, String> {
+    fn remove_request(&mut self, name: &str) -> Result<Response, RequestError> {
         let Some(i) = self.current(name) else {
             return Ok(Response::Ok);
         };
         let c = &mut self.containers[i];
         if !c.done {
-            return Err(format!(
-                "container {name}: remove: it is running (pid {}): stop it first",
-                c.pid
-            ));
+            return Err(RequestError::RemoveRunning {
+                name: name.into(),
+                pid: c.pid,
+            });
         }
         if let Err(e) = self.backend.delete(&c.plan.id) {
             if c.pid > 0 {
-                return Err(format!("container {name}: remove: {e}"));
+                return Err(RequestError::Backend {
+                    name: name.into(),
+                    step: "remove".into(),
+                    source: e,
+                });
             }
         }
         c.removed = true;
