@@ -19,7 +19,6 @@ use podrun_image::Images;
 use podrun_runtime::monitor::{ContainerPlan, PodPlan};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -209,6 +208,24 @@ pub fn find(run_root: &Path, namespace: &str, name: &str) -> Result<PodState> {
         .with_context(|| format!("pods \"{name}\" not found in namespace \"{namespace}\""))
 }
 
+/// The lock file at `path` (made if missing, its contents kept), locked with
+/// flock as `op` says: the pods lock, a foreground run's lock, the agent's lock.
+/// `Ok(None)`: a non-blocking `op` found it held by another process.
+pub fn lock_file(path: &Path, op: rustix::fs::FlockOperation) -> Result<Option<std::fs::File>> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match rustix::fs::flock(&file, op) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(std::io::Error::from(e)).with_context(|| format!("lock {}", path.display())),
+    }
+}
+
 /// An exclusive lock on the pods of one run root (flock; released on drop).
 struct PodsLock {
     _file: std::fs::File,
@@ -219,17 +236,8 @@ impl PodsLock {
         let dir = pods_dir(run_root);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let path = run_root.join("pods.lock");
-        let file = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("lock {}", path.display()));
-        }
+        let file = lock_file(&path, rustix::fs::FlockOperation::LockExclusive)?
+            .with_context(|| format!("lock {}: held", path.display()))?;
         Ok(PodsLock { _file: file })
     }
 }
@@ -504,17 +512,8 @@ impl RunLock {
     /// Take the lock of the pod whose directory is `run_dir`.
     pub fn take(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join("run.lock");
-        let file = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("lock {}", path.display()));
-        }
+        let file = lock_file(&path, rustix::fs::FlockOperation::NonBlockingLockExclusive)?
+            .with_context(|| format!("lock {}: another podrun run holds it", path.display()))?;
         Ok(RunLock { _file: file })
     }
 
@@ -523,9 +522,8 @@ impl RunLock {
         let Ok(file) = std::fs::File::open(run_dir.join("run.lock")) else {
             return false;
         };
-        // SAFETY: flock on a descriptor we own; a shared lock we get is
-        // released when `file` closes.
-        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+        // A shared lock we get is released when `file` closes.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
     }
 }
 

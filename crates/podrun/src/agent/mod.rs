@@ -23,7 +23,6 @@ use api::{PodSummary, Request, Response};
 use db::{Change, Db, ObjectRow, PodPhase, PodRow};
 use podrun_image::Images;
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,26 +58,18 @@ struct AgentLock {
 
 impl AgentLock {
     fn take(root: &Path) -> Result<Self> {
-        use std::io::{Read, Seek, Write};
+        use std::io::{Seek, Write};
         let path = root.join("agent.lock");
-        let mut file = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
+        let op = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+        let Some(mut file) = crate::pods::lock_file(&path, op)? else {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
             bail!(
                 "another agent (pid {}) serves {}: it holds {}",
                 pid.trim(),
                 root.display(),
                 path.display()
             );
-        }
+        };
         file.set_len(0)?;
         file.rewind()?;
         writeln!(file, "{}", std::process::id())?;
