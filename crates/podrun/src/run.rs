@@ -194,12 +194,7 @@ pub type EventSink<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
 /// container when the pod manager asks (each one made just before by
 /// [`prepare_container`], as kubelet makes them). On failure, everything
 /// made for the pod (`state`'s directories included) is removed.
-pub async fn start_pod(
-    cli: &'static Cli,
-    images: &Images,
-    pod: &Pod,
-    state: PodState,
-) -> Result<Started> {
+pub async fn start_pod(cli: &Cli, images: &Images, pod: &Pod, state: PodState) -> Result<Started> {
     let name = state.record.name.clone();
     let mut guard = Guard {
         images: images.clone(),

@@ -123,13 +123,7 @@ pub enum CgroupError {
     },
 }
 
-fn join_errors(errors: &[CgroupError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
+use crate::join_errors;
 
 fn undo_text(undo: &[CgroupError]) -> String {
     undo.iter().map(|e| format!("; and undo: {e}")).collect()

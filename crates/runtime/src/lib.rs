@@ -7,3 +7,12 @@ pub mod cgroups;
 pub mod monitor;
 pub mod sandbox;
 pub mod service;
+
+/// Errors met while going on past them, as one message (`a; b; c`).
+fn join_errors<E: std::fmt::Display>(errors: &[E]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -147,13 +147,7 @@ pub enum SandboxError {
     },
 }
 
-fn join_errors(errors: &[SandboxError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
+use crate::join_errors;
 
 /// A running sandbox.
 #[derive(Debug)]

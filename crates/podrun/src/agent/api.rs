@@ -85,6 +85,31 @@ pub struct PodSummary {
     pub pod: Option<serde_json::Value>,
 }
 
+impl PodSummary {
+    /// The `get pods` line of `pod` (with its status) at `now`, by kubectl's printer.
+    pub fn of(
+        pod: &k8s_openapi::api::core::v1::Pod,
+        age_seconds: i64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let columns = podrun_kubelet::printer::columns(pod, now);
+        PodSummary {
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            ready: columns.ready,
+            status: columns.status,
+            restarts: columns.restarts,
+            age_seconds,
+            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            pod: None,
+        }
+    }
+}
+
 /// What the agent answers.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]

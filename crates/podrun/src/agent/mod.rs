@@ -723,16 +723,10 @@ fn get(agent: &Arc<Agent>, namespace: Option<&str>, full: bool) -> Result<Respon
         .filter(|s| !s.record.agent && namespace.is_none_or(|n| n == s.record.namespace))
     {
         let pod = crate::pods::reported(s);
-        let columns = podrun_kubelet::printer::columns(&pod, now);
         let mut summary = PodSummary {
             namespace: s.record.namespace.clone(),
             name: s.record.name.clone(),
-            ready: columns.ready,
-            status: columns.status,
-            restarts: columns.restarts,
-            age_seconds: s.age_seconds(),
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            pod: None,
+            ..PodSummary::of(&pod, s.age_seconds(), now)
         };
         if full {
             let mut value = serde_json::to_value(&pod)?;

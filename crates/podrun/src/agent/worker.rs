@@ -779,16 +779,10 @@ pub(super) fn summary(row: &PodRow) -> PodSummary {
             .and_then(|t| serde_json::from_str(t).ok())?;
         let mut pod = manifest.clone()?;
         pod.status = Some(status);
-        let now = chrono::Utc::now();
         Some(PodSummary {
             namespace: row.namespace.clone(),
             name: row.name.clone(),
-            ready: podrun_kubelet::printer::ready_column(&pod),
-            status: podrun_kubelet::printer::status_column(&pod),
-            restarts: podrun_kubelet::printer::restarts_column(&pod, now),
-            age_seconds,
-            ip: pod.status.and_then(|s| s.pod_ip),
-            pod: None,
+            ..PodSummary::of(&pod, age_seconds, chrono::Utc::now())
         })
     };
     match row.state {
@@ -855,9 +849,8 @@ impl execute::Node for AgentNode<'_> {
         &self,
         name: &str,
         hook: &k8s_openapi::api::core::v1::LifecycleHandler,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         super::terminate::run_hook(self.state, name, hook, Duration::from_secs(120))
-            .map_err(|e| crate::message(&e))
     }
 
     fn random_fraction(&self) -> f64 {

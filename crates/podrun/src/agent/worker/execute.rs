@@ -52,7 +52,7 @@ pub trait Node {
     /// The imageID the API shows for `image`.
     fn image_id(&self, image: &str) -> Option<String>;
     /// Run container `name`'s postStart hook; the error says why it failed.
-    fn post_start(&self, name: &str, hook: &LifecycleHandler) -> Result<(), String>;
+    fn post_start(&self, name: &str, hook: &LifecycleHandler) -> anyhow::Result<()>;
     /// A number in [0, 1) for jitter.
     fn random_fraction(&self) -> f64;
 }
@@ -208,7 +208,10 @@ pub fn execute(
                         node.event(
                             "Warning",
                             "FailedPostStartHook",
-                            &format!("PostStartHook failed: container {n}: {e}"),
+                            &format!(
+                                "PostStartHook failed: container {n}: {}",
+                                crate::message(&e)
+                            ),
                         );
                         rt.stop_container(n, None)?;
                     }

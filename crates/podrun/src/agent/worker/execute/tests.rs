@@ -86,9 +86,9 @@ impl Node for FakeNode {
     fn image_id(&self, image: &str) -> Option<String> {
         Some(format!("{image}@sha256:00"))
     }
-    fn post_start(&self, _name: &str, _hook: &LifecycleHandler) -> Result<(), String> {
+    fn post_start(&self, _name: &str, _hook: &LifecycleHandler) -> anyhow::Result<()> {
         if self.hook_fails {
-            Err("command [\"false\"] exited with 1".into())
+            anyhow::bail!("command [\"false\"] exited with 1")
         } else {
             Ok(())
         }
