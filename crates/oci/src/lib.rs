@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cri;
 mod error;
 mod host;
 mod input;
