@@ -429,7 +429,7 @@ pub fn log_tail_message(
 /// `podrun-monitor cleanup`: the runtime's part of removing a pod whose
 /// monitor is gone (single-threaded, as the embedded backend needs).
 fn clean_up_after_monitor(state: &PodState) -> Result<()> {
-    let out = std::process::Command::new(crate::run::sibling("podrun-monitor")?)
+    let out = std::process::Command::new(crate::create::sibling("podrun-monitor")?)
         .arg("cleanup")
         .arg("--plan")
         .arg(state.run_dir.join("plan.json"))

@@ -277,19 +277,20 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let pod: Pod = serde_json::from_str(&row.manifest).context("read the stored manifest")?;
     remove(agent, row).await?;
     crash_point("create:cleaned");
-    let cli = agent.cli;
+    let settings = &agent.settings;
     let state = {
         let (pod, id) = (pod.clone(), row.pod_id.clone());
         let root = agent.images.root().to_path_buf();
         let agent_owned = !agent.run_mode;
+        let run_root = settings.run_root.clone();
         tokio::task::spawn_blocking(move || {
-            pods::register(&cli.run_root, &root, &pod, Some(&id), agent_owned)
+            pods::register(&run_root, &root, &pod, Some(&id), agent_owned)
         })
         .await??
     };
     crash_point("create:registered");
-    let started = crate::run::start_pod(cli, &agent.images, &pod, state).await?;
-    let crate::run::Started {
+    let started = crate::create::start_pod(settings, &agent.images, &pod, state).await?;
+    let crate::create::Started {
         state,
         mut monitor,
         mut guard,
@@ -336,7 +337,7 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
 /// The pod of `row` as it is on disk, or as the row says when its state
 /// directory is gone (so what remains of it can still be removed).
 fn state_of(agent: &Agent, row: &PodRow) -> Result<PodState> {
-    if let Some(s) = pods::load(&agent.cli.run_root, &row.pod_id) {
+    if let Some(s) = pods::load(&agent.settings.run_root, &row.pod_id) {
         return Ok(s);
     }
     Ok(PodState {
@@ -350,7 +351,7 @@ fn state_of(agent: &Agent, row: &PodRow) -> Result<PodState> {
             manifest: serde_json::from_str(&row.manifest)?,
             agent: true,
         },
-        run_dir: agent.cli.run_root.join("pods").join(&row.pod_id),
+        run_dir: agent.settings.run_root.join("pods").join(&row.pod_id),
         plan: None,
     })
 }
@@ -402,7 +403,7 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
 /// A running pod: observe it through its monitor, decide with the kubelet
 /// crate, carry the actions out, store what was seen and report its status.
 async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
-    let state = pods::load(&agent.cli.run_root, &row.pod_id);
+    let state = pods::load(&agent.settings.run_root, &row.pod_id);
     let alive = state
         .as_ref()
         .is_some_and(|s| monitor::monitor_alive(&s.run_dir));
@@ -596,7 +597,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     let mut status =
         podrun_kubelet::status::pod_status(&pod, &observed, previous.as_ref(), now, &config);
     status.qos_class = Some(podrun_spec::qos_class(&pod).as_str().to_string());
-    status.host_ip = crate::run::host_ip();
+    status.host_ip = crate::create::host_ip();
     let text = serde_json::to_string(&status)?;
     if row.status.as_deref() != Some(text.as_str()) {
         agent.db().set_status(ns, name, &text)?;
@@ -630,9 +631,10 @@ fn make_container(
     pod: &Pod,
     spec: &k8s_openapi::api::core::v1::Container,
     sources: &mut Option<crate::env::Sources>,
-    events: crate::run::EventSink<'_>,
+    events: crate::create::EventSink<'_>,
 ) -> Result<monitor::ContainerPlan, Unmade> {
-    crate::run::ensure_image(agent.cli, &agent.images, spec, events).map_err(Unmade::Pull)?;
+    crate::create::ensure_image(&agent.settings, &agent.images, spec, events)
+        .map_err(Unmade::Pull)?;
     // The driver names the container itself.
     let cause = |e: anyhow::Error| {
         let text = format!("{e:#}");
@@ -646,14 +648,14 @@ fn make_container(
         ),
     };
     let env =
-        crate::run::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
+        crate::create::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
     let plan = state
         .plan
         .as_ref()
         .ok_or_else(|| Unmade::Create("the pod has no plan".into()))?;
     let host =
         podrun_oci::Host::detect().map_err(|e| Unmade::Create(format!("read host facts: {e}")))?;
-    crate::run::prepare_container(&agent.images, pod, spec, plan, state, &host, env)
+    crate::create::prepare_container(&agent.images, pod, spec, plan, state, &host, env)
         .map_err(|e| Unmade::Create(cause(e)))
 }
 
@@ -746,7 +748,7 @@ pub(super) fn v1_pod(row: &PodRow, summary: &PodSummary) -> Result<serde_json::V
     value["apiVersion"] = "v1".into();
     value["kind"] = "Pod".into();
     if summary.status == "Terminating" {
-        value["metadata"]["deletionTimestamp"] = crate::agent::now().into();
+        value["metadata"]["deletionTimestamp"] = crate::now().into();
     }
     Ok(value)
 }
