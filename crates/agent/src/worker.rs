@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 mod execute;
 mod observe;
 mod probing;
+mod record;
 use execute::Unmade;
 use observe::parse_time;
 use podrun_runtime::service::{MonitorSandbox, SandboxRuntime};
@@ -480,6 +481,24 @@ struct Memory {
     probe_state: Option<ContainerProbes>,
 }
 
+/// The state database, where a sync's records go.
+struct DbRecords<'a> {
+    agent: &'a Agent,
+    ns: &'a str,
+    name: &'a str,
+}
+
+impl record::Records for DbRecords<'_> {
+    fn set_container(&mut self, container: &str, restarts: i64, memory: &str) -> Result<()> {
+        let db = self.agent.db();
+        Ok(db.set_container(self.ns, self.name, container, restarts, Some(memory))?)
+    }
+
+    fn set_status(&mut self, status: &str) -> Result<()> {
+        Ok(self.agent.db().set_status(self.ns, self.name, status)?)
+    }
+}
+
 /// The imageID the API shows: the repository with the digest it was pulled by.
 fn image_id(images: &podrun_image::Images, image: &str) -> Option<String> {
     let r = images.get(image).ok()?;
@@ -578,30 +597,18 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     let execute::Executed { failures, finished } =
         execute::execute(&round, &mut observed, &mut probes, &rt, &mut node)
             .with_context(|| format!("pod/{name}"))?;
-    // Store what changed, then the status: committed before anyone sees it.
-    for (n, o) in &observed.containers {
-        let memory = serde_json::to_string(&Memory {
-            observation: o.clone(),
-            probe_state: probes.get(n).cloned(),
-        })?;
-        if stored.get(n).cloned().flatten().as_deref() != Some(memory.as_str()) {
-            agent
-                .db()
-                .set_container(ns, name, n, o.restart_count as i64, Some(&memory))?;
-        }
-    }
-    let previous: Option<k8s_openapi::api::core::v1::PodStatus> = row
-        .status
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok());
-    let mut status =
-        podrun_kubelet::status::pod_status(&pod, &observed, previous.as_ref(), now, &config);
-    status.qos_class = Some(podrun_spec::qos_class(&pod).as_str().to_string());
-    status.host_ip = crate::create::host_ip();
-    let text = serde_json::to_string(&status)?;
-    if row.status.as_deref() != Some(text.as_str()) {
-        agent.db().set_status(ns, name, &text)?;
-    }
+    // Record: what changed, then the status, committed before anyone sees it.
+    let outcome = record::Outcome {
+        pod: &pod,
+        observed: &observed,
+        probes: &probes,
+        stored: &stored,
+        status: row.status.as_deref(),
+        host_ip: crate::create::host_ip(),
+        now,
+        config: &config,
+    };
+    record::record(&outcome, &mut DbRecords { agent, ns, name })?;
     let wake = probing::next_wake(
         &pod,
         &observed,
