@@ -356,34 +356,13 @@ fn node_facts() -> NodeFacts {
 
 /// The first IPv4 address of an interface that is up and not loopback.
 pub(crate) fn host_ip() -> Option<String> {
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `addrs` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = addrs;
-    while !cur.is_null() {
-        // SAFETY: `cur` walks the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-        let lo = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
-        if up && !lo && !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr is non-null and points to a sockaddr.
-            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
-            if family == libc::AF_INET {
-                // SAFETY: an AF_INET address is a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                found =
-                    Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string());
-                break;
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: frees the list getifaddrs returned, once.
-    unsafe { libc::freeifaddrs(addrs) };
-    found
+    use nix::net::if_::InterfaceFlags;
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        let up = ifa.flags.contains(InterfaceFlags::IFF_UP);
+        let lo = ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK);
+        let v4 = ifa.address.as_ref()?.as_sockaddr_in()?.ip();
+        (up && !lo).then(|| v4.to_string())
+    })
 }
 
 /// A binary installed beside this one.
@@ -604,6 +583,32 @@ impl Drop for Guard {
             if let Err(e) = pods::teardown(&self.images, &state) {
                 eprintln!("podrun: cleanup: {e:#}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `status.hostIP` is an IPv4 address of an interface that is up and not
+    /// loopback, as `ip` lists them (needs iproute2, which every test machine has).
+    #[test]
+    fn the_host_ip_is_an_address_of_an_interface_that_is_up() {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "-4", "addr", "show", "up"])
+            .output()
+            .expect("run ip (iproute2)");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let candidates: Vec<String> = text
+            .lines()
+            .filter(|l| !l.contains(" lo ") && !l.contains("scope host"))
+            .filter_map(|l| {
+                let addr = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+                Some(addr.split('/').next()?.to_string())
+            })
+            .collect();
+        match super::host_ip() {
+            Some(ip) => assert!(candidates.contains(&ip), "{ip} not in {candidates:?}"),
+            None => assert!(candidates.is_empty(), "none found, ip lists {candidates:?}"),
         }
     }
 }

@@ -91,8 +91,8 @@ pub fn crash_point(name: &str) {
         && std::env::var("PODRUN_AGENT_CRASH_AT").is_ok_and(|v| v.split(',').any(|p| p == name))
     {
         tracing::warn!("crash point {name}: killing the agent");
-        // SAFETY: kill sends a signal to this process.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }
 
@@ -312,11 +312,10 @@ fn bind(run_root: &Path) -> Result<std::os::unix::net::UnixListener> {
     let path = api::socket_path(run_root);
     // We hold the root's lock: a socket file left there is a dead agent's.
     let _ = std::fs::remove_file(&path);
-    // SAFETY: umask only changes this process's file creation mask.
-    let old = unsafe { libc::umask(0o177) };
+    // The socket is created 0600: no moment where others could connect.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let listener = std::os::unix::net::UnixListener::bind(&path);
-    // SAFETY: as above, restoring it.
-    unsafe { libc::umask(old) };
+    rustix::process::umask(old);
     let listener = listener.with_context(|| format!("listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)

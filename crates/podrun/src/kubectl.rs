@@ -534,11 +534,11 @@ pub fn ensure_agent(cli: &Cli) -> Result<()> {
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; the agent leaves our session so
-    // it outlives this terminal.
+    // SAFETY: setsid is one system call, async-signal-safe; the agent
+    // leaves our session so it outlives this terminal.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
+            let _ = rustix::process::setsid();
             Ok(())
         });
     }
