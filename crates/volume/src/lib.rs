@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod atomic_writer;
 mod error;
 mod pod;
 mod syscall;
