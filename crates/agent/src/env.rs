@@ -165,7 +165,7 @@ fn key_ref(
     }
 }
 
-fn find_container<'a>(pod: &'a Pod, name: &str) -> Result<&'a Container, String> {
+pub(crate) fn find_container<'a>(pod: &'a Pod, name: &str) -> Result<&'a Container, String> {
     let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
     spec.containers
         .iter()
@@ -176,7 +176,7 @@ fn find_container<'a>(pod: &'a Pod, name: &str) -> Result<&'a Container, String>
 
 /// The downward API's `fieldRef` (pkg/kubelet/kubelet_pods.go podFieldSelectorRuntimeValue
 /// and pkg/fieldpath).
-fn field_value(pod: &Pod, path: &str, node: &NodeFacts) -> Result<String, String> {
+pub(crate) fn field_value(pod: &Pod, path: &str, node: &NodeFacts) -> Result<String, String> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let subscript = |prefix: &str| -> Option<String> {
@@ -197,10 +197,12 @@ fn field_value(pod: &Pod, path: &str, node: &NodeFacts) -> Result<String, String
             .and_then(|l| l.get(&k).cloned())
             .unwrap_or_default());
     }
+    // pkg/fieldpath FormatMap: sorted `key="value"` lines, the value quoted as
+    // Go's %q quotes it.
     let map_text = |m: Option<&BTreeMap<String, String>>| {
         m.into_iter()
             .flatten()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .map(|(k, v)| format!("{k}={}", go_quote(v)))
             .collect::<Vec<_>>()
             .join("\n")
     };
@@ -225,7 +227,7 @@ fn field_value(pod: &Pod, path: &str, node: &NodeFacts) -> Result<String, String
 /// `resourceFieldRef`: a request or limit divided by the divisor, rounded up;
 /// a missing limit reads as the node's allocatable (pkg/api/v1/resource
 /// ExtractContainerResourceValue, kubelet's defaulting of limits).
-fn resource_value(
+pub(crate) fn resource_value(
     c: &Container,
     resource: &str,
     divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
@@ -299,6 +301,40 @@ fn resource_value(
         other => return Err(format!("resourceFieldRef: unsupported resource {other}")),
     };
     Ok(value.to_string())
+}
+
+/// `s` quoted as Go's `%q` (strconv.Quote) quotes it: `"` and `\` escaped, the
+/// usual C escapes, other control characters as `\x..`, `\u....` or
+/// `\U........`; printable characters as they are.
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() || (c.is_whitespace() && c != ' ') => {
+                if (c as u32) < 0x10000 {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push_str(&format!("\\U{:08x}", c as u32));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod env;
 mod manifests;
 pub mod pods;
 mod probe;
+pub mod projection;
 pub mod pulls;
 pub mod table;
 mod terminate;
