@@ -332,7 +332,7 @@ fn hostname_of(name: &str) -> String {
 }
 
 /// This node's facts for the downward API.
-fn node_facts() -> NodeFacts {
+pub(crate) fn node_facts() -> NodeFacts {
     let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
@@ -509,6 +509,7 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
             .iter()
             .find(|v| v.name == m.name)
             .expect("validated: the volume exists");
+        let mut read_only = m.read_only.unwrap_or(false);
         let mut source = if let Some(empty_dir) = &v.empty_dir {
             let medium = if empty_dir.medium.as_deref() == Some("Memory") {
                 memory_volume(pod, empty_dir)
@@ -517,6 +518,11 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
                 Medium::Disk
             };
             pod_volumes.set_up_empty_dir(&v.name, medium)?
+        } else if crate::projection::is_projected_kind(v) {
+            // Written (and kept up to date) by crate::volumes before each start;
+            // always read-only, as kubelet mounts these kinds.
+            read_only = true;
+            pod_volumes.empty_dir_path(&v.name)?
         } else if let Some(h) = &v.host_path {
             let kind = h
                 .type_
@@ -528,18 +534,14 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
         } else {
             // podrun_spec::load_runnable refuses a pod with any other volume type.
             bail!(
-                "volume {}: internal error: a type other than emptyDir and hostPath got past the manifest check",
+                "volume {}: internal error: a type podrun does not mount got past the manifest check",
                 v.name
             );
         };
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             source = pod_volumes.sub_path(&v.name, &source, sub)?;
         }
-        out.push(Mount::bind(
-            source,
-            m.mount_path.clone(),
-            m.read_only.unwrap_or(false),
-        ));
+        out.push(Mount::bind(source, m.mount_path.clone(), read_only));
     }
     Ok(out)
 }

@@ -23,6 +23,7 @@ pub mod projection;
 pub mod pulls;
 pub mod table;
 mod terminate;
+pub mod volumes;
 mod worker;
 
 use anyhow::{bail, Context, Result};

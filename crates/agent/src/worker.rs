@@ -564,6 +564,21 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
             pods::log_tail_message(&state.log_path(&cs.name), parse_time(&exit.started_at))
         })
     });
+    // The volume manager's part of a sync: a changed ConfigMap or Secret (or
+    // labels) reaches the volumes of the running containers.
+    let mut sources = None;
+    if crate::volumes::any(&pod) {
+        let found = self::sources(agent, ns)?;
+        let node = crate::create::node_facts();
+        let existing = crate::volumes::Which::Existing;
+        if let Err(e) =
+            crate::volumes::set_up(&pod, &state.record.data_dir, &found, &node, existing)
+        {
+            let message = crate::volumes::failed_mount_message(&e);
+            agent.event(ns, name, "Warning", "FailedMount", &message);
+        }
+        sources = Some(found);
+    }
     let take_over = probing::TakeOver {
         agent_started: agent.started_at,
         jitter: !agent.run_mode,
@@ -585,7 +600,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         state,
         pod: &pod,
         prepared,
-        sources: None,
+        sources,
     };
     let round = execute::Round {
         pod: &pod,
@@ -654,6 +669,11 @@ fn make_container(
             self::sources(agent, &state.record.namespace).map_err(|e| Unmade::Create(cause(e)))?,
         ),
     };
+    // kubelet's volume manager has the pod's volumes ready before a container starts.
+    let node = crate::create::node_facts();
+    let all = crate::volumes::Which::All;
+    crate::volumes::set_up(pod, &state.record.data_dir, sources, &node, all)
+        .map_err(|e| Unmade::Mount(crate::volumes::failed_mount_message(&e)))?;
     let env =
         crate::create::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
     let plan = state

@@ -679,14 +679,14 @@ fn an_invalid_document_applies_nothing() {
     // Valid, but with volumes podrun cannot mount yet: refused at once, every one.
     let unsupported = pod("default", &bad, "x").replace(
         "spec:\n",
-        "spec:\n  volumes:\n  - {name: a, emptyDir: {}}\n  - {name: b, configMap: {name: conf}}\n  - {name: c, secret: {secretName: tls}}\n",
+        "spec:\n  volumes:\n  - {name: a, emptyDir: {}}\n  - {name: b, persistentVolumeClaim: {claimName: data}}\n  - {name: c, nfs: {server: nfs.example, path: /x}}\n",
     );
     let out = env.apply(&format!("{}---\n{unsupported}", pod("default", &good, "x")));
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("spec.volumes[1].configMap: unsupported value: podrun does not support configMap volumes yet (supported: emptyDir, hostPath)")
-            && stderr.contains("spec.volumes[2].secret: unsupported value")
+        stderr.contains("spec.volumes[1].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)")
+            && stderr.contains("spec.volumes[2].nfs: unsupported value")
             && stderr.contains("nothing was applied"),
         "{}",
         text(&out)
@@ -1456,6 +1456,142 @@ fn the_longest_grace_period_stops_the_pod() {
     let out = output_within(env.cmd().args(["delete", "pod", &name]), 30);
     assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
     env.wait_rows("the pod gone", 15, |rows| rows.is_empty());
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// configMap, secret, downwardAPI and projected volumes hold what kubelet
+/// writes (bytes, modes, its `..data` symlink layout, mounted read-only); a
+/// missing ConfigMap holds the pod in ContainerCreating with kubelet's
+/// FailedMount event until it is applied; a changed ConfigMap reaches the
+/// running container, swapped atomically; deleting the pod leaves nothing
+/// (the secret's tmpfs included).
+#[test]
+fn config_map_secret_downward_api_and_projected_volumes_are_kubelets() {
+    let env = Env::new(&SUITE, "vols");
+    let name = env.name("ag14-vols");
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: web, tier: front}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: conf, mountPath: /etc/conf}}
+    - {{name: creds, mountPath: /etc/creds}}
+    - {{name: info, mountPath: /etc/info}}
+    - {{name: all, mountPath: /etc/all}}
+  volumes:
+  - name: conf
+    configMap:
+      name: ag14-conf
+      items:
+      - {{key: game.properties, path: game.properties}}
+      - {{key: mode, path: sub/mode, mode: 0600}}
+  - name: creds
+    secret: {{secretName: ag14-creds, defaultMode: 0400}}
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}
+  - name: all
+    projected:
+      sources:
+      - configMap: {{name: ag14-conf, items: [{{key: mode, path: mode}}]}}
+      - secret: {{name: ag14-creds}}
+"#
+    );
+    let out = env.apply(&pod);
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("ContainerCreating", 15, |rows| {
+        rows.iter()
+            .any(|r| r[1] == name && r[3] == "ContainerCreating")
+    });
+    let d = env.ok(&["describe", "pod", &name]);
+    assert!(
+        d.contains(
+            r#"MountVolume.SetUp failed for volume "conf" : configmap "ag14-conf" not found"#
+        ),
+        "{d}"
+    );
+
+    let objects = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: ag14-conf}
+data:
+  game.properties: |
+    lives=3
+  mode: fast
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: ag14-creds}
+stringData: {password: s3cret}
+";
+    let out = env.apply(objects);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &name)], 20);
+
+    let sh = |script: &str| env.ok(&["exec", &name, "--", "sh", "-c", script]);
+    assert_eq!(sh("cat /etc/conf/game.properties"), "lives=3\n");
+    assert_eq!(sh("cat /etc/conf/sub/mode"), "fast");
+    assert_eq!(
+        sh("stat -L -c %a /etc/conf/sub/mode /etc/conf/game.properties"),
+        "600\n644\n"
+    );
+    assert_eq!(sh("readlink /etc/conf/sub"), "..data/sub\n");
+    let data = sh("readlink /etc/conf/..data");
+    assert!(
+        data.starts_with("..20") && data.trim_end().len() > 25,
+        "{data}"
+    );
+    assert_eq!(
+        sh("cat /etc/creds/password; stat -L -c %a /etc/creds/password"),
+        "s3cret400\n"
+    );
+    assert_eq!(sh("cat /etc/info/labels"), "app=\"web\"\ntier=\"front\"");
+    assert_eq!(sh("cat /etc/info/name"), name);
+    assert_eq!(sh("cat /etc/all/mode /etc/all/password"), "fasts3cret");
+    let refused = env.podrun(&["exec", &name, "--", "sh", "-c", "echo x > /etc/conf/new"]);
+    assert!(
+        !refused.status.success(),
+        "a configMap volume is read-only: {}",
+        text(&refused)
+    );
+
+    // The update: the running container sees it within a few syncs, swapped.
+    let out = env.apply(&objects.replace("mode: fast", "mode: slow"));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mode = sh("cat /etc/conf/sub/mode /etc/all/mode");
+        if mode == "slowslow" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not updated: {mode}\n{}",
+            env.diag()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(
+        sh("readlink /etc/conf/..data"),
+        data,
+        "a new payload directory"
+    );
+
+    env.ok(&["delete", "pod", &name]);
     env.assert_nothing_left();
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();

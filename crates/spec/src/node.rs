@@ -9,8 +9,15 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::validate::volume_sources;
 use crate::{FieldError, Object};
 
-/// The volume types podrun mounts (`volume_mounts` in the podrun binary's run.rs).
-pub const SUPPORTED_VOLUMES: &[&str] = &["emptyDir", "hostPath"];
+/// The volume types podrun mounts (podrun-agent's `create::volume_mounts` and `volumes`).
+pub const SUPPORTED_VOLUMES: &[&str] = &[
+    "emptyDir",
+    "hostPath",
+    "configMap",
+    "secret",
+    "downwardAPI",
+    "projected",
+];
 
 /// Every part of `object` that this node cannot run, each with its field path
 /// (`spec.volumes[2].configMap`); empty when it can run all of it. Only Pods ask
@@ -64,10 +71,13 @@ mod tests {
     }
 
     #[test]
-    fn empty_dir_host_path_and_a_bare_volume_run() {
-        let pod = pod_with_volumes(
+    fn the_volume_types_podrun_mounts_run() {
+        let pod = pod_with_volumes(concat!(
             "  - {name: a, emptyDir: {}}\n  - {name: b, hostPath: {path: /tmp}}\n  - {name: c}\n",
-        );
+            "  - {name: d, configMap: {name: conf}}\n  - {name: e, secret: {secretName: tls}}\n",
+            "  - {name: f, downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}}\n",
+            "  - {name: g, projected: {sources: [{configMap: {name: conf}}]}}\n",
+        ));
         assert_eq!(paths_and_messages(&pod), vec![]);
     }
 
@@ -75,10 +85,6 @@ mod tests {
     fn every_other_volume_type_is_refused_with_its_path() {
         let volumes: String = [
             "{name: a, emptyDir: {}}",
-            "{name: b, configMap: {name: conf}}",
-            "{name: c, secret: {secretName: tls}}",
-            "{name: d, downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}}",
-            "{name: e, projected: {sources: [{configMap: {name: conf}}]}}",
             "{name: f, persistentVolumeClaim: {claimName: data}}",
             "{name: g, image: {reference: busybox}}",
             "{name: h, ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce]}}}}",
@@ -91,20 +97,16 @@ mod tests {
         let refused = |i: usize, source: &str| {
             (
                 format!("spec.volumes[{i}].{source}"),
-                format!("unsupported value: podrun does not support {source} volumes yet (supported: emptyDir, hostPath)"),
+                format!("unsupported value: podrun does not support {source} volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)"),
             )
         };
         assert_eq!(
             paths_and_messages(&pod),
             vec![
-                refused(1, "configMap"),
-                refused(2, "secret"),
-                refused(3, "downwardAPI"),
-                refused(4, "projected"),
-                refused(5, "persistentVolumeClaim"),
-                refused(6, "image"),
-                refused(7, "ephemeral"),
-                refused(8, "nfs"),
+                refused(1, "persistentVolumeClaim"),
+                refused(2, "image"),
+                refused(3, "ephemeral"),
+                refused(4, "nfs"),
             ]
         );
     }

@@ -108,27 +108,34 @@ fn duplicate_objects_are_refused() {
 
 #[test]
 fn load_runnable_refuses_also_what_the_node_cannot_run() {
-    // The API server takes MANIFEST; podrun cannot mount its configMap volume yet.
-    assert!(load(MANIFEST, "web.yaml").is_ok());
-    let broken = MANIFEST.replace("containerPort: 8080", "containerPort: 0");
+    // The API server takes a claim; podrun cannot mount a persistentVolumeClaim yet.
+    let claim = MANIFEST.replace(
+        "configMap: {name: web-conf}",
+        "persistentVolumeClaim: {claimName: web-data}",
+    );
+    assert!(load(&claim, "web.yaml").is_ok());
+    assert!(
+        load_runnable(MANIFEST, "web.yaml").is_ok(),
+        "configMap volumes run"
+    );
+    let broken = claim.replace("containerPort: 8080", "containerPort: 0");
     let error = load_runnable(&broken, "web.yaml").unwrap_err();
     assert_eq!(
         error.to_string(),
         "\
 web.yaml:18: spec.containers[0].ports[0].containerPort: must be between 1 and 65535, got 0
-web.yaml:23: spec.volumes[0].configMap: unsupported value: podrun does not support configMap volumes yet (supported: emptyDir, hostPath)"
+web.yaml:23: spec.volumes[0].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)"
     );
     let list = format!(
         "apiVersion: v1\nkind: List\nitems:\n- {}",
-        MANIFEST
-            .split("---\n")
-            .nth(1)
-            .unwrap()
-            .replace('\n', "\n  ")
+        claim.split("---\n").nth(1).unwrap().replace('\n', "\n  ")
     );
     let error = load_runnable(&list, "list.yaml").unwrap_err();
     assert_eq!(error.errors.len(), 1, "{error}");
-    assert_eq!(error.errors[0].path, "items[0].spec.volumes[0].configMap");
+    assert_eq!(
+        error.errors[0].path,
+        "items[0].spec.volumes[0].persistentVolumeClaim"
+    );
     assert_eq!(error.errors[0].line, Some(18));
     let runnable = MANIFEST.replace("configMap: {name: web-conf}", "emptyDir: {}");
     assert_eq!(

@@ -29,6 +29,9 @@ pub enum Unmade {
     Config(String),
     /// Its root filesystem or bundle could not be made.
     Create(String),
+    /// A volume of the pod could not be set up (kubelet's FailedMount: the
+    /// container waits in ContainerCreating).
+    Mount(String),
 }
 
 impl Unmade {
@@ -38,6 +41,7 @@ impl Unmade {
             Unmade::Pull(f) => (f.reason, f.message.clone()),
             Unmade::Config(m) => ("CreateContainerConfigError", m.clone()),
             Unmade::Create(m) => ("CreateContainerError", m.clone()),
+            Unmade::Mount(m) => ("ContainerCreating", m.clone()),
         }
     }
 }
@@ -176,12 +180,11 @@ pub fn execute(
                 }
                 // kubelet's startContainer: a failed pull was told in its own
                 // event, so this one names only the reason.
-                let said = if matches!(unmade, Unmade::Pull(_)) {
-                    reason
-                } else {
-                    &message
-                };
-                node.event("Warning", "Failed", &format!("Error: {said}"));
+                match &unmade {
+                    Unmade::Pull(_) => node.event("Warning", "Failed", &format!("Error: {reason}")),
+                    Unmade::Mount(m) => node.event("Warning", "FailedMount", m),
+                    _ => node.event("Warning", "Failed", &format!("Error: {message}")),
+                }
                 done.failures
                     .push(format!("pod/{name}: container {n}: {message}"));
                 continue;
