@@ -871,3 +871,28 @@ spec:
     );
     env.assert_nothing_left();
 }
+
+/// The README's example of volumes (examples/config-pod.yaml: a ConfigMap file,
+/// a Secret and the pod's labels) runs unchanged but for the registry, in the
+/// foreground, and leaves nothing (the secret's tmpfs included).
+#[test]
+fn the_config_volume_example_runs() {
+    let env = Env::new();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config-pod.yaml"),
+    )
+    .unwrap();
+    let out = env.run(&example.replace("127.0.0.1:5000", &registry()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        stdout,
+        "show | enemies=aliens\nshow | lives=3\nshow | password: s3cr3t\nshow | app=\"game\"\nshow | tier=\"backend\"\n"
+    );
+    env.assert_nothing_left();
+}
