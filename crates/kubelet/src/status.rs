@@ -164,7 +164,10 @@ fn terminated(t: &Termination, container_id: Option<String>) -> ApiState {
     ApiState {
         terminated: Some(ContainerStateTerminated {
             exit_code: t.exit_code,
-            signal: t.signal,
+            // Never filled by kubelet: the CRI's ContainerStatus has no signal
+            // (pkg/kubelet/kuberuntime/helpers.go toKubeContainerStatus), so a
+            // killed container shows exit code 128+N and kubectl no `Signal:`.
+            signal: None,
             reason: Some(t.reason.clone()).filter(|r| !r.is_empty()),
             message: t.message.clone().filter(|m| !m.is_empty()),
             started_at: t.started_at.map(api_time),
