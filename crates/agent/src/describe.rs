@@ -38,6 +38,8 @@ pub(super) fn describe(agent: &Agent, namespace: &str, name: &str) -> Result<Str
 fn field(out: &mut String, indent: usize, key: &str, value: &str) {
     // kubectl aligns a container's fields further out than the pod's.
     let width = if indent == 0 { 18 } else { 22 - indent };
+    // A key longer than the column still gets kubectl's tabwriter padding (2).
+    let width = width.max(key.len() + 3);
     let _ = writeln!(
         out,
         "{:indent$}{:<width$}{value}",
@@ -160,6 +162,7 @@ fn render(
             let _ = writeln!(out, "  {:<28}{}", c.type_, c.status);
         }
     }
+    volumes(&mut out, &spec);
     field(
         &mut out,
         0,
@@ -169,6 +172,7 @@ fn render(
             .clone()
             .unwrap_or_else(|| podrun_spec::qos_class(pod).as_str().to_string()),
     );
+    selectors_and_tolerations(&mut out, &spec);
     if let Some(r) = row {
         if let Some(e) = &r.error {
             field(&mut out, 0, "Last Error", e);
@@ -296,6 +300,16 @@ fn container(out: &mut String, c: &Container, s: Option<&ContainerStatus>) {
         "Restart Count",
         &s.map_or(0, |s| s.restart_count).to_string(),
     );
+    resources(out, c);
+    for (label, probe) in [
+        ("Liveness", &c.liveness_probe),
+        ("Readiness", &c.readiness_probe),
+        ("Startup", &c.startup_probe),
+    ] {
+        if let Some(p) = probe {
+            field(out, 4, label, &probe_line(p));
+        }
+    }
     let env: Vec<String> = c
         .env
         .iter()
@@ -318,6 +332,220 @@ fn container(out: &mut String, c: &Container, s: Option<&ContainerStatus>) {
     for e in env {
         let _ = writeln!(out, "      {e}");
     }
+    mounts(out, c);
+}
+
+/// kubectl's `Limits:` and `Requests:` of a container, resources sorted by name.
+fn resources(out: &mut String, c: &Container) {
+    let r = c.resources.clone().unwrap_or_default();
+    for (label, map) in [("Limits", r.limits), ("Requests", r.requests)] {
+        let Some(map) = map.filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let _ = writeln!(out, "    {label}:");
+        for (name, q) in map {
+            field(out, 6, &name, &q.0);
+        }
+    }
+}
+
+/// kubectl's `DescribeProbe`: `exec [cat /tmp/healthy] delay=5s timeout=1s
+/// period=5s #success=1 #failure=3`, and the http-get, tcp-socket and grpc forms.
+pub(crate) fn probe_line(p: &k8s_openapi::api::core::v1::Probe) -> String {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let port = |p: &IntOrString| match p {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::String(s) => s.clone(),
+    };
+    let attrs = format!(
+        "delay={}s timeout={}s period={}s #success={} #failure={}",
+        p.initial_delay_seconds.unwrap_or(0),
+        p.timeout_seconds.unwrap_or(1),
+        p.period_seconds.unwrap_or(10),
+        p.success_threshold.unwrap_or(1),
+        p.failure_threshold.unwrap_or(3)
+    );
+    if let Some(e) = &p.exec {
+        format!(
+            "exec [{}] {attrs}",
+            e.command.clone().unwrap_or_default().join(" ")
+        )
+    } else if let Some(h) = &p.http_get {
+        let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_lowercase();
+        let host = h.host.clone().unwrap_or_default();
+        let path = h.path.clone().unwrap_or_default();
+        format!("http-get {scheme}://{host}:{}{path} {attrs}", port(&h.port))
+    } else if let Some(t) = &p.tcp_socket {
+        let host = t.host.clone().unwrap_or_default();
+        format!("tcp-socket {host}:{} {attrs}", port(&t.port))
+    } else if let Some(g) = &p.grpc {
+        let service = g.service.clone().unwrap_or_default();
+        format!("grpc <pod>:{} {service} {attrs}", g.port)
+    } else {
+        format!("unknown {attrs}")
+    }
+}
+
+/// kubectl's `Mounts:` of a container: by mount path, `(ro)`/`(rw)` and the subPath.
+fn mounts(out: &mut String, c: &Container) {
+    let mut list = c.volume_mounts.clone().unwrap_or_default();
+    if list.is_empty() {
+        field(out, 4, "Mounts", "<none>");
+        return;
+    }
+    list.sort_by(|a, b| a.mount_path.cmp(&b.mount_path));
+    let _ = writeln!(out, "    Mounts:");
+    for m in list {
+        let mut flags = vec![if m.read_only.unwrap_or(false) {
+            "ro"
+        } else {
+            "rw"
+        }
+        .to_string()];
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            flags.push(format!("path={}", crate::env::go_quote(sub)));
+        }
+        let _ = writeln!(
+            out,
+            "      {} from {} ({})",
+            m.mount_path,
+            m.name,
+            flags.join(",")
+        );
+    }
+}
+
+/// kubectl's `Volumes:` section (describeVolumes), for the kinds podrun mounts.
+fn volumes(out: &mut String, spec: &k8s_openapi::api::core::v1::PodSpec) {
+    let list = spec.volumes.clone().unwrap_or_default();
+    if list.is_empty() {
+        field(out, 0, "Volumes", "<none>");
+        return;
+    }
+    let _ = writeln!(out, "Volumes:");
+    let yes_no = |b: Option<bool>| b.unwrap_or(false).to_string();
+    // An unset *bool, as Go's %v prints the pointer kubectl passes.
+    let ptr = |b: Option<bool>| b.map_or_else(|| "<nil>".to_string(), |b| b.to_string());
+    for v in list {
+        let _ = writeln!(out, "  {}:", v.name);
+        if let Some(h) = &v.host_path {
+            field(out, 4, "Type", "HostPath (bare host directory volume)");
+            field(out, 4, "Path", &h.path);
+            let t = h.type_.clone().filter(|t| !t.is_empty());
+            field(out, 4, "HostPathType", t.as_deref().unwrap_or("<none>"));
+        } else if let Some(c) = &v.config_map {
+            field(
+                out,
+                4,
+                "Type",
+                "ConfigMap (a volume populated by a ConfigMap)",
+            );
+            field(out, 4, "Name", &c.name);
+            field(out, 4, "Optional", &yes_no(c.optional));
+        } else if let Some(s) = &v.secret {
+            field(out, 4, "Type", "Secret (a volume populated by a Secret)");
+            field(out, 4, "SecretName", s.secret_name.as_deref().unwrap_or(""));
+            field(out, 4, "Optional", &yes_no(s.optional));
+        } else if let Some(d) = &v.downward_api {
+            field(
+                out,
+                4,
+                "Type",
+                "DownwardAPI (a volume populated by information about the pod)",
+            );
+            let _ = writeln!(out, "    Items:");
+            for item in d.items.iter().flatten() {
+                if let Some(f) = &item.field_ref {
+                    let _ = writeln!(out, "      {} -> {}", f.field_path, item.path);
+                }
+                if let Some(r) = &item.resource_field_ref {
+                    let _ = writeln!(out, "      {} -> {}", r.resource, item.path);
+                }
+            }
+        } else if let Some(p) = &v.projected {
+            field(
+                out,
+                4,
+                "Type",
+                "Projected (a volume that contains injected data from multiple sources)",
+            );
+            for s in p.sources.iter().flatten() {
+                if let Some(sec) = &s.secret {
+                    field(out, 4, "SecretName", &sec.name);
+                    field(out, 4, "SecretOptionalName", &ptr(sec.optional));
+                } else if s.downward_api.is_some() {
+                    field(out, 4, "DownwardAPI", "true");
+                } else if let Some(c) = &s.config_map {
+                    field(out, 4, "ConfigMapName", &c.name);
+                    field(out, 4, "ConfigMapOptional", &ptr(c.optional));
+                }
+            }
+        } else {
+            // A volume without a source is an emptyDir (SetDefaults_Volume).
+            let e = v.empty_dir.clone().unwrap_or_default();
+            field(
+                out,
+                4,
+                "Type",
+                "EmptyDir (a temporary directory that shares a pod's lifetime)",
+            );
+            field(out, 4, "Medium", e.medium.as_deref().unwrap_or(""));
+            let size = e
+                .size_limit
+                .map(|q| q.0)
+                .filter(|q| !q.is_empty() && q != "0");
+            field(out, 4, "SizeLimit", size.as_deref().unwrap_or("<unset>"));
+        }
+    }
+}
+
+/// kubectl's `Node-Selectors:` (sorted `key=value` lines) and `Tolerations:`
+/// (printTolerationsMultiline: by key, `key=value:Effect op=Exists for Ns`).
+fn selectors_and_tolerations(out: &mut String, spec: &k8s_openapi::api::core::v1::PodSpec) {
+    let selectors: Vec<String> = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let indent = format!("\n{:18}", "");
+    let none = |v: Vec<String>| {
+        if v.is_empty() {
+            "<none>".to_string()
+        } else {
+            v.join(&indent)
+        }
+    };
+    field(out, 0, "Node-Selectors", &none(selectors));
+    let mut tolerations = spec.tolerations.clone().unwrap_or_default();
+    tolerations.sort_by(|a, b| a.key.cmp(&b.key));
+    let lines: Vec<String> = tolerations
+        .iter()
+        .map(|t| {
+            let key = t.key.clone().unwrap_or_default();
+            let value = t.value.clone().unwrap_or_default();
+            let effect = t.effect.clone().unwrap_or_default();
+            let mut s = key.clone();
+            if !value.is_empty() {
+                s.push_str(&format!("={value}"));
+            }
+            if !effect.is_empty() {
+                s.push_str(&format!(":{effect}"));
+            }
+            if t.operator.as_deref() == Some("Exists") && value.is_empty() {
+                s.push_str(if key.is_empty() && effect.is_empty() {
+                    "op=Exists"
+                } else {
+                    " op=Exists"
+                });
+            }
+            if let Some(secs) = t.toleration_seconds {
+                s.push_str(&format!(" for {secs}s"));
+            }
+            s
+        })
+        .collect();
+    field(out, 0, "Tolerations", &none(lines));
 }
 
 /// The name of the pod's first main container (from its status).
@@ -421,5 +649,114 @@ fn startup(out: &mut String, status: &k8s_openapi::api::core::v1::PodStatus, eve
     let _ = writeln!(out, "Start-up (from scheduled):");
     for (k, v) in steps {
         let _ = writeln!(out, "  {:<24}{v}", format!("{k}:"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        match podrun_spec::load(yaml, "t.yaml").unwrap().remove(0) {
+            podrun_spec::Object::Pod(p) => p,
+            _ => panic!("not a pod"),
+        }
+    }
+
+    const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  nodeSelector: {disktype: ssd}
+  tolerations:
+  - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 300}
+  - {key: example, operator: Equal, value: x, effect: NoSchedule}
+  containers:
+  - name: app
+    image: busybox
+    resources:
+      limits: {memory: 128Mi, cpu: 500m}
+      requests: {cpu: 250m}
+    livenessProbe:
+      exec: {command: [cat, /tmp/healthy]}
+      initialDelaySeconds: 5
+      periodSeconds: 5
+    readinessProbe:
+      httpGet: {path: /healthz, port: 8080}
+    startupProbe:
+      tcpSocket: {port: 8080}
+      failureThreshold: 30
+    volumeMounts:
+    - {name: conf, mountPath: /etc/conf}
+    - {name: cache, mountPath: /cache, subPath: app}
+    - {name: creds, mountPath: /creds, readOnly: true}
+  volumes:
+  - name: cache
+    emptyDir: {sizeLimit: 1Gi}
+  - name: conf
+    configMap: {name: game}
+  - name: creds
+    secret: {secretName: tls}
+  - name: host
+    hostPath: {path: /var/log, type: Directory}
+  - name: info
+    downwardAPI:
+      items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+  - name: all
+    projected:
+      sources:
+      - configMap: {name: game}
+      - downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}
+"#;
+
+    fn described() -> String {
+        render(&pod(POD), None, "Running", "node1", &[])
+    }
+
+    #[test]
+    fn probes_resources_and_mounts_are_kubectls_lines() {
+        let d = described();
+        for line in [
+            "    Limits:\n      cpu:            500m\n      memory:         128Mi\n    Requests:\n      cpu:            250m\n",
+            "    Liveness:         exec [cat /tmp/healthy] delay=5s timeout=1s period=5s #success=1 #failure=3\n",
+            "    Readiness:        http-get http://:8080/healthz delay=0s timeout=1s period=10s #success=1 #failure=3\n",
+            "    Startup:          tcp-socket :8080 delay=0s timeout=1s period=10s #success=1 #failure=30\n",
+            "    Mounts:\n      /cache from cache (rw,path=\"app\")\n      /creds from creds (ro)\n      /etc/conf from conf (rw)\n",
+        ] {
+            assert!(d.contains(line), "missing:\n{line}\nin:\n{d}");
+        }
+    }
+
+    #[test]
+    fn volumes_selectors_and_tolerations_are_kubectls_sections() {
+        let d = described();
+        for line in [
+            "Volumes:\n  cache:\n    Type:             EmptyDir (a temporary directory that shares a pod's lifetime)\n    Medium:           \n    SizeLimit:        1Gi\n",
+            "  conf:\n    Type:             ConfigMap (a volume populated by a ConfigMap)\n    Name:             game\n    Optional:         false\n",
+            "  creds:\n    Type:             Secret (a volume populated by a Secret)\n    SecretName:       tls\n",
+            "  host:\n    Type:             HostPath (bare host directory volume)\n    Path:             /var/log\n    HostPathType:     Directory\n",
+            "  info:\n    Type:             DownwardAPI (a volume populated by information about the pod)\n    Items:\n      metadata.labels -> labels\n",
+            "    ConfigMapName:    game\n    ConfigMapOptional:  <nil>\n    DownwardAPI:      true\n",
+            "Node-Selectors:   disktype=ssd\n",
+            "Tolerations:      example=x:NoSchedule\n                  node.kubernetes.io/unreachable:NoExecute op=Exists for 300s\n",
+        ] {
+            assert!(d.contains(line), "missing:\n{line}\nin:\n{d}");
+        }
+        let order = [
+            "Containers:",
+            "Volumes:",
+            "QoS Class:",
+            "Node-Selectors:",
+            "Tolerations:",
+            "Events:",
+        ];
+        let at: Vec<usize> = order
+            .iter()
+            .map(|s| d.find(s).unwrap_or(usize::MAX))
+            .collect();
+        let mut sorted = at.clone();
+        sorted.sort();
+        assert_eq!(at, sorted, "kubectl's order {order:?}:\n{d}");
     }
 }

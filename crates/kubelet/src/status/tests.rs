@@ -142,7 +142,10 @@ fn terminated_fields() {
     let s = &statuses(&p, &observed(vec![("a", o)]), 10).main[0];
     let term = s.state.as_ref().unwrap().terminated.as_ref().unwrap();
     assert_eq!(term.exit_code, 137);
-    assert_eq!(term.signal, None, "kubelet never fills signal (the CRI has none)");
+    assert_eq!(
+        term.signal, None,
+        "kubelet never fills signal (the CRI has none)"
+    );
     assert_eq!(term.reason.as_deref(), Some("OOMKilled"));
     assert_eq!(term.message.as_deref(), Some("out of memory"));
     assert_eq!(term.started_at, Some(api_time(t(1))));
