@@ -127,12 +127,20 @@ fn render(
         field(&mut out, 0, "Message", message);
     }
     field(&mut out, 0, "IP", status.pod_ip.as_deref().unwrap_or(""));
-    if let Some(source) = row.map(|r| r.source.as_str()) {
-        let by = match source.strip_prefix("file:") {
-            Some(path) => format!("static pod manifest {path}"),
-            None => "podrun apply".into(),
-        };
-        field(&mut out, 0, "Controlled By", &by);
+    // kubectl shows the controller among the ownerReferences; how podrun got
+    // the pod (apply, a static pod file) is not one.
+    if let Some(owner) = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+    {
+        field(
+            &mut out,
+            0,
+            "Controlled By",
+            &format!("{}/{}", owner.kind, owner.name),
+        );
     }
     let inits = spec.init_containers.clone().unwrap_or_default();
     if !inits.is_empty() {
@@ -208,12 +216,18 @@ fn render(
             format!("  {}", e.type_),
             e.reason.clone(),
             when,
-            "podrun".into(),
+            // kubectl's source column: the scheduler placed it, kubelet did the rest.
+            if e.reason == "Scheduled" {
+                "default-scheduler"
+            } else {
+                "kubelet"
+            }
+            .into(),
             e.message.clone(),
         ]);
     }
     let mut table = Vec::new();
-    let _ = crate::table::write(&mut table, &rows);
+    let _ = crate::table::write_spaced(&mut table, &rows, 2);
     out.push_str(&String::from_utf8_lossy(&table));
     out
 }
@@ -712,6 +726,45 @@ spec:
 
     fn described() -> String {
         render(&pod(POD), None, "Running", "node1", &[])
+    }
+
+    fn event(reason: &str, message: &str) -> EventRow {
+        let now = chrono::Utc::now().to_rfc3339();
+        EventRow {
+            type_: "Normal".into(),
+            reason: reason.into(),
+            message: message.into(),
+            count: 1,
+            first: now.clone(),
+            last: now,
+        }
+    }
+
+    #[test]
+    fn events_come_from_the_scheduler_and_kubelet_and_only_owners_control() {
+        let events = [
+            event("Scheduled", "Successfully assigned default/web to node1"),
+            event(
+                "Pulled",
+                "Container image \"busybox\" already present on machine",
+            ),
+        ];
+        let d = render(&pod(POD), None, "Running", "node1", &events);
+        assert!(
+            d.contains("Scheduled  0s    default-scheduler  Successfully assigned"),
+            "{d}"
+        );
+        assert!(
+            d.contains("Pulled     0s    kubelet            Container image"),
+            "{d}"
+        );
+        assert!(!d.contains("Controlled By"), "{d}");
+        let owned = POD.replace(
+            "metadata: {name: web}",
+            "metadata:\n  name: web\n  ownerReferences:\n  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-5d9f, uid: 1f7e0a52-0000-4000-8000-000000000001, controller: true}",
+        );
+        let d = render(&pod(&owned), None, "Running", "node1", &[]);
+        assert!(d.contains("Controlled By:    ReplicaSet/web-5d9f\n"), "{d}");
     }
 
     #[test]
