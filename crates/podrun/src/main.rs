@@ -84,6 +84,13 @@ enum Command {
     Login(images::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(images::LogoutArgs),
+    /// Print podrun's version.
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -189,5 +196,15 @@ async fn run(cli: &'static Cli) -> Result<()> {
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(cli, a),
         Command::Login(a) => images::login(cli, a).await,
         Command::Logout(a) => images::logout(a),
+        Command::Version => {
+            println!("podrun version {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "podrun", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }

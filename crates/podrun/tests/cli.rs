@@ -481,3 +481,39 @@ fn an_interrupted_pull_leaves_no_visible_half_and_restarts_cleanly() {
     );
     assert_eq!(env.entries("snapshots").len(), 5);
 }
+
+/// `podrun completion SHELL` prints a script generated from the command
+/// definitions (every subcommand in it); an unknown shell is a usage error.
+#[test]
+fn completion_scripts_cover_every_command_and_version_prints_it() {
+    let podrun = env!("CARGO_BIN_EXE_podrun");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(podrun)
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for sub in [
+            "apply",
+            "describe",
+            "delete",
+            "logs",
+            "exec",
+            "serve",
+            "completion",
+        ] {
+            assert!(script.contains(sub), "{shell} script lacks {sub}");
+        }
+    }
+    let out = Command::new(podrun)
+        .args(["completion", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = Command::new(podrun).arg("version").output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("podrun version {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
