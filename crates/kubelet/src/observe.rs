@@ -89,6 +89,12 @@ pub struct ContainerObservation {
     /// good start.
     #[serde(default)]
     pub retry_create_at: Option<DateTime<Utc>>,
+    /// Its stop was asked at this time (its stop signal sent, SIGKILL due after
+    /// the grace period): the kill is not asked, nor its `Killing` event
+    /// recorded, again while it runs out its grace period, as kubelet kills a
+    /// container once. Cleared when it exits or starts.
+    #[serde(default)]
+    pub stopping_since: Option<DateTime<Utc>>,
 }
 
 impl ContainerObservation {
@@ -109,6 +115,7 @@ impl ContainerObservation {
     /// The runtime reports the new instance running: the reason cache clears.
     pub fn started(&mut self, started_at: DateTime<Utc>, container_id: Option<String>) {
         self.state = ContainerState::Running { started_at };
+        self.stopping_since = None;
         self.container_id = container_id;
         self.waiting = None;
         self.retry_create_at = None;
@@ -116,6 +123,7 @@ impl ContainerObservation {
 
     /// The runtime reports the instance ended (or failed to start).
     pub fn exited(&mut self, termination: Termination) {
+        self.stopping_since = None;
         self.state = ContainerState::Exited(termination);
     }
 

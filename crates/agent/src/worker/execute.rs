@@ -123,16 +123,30 @@ pub fn execute(
             .find(|g| !g.is_empty())
         {
             for n in group {
+                let o = observed.containers.entry(n.clone()).or_default();
+                if o.stopping_since.is_some() {
+                    // Asked before: it is running out its grace period.
+                    continue;
+                }
                 node.event(
                     "Normal",
                     "Killing",
                     &format!("Stopping container {n}: {}", kill.message),
                 );
                 rt.stop_container(&n, None)?;
+                o.stopping_since = Some(now);
             }
         }
     }
     for k in &actions.kill {
+        if observed
+            .containers
+            .get(&k.name)
+            .is_some_and(|o| o.stopping_since.is_some())
+        {
+            // One kill, one Killing event: it is running out its grace period.
+            continue;
+        }
         node.event("Normal", "Killing", &k.message);
         // A probe's own terminationGracePeriodSeconds wins over the pod's
         // (pkg/kubelet/kuberuntime/kuberuntime_container.go killContainer).
@@ -149,6 +163,11 @@ pub fn execute(
             .and_then(|p| p.termination_grace_period_seconds)
             .map(podrun_kubelet::grace::grace_period);
         rt.stop_container(&k.name, grace)?;
+        observed
+            .containers
+            .entry(k.name.clone())
+            .or_default()
+            .stopping_since = Some(now);
     }
     for n in actions.start_init.iter().chain(&actions.start) {
         let Some(spec) = spec_of(pod, n) else {

@@ -338,3 +338,80 @@ fn a_liveness_kill_uses_the_probes_grace_period_and_marks_a_restart() {
     assert_eq!(*rt.calls.borrow(), [format!("stop app grace={max}s")]);
     assert!(o.containers["app"].restart_after_kill);
 }
+
+/// One kill is one `Killing` event and one stop: the syncs that come while
+/// the container runs out its grace period ask nothing again (they recorded
+/// `Killing` on every sync: "x30 over 33s"); once it exited, a new kill is
+/// a new one.
+#[test]
+fn a_container_running_out_its_grace_period_is_not_killed_again() {
+    let p = pod(serde_json::json!({"containers": [{"name": "app", "image": "busybox"}]}));
+    let kill = PodActions {
+        kill: vec![podrun_kubelet::actions::ContainerKill {
+            name: "app".into(),
+            reason: KillReason::LivenessProbe,
+            message: "Container app failed liveness probe, will be restarted".into(),
+            restart: true,
+        }],
+        ..Default::default()
+    };
+    let (rt, mut node) = (FakeRuntime::default(), FakeNode::default());
+    let mut o = PodObservation::default();
+    o.containers
+        .insert("app".into(), ContainerObservation::default());
+    for _ in 0..3 {
+        run(
+            &p,
+            &[reported("app", true)],
+            kill.clone(),
+            &rt,
+            &mut node,
+            &mut o,
+        );
+    }
+    assert_eq!(*rt.calls.borrow(), ["stop app grace=own"]);
+    assert_eq!(node.events.borrow().len(), 1, "{:?}", node.events.borrow());
+    o.containers
+        .get_mut("app")
+        .unwrap()
+        .exited(podrun_kubelet::Termination {
+            exit_code: 137,
+            signal: None,
+            reason: "Error".into(),
+            message: None,
+            started_at: Some(t(1)),
+            finished_at: t(12),
+        });
+    run(&p, &[reported("app", true)], kill, &rt, &mut node, &mut o);
+    assert_eq!(
+        rt.calls.borrow().len(),
+        2,
+        "a kill after the exit is a new one"
+    );
+
+    // The pod's kill too: each container of a group is stopped once.
+    let finished = PodActions {
+        kill_pod: Some(podrun_kubelet::actions::KillPod {
+            reason: podrun_kubelet::actions::KillPodReason::Completed,
+            message: "pod completed".into(),
+        }),
+        ..Default::default()
+    };
+    let (rt, mut node, mut o) = (
+        FakeRuntime::default(),
+        FakeNode::default(),
+        PodObservation::default(),
+    );
+    for _ in 0..3 {
+        run(
+            &p,
+            &[reported("app", true)],
+            finished.clone(),
+            &rt,
+            &mut node,
+            &mut o,
+        );
+    }
+    assert_eq!(*rt.calls.borrow(), ["stop app grace=own"]);
+    assert_eq!(node.events.borrow().len(), 1, "{:?}", node.events.borrow());
+}
