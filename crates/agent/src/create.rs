@@ -127,10 +127,7 @@ pub fn ensure_image(
         events(
             "Normal",
             "Pulled",
-            format!(
-                "Successfully pulled image \"{image}\" in {:.3}s",
-                started.elapsed().as_secs_f64()
-            ),
+            pulled_message(images, &image, started.elapsed()),
         );
         Ok(())
     } else if present {
@@ -149,6 +146,21 @@ pub fn ensure_image(
             message: format!("image {image} is not present and imagePullPolicy is Never"),
         })
     }
+}
+
+/// kubelet's Pulled event (pkg/kubelet/images/image_manager.go): the time
+/// truncated to milliseconds in Go's notation, and the image's size as the
+/// runtime reports it (its blobs, as containerd counts them). podrun has no
+/// pull queue: the time including waiting is the same, but for a pull this
+/// sync joined, which it waited for.
+fn pulled_message(images: &Images, image: &str, took: std::time::Duration) -> String {
+    let ms = std::time::Duration::from_millis(took.as_millis() as u64);
+    let size: u64 = images
+        .get(image)
+        .map(|r| r.layers.iter().map(|l| l.size).sum())
+        .unwrap_or(0);
+    let d = podrun_kubelet::backoff::go_duration(ms);
+    format!("Successfully pulled image \"{image}\" in {d} ({d} including waiting). Image size: {size} bytes.")
 }
 
 /// The monitor's plan (no containers: each is started on request), with the

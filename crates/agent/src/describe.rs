@@ -605,13 +605,15 @@ fn startup(out: &mut String, status: &k8s_openapi::api::core::v1::PodStatus, eve
     if let Some(c) = first_image_check {
         steps.push(("sandbox", ms(scheduled, c)));
     }
-    // "Successfully pulled image \"…\" in 0.030s", as many times as it came.
+    // "Successfully pulled image \"…\" in 30ms (30ms including waiting). …",
+    // as many times as it came.
     let pulled_secs: f64 = events
         .iter()
         .filter(|e| e.reason == "Pulled")
         .filter_map(|e| {
-            let secs = e.message.rsplit_once(" in ")?.1.strip_suffix('s')?;
-            Some(secs.parse::<f64>().ok()? * e.count.max(1) as f64)
+            let took = e.message.split_once("\" in ")?.1.split(' ').next()?;
+            let took = podrun_kubelet::backoff::parse_go_duration(took)?;
+            Some(took.as_secs_f64() * e.count.max(1) as f64)
         })
         .sum();
     if events.iter().any(|e| e.reason == "Pulled") {

@@ -201,6 +201,40 @@ pub fn go_duration(d: Duration) -> String {
     out
 }
 
+/// A duration in Go's notation (`16ms`, `1.5s`, `2m3.004s`, `1h0m0s`) back, as
+/// [`go_duration`] writes it; `None` for anything else.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    if text == "0s" {
+        return Some(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (number, after) = rest.split_at(number_end);
+        let value: f64 = number.parse().ok()?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let scale = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "µs" | "us" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = next;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
 /// `value / unit` with the fraction's trailing zeros dropped ("1.5", "10").
 fn trim_fraction(value: u128, unit: u128) -> String {
     let whole = value / unit;

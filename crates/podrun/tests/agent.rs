@@ -1425,6 +1425,25 @@ spec:
     );
     // It shows why it waits, and starts once the ConfigMap is there.
     assert!(d.contains("CreateContainerConfigError"), "{d}");
+    // kubelet's Pulled wording: Go durations and the image's size.
+    let pulled = d
+        .lines()
+        .find_map(|l| {
+            l.split_once(&format!(
+                "Successfully pulled image \"{r}/busybox:latest\" in "
+            ))
+        })
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| panic!("no Pulled event:\n{d}"));
+    let (took, rest) = pulled.split_once(' ').unwrap();
+    assert!(took.ends_with("ms") || took.ends_with('s'), "{pulled}");
+    assert!(
+        rest.starts_with(&format!("({took} including waiting). Image size: ")),
+        "{pulled}"
+    );
+    let size = rest.rsplit_once("Image size: ").unwrap().1;
+    let bytes: u64 = size.strip_suffix(" bytes.").unwrap().parse().unwrap();
+    assert!(bytes > 100_000, "{pulled}");
     let out = env.apply(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ag13-missing}\ndata: {mode: fast}\n",
     );

@@ -148,5 +148,13 @@ fn go_durations() {
     ];
     for (d, want) in table {
         assert_eq!(go_duration(d), want);
+        assert_eq!(parse_go_duration(want), Some(d), "{want}");
+    }
+    assert_eq!(
+        parse_go_duration("2m3.004s"),
+        Some(Duration::from_millis(123_004))
+    );
+    for bad in ["", "3", "1x", "s", "1.2.3s"] {
+        assert_eq!(parse_go_duration(bad), None, "{bad:?}");
     }
 }
