@@ -377,6 +377,22 @@ pub(crate) fn host_ip() -> Option<String> {
     })
 }
 
+/// Log a warning about this node (the rlimit clamp: the same for every
+/// container) once per process, not once per container start; whether it
+/// was said now.
+fn warn_once(warning: &str) -> bool {
+    static SAID: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    let new = said
+        .get_or_insert_with(Default::default)
+        .insert(warning.to_string());
+    if new {
+        tracing::warn!("{warning} (said once)");
+    }
+    new
+}
+
 /// A binary installed beside this one.
 pub fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -475,7 +491,7 @@ fn prepare(
     };
     let generated = podrun_oci::build(&input)?;
     for w in &generated.warnings {
-        eprintln!("podrun: warning: container {}: {w}", c.name);
+        let _ = warn_once(w);
     }
     let bundle = pod_dir.join("bundles").join(&c.name);
     std::fs::create_dir_all(&bundle)?;
@@ -603,6 +619,15 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests {
+    /// The rlimit clamp's warning is the same for every container: said once.
+    #[test]
+    fn a_node_warning_is_said_once() {
+        let w = "RLIMIT_NOFILE 1048576 clamped to the hard limit 20000 (test)";
+        assert!(super::warn_once(w));
+        assert!(!super::warn_once(w));
+        assert!(super::warn_once("another warning (test)"));
+    }
+
     /// `status.hostIP` is an IPv4 address of an interface that is up and not
     /// loopback, as `ip` lists them (needs iproute2, which every test machine has).
     #[test]
