@@ -79,6 +79,12 @@ pub struct PodSummary {
     pub age_seconds: i64,
     /// Its IP, if any.
     pub ip: Option<String>,
+    /// NOMINATED NODE (`status.nominatedNodeName`), if any.
+    #[serde(default)]
+    pub nominated_node: Option<String>,
+    /// READINESS GATES (`<none>`, or true of all).
+    #[serde(default)]
+    pub readiness_gates: String,
     /// The v1 Pod with its status, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<serde_json::Value>,
@@ -104,6 +110,12 @@ impl PodSummary {
             restarts: columns.restarts,
             age_seconds,
             ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            nominated_node: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.clone())
+                .filter(|n| !n.is_empty()),
+            readiness_gates: podrun_kubelet::printer::readiness_gates_column(pod),
             pod: None,
         }
     }

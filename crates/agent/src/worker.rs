@@ -798,6 +798,11 @@ pub(super) fn summary(row: &PodRow) -> PodSummary {
         restarts: "0".into(),
         age_seconds,
         ip: None,
+        nominated_node: None,
+        readiness_gates: manifest.as_ref().map_or_else(
+            || "<none>".into(),
+            podrun_kubelet::printer::readiness_gates_column,
+        ),
         pod: None,
     };
     // The columns of the status last reported, by kubectl's printer.

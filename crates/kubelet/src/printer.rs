@@ -60,6 +60,32 @@ fn exit_words(prefix: &str, t: &ContainerStateTerminated) -> String {
     }
 }
 
+/// `get pods -o wide`'s READINESS GATES: `<none>` without gates, else how many
+/// of the pod's readinessGates conditions are True of how many there are
+/// (kubectl's printPod).
+pub fn readiness_gates_column(pod: &Pod) -> String {
+    let gates = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .filter(|g| !g.is_empty());
+    let Some(gates) = gates else {
+        return "<none>".into();
+    };
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let true_ones = gates
+        .iter()
+        .filter(|g| {
+            conditions
+                .into_iter()
+                .flatten()
+                .find(|c| c.type_ == g.condition_type)
+                .is_some_and(|c| c.status == "True")
+        })
+        .count();
+    format!("{true_ones}/{}", gates.len())
+}
+
 /// All three columns at `now` (only RESTARTS depends on it).
 pub fn columns(pod: &Pod, now: DateTime<Utc>) -> Columns {
     let status = pod.status.clone().unwrap_or_default();

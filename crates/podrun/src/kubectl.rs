@@ -30,7 +30,7 @@ pub struct GetArgs {
     /// Every namespace.
     #[arg(short = 'A', long = "all-namespaces")]
     all_namespaces: bool,
-    /// Output format: the table (default), wide or name.
+    /// Output format: the table (default), wide, name, yaml or json.
     #[arg(short = 'o', long = "output")]
     output: Option<String>,
 }
@@ -194,7 +194,7 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
         header.insert(0, "NAMESPACE");
     }
     if output == "wide" {
-        header.extend(["IP", "NODE"]);
+        header.extend(["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]);
     }
     let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -213,6 +213,12 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
             row.extend([
                 p.ip.clone().unwrap_or_else(|| "<none>".into()),
                 node.trim().to_string(),
+                p.nominated_node.clone().unwrap_or_else(|| "<none>".into()),
+                if p.readiness_gates.is_empty() {
+                    "<none>".into()
+                } else {
+                    p.readiness_gates.clone()
+                },
             ]);
         }
         rows.push(row);

@@ -809,10 +809,31 @@ fn readiness_follows_the_probe() {
         .collect();
     assert_eq!(
         lines.first().map(|h| h.as_slice()),
-        Some(["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"].as_slice()),
+        Some(
+            [
+                "NAME",
+                "READY",
+                "STATUS",
+                "RESTARTS",
+                "AGE",
+                "IP",
+                "NODE",
+                "NOMINATED",
+                "NODE",
+                "READINESS",
+                "GATES"
+            ]
+            .as_slice()
+        ),
         "{wide}"
     );
     assert_eq!(&lines[1][..3], [name.as_str(), "1/1", "Running"], "{wide}");
+    // No IP without pod networking; no nomination, no gates.
+    assert_eq!(
+        &lines[1][5..],
+        ["<none>", lines[1][6], "<none>", "<none>"],
+        "{wide}"
+    );
     env.ok(&["exec", &name, "--", "rm", "/tmp/ready"]);
     env.wait_row(&name, "0/1 again", 10, |r| {
         r[2] == "0/1" && r[3] == "Running"

@@ -325,3 +325,35 @@ fn human_durations() {
     p.metadata.creation_timestamp = Some(api_time(t(0)));
     assert_eq!(age_column(&p, t(190)), "3m10s");
 }
+
+/// kubectl's READINESS GATES: `<none>`, else true conditions of the gates / gates.
+#[test]
+fn readiness_gates_column_counts_true_gate_conditions() {
+    let pod = |gates: serde_json::Value, conditions: serde_json::Value| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c"}], "readinessGates": gates},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    };
+    assert_eq!(
+        readiness_gates_column(&pod(serde_json::json!([]), serde_json::json!([]))),
+        "<none>"
+    );
+    let gates =
+        serde_json::json!([{"conditionType": "example.com/a"}, {"conditionType": "example.com/b"}]);
+    let conditions = serde_json::json!([
+        {"type": "Ready", "status": "True"},
+        {"type": "example.com/a", "status": "True"},
+        {"type": "example.com/b", "status": "False"},
+    ]);
+    assert_eq!(
+        readiness_gates_column(&pod(gates.clone(), conditions)),
+        "1/2"
+    );
+    assert_eq!(
+        readiness_gates_column(&pod(gates, serde_json::json!([]))),
+        "0/2"
+    );
+}
