@@ -138,7 +138,7 @@ fn container_status(
     };
     ContainerStatus {
         name: c.name.clone(),
-        image: c.image.clone().unwrap_or_default(),
+        image: normalized_image(c.image.as_deref().unwrap_or_default()),
         image_id: o.and_then(|o| o.image_id.clone()).unwrap_or_default(),
         container_id,
         state: Some(state),
@@ -148,6 +148,50 @@ fn container_status(
         restart_count: o.map_or(0, |o| o.restart_count),
         ..Default::default()
     }
+}
+
+/// The image as containerd and CRI-O report it in a container's status:
+/// the reference normalized as Docker does (docker/distribution's
+/// `ParseNormalizedNamed` and `TagNameOnly`): `busybox:1.28` is
+/// `docker.io/library/busybox:1.28`, a reference without tag or digest gets
+/// `:latest`, one with a registry keeps it.
+pub fn normalized_image(image: &str) -> String {
+    if image.is_empty() {
+        return String::new();
+    }
+    let (name, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match name[last_slash..].rfind(':') {
+        Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+        None => (name, None),
+    };
+    let (domain, rest) = match path.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            let first = if first == "index.docker.io" {
+                "docker.io"
+            } else {
+                first
+            };
+            (first.to_string(), rest.to_string())
+        }
+        _ if path.contains('/') => ("docker.io".to_string(), path.to_string()),
+        _ => ("docker.io".to_string(), format!("library/{path}")),
+    };
+    let mut out = format!("{domain}/{rest}");
+    match (tag, digest) {
+        (Some(t), _) => out.push_str(&format!(":{t}")),
+        (None, None) => out.push_str(":latest"),
+        (None, Some(_)) => {}
+    }
+    if let Some(d) = digest {
+        out.push_str(&format!("@{d}"));
+    }
+    out
 }
 
 fn waiting(reason: &str, message: Option<String>) -> ApiState {

@@ -152,7 +152,8 @@ fn terminated_fields() {
     assert_eq!(term.finished_at, Some(api_time(t(9))));
     assert_eq!(term.container_id.as_deref(), Some("podrun://x"));
     assert_eq!(s.container_id.as_deref(), Some("podrun://x"));
-    assert_eq!(s.image, "a:1");
+    // The normalized reference, as containerd reports it (the spec says a:1).
+    assert_eq!(s.image, "docker.io/library/a:1");
 }
 
 #[test]
@@ -555,4 +556,48 @@ fn start_time_and_ips() {
     assert_eq!(s.host_ip.as_deref(), Some("192.168.1.2"));
     assert_eq!(s.start_time, Some(api_time(t(0))));
     assert!(s.init_container_statuses.is_none());
+}
+
+/// `status.containerStatuses[].image` is the normalized reference, as
+/// containerd and CRI-O report it.
+#[test]
+fn images_are_normalized_as_the_runtimes_report_them() {
+    let sha = "sha256:1e0d4c3c1f1b2a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e";
+    let table = [
+        ("busybox", "docker.io/library/busybox:latest".to_string()),
+        ("busybox:1.28", "docker.io/library/busybox:1.28".to_string()),
+        (
+            "library/busybox:1.28",
+            "docker.io/library/busybox:1.28".to_string(),
+        ),
+        (
+            "bitnami/nginx",
+            "docker.io/bitnami/nginx:latest".to_string(),
+        ),
+        (
+            "index.docker.io/library/nginx:1",
+            "docker.io/library/nginx:1".to_string(),
+        ),
+        (
+            "127.0.0.1:5000/busybox:latest",
+            "127.0.0.1:5000/busybox:latest".to_string(),
+        ),
+        ("localhost/app", "localhost/app:latest".to_string()),
+        (
+            "registry.k8s.io/pause:3.10",
+            "registry.k8s.io/pause:3.10".to_string(),
+        ),
+        ("quay.io/a/b/c", "quay.io/a/b/c:latest".to_string()),
+        (
+            &format!("busybox@{sha}"),
+            format!("docker.io/library/busybox@{sha}"),
+        ),
+        (
+            &format!("busybox:1.28@{sha}"),
+            format!("docker.io/library/busybox:1.28@{sha}"),
+        ),
+    ];
+    for (image, want) in table {
+        assert_eq!(crate::status::normalized_image(image), want, "{image}");
+    }
 }
