@@ -174,7 +174,8 @@ fi
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
 [[ "$PODS" =~ ^[0-9]+$ ]] || die "PODS must be a number (got '$PODS'; 0 skips the memory part)"
 for rt in $PODRUN_RUNTIMES; do
-    [[ "$rt" =~ ^[a-z0-9_./-]+$ ]] || die "bad runtime name '$rt' in PODRUN_RUNTIMES"
+    [[ "$rt" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] ||
+        die "bad runtime name '$rt' in PODRUN_RUNTIMES (a RuntimeClass handler: embedded, crun, runc, youki)"
 done
 for s in $SHAPES; do
     [[ "$s" == single || "$s" == shared ]] || die "SHAPES: single and/or shared (got '$s')"
@@ -226,8 +227,11 @@ podrun_conf
 # ---- the pods (the same YAML for both tools) -------------------------------------------
 # The containers leave at once on SIGTERM (sh as PID 1 ignores it otherwise), and the
 # grace period is 0 anyway: deletion times measure the tools, not a 30 s grace period.
-pod_yaml() { # name shape
-    local name=$1 shape=$2
+# podrun's copies name the OCI runtime as a RuntimeClass handler (embedded, crun, runc and
+# youki are built-in handler names): `run --detach` hands the pod to the agent, which the
+# first command started, so a --runtime flag on later commands would not reach it.
+pod_yaml() { # name shape [runtime class]
+    local name=$1 shape=$2 class=${3:-}
     cat <<EOF
 apiVersion: v1
 kind: Pod
@@ -237,6 +241,7 @@ spec:
   terminationGracePeriodSeconds: 0
   restartPolicy: Never
 EOF
+    [[ -z "$class" ]] || printf '  runtimeClassName: %s\n' "$class"
     if [[ "$shape" == single ]]; then
         cat <<EOF
   containers:
@@ -273,6 +278,12 @@ mkdir -p "$YAML"
 pod_yaml bench-single single >"$YAML/single.yaml"
 pod_yaml bench-shared shared >"$YAML/shared.yaml"
 for ((i = 0; i < PODS; i++)); do pod_yaml "bench-$i" single >"$YAML/bench-$i.yaml"; done
+for rt in $PODRUN_RUNTIMES; do
+    mkdir -p "$YAML/$rt"
+    pod_yaml bench-single single "$rt" >"$YAML/$rt/single.yaml"
+    pod_yaml bench-shared shared "$rt" >"$YAML/$rt/shared.yaml"
+    for ((i = 0; i < PODS; i++)); do pod_yaml "bench-$i" single "$rt" >"$YAML/$rt/bench-$i.yaml"; done
+done
 
 # ---- images into both stores; one untimed pod per tool (sanity, and podman builds its
 # infra image localhost/podman-pause from catatonit here, offline) -----------------------
@@ -284,8 +295,8 @@ podman_ pull --tls-verify=false --signature-policy "$CONF/policy.json" "$IMAGE" 
 RUNTIMES_OK=()
 RUNTIME_ERRORS=()
 for rt in $PODRUN_RUNTIMES; do
-    log "priming podrun --runtime $rt"
-    if out=$(podrun_ --runtime "$rt" run --detach -f "$YAML/single.yaml" 2>&1 </dev/null) &&
+    log "priming podrun (runtimeClassName: $rt)"
+    if out=$(podrun_ run --detach -f "$YAML/$rt/single.yaml" 2>&1 </dev/null) &&
         [[ "$out" == *"pod/bench-single created"* ]]; then
         if out2=$(podrun_ delete pod bench-single 2>&1); then
             RUNTIMES_OK+=("$rt")
@@ -293,7 +304,7 @@ for rt in $PODRUN_RUNTIMES; do
         fi
         out="$out / delete: $out2"
     fi
-    printf 'pod-start.sh: podrun --runtime %s does not run the pod; left out of this run:\n%s\n' "$rt" "$out" >&2
+    printf 'pod-start.sh: podrun (runtimeClassName %s) does not run the pod; left out of this run:\n%s\n' "$rt" "$out" >&2
     podrun_ delete pod bench-single >/dev/null 2>&1 || true
     RUNTIME_ERRORS+=("$rt: $(printf '%s' "$out" | tr '\n' ' ' | cut -c1-300)")
 done
@@ -305,7 +316,7 @@ podman_ kube down "$YAML/single.yaml" >/dev/null || die "podman kube down failed
 INFRA_IMAGE=$(podman_ images --format '{{.Repository}}:{{.Tag}} ({{.Size}})' | grep -i pause | head -n 1 || echo unknown)
 # Both shapes once with each tool: the emptyDir is shared (the reader sees the writer's file).
 if [[ " $SHAPES " == *" shared "* ]]; then
-    podrun_ --runtime "${RUNTIMES_OK[0]}" run --detach -f "$YAML/shared.yaml" >/dev/null
+    podrun_ run --detach -f "$YAML/${RUNTIMES_OK[0]}/shared.yaml" >/dev/null
     sleep 0.3
     got=$(podrun_ exec bench-shared -c reader -- cat /shared/hello 2>&1 || true)
     podrun_ delete pod bench-shared >/dev/null
@@ -508,12 +519,14 @@ podrun = [e["PODRUN"], "--root", e["PR_ROOT"], "--run-root", e["PR_RUN"],
 podman = ["podman", "--root", e["PM_ROOT"], "--runroot", e["PM_RUN"], "--tmpdir", e["PM_TMP"],
           "--storage-driver", "overlay"]
 y = lambda n: e["YAML"] + "/" + n + ".yaml"
+# podrun's copy of a pod names its runtime (runtimeClassName), podman's does not.
+yr = lambda rt, n: e["YAML"] + "/" + rt + "/" + n + ".yaml"
 timing = {}
 for shape in e["SHAPES"].split():
     tools = []
     for rt in e["RUNTIMES_OK_S"].split():
         tools.append({"name": "podrun (%s)" % rt,
-                      "start": podrun + ["--runtime", rt, "run", "--detach", "-f", y(shape)],
+                      "start": podrun + ["run", "--detach", "-f", yr(rt, shape)],
                       "delete": podrun + ["delete", "pod", "bench-" + shape]})
     tools.append({"name": "podman", "start": podman + ["kube", "play", y(shape)],
                   "delete": podman + ["kube", "down", y(shape)]})
@@ -524,7 +537,7 @@ for shape in e["SHAPES"].split():
     timing[shape] = tools
 pods = int(e["PODS"])
 memory = [{"name": "podrun (%s)" % rt, "kind": "podrun",
-           "starts": [podrun + ["--runtime", rt, "run", "--detach", "-f", y("bench-%d" % i)] for i in range(pods)],
+           "starts": [podrun + ["run", "--detach", "-f", yr(rt, "bench-%d" % i)] for i in range(pods)],
            "deletes": [podrun + ["delete", "pod", "bench-%d" % i] for i in range(pods)]}
           for rt in e["RUNTIMES_OK_S"].split()]
 memory.append({"name": "podman", "kind": "podman",

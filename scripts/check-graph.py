@@ -27,7 +27,12 @@ ALLOWED = {
     "podrun-image": set(),
     "podrun-oci": set(),
     "podrun-net": set(),
+    "podrun-fs": set(),
 }
+# The file rules (durable atomic write, ID check) are below every layer.
+for uses in ALLOWED.values():
+    if uses is not ALLOWED["podrun-fs"]:
+        uses.add("podrun-fs")
 
 
 def main() -> int:

@@ -156,22 +156,7 @@ fn update(
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
     let text = serde_json::to_vec_pretty(&parsed).map_err(|e| fail(e.to_string()))?;
-    let tmp = file.with_extension("json.tmp");
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| fail(e.to_string()))?;
-        f.write_all(&text)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    std::fs::rename(&tmp, file).map_err(|e| fail(e.to_string()))
+    podrun_fs::write_atomic_mode(file, &text, 0o600).map_err(|e| fail(e.to_string()))
 }
 
 fn read(file: &Path) -> Result<Option<AuthFile>, AuthError> {

@@ -243,14 +243,10 @@ impl BlobWriter {
         let file = file
             .into_inner()
             .map_err(|e| io_err("write", e.into_error()))?;
-        file.sync_all().map_err(|e| io_err("sync", e))?;
-        fs::rename(&self.temp, &self.target).map_err(|e| io_err("commit", e))?;
-        if let Some(dir) = self.target.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_err("sync directory", e))?;
-        }
-        Ok(())
+        podrun_fs::commit(file, &self.temp, &self.target).map_err(|e| {
+            let _ = fs::remove_file(&self.temp);
+            io_err("commit", e)
+        })
     }
 }
 

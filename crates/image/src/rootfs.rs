@@ -66,17 +66,7 @@ pub enum RootfsError {
 
 /// Check a container ID before it becomes part of a path.
 pub fn check_id(id: &str) -> Result<(), RootfsError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(RootfsError::InvalidId(id.to_string()))
-    }
+    podrun_fs::check_id(id).map_err(|e| RootfsError::InvalidId(e.0))
 }
 
 /// The containers directory of one store root.

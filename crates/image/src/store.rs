@@ -5,7 +5,7 @@
 use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// One layer of an image, as pulled.
@@ -119,15 +119,9 @@ impl ImageStore {
 
     /// Write (or replace) a record atomically.
     pub fn put(&self, record: &ImageRecord) -> io::Result<()> {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let target = self.file(&record.name);
-        // Unique: two pulls of one image (threads or processes) each write their own.
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let temp = target.with_extension(format!("{}.{n}.tmp", std::process::id()));
-        let mut f = fs::File::create(&temp)?;
-        f.write_all(&serde_json::to_vec_pretty(record).map_err(io::Error::other)?)?;
-        f.sync_all()?;
-        fs::rename(&temp, &target)
+        // Two pulls of one image (threads or processes) each write a temporary file of their own.
+        let json = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        podrun_fs::write_atomic(&self.file(&record.name), &json)
     }
 
     /// Remove the record of `name`.

@@ -94,10 +94,9 @@ fn open(cli: &Cli) -> Result<Images> {
     Ok(Images::open(&cli.root)?)
 }
 
+/// The registries' configuration of the global flags.
 pub fn registries(cli: &Cli) -> Result<RegistriesConfig> {
-    let mut config = RegistriesConfig::load(&cli.registries_conf)?;
-    config.add_hosts_dir(&cli.hosts_dir)?;
-    Ok(config)
+    podrun_agent::registries(&cli.settings())
 }
 
 pub async fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {
@@ -216,7 +215,7 @@ pub fn list(cli: &Cli, args: &ListArgs) -> Result<()> {
         row.push(human_size(r.size()));
         rows.push(row);
     }
-    write_table(&mut out, &rows)?;
+    podrun_agent::table::write(&mut out, &rows)?;
     Ok(())
 }
 
@@ -226,33 +225,6 @@ fn id(r: &ImageRecord, full: bool) -> String {
     } else {
         r.id.short().to_string()
     }
-}
-
-/// Columns padded to the widest cell, three spaces apart, as docker prints them
-/// (and kubectl: its tab writer pads the same way).
-pub fn write_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
 }
 
 /// `2 days ago`, as docker words it.

@@ -4,10 +4,10 @@
 //! answers. `logs` and `exec` go straight to the pod's log files and monitor,
 //! as kubectl's stream from the node and not through the API's database.
 
-use crate::agent::api::{self, PodSummary, Request, Response};
-use crate::pods::{self, PodState};
 use crate::Cli;
 use anyhow::{bail, Context, Result};
+use podrun_agent::api::{self, PodSummary, Request, Response};
+use podrun_agent::pods::{self, PodState};
 use std::io::Write;
 use std::time::Duration;
 
@@ -217,7 +217,7 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
         }
         rows.push(row);
     }
-    crate::images::write_table(&mut std::io::stdout().lock(), &rows)?;
+    podrun_agent::table::write(&mut std::io::stdout().lock(), &rows)?;
     Ok(())
 }
 
@@ -319,7 +319,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
         bail!("pod/{name}: container {container}: cannot exec in a container that is not running");
     }
     let plan_file = state.run_dir.join("plan.json");
-    let mut cmd = std::process::Command::new(crate::run::sibling("podrun-monitor")?);
+    let mut cmd = std::process::Command::new(podrun_agent::create::sibling("podrun-monitor")?);
     cmd.arg("exec")
         .arg("--plan")
         .arg(&plan_file)

@@ -1,12 +1,8 @@
 //! podrun: run Kubernetes Pods on one Linux machine. This binary is the CLI;
 //! the work is done by the library crates (see ARCHITECTURE.md).
 
-mod agent;
-mod config;
-mod env;
 mod images;
 mod kubectl;
-mod pods;
 mod run;
 mod yaml;
 
@@ -46,7 +42,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "PODRUN_RUNTIME")]
     pub runtime: Option<String>,
     /// podrun's configuration: RuntimeClass handlers ([runtimes.<handler>] path = …).
-    #[arg(long, global = true, env = "PODRUN_CONFIG", default_value = config::DEFAULT_PATH)]
+    #[arg(long, global = true, env = "PODRUN_CONFIG", default_value = podrun_agent::config::DEFAULT_PATH)]
     pub config: PathBuf,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log-level", global = true, default_value = "warn")]
@@ -64,7 +60,7 @@ enum Command {
     /// Show a pod in detail, with its events.
     Describe(kubectl::DescribeArgs),
     /// Run the node agent in the foreground (the CLI starts one when needed).
-    Serve(agent::ServeArgs),
+    Serve(ServeArgs),
     /// List pods (kubectl's columns).
     Get(kubectl::GetArgs),
     /// Print a container's log.
@@ -88,6 +84,28 @@ enum Command {
     Login(images::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(images::LogoutArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Watch this directory of Pod manifests, as kubelet's staticPodPath: a
+    /// file added starts its pods, changed replaces them, removed stops them.
+    #[arg(long)]
+    manifests: Option<PathBuf>,
+}
+
+impl Cli {
+    /// What the pod manager needs of the global flags.
+    pub fn settings(&self) -> podrun_agent::Settings {
+        podrun_agent::Settings {
+            root: self.root.clone(),
+            run_root: self.run_root.clone(),
+            registries_conf: self.registries_conf.clone(),
+            hosts_dir: self.hosts_dir.clone(),
+            runtime: self.runtime.clone(),
+            config: self.config.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -141,27 +159,18 @@ fn main() {
     }
 }
 
-/// The error and its causes on one line, each cause once: our error types
-/// already print their cause, so only causes not yet said are appended.
-pub(crate) fn message(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&part);
-        }
-    }
-    text
-}
+pub(crate) use podrun_agent::message;
 
 async fn run(cli: &'static Cli) -> Result<()> {
     match &cli.command {
         Command::Apply(a) => kubectl::apply(cli, a),
         Command::Describe(a) => kubectl::describe(cli, a),
-        Command::Serve(a) => agent::serve(cli, a).await,
+        Command::Serve(a) => {
+            let options = podrun_agent::ServeOptions {
+                manifests: a.manifests.clone(),
+            };
+            podrun_agent::serve(cli.settings(), &options).await
+        }
         Command::Run(a) => {
             let code = run::run(cli, a).await?;
             std::process::exit(code);

@@ -41,7 +41,6 @@ pub use recover::clean_up_after;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -126,7 +125,7 @@ impl PodPlan {
 
     /// Write the plan file (JSON).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, serde_json::to_vec_pretty(self)?)
+        podrun_fs::write_atomic(path, &serde_json::to_vec_pretty(self)?)
     }
 
     /// Where the sandbox pins namespace `ns`: containers join it by this path.
@@ -881,14 +880,10 @@ fn write_record(path: &Path, record: &ExitRecord) -> std::io::Result<()> {
 
 /// Write `value` as JSON durably: temp file, fsync, rename, fsync the directory.
 fn write_json(path: &Path, record: &impl Serialize) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(record)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    podrun_fs::write_atomic(path, &serde_json::to_vec_pretty(record)?)
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {

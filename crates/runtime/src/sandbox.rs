@@ -326,17 +326,7 @@ impl Sandbox {
 }
 
 fn check_id(id: &str) -> Result<(), SandboxError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(SandboxError::InvalidId(id.into()))
-    }
+    podrun_fs::check_id(id).map_err(|e| SandboxError::InvalidId(e.0))
 }
 
 /// SIGTERM, then SIGKILL after a second; wait until the process is gone or a zombie.

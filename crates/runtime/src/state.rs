@@ -21,7 +21,6 @@
 use crate::monitor::ContainerPlan;
 use crate::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The runtime's record of one sandbox (`sandbox.json`).
@@ -237,22 +236,12 @@ pub fn new_sandbox_id(namespace: &str, name: &str) -> String {
     )
 }
 
-/// An ID that names a directory or file: not empty, no `/`, not hidden.
+/// An ID that names a directory or file (podrun-fs's rule).
 fn check_id(kind: &'static str, id: &str) -> Result<(), StateError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StateError::InvalidId {
-            kind,
-            id: id.into(),
-        })
-    }
+    podrun_fs::check_id(id).map_err(|_| StateError::InvalidId {
+        kind,
+        id: id.into(),
+    })
 }
 
 fn io(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
@@ -274,17 +263,13 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
     }
 }
 
-/// Write `value` durably: temp file, fsync, rename.
+/// Write `value` durably (podrun-fs: temp file, fsync, rename, fsync the directory).
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StateError> {
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(value).map_err(|source| StateError::Parse {
         path: path.into(),
         source,
     })?;
-    let mut f = std::fs::File::create(&tmp).map_err(io("write", &tmp))?;
-    f.write_all(&text).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("rename", path))
+    podrun_fs::write_atomic(path, &text).map_err(io("write", path))
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ pub fn run(state: &PodState, container: &Container, probe: &Probe) -> Outcome {
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
         outcome(
-            match crate::agent::terminate::exec_in(state, &container.name, &command, timeout) {
+            match crate::terminate::exec_in(state, &container.name, &command, timeout) {
                 Ok(0) => Ok(()),
                 Ok(code) => Err(anyhow::anyhow!("command {command:?} exited with {code}")),
                 Err(e) => Err(e),

@@ -64,7 +64,7 @@ impl Node for FakeNode {
     }
     fn make_container(&mut self, spec: &Container) -> Result<ContainerPlan, Unmade> {
         match self.unmade.get(&spec.name).copied() {
-            Some("pull") => Err(Unmade::Pull(crate::run::PullFailure {
+            Some("pull") => Err(Unmade::Pull(crate::create::PullFailure {
                 reason: "ErrImagePull",
                 message: "manifest unknown".into(),
             })),

@@ -24,7 +24,7 @@ use super::observe::{parse_time, runtime_id};
 #[derive(Debug)]
 pub enum Unmade {
     /// Its image is not here (`ErrImagePull`, `ErrImageNeverPull`).
-    Pull(crate::run::PullFailure),
+    Pull(crate::create::PullFailure),
     /// Its environment names a ConfigMap, Secret or key that is not there.
     Config(String),
     /// Its root filesystem or bundle could not be made.

@@ -151,7 +151,7 @@ pub fn run_hook(
         // (pkg/kubelet/lifecycle/handlers.go runHTTPHandler), redirects
         // followed as for probes (pkg/kubelet/kubelet.go gives its client
         // the prober's RedirectChecker).
-        use crate::agent::probe::{http::Purpose, http_get};
+        use crate::probe::{http::Purpose, http_get};
         return http_get(state, name, http, Purpose::Lifecycle, timeout).map(|_| ());
     }
     anyhow::bail!("a hook with no handler (exec, httpGet or sleep)")
@@ -160,7 +160,7 @@ pub fn run_hook(
 /// Run `command` in container `name` (through `podrun-monitor exec`, which
 /// the embedded backend needs); its exit code, or an error after `timeout`.
 pub fn exec_in(state: &PodState, name: &str, command: &[String], timeout: Duration) -> Result<i32> {
-    let mut child = std::process::Command::new(crate::run::sibling("podrun-monitor")?)
+    let mut child = std::process::Command::new(crate::create::sibling("podrun-monitor")?)
         .arg("exec")
         .arg("--plan")
         .arg(state.run_dir.join("plan.json"))

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 mod execute;
 mod observe;
 mod probing;
+mod record;
 use execute::Unmade;
 use observe::parse_time;
 use podrun_runtime::service::{MonitorSandbox, SandboxRuntime};
@@ -277,19 +278,20 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let pod: Pod = serde_json::from_str(&row.manifest).context("read the stored manifest")?;
     remove(agent, row).await?;
     crash_point("create:cleaned");
-    let cli = agent.cli;
+    let settings = &agent.settings;
     let state = {
         let (pod, id) = (pod.clone(), row.pod_id.clone());
         let root = agent.images.root().to_path_buf();
         let agent_owned = !agent.run_mode;
+        let run_root = settings.run_root.clone();
         tokio::task::spawn_blocking(move || {
-            pods::register(&cli.run_root, &root, &pod, Some(&id), agent_owned)
+            pods::register(&run_root, &root, &pod, Some(&id), agent_owned)
         })
         .await??
     };
     crash_point("create:registered");
-    let started = crate::run::start_pod(cli, &agent.images, &pod, state).await?;
-    let crate::run::Started {
+    let started = crate::create::start_pod(settings, &agent.images, &pod, state).await?;
+    let crate::create::Started {
         state,
         mut monitor,
         mut guard,
@@ -336,7 +338,7 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
 /// The pod of `row` as it is on disk, or as the row says when its state
 /// directory is gone (so what remains of it can still be removed).
 fn state_of(agent: &Agent, row: &PodRow) -> Result<PodState> {
-    if let Some(s) = pods::load(&agent.cli.run_root, &row.pod_id) {
+    if let Some(s) = pods::load(&agent.settings.run_root, &row.pod_id) {
         return Ok(s);
     }
     Ok(PodState {
@@ -350,7 +352,7 @@ fn state_of(agent: &Agent, row: &PodRow) -> Result<PodState> {
             manifest: serde_json::from_str(&row.manifest)?,
             agent: true,
         },
-        run_dir: agent.cli.run_root.join("pods").join(&row.pod_id),
+        run_dir: agent.settings.run_root.join("pods").join(&row.pod_id),
         plan: None,
     })
 }
@@ -402,7 +404,7 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
 /// A running pod: observe it through its monitor, decide with the kubelet
 /// crate, carry the actions out, store what was seen and report its status.
 async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
-    let state = pods::load(&agent.cli.run_root, &row.pod_id);
+    let state = pods::load(&agent.settings.run_root, &row.pod_id);
     let alive = state
         .as_ref()
         .is_some_and(|s| monitor::monitor_alive(&s.run_dir));
@@ -477,6 +479,24 @@ struct Memory {
     /// Not `probes`: the observation has a field of that name (its verdicts).
     #[serde(default)]
     probe_state: Option<ContainerProbes>,
+}
+
+/// The state database, where a sync's records go.
+struct DbRecords<'a> {
+    agent: &'a Agent,
+    ns: &'a str,
+    name: &'a str,
+}
+
+impl record::Records for DbRecords<'_> {
+    fn set_container(&mut self, container: &str, restarts: i64, memory: &str) -> Result<()> {
+        let db = self.agent.db();
+        Ok(db.set_container(self.ns, self.name, container, restarts, Some(memory))?)
+    }
+
+    fn set_status(&mut self, status: &str) -> Result<()> {
+        Ok(self.agent.db().set_status(self.ns, self.name, status)?)
+    }
 }
 
 /// The imageID the API shows: the repository with the digest it was pulled by.
@@ -577,30 +597,18 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
     let execute::Executed { failures, finished } =
         execute::execute(&round, &mut observed, &mut probes, &rt, &mut node)
             .with_context(|| format!("pod/{name}"))?;
-    // Store what changed, then the status: committed before anyone sees it.
-    for (n, o) in &observed.containers {
-        let memory = serde_json::to_string(&Memory {
-            observation: o.clone(),
-            probe_state: probes.get(n).cloned(),
-        })?;
-        if stored.get(n).cloned().flatten().as_deref() != Some(memory.as_str()) {
-            agent
-                .db()
-                .set_container(ns, name, n, o.restart_count as i64, Some(&memory))?;
-        }
-    }
-    let previous: Option<k8s_openapi::api::core::v1::PodStatus> = row
-        .status
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok());
-    let mut status =
-        podrun_kubelet::status::pod_status(&pod, &observed, previous.as_ref(), now, &config);
-    status.qos_class = Some(podrun_spec::qos_class(&pod).as_str().to_string());
-    status.host_ip = crate::run::host_ip();
-    let text = serde_json::to_string(&status)?;
-    if row.status.as_deref() != Some(text.as_str()) {
-        agent.db().set_status(ns, name, &text)?;
-    }
+    // Record: what changed, then the status, committed before anyone sees it.
+    let outcome = record::Outcome {
+        pod: &pod,
+        observed: &observed,
+        probes: &probes,
+        stored: &stored,
+        status: row.status.as_deref(),
+        host_ip: crate::create::host_ip(),
+        now,
+        config: &config,
+    };
+    record::record(&outcome, &mut DbRecords { agent, ns, name })?;
     let wake = probing::next_wake(
         &pod,
         &observed,
@@ -630,9 +638,10 @@ fn make_container(
     pod: &Pod,
     spec: &k8s_openapi::api::core::v1::Container,
     sources: &mut Option<crate::env::Sources>,
-    events: crate::run::EventSink<'_>,
+    events: crate::create::EventSink<'_>,
 ) -> Result<monitor::ContainerPlan, Unmade> {
-    crate::run::ensure_image(agent.cli, &agent.images, spec, events).map_err(Unmade::Pull)?;
+    crate::create::ensure_image(&agent.settings, &agent.images, spec, events)
+        .map_err(Unmade::Pull)?;
     // The driver names the container itself.
     let cause = |e: anyhow::Error| {
         let text = format!("{e:#}");
@@ -646,14 +655,14 @@ fn make_container(
         ),
     };
     let env =
-        crate::run::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
+        crate::create::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
     let plan = state
         .plan
         .as_ref()
         .ok_or_else(|| Unmade::Create("the pod has no plan".into()))?;
     let host =
         podrun_oci::Host::detect().map_err(|e| Unmade::Create(format!("read host facts: {e}")))?;
-    crate::run::prepare_container(&agent.images, pod, spec, plan, state, &host, env)
+    crate::create::prepare_container(&agent.images, pod, spec, plan, state, &host, env)
         .map_err(|e| Unmade::Create(cause(e)))
 }
 
@@ -746,7 +755,7 @@ pub(super) fn v1_pod(row: &PodRow, summary: &PodSummary) -> Result<serde_json::V
     value["apiVersion"] = "v1".into();
     value["kind"] = "Pod".into();
     if summary.status == "Terminating" {
-        value["metadata"]["deletionTimestamp"] = crate::agent::now().into();
+        value["metadata"]["deletionTimestamp"] = crate::now().into();
     }
     Ok(value)
 }

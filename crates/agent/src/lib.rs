@@ -1,23 +1,29 @@
-//! The node agent, `podrun serve`: owns the state database (`db`), runs one
-//! worker per pod (`worker`: creation, supervision, replacement, deletion,
-//! each step committed before it is reported), serves the CLI on a unix
-//! socket (`api`), and watches a directory of static pod manifests
-//! (`manifests`).
+//! The pod manager (kubelet's role) and the node agent, `podrun serve`: owns
+//! the state database (`db`), runs one worker per pod (`worker`: creation,
+//! supervision, replacement, deletion, each step committed before it is
+//! reported; its SyncPod split into observe, probe, compute, execute and
+//! record), serves the CLI on a unix socket (`api`), and watches a directory
+//! of static pod manifests (`manifests`). `podrun run` in the foreground runs
+//! the same pod manager in its own process ([`Agent::in_process`]).
 //!
 //! It may die at any moment: the pods' monitors are in sessions of their own
 //! and keep the containers running; every step of a pod's life is a state in
 //! the database that a new agent finishes or rolls back (see `worker`).
 
 pub mod api;
+pub mod config;
+pub mod create;
 pub mod db;
 mod describe;
+pub mod env;
 mod manifests;
+pub mod pods;
 mod probe;
 pub mod pulls;
+pub mod table;
 mod terminate;
 mod worker;
 
-use crate::Cli;
 use anyhow::{bail, Context, Result};
 use api::{PodSummary, Request, Response};
 use db::{Change, Db, ObjectRow, PodPhase, PodRow};
@@ -28,12 +34,53 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-#[derive(clap::Args)]
-pub struct ServeArgs {
+/// Where the pod manager keeps things and how it makes pods: the CLI's
+/// global flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Images, snapshots, the state database, the pods' data (`--root`).
+    pub root: PathBuf,
+    /// Runtime state: pods' records and logs, pinned namespaces (`--run-root`).
+    pub run_root: PathBuf,
+    /// podman's registries.conf (`--registries-conf`).
+    pub registries_conf: PathBuf,
+    /// containerd-style registry hosts directory (`--hosts-dir`).
+    pub hosts_dir: PathBuf,
+    /// The OCI runtime of pods without a runtimeClassName (`--runtime`).
+    pub runtime: Option<String>,
+    /// podrun's configuration file: RuntimeClass handlers (`--config`).
+    pub config: PathBuf,
+}
+
+/// What `podrun serve` is asked to do besides serving the API.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
     /// Watch this directory of Pod manifests, as kubelet's staticPodPath: a
     /// file added starts its pods, changed replaces them, removed stops them.
-    #[arg(long)]
-    manifests: Option<PathBuf>,
+    pub manifests: Option<PathBuf>,
+}
+
+/// The registries' configuration: registries.conf and the hosts directory.
+pub fn registries(settings: &Settings) -> Result<podrun_image::registries::RegistriesConfig> {
+    let mut config = podrun_image::registries::RegistriesConfig::load(&settings.registries_conf)?;
+    config.add_hosts_dir(&settings.hosts_dir)?;
+    Ok(config)
+}
+
+/// The error and its causes on one line, each cause once: our error types
+/// already print their cause, so only causes not yet said are appended.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 /// A fault-injection point for the crash tests: when `PODRUN_AGENT_CRASH_AT`
@@ -85,7 +132,7 @@ enum Msg {
 
 /// The agent's shared state.
 pub struct Agent {
-    cli: &'static Cli,
+    settings: Settings,
     db: Mutex<Db>,
     images: Images,
     workers: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Msg>>>,
@@ -104,11 +151,11 @@ pub struct Agent {
 
 impl Agent {
     /// The pod manager for `podrun run`: a database in memory, no socket.
-    pub fn in_process(cli: &'static Cli) -> Result<Arc<Agent>> {
+    pub fn in_process(settings: Settings) -> Result<Arc<Agent>> {
         Ok(Arc::new(Agent {
-            cli,
+            images: Images::open(&settings.root)?,
+            settings,
             db: Mutex::new(Db::open_memory()?),
-            images: Images::open(&cli.root)?,
             workers: Mutex::new(HashMap::new()),
             sync_interval: sync_interval(),
             node: node_name(),
@@ -187,16 +234,18 @@ fn node_name() -> String {
 }
 
 /// `podrun serve`.
-pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
+pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     IS_AGENT.store(true, std::sync::atomic::Ordering::Relaxed);
-    for dir in [&cli.root, &cli.run_root] {
+    for dir in [&settings.root, &settings.run_root] {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let _lock = AgentLock::take(&cli.root)?;
-    let db = Db::open(&cli.root)?;
-    let images = Images::open(&cli.root)?;
+    let _lock = AgentLock::take(&settings.root)?;
+    let db = Db::open(&settings.root)?;
+    let images = Images::open(&settings.root)?;
+    let run_root = settings.run_root.clone();
+    let root = settings.root.clone();
     let agent = Arc::new(Agent {
-        cli,
+        settings,
         db: Mutex::new(db),
         images,
         workers: Mutex::new(HashMap::new()),
@@ -206,7 +255,7 @@ pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
         started_at: chrono::Utc::now(),
     });
     adopt(&agent).context("adopt the pods of the database")?;
-    let listener = bind(&cli.run_root)?;
+    let listener = bind(&run_root)?;
     let handle = tokio::runtime::Handle::current();
     {
         let agent = agent.clone();
@@ -214,14 +263,14 @@ pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
             .name("api".into())
             .spawn(move || accept(listener, agent, handle))?;
     }
-    if let Some(dir) = &args.manifests {
+    if let Some(dir) = &options.manifests {
         tokio::spawn(manifests::watch(agent.clone(), dir.clone()));
     }
     tracing::info!(
         "podrun agent (pid {}) serves {} on {}",
         std::process::id(),
-        cli.root.display(),
-        api::socket_path(&cli.run_root).display()
+        root.display(),
+        api::socket_path(&run_root).display()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -230,7 +279,7 @@ pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
     }
     // The pods keep running under their monitors; the next agent adopts them.
     tracing::info!("stopping; the pods keep running");
-    let _ = std::fs::remove_file(api::socket_path(&cli.run_root));
+    let _ = std::fs::remove_file(api::socket_path(&run_root));
     Ok(())
 }
 
@@ -239,7 +288,7 @@ pub async fn serve(cli: &'static Cli, args: &ServeArgs) -> Result<()> {
 fn adopt(agent: &Arc<Agent>) -> Result<()> {
     let rows = agent.db().pods()?;
     let known: std::collections::HashSet<&str> = rows.iter().map(|r| r.pod_id.as_str()).collect();
-    for state in crate::pods::list(&agent.cli.run_root) {
+    for state in crate::pods::list(&agent.settings.run_root) {
         if state.record.agent && !known.contains(state.record.pod_id.as_str()) {
             tracing::warn!(
                 "pod/{}: removing {}: no pod of the database owns it",
@@ -376,7 +425,7 @@ fn manifest_hash(json: &str) -> String {
 
 /// What [`apply`] does with a pod that exists already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Existing {
+pub enum Existing {
     /// Leave it or update it (`podrun apply`).
     Update,
     /// Refuse the whole request (`podrun run`, as `kubectl create`).
@@ -385,7 +434,7 @@ pub(crate) enum Existing {
 
 /// Store the objects of `files` (all or nothing), then have each new or
 /// changed pod's worker start it and report how that went.
-pub(crate) async fn apply(
+pub async fn apply(
     agent: &Arc<Agent>,
     files: &[(String, String)],
     source: &str,
@@ -398,7 +447,7 @@ pub(crate) async fn apply(
     // Pods that take the change in place (not scheduled again).
     let mut updated = Vec::new();
     let taken_by_run: std::collections::HashSet<(String, String)> =
-        crate::pods::list(&agent.cli.run_root)
+        crate::pods::list(&agent.settings.run_root)
             .into_iter()
             .filter(|p| !p.record.agent)
             .map(|p| (p.record.namespace, p.record.name))
@@ -642,7 +691,7 @@ async fn delete_files(
 /// it; answer once they are gone. The pod of a `podrun run` in the foreground
 /// (not the agent's) is stopped and removed here; that run sees its monitor
 /// gone and ends.
-pub(crate) async fn delete(
+pub async fn delete(
     agent: &Arc<Agent>,
     namespace: &str,
     names: &[String],
@@ -667,7 +716,7 @@ pub(crate) async fn delete(
             continue;
         }
         // Not the agent's: a pod of `podrun run` in the foreground?
-        match crate::pods::find(&agent.cli.run_root, namespace, name) {
+        match crate::pods::find(&agent.settings.run_root, namespace, name) {
             Ok(state) => {
                 let images = agent.images.clone();
                 let grace = grace_period.map(podrun_kubelet::grace::grace_period);
@@ -705,7 +754,7 @@ fn get(agent: &Arc<Agent>, namespace: Option<&str>, full: bool) -> Result<Respon
     // there); only the pods of `podrun run` in the foreground are read from
     // their directories, with the status their run reported.
     let ours: std::collections::HashSet<&str> = rows.iter().map(|r| r.pod_id.as_str()).collect();
-    let others = crate::pods::list_except(&agent.cli.run_root, &ours);
+    let others = crate::pods::list_except(&agent.settings.run_root, &ours);
     let mut pods: Vec<PodSummary> = Vec::new();
     for row in rows
         .iter()

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use podrun_image::Images;
 use podrun_runtime::monitor::{ContainerPlan, PodPlan};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -429,7 +429,7 @@ pub fn log_tail_message(
 /// `podrun-monitor cleanup`: the runtime's part of removing a pod whose
 /// monitor is gone (single-threaded, as the embedded backend needs).
 fn clean_up_after_monitor(state: &PodState) -> Result<()> {
-    let out = std::process::Command::new(crate::run::sibling("podrun-monitor")?)
+    let out = std::process::Command::new(crate::create::sibling("podrun-monitor")?)
         .arg("cleanup")
         .arg("--plan")
         .arg(state.run_dir.join("plan.json"))
@@ -558,12 +558,7 @@ pub fn reported(state: &PodState) -> Pod {
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("write {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename {}", path.display()))?;
-    Ok(())
+    podrun_fs::write_atomic(path, data).with_context(|| format!("write {}", path.display()))
 }
 
 /// One line of a CRI log file: `<time> <stream> <F|P> <content>`.

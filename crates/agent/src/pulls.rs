@@ -37,7 +37,15 @@ impl Puller {
             flights: Mutex::new(None),
         }
     }
+}
 
+impl Default for Puller {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Puller {
     fn runtime(&self) -> &tokio::runtime::Runtime {
         self.runtime.get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()

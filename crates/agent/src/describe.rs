@@ -14,7 +14,7 @@ pub(super) fn describe(agent: &Agent, namespace: &str, name: &str) -> Result<Str
     let Some(row) = agent.db().pod(namespace, name)? else {
         // A pod of `podrun run` in the foreground: what its manager reported
         // (its events are that process's).
-        let state = crate::pods::find(&agent.cli.run_root, namespace, name)?;
+        let state = crate::pods::find(&agent.settings.run_root, namespace, name)?;
         let pod = crate::pods::reported(&state);
         let status = podrun_kubelet::printer::status_column(&pod);
         return Ok(render(&pod, None, &status, &agent.node, &[]));
@@ -209,7 +209,7 @@ fn render(
         ]);
     }
     let mut table = Vec::new();
-    let _ = crate::images::write_table(&mut table, &rows);
+    let _ = crate::table::write(&mut table, &rows);
     out.push_str(&String::from_utf8_lossy(&table));
     out
 }
