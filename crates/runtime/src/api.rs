@@ -235,7 +235,10 @@ pub enum ServiceError {
 pub trait RuntimeService: Send + Sync {
     /// Make and start a sandbox for `config` with `runtime_handler`'s OCI
     /// runtime (empty: the default); its ID once it is ready. On failure
-    /// nothing of it is left.
+    /// nothing of it is left. The ID is the pod's UID (`<uid>-<attempt>`
+    /// after the first attempt) when that can be one
+    /// ([`crate::state::sandbox_id_for`]): a sandbox of the same UID and
+    /// attempt is refused while it exists.
     fn run_pod_sandbox(
         &self,
         config: &PodSandboxConfig,

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The OCI runtimes a handler may name without being configured.
@@ -120,7 +120,23 @@ pub struct NodeRuntime {
     store: Store,
     images: podrun_image::Images,
     /// The monitors this process started, reaped when they end.
-    monitors: Mutex<HashMap<String, Child>>,
+    monitors: Arc<Mutex<Monitors>>,
+}
+
+/// The monitors a runtime started (its children), and whether a thread
+/// reaps them.
+#[derive(Default)]
+struct Monitors {
+    children: HashMap<String, Child>,
+    reaper: bool,
+}
+
+impl Monitors {
+    /// Reap the children that ended.
+    fn reap(&mut self) {
+        self.children
+            .retain(|_, child| matches!(child.try_wait(), Ok(None)));
+    }
 }
 
 impl NodeRuntime {
@@ -130,7 +146,7 @@ impl NodeRuntime {
             store: Store::new(&config.run_root),
             config,
             images,
-            monitors: Mutex::new(HashMap::new()),
+            monitors: Arc::default(),
         }
     }
 
@@ -139,14 +155,37 @@ impl NodeRuntime {
         &self.config
     }
 
-    fn monitors(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
-        self.monitors.lock().unwrap_or_else(|e| e.into_inner())
+    fn monitors(&self) -> std::sync::MutexGuard<'_, Monitors> {
+        lock(&self.monitors)
     }
 
     /// Reap the monitors of ours that ended.
     fn reap(&self) {
-        self.monitors()
-            .retain(|_, child| matches!(child.try_wait(), Ok(None)));
+        self.monitors().reap();
+    }
+
+    /// Keep monitor `child` of sandbox `id` until it ends: a thread reaps
+    /// the monitors while there are any, so none stays a zombie while the
+    /// runtime is not asked.
+    fn adopt(&self, id: String, child: Child) {
+        let mut monitors = self.monitors();
+        monitors.children.insert(id, child);
+        if monitors.reaper {
+            return;
+        }
+        let shared = self.monitors.clone();
+        let reaper = std::thread::Builder::new()
+            .name("podrun-reap".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let mut monitors = lock(&shared);
+                monitors.reap();
+                if monitors.children.is_empty() {
+                    monitors.reaper = false;
+                    return;
+                }
+            });
+        monitors.reaper = reaper.is_ok();
     }
 
     fn record(&self, id: &str) -> Result<(SandboxRecord, PathBuf), ServiceError> {
@@ -265,7 +304,7 @@ impl NodeRuntime {
         let ready = saved
             .map_err(|e| state_error("RunPodSandbox", &id, e))
             .and_then(|()| self.wait_ready(&mut child, dir, &what));
-        self.monitors().insert(id, child);
+        self.adopt(id, child);
         ready
     }
 
@@ -378,7 +417,7 @@ impl RuntimeService for NodeRuntime {
         runtime_handler: &str,
     ) -> Result<String, ServiceError> {
         let oci_runtime = self.config.oci_runtime(runtime_handler)?;
-        let id = state::new_sandbox_id(&config.metadata.namespace, &config.metadata.name);
+        let id = state::sandbox_id_for(&config.metadata);
         let mut record = SandboxRecord {
             id: id.clone(),
             config: config.clone(),
@@ -484,7 +523,7 @@ impl RuntimeService for NodeRuntime {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             errors.push(format!("remove {}: {e}", dir.display()));
         }
-        self.monitors().remove(id);
+        self.monitors().children.remove(id);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -937,6 +976,10 @@ fn state_error(call: &'static str, id: &str, e: StateError) -> ServiceError {
         what: id.into(),
         cause: e.to_string(),
     }
+}
+
+fn lock(monitors: &Mutex<Monitors>) -> std::sync::MutexGuard<'_, Monitors> {
+    monitors.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn dir_id(dir: &Path) -> String {

@@ -202,6 +202,24 @@ impl Store {
     }
 }
 
+/// The ID of the sandbox of `metadata`: its pod's UID (`<uid>-<attempt>`
+/// after the first attempt) when that can name a directory and leaves room
+/// for container IDs, else a new one ([`new_sandbox_id`]). So a caller that
+/// dies while RunPodSandbox runs still knows what to remove; and a second
+/// sandbox of the same UID and attempt is refused while the first exists
+/// (containerd likewise reserves a sandbox's name, made of the same fields).
+pub fn sandbox_id_for(metadata: &crate::PodSandboxMetadata) -> String {
+    let id = match metadata.attempt {
+        0 => metadata.uid.clone(),
+        n => format!("{}-{n}", metadata.uid),
+    };
+    if !metadata.uid.is_empty() && id.len() <= 64 && podrun_fs::check_id(&id).is_ok() {
+        id
+    } else {
+        new_sandbox_id(&metadata.namespace, &metadata.name)
+    }
+}
+
 /// A new sandbox's ID: `<namespace>-<name>` (cut to 48 bytes) and 10 hex
 /// digits: unique, readable in mount tables and cgroup paths, and short
 /// enough for container IDs made of it and a container's name (at most 128
@@ -340,6 +358,25 @@ mod tests {
             store.dir("ok-1").unwrap(),
             Path::new("/run/podrun/sandboxes/ok-1")
         );
+    }
+
+    #[test]
+    fn a_sandbox_is_named_by_its_pods_uid_and_attempt() {
+        let mut m = crate::PodSandboxMetadata {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "0b6f2c8e-4a52-4a8e-9b7a-5f1d2d9c7e11".into(),
+            attempt: 0,
+        };
+        assert_eq!(sandbox_id_for(&m), m.uid);
+        m.attempt = 2;
+        assert_eq!(sandbox_id_for(&m), format!("{}-2", m.uid));
+        // A UID that cannot name a directory (or none): a new ID.
+        for uid in ["", "../etc", "a/b", &"x".repeat(65)] {
+            m.uid = uid.into();
+            let id = sandbox_id_for(&m);
+            assert!(id.starts_with("default-web-"), "{uid:?}: {id}");
+        }
     }
 
     #[test]

@@ -317,6 +317,15 @@ fn a_sandbox_runs_a_container_that_execs_then_stops_and_leaves_nothing() {
         labels: [("app".to_string(), node.tag.clone())].into(),
         ..Default::default()
     };
+    assert_eq!(id, node.tag, "the sandbox is named by its pod's UID");
+    // A second sandbox of the same UID and attempt is refused, and the
+    // first one stays.
+    let e = rt.run_pod_sandbox(&node.sandbox_config(), "").unwrap_err();
+    assert!(e.to_string().contains("File exists"), "{e}");
+    assert_eq!(
+        rt.pod_sandbox_status(&id).unwrap().sandbox.state,
+        SandboxState::Ready
+    );
     let listed = rt.list_pod_sandbox(&by_label).unwrap();
     assert_eq!(listed.iter().map(|s| &s.id).collect::<Vec<_>>(), [&id]);
     let not_ready = PodSandboxFilter {
@@ -461,7 +470,7 @@ fn a_sandbox_that_fails_to_run_leaves_nothing() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no-pause"), "{e}");
-    assert!(e.starts_with("sandbox default-web-"), "{e}");
+    assert!(e.starts_with(&format!("sandbox {}", node.tag)), "{e}");
     node.assert_nothing_left();
     assert!(node
         .runtime
