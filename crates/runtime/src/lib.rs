@@ -1,12 +1,42 @@
-//! Sandboxes, containers and images behind a CRI-shaped API (RunPodSandbox,
-//! CreateContainer, StartContainer …). So far: the sandbox, the per-pod
-//! monitor, and [`service::SandboxRuntime`], the CRI calls for the containers
-//! of one sandbox that the pod manager makes through it.
+//! The runtime: sandboxes, containers and images behind a CRI-shaped
+//! interface ([`RuntimeService`], [`ImageService`]: RunPodSandbox,
+//! StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox,
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer,
+//! ContainerStatus, ListContainers, ExecSync, PullImage, ImageStatus,
+//! RemoveImage, ListImages) with plain Rust types ([`api`], and the CRI
+//! configs of `podrun-oci` re-exported here) and typed errors. Its clients
+//! are the pod manager and the CRI server; neither hands it a Pod, only the
+//! configs kubelet sends.
+//!
+//! - [`node`]: [`NodeRuntime`], the RuntimeService of this machine: one
+//!   monitor per sandbox, the sandbox's cgroup, its records;
+//! - [`state`]: the runtime's records (`<run-root>/sandboxes/<id>/`);
+//! - [`images`]: [`NodeImages`], the ImageService over `podrun-image`;
+//! - [`monitor`]: the per-pod monitor (a process of its own) and its control
+//!   socket; [`sandbox`]: the pause process and its namespace pins;
+//!   [`cgroups`]: the pod cgroup;
+//! - [`service`]: the older per-sandbox interface the pod manager's worker
+//!   still calls ([`service::SandboxRuntime`]), until it moves to
+//!   [`RuntimeService`].
+//!
+//! Not the runtime's: volumes and the pod's /etc/hosts (the pod manager's,
+//! as kubelet's volume manager prepares host paths and containerd only
+//! bind-mounts what it is given), and the pod manager's record of a pod.
 
+pub mod api;
 pub mod cgroups;
+pub mod images;
 pub mod monitor;
+pub mod node;
 pub mod sandbox;
 pub mod service;
+pub mod state;
+
+pub use api::{ImageService, RuntimeService};
+pub use images::NodeImages;
+pub use node::{NodeRuntime, RuntimeConfig};
+/// The configs kubelet sends (CRI v1), as the interface takes them.
+pub use podrun_oci::cri::*;
 
 /// Errors met while going on past them, as one message (`a; b; c`).
 fn join_errors<E: std::fmt::Display>(errors: &[E]) -> String {

@@ -6,7 +6,9 @@
 //! `/run/netns/<name>` works for `ip netns`.
 //!
 //! Teardown does everything it can and reports every failure (netavark's way):
-//! stop the pause process, unmount each pin, remove the directory.
+//! stop the pause process, unmount each pin, remove `ns/` (and the directory
+//! when nothing else is in it: the runtime keeps its records of the sandbox
+//! there, and removes it on RemovePodSandbox).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -300,13 +302,17 @@ impl Sandbox {
                 }
             }
         }
-        if self.dir.is_absolute() && self.dir.exists() {
-            if let Err(source) = std::fs::remove_dir_all(&self.dir) {
-                errors.push(SandboxError::RemoveDir {
-                    dir: self.dir.clone(),
-                    source,
-                });
+        // Only the pins are the sandbox's: the runtime may keep its records
+        // of the sandbox in the same directory (it removes the directory).
+        let ns = self.dir.join("ns");
+        if self.dir.is_absolute() && ns.exists() {
+            if let Err(source) = std::fs::remove_dir_all(&ns) {
+                errors.push(SandboxError::RemoveDir { dir: ns, source });
             }
+        }
+        if self.dir.is_absolute() {
+            // Left when the runtime's records are in it.
+            let _ = std::fs::remove_dir(&self.dir);
         }
         if errors.is_empty() {
             Ok(())

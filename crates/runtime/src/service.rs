@@ -5,10 +5,9 @@
 //! [`MonitorSandbox`] carries them to the pod's monitor; the pod manager's
 //! tests put a recording double behind the same trait.
 //!
-//! Not yet here (the issue on the runtime layer goes on): RunPodSandbox and
-//! RemovePodSandbox (the pod manager registers the pod and starts the monitor),
-//! CreateContainer from a CRI-shaped config (the pod manager still builds the
-//! root filesystem and OCI bundle from the Pod), ExecSync, and the image service.
+//! The whole of CRI's RuntimeService, by container ID and for every sandbox,
+//! is [`crate::api::RuntimeService`]; this per-sandbox, by-name interface is
+//! what the pod manager's worker calls until it moves to that one.
 
 use crate::monitor::{self, ContainerPlan, ContainerState, ControlError, Request, Response};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,992 @@
+//! [`NodeRuntime`]: the [`RuntimeService`] of this machine, over one monitor
+//! per sandbox (`podrun-monitor`, see [`crate::monitor`]) and the records of
+//! [`crate::state`].
+//!
+//! RunPodSandbox writes the sandbox's record first, then its pod cgroup (from
+//! `linux.cgroup_parent` and `linux.resources`), the monitor's plan, and
+//! starts the monitor, which creates the pause process and pins its
+//! namespaces; it returns once the monitor answers on its control socket (the
+//! sandbox is made then). Any failure removes what was made. Containers are
+//! created, started, stopped and removed by ID: the records take an ID to its
+//! sandbox, whose monitor is asked by the container's name.
+//!
+//! Not the runtime's: the pod's volumes and its /etc/hosts (the pod manager
+//! makes them, and gives the containers' bundles their mounts, as kubelet's
+//! volume manager prepares host paths and containerd only bind-mounts what it
+//! is given).
+
+use crate::api::{
+    ContainerFilter, ContainerState, ContainerStatus, ExecSyncResult, PodSandbox, PodSandboxFilter,
+    PodSandboxStatus, RuntimeService, SandboxState, ServiceError, Started,
+};
+use crate::cgroups::{self, CgroupLimits};
+use crate::monitor::{self, log::now_rfc3339_nano, ContainerPlan, PodPlan, Request, Response};
+use crate::sandbox::Namespace;
+use crate::state::{self, ContainerRecord, SandboxRecord, StateError, Store};
+use crate::{LinuxContainerResources, NamespaceMode, PodSandboxConfig};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The OCI runtimes a handler may name without being configured.
+const BUILT_IN: [&str; 4] = ["embedded", "crun", "runc", "youki"];
+
+/// How the runtime runs on this machine.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// `--run-root`: sandboxes under `sandboxes/`, OCI runtime state beside.
+    pub run_root: PathBuf,
+    /// The `podrun-monitor` binary.
+    pub monitor: PathBuf,
+    /// The `podrun-pause` binary.
+    pub pause: PathBuf,
+    /// The OCI runtime of the empty handler (`embedded`, `crun`, a path).
+    pub default_runtime: String,
+    /// Runtime handlers (RuntimeClass handlers) and the OCI runtime each names.
+    pub handlers: BTreeMap<String, String>,
+    /// How long a monitor may take to answer a request.
+    pub request_timeout: Duration,
+    /// How long a new sandbox may take to be ready.
+    pub ready_timeout: Duration,
+}
+
+impl RuntimeConfig {
+    /// The embedded OCI runtime, no handlers, and the monitor and pause
+    /// binaries found by [`find_binary`].
+    pub fn new(run_root: &Path) -> Result<Self, ServiceError> {
+        Ok(RuntimeConfig {
+            run_root: run_root.to_path_buf(),
+            monitor: find_binary("podrun-monitor")?,
+            pause: find_binary("podrun-pause")?,
+            default_runtime: monitor::EMBEDDED.into(),
+            handlers: BTreeMap::new(),
+            request_timeout: Duration::from_secs(30),
+            ready_timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// The OCI runtime `handler` names (empty: the default).
+    pub fn oci_runtime(&self, handler: &str) -> Result<String, ServiceError> {
+        if handler.is_empty() {
+            return Ok(self.default_runtime.clone());
+        }
+        match self.handlers.get(handler) {
+            Some(runtime) => Ok(runtime.clone()),
+            None if BUILT_IN.contains(&handler) => Ok(handler.into()),
+            None => {
+                let mut known: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+                known.extend(BUILT_IN);
+                Err(ServiceError::UnknownHandler {
+                    handler: handler.into(),
+                    known: known.join(", "),
+                })
+            }
+        }
+    }
+}
+
+/// A podrun binary installed beside the running one; for a test binary (in
+/// `target/<profile>/deps/`), the ones cargo built in `target/<profile>/`.
+pub fn find_binary(name: &str) -> Result<PathBuf, ServiceError> {
+    let not_found = |cause: String| ServiceError::Failed {
+        call: "find binary",
+        what: name.into(),
+        cause,
+    };
+    let exe = std::env::current_exe().map_err(|e| not_found(e.to_string()))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let mut candidates = vec![dir.join(name)];
+    if dir.file_name().is_some_and(|d| d == "deps") {
+        candidates.extend(dir.parent().map(|p| p.join(name)));
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            not_found(format!(
+                "not beside {} (build it: cargo build -p podrun)",
+                exe.display()
+            ))
+        })
+}
+
+/// The runtime of this machine: sandboxes held by monitors.
+pub struct NodeRuntime {
+    config: RuntimeConfig,
+    store: Store,
+    images: podrun_image::Images,
+    /// The monitors this process started, reaped when they end.
+    monitors: Arc<Mutex<Monitors>>,
+}
+
+/// The monitors a runtime started (its children), and whether a thread
+/// reaps them.
+#[derive(Default)]
+struct Monitors {
+    children: HashMap<String, Child>,
+    reaper: bool,
+}
+
+impl Monitors {
+    /// Reap the children that ended.
+    fn reap(&mut self) {
+        self.children
+            .retain(|_, child| matches!(child.try_wait(), Ok(None)));
+    }
+}
+
+impl NodeRuntime {
+    /// A runtime as `config` says; `images` holds the containers' root filesystems.
+    pub fn new(config: RuntimeConfig, images: podrun_image::Images) -> Self {
+        NodeRuntime {
+            store: Store::new(&config.run_root),
+            config,
+            images,
+            monitors: Arc::default(),
+        }
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    fn monitors(&self) -> std::sync::MutexGuard<'_, Monitors> {
+        lock(&self.monitors)
+    }
+
+    /// Reap the monitors of ours that ended.
+    fn reap(&self) {
+        self.monitors().reap();
+    }
+
+    /// Keep monitor `child` of sandbox `id` until it ends: a thread reaps
+    /// the monitors while there are any, so none stays a zombie while the
+    /// runtime is not asked.
+    fn adopt(&self, id: String, child: Child) {
+        let mut monitors = self.monitors();
+        monitors.children.insert(id, child);
+        if monitors.reaper {
+            return;
+        }
+        let shared = self.monitors.clone();
+        let reaper = std::thread::Builder::new()
+            .name("podrun-reap".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(250));
+                let mut monitors = lock(&shared);
+                monitors.reap();
+                if monitors.children.is_empty() {
+                    monitors.reaper = false;
+                    return;
+                }
+            });
+        monitors.reaper = reaper.is_ok();
+    }
+
+    fn record(&self, id: &str) -> Result<(SandboxRecord, PathBuf), ServiceError> {
+        let dir = self.store.dir(id).map_err(|e| state_error("", id, e))?;
+        match self.store.load(id) {
+            Ok(Some(record)) => Ok((record, dir)),
+            Ok(None) => Err(ServiceError::SandboxNotFound(id.into())),
+            Err(e) => Err(state_error("PodSandboxStatus", id, e)),
+        }
+    }
+
+    fn container(&self, id: &str) -> Result<(ContainerRecord, PathBuf), ServiceError> {
+        let record = self
+            .store
+            .find_container(id)
+            .map_err(|e| state_error("ContainerStatus", id, e))?
+            .ok_or_else(|| ServiceError::ContainerNotFound(id.into()))?;
+        let dir = self
+            .store
+            .dir(&record.sandbox_id)
+            .map_err(|e| state_error("ContainerStatus", id, e))?;
+        Ok((record, dir))
+    }
+
+    fn ask(
+        &self,
+        call: &'static str,
+        what: &str,
+        dir: &Path,
+        request: &Request,
+    ) -> Result<Response, ServiceError> {
+        match monitor::request(dir, request, self.config.request_timeout) {
+            Ok(Response::Error { message }) => Err(failed(call, what, message)),
+            Ok(answer) => Ok(answer),
+            Err(monitor::ControlError::NotListening { .. }) => Err(ServiceError::NotRunning {
+                call,
+                what: format!("sandbox {}", dir_id(dir)),
+            }),
+            Err(e) => Err(failed(call, what, e)),
+        }
+    }
+
+    /// What the monitor of `dir` holds, while it runs.
+    fn live(&self, dir: &Path) -> Option<Vec<monitor::ContainerState>> {
+        if !monitor::monitor_alive(dir) {
+            return None;
+        }
+        match monitor::request(dir, &Request::State, self.config.request_timeout) {
+            Ok(Response::State { containers }) => Some(containers),
+            _ => None,
+        }
+    }
+
+    /// Make the sandbox of `record` in `dir`: cgroup, plan, monitor; wait until ready.
+    fn make(&self, record: &mut SandboxRecord, dir: &Path) -> Result<(), ServiceError> {
+        let id = record.id.clone();
+        let what = format!("sandbox {id}");
+        let plan = plan_for(
+            &record.config,
+            &id,
+            &self.config.run_root,
+            dir,
+            &self.config.pause,
+            &record.oci_runtime,
+        );
+        if let Some(path) = &plan.cgroup_parent {
+            let limits = cgroup_limits(record.config.linux.resources.as_ref());
+            cgroups::create_pod_cgroup(path, &limits).map_err(|e| {
+                failed(
+                    "RunPodSandbox",
+                    &what,
+                    format!("create pod cgroup {path}: {e}"),
+                )
+            })?;
+        }
+        let plan_file = dir.join("plan.json");
+        plan.write(&plan_file).map_err(|e| {
+            failed(
+                "RunPodSandbox",
+                &what,
+                format!("write {}: {e}", plan_file.display()),
+            )
+        })?;
+        // The monitor's own messages go to a file: its failure to make the
+        // sandbox is read from there; the rest is for debugging.
+        let log_file = dir.join("monitor.log");
+        let log = std::fs::File::create(&log_file).map_err(|e| {
+            failed(
+                "RunPodSandbox",
+                &what,
+                format!("create {}: {e}", log_file.display()),
+            )
+        })?;
+        let mut child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(&self.config.monitor)
+                .arg("--plan")
+                .arg(&plan_file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                // A process group of its own: a terminal's Ctrl-C is the
+                // caller's to handle, and the sandbox outlives the caller.
+                .process_group(0)
+                .spawn()
+                .map_err(|e| {
+                    failed(
+                        "RunPodSandbox",
+                        &what,
+                        format!("start {}: {e}", self.config.monitor.display()),
+                    )
+                })?
+        };
+        record.monitor_pid = i32::try_from(child.id()).unwrap_or(0);
+        let saved = self.store.save(record);
+        let ready = saved
+            .map_err(|e| state_error("RunPodSandbox", &id, e))
+            .and_then(|()| self.wait_ready(&mut child, dir, &what));
+        self.adopt(id, child);
+        ready
+    }
+
+    /// Wait until the monitor answers (its sandbox is made then), or fails.
+    fn wait_ready(&self, child: &mut Child, dir: &Path, what: &str) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + self.config.ready_timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
+                let said = log
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("Error: "))
+                    .unwrap_or(log.trim());
+                return Err(failed(
+                    "RunPodSandbox",
+                    what,
+                    format!("the monitor exited ({status}): {said}"),
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(failed(
+                    "RunPodSandbox",
+                    what,
+                    format!("not ready within {:?}", self.config.ready_timeout),
+                ));
+            }
+            match monitor::request(dir, &Request::State, left) {
+                Ok(Response::State { .. }) => return Ok(()),
+                Ok(other) => {
+                    return Err(failed(
+                        "RunPodSandbox",
+                        what,
+                        format!("unexpected answer {other:?}"),
+                    ))
+                }
+                // Not listening yet (or no more: the next turn sees it exit).
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Run `podrun-monitor cleanup` for the sandbox of `dir`: what a monitor
+    /// that died (or was killed) left (containers, pause process, pins, cgroups).
+    fn clean_up_after_monitor(&self, dir: &Path) -> Result<(), String> {
+        let out = Command::new(&self.config.monitor)
+            .arg("cleanup")
+            .arg("--plan")
+            .arg(dir.join("plan.json"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run {} cleanup: {e}", self.config.monitor.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr)
+                .trim()
+                .trim_start_matches("Error: ")
+                .to_string())
+        }
+    }
+
+    /// The longest grace period of the sandbox's containers (30 s without any).
+    fn own_grace(&self, id: &str) -> Duration {
+        let ms = self
+            .store
+            .containers(id)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.plan.grace_period_ms)
+            .max()
+            .unwrap_or(30_000);
+        Duration::from_millis(ms)
+    }
+
+    fn statuses(&self, sandbox_id: &str) -> Result<Vec<ContainerStatus>, ServiceError> {
+        let dir = self
+            .store
+            .dir(sandbox_id)
+            .map_err(|e| state_error("ListContainers", sandbox_id, e))?;
+        let records = self
+            .store
+            .containers(sandbox_id)
+            .map_err(|e| state_error("ListContainers", sandbox_id, e))?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live = self.live(&dir);
+        let plan = PodPlan::read(&dir.join("plan.json")).ok();
+        Ok(records
+            .iter()
+            .map(|r| {
+                let (start, exit) = plan.as_ref().map_or((None, None), |p| {
+                    (
+                        monitor::read_start(p, &r.plan.name),
+                        monitor::read_exit(p, &r.plan.name),
+                    )
+                });
+                status_of(r, live.as_deref(), start, exit)
+            })
+            .collect())
+    }
+}
+
+impl RuntimeService for NodeRuntime {
+    fn run_pod_sandbox(
+        &self,
+        config: &PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String, ServiceError> {
+        let oci_runtime = self.config.oci_runtime(runtime_handler)?;
+        let id = state::sandbox_id_for(&config.metadata);
+        let mut record = SandboxRecord {
+            id: id.clone(),
+            config: config.clone(),
+            runtime_handler: runtime_handler.into(),
+            oci_runtime,
+            created_at: now_rfc3339_nano(),
+            monitor_pid: 0,
+        };
+        let dir = self
+            .store
+            .create(&record)
+            .map_err(|e| state_error("RunPodSandbox", &id, e))?;
+        if let Err(e) = self.make(&mut record, &dir) {
+            if let Err(left) = self.remove_pod_sandbox(&id) {
+                return Err(failed(
+                    "RunPodSandbox",
+                    &format!("sandbox {id}"),
+                    format!("{e}; and removing it: {left}"),
+                ));
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn stop_pod_sandbox(&self, id: &str, grace: Option<Duration>) -> Result<(), ServiceError> {
+        let (_, dir) = self.record(id)?;
+        let what = format!("sandbox {id}");
+        if let Some(pid) = monitor::monitor_pid(&dir).and_then(rustix::process::Pid::from_raw) {
+            use rustix::process::{kill_process, Signal};
+            let now = grace.is_some_and(|g| g.is_zero());
+            // SIGTERM: the monitor stops each container within its grace
+            // period, deletes them and ends the sandbox.
+            let _ = kill_process(pid, if now { Signal::KILL } else { Signal::TERM });
+            let started = Instant::now();
+            let deadline = started + self.own_grace(id) + Duration::from_secs(15);
+            while monitor::monitor_alive(&dir) {
+                if grace.is_some_and(|g| started.elapsed() >= g) {
+                    let _ = kill_process(pid, Signal::KILL);
+                }
+                if Instant::now() >= deadline {
+                    return Err(failed(
+                        "StopPodSandbox",
+                        &what,
+                        format!(
+                            "its monitor (pid {}) did not exit within the grace period",
+                            pid.as_raw_nonzero()
+                        ),
+                    ));
+                }
+                self.reap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.reap();
+        // A monitor that was killed (or died) left its sandbox: the pins
+        // under `ns/` go with a monitor that ended as it should.
+        if dir.join("ns").exists() && dir.join("plan.json").exists() {
+            self.clean_up_after_monitor(&dir)
+                .map_err(|e| failed("StopPodSandbox", &what, e))?;
+        }
+        Ok(())
+    }
+
+    fn remove_pod_sandbox(&self, id: &str) -> Result<(), ServiceError> {
+        let dir = self
+            .store
+            .dir(id)
+            .map_err(|e| state_error("RemovePodSandbox", id, e))?;
+        if !dir.exists() {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        let record = self.store.load(id).unwrap_or_else(|e| {
+            errors.push(e.to_string());
+            None
+        });
+        if record.is_some() {
+            if let Err(e) = self.stop_pod_sandbox(id, Some(Duration::ZERO)) {
+                errors.push(e.to_string());
+            }
+        } else if monitor::monitor_alive(&dir) {
+            // No record to go by (half made): its monitor still ends first.
+            if let Some(pid) = monitor::monitor_pid(&dir).and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            errors.push(format!("sandbox {id}: its record is missing"));
+        }
+        for c in self.store.containers(id).unwrap_or_default() {
+            if let Err(e) = self.images.remove_rootfs(&c.plan.id) {
+                errors.push(format!("container {}: {e}", c.plan.name));
+            }
+        }
+        let cgroup = record
+            .as_ref()
+            .map(|r| r.config.linux.cgroup_parent.clone())
+            .filter(|p| !p.is_empty());
+        if let Some(cgroup) = cgroup {
+            if let Err(e) = cgroups::remove_pod_cgroup(&cgroup) {
+                errors.push(format!("cgroup {cgroup}: {e}"));
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            errors.push(format!("remove {}: {e}", dir.display()));
+        }
+        self.monitors().children.remove(id);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Several {
+                call: "RemovePodSandbox",
+                id: id.into(),
+                errors,
+            })
+        }
+    }
+
+    fn pod_sandbox_status(&self, id: &str) -> Result<PodSandboxStatus, ServiceError> {
+        self.reap();
+        let (record, dir) = self.record(id)?;
+        let sandbox = summary(&record, monitor::monitor_alive(&dir));
+        let namespaces = if sandbox.state == SandboxState::Ready {
+            [
+                Namespace::Net,
+                Namespace::Ipc,
+                Namespace::Uts,
+                Namespace::Pid,
+            ]
+            .into_iter()
+            .map(|ns| (ns.name().to_string(), dir.join("ns").join(ns.name())))
+            .filter(|(_, path)| path.exists())
+            .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Ok(PodSandboxStatus {
+            monitor_pid: monitor::monitor_pid(&dir),
+            config: record.config,
+            sandbox,
+            namespaces,
+        })
+    }
+
+    fn list_pod_sandbox(&self, filter: &PodSandboxFilter) -> Result<Vec<PodSandbox>, ServiceError> {
+        self.reap();
+        let ids = self
+            .store
+            .ids()
+            .map_err(|e| state_error("ListPodSandbox", "", e))?;
+        let mut found = Vec::new();
+        for id in ids {
+            if filter.id.as_ref().is_some_and(|f| *f != id) {
+                continue;
+            }
+            let Ok(dir) = self.store.dir(&id) else {
+                continue;
+            };
+            let record = match self.store.load(&id) {
+                Ok(Some(r)) => r,
+                // Half made (its maker died between the directory and the
+                // record): listed so that it can be removed.
+                Ok(None) => SandboxRecord {
+                    id: id.clone(),
+                    config: PodSandboxConfig::default(),
+                    runtime_handler: String::new(),
+                    oci_runtime: String::new(),
+                    created_at: String::new(),
+                    monitor_pid: 0,
+                },
+                Err(e) => {
+                    tracing::warn!("sandbox {id}: {e}");
+                    continue;
+                }
+            };
+            let sandbox = summary(&record, monitor::monitor_alive(&dir));
+            if filter.matches(&sandbox) {
+                found.push(sandbox);
+            }
+        }
+        found.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(found)
+    }
+
+    fn create_container(
+        &self,
+        sandbox_id: &str,
+        container: &ContainerPlan,
+    ) -> Result<String, ServiceError> {
+        let (_, dir) = self.record(sandbox_id)?;
+        let what = format!("container {}", container.id);
+        if !monitor::monitor_alive(&dir) {
+            return Err(ServiceError::NotRunning {
+                call: "CreateContainer",
+                what: format!("sandbox {sandbox_id}"),
+            });
+        }
+        if let Some(other) = self
+            .store
+            .find_container(&container.id)
+            .map_err(|e| state_error("CreateContainer", &container.id, e))?
+        {
+            if other.sandbox_id != sandbox_id || other.plan.name != container.name {
+                return Err(failed(
+                    "CreateContainer",
+                    &what,
+                    format!(
+                        "the ID is container {} of sandbox {}",
+                        other.plan.name, other.sandbox_id
+                    ),
+                ));
+            }
+        }
+        let record = ContainerRecord {
+            sandbox_id: sandbox_id.into(),
+            plan: container.clone(),
+            created_at: now_rfc3339_nano(),
+        };
+        self.store
+            .add_container(&record)
+            .map_err(|e| state_error("CreateContainer", &container.id, e))?;
+        Ok(container.id.clone())
+    }
+
+    fn start_container(&self, id: &str) -> Result<Started, ServiceError> {
+        let (record, dir) = self.container(id)?;
+        let what = format!("container {id}");
+        let request = Request::Start {
+            container: record.plan,
+        };
+        match self.ask("StartContainer", &what, &dir, &request)? {
+            Response::Started { started_at, .. } => Ok(Started::Running { started_at }),
+            Response::StartFailed { message } => Ok(Started::Failed { message }),
+            other => Err(failed(
+                "StartContainer",
+                &what,
+                format!("unexpected answer {other:?}"),
+            )),
+        }
+    }
+
+    fn stop_container(&self, id: &str, grace: Option<Duration>) -> Result<(), ServiceError> {
+        let (record, dir) = self.container(id)?;
+        let what = format!("container {id}");
+        let current = self
+            .live(&dir)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|c| c.id == id && c.running);
+        if !current {
+            return Ok(());
+        }
+        let request = Request::Stop {
+            name: record.plan.name,
+            signal: None,
+            grace_period_ms: grace.map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX)),
+        };
+        match self.ask("StopContainer", &what, &dir, &request)? {
+            Response::Ok => Ok(()),
+            other => Err(failed(
+                "StopContainer",
+                &what,
+                format!("unexpected answer {other:?}"),
+            )),
+        }
+    }
+
+    fn remove_container(&self, id: &str) -> Result<(), ServiceError> {
+        let (record, dir) = match self.container(id) {
+            Ok(found) => found,
+            Err(ServiceError::ContainerNotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let what = format!("container {id}");
+        // The monitor knows containers by name: ask only when the one of
+        // that name is this one.
+        let held = self
+            .live(&dir)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|c| c.id == id);
+        if held {
+            let request = Request::Remove {
+                name: record.plan.name.clone(),
+            };
+            self.ask("RemoveContainer", &what, &dir, &request)?;
+        }
+        self.images
+            .remove_rootfs(id)
+            .map_err(|e| failed("RemoveContainer", &what, e))?;
+        self.store
+            .remove_container(&record.sandbox_id, id)
+            .map_err(|e| state_error("RemoveContainer", id, e))
+    }
+
+    fn container_status(&self, id: &str) -> Result<ContainerStatus, ServiceError> {
+        let (record, _) = self.container(id)?;
+        self.statuses(&record.sandbox_id)?
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| ServiceError::ContainerNotFound(id.into()))
+    }
+
+    fn list_containers(
+        &self,
+        filter: &ContainerFilter,
+    ) -> Result<Vec<ContainerStatus>, ServiceError> {
+        let sandboxes = match &filter.sandbox_id {
+            Some(id) => vec![id.clone()],
+            None => self
+                .store
+                .ids()
+                .map_err(|e| state_error("ListContainers", "", e))?,
+        };
+        let mut found = Vec::new();
+        for sandbox in sandboxes {
+            found.extend(
+                self.statuses(&sandbox)?
+                    .into_iter()
+                    .filter(|c| filter.matches(c)),
+            );
+        }
+        Ok(found)
+    }
+
+    fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResult, ServiceError> {
+        let (_, dir) = self.container(id)?;
+        let what = format!("container {id}");
+        if cmd.is_empty() {
+            return Err(failed("ExecSync", &what, "no command"));
+        }
+        if self.container_status(id)?.state != ContainerState::Running {
+            return Err(ServiceError::NotRunning {
+                call: "ExecSync",
+                what,
+            });
+        }
+        let mut child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(&self.config.monitor)
+                .arg("exec")
+                .arg("--plan")
+                .arg(dir.join("plan.json"))
+                .arg("--id")
+                .arg(id)
+                .arg("--")
+                .args(cmd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                // Its own group: a timeout kills the command with it.
+                .process_group(0)
+                .spawn()
+                .map_err(|e| failed("ExecSync", &what, e))?
+        };
+        let reader = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut out);
+                }
+                out
+            })
+        };
+        let stdout = reader(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = reader(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Ok(None) => {
+                    if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                        let _ = rustix::process::kill_process_group(
+                            group,
+                            rustix::process::Signal::KILL,
+                        );
+                    }
+                    let _ = child.wait();
+                    return Err(ServiceError::ExecTimeout {
+                        id: id.into(),
+                        cmd: cmd.to_vec(),
+                        timeout,
+                    });
+                }
+                Err(e) => return Err(failed("ExecSync", &what, e)),
+            }
+        };
+        let stdout = stdout.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(128 + 9);
+        Ok(ExecSyncResult {
+            stdout,
+            stderr,
+            exit_code,
+        })
+    }
+}
+
+/// The monitor's plan for sandbox `id` of `config`.
+fn plan_for(
+    config: &PodSandboxConfig,
+    id: &str,
+    run_root: &Path,
+    dir: &Path,
+    pause: &Path,
+    oci_runtime: &str,
+) -> PodPlan {
+    let ns = &config.linux.security_context.namespace_options;
+    let hostname = if config.hostname.is_empty() {
+        config.metadata.name.clone()
+    } else {
+        config.hostname.clone()
+    };
+    PodPlan {
+        pod_id: id.into(),
+        run_root: run_root.to_path_buf(),
+        run_dir: dir.to_path_buf(),
+        pause: pause.to_path_buf(),
+        runtime: oci_runtime.into(),
+        hostname,
+        host_network: ns.network == NamespaceMode::Node,
+        share_pid: ns.pid == NamespaceMode::Pod,
+        cgroup_parent: Some(config.linux.cgroup_parent.clone()).filter(|p| !p.is_empty()),
+        containers: Vec::new(),
+    }
+}
+
+/// The pod cgroup's limits from the sandbox's `linux.resources` (zero:
+/// unset). CRI has no pod PID limit of its own: `unified["pids.max"]` sets it.
+fn cgroup_limits(resources: Option<&LinuxContainerResources>) -> CgroupLimits {
+    let Some(r) = resources else {
+        return CgroupLimits::default();
+    };
+    let positive = |v: i64| (v > 0).then_some(v);
+    CgroupLimits {
+        cpu_shares: u64::try_from(r.cpu_shares).unwrap_or(0),
+        cpu_quota: positive(r.cpu_quota),
+        cpu_period: u64::try_from(r.cpu_period).unwrap_or(0),
+        memory_limit: positive(r.memory_limit_in_bytes),
+        pids_limit: r
+            .unified
+            .get("pids.max")
+            .and_then(|v| v.parse().ok())
+            .and_then(positive),
+    }
+}
+
+/// What ListPodSandbox says of a sandbox whose monitor runs (`ready`) or not.
+fn summary(record: &SandboxRecord, ready: bool) -> PodSandbox {
+    PodSandbox {
+        id: record.id.clone(),
+        metadata: record.config.metadata.clone(),
+        state: if ready {
+            SandboxState::Ready
+        } else {
+            SandboxState::NotReady
+        },
+        created_at: record.created_at.clone(),
+        labels: record.config.labels.clone(),
+        annotations: record.config.annotations.clone(),
+        runtime_handler: record.runtime_handler.clone(),
+    }
+}
+
+/// A container's status from what its monitor holds (`live`, while it
+/// runs), else from the records it wrote of the container's start and exit.
+fn status_of(
+    record: &ContainerRecord,
+    live: Option<&[monitor::ContainerState]>,
+    start: Option<monitor::StartRecord>,
+    exit: Option<monitor::ExitRecord>,
+) -> ContainerStatus {
+    let mut status = ContainerStatus {
+        id: record.plan.id.clone(),
+        sandbox_id: record.sandbox_id.clone(),
+        name: record.plan.name.clone(),
+        state: ContainerState::Created,
+        created_at: record.created_at.clone(),
+        started_at: String::new(),
+        finished_at: String::new(),
+        exit_code: 0,
+        reason: String::new(),
+        message: String::new(),
+        pid: None,
+        restarts: 0,
+        log_path: record.plan.log_path.clone(),
+    };
+    let ended = |status: &mut ContainerStatus, exit: monitor::ExitRecord| {
+        status.state = ContainerState::Exited;
+        status.started_at = exit.started_at;
+        status.finished_at = exit.finished_at;
+        status.exit_code = exit.exit_code;
+        status.reason = exit.reason;
+        status.message = exit.message.unwrap_or_default();
+    };
+    match live {
+        Some(live) => {
+            // The monitor knows the container of each name it started last.
+            let Some(c) = live
+                .iter()
+                .find(|c| c.id == record.plan.id && c.name == record.plan.name)
+            else {
+                return status; // created, not started (again) yet
+            };
+            status.restarts = c.restarts;
+            match &c.exit {
+                Some(exit) if !c.running => ended(&mut status, exit.clone()),
+                _ => {
+                    status.state = ContainerState::Running;
+                    status.started_at = c.started_at.clone();
+                    status.pid = Some(c.pid).filter(|p| *p > 0);
+                }
+            }
+        }
+        None => {
+            let start = start.filter(|s| s.id == record.plan.id);
+            let exit = exit.filter(|e| e.id == record.plan.id);
+            match (start, exit) {
+                (Some(s), Some(e)) if e.started_at == s.started_at => ended(&mut status, e),
+                // A start the runtime could not make has its exit record only.
+                (None, Some(e)) if e.started_at.is_empty() => ended(&mut status, e),
+                (Some(s), _) => {
+                    // Started, and its monitor ended without recording its end.
+                    status.state = ContainerState::Unknown;
+                    status.started_at = s.started_at;
+                }
+                _ => {}
+            }
+        }
+    }
+    status
+}
+
+fn failed(call: &'static str, what: &str, cause: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Failed {
+        call,
+        what: what.into(),
+        cause: cause.to_string(),
+    }
+}
+
+fn state_error(call: &'static str, id: &str, e: StateError) -> ServiceError {
+    ServiceError::Failed {
+        call: if call.is_empty() { "find" } else { call },
+        what: id.into(),
+        cause: e.to_string(),
+    }
+}
+
+fn lock(monitors: &Mutex<Monitors>) -> std::sync::MutexGuard<'_, Monitors> {
+    monitors.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn dir_id(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,480 @@
+//! The runtime through its CRI-shaped traits, for real (needs root, the test
+//! registry with busybox, and podrun's binaries: `cargo build -p podrun`
+//! puts `podrun-monitor` and `podrun-pause` where these tests find them):
+//! a sandbox runs, is listed, runs a container that execs, stops and is
+//! removed, leaving nothing; a sandbox that fails to run leaves nothing.
+
+mod support;
+
+use podrun_oci::{ContainerInput, Host, ImageConfig, NamespacePaths, UserFiles};
+use podrun_runtime::api::{
+    ContainerFilter, ContainerState, PodSandboxFilter, SandboxState, ServiceError, Started,
+};
+use podrun_runtime::monitor::ContainerPlan;
+use podrun_runtime::{
+    ImageService, ImageSpec, LinuxContainerResources, NamespaceMode, NodeImages, NodeRuntime,
+    PodSandboxConfig, RuntimeConfig, RuntimeService,
+};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn image() -> String {
+    let registry =
+        std::env::var("PODRUN_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    format!("{registry}/busybox:latest")
+}
+
+/// One test's machine: temp roots, a unique tag in its cgroup and hostname;
+/// whatever a failed test left (processes, mounts, cgroups) goes when dropped.
+struct Node {
+    dir: tempfile::TempDir,
+    tag: String,
+    runtime: NodeRuntime,
+    images: NodeImages,
+}
+
+impl Node {
+    fn new() -> Self {
+        support::require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("podrun-rt-")
+            .tempdir()
+            .unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let tag = format!("{:x}{:x}", std::process::id(), nanos);
+        let store = podrun_image::Images::open(&dir.path().join("root")).unwrap();
+        let config = RuntimeConfig::new(&dir.path().join("run")).unwrap_or_else(|e| {
+            panic!("{e}: these tests need podrun's binaries (cargo build -p podrun)")
+        });
+        Node {
+            runtime: NodeRuntime::new(config, store.clone()),
+            images: NodeImages::new(store, Default::default()),
+            dir,
+            tag,
+        }
+    }
+
+    fn cgroup(&self) -> String {
+        format!("/podrun-rt-test-{}", self.tag)
+    }
+
+    fn sandbox_config(&self) -> PodSandboxConfig {
+        let mut config = PodSandboxConfig::default();
+        config.metadata.name = "web".into();
+        config.metadata.namespace = "default".into();
+        config.metadata.uid = self.tag.clone();
+        config.hostname = format!("rt-{}", self.tag);
+        config.labels.insert("app".into(), self.tag.clone());
+        config.linux.cgroup_parent = self.cgroup();
+        config.linux.resources = Some(LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        });
+        config.linux.security_context.namespace_options.pid = NamespaceMode::Container;
+        config
+    }
+
+    /// A busybox container running `script`, its bundle made as the pod
+    /// manager makes it (root filesystem from the store, spec from podrun-oci).
+    fn container(&self, sandbox: &str, name: &str, script: &str) -> ContainerPlan {
+        let status = self.runtime.pod_sandbox_status(sandbox).unwrap();
+        let id = format!("{sandbox}-{name}");
+        let rootfs = self.images.store().prepare_rootfs(&image(), &id).unwrap();
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": self.tag},
+            "spec": {"containers": [{
+                "name": name, "image": image(), "command": ["sh", "-c", script],
+            }]},
+        }))
+        .unwrap();
+        let image_config = ImageConfig {
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            ..Default::default()
+        };
+        let users = UserFiles::read(&rootfs).unwrap();
+        let host = Host::detect().unwrap();
+        let ns = |kind: &str| status.namespaces.get(kind).cloned();
+        let input = ContainerInput {
+            pod: &pod,
+            container: &pod.spec.as_ref().unwrap().containers[0],
+            image_ref: &image(),
+            image: &image_config,
+            rootfs: &rootfs,
+            users: &users,
+            hostname: &status.config.hostname,
+            namespaces: NamespacePaths {
+                net: ns("net"),
+                ipc: ns("ipc"),
+                uts: ns("uts"),
+                pid: None,
+            },
+            cgroups_path: Some(format!("{}/{name}", self.cgroup()).into()),
+            mounts: vec![],
+            env: vec![],
+            seccomp_localhost_profile: None,
+            pids_limit: None,
+            oom_score_adj: None,
+            sandbox_id: Some(sandbox),
+            honor_image_group: false,
+            host: &host,
+        };
+        let generated = podrun_oci::build(&input).unwrap();
+        let bundle = self.dir.path().join("bundles").join(&id);
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&generated.spec).unwrap(),
+        )
+        .unwrap();
+        ContainerPlan {
+            id,
+            name: name.into(),
+            bundle,
+            log_path: self.dir.path().join("logs").join(format!("{name}.log")),
+            stop_signal: generated.stop_signal,
+            grace_period_ms: 1000,
+        }
+    }
+
+    fn pull(&self) {
+        let spec = ImageSpec {
+            image: image(),
+            ..Default::default()
+        };
+        let id = self.images.pull_image(&spec, None).unwrap();
+        assert!(id.starts_with("sha256:"), "{id}");
+        let status = self.images.image_status(&spec).unwrap().unwrap();
+        assert_eq!(status.id, id);
+        assert!(self
+            .images
+            .list_images(None)
+            .unwrap()
+            .iter()
+            .any(|i| i.id == id));
+    }
+
+    /// Processes of this test: its monitors and pause processes (by the
+    /// paths and hostname in their command lines).
+    fn processes(&self) -> Vec<String> {
+        let dir = self.dir.path().to_string_lossy().to_string();
+        let host = format!("rt-{}", self.tag);
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| p.file_name().to_string_lossy().parse::<i32>().is_ok())
+            .filter_map(|p| {
+                let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+                let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+                let zombie = stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                (!zombie && (cmdline.contains(&dir) || cmdline.contains(&host)))
+                    .then(|| format!("{} {cmdline}", p.file_name().to_string_lossy()))
+            })
+            .collect()
+    }
+
+    fn mounts(&self) -> Vec<String> {
+        let dir = self.dir.path().to_string_lossy().to_string();
+        mount_points()
+            .into_iter()
+            .filter(|m| m.starts_with(&dir))
+            .collect()
+    }
+
+    fn cgroups(&self) -> Vec<PathBuf> {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|h| h.path().join(self.cgroup().trim_start_matches('/')))
+            .chain([Path::new("/sys/fs/cgroup").join(self.cgroup().trim_start_matches('/'))])
+            .filter(|p| p.exists())
+            .collect()
+    }
+
+    /// Nothing of the sandbox is left: processes, mounts, cgroups, its directory.
+    fn assert_nothing_left(&self) {
+        let start = Instant::now();
+        while !self.processes().is_empty() && start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(self.processes(), Vec::<String>::new(), "processes left");
+        assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left");
+        assert_eq!(self.cgroups(), Vec::<PathBuf>::new(), "cgroups left");
+        let sandboxes: Vec<_> = std::fs::read_dir(self.dir.path().join("run/sandboxes"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            sandboxes.is_empty(),
+            "sandbox directories left: {sandboxes:?}"
+        );
+    }
+}
+
+/// The pids in cgroup `dir` and the cgroups below it.
+fn cgroup_pids(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.path().is_dir() {
+            pids.extend(cgroup_pids(&child.path()));
+        }
+    }
+    pids
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The monitors and pause processes, and what runs in the containers.
+        let pids = self
+            .processes()
+            .iter()
+            .filter_map(|p| p.split(' ').next()?.parse().ok())
+            .chain(self.cgroups().iter().flat_map(|c| cgroup_pids(c)))
+            .collect::<Vec<i32>>();
+        for pid in pids.into_iter().filter_map(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+        // Killed processes leave their cgroup once reaped.
+        let start = Instant::now();
+        while self.cgroups().iter().any(|c| !cgroup_pids(c).is_empty())
+            && start.elapsed() < Duration::from_secs(3)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = rustix::mount::unmount(m.as_str(), rustix::mount::UnmountFlags::DETACH);
+        }
+        for c in self.cgroups() {
+            if let Ok(children) = std::fs::read_dir(&c) {
+                for child in children.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(c);
+        }
+    }
+}
+
+fn mount_points() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .collect()
+}
+
+/// Wait until container `id` is in `state`.
+fn wait_state(runtime: &NodeRuntime, id: &str, state: ContainerState) {
+    let start = Instant::now();
+    loop {
+        let status = runtime.container_status(id).unwrap();
+        if status.state == state {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "container {id}: {status:?}, not {state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_sandbox_runs_a_container_that_execs_then_stops_and_leaves_nothing() {
+    let node = Node::new();
+    node.pull();
+    let rt = &node.runtime;
+    let id = rt.run_pod_sandbox(&node.sandbox_config(), "").unwrap();
+
+    let status = rt.pod_sandbox_status(&id).unwrap();
+    assert_eq!(status.sandbox.state, SandboxState::Ready);
+    assert_eq!(status.sandbox.metadata.uid, node.tag);
+    assert!(status.monitor_pid.is_some());
+    let kinds: Vec<&str> = status.namespaces.keys().map(String::as_str).collect();
+    assert_eq!(kinds, ["ipc", "net", "uts"]);
+    // The pod cgroup got the sandbox's memory limit.
+    let limit = node
+        .cgroups()
+        .iter()
+        .find_map(|c| {
+            std::fs::read_to_string(c.join("memory.max"))
+                .or_else(|_| std::fs::read_to_string(c.join("memory.limit_in_bytes")))
+                .ok()
+        })
+        .expect("the pod cgroup has a memory controller");
+    assert_eq!(limit.trim(), (256u64 << 20).to_string());
+    let by_label = PodSandboxFilter {
+        labels: [("app".to_string(), node.tag.clone())].into(),
+        ..Default::default()
+    };
+    assert_eq!(id, node.tag, "the sandbox is named by its pod's UID");
+    // A second sandbox of the same UID and attempt is refused, and the
+    // first one stays.
+    let e = rt.run_pod_sandbox(&node.sandbox_config(), "").unwrap_err();
+    assert!(e.to_string().contains("File exists"), "{e}");
+    assert_eq!(
+        rt.pod_sandbox_status(&id).unwrap().sandbox.state,
+        SandboxState::Ready
+    );
+    let listed = rt.list_pod_sandbox(&by_label).unwrap();
+    assert_eq!(listed.iter().map(|s| &s.id).collect::<Vec<_>>(), [&id]);
+    let not_ready = PodSandboxFilter {
+        state: Some(SandboxState::NotReady),
+        ..Default::default()
+    };
+    assert!(rt.list_pod_sandbox(&not_ready).unwrap().is_empty());
+
+    let plan = node.container(&id, "app", "echo hello; exec sleep 300");
+    let cid = rt.create_container(&id, &plan).unwrap();
+    assert_eq!(
+        rt.container_status(&cid).unwrap().state,
+        ContainerState::Created
+    );
+    match rt.start_container(&cid).unwrap() {
+        Started::Running { started_at } => assert!(!started_at.is_empty()),
+        Started::Failed { message } => panic!("start: {message}"),
+    }
+    let status = rt.container_status(&cid).unwrap();
+    assert_eq!(
+        (status.state, status.sandbox_id.as_str()),
+        (ContainerState::Running, id.as_str())
+    );
+    let of_sandbox = ContainerFilter {
+        sandbox_id: Some(id.clone()),
+        ..Default::default()
+    };
+    let listed: Vec<String> = rt
+        .list_containers(&of_sandbox)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&cid));
+
+    let cmd = |s: &str| -> Vec<String> { vec!["sh".into(), "-c".into(), s.into()] };
+    let out = rt
+        .exec_sync(
+            &cid,
+            &cmd("echo out; hostname; echo err >&2; exit 3"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            out.exit_code
+        ),
+        (format!("out\nrt-{}\n", node.tag), "err\n".to_string(), 3)
+    );
+    let started = Instant::now();
+    match rt.exec_sync(&cid, &cmd("sleep 30"), Duration::from_millis(300)) {
+        Err(ServiceError::ExecTimeout { .. }) => {}
+        other => panic!("a command past its timeout: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    rt.stop_container(&cid, Some(Duration::from_millis(500)))
+        .unwrap();
+    wait_state(rt, &cid, ContainerState::Exited);
+    let status = rt.container_status(&cid).unwrap();
+    // sleep is PID 1 of the container's PID namespace, which ignores a
+    // SIGTERM it has no handler for: the SIGKILL after the grace ends it.
+    assert_eq!((status.exit_code, status.reason.as_str()), (137, "Error"));
+    match rt.exec_sync(&cid, &cmd("true"), Duration::from_secs(5)) {
+        Err(ServiceError::NotRunning { .. }) => {}
+        other => panic!("exec in an exited container: {other:?}"),
+    }
+
+    rt.stop_pod_sandbox(&id, None).unwrap();
+    assert_eq!(
+        rt.pod_sandbox_status(&id).unwrap().sandbox.state,
+        SandboxState::NotReady
+    );
+    // Its exit outlives the monitor, in the records.
+    assert_eq!(
+        rt.container_status(&cid).unwrap().state,
+        ContainerState::Exited
+    );
+    rt.stop_pod_sandbox(&id, None).unwrap();
+
+    rt.remove_pod_sandbox(&id).unwrap();
+    match rt.pod_sandbox_status(&id) {
+        Err(ServiceError::SandboxNotFound(_)) => {}
+        other => panic!("a removed sandbox: {other:?}"),
+    }
+    assert!(matches!(
+        rt.container_status(&cid),
+        Err(ServiceError::ContainerNotFound(_))
+    ));
+    rt.remove_pod_sandbox(&id).unwrap();
+    assert!(
+        !node
+            .images
+            .store()
+            .root()
+            .join("containers")
+            .join(&cid)
+            .exists(),
+        "the container's root filesystem is removed with its sandbox"
+    );
+    node.assert_nothing_left();
+}
+
+#[test]
+fn removing_a_running_sandbox_kills_what_runs_and_leaves_nothing() {
+    let node = Node::new();
+    node.pull();
+    let rt = &node.runtime;
+    let id = rt.run_pod_sandbox(&node.sandbox_config(), "").unwrap();
+    // A container that ignores SIGTERM: only SIGKILL ends it.
+    let plan = node.container(&id, "stubborn", "trap '' TERM; while :; do sleep 1; done");
+    let cid = rt.create_container(&id, &plan).unwrap();
+    assert!(matches!(
+        rt.start_container(&cid).unwrap(),
+        Started::Running { .. }
+    ));
+    rt.remove_pod_sandbox(&id).unwrap();
+    node.assert_nothing_left();
+}
+
+#[test]
+fn a_sandbox_that_fails_to_run_leaves_nothing() {
+    let mut node = Node::new();
+    // An unknown handler: refused before anything is made.
+    match node
+        .runtime
+        .run_pod_sandbox(&node.sandbox_config(), "nosuch")
+    {
+        Err(ServiceError::UnknownHandler { handler, .. }) => assert_eq!(handler, "nosuch"),
+        other => panic!("an unknown handler: {other:?}"),
+    }
+    node.assert_nothing_left();
+    // The monitor cannot make the sandbox: no pause binary.
+    let mut config = node.runtime.config().clone();
+    config.pause = node.dir.path().join("no-pause");
+    node.runtime = NodeRuntime::new(config, node.images.store().clone());
+    let e = node
+        .runtime
+        .run_pod_sandbox(&node.sandbox_config(), "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no-pause"), "{e}");
+    assert!(e.starts_with(&format!("sandbox {}", node.tag)), "{e}");
+    node.assert_nothing_left();
+    assert!(node
+        .runtime
+        .list_pod_sandbox(&PodSandboxFilter::default())
+        .unwrap()
+        .is_empty());
+}
