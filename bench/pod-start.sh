@@ -117,7 +117,8 @@ table("shared", "Two containers sharing an emptyDir")
 if "shared" in raw["shapes"]:
     w("The second shape has two regular containers (a writer and a reader of the same emptyDir; "
       "the script checks once with each tool that the reader sees the writer's file). "
-      "It has no init container: `podrun run` does not support init containers yet.\n")
+      "It has no init container, as the shape podman 4.3's `kube play` runs like kubelet "
+      "(it gives init containers the pod's restart policy).\n")
 
 mem = raw["memory"]
 if mem["pods"]:
