@@ -72,8 +72,9 @@ pub fn run(state: &PodState, container: &Container, probe: &Probe) -> Outcome {
         let command = exec.command.clone().unwrap_or_default();
         outcome(
             match crate::terminate::exec_in(state, &container.name, &command, timeout) {
-                Ok(0) => Ok(()),
-                Ok(code) => Err(anyhow::anyhow!("command {command:?} exited with {code}")),
+                Ok(done) if done.code == 0 => Ok(()),
+                // kubelet's "Liveness probe failed: <the command's output>".
+                Ok(done) => Err(anyhow::anyhow!("{}", done.failure(&command))),
                 Err(e) => Err(e),
             },
         )

@@ -140,9 +140,9 @@ pub fn run_hook(
     }
     if let Some(exec) = &hook.exec {
         let command = exec.command.clone().unwrap_or_default();
-        let code = exec_in(state, name, &command, timeout)?;
-        if code != 0 {
-            anyhow::bail!("command {command:?} exited with {code}");
+        let done = exec_in(state, name, &command, timeout)?;
+        if done.code != 0 {
+            anyhow::bail!("{}", done.failure(&command));
         }
         return Ok(());
     }
@@ -157,9 +157,45 @@ pub fn run_hook(
     anyhow::bail!("a hook with no handler (exec, httpGet or sleep)")
 }
 
+/// What a command run in a container did.
+#[derive(Debug)]
+pub struct ExecOutput {
+    /// Its exit code.
+    pub code: i32,
+    /// Its stdout and stderr together, at most [`MAX_EXEC_OUTPUT`] bytes
+    /// (kubelet's exec prober reads 10 KiB: pkg/probe/exec `maxReadLength`).
+    pub output: String,
+}
+
+/// How much of an exec probe's or hook's output is kept.
+pub const MAX_EXEC_OUTPUT: usize = 10 * 1024;
+
+impl ExecOutput {
+    /// Why it failed, in kubelet's words: its output (`cat: can't open
+    /// '/tmp/healthy': No such file or directory`); the exit code when it said
+    /// nothing (kubelet's message is then empty: podrun's says what happened).
+    pub fn failure(&self, command: &[String]) -> String {
+        let said = self.output.trim_end();
+        if said.is_empty() {
+            format!("command {command:?} exited with {}", self.code)
+        } else {
+            said.to_string()
+        }
+    }
+}
+
 /// Run `command` in container `name` (through `podrun-monitor exec`, which
-/// the embedded backend needs); its exit code, or an error after `timeout`.
-pub fn exec_in(state: &PodState, name: &str, command: &[String], timeout: Duration) -> Result<i32> {
+/// the embedded backend needs); its exit code and output, or an error after
+/// `timeout`.
+pub fn exec_in(
+    state: &PodState,
+    name: &str,
+    command: &[String],
+    timeout: Duration,
+) -> Result<ExecOutput> {
+    // One pipe for both streams, as kubelet's CombinedOutput; read on a
+    // thread of its own so that a chatty command never blocks on a full pipe.
+    let (reader, writer) = std::io::pipe()?;
     let mut child = std::process::Command::new(crate::create::sibling("podrun-monitor")?)
         .arg("exec")
         .arg("--plan")
@@ -169,13 +205,28 @@ pub fn exec_in(state: &PodState, name: &str, command: &[String], timeout: Durati
         .arg("--")
         .args(command)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
         .spawn()?;
+    let collect = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut kept = Vec::new();
+        let mut reader = reader;
+        let _ = (&mut reader)
+            .take(MAX_EXEC_OUTPUT as u64)
+            .read_to_end(&mut kept);
+        // The rest is read and dropped: the command must not block on it.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        String::from_utf8_lossy(&kept).into_owned()
+    });
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(status.code().unwrap_or(128 + 9));
+            let output = collect.join().unwrap_or_default();
+            return Ok(ExecOutput {
+                code: status.code().unwrap_or(128 + 9),
+                output,
+            });
         }
         if started.elapsed() >= timeout {
             let _ = child.kill();
@@ -183,5 +234,33 @@ pub fn exec_in(state: &PodState, name: &str, command: &[String], timeout: Durati
             anyhow::bail!("command {command:?} timed out after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecOutput;
+
+    /// A failed exec probe or hook is told by the command's output, as
+    /// kubelet tells it; a silent one by its exit code.
+    #[test]
+    fn a_failure_is_told_by_the_commands_output() {
+        let command = vec!["cat".to_string(), "/tmp/healthy".to_string()];
+        let said = ExecOutput {
+            code: 1,
+            output: "cat: can't open '/tmp/healthy': No such file or directory\n".into(),
+        };
+        assert_eq!(
+            said.failure(&command),
+            "cat: can't open '/tmp/healthy': No such file or directory"
+        );
+        let silent = ExecOutput {
+            code: 3,
+            output: String::new(),
+        };
+        assert_eq!(
+            silent.failure(&command),
+            r#"command ["cat", "/tmp/healthy"] exited with 3"#
+        );
     }
 }

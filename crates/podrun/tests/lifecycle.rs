@@ -643,7 +643,7 @@ fn failing_liveness_probes_restart_the_container() {
     let by_exec = env.name("lc5-live-exec");
     let by_http = env.name("lc5-live-http");
     let _agent = env.serve(None, &[], &[]);
-    let exec_probe = "    livenessProbe:\n      exec: {command: [test, -e, /tmp/alive]}\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n";
+    let exec_probe = "    livenessProbe:\n      exec: {command: [cat, /tmp/alive]}\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n";
     let http_probe = "    livenessProbe:\n      httpGet: {path: /healthz, port: 8080}\n      initialDelaySeconds: 1\n      periodSeconds: 1\n      failureThreshold: 1\n";
     env.apply(&format!(
         "{}---\n{}",
@@ -680,7 +680,8 @@ fn failing_liveness_probes_restart_the_container() {
     for (name, why) in [
         (
             &by_exec,
-            "Liveness probe failed: command [\"test\", \"-e\", \"/tmp/alive\"] exited with 1",
+            // kubelet's event carries the command's output.
+            "Liveness probe failed: cat: can't open '/tmp/alive': No such file or directory",
         ),
         (
             &by_http,
