@@ -293,22 +293,8 @@ pub fn register(
 /// in mount tables and cgroup paths, and short enough for container IDs
 /// (`<pod id>-<container>`, at most 128 bytes).
 pub fn new_pod_id(namespace: &str, name: &str) -> String {
-    let mut base = format!("{namespace}-{name}");
-    base.truncate(48);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seed = now.as_nanos() as u64 ^ ((std::process::id() as u64) << 40);
-    // splitmix64: a well-spread value from the seed.
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    format!(
-        "{}-{:010x}",
-        base.trim_end_matches(['-', '.']),
-        z & 0xff_ffff_ffff
-    )
+    // The runtime's rule: a pod's ID is its sandbox's.
+    podrun_runtime::state::new_sandbox_id(namespace, name)
 }
 
 /// Remove everything of a pod whose monitor is gone: its containers' root
