@@ -1,6 +1,6 @@
 //! Making a pod's sandbox and its containers, as kubelet's kuberuntime asks
-//! the runtime for them: [`start_pod`] (RunPodSandbox: the pod's cgroup and
-//! files, its plan and monitor), [`ensure_image`] (EnsureImageExists, by the
+//! the runtime for them: [`start_pod`] (the pod's files, then the runtime's
+//! RunPodSandbox with [`sandbox_config`]), [`ensure_image`] (EnsureImageExists, by the
 //! container's imagePullPolicy), [`prepare_container`] (CreateContainer: a fresh
 //! root filesystem and OCI bundle before each start).
 
@@ -13,14 +13,14 @@ use podrun_image::{Images, PullOptions};
 use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
 use podrun_runtime::monitor::{ContainerPlan, PodPlan};
 use podrun_runtime::sandbox::Namespace;
+use podrun_runtime::{PodSandboxConfig, RuntimeService};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// A pod handed to its monitor. Dropping `guard` removes it again.
+/// A pod whose sandbox runs. Dropping `guard` removes it again.
 pub struct Started {
     /// Its records.
     pub state: PodState,
-    /// The monitor (our child).
-    pub monitor: tokio::process::Child,
     /// Removes the pod unless disarmed.
     pub guard: Guard,
 }
@@ -28,55 +28,132 @@ pub struct Started {
 /// Something worth an event: (type, reason, message).
 pub type EventSink<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
 
-/// Make the pod's sandbox (kubelet's RunPodSandbox): its cgroup and files,
-/// its plan, and its monitor, which creates the sandbox and then starts each
-/// container when the pod manager asks (each one made just before by
-/// [`prepare_container`], as kubelet makes them). On failure, everything
-/// made for the pod (`state`'s directories included) is removed.
-pub async fn start_pod(
-    settings: &Settings,
+/// Make the pod's sandbox: its files (the pod manager's: /etc/hosts,
+/// /etc/hostname, /etc/resolv.conf, /dev/shm), then the runtime's
+/// RunPodSandbox with the config kubelet would send
+/// ([`sandbox_config`]), whose monitor starts each container when the pod
+/// manager asks (each one made just before by [`prepare_container`], as
+/// kubelet makes them). On failure, everything made for the pod (`state`'s
+/// directories included) is removed. Blocking.
+pub fn start_pod(
+    runtime: &Arc<dyn RuntimeService>,
     images: &Images,
     pod: &Pod,
     state: PodState,
 ) -> Result<Started> {
     let name = state.record.name.clone();
     let mut guard = Guard {
+        runtime: runtime.clone(),
         images: images.clone(),
         state: Some(state.clone()),
     };
     let mut state = state;
-    let plan =
-        prepare_pod(settings, &state, pod).map_err(|e| anyhow::anyhow!("pod/{name}: {e:#}"))?;
+    let config = sandbox_config(pod, &state)?;
+    let host_network = config.linux.security_context.namespace_options.network
+        == podrun_runtime::NamespaceMode::Node;
+    pod_files(pod, &config.hostname, host_network, &state.record.data_dir)
+        .map_err(|e| anyhow::anyhow!("pod/{name}: {e:#}"))?;
     crate::crash_point("create:prepared");
-    let plan_file = state.run_dir.join("plan.json");
-    plan.write(&plan_file)
-        .with_context(|| format!("write {}", plan_file.display()))?;
-    state.plan = Some(plan);
-
-    let mut command = tokio::process::Command::new(sibling("podrun-monitor")?);
-    command
-        .arg("--plan")
-        .arg(&plan_file)
-        .stdin(std::process::Stdio::null())
-        // A session of its own: the terminal's Ctrl-C is ours to forward, and
-        // the pod outlives the terminal (and the agent).
-        .process_group(0);
-    // The monitor's own messages go to a file: what the user needs of them
-    // (start errors) is reported by the pod manager; the rest is for debugging.
-    let monitor_log = state.run_dir.join("monitor.log");
-    command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&monitor_log)?);
-    let monitor = command.spawn().context("start the pod's monitor")?;
+    let handler = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.clone())
+        .unwrap_or_default();
+    let id = runtime
+        .run_pod_sandbox(&config, &handler)
+        .map_err(|e| anyhow::anyhow!("pod/{name}: {e}"))?;
     crate::crash_point("create:monitor");
-    state.record.monitor_pid = monitor.id().map_or(0, |p| p as i32);
-    state.save()?;
+    if id != state.record.pod_id {
+        // The runtime names a sandbox by its pod's UID, which is the pod's ID.
+        let _ = runtime.remove_pod_sandbox(&id);
+        bail!(
+            "pod/{name}: the runtime named its sandbox {id}, not {}",
+            state.record.pod_id
+        );
+    }
+    // The worker still reads the monitor's plan (namespace paths, records).
+    state.plan = Some(
+        PodPlan::read(&state.sandbox_dir.join("plan.json"))
+            .map_err(|e| anyhow::anyhow!("pod/{name}: {e}"))?,
+    );
     guard.state = Some(state.clone());
-    Ok(Started {
-        state,
-        monitor,
-        guard,
-    })
+    Ok(Started { state, guard })
+}
+
+/// The sandbox config of `pod`, as kubelet's generatePodSandboxConfig
+/// (pkg/kubelet/kuberuntime/kuberuntime_sandbox.go) makes it: metadata (the
+/// UID is the pod's ID, which names the sandbox), hostname, labels and
+/// annotations, the pod cgroup with the pod-level limits, and whose
+/// namespaces the sandbox has.
+pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
+    use podrun_runtime::{LinuxContainerResources, NamespaceMode, PodSandboxMetadata};
+    let spec = pod.spec.as_ref().context("pod has no spec")?;
+    let record = &state.record;
+    let mut labels: std::collections::BTreeMap<String, String> = pod
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    labels.insert("io.kubernetes.pod.name".into(), record.name.clone());
+    labels.insert(
+        "io.kubernetes.pod.namespace".into(),
+        record.namespace.clone(),
+    );
+    labels.insert("io.kubernetes.pod.uid".into(), record.pod_id.clone());
+    let limits = podrun_spec::pod_cgroup_limits(pod);
+    let mut unified = std::collections::BTreeMap::new();
+    if let Some(pids) = limits.pids_limit {
+        unified.insert("pids.max".to_string(), pids.to_string());
+    }
+    let mode = |node: bool, otherwise| {
+        if node {
+            NamespaceMode::Node
+        } else {
+            otherwise
+        }
+    };
+    let mut config = PodSandboxConfig {
+        metadata: PodSandboxMetadata {
+            name: record.name.clone(),
+            uid: record.pod_id.clone(),
+            namespace: record.namespace.clone(),
+            attempt: 0,
+        },
+        hostname: spec
+            .hostname
+            .clone()
+            .unwrap_or_else(|| hostname_of(&record.name)),
+        log_directory: state.run_dir.join("logs").display().to_string(),
+        labels,
+        annotations: pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    config.linux.cgroup_parent = pods::pod_cgroup(pod, &record.pod_id);
+    config.linux.resources = Some(LinuxContainerResources {
+        cpu_shares: i64::try_from(limits.cpu_shares).unwrap_or(i64::MAX),
+        cpu_quota: limits.cpu_quota.unwrap_or(0),
+        cpu_period: i64::try_from(limits.cpu_period).unwrap_or(i64::MAX),
+        memory_limit_in_bytes: limits.memory_limit.unwrap_or(0),
+        unified,
+        ..Default::default()
+    });
+    let ns = &mut config.linux.security_context.namespace_options;
+    ns.network = mode(spec.host_network.unwrap_or(false), NamespaceMode::Pod);
+    ns.ipc = mode(spec.host_ipc.unwrap_or(false), NamespaceMode::Pod);
+    ns.pid = if spec.share_process_namespace.unwrap_or(false) {
+        NamespaceMode::Pod
+    } else {
+        mode(spec.host_pid.unwrap_or(false), NamespaceMode::Container)
+    };
+    Ok(config)
 }
 
 /// Why a container's image is not there: kubelet's waiting reason
@@ -163,29 +240,6 @@ fn pulled_message(images: &Images, image: &str, took: std::time::Duration) -> St
     format!("Successfully pulled image \"{image}\" in {d} ({d} including waiting). Image size: {size} bytes.")
 }
 
-/// The monitor's plan (no containers: each is started on request), with the
-/// pod's cgroup and files made.
-fn prepare_pod(settings: &Settings, state: &PodState, pod: &Pod) -> Result<PodPlan> {
-    let spec = pod.spec.as_ref().context("pod has no spec")?;
-    let name = &state.record.name;
-    let pod_id = &state.record.pod_id;
-    let plan = PodPlan {
-        pod_id: pod_id.clone(),
-        run_root: settings.run_root.clone(),
-        run_dir: state.run_dir.clone(),
-        pause: sibling("podrun-pause")?,
-        runtime: runtime_for(settings, spec.runtime_class_name.as_deref())?,
-        hostname: spec.hostname.clone().unwrap_or_else(|| hostname_of(name)),
-        host_network: spec.host_network.unwrap_or(false),
-        share_pid: spec.share_process_namespace.unwrap_or(false),
-        cgroup_parent: Some(pods::pod_cgroup(pod, pod_id)),
-        containers: Vec::new(),
-    };
-    create_pod_cgroup(pod, plan.cgroup_parent.as_deref().expect("set above"))?;
-    pod_files(pod, &plan, &state.record.data_dir)?;
-    Ok(plan)
-}
-
 /// Container `c`'s environment: its env and envFrom, from the pod's sources
 /// and this node's facts (CreateContainerConfigError when one is missing).
 pub fn container_env(
@@ -226,20 +280,6 @@ pub fn prepare_container(
     })
 }
 
-/// The pod's cgroup with its QoS class's place and kubelet's pod-level limits.
-fn create_pod_cgroup(pod: &Pod, path: &str) -> Result<()> {
-    let l = podrun_spec::pod_cgroup_limits(pod);
-    let limits = podrun_runtime::cgroups::CgroupLimits {
-        cpu_shares: l.cpu_shares,
-        cpu_quota: l.cpu_quota,
-        cpu_period: l.cpu_period,
-        memory_limit: l.memory_limit,
-        pids_limit: l.pids_limit,
-    };
-    podrun_runtime::cgroups::create_pod_cgroup(path, &limits)
-        .map_err(|e| anyhow::anyhow!("create pod cgroup {path}: {e}"))
-}
-
 /// The pod's files under `<data dir>/etc`, each bind-mounted at /etc/<name>.
 const POD_ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
@@ -247,7 +287,7 @@ const POD_ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 /// /etc/hostname and /etc/resolv.conf as kubelet writes them, and the pod's
 /// /dev/shm (a 64 MiB tmpfs, or the host's with hostIPC): made once, when the
 /// sandbox is; [`pod_mounts`] says where the containers see them.
-fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
+fn pod_files(pod: &Pod, hostname: &str, host_network: bool, data_dir: &Path) -> Result<()> {
     use podrun_net as net;
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let etc = data_dir.join("etc");
@@ -258,7 +298,7 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
         .flatten()
         .map(|a| (a.ip.clone(), a.hostnames.clone().unwrap_or_default()))
         .collect();
-    let hosts = if plan.host_network {
+    let hosts = if host_network {
         let node = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         net::host_network_hosts_file(&node, &aliases)
     } else {
@@ -270,7 +310,7 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(|s| format!("{s}.{namespace}.svc.cluster.local"));
-        net::hosts_file(&plan.hostname, fqdn.as_deref(), None, &aliases)
+        net::hosts_file(hostname, fqdn.as_deref(), None, &aliases)
     };
     let dns = spec.dns_config.as_ref().map(|d| net::DnsConfig {
         nameservers: d.nameservers.clone().unwrap_or_default(),
@@ -292,10 +332,10 @@ fn pod_files(pod: &Pod, plan: &PodPlan, data_dir: &Path) -> Result<()> {
         dns.as_ref(),
     )
     .map_err(|e| anyhow::anyhow!("resolv.conf: {e}"))?;
-    let hostname = if plan.host_network {
+    let hostname = if host_network {
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default()
     } else {
-        net::hostname_file(&plan.hostname)
+        net::hostname_file(hostname)
     };
     for (name, text) in POD_ETC_FILES.into_iter().zip([hosts, hostname, resolv]) {
         let file = etc.join(name);
@@ -322,12 +362,6 @@ fn pod_mounts(pod: &Pod, data_dir: &Path) -> Vec<Mount> {
     };
     mounts.push(Mount::bind(shm, "/dev/shm", false));
     mounts
-}
-
-/// The OCI runtime for a pod: its RuntimeClass handler's in podrun's config
-/// (or a built-in handler: embedded, crun, runc, youki), else `--runtime`.
-fn runtime_for(settings: &Settings, class: Option<&str>) -> Result<String> {
-    crate::config::Config::load(&settings.config)?.runtime_for(class, settings.runtime.as_deref())
 }
 
 /// The pod's hostname from its name: at most 63 bytes, no trailing `-` or `.`
@@ -596,6 +630,7 @@ fn memory_volume(
 /// Removes a pod that did not come to be (or that ended in the foreground):
 /// root filesystems, mounts, directories. Disarmed by setting `state` to None.
 pub struct Guard {
+    runtime: Arc<dyn RuntimeService>,
     images: Images,
     state: Option<PodState>,
 }
@@ -610,7 +645,7 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            if let Err(e) = pods::teardown(&self.images, &state) {
+            if let Err(e) = pods::teardown(self.runtime.as_ref(), &self.images, &state) {
                 eprintln!("podrun: cleanup: {e:#}");
             }
         }

@@ -30,6 +30,7 @@ use anyhow::{bail, Context, Result};
 use api::{PodSummary, Request, Response};
 use db::{Change, Db, ObjectRow, PodPhase, PodRow};
 use podrun_image::Images;
+use podrun_runtime::RuntimeService;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -137,6 +138,9 @@ pub struct Agent {
     settings: Settings,
     db: Mutex<Db>,
     images: Images,
+    /// The runtime the pods' sandboxes and containers are asked of (CRI's
+    /// RuntimeService).
+    runtime: Arc<dyn RuntimeService>,
     workers: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Msg>>>,
     /// How often a running pod's records are looked at.
     sync_interval: Duration,
@@ -154,8 +158,10 @@ pub struct Agent {
 impl Agent {
     /// The pod manager for `podrun run`: a database in memory, no socket.
     pub fn in_process(settings: Settings) -> Result<Arc<Agent>> {
+        let images = Images::open(&settings.root)?;
         Ok(Arc::new(Agent {
-            images: Images::open(&settings.root)?,
+            runtime: node_runtime(&settings, &images)?,
+            images,
             settings,
             db: Mutex::new(Db::open_memory()?),
             workers: Mutex::new(HashMap::new()),
@@ -235,6 +241,24 @@ fn node_name() -> String {
         .unwrap_or_default()
 }
 
+/// The runtime of this machine as `settings` and podrun's configuration
+/// file say: the OCI runtime of each RuntimeClass handler, `--runtime` (or
+/// the file's `default_runtime`) for pods without one.
+fn node_runtime(settings: &Settings, images: &Images) -> Result<Arc<dyn RuntimeService>> {
+    let config = config::Config::load(&settings.config)?;
+    let mut runtime = podrun_runtime::RuntimeConfig::new(&settings.run_root)?;
+    runtime.default_runtime = config.runtime_for(None, settings.runtime.as_deref())?;
+    runtime.handlers = config
+        .runtimes
+        .iter()
+        .map(|(name, h)| (name.clone(), h.path.clone()))
+        .collect();
+    Ok(Arc::new(podrun_runtime::NodeRuntime::new(
+        runtime,
+        images.clone(),
+    )))
+}
+
 /// `podrun serve`.
 pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     IS_AGENT.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -247,6 +271,7 @@ pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     let run_root = settings.run_root.clone();
     let root = settings.root.clone();
     let agent = Arc::new(Agent {
+        runtime: node_runtime(&settings, &images)?,
         settings,
         db: Mutex::new(db),
         images,
@@ -297,8 +322,8 @@ fn adopt(agent: &Arc<Agent>) -> Result<()> {
                 state.record.name,
                 state.record.pod_id
             );
-            let _ = crate::pods::stop(&state);
-            if let Err(e) = crate::pods::teardown(&agent.images, &state) {
+            let _ = crate::pods::stop_within(agent.runtime.as_ref(), &state, None);
+            if let Err(e) = crate::pods::teardown(agent.runtime.as_ref(), &agent.images, &state) {
                 tracing::warn!("{e:#}");
             }
         }
@@ -720,10 +745,11 @@ pub async fn delete(
         match crate::pods::find(&agent.settings.run_root, namespace, name) {
             Ok(state) => {
                 let images = agent.images.clone();
+                let runtime = agent.runtime.clone();
                 let grace = grace_period.map(podrun_kubelet::grace::grace_period);
                 let r = tokio::task::spawn_blocking(move || {
-                    crate::pods::stop_within(&state, grace)?;
-                    crate::pods::teardown(&images, &state)
+                    crate::pods::stop_within(runtime.as_ref(), &state, grace)?;
+                    crate::pods::teardown(runtime.as_ref(), &images, &state)
                 })
                 .await?;
                 match r {

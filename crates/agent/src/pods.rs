@@ -1,26 +1,33 @@
 //! The pods on this machine as their directories show them, whoever manages
-//! them (the agent, or `podrun run` in the foreground). Each pod's state is a
-//! directory, `<run-root>/pods/<pod id>/`:
+//! them (the agent, or `podrun run` in the foreground). This is the pod
+//! manager's record of a pod (kubelet keeps its pods in
+//! `/var/lib/kubelet/pods/<uid>`), `<run-root>/pods/<pod id>/`:
 //!
 //! - `pod.json` — who it is ([`PodRecord`]: namespace, name, creation time,
-//!   the manifest, its monitor's pid), written before anything else of it exists;
-//! - `plan.json` — what its monitor was told ([`PodPlan`]); `prepared.json` —
-//!   the containers made for it so far;
-//! - `starts/`, `exits/` — the monitor's records; `logs/` — the CRI logs;
+//!   the manifest), written before anything else of it exists;
+//! - `prepared.json` — the containers made for it so far;
+//! - `logs/` — the CRI logs (where the pod manager tells the runtime to write them);
 //! - for a pod of `podrun run` in the foreground: `status.json`, the v1 status
 //!   its manager last reported, and `run.lock`, held by that manager.
 //!
-//! Its data (bundles, volumes) lives in `<root>/pods/<pod id>/`. A pod is named
+//! Its sandbox is the runtime's (`podrun_runtime::RuntimeService`), with the
+//! runtime's own records in `<run-root>/sandboxes/<pod id>/` (the sandbox's ID
+//! is the pod's: its UID in the sandbox config): the monitor's plan, its
+//! `starts/` and `exits/` records of the containers, the namespace pins.
+//!
+//! Its data (bundles, volumes, /etc files) lives in `<root>/pods/<pod id>/`. A pod is named
 //! by namespace and name; the pods lock makes creating one of a taken name fail.
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use podrun_image::Images;
+use podrun_runtime::api::ServiceError;
 use podrun_runtime::monitor::{ContainerPlan, PodPlan};
+use podrun_runtime::RuntimeService;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Who a pod is (`pod.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,8 +42,6 @@ pub struct PodRecord {
     pub created: String,
     /// `<root>/pods/<pod id>`: bundles and volumes.
     pub data_dir: PathBuf,
-    /// Its monitor's pid, 0 before it runs.
-    pub monitor_pid: i32,
     /// The manifest, defaults applied.
     pub manifest: Pod,
     /// Owned by the agent (`podrun apply`, `podrun run --detach`, static
@@ -52,49 +57,16 @@ pub struct PodState {
     pub record: PodRecord,
     /// `<run-root>/pods/<pod id>`.
     pub run_dir: PathBuf,
-    /// `plan.json`, once written.
+    /// `<run-root>/sandboxes/<pod id>`: the runtime's records of its sandbox.
+    pub sandbox_dir: PathBuf,
+    /// Its monitor's plan (the runtime's), once its sandbox runs.
     pub plan: Option<PodPlan>,
 }
 
 impl PodState {
-    /// Whether its monitor still runs (the pid is checked to be a monitor of this pod).
+    /// Whether its sandbox's monitor still runs (it holds its lock).
     pub fn monitor_alive(&self) -> bool {
-        let pid = self.record.monitor_pid;
-        if pid <= 0 {
-            return false;
-        }
-        self.is_monitor(pid)
-    }
-
-    /// The pid of its monitor if one runs, also one whose pid was never
-    /// recorded (its starter died first): then found by its command line.
-    pub fn find_monitor(&self) -> Option<i32> {
-        if self.monitor_alive() {
-            return Some(self.record.monitor_pid);
-        }
-        std::fs::read_dir("/proc")
-            .ok()?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .find(|pid| self.is_monitor(*pid))
-    }
-
-    fn is_monitor(&self, pid: i32) -> bool {
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        // A zombie (our own child that exited) is not alive.
-        let zombie = stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-        let plan = self.run_dir.join("plan.json");
-        !zombie
-            && String::from_utf8_lossy(&cmdline)
-                .split('\0')
-                .any(|a| Path::new(a) == plan)
+        podrun_runtime::monitor::monitor_alive(&self.sandbox_dir)
     }
 
     /// The containers' names, in the manifest's order.
@@ -157,7 +129,7 @@ pub fn list_except(run_root: &Path, skip: &std::collections::HashSet<&str>) -> V
         .flatten()
         .filter(|e| !e.file_name().to_str().is_some_and(|n| skip.contains(n)))
         .filter(|e| e.path().is_dir())
-        .filter_map(|e| match read(&e.path()) {
+        .filter_map(|e| match read(run_root, &e.path()) {
             Ok(p) => Some(p),
             Err(err) => {
                 tracing::warn!("{}: {err:#}", e.path().display());
@@ -174,7 +146,9 @@ pub fn list_except(run_root: &Path, skip: &std::collections::HashSet<&str>) -> V
 /// The pod of ID `pod_id`, if its state directory exists.
 pub fn load(run_root: &Path, pod_id: &str) -> Option<PodState> {
     let dir = pods_dir(run_root).join(pod_id);
-    dir.join("pod.json").exists().then(|| read(&dir).ok())?
+    dir.join("pod.json")
+        .exists()
+        .then(|| read(run_root, &dir).ok())?
 }
 
 /// The containers an agent's pod has prepared (`prepared.json`): its monitor
@@ -186,16 +160,25 @@ pub fn write_prepared(run_dir: &Path, containers: &[ContainerPlan]) -> Result<()
     )
 }
 
-fn read(run_dir: &Path) -> Result<PodState> {
+/// Where the runtime keeps the sandbox of pod `pod_id`.
+pub fn sandbox_dir(run_root: &Path, pod_id: &str) -> PathBuf {
+    run_root.join("sandboxes").join(pod_id)
+}
+
+fn read(run_root: &Path, run_dir: &Path) -> Result<PodState> {
     let text = std::fs::read(run_dir.join("pod.json")).context("read pod.json")?;
     let record: PodRecord = serde_json::from_slice(&text).context("parse pod.json")?;
-    let mut plan = PodPlan::read(&run_dir.join("plan.json")).ok();
+    let sandbox_dir = sandbox_dir(run_root, &record.pod_id);
+    // The worker still reads the monitor's plan and records (until it asks
+    // the runtime's ListContainers/ContainerStatus instead).
+    let mut plan = PodPlan::read(&sandbox_dir.join("plan.json")).ok();
     if let (Some(plan), Ok(text)) = (&mut plan, std::fs::read(run_dir.join("prepared.json"))) {
         plan.containers = serde_json::from_slice(&text).context("parse prepared.json")?;
     }
     Ok(PodState {
         record,
         run_dir: run_dir.to_path_buf(),
+        sandbox_dir,
         plan,
     })
 }
@@ -275,11 +258,11 @@ pub fn register(
             pod_id: pod_id.clone(),
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             data_dir: data_root.join("pods").join(&pod_id),
-            monitor_pid: 0,
             manifest: pod.clone(),
             agent: agent_owned,
         },
         run_dir,
+        sandbox_dir: sandbox_dir(run_root, &pod_id),
         plan: None,
     };
     if let Err(e) = state.save() {
@@ -297,20 +280,15 @@ pub fn new_pod_id(namespace: &str, name: &str) -> String {
     podrun_runtime::state::new_sandbox_id(namespace, name)
 }
 
-/// Remove everything of a pod whose monitor is gone: its containers' root
-/// filesystems, pod-level mounts, its data and state directories. Goes on past
-/// failures and reports them all.
-pub fn teardown(images: &Images, state: &PodState) -> Result<()> {
+/// Remove everything of a pod: its sandbox (the runtime's RemovePodSandbox:
+/// what still runs, the containers, the pod cgroup, the runtime's records),
+/// the root filesystems the pod manager prepared for its containers, its
+/// volumes' mounts, its data and state directories. Goes on past failures
+/// and reports them all.
+pub fn teardown(runtime: &dyn RuntimeService, images: &Images, state: &PodState) -> Result<()> {
     let mut errors = Vec::new();
-    // A monitor that died left its sandbox (and maybe containers) behind.
-    let sandbox = state
-        .plan
-        .as_ref()
-        .map(|p| p.run_root.join("sandboxes").join(&p.pod_id));
-    if sandbox.is_some_and(|d| d.exists()) && state.find_monitor().is_none() {
-        if let Err(e) = clean_up_after_monitor(state) {
-            errors.push(format!("{e:#}"));
-        }
+    if let Err(e) = runtime.remove_pod_sandbox(&state.record.pod_id) {
+        errors.push(e.to_string());
     }
     for name in state.all_container_names() {
         let id = container_id(&state.record.pod_id, &name);
@@ -320,10 +298,6 @@ pub fn teardown(images: &Images, state: &PodState) -> Result<()> {
     }
     if let Err(e) = podrun_volume::PodVolumes::new(&state.record.data_dir).unmount_all() {
         errors.push(e.to_string());
-    }
-    let cgroup = pod_cgroup(&state.record.manifest, &state.record.pod_id);
-    if let Err(e) = podrun_runtime::cgroups::remove_pod_cgroup(&cgroup) {
-        errors.push(format!("cgroup {cgroup}: {e}"));
     }
     for dir in [&state.record.data_dir, &state.run_dir] {
         if dir.is_absolute() && dir.exists() {
@@ -412,78 +386,23 @@ pub fn log_tail_message(
     (!out.is_empty()).then_some(out)
 }
 
-/// `podrun-monitor cleanup`: the runtime's part of removing a pod whose
-/// monitor is gone (single-threaded, as the embedded backend needs).
-fn clean_up_after_monitor(state: &PodState) -> Result<()> {
-    let out = std::process::Command::new(crate::create::sibling("podrun-monitor")?)
-        .arg("cleanup")
-        .arg("--plan")
-        .arg(state.run_dir.join("plan.json"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("run podrun-monitor cleanup")?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        bail!(
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .trim_start_matches("Error: ")
-        )
-    }
-}
-
 /// The runtime's ID of a container of a pod.
 pub fn container_id(pod_id: &str, container: &str) -> String {
     format!("{pod_id}-{container}")
 }
 
-/// Stop a pod (SIGTERM to its monitor, which stops the containers within their
-/// grace periods) and wait for its monitor to be gone.
-pub fn stop(state: &PodState) -> Result<()> {
-    stop_within(state, None)
-}
-
-/// [`stop`], with `grace` instead of the pod's own grace periods when given
-/// (`delete --grace-period`): when it has passed, the monitor is SIGKILLed and
-/// [`teardown`] kills what is left of the pod.
-pub fn stop_within(state: &PodState, grace: Option<Duration>) -> Result<()> {
-    let Some(pid) = state.find_monitor() else {
-        return Ok(());
-    };
-    let own = state
-        .plan
-        .iter()
-        .flat_map(|p| p.containers.iter().map(|c| c.grace_period_ms))
-        .max()
-        .unwrap_or(30_000);
-    if grace.is_some_and(|g| g.is_zero()) {
-        // SAFETY: kill sends a signal; the pid was checked to be this pod's monitor.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    } else {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+/// Stop a pod's sandbox (the runtime's StopPodSandbox: its monitor stops the
+/// containers within their grace periods, or within `grace` when given, as
+/// `delete --grace-period` asks). A pod whose sandbox is gone is stopped.
+pub fn stop_within(
+    runtime: &dyn RuntimeService,
+    state: &PodState,
+    grace: Option<Duration>,
+) -> Result<()> {
+    match runtime.stop_pod_sandbox(&state.record.pod_id, grace) {
+        Ok(()) | Err(ServiceError::SandboxNotFound(_)) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("pod/{}: stop: {e}", state.record.name)),
     }
-    let started = Instant::now();
-    let deadline = started + Duration::from_millis(own) + Duration::from_secs(15);
-    while state.is_monitor(pid) {
-        if grace.is_some_and(|g| started.elapsed() >= g) {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "pod/{}: stop: its monitor (pid {pid}) did not exit within the grace period",
-                state.record.name
-            );
-        }
-        // Reap it when it is our own child (foreground runs).
-        // SAFETY: waitpid with WNOHANG on a pid; no pointers but a null status.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// Held by `podrun run` in the foreground while it manages its pod
@@ -674,11 +593,11 @@ mod tests {
                 pod_id: "default-web-1".into(),
                 created: "2026-11-27T10:00:00Z".into(),
                 data_dir: dir.path().join("data"),
-                monitor_pid: 0,
                 manifest: Pod::default(),
                 agent: false,
             },
             run_dir: dir.path().to_path_buf(),
+            sandbox_dir: dir.path().join("sandbox"),
             plan: None,
         };
         let phase = |pod: Pod| pod.status.unwrap().phase.unwrap();

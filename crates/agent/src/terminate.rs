@@ -42,7 +42,8 @@ fn stop_in_order(
     grace: Option<Duration>,
     events: Events,
 ) -> Result<()> {
-    let run_dir = &state.run_dir;
+    // The monitor's control socket is in the runtime's sandbox directory.
+    let run_dir = &state.sandbox_dir;
     if !monitor::monitor_alive(run_dir) {
         return Ok(());
     }
@@ -199,7 +200,7 @@ pub fn exec_in(
     let mut child = std::process::Command::new(crate::create::sibling("podrun-monitor")?)
         .arg("exec")
         .arg("--plan")
-        .arg(state.run_dir.join("plan.json"))
+        .arg(state.sandbox_dir.join("plan.json"))
         .arg("--id")
         .arg(pods::container_id(&state.record.pod_id, name))
         .arg("--")

@@ -290,48 +290,15 @@ async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
         .await??
     };
     crash_point("create:registered");
-    let started = crate::create::start_pod(settings, &agent.images, &pod, state).await?;
-    let crate::create::Started {
-        state,
-        mut monitor,
-        mut guard,
-        ..
-    } = started;
-    // Ready once it holds its lock and listens; its containers are the
-    // supervisor's to start.
-    // (The socket file exists from bind(2) on, before listen(2): only an
-    // answer tells that it listens.)
-    let socket = monitor::control::socket_path(&state.run_dir);
-    loop {
-        if socket.exists()
-            && matches!(
-                monitor::request(
-                    &state.run_dir,
-                    &monitor::Request::State,
-                    Duration::from_secs(5)
-                ),
-                Ok(monitor::Response::State { .. })
-            )
-        {
-            break;
-        }
-        if let Ok(Some(status)) = monitor.try_wait() {
-            let log =
-                std::fs::read_to_string(state.run_dir.join("monitor.log")).unwrap_or_default();
-            drop(guard);
-            anyhow::bail!(
-                "pod/{}: its monitor exited ({status}) before it was ready: {}",
-                row.name,
-                log.trim()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // RunPodSandbox returns once the sandbox is ready (its monitor answers);
+    // its containers are the supervisor's to start.
+    let (runtime, images) = (agent.runtime.clone(), agent.images.clone());
+    let started = tokio::task::spawn_blocking(move || {
+        crate::create::start_pod(&runtime, &images, &pod, state)
+    })
+    .await??;
+    let crate::create::Started { mut guard, .. } = started;
     guard.disarm();
-    // Reap the monitor when it ends (a later agent is not its parent).
-    tokio::spawn(async move {
-        let _ = monitor.wait().await;
-    });
     Ok(())
 }
 
@@ -348,11 +315,11 @@ fn state_of(agent: &Agent, row: &PodRow) -> Result<PodState> {
             pod_id: row.pod_id.clone(),
             created: row.created.clone(),
             data_dir: agent.images.root().join("pods").join(&row.pod_id),
-            monitor_pid: 0,
             manifest: serde_json::from_str(&row.manifest)?,
             agent: true,
         },
         run_dir: agent.settings.run_root.join("pods").join(&row.pod_id),
+        sandbox_dir: pods::sandbox_dir(&agent.settings.run_root, &row.pod_id),
         plan: None,
     })
 }
@@ -381,21 +348,22 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     }
     let grace = grace_override(&row.namespace, &row.name);
     let images = agent.images.clone();
+    let runtime = agent.runtime.clone();
     let agent2 = agent.clone();
     let (ns, name) = (row.namespace.clone(), row.name.clone());
     // A thread of its own, not the blocking pool: stopping waits out grace periods.
     on_thread(move || -> Result<()> {
-        let had = state.find_monitor().is_some();
+        let had = state.monitor_alive();
         let pod = state.record.manifest.clone();
         let events = |t: &str, r: &str, m: String| agent2.event(&ns, &name, t, r, &m);
         if let Err(e) = super::terminate::terminate(&state, &pod, grace, &events) {
             tracing::warn!("pod/{name}: graceful stop: {e:#}");
         }
-        pods::stop_within(&state, grace)?;
+        pods::stop_within(runtime.as_ref(), &state, grace)?;
         if had {
             crash_point("remove:stopped");
         }
-        pods::teardown(&images, &state)?;
+        pods::teardown(runtime.as_ref(), &images, &state)?;
         Ok(())
     })
     .await
@@ -405,9 +373,7 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
 /// crate, carry the actions out, store what was seen and report its status.
 async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
     let state = pods::load(&agent.settings.run_root, &row.pod_id);
-    let alive = state
-        .as_ref()
-        .is_some_and(|s| monitor::monitor_alive(&s.run_dir));
+    let alive = state.as_ref().is_some_and(|s| s.monitor_alive());
     if !alive && agent.run_mode {
         // `podrun run`: deleted from elsewhere, or its monitor died: it ends.
         agent
@@ -549,7 +515,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         );
     }
     // What the monitor holds now: an exit while the agent was down is here too.
-    let rt = MonitorSandbox::new(&state.run_dir, Duration::from_secs(30));
+    let rt = MonitorSandbox::new(&state.sandbox_dir, Duration::from_secs(30));
     let containers = rt
         .list_containers()
         .with_context(|| format!("pod/{name}: its monitor did not report its containers"))?;

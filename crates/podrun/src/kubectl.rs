@@ -324,7 +324,7 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
     if !running {
         bail!("pod/{name}: container {container}: cannot exec in a container that is not running");
     }
-    let plan_file = state.run_dir.join("plan.json");
+    let plan_file = state.sandbox_dir.join("plan.json");
     let mut cmd = std::process::Command::new(podrun_agent::create::sibling("podrun-monitor")?);
     cmd.arg("exec")
         .arg("--plan")

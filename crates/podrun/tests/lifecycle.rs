@@ -562,7 +562,7 @@ fn init_containers_run_in_order_and_fail_by_policy() {
     let id = env.pod_id("default", &never);
     assert!(
         !env.run
-            .join("pods")
+            .join("sandboxes")
             .join(&id)
             .join("starts/main.json")
             .exists(),
@@ -1131,7 +1131,8 @@ fn an_exit_while_the_agent_is_down_is_not_lost() {
     let id = env.pod_id("default", &name);
     std::thread::sleep(Duration::from_secs(4));
     let exit: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(env.run.join("pods").join(&id).join("exits/app.json")).unwrap_or_default(),
+        &std::fs::read(env.run.join("sandboxes").join(&id).join("exits/app.json"))
+            .unwrap_or_default(),
     )
     .unwrap_or_default();
     assert_eq!(

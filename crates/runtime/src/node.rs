@@ -26,6 +26,7 @@ use crate::state::{self, ContainerRecord, SandboxRecord, StateError, Store};
 use crate::{LinuxContainerResources, NamespaceMode, PodSandboxConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -446,7 +447,7 @@ impl RuntimeService for NodeRuntime {
     fn stop_pod_sandbox(&self, id: &str, grace: Option<Duration>) -> Result<(), ServiceError> {
         let (_, dir) = self.record(id)?;
         let what = format!("sandbox {id}");
-        if let Some(pid) = monitor::monitor_pid(&dir).and_then(rustix::process::Pid::from_raw) {
+        if let Some(pid) = monitor_of(&dir).and_then(rustix::process::Pid::from_raw) {
             use rustix::process::{kill_process, Signal};
             let now = grace.is_some_and(|g| g.is_zero());
             // SIGTERM: the monitor stops each container within its grace
@@ -454,7 +455,7 @@ impl RuntimeService for NodeRuntime {
             let _ = kill_process(pid, if now { Signal::KILL } else { Signal::TERM });
             let started = Instant::now();
             let deadline = started + self.own_grace(id) + Duration::from_secs(15);
-            while monitor::monitor_alive(&dir) {
+            while monitor_of(&dir).is_some() {
                 if grace.is_some_and(|g| started.elapsed() >= g) {
                     let _ = kill_process(pid, Signal::KILL);
                 }
@@ -499,9 +500,9 @@ impl RuntimeService for NodeRuntime {
             if let Err(e) = self.stop_pod_sandbox(id, Some(Duration::ZERO)) {
                 errors.push(e.to_string());
             }
-        } else if monitor::monitor_alive(&dir) {
+        } else if let Some(pid) = monitor_of(&dir) {
             // No record to go by (half made): its monitor still ends first.
-            if let Some(pid) = monitor::monitor_pid(&dir).and_then(rustix::process::Pid::from_raw) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
             errors.push(format!("sandbox {id}: its record is missing"));
@@ -825,6 +826,35 @@ impl RuntimeService for NodeRuntime {
             exit_code,
         })
     }
+}
+
+/// The pid of the monitor of the sandbox in `dir` while it runs: the one
+/// that holds its lock, or one started whose lock is not taken yet (its
+/// starter may have died before recording it), found by its plan in its
+/// command line.
+fn monitor_of(dir: &Path) -> Option<i32> {
+    if let Some(pid) = monitor::monitor_pid(dir) {
+        return Some(pid);
+    }
+    let plan = dir.join("plan.json");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            });
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            // `podrun-monitor --plan FILE`, not its `cleanup` or `exec`.
+            running
+                && args.get(1) == Some(&b"--plan".as_slice())
+                && args
+                    .get(2)
+                    .is_some_and(|a| Path::new(std::ffi::OsStr::from_bytes(a)) == plan)
+        })
 }
 
 /// The monitor's plan for sandbox `id` of `config`.

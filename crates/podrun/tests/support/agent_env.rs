@@ -511,7 +511,8 @@ impl Env {
     pub fn container_pids(&self) -> BTreeMap<String, i32> {
         let mut out = BTreeMap::new();
         for id in self.pod_ids() {
-            let starts = self.run.join("pods").join(&id).join("starts");
+            // The monitor's records are the runtime's, in the sandbox's directory.
+            let starts = self.run.join("sandboxes").join(&id).join("starts");
             for f in names_in(&starts) {
                 let v: serde_json::Value =
                     serde_json::from_slice(&std::fs::read(starts.join(&f)).unwrap()).unwrap();
@@ -526,7 +527,7 @@ impl Env {
 
     /// Monitors of this run root: (pid, pod ID).
     pub fn monitors(&self) -> Vec<(i32, String)> {
-        let pods = self.run.join("pods");
+        let pods = self.run.join("sandboxes");
         procs()
             .into_iter()
             .filter(|p| !p.zombie && p.exe_name() == "podrun-monitor")
@@ -787,8 +788,8 @@ impl Drop for Env {
                 wait_gone(p.pid, Duration::from_secs(5));
             }
         }
-        for id in names_in(&self.run.join("pods")) {
-            let plan = self.run.join("pods").join(&id).join("plan.json");
+        for id in names_in(&self.run.join("sandboxes")) {
+            let plan = self.run.join("sandboxes").join(&id).join("plan.json");
             if plan.exists() {
                 let _ = Command::new(MONITOR)
                     .arg("cleanup")
