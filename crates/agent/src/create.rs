@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use podrun_image::{Images, PullOptions};
 use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
-use podrun_runtime::monitor::{ContainerPlan, PodPlan};
-use podrun_runtime::sandbox::Namespace;
+use podrun_runtime::api::PodSandboxStatus;
+use podrun_runtime::monitor::ContainerPlan;
 use podrun_runtime::{PodSandboxConfig, RuntimeService};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,7 +47,6 @@ pub fn start_pod(
         images: images.clone(),
         state: Some(state.clone()),
     };
-    let mut state = state;
     let config = sandbox_config(pod, &state)?;
     let host_network = config.linux.security_context.namespace_options.network
         == podrun_runtime::NamespaceMode::Node;
@@ -71,11 +70,6 @@ pub fn start_pod(
             state.record.pod_id
         );
     }
-    // The worker still reads the monitor's plan (namespace paths, records).
-    state.plan = Some(
-        PodPlan::read(&state.sandbox_dir.join("plan.json"))
-            .map_err(|e| anyhow::anyhow!("pod/{name}: {e}"))?,
-    );
     guard.state = Some(state.clone());
     Ok(Started { state, guard })
 }
@@ -257,18 +251,27 @@ pub fn prepare_container(
     images: &Images,
     pod: &Pod,
     c: &Container,
-    plan: &PodPlan,
+    sandbox: &PodSandboxStatus,
     state: &PodState,
     host: &Host,
     env: Vec<podrun_oci::EnvVar>,
 ) -> Result<ContainerPlan> {
-    let id = pods::container_id(&plan.pod_id, &c.name);
+    let id = pods::container_id(&sandbox.sandbox.id, &c.name);
     // What an earlier instance (or a failed attempt) wrote is not kept.
     images.remove_rootfs(&id)?;
     let data_dir = &state.record.data_dir;
     let pod_mounts = pod_mounts(pod, data_dir);
-    let (bundle, stop_signal) =
-        prepare(images, pod, c, &id, plan, data_dir, host, env, &pod_mounts)?;
+    let (bundle, stop_signal) = prepare(
+        images,
+        pod,
+        c,
+        &id,
+        sandbox,
+        data_dir,
+        host,
+        env,
+        &pod_mounts,
+    )?;
     let grace = podrun_kubelet::grace::pod_grace_period(pod);
     Ok(ContainerPlan {
         id,
@@ -444,7 +447,7 @@ fn prepare(
     pod: &Pod,
     c: &Container,
     id: &str,
-    plan: &PodPlan,
+    sandbox: &PodSandboxStatus,
     pod_dir: &Path,
     host: &Host,
     env: Vec<podrun_oci::EnvVar>,
@@ -493,6 +496,15 @@ fn prepare(
     let rootfs = images.prepare_rootfs(&image, id)?;
     let users = UserFiles::read(&rootfs)?;
     let spec = pod.spec.as_ref().expect("validated");
+    // The sandbox's namespaces, joined by their pinned paths.
+    let ns = |name: &str| sandbox.namespaces.get(name).cloned();
+    let host_network = sandbox
+        .config
+        .linux
+        .security_context
+        .namespace_options
+        .network
+        == podrun_runtime::NamespaceMode::Node;
     let input = ContainerInput {
         pod,
         container: c,
@@ -500,26 +512,26 @@ fn prepare(
         image: &image_config,
         rootfs: &rootfs,
         users: &users,
-        hostname: &plan.hostname,
+        hostname: &sandbox.config.hostname,
         namespaces: NamespacePaths {
-            net: (!plan.host_network).then(|| plan.ns_path(Namespace::Net)),
-            ipc: Some(plan.ns_path(Namespace::Ipc)),
-            uts: (!plan.host_network).then(|| plan.ns_path(Namespace::Uts)),
+            net: (!host_network).then(|| ns("net")).flatten(),
+            ipc: ns("ipc"),
+            uts: (!host_network).then(|| ns("uts")).flatten(),
             pid: spec
                 .share_process_namespace
                 .unwrap_or(false)
-                .then(|| plan.ns_path(Namespace::Pid)),
+                .then(|| ns("pid"))
+                .flatten(),
         },
-        cgroups_path: plan
-            .cgroup_parent
-            .as_ref()
+        cgroups_path: Some(&sandbox.config.linux.cgroup_parent)
+            .filter(|p| !p.is_empty())
             .map(|p| format!("{p}/{}", c.name).into()),
         mounts,
         env,
         seccomp_localhost_profile: None,
         pids_limit: None,
         oom_score_adj: None,
-        sandbox_id: Some(&plan.pod_id),
+        sandbox_id: Some(&sandbox.sandbox.id),
         honor_image_group: false,
         host,
     };

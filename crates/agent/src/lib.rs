@@ -241,6 +241,12 @@ fn node_name() -> String {
         .unwrap_or_default()
 }
 
+/// The runtime of this machine as `settings` say ([`node_runtime`]), for a
+/// client of it other than the agent (`podrun exec`, `podrun logs -f`).
+pub fn runtime(settings: &Settings) -> Result<Arc<dyn RuntimeService>> {
+    node_runtime(settings, &Images::open(&settings.root)?)
+}
+
 /// The runtime of this machine as `settings` and podrun's configuration
 /// file say: the OCI runtime of each RuntimeClass handler, `--runtime` (or
 /// the file's `default_runtime`) for pods without one.

@@ -5,15 +5,14 @@
 //!
 //! - `pod.json` — who it is ([`PodRecord`]: namespace, name, creation time,
 //!   the manifest), written before anything else of it exists;
-//! - `prepared.json` — the containers made for it so far;
 //! - `logs/` — the CRI logs (where the pod manager tells the runtime to write them);
 //! - for a pod of `podrun run` in the foreground: `status.json`, the v1 status
 //!   its manager last reported, and `run.lock`, held by that manager.
 //!
-//! Its sandbox is the runtime's (`podrun_runtime::RuntimeService`), with the
-//! runtime's own records in `<run-root>/sandboxes/<pod id>/` (the sandbox's ID
-//! is the pod's: its UID in the sandbox config): the monitor's plan, its
-//! `starts/` and `exits/` records of the containers, the namespace pins.
+//! Its sandbox and containers are the runtime's (`podrun_runtime::RuntimeService`:
+//! the sandbox's ID is the pod's, its UID in the sandbox config; a container's
+//! is [`container_id`]), asked for by ID and never read from the runtime's
+//! own records.
 //!
 //! Its data (bundles, volumes, /etc files) lives in `<root>/pods/<pod id>/`. A pod is named
 //! by namespace and name; the pods lock makes creating one of a taken name fail.
@@ -21,9 +20,8 @@
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use podrun_image::Images;
-use podrun_runtime::api::ServiceError;
-use podrun_runtime::monitor::{ContainerPlan, PodPlan};
-use podrun_runtime::RuntimeService;
+use podrun_runtime::api::{PodSandboxStatus, ServiceError};
+use podrun_runtime::{NamespaceMode, RuntimeService};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -57,18 +55,48 @@ pub struct PodState {
     pub record: PodRecord,
     /// `<run-root>/pods/<pod id>`.
     pub run_dir: PathBuf,
-    /// `<run-root>/sandboxes/<pod id>`: the runtime's records of its sandbox.
-    pub sandbox_dir: PathBuf,
-    /// Its monitor's plan (the runtime's), once its sandbox runs.
-    pub plan: Option<PodPlan>,
+}
+
+/// A pod whose sandbox runs, as its container starts, probes and hooks
+/// reach it: the pod manager's records, the runtime, and what the runtime
+/// says of the sandbox (PodSandboxStatus).
+#[derive(Clone, Copy)]
+pub struct InSandbox<'a> {
+    /// The pod's records.
+    pub state: &'a PodState,
+    /// The runtime.
+    pub runtime: &'a dyn RuntimeService,
+    /// Its sandbox.
+    pub sandbox: &'a PodSandboxStatus,
+}
+
+impl InSandbox<'_> {
+    /// The runtime's ID of its container `name`.
+    pub fn container_id(&self, name: &str) -> String {
+        container_id(&self.sandbox.sandbox.id, name)
+    }
+
+    /// The sandbox's network namespace (None: the node's, with hostNetwork).
+    pub fn net_namespace(&self) -> Option<PathBuf> {
+        if self.host_network() {
+            return None;
+        }
+        self.sandbox.namespaces.get("net").cloned()
+    }
+
+    /// Whether the pod uses the node's network.
+    pub fn host_network(&self) -> bool {
+        self.sandbox
+            .config
+            .linux
+            .security_context
+            .namespace_options
+            .network
+            == NamespaceMode::Node
+    }
 }
 
 impl PodState {
-    /// Whether its sandbox's monitor still runs (it holds its lock).
-    pub fn monitor_alive(&self) -> bool {
-        podrun_runtime::monitor::monitor_alive(&self.sandbox_dir)
-    }
-
     /// The containers' names, in the manifest's order.
     pub fn container_names(&self) -> Vec<String> {
         self.record
@@ -129,7 +157,7 @@ pub fn list_except(run_root: &Path, skip: &std::collections::HashSet<&str>) -> V
         .flatten()
         .filter(|e| !e.file_name().to_str().is_some_and(|n| skip.contains(n)))
         .filter(|e| e.path().is_dir())
-        .filter_map(|e| match read(run_root, &e.path()) {
+        .filter_map(|e| match read(&e.path()) {
             Ok(p) => Some(p),
             Err(err) => {
                 tracing::warn!("{}: {err:#}", e.path().display());
@@ -146,40 +174,15 @@ pub fn list_except(run_root: &Path, skip: &std::collections::HashSet<&str>) -> V
 /// The pod of ID `pod_id`, if its state directory exists.
 pub fn load(run_root: &Path, pod_id: &str) -> Option<PodState> {
     let dir = pods_dir(run_root).join(pod_id);
-    dir.join("pod.json")
-        .exists()
-        .then(|| read(run_root, &dir).ok())?
+    dir.join("pod.json").exists().then(|| read(&dir).ok())?
 }
 
-/// The containers an agent's pod has prepared (`prepared.json`): its monitor
-/// starts them when the agent says so.
-pub fn write_prepared(run_dir: &Path, containers: &[ContainerPlan]) -> Result<()> {
-    write_atomic(
-        &run_dir.join("prepared.json"),
-        &serde_json::to_vec_pretty(containers)?,
-    )
-}
-
-/// Where the runtime keeps the sandbox of pod `pod_id`.
-pub fn sandbox_dir(run_root: &Path, pod_id: &str) -> PathBuf {
-    run_root.join("sandboxes").join(pod_id)
-}
-
-fn read(run_root: &Path, run_dir: &Path) -> Result<PodState> {
+fn read(run_dir: &Path) -> Result<PodState> {
     let text = std::fs::read(run_dir.join("pod.json")).context("read pod.json")?;
     let record: PodRecord = serde_json::from_slice(&text).context("parse pod.json")?;
-    let sandbox_dir = sandbox_dir(run_root, &record.pod_id);
-    // The worker still reads the monitor's plan and records (until it asks
-    // the runtime's ListContainers/ContainerStatus instead).
-    let mut plan = PodPlan::read(&sandbox_dir.join("plan.json")).ok();
-    if let (Some(plan), Ok(text)) = (&mut plan, std::fs::read(run_dir.join("prepared.json"))) {
-        plan.containers = serde_json::from_slice(&text).context("parse prepared.json")?;
-    }
     Ok(PodState {
         record,
         run_dir: run_dir.to_path_buf(),
-        sandbox_dir,
-        plan,
     })
 }
 
@@ -262,8 +265,6 @@ pub fn register(
             agent: agent_owned,
         },
         run_dir,
-        sandbox_dir: sandbox_dir(run_root, &pod_id),
-        plan: None,
     };
     if let Err(e) = state.save() {
         let _ = std::fs::remove_dir_all(&state.run_dir);
@@ -597,8 +598,6 @@ mod tests {
                 agent: false,
             },
             run_dir: dir.path().to_path_buf(),
-            sandbox_dir: dir.path().join("sandbox"),
-            plan: None,
         };
         let phase = |pod: Pod| pod.status.unwrap().phase.unwrap();
         assert_eq!(phase(reported(&state)), "Pending");

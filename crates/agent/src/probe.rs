@@ -1,4 +1,4 @@
-//! Running probes and HTTP hooks: exec through the pod's monitor binary,
+//! Running probes and HTTP hooks: exec through the runtime's ExecSync,
 //! tcpSocket and httpGet from a thread that has joined the pod's network
 //! namespace (the pod has no IP reachable from the host yet, so the target is
 //! the probe's `host` or the pod's loopback), as kubelet's prober does
@@ -10,7 +10,7 @@
 mod grpc;
 pub mod http;
 
-use crate::pods::PodState;
+use crate::pods::InSandbox;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Container, GRPCAction, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -62,7 +62,7 @@ impl Outcome {
 }
 
 /// Run `probe` against container `container` of the pod.
-pub fn run(state: &PodState, container: &Container, probe: &Probe) -> Outcome {
+pub fn run(pod: &InSandbox, container: &Container, probe: &Probe) -> Outcome {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     let outcome = |result: Result<()>| match result {
         Ok(()) => Outcome::Success,
@@ -71,7 +71,7 @@ pub fn run(state: &PodState, container: &Container, probe: &Probe) -> Outcome {
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
         outcome(
-            match crate::terminate::exec_in(state, &container.name, &command, timeout) {
+            match crate::terminate::exec_in(pod, &container.name, &command, timeout) {
                 Ok(done) if done.code == 0 => Ok(()),
                 // kubelet's "Liveness probe failed: <the command's output>".
                 Ok(done) => Err(anyhow::anyhow!("{}", done.failure(&command))),
@@ -79,20 +79,14 @@ pub fn run(state: &PodState, container: &Container, probe: &Probe) -> Outcome {
             },
         )
     } else if let Some(action) = &probe.http_get {
-        match http_get(
-            state,
-            &container.name,
-            action,
-            http::Purpose::Probe,
-            timeout,
-        ) {
+        match http_get(pod, &container.name, action, http::Purpose::Probe, timeout) {
             Ok(answer) => http::verdict(&answer),
             Err(e) => Outcome::Failure(crate::message(&e)),
         }
     } else if let Some(tcp) = &probe.tcp_socket {
         let host = tcp.host.clone();
         outcome(port(&tcp.port, container).and_then(|port| {
-            in_pod_network(state, move || {
+            in_pod_network(pod, move || {
                 let addr = address(host.as_deref(), port)?;
                 TcpStream::connect_timeout(&addr, timeout)
                     .with_context(|| format!("dial tcp {addr}"))?;
@@ -100,7 +94,7 @@ pub fn run(state: &PodState, container: &Container, probe: &Probe) -> Outcome {
             })
         }))
     } else if let Some(action) = &probe.grpc {
-        outcome(grpc_check(state, action, timeout))
+        outcome(grpc_check(pod, action, timeout))
     } else {
         outcome(Err(anyhow::anyhow!("the probe has no handler")))
     }
@@ -132,14 +126,14 @@ fn address(host: Option<&str>, port: u16) -> Result<SocketAddr> {
 /// A gRPC health check of the pod's loopback (kubelet's target is the pod's
 /// IP, which is where the pod's loopback answers from inside), dial and call
 /// within `timeout` together.
-fn grpc_check(state: &PodState, action: &GRPCAction, timeout: Duration) -> Result<()> {
+fn grpc_check(pod: &InSandbox, action: &GRPCAction, timeout: Duration) -> Result<()> {
     let port = u16::try_from(action.port).context("port out of range")?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let service = action.service.clone().unwrap_or_default();
     let deadline = Instant::now() + timeout;
     // The whole call on the namespace's thread: a new thread is in no
     // runtime's context, so it may build and block on one of its own.
-    in_pod_network(state, move || {
+    in_pod_network(pod, move || {
         let stream = grpc::connect(addr, timeout, deadline)?;
         grpc::check(stream, &service, timeout, deadline)
     })
@@ -148,13 +142,14 @@ fn grpc_check(state: &PodState, action: &GRPCAction, timeout: Duration) -> Resul
 /// GET the hook's or probe's URL in the pod's network, as kubelet does for
 /// `purpose`; the answer it ends with.
 pub fn http_get(
-    state: &PodState,
+    pod: &InSandbox,
     container: &str,
     action: &HTTPGetAction,
     purpose: http::Purpose,
     timeout: Duration,
 ) -> Result<http::Answer> {
-    let spec = state
+    let spec = pod
+        .state
         .record
         .manifest
         .spec
@@ -188,16 +183,18 @@ pub fn http_get(
         &headers,
         purpose,
     )?;
-    in_pod_network(state, move || Ok(http::get(&request, timeout)?))
+    in_pod_network(pod, move || Ok(http::get(&request, timeout)?))
 }
 
 /// Run `f` on a thread of its own that has joined the pod's network namespace
 /// (setns changes only the calling thread's), or the host's with hostNetwork.
 fn in_pod_network<T: Send + 'static>(
-    state: &PodState,
+    pod: &InSandbox,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let plan = state.plan.as_ref().context("the pod has no plan")?;
-    let ns = (!plan.host_network).then(|| plan.ns_path(podrun_runtime::sandbox::Namespace::Net));
+    let ns = pod.net_namespace();
+    if ns.is_none() && !pod.host_network() {
+        anyhow::bail!("sandbox {}: no network namespace", pod.sandbox.sandbox.id);
+    }
     podrun_net::in_network_namespace(ns.as_deref(), f)?
 }

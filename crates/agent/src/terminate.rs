@@ -6,29 +6,43 @@
 //! period; then its stop signal, and SIGKILL when the time is up
 //! (pkg/kubelet/kuberuntime/kuberuntime_container.go killContainer).
 
-use crate::pods::{self, PodState};
+use crate::pods::{InSandbox, PodState};
 use anyhow::Result;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
-use podrun_runtime::monitor;
+use podrun_runtime::api::{
+    ContainerFilter, ContainerState, RuntimeService, SandboxState, ServiceError,
+};
 use std::time::{Duration, Instant};
 
 /// Something to record as an event: (type, reason, message).
 pub type Events<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
 
 /// Stop every container of the pod of `state` in kubelet's order within
-/// `grace` (default: the pod's terminationGracePeriodSeconds), then tell its
-/// monitor to shut down. A pod whose monitor is gone is left to teardown.
+/// `grace` (default: the pod's terminationGracePeriodSeconds), through the
+/// runtime's StopContainer; the sandbox is then the caller's to stop. A pod
+/// whose sandbox is not ready (its monitor is gone) is left to its removal.
 pub fn terminate(
+    runtime: &dyn RuntimeService,
     state: &PodState,
     pod: &Pod,
     grace: Option<Duration>,
     events: Events,
 ) -> Result<()> {
-    match stop_in_order(state, pod, grace, events) {
-        // A monitor that stopped listening is shutting down already.
+    let sandbox = match runtime.pod_sandbox_status(&state.record.pod_id) {
+        Ok(s) if s.sandbox.state == SandboxState::Ready => s,
+        Ok(_) | Err(ServiceError::SandboxNotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let target = InSandbox {
+        state,
+        runtime,
+        sandbox: &sandbox,
+    };
+    match stop_in_order(&target, pod, grace, events) {
+        // A monitor that stopped listening is ending the sandbox already.
         Err(e)
-            if e.downcast_ref::<monitor::ControlError>()
-                .is_some_and(|c| matches!(c, monitor::ControlError::NotListening { .. })) =>
+            if e.downcast_ref::<ServiceError>()
+                .is_some_and(|c| matches!(c, ServiceError::NotRunning { .. })) =>
         {
             Ok(())
         }
@@ -37,16 +51,11 @@ pub fn terminate(
 }
 
 fn stop_in_order(
-    state: &PodState,
+    target: &InSandbox,
     pod: &Pod,
     grace: Option<Duration>,
     events: Events,
 ) -> Result<()> {
-    // The monitor's control socket is in the runtime's sandbox directory.
-    let run_dir = &state.sandbox_dir;
-    if !monitor::monitor_alive(run_dir) {
-        return Ok(());
-    }
     let spec = pod.spec.clone().unwrap_or_default();
     let grace = grace.unwrap_or_else(|| podrun_kubelet::grace::pod_grace_period(pod));
     let deadline = Instant::now() + grace;
@@ -57,7 +66,7 @@ fn stop_in_order(
         .chain(&spec.containers)
         .collect();
     for group in podrun_kubelet::termination_order(pod) {
-        let now_running = running(run_dir)?;
+        let now_running = running(target)?;
         let group: Vec<String> = group
             .into_iter()
             .filter(|n| now_running.contains(n))
@@ -75,7 +84,7 @@ fn stop_in_order(
                 {
                     s.spawn(move || {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        if let Err(e) = run_hook(state, name, hook, left) {
+                        if let Err(e) = run_hook(target, name, hook, left) {
                             events(
                                 "Warning",
                                 "FailedPreStopHook",
@@ -89,48 +98,41 @@ fn stop_in_order(
         for name in &group {
             events("Normal", "Killing", format!("Stopping container {name}"));
             let left = deadline.saturating_duration_since(Instant::now());
-            monitor::request(
-                run_dir,
-                &monitor::Request::Stop {
-                    name: name.clone(),
-                    signal: None,
-                    grace_period_ms: Some(podrun_kubelet::grace::millis(left)),
-                },
-                Duration::from_secs(10),
-            )?;
+            target
+                .runtime
+                .stop_container(&target.container_id(name), Some(left))?;
         }
-        // Until they are gone (SIGKILL comes at the deadline from the monitor).
+        // Until they are gone (SIGKILL comes at the deadline from the runtime).
         let until = deadline + Duration::from_secs(5);
         while Instant::now() < until {
-            let running = running(run_dir)?;
+            let running = running(target)?;
             if group.iter().all(|n| !running.contains(n)) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    monitor::request(
-        run_dir,
-        &monitor::Request::Shutdown,
-        Duration::from_secs(10),
-    )?;
     Ok(())
 }
 
-fn running(run_dir: &std::path::Path) -> Result<Vec<String>> {
-    match monitor::request(run_dir, &monitor::Request::State, Duration::from_secs(10))? {
-        monitor::Response::State { containers } => Ok(containers
-            .into_iter()
-            .filter(|c| c.running)
-            .map(|c| c.name)
-            .collect()),
-        other => anyhow::bail!("the monitor answered {other:?}"),
-    }
+/// The names of the sandbox's containers that run.
+fn running(target: &InSandbox) -> Result<Vec<String>> {
+    let filter = ContainerFilter {
+        sandbox_id: Some(target.sandbox.sandbox.id.clone()),
+        state: Some(ContainerState::Running),
+        ..Default::default()
+    };
+    Ok(target
+        .runtime
+        .list_containers(&filter)?
+        .into_iter()
+        .map(|c| c.name)
+        .collect())
 }
 
 /// Run a lifecycle hook of container `name` within `timeout`.
 pub fn run_hook(
-    state: &PodState,
+    pod: &InSandbox,
     name: &str,
     hook: &LifecycleHandler,
     timeout: Duration,
@@ -141,7 +143,7 @@ pub fn run_hook(
     }
     if let Some(exec) = &hook.exec {
         let command = exec.command.clone().unwrap_or_default();
-        let done = exec_in(state, name, &command, timeout)?;
+        let done = exec_in(pod, name, &command, timeout)?;
         if done.code != 0 {
             anyhow::bail!("{}", done.failure(&command));
         }
@@ -153,7 +155,7 @@ pub fn run_hook(
         // followed as for probes (pkg/kubelet/kubelet.go gives its client
         // the prober's RedirectChecker).
         use crate::probe::{http::Purpose, http_get};
-        return http_get(state, name, http, Purpose::Lifecycle, timeout).map(|_| ());
+        return http_get(pod, name, http, Purpose::Lifecycle, timeout).map(|_| ());
     }
     anyhow::bail!("a hook with no handler (exec, httpGet or sleep)")
 }
@@ -185,56 +187,31 @@ impl ExecOutput {
     }
 }
 
-/// Run `command` in container `name` (through `podrun-monitor exec`, which
-/// the embedded backend needs); its exit code and output, or an error after
-/// `timeout`.
+/// Run `command` in container `name` through the runtime's ExecSync; its
+/// exit code and output (stdout, then stderr, as kubelet's RunInContainer
+/// puts them together: pkg/kubelet/kuberuntime/kuberuntime_container.go),
+/// or an error after `timeout`.
 pub fn exec_in(
-    state: &PodState,
+    pod: &InSandbox,
     name: &str,
     command: &[String],
     timeout: Duration,
 ) -> Result<ExecOutput> {
-    // One pipe for both streams, as kubelet's CombinedOutput; read on a
-    // thread of its own so that a chatty command never blocks on a full pipe.
-    let (reader, writer) = std::io::pipe()?;
-    let mut child = std::process::Command::new(crate::create::sibling("podrun-monitor")?)
-        .arg("exec")
-        .arg("--plan")
-        .arg(state.sandbox_dir.join("plan.json"))
-        .arg("--id")
-        .arg(pods::container_id(&state.record.pod_id, name))
-        .arg("--")
-        .args(command)
-        .stdin(std::process::Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .spawn()?;
-    let collect = std::thread::spawn(move || {
-        use std::io::Read;
-        let mut kept = Vec::new();
-        let mut reader = reader;
-        let _ = (&mut reader)
-            .take(MAX_EXEC_OUTPUT as u64)
-            .read_to_end(&mut kept);
-        // The rest is read and dropped: the command must not block on it.
-        let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        String::from_utf8_lossy(&kept).into_owned()
-    });
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let output = collect.join().unwrap_or_default();
-            return Ok(ExecOutput {
-                code: status.code().unwrap_or(128 + 9),
-                output,
-            });
+    let id = pod.container_id(name);
+    match pod.runtime.exec_sync(&id, command, timeout) {
+        Ok(done) => {
+            let mut kept = done.stdout;
+            kept.extend_from_slice(&done.stderr);
+            kept.truncate(MAX_EXEC_OUTPUT);
+            Ok(ExecOutput {
+                code: done.exit_code,
+                output: String::from_utf8_lossy(&kept).into_owned(),
+            })
         }
-        if started.elapsed() >= timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("command {command:?} timed out after {timeout:?}");
+        Err(ServiceError::ExecTimeout { .. }) => {
+            anyhow::bail!("command {command:?} timed out after {timeout:?}")
         }
-        std::thread::sleep(Duration::from_millis(5));
+        Err(e) => Err(e.into()),
     }
 }
 

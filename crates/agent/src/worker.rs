@@ -3,14 +3,14 @@
 //! an agent killed anywhere leaves a state the next agent finishes:
 //!
 //! - `creating`: whatever exists of the pod's ID is removed (a half-made
-//!   earlier attempt), then its sandbox is made again: registered, its cgroup
-//!   and files made, handed to its monitor, then `running` is committed. A
+//!   earlier attempt), then its sandbox is made again: registered, its files
+//!   made, the runtime's RunPodSandbox, then `running` is committed. A
 //!   failure removes what the attempt made and retries with back-off.
 //!   Containers are not made here: the syncs of a running pod pull each
 //!   container's image and make the container just before each start, as
 //!   kubelet's startContainer does, so one bad image holds only its container.
-//! - `running`: its monitor's records are read every sync interval. A monitor
-//!   that ended after every container did makes the pod `finished`; one that
+//! - `running`: the runtime's statuses of its containers are read every sync
+//!   interval. A sandbox//!   that ended after every container did makes the pod `finished`; one that
 //!   is gone otherwise (killed, the node restarted) means a lost sandbox: the
 //!   rest is removed and the pod made again under a new ID, as kubelet does.
 //! - `replacing`: the old sandbox is stopped and removed, then `creating`.
@@ -23,7 +23,8 @@ use crate::pods::{self, PodRecord, PodState};
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use podrun_kubelet::probe::ContainerProbes;
-use podrun_runtime::monitor;
+use podrun_runtime::api::{ContainerFilter, PodSandboxStatus, SandboxState};
+use podrun_runtime::monitor::ContainerPlan;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +36,6 @@ mod probing;
 mod record;
 use execute::Unmade;
 use observe::parse_time;
-use podrun_runtime::service::{MonitorSandbox, SandboxRuntime};
 
 /// What one sync did.
 struct Step {
@@ -319,8 +319,6 @@ fn state_of(agent: &Agent, row: &PodRow) -> Result<PodState> {
             agent: true,
         },
         run_dir: agent.settings.run_root.join("pods").join(&row.pod_id),
-        sandbox_dir: pods::sandbox_dir(&agent.settings.run_root, &row.pod_id),
-        plan: None,
     })
 }
 
@@ -353,10 +351,11 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let (ns, name) = (row.namespace.clone(), row.name.clone());
     // A thread of its own, not the blocking pool: stopping waits out grace periods.
     on_thread(move || -> Result<()> {
-        let had = state.monitor_alive();
+        let had = ready(runtime.as_ref(), &state.record.pod_id).is_some();
         let pod = state.record.manifest.clone();
         let events = |t: &str, r: &str, m: String| agent2.event(&ns, &name, t, r, &m);
-        if let Err(e) = super::terminate::terminate(&state, &pod, grace, &events) {
+        if let Err(e) = super::terminate::terminate(runtime.as_ref(), &state, &pod, grace, &events)
+        {
             tracing::warn!("pod/{name}: graceful stop: {e:#}");
         }
         pods::stop_within(runtime.as_ref(), &state, grace)?;
@@ -373,7 +372,12 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
 /// crate, carry the actions out, store what was seen and report its status.
 async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
     let state = pods::load(&agent.settings.run_root, &row.pod_id);
-    let alive = state.as_ref().is_some_and(|s| s.monitor_alive());
+    let sandbox = {
+        let runtime = agent.runtime.clone();
+        let id = row.pod_id.clone();
+        tokio::task::spawn_blocking(move || ready(runtime.as_ref(), &id)).await?
+    };
+    let alive = state.is_some() && sandbox.is_some();
     if !alive && agent.run_mode {
         // `podrun run`: deleted from elsewhere, or its monitor died: it ends.
         agent
@@ -388,11 +392,12 @@ async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
     let Some(state) = state else {
         return recreate(agent, row, "its state is gone (the node restarted?)").await;
     };
-    if !alive {
-        return recreate(agent, row, "its monitor is gone").await;
-    }
+    let Some(sandbox) = sandbox else {
+        return recreate(agent, row, "its sandbox is not ready (its monitor is gone)").await;
+    };
     let (agent2, row2) = (agent.clone(), row.clone());
-    let round = tokio::task::spawn_blocking(move || drive(&agent2, &row2, &state)).await??;
+    let round =
+        tokio::task::spawn_blocking(move || drive(&agent2, &row2, &state, &sandbox)).await??;
     if round.finished {
         agent
             .db()
@@ -477,18 +482,26 @@ fn image_id(images: &podrun_image::Images, image: &str) -> Option<String> {
     Some(format!("{repo}@{digest}"))
 }
 
-/// One sync of a running pod (blocking: it speaks to the monitor's socket).
+/// The sandbox of pod ID `id` if the runtime has it ready.
+fn ready(runtime: &dyn podrun_runtime::RuntimeService, id: &str) -> Option<PodSandboxStatus> {
+    runtime
+        .pod_sandbox_status(id)
+        .ok()
+        .filter(|s| s.sandbox.state == SandboxState::Ready)
+}
+
+/// One sync of a running pod (blocking: it asks the runtime).
 /// kubelet's SyncPod: observe, `compute_pod_actions`, kill, start, record.
-fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
+fn drive(
+    agent: &Agent,
+    row: &PodRow,
+    state: &PodState,
+    sandbox: &PodSandboxStatus,
+) -> Result<Round> {
     let (ns, name) = (row.namespace.as_str(), row.name.as_str());
     let pod: Pod = serde_json::from_str(&row.manifest)?;
     let config = kubelet_config();
     let now = chrono::Utc::now();
-    let prepared = state
-        .plan
-        .as_ref()
-        .map(|p| p.containers.clone())
-        .unwrap_or_default();
     let mut observed = podrun_kubelet::PodObservation {
         sandbox: podrun_kubelet::SandboxState::Ready,
         start_time: row.started.as_deref().and_then(parse_time),
@@ -514,20 +527,29 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
             m.probe_state.unwrap_or_else(|| ContainerProbes::new(c)),
         );
     }
-    // What the monitor holds now: an exit while the agent was down is here too.
-    let rt = MonitorSandbox::new(&state.sandbox_dir, Duration::from_secs(30));
+    // What the runtime holds now: an exit while the agent was down is here too.
+    let rt = agent.runtime.as_ref();
+    let in_sandbox = pods::InSandbox {
+        state,
+        runtime: rt,
+        sandbox,
+    };
+    let filter = ContainerFilter {
+        sandbox_id: Some(sandbox.sandbox.id.clone()),
+        ..Default::default()
+    };
     let containers = rt
-        .list_containers()
-        .with_context(|| format!("pod/{name}: its monitor did not report its containers"))?;
-    observe::merge(&mut observed, &mut probes, &containers, now, |cs, exit| {
+        .list_containers(&filter)
+        .with_context(|| format!("pod/{name}: the runtime did not list its containers"))?;
+    observe::merge(&mut observed, &mut probes, &containers, now, |cs| {
         pods::termination_message(&state.record.data_dir, &cs.name).or_else(|| {
             // A failed container of FallbackToLogsOnError that left no
             // message: its log's last lines.
             let spec = specs.iter().find(|s| s.name == cs.name)?;
             let fallback =
                 spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
-            (fallback && exit.exit_code != 0).then_some(())?;
-            pods::log_tail_message(&state.log_path(&cs.name), parse_time(&exit.started_at))
+            (fallback && cs.exit_code != 0).then_some(())?;
+            pods::log_tail_message(&state.log_path(&cs.name), parse_time(&cs.started_at))
         })
     });
     // The volume manager's part of a sync: a changed ConfigMap or Secret (or
@@ -556,7 +578,7 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         &mut probes,
         now,
         &take_over,
-        &mut |spec, probe| super::probe::run(state, spec, probe),
+        &mut |spec, probe| super::probe::run(&in_sandbox, spec, probe),
         &|reason, message| agent.event(ns, name, "Warning", reason, message),
     );
     let actions = podrun_kubelet::compute_pod_actions(&pod, &observed, now, &config);
@@ -565,18 +587,19 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
         row,
         state,
         pod: &pod,
-        prepared,
+        in_sandbox,
         sources,
     };
     let round = execute::Round {
         pod: &pod,
+        sandbox: &sandbox.sandbox.id,
         reported: &containers,
         actions: &actions,
         now,
         config: &config,
     };
     let execute::Executed { failures, finished } =
-        execute::execute(&round, &mut observed, &mut probes, &rt, &mut node)
+        execute::execute(&round, &mut observed, &mut probes, rt, &mut node)
             .with_context(|| format!("pod/{name}"))?;
     // Record: what changed, then the status, committed before anyone sees it.
     let outcome = record::Outcome {
@@ -616,11 +639,12 @@ fn drive(agent: &Agent, row: &PodRow, state: &PodState) -> Result<Round> {
 fn make_container(
     agent: &Agent,
     state: &PodState,
+    sandbox: &PodSandboxStatus,
     pod: &Pod,
     spec: &k8s_openapi::api::core::v1::Container,
     sources: &mut Option<crate::env::Sources>,
     events: crate::create::EventSink<'_>,
-) -> Result<monitor::ContainerPlan, Unmade> {
+) -> Result<ContainerPlan, Unmade> {
     crate::create::ensure_image(&agent.settings, &agent.images, spec, events)
         .map_err(Unmade::Pull)?;
     // The driver names the container itself.
@@ -642,13 +666,9 @@ fn make_container(
         .map_err(|e| Unmade::Mount(crate::volumes::failed_mount_message(&e)))?;
     let env =
         crate::create::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
-    let plan = state
-        .plan
-        .as_ref()
-        .ok_or_else(|| Unmade::Create("the pod has no plan".into()))?;
     let host =
         podrun_oci::Host::detect().map_err(|e| Unmade::Create(format!("read host facts: {e}")))?;
-    crate::create::prepare_container(&agent.images, pod, spec, plan, state, &host, env)
+    crate::create::prepare_container(&agent.images, pod, spec, sandbox, state, &host, env)
         .map_err(|e| Unmade::Create(cause(e)))
 }
 
@@ -806,8 +826,8 @@ struct AgentNode<'a> {
     row: &'a PodRow,
     state: &'a PodState,
     pod: &'a Pod,
-    /// Every container made so far (prepared.json: the bundles a later agent may find).
-    prepared: Vec<monitor::ContainerPlan>,
+    /// Its sandbox, where its containers are made.
+    in_sandbox: pods::InSandbox<'a>,
     /// The namespace's ConfigMaps and Secrets, read once per sync.
     sources: Option<crate::env::Sources>,
 }
@@ -821,24 +841,18 @@ impl execute::Node for AgentNode<'_> {
     fn make_container(
         &mut self,
         spec: &k8s_openapi::api::core::v1::Container,
-    ) -> Result<monitor::ContainerPlan, Unmade> {
+    ) -> Result<ContainerPlan, Unmade> {
         let (agent, row) = (self.agent, self.row);
         let events = |t: &str, r: &str, m: String| agent.event(&row.namespace, &row.name, t, r, &m);
-        let plan = make_container(
+        make_container(
             agent,
             self.state,
+            self.in_sandbox.sandbox,
             self.pod,
             spec,
             &mut self.sources,
             &events,
-        )?;
-        match self.prepared.iter_mut().find(|c| c.name == plan.name) {
-            Some(p) => *p = plan.clone(),
-            None => self.prepared.push(plan.clone()),
-        }
-        pods::write_prepared(&self.state.run_dir, &self.prepared)
-            .map_err(|e| Unmade::Create(format!("record its bundle: {e:#}")))?;
-        Ok(plan)
+        )
     }
 
     fn image_id(&self, image: &str) -> Option<String> {
@@ -850,7 +864,7 @@ impl execute::Node for AgentNode<'_> {
         name: &str,
         hook: &k8s_openapi::api::core::v1::LifecycleHandler,
     ) -> Result<()> {
-        super::terminate::run_hook(self.state, name, hook, Duration::from_secs(120))
+        super::terminate::run_hook(&self.in_sandbox, name, hook, Duration::from_secs(120))
     }
 
     fn random_fraction(&self) -> f64 {

@@ -8,6 +8,7 @@ use crate::Cli;
 use anyhow::{bail, Context, Result};
 use podrun_agent::api::{self, PodSummary, Request, Response};
 use podrun_agent::pods::{self, PodState};
+use podrun_runtime::api::ContainerState;
 use std::io::Write;
 use std::time::Duration;
 
@@ -289,13 +290,13 @@ pub async fn logs(cli: &Cli, args: &LogsArgs) -> Result<()> {
     if !args.follow {
         return Ok(());
     }
-    // Until the container's exit is recorded or its monitor is gone.
+    // Until the runtime no longer has the container running.
+    let runtime = podrun_agent::runtime(&cli.settings())?;
+    let id = pods::container_id(&state.record.pod_id, &container);
     loop {
-        let done = !state.monitor_alive()
-            || state
-                .plan
-                .as_ref()
-                .is_none_or(|p| p.exit_path(&container).exists());
+        let done = runtime
+            .container_status(&id)
+            .map_or(true, |c| c.state != ContainerState::Running);
         tail.pump(|l| print(l, &mut out));
         out.flush()?;
         if done {
@@ -309,32 +310,17 @@ pub fn exec(cli: &Cli, args: &ExecArgs) -> Result<i32> {
     let name = pod_name(&args.pod)?;
     let state = pods::find(&cli.run_root, &args.ns.namespace, name)?;
     let container = pick_container(&state, args.container.as_deref())?;
-    // Running: started, and no exit recorded of that start (init containers
-    // and restarted ones included).
-    let running = state.monitor_alive()
-        && state.plan.as_ref().is_some_and(|plan| {
-            let starts = podrun_runtime::monitor::read_starts(plan);
-            let exits = podrun_runtime::monitor::read_exits(plan);
-            starts.get(&container).is_some_and(|s| {
-                exits
-                    .get(&container)
-                    .is_none_or(|e| e.started_at != s.started_at)
-            })
-        });
+    let runtime = podrun_agent::runtime(&cli.settings())?;
+    let id = pods::container_id(&state.record.pod_id, &container);
+    let running = runtime
+        .container_status(&id)
+        .is_ok_and(|c| c.state == ContainerState::Running);
     if !running {
         bail!("pod/{name}: container {container}: cannot exec in a container that is not running");
     }
-    let plan_file = state.sandbox_dir.join("plan.json");
-    let mut cmd = std::process::Command::new(podrun_agent::create::sibling("podrun-monitor")?);
-    cmd.arg("exec")
-        .arg("--plan")
-        .arg(&plan_file)
-        .arg("--id")
-        .arg(pods::container_id(&state.record.pod_id, &container));
-    if args.tty {
-        cmd.arg("--tty");
-    }
-    cmd.arg("--").args(&args.command);
+    let mut cmd = runtime
+        .exec(&id, &args.command, args.tty)
+        .with_context(|| format!("pod/{name}: container {container}: exec"))?;
     if !args.stdin {
         cmd.stdin(std::process::Stdio::null());
     }

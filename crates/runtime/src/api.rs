@@ -277,6 +277,16 @@ pub trait RuntimeService: Send + Sync {
         &self,
         filter: &ContainerFilter,
     ) -> Result<Vec<ContainerStatus>, ServiceError>;
+    /// CRI's Exec, for a caller on this machine: the command that runs
+    /// `cmd` in a running container with the caller's stdin, stdout and
+    /// stderr (a terminal of its own with `tty`), for the caller to run and
+    /// wait for. (The CRI server serves it through its streaming server.)
+    fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<std::process::Command, ServiceError>;
     /// Run `cmd` in a running container and wait for it, at most `timeout`.
     fn exec_sync(
         &self,

@@ -2,7 +2,7 @@
 //! interface ([`RuntimeService`], [`ImageService`]: RunPodSandbox,
 //! StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox,
 //! CreateContainer, StartContainer, StopContainer, RemoveContainer,
-//! ContainerStatus, ListContainers, ExecSync, PullImage, ImageStatus,
+//! ContainerStatus, ListContainers, Exec, ExecSync, PullImage, ImageStatus,
 //! RemoveImage, ListImages) with plain Rust types ([`api`], and the CRI
 //! configs of `podrun-oci` re-exported here) and typed errors. Its clients
 //! are the pod manager and the CRI server; neither hands it a Pod, only the
@@ -14,10 +14,7 @@
 //! - [`images`]: [`NodeImages`], the ImageService over `podrun-image`;
 //! - [`monitor`]: the per-pod monitor (a process of its own) and its control
 //!   socket; [`sandbox`]: the pause process and its namespace pins;
-//!   [`cgroups`]: the pod cgroup;
-//! - [`service`]: the older per-sandbox interface the pod manager's worker
-//!   still calls ([`service::SandboxRuntime`]), until it moves to
-//!   [`RuntimeService`].
+//!   [`cgroups`]: the pod cgroup.
 //!
 //! Not the runtime's: volumes and the pod's /etc/hosts (the pod manager's,
 //! as kubelet's volume manager prepares host paths and containerd only
@@ -29,7 +26,6 @@ pub mod images;
 pub mod monitor;
 pub mod node;
 pub mod sandbox;
-pub mod service;
 pub mod state;
 
 pub use api::{ImageService, RuntimeService};

@@ -743,6 +743,29 @@ impl RuntimeService for NodeRuntime {
         Ok(found)
     }
 
+    fn exec(&self, id: &str, cmd: &[String], tty: bool) -> Result<Command, ServiceError> {
+        let (_, dir) = self.container(id)?;
+        let what = format!("container {id}");
+        if cmd.is_empty() {
+            return Err(failed("Exec", &what, "no command"));
+        }
+        if self.container_status(id)?.state != ContainerState::Running {
+            return Err(ServiceError::NotRunning { call: "Exec", what });
+        }
+        let mut command = Command::new(&self.config.monitor);
+        command
+            .arg("exec")
+            .arg("--plan")
+            .arg(dir.join("plan.json"))
+            .arg("--id")
+            .arg(id);
+        if tty {
+            command.arg("--tty");
+        }
+        command.arg("--").args(cmd);
+        Ok(command)
+    }
+
     fn exec_sync(
         &self,
         id: &str,

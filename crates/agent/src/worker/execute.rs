@@ -1,5 +1,6 @@
 //! SyncPod's execute step: carry out what `compute_pod_actions` decided,
-//! through the runtime ([`SandboxRuntime`]) and the pod manager's own parts
+//! through the runtime ([`RuntimeService`], by container ID, in the pod's
+//! sandbox) and the pod manager's own parts
 //! ([`Node`]: making a container, events, hooks), and record in the
 //! observation what each call did. kubelet's SyncPod steps 2–7 (kill the pod,
 //! kill containers, start init containers, start containers), and the events
@@ -14,8 +15,8 @@ use podrun_kubelet::actions::KillReason;
 use podrun_kubelet::observe::Termination;
 use podrun_kubelet::probe::ContainerProbes;
 use podrun_kubelet::{Config, PodActions, PodObservation};
-use podrun_runtime::monitor::{ContainerPlan, ContainerState};
-use podrun_runtime::service::{RuntimeError, SandboxRuntime, StartResult};
+use podrun_runtime::api::{ContainerState, ContainerStatus, RuntimeService, ServiceError, Started};
+use podrun_runtime::monitor::ContainerPlan;
 use std::collections::HashMap;
 
 use super::observe::{parse_time, runtime_id};
@@ -74,8 +75,10 @@ pub struct Executed {
 pub struct Round<'a> {
     /// The pod.
     pub pod: &'a Pod,
-    /// What the runtime reported at the start of the sync.
-    pub reported: &'a [ContainerState],
+    /// The pod's sandbox.
+    pub sandbox: &'a str,
+    /// What the runtime reported of its containers at the start of the sync.
+    pub reported: &'a [ContainerStatus],
     /// The decision.
     pub actions: &'a PodActions,
     /// The sync's time.
@@ -89,11 +92,12 @@ pub fn execute(
     round: &Round,
     observed: &mut PodObservation,
     probes: &mut HashMap<String, ContainerProbes>,
-    rt: &dyn SandboxRuntime,
+    rt: &dyn RuntimeService,
     node: &mut dyn Node,
-) -> Result<Executed, RuntimeError> {
+) -> Result<Executed, ServiceError> {
     let Round {
         pod,
+        sandbox,
         reported,
         actions,
         now,
@@ -107,11 +111,11 @@ pub fn execute(
         // (sidecars last), then end the sandbox.
         let running: Vec<&str> = reported
             .iter()
-            .filter(|c| c.running)
+            .filter(|c| c.state == ContainerState::Running)
             .map(|c| c.name.as_str())
             .collect();
         if running.is_empty() {
-            rt.stop_pod_sandbox()?;
+            rt.stop_pod_sandbox(sandbox, None)?;
             done.finished = true;
         } else if let Some(group) = podrun_kubelet::termination_order(pod)
             .into_iter()
@@ -133,7 +137,9 @@ pub fn execute(
                     "Killing",
                     &format!("Stopping container {n}: {}", kill.message),
                 );
-                rt.stop_container(&n, None)?;
+                if let Some(id) = id_of(reported, &n) {
+                    rt.stop_container(id, None)?;
+                }
                 o.stopping_since = Some(now);
             }
         }
@@ -162,7 +168,9 @@ pub fn execute(
         let grace = probe
             .and_then(|p| p.termination_grace_period_seconds)
             .map(podrun_kubelet::grace::grace_period);
-        rt.stop_container(&k.name, grace)?;
+        if let Some(id) = id_of(reported, &k.name) {
+            rt.stop_container(id, grace)?;
+        }
         observed
             .containers
             .entry(k.name.clone())
@@ -177,8 +185,8 @@ pub fn execute(
         // kubelet's startContainer: the image, then a new container (a restart
         // too gets a fresh writable layer: the image's files, not what the
         // last run wrote), then the start.
-        if reported.iter().any(|c| &c.name == n) {
-            rt.remove_container(n)?;
+        if let Some(id) = id_of(reported, n) {
+            rt.remove_container(id)?;
         }
         let plan = match node.make_container(spec) {
             Ok(plan) => plan,
@@ -211,10 +219,11 @@ pub fn execute(
         };
         o.pulled();
         o.starting(now, &config.back_off);
-        match rt.start_container(&plan)? {
-            StartResult::Started { started_at } => {
+        let id = rt.create_container(sandbox, &plan)?;
+        match rt.start_container(&id)? {
+            Started::Running { started_at } => {
                 let started_at = parse_time(&started_at).unwrap_or(now);
-                o.started(started_at, Some(runtime_id(&plan.id)));
+                o.started(started_at, Some(runtime_id(&id)));
                 o.spec_hash = Some(podrun_kubelet::observe::container_hash(spec));
                 o.image_id = node.image_id(spec.image.as_deref().unwrap_or(""));
                 if let Some(p) = probes.get_mut(n) {
@@ -235,11 +244,11 @@ pub fn execute(
                                 crate::message(&e)
                             ),
                         );
-                        rt.stop_container(n, None)?;
+                        rt.stop_container(&id, None)?;
                     }
                 }
             }
-            StartResult::Failed { message } => {
+            Started::Failed { message } => {
                 o.exited(Termination {
                     exit_code: 128,
                     signal: None,
@@ -278,6 +287,14 @@ pub fn execute(
         }
     }
     Ok(done)
+}
+
+/// The runtime's ID of the pod's container `name`, if it reported one.
+fn id_of<'a>(reported: &'a [ContainerStatus], name: &str) -> Option<&'a str> {
+    reported
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.id.as_str())
 }
 
 /// Container `name` of the pod (init or main).

@@ -1,5 +1,6 @@
-//! SyncPod's first step, kubelet's PLEG relist: what the pod's monitor reports
-//! now, merged into what the agent remembers of each container. A pure
+//! SyncPod's first step, kubelet's PLEG relist: what the runtime reports of
+//! the sandbox's containers now (ListContainers), merged into what the agent
+//! remembers of each container. A pure
 //! function of its inputs (the termination message, which needs files, comes
 //! in as a closure), so each rule is tested here without processes or root.
 
@@ -7,56 +8,66 @@ use chrono::{DateTime, Utc};
 use podrun_kubelet::observe::{ContainerState, Termination};
 use podrun_kubelet::probe::ContainerProbes;
 use podrun_kubelet::PodObservation;
-use podrun_runtime::monitor::{ContainerState as Reported, ExitRecord};
+use podrun_runtime::api::{ContainerState as State, ContainerStatus as Reported};
 use std::collections::HashMap;
 
-/// Merge `reported` (the monitor's `State`) into `observed` and the probes'
+/// Merge `reported` (the runtime's statuses of the sandbox's containers) into `observed` and the probes'
 /// state at `now`:
 /// - a running instance not yet known starts its probes afresh;
 /// - the exit of the current instance ends it, with `message_of`'s
-///   termination message when the record has none; an exit already known,
-///   or of an earlier instance, changes nothing;
-/// - a `StartError` record is left to the start that got it (the driver
+///   termination message when the runtime has none; an exit already known,
+///   or of an instance older than the one seen running, changes nothing;
+/// - a `StartError` exit is left to the start that got it (the driver
 ///   records it from the start's answer);
+/// - a container created and not started, or whose state the runtime lost
+///   (its monitor died: the sandbox is then made again), changes nothing;
 /// - containers the pod does not have are ignored.
 pub fn merge(
     observed: &mut PodObservation,
     probes: &mut HashMap<String, ContainerProbes>,
     reported: &[Reported],
     now: DateTime<Utc>,
-    message_of: impl Fn(&Reported, &ExitRecord) -> Option<String>,
+    message_of: impl Fn(&Reported) -> Option<String>,
 ) {
     for cs in reported {
         let Some(o) = observed.containers.get_mut(&cs.name) else {
             continue;
         };
         let started_at = parse_time(&cs.started_at);
-        if cs.running {
-            let known = matches!(o.state, ContainerState::Running { started_at: s } if Some(s) == started_at);
-            if !known {
-                o.started(started_at.unwrap_or(now), Some(runtime_id(&cs.id)));
-                if let Some(p) = probes.get_mut(&cs.name) {
-                    p.container_started(started_at.unwrap_or(now));
+        match cs.state {
+            State::Running => {
+                let known = matches!(o.state, ContainerState::Running { started_at: s } if Some(s) == started_at);
+                if !known {
+                    o.started(started_at.unwrap_or(now), Some(runtime_id(&cs.id)));
+                    if let Some(p) = probes.get_mut(&cs.name) {
+                        p.container_started(started_at.unwrap_or(now));
+                    }
                 }
             }
-        } else if let Some(exit) = &cs.exit {
-            let finished_at = parse_time(&exit.finished_at).unwrap_or(now);
-            let known =
-                matches!(&o.state, ContainerState::Exited(t) if t.finished_at == finished_at);
-            let current = exit.started_at.is_empty() || parse_time(&exit.started_at) == started_at;
-            if !known && current && exit.reason != "StartError" {
-                if let Some(p) = probes.get_mut(&cs.name) {
-                    p.container_stopped();
+            State::Exited => {
+                let finished_at = parse_time(&cs.finished_at).unwrap_or(now);
+                let known =
+                    matches!(&o.state, ContainerState::Exited(t) if t.finished_at == finished_at);
+                // The end of an instance older than the one seen running.
+                let stale = matches!(o.state, ContainerState::Running { started_at: s } if started_at.is_some_and(|t| t < s));
+                if !known && !stale && cs.reason != "StartError" {
+                    if let Some(p) = probes.get_mut(&cs.name) {
+                        p.container_stopped();
+                    }
+                    o.exited(Termination {
+                        exit_code: cs.exit_code,
+                        // As kubelet: CRI reports no signal (the code says it).
+                        signal: None,
+                        reason: cs.reason.clone(),
+                        message: Some(cs.message.clone())
+                            .filter(|m| !m.is_empty())
+                            .or_else(|| message_of(cs)),
+                        started_at,
+                        finished_at,
+                    });
                 }
-                o.exited(Termination {
-                    exit_code: exit.exit_code,
-                    signal: exit.signal,
-                    reason: exit.reason.clone(),
-                    message: exit.message.clone().or_else(|| message_of(cs, exit)),
-                    started_at: parse_time(&exit.started_at),
-                    finished_at,
-                });
             }
+            State::Created | State::Unknown => {}
         }
     }
 }
@@ -88,30 +99,29 @@ mod tests {
 
     fn running(name: &str, started: i64) -> Reported {
         Reported {
-            name: name.into(),
             id: format!("pod-{name}"),
-            pid: 42,
-            running: true,
-            restarts: 0,
+            sandbox_id: "pod".into(),
+            name: name.into(),
+            state: State::Running,
+            created_at: rfc(started),
             started_at: rfc(started),
-            exit: None,
+            finished_at: String::new(),
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: Some(42),
+            restarts: 0,
+            log_path: "/nonexistent".into(),
         }
     }
 
     fn exited(name: &str, started: i64, finished: i64, code: i32, reason: &str) -> Reported {
         Reported {
-            running: false,
-            exit: Some(ExitRecord {
-                name: name.into(),
-                id: format!("pod-{name}"),
-                exit_code: code,
-                signal: None,
-                started_at: rfc(started),
-                finished_at: rfc(finished),
-                oom_killed: false,
-                reason: reason.into(),
-                message: None,
-            }),
+            state: State::Exited,
+            finished_at: rfc(finished),
+            exit_code: code,
+            reason: reason.into(),
+            pid: None,
             ..running(name, started)
         }
     }
@@ -127,7 +137,7 @@ mod tests {
         (o, p)
     }
 
-    fn no_message(_: &Reported, _: &ExitRecord) -> Option<String> {
+    fn no_message(_: &Reported) -> Option<String> {
         None
     }
 
@@ -148,7 +158,7 @@ mod tests {
     fn the_exit_of_the_current_instance_ends_it_with_its_message() {
         let (mut o, mut p) = pod_with(&["app"]);
         merge(&mut o, &mut p, &[running("app", 5)], t(6), no_message);
-        let said = |_: &Reported, e: &ExitRecord| Some(format!("bye {}", e.exit_code));
+        let said = |e: &Reported| Some(format!("bye {}", e.exit_code));
         merge(
             &mut o,
             &mut p,
@@ -172,8 +182,7 @@ mod tests {
         merge(&mut o, &mut p, &[running("app", 20)], t(21), no_message);
         let before = o.clone();
         // The exit of the instance before the running one (started at 5).
-        let mut old = exited("app", 5, 9, 1, "Error");
-        old.started_at = rfc(20);
+        let old = exited("app", 5, 9, 1, "Error");
         merge(&mut o, &mut p, &[old], t(22), no_message);
         // A start error is the start's to record; a stranger is ignored.
         merge(

@@ -3,47 +3,108 @@
 use super::*;
 use podrun_kubelet::observe::ContainerState as Observed;
 use podrun_kubelet::ContainerObservation;
-use podrun_runtime::monitor::ExitRecord;
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A runtime that records each call and answers as told.
+/// A runtime that records each call (by container name: the IDs here are
+/// `p-<name>`) and answers as told.
 #[derive(Default)]
 struct FakeRuntime {
-    calls: RefCell<Vec<String>>,
+    calls: std::sync::Mutex<Vec<String>>,
     /// Containers whose start fails, with the runtime's message.
     fail_start: HashMap<String, String>,
 }
 
-impl SandboxRuntime for FakeRuntime {
-    fn list_containers(&self) -> Result<Vec<ContainerState>, RuntimeError> {
-        self.calls.borrow_mut().push("list".into());
-        Ok(Vec::new())
+fn name_of(id: &str) -> &str {
+    id.strip_prefix("p-").unwrap_or(id)
+}
+
+/// What the execute step never asks.
+fn unused(call: &'static str) -> ServiceError {
+    ServiceError::Failed {
+        call,
+        what: "fake runtime".into(),
+        cause: "not used by the execute step".into(),
     }
-    fn start_container(&self, c: &ContainerPlan) -> Result<StartResult, RuntimeError> {
-        self.calls.borrow_mut().push(format!("start {}", c.name));
-        Ok(match self.fail_start.get(&c.name) {
-            Some(m) => StartResult::Failed { message: m.clone() },
-            None => StartResult::Started {
+}
+
+impl RuntimeService for FakeRuntime {
+    fn run_pod_sandbox(
+        &self,
+        _: &podrun_runtime::PodSandboxConfig,
+        _: &str,
+    ) -> Result<String, ServiceError> {
+        Err(unused("RunPodSandbox"))
+    }
+    fn stop_pod_sandbox(&self, id: &str, _: Option<Duration>) -> Result<(), ServiceError> {
+        assert_eq!(id, "sb", "the pod's own sandbox");
+        self.calls.lock().unwrap().push("stop sandbox".into());
+        Ok(())
+    }
+    fn remove_pod_sandbox(&self, _: &str) -> Result<(), ServiceError> {
+        Err(unused("RemovePodSandbox"))
+    }
+    fn pod_sandbox_status(
+        &self,
+        _: &str,
+    ) -> Result<podrun_runtime::api::PodSandboxStatus, ServiceError> {
+        Err(unused("PodSandboxStatus"))
+    }
+    fn list_pod_sandbox(
+        &self,
+        _: &podrun_runtime::api::PodSandboxFilter,
+    ) -> Result<Vec<podrun_runtime::api::PodSandbox>, ServiceError> {
+        Err(unused("ListPodSandbox"))
+    }
+    fn create_container(&self, sandbox: &str, c: &ContainerPlan) -> Result<String, ServiceError> {
+        assert_eq!(sandbox, "sb", "in the pod's own sandbox");
+        Ok(c.id.clone())
+    }
+    fn start_container(&self, id: &str) -> Result<Started, ServiceError> {
+        let name = name_of(id);
+        self.calls.lock().unwrap().push(format!("start {name}"));
+        Ok(match self.fail_start.get(name) {
+            Some(m) => Started::Failed { message: m.clone() },
+            None => Started::Running {
                 started_at: t(100).to_rfc3339(),
             },
         })
     }
-    fn stop_container(&self, name: &str, grace: Option<Duration>) -> Result<(), RuntimeError> {
+    fn stop_container(&self, id: &str, grace: Option<Duration>) -> Result<(), ServiceError> {
         let grace = grace.map_or("own".to_string(), |g| format!("{}s", g.as_secs()));
         self.calls
-            .borrow_mut()
-            .push(format!("stop {name} grace={grace}"));
+            .lock()
+            .unwrap()
+            .push(format!("stop {} grace={grace}", name_of(id)));
         Ok(())
     }
-    fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
-        self.calls.borrow_mut().push(format!("remove {name}"));
+    fn remove_container(&self, id: &str) -> Result<(), ServiceError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("remove {}", name_of(id)));
         Ok(())
     }
-    fn stop_pod_sandbox(&self) -> Result<(), RuntimeError> {
-        self.calls.borrow_mut().push("stop sandbox".into());
-        Ok(())
+    fn container_status(&self, _: &str) -> Result<ContainerStatus, ServiceError> {
+        Err(unused("ContainerStatus"))
+    }
+    fn list_containers(
+        &self,
+        _: &podrun_runtime::api::ContainerFilter,
+    ) -> Result<Vec<ContainerStatus>, ServiceError> {
+        Err(unused("ListContainers"))
+    }
+    fn exec(&self, _: &str, _: &[String], _: bool) -> Result<std::process::Command, ServiceError> {
+        Err(unused("Exec"))
+    }
+    fn exec_sync(
+        &self,
+        _: &str,
+        _: &[String],
+        _: Duration,
+    ) -> Result<podrun_runtime::api::ExecSyncResult, ServiceError> {
+        Err(unused("ExecSync"))
     }
 }
 
@@ -110,32 +171,36 @@ fn pod(spec: serde_json::Value) -> Pod {
     .unwrap()
 }
 
-fn reported(name: &str, running: bool) -> ContainerState {
-    ContainerState {
-        name: name.into(),
+fn reported(name: &str, running: bool) -> ContainerStatus {
+    ContainerStatus {
         id: format!("p-{name}"),
-        pid: 7,
-        running,
-        restarts: 0,
+        sandbox_id: "sb".into(),
+        name: name.into(),
+        state: if running {
+            ContainerState::Running
+        } else {
+            ContainerState::Exited
+        },
+        created_at: t(1).to_rfc3339(),
         started_at: t(1).to_rfc3339(),
-        exit: (!running).then(|| ExitRecord {
-            name: name.into(),
-            id: format!("p-{name}"),
-            exit_code: 1,
-            signal: None,
-            started_at: t(1).to_rfc3339(),
-            finished_at: t(2).to_rfc3339(),
-            oom_killed: false,
-            reason: "Error".into(),
-            message: None,
-        }),
+        finished_at: if running {
+            String::new()
+        } else {
+            t(2).to_rfc3339()
+        },
+        exit_code: if running { 0 } else { 1 },
+        reason: if running { "" } else { "Error" }.into(),
+        message: String::new(),
+        pid: running.then_some(7),
+        restarts: 0,
+        log_path: PathBuf::from("/nonexistent"),
     }
 }
 
 /// Run the execute step of `actions` for `pod` at t(10).
 fn run(
     pod: &Pod,
-    reported: &[ContainerState],
+    reported: &[ContainerStatus],
     actions: PodActions,
     rt: &FakeRuntime,
     node: &mut FakeNode,
@@ -144,6 +209,7 @@ fn run(
     let config = Config::default();
     let round = Round {
         pod,
+        sandbox: "sb",
         reported,
         actions: &actions,
         now: t(10),
@@ -177,7 +243,7 @@ fn a_start_makes_the_container_and_records_it_running() {
         &mut o,
     );
     assert_eq!(done, Executed::default());
-    assert_eq!(*rt.calls.borrow(), ["remove app", "start app"]);
+    assert_eq!(*rt.calls.lock().unwrap(), ["remove app", "start app"]);
     let app = &o.containers["app"];
     assert_eq!(app.state, Observed::Running { started_at: t(100) });
     assert_eq!(app.container_id.as_deref(), Some("podrun://p-app"));
@@ -201,7 +267,11 @@ fn a_container_that_cannot_be_made_is_not_started_and_waits_out_the_worker_back_
         ..Default::default()
     };
     let done = run(&p, &[], start(&["app"]), &rt, &mut node, &mut o);
-    assert!(rt.calls.borrow().is_empty(), "{:?}", rt.calls.borrow());
+    assert!(
+        rt.calls.lock().unwrap().is_empty(),
+        "{:?}",
+        rt.calls.lock().unwrap()
+    );
     assert_eq!(
         done.failures,
         ["pod/web: container app: configmap \"cfg\" not found"]
@@ -274,7 +344,10 @@ fn a_failed_post_start_hook_stops_the_container() {
         ..Default::default()
     };
     run(&p, &[], start(&["app"]), &rt, &mut node, &mut o);
-    assert_eq!(*rt.calls.borrow(), ["start app", "stop app grace=own"]);
+    assert_eq!(
+        *rt.calls.lock().unwrap(),
+        ["start app", "stop app grace=own"]
+    );
     assert!(node.events.borrow().iter().any(|e| e
         == "Warning FailedPostStartHook PostStartHook failed: container app: command [\"false\"] exited with 1"));
 }
@@ -300,18 +373,21 @@ fn a_finished_pod_stops_main_containers_before_sidecars_then_its_sandbox() {
     let both = [reported("log", true), reported("app", true)];
     let done = run(&p, &both, kill.clone(), &rt, &mut node, &mut o);
     assert!(!done.finished);
-    assert_eq!(*rt.calls.borrow(), ["stop app grace=own"]);
+    assert_eq!(*rt.calls.lock().unwrap(), ["stop app grace=own"]);
     assert_eq!(
         *node.events.borrow(),
         ["Normal Killing Stopping container app: pod completed"]
     );
     let sidecar = [reported("log", true), reported("app", false)];
     run(&p, &sidecar, kill.clone(), &rt, &mut node, &mut o);
-    assert_eq!(rt.calls.borrow().last().unwrap(), "stop log grace=own");
+    assert_eq!(
+        rt.calls.lock().unwrap().last().unwrap(),
+        "stop log grace=own"
+    );
     let none = [reported("log", false), reported("app", false)];
     let done = run(&p, &none, kill, &rt, &mut node, &mut o);
     assert!(done.finished);
-    assert_eq!(rt.calls.borrow().last().unwrap(), "stop sandbox");
+    assert_eq!(rt.calls.lock().unwrap().last().unwrap(), "stop sandbox");
 }
 
 #[test]
@@ -335,7 +411,10 @@ fn a_liveness_kill_uses_the_probes_grace_period_and_marks_a_restart() {
         .insert("app".into(), ContainerObservation::default());
     run(&p, &[reported("app", true)], kill, &rt, &mut node, &mut o);
     let max = podrun_kubelet::grace::MAX_GRACE_SECONDS;
-    assert_eq!(*rt.calls.borrow(), [format!("stop app grace={max}s")]);
+    assert_eq!(
+        *rt.calls.lock().unwrap(),
+        [format!("stop app grace={max}s")]
+    );
     assert!(o.containers["app"].restart_after_kill);
 }
 
@@ -369,7 +448,7 @@ fn a_container_running_out_its_grace_period_is_not_killed_again() {
             &mut o,
         );
     }
-    assert_eq!(*rt.calls.borrow(), ["stop app grace=own"]);
+    assert_eq!(*rt.calls.lock().unwrap(), ["stop app grace=own"]);
     assert_eq!(node.events.borrow().len(), 1, "{:?}", node.events.borrow());
     o.containers
         .get_mut("app")
@@ -384,7 +463,7 @@ fn a_container_running_out_its_grace_period_is_not_killed_again() {
         });
     run(&p, &[reported("app", true)], kill, &rt, &mut node, &mut o);
     assert_eq!(
-        rt.calls.borrow().len(),
+        rt.calls.lock().unwrap().len(),
         2,
         "a kill after the exit is a new one"
     );
@@ -412,6 +491,6 @@ fn a_container_running_out_its_grace_period_is_not_killed_again() {
             &mut o,
         );
     }
-    assert_eq!(*rt.calls.borrow(), ["stop app grace=own"]);
+    assert_eq!(*rt.calls.lock().unwrap(), ["stop app grace=own"]);
     assert_eq!(node.events.borrow().len(), 1, "{:?}", node.events.borrow());
 }
