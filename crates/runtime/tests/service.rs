@@ -377,6 +377,23 @@ fn a_sandbox_runs_a_container_that_execs_then_stops_and_leaves_nothing() {
         ),
         (format!("out\nrt-{}\n", node.tag), "err\n".to_string(), 3)
     );
+    // Exec: the command the caller runs with its own stdio.
+    let exec = rt
+        .exec(&cid, &cmd("echo in-container; exit 4"), false)
+        .unwrap()
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&exec.stdout).to_string(),
+            exec.status.code()
+        ),
+        ("in-container\n".to_string(), Some(4))
+    );
+    assert!(
+        rt.exec(&cid, &[], false).is_err(),
+        "an empty command is refused"
+    );
     let started = Instant::now();
     match rt.exec_sync(&cid, &cmd("sleep 30"), Duration::from_millis(300)) {
         Err(ServiceError::ExecTimeout { .. }) => {}
