@@ -4,13 +4,15 @@
 //! container's imagePullPolicy), [`prepare_container`] (CreateContainer: a fresh
 //! root filesystem and OCI bundle before each start).
 
+use crate::container_config::{self, EnvVar, NodeSettings};
 use crate::env::{NodeFacts, Sources};
 use crate::pods::{self, PodState};
 use crate::Settings;
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use podrun_image::{Images, PullOptions};
-use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
+use podrun_oci::cri::Mount;
+use podrun_oci::{ContainerInput, Host, ImageConfig, NamespacePaths, UserFiles};
 use podrun_runtime::api::PodSandboxStatus;
 use podrun_runtime::monitor::ContainerPlan;
 use podrun_runtime::{PodSandboxConfig, RuntimeService};
@@ -80,7 +82,7 @@ pub fn start_pod(
 /// annotations, the pod cgroup with the pod-level limits, and whose
 /// namespaces the sandbox has.
 pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
-    use podrun_runtime::{LinuxContainerResources, NamespaceMode, PodSandboxMetadata};
+    use podrun_runtime::{LinuxContainerResources, PodSandboxMetadata};
     let spec = pod.spec.as_ref().context("pod has no spec")?;
     let record = &state.record;
     let mut labels: std::collections::BTreeMap<String, String> = pod
@@ -101,13 +103,6 @@ pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
     if let Some(pids) = limits.pids_limit {
         unified.insert("pids.max".to_string(), pids.to_string());
     }
-    let mode = |node: bool, otherwise| {
-        if node {
-            NamespaceMode::Node
-        } else {
-            otherwise
-        }
-    };
     let mut config = PodSandboxConfig {
         metadata: PodSandboxMetadata {
             name: record.name.clone(),
@@ -139,14 +134,13 @@ pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
         unified,
         ..Default::default()
     });
-    let ns = &mut config.linux.security_context.namespace_options;
-    ns.network = mode(spec.host_network.unwrap_or(false), NamespaceMode::Pod);
-    ns.ipc = mode(spec.host_ipc.unwrap_or(false), NamespaceMode::Pod);
-    ns.pid = if spec.share_process_namespace.unwrap_or(false) {
-        NamespaceMode::Pod
-    } else {
-        mode(spec.host_pid.unwrap_or(false), NamespaceMode::Container)
-    };
+    config.linux.security_context.namespace_options = container_config::namespace_options(pod);
+    // The pod's sysctls, as kubelet's admission allows them (a refused one is the
+    // containers' CreateContainerError, with kubelet's reason).
+    let allowed = Host::detect()
+        .map(|h| h.allowed_unsafe_sysctls)
+        .unwrap_or_default();
+    config.linux.sysctls = container_config::sysctl::pod_sysctls(pod, &allowed).unwrap_or_default();
     Ok(config)
 }
 
@@ -236,11 +230,7 @@ fn pulled_message(images: &Images, image: &str, took: std::time::Duration) -> St
 
 /// Container `c`'s environment: its env and envFrom, from the pod's sources
 /// and this node's facts (CreateContainerConfigError when one is missing).
-pub fn container_env(
-    pod: &Pod,
-    c: &Container,
-    sources: &Sources,
-) -> Result<Vec<podrun_oci::EnvVar>> {
+pub fn container_env(pod: &Pod, c: &Container, sources: &Sources) -> Result<Vec<EnvVar>> {
     crate::env::environment(pod, c, sources, &node_facts()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -254,7 +244,7 @@ pub fn prepare_container(
     sandbox: &PodSandboxStatus,
     state: &PodState,
     host: &Host,
-    env: Vec<podrun_oci::EnvVar>,
+    env: Vec<EnvVar>,
 ) -> Result<ContainerPlan> {
     let id = pods::container_id(&sandbox.sandbox.id, &c.name);
     // What an earlier instance (or a failed attempt) wrote is not kept.
@@ -355,7 +345,7 @@ fn pod_mounts(pod: &Pod, data_dir: &Path) -> Vec<Mount> {
     let etc = data_dir.join("etc");
     let mut mounts: Vec<Mount> = POD_ETC_FILES
         .into_iter()
-        .map(|name| Mount::bind(etc.join(name), format!("/etc/{name}"), false))
+        .map(|name| bind(etc.join(name), format!("/etc/{name}"), false))
         .collect();
     let host_ipc = pod.spec.as_ref().and_then(|s| s.host_ipc).unwrap_or(false);
     let shm = if host_ipc {
@@ -363,7 +353,7 @@ fn pod_mounts(pod: &Pod, data_dir: &Path) -> Vec<Mount> {
     } else {
         data_dir.join("shm")
     };
-    mounts.push(Mount::bind(shm, "/dev/shm", false));
+    mounts.push(bind(shm, "/dev/shm", false));
     mounts
 }
 
@@ -450,7 +440,7 @@ fn prepare(
     sandbox: &PodSandboxStatus,
     pod_dir: &Path,
     host: &Host,
-    env: Vec<podrun_oci::EnvVar>,
+    env: Vec<EnvVar>,
     pod_mounts: &[Mount],
 ) -> Result<(PathBuf, i32)> {
     let image = c.image.clone().unwrap_or_default();
@@ -483,19 +473,25 @@ fn prepare(
         .and_then(|s| s.read_only_root_filesystem)
         .unwrap_or(false);
     for m in pod_mounts {
-        if mounts.iter().any(|v| v.destination == m.destination) {
+        if mounts.iter().any(|v| v.container_path == m.container_path) {
             continue;
         }
         let mut m = m.clone();
-        if read_only_root && m.destination.starts_with("/etc/") {
-            m.options.retain(|o| o != "rw");
-            m.options.push("ro".into());
+        if read_only_root && m.container_path.starts_with("/etc/") {
+            m.readonly = true;
         }
         mounts.push(m);
     }
     let rootfs = images.prepare_rootfs(&image, id)?;
     let users = UserFiles::read(&rootfs)?;
     let spec = pod.spec.as_ref().expect("validated");
+    let node = NodeSettings {
+        seccomp_default: host.seccomp_default,
+        allowed_unsafe_sysctls: host.allowed_unsafe_sysctls.clone(),
+    };
+    // kubelet's part: the container as the CRI config the runtime takes.
+    let config = container_config::container_config(pod, c, &env, mounts, &image_config, &node)
+        .map_err(|e| anyhow::anyhow!("container {}: {e}", c.name))?;
     // The sandbox's namespaces, joined by their pinned paths.
     let ns = |name: &str| sandbox.namespaces.get(name).cloned();
     let host_network = sandbox
@@ -506,13 +502,12 @@ fn prepare(
         .network
         == podrun_runtime::NamespaceMode::Node;
     let input = ContainerInput {
-        pod,
-        container: c,
-        image_ref: &image,
+        sandbox: &sandbox.config,
+        sandbox_id: Some(&sandbox.sandbox.id),
+        config: &config,
         image: &image_config,
         rootfs: &rootfs,
         users: &users,
-        hostname: &sandbox.config.hostname,
         namespaces: NamespacePaths {
             net: (!host_network).then(|| ns("net")).flatten(),
             ipc: ns("ipc"),
@@ -526,12 +521,7 @@ fn prepare(
         cgroups_path: Some(&sandbox.config.linux.cgroup_parent)
             .filter(|p| !p.is_empty())
             .map(|p| format!("{p}/{}", c.name).into()),
-        mounts,
-        env,
         seccomp_localhost_profile: None,
-        pids_limit: None,
-        oom_score_adj: None,
-        sandbox_id: Some(&sandbox.sandbox.id),
         honor_image_group: false,
         host,
     };
@@ -546,6 +536,18 @@ fn prepare(
         serde_json::to_vec_pretty(&generated.spec)?,
     )?;
     Ok((bundle, generated.stop_signal))
+}
+
+/// A host path the container sees at `container_path` (a CRI mount: the runtime
+/// bind-mounts it, recursively and privately). (A volumeMount's
+/// mountPropagation is not passed on yet: every mount is private.)
+fn bind(host_path: impl Into<PathBuf>, container_path: impl Into<String>, readonly: bool) -> Mount {
+    Mount {
+        host_path: host_path.into().display().to_string(),
+        container_path: container_path.into(),
+        readonly,
+        ..Default::default()
+    }
 }
 
 /// The file the container may leave its termination message in, mounted at
@@ -564,7 +566,7 @@ fn termination_log(c: &Container, pod_dir: &Path) -> Result<Mount> {
         .clone()
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/dev/termination-log".into());
-    Ok(Mount::bind(file, path, false))
+    Ok(bind(file, path, false))
 }
 
 /// The container's volumeMounts as bind mounts: emptyDir under the pod's
@@ -615,7 +617,7 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             source = pod_volumes.sub_path(&v.name, &source, sub)?;
         }
-        out.push(Mount::bind(source, m.mount_path.clone(), read_only));
+        out.push(bind(source, m.mount_path.clone(), read_only));
     }
     Ok(out)
 }

@@ -1,11 +1,12 @@
 //! A container's environment as kubelet makes it (pkg/kubelet/kubelet_pods.go
 //! `makeEnvironmentVariables`): `envFrom` sources first, in order, then `env`;
 //! values from ConfigMaps, Secrets, the downward API (`fieldRef`) and
-//! `resourceFieldRef`. `$(VAR)` expansion of literal values is the OCI
-//! builder's (podrun_oci), which knows which values came from references.
+//! `resourceFieldRef`. `$(VAR)` expansion of literal values comes next
+//! ([`crate::container_config::expand`]), which knows which values came from
+//! references.
 
+use crate::container_config::EnvVar;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use podrun_oci::EnvVar;
 use std::collections::BTreeMap;
 
 /// Facts the downward API exposes that are not in the manifest.

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod config;
+pub mod container_config;
 pub mod create;
 pub mod db;
 mod describe;

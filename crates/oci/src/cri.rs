@@ -315,8 +315,11 @@ pub struct LinuxContainerSecurityContext {
     pub run_as_username: String,
     /// A read-only root filesystem.
     pub readonly_rootfs: bool,
-    /// Extra groups.
+    /// Extra groups (kubelet puts the pod's fsGroup and supplementalGroups here).
     pub supplemental_groups: Vec<i64>,
+    /// Whether the groups the image's /etc/group gives the user are added
+    /// (`supplemental_groups_policy`, the pod's supplementalGroupsPolicy).
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
     /// `no_new_privs` (allowPrivilegeEscalation: false).
     pub no_new_privs: bool,
     /// Paths masked in the container: kubelet sends its default list
@@ -328,6 +331,16 @@ pub struct LinuxContainerSecurityContext {
     pub seccomp: Option<SecurityProfile>,
     /// The AppArmor profile.
     pub apparmor: Option<SecurityProfile>,
+}
+
+/// `SupplementalGroupsPolicy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupplementalGroupsPolicy {
+    /// The user's groups in the image's /etc/group are added (`Merge`).
+    #[default]
+    Merge,
+    /// Only the groups the config names (`Strict`).
+    Strict,
 }
 
 /// The container's Linux settings (`LinuxContainerConfig`).

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 /// Spec generation failed for one container: `container web: no command specified`.
+/// (What kubelet refuses — runAsNonRoot, sysctls, quantities — the pod manager refuses
+/// before: `podrun_agent::container_config`.)
 #[derive(Debug, thiserror::Error)]
 #[error("container {container}: {kind}")]
 pub struct Error {
@@ -19,23 +21,6 @@ pub enum ErrorKind {
     /// Neither the container nor its image names a program to run.
     #[error("no command specified")]
     NoCommand,
-    /// A `valueFrom` environment variable reached spec generation unresolved.
-    #[error("environment variable {0} refers to another object (valueFrom, envFrom) that the caller did not resolve")]
-    UnresolvedEnv(String),
-    /// runAsNonRoot with an explicit runAsUser of 0.
-    #[error("container's runAsUser breaks non-root policy")]
-    RunAsUserBreaksNonRoot,
-    /// runAsNonRoot with an image that runs as uid 0 (or names no user at all).
-    #[error("container has runAsNonRoot and image will run as root")]
-    ImageRunsAsRoot,
-    /// runAsNonRoot with an image user given by name: kubelet cannot tell its uid.
-    #[error(
-        "container has runAsNonRoot and image has non-numeric user ({0}), cannot verify user is non-root"
-    )]
-    NonNumericImageUser(String),
-    /// runAsNonRoot with an image uid outside 1..=2147483647.
-    #[error("container has runAsNonRoot and image has an invalid user id ({0}). (Must be 1-(2147483647))")]
-    InvalidImageUid(i64),
     /// A user string that is neither `user` nor `user:group`, or an id out of range.
     #[error("invalid USER value {user:?}: {reason}")]
     InvalidUser {
@@ -67,28 +52,12 @@ pub enum ErrorKind {
     /// A capability name that is not a Linux capability.
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
-    /// A sysctl outside the safe set (and the node's allowed unsafe ones).
-    #[error("sysctl {name:?} not allowed: {reason}")]
-    ForbiddenSysctl {
-        /// The sysctl, dot-separated.
-        name: String,
-        /// Why it is refused.
-        reason: String,
-    },
     /// shareProcessNamespace without the path of the pod's pid namespace.
     #[error("shareProcessNamespace is set but no pid namespace path was given")]
     MissingPidNamespace,
     /// The seccomp profile could not be used.
     #[error("seccomp profile: {0}")]
     Seccomp(String),
-    /// A resource quantity that does not parse.
-    #[error("invalid quantity {value:?} for {resource}")]
-    InvalidQuantity {
-        /// The resource name (`cpu`, `memory`).
-        resource: String,
-        /// The quantity as written.
-        value: String,
-    },
     /// A stop signal that is not a known signal.
     #[error("unknown stop signal {0:?}")]
     UnknownSignal(String),

@@ -1,11 +1,12 @@
-//! What spec generation needs to know: the pod, the container, the image config, and what
-//! the caller prepared (namespaces, mounts, resolved environment) or read from the host.
+//! What spec generation needs to know: the sandbox's and the container's CRI configs
+//! (what kubelet sends: the pod's rules are applied already), the image config, and what
+//! the runtime prepared (root filesystem, namespaces to join) or read from the host.
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
 use oci_spec::runtime::{Capabilities, PosixRlimit, PosixRlimitBuilder, PosixRlimitType};
 
+use crate::cri::{ContainerConfig, PodSandboxConfig};
 use crate::user::UserFiles;
 
 /// The parts of an image's config that decide how its containers run (the OCI image
@@ -26,44 +27,10 @@ pub struct ImageConfig {
     pub stop_signal: String,
 }
 
-/// One environment variable of the container, after the caller resolved `valueFrom`
-/// and `envFrom`. Order matters: entries come in the order kubelet defines them
-/// (`envFrom` sources first, then `env`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvVar {
-    /// The variable's name.
-    pub name: String,
-    /// Its value.
-    pub value: String,
-    /// Whether `$(VAR)` references in the value are expanded: true for a literal
-    /// `value:` of the pod spec, false for values that came from a ConfigMap, a Secret,
-    /// the downward API or `envFrom` (kubelet never expands those).
-    pub expand: bool,
-}
-
-impl EnvVar {
-    /// A literal `value:` from the pod spec (expanded).
-    pub fn literal(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            value: value.into(),
-            expand: true,
-        }
-    }
-
-    /// A value resolved from a reference (not expanded).
-    pub fn resolved(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            value: value.into(),
-            expand: false,
-        }
-    }
-}
-
-/// A mount the caller prepared: /etc/hosts, /etc/resolv.conf, /etc/hostname, /dev/shm,
-/// the termination log, volumes. A mount at the destination of a default mount replaces
-/// it; a mount at /dev replaces every default mount under /dev.
+/// A mount of the container: a default one (/proc, /dev …) or one of the config's (a
+/// CRI mount: /etc/hosts, /etc/resolv.conf, /etc/hostname, /dev/shm, the termination
+/// log, volumes). A mount at the destination of a default mount replaces it; a mount at
+/// /dev replaces every default mount under /dev.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
     /// The host path (or the source of a special filesystem).
@@ -93,9 +60,9 @@ impl Mount {
     }
 }
 
-/// Namespaces the container joins. `None` means a new namespace (or, for the network,
-/// UTS, IPC and PID namespaces of a pod with hostNetwork, hostIPC or hostPID, the
-/// host's: those pod fields win over a given path).
+/// Where the sandbox's namespaces are pinned. `None` means a new namespace (or, for
+/// the network, UTS, IPC and PID namespaces the config's `namespace_options` put on the
+/// node, the host's: those win over a given path).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespacePaths {
     /// The pod's network namespace (`/proc/<pause>/ns/net` or a pinned file).
@@ -128,10 +95,12 @@ pub struct Host {
     /// This process's oom_score_adj: a container's is never set lower (this machine
     /// cannot lower it; containerd's `restrict_oom_score_adj`).
     pub oom_score_adj: i32,
-    /// kubelet's `--seccomp-default`: RuntimeDefault for containers that set no profile
+    /// kubelet's `--seccomp-default` (read by the pod manager, which puts the profile
+    /// in the config): RuntimeDefault for containers that set no profile
     /// (false: such containers run Unconfined, kubelet's default).
     pub seccomp_default: bool,
-    /// kubelet's `--allowed-unsafe-sysctls` (a trailing `*` matches a prefix).
+    /// kubelet's `--allowed-unsafe-sysctls` (a trailing `*` matches a prefix; read by
+    /// the pod manager, which checks the pod's sysctls against it).
     pub allowed_unsafe_sysctls: Vec<String>,
     /// containerd's `enable_unprivileged_ports` and `enable_unprivileged_icmp` (on by
     /// default in containerd 2): pods with their own network namespace get
@@ -167,42 +136,28 @@ fn nofile(n: u64) -> PosixRlimit {
         .expect("an rlimit with every field set builds")
 }
 
-/// Everything spec generation needs for one container of a pod.
+/// Everything spec generation needs for one container of a sandbox.
 #[derive(Debug, Clone)]
 pub struct ContainerInput<'a> {
-    /// The pod (security context, hostNetwork/hostIPC/hostPID, shareProcessNamespace,
-    /// sysctls, metadata for annotations).
-    pub pod: &'a Pod,
-    /// The container (an init container, an app container or a sidecar).
-    pub container: &'a Container,
-    /// The image reference, for messages and the image-name annotation.
-    pub image_ref: &'a str,
+    /// The sandbox's config (hostname, sysctls, who the pod is for the annotations).
+    pub sandbox: &'a PodSandboxConfig,
+    /// The sandbox's ID; when given, the CRI annotations are added.
+    pub sandbox_id: Option<&'a str>,
+    /// The container's config: command and args, environment (expanded), mounts,
+    /// namespaces, security context, resources, stop signal.
+    pub config: &'a ContainerConfig,
     /// The image's config.
     pub image: &'a ImageConfig,
     /// The container's root filesystem (the overlay mount point); becomes `root.path`.
     pub rootfs: &'a Path,
     /// The image's /etc/passwd and /etc/group (see [`UserFiles::read`]).
     pub users: &'a UserFiles,
-    /// The pod's hostname: the HOSTNAME variable, and the UTS hostname when the
-    /// container gets its own UTS namespace.
-    pub hostname: &'a str,
     /// Namespaces to join.
     pub namespaces: NamespacePaths,
     /// `linux.cgroupsPath` (`/podrun/<pod>/<container>` or `slice:prefix:name`).
     pub cgroups_path: Option<PathBuf>,
-    /// Mounts the caller prepared.
-    pub mounts: Vec<Mount>,
-    /// The container's environment, `valueFrom`/`envFrom` already resolved.
-    pub env: Vec<EnvVar>,
     /// The text of the Localhost seccomp profile, when the container uses one.
     pub seccomp_localhost_profile: Option<&'a str>,
-    /// `linux.resources.pids.limit` (kubelet's `--pod-max-pids` is per pod; a per
-    /// container limit is the caller's choice).
-    pub pids_limit: Option<i64>,
-    /// The oom_score_adj kubelet would give (its QoS policy): raised to the host's.
-    pub oom_score_adj: Option<i32>,
-    /// The sandbox id; when given, the CRI annotations are added.
-    pub sandbox_id: Option<&'a str>,
     /// Honour the group of the image's `User` (`1000:1000`): Docker does, Kubernetes
     /// does not (kubelet passes only the uid to the runtime, kubernetes#61967), so
     /// false is kubelet's behaviour.

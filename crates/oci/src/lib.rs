@@ -1,14 +1,15 @@
-//! OCI runtime spec generation for one container of a Kubernetes pod.
+//! OCI runtime spec generation for one container, as containerd's CRI plugin does it.
 //!
-//! [`build`] turns a pod, one of its containers, the image's config and what the caller
-//! prepared (root filesystem, namespaces to join, mounts, resolved environment, host
-//! facts) into an [`oci_spec::runtime::Spec`], following kubelet's rules (command and
-//! environment expansion, security context, resources) and containerd's (defaults,
-//! capabilities, mounts, seccomp). It does no I/O: the caller reads the image's
-//! /etc/passwd and /etc/group ([`UserFiles::read`]) and the host facts ([`Host::detect`])
-//! beforehand.
-//!
-//! Runtime backends (embedded libcontainer, runc, crun) arrive with issue "run a pod".
+//! [`build`] turns a container's CRI config and its sandbox's ([`cri`]: what kubelet
+//! sends, the pod's rules applied — command and environment expanded, security context
+//! merged, resources computed), the image's config and what the runtime prepared (root
+//! filesystem, namespaces to join, host facts) into an [`oci_spec::runtime::Spec`],
+//! with containerd's rules (process args and environment merged with the image's,
+//! defaults, user resolution, capabilities, mounts, seccomp, sysctls). Nothing here
+//! reads a Pod: turning one into these configs is the pod manager's
+//! (`podrun_agent::container_config`), as it is kubelet's. It does no I/O: the caller
+//! reads the image's /etc/passwd and /etc/group ([`UserFiles::read`]) and the host facts
+//! ([`Host::detect`]) beforehand.
 
 #![forbid(unsafe_code)]
 
@@ -18,15 +19,13 @@ mod host;
 mod input;
 pub mod mounts;
 pub mod process;
-pub mod resources;
 pub mod seccomp;
 pub mod security;
 pub mod signal;
 mod spec;
-pub mod sysctl;
 pub mod user;
 
 pub use error::{Error, ErrorKind, ReadError};
-pub use input::{ContainerInput, EnvVar, Host, ImageConfig, Mount, NamespacePaths};
-pub use spec::{build, clamp_rlimits, pod_hostname, GeneratedSpec};
+pub use input::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths};
+pub use spec::{build, clamp_rlimits, GeneratedSpec, UNPRIVILEGED_NET_DEFAULTS};
 pub use user::UserFiles;

@@ -1,75 +1,10 @@
-//! The effective security context of a container (pod fields under container fields),
-//! and what follows from it: capabilities, masked paths, no_new_privs.
+//! What follows from a container's CRI security context: its capabilities and masked
+//! paths, as containerd makes them.
 
-use k8s_openapi::api::core::v1::{Container, Pod, SeccompProfile};
 use oci_spec::runtime::{Capabilities, Capability};
 
+use crate::cri::LinuxContainerSecurityContext;
 use crate::error::ErrorKind;
-
-/// The container's security settings after kubelet merged the pod's security context
-/// under the container's (pkg/securitycontext/util.go DetermineEffectiveSecurityContext;
-/// seccomp from pkg/kubelet/kuberuntime/helpers.go getSeccompProfile).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EffectiveSecurity {
-    /// runAsUser.
-    pub run_as_user: Option<i64>,
-    /// runAsGroup.
-    pub run_as_group: Option<i64>,
-    /// runAsNonRoot.
-    pub run_as_non_root: Option<bool>,
-    /// privileged (container only).
-    pub privileged: bool,
-    /// readOnlyRootFilesystem (container only).
-    pub read_only_root_filesystem: bool,
-    /// allowPrivilegeEscalation (container only).
-    pub allow_privilege_escalation: Option<bool>,
-    /// procMount (container only): `Default` or `Unmasked`.
-    pub proc_mount: Option<String>,
-    /// capabilities.add (container only).
-    pub cap_add: Vec<String>,
-    /// capabilities.drop (container only).
-    pub cap_drop: Vec<String>,
-    /// seccompProfile: the container's, else the pod's.
-    pub seccomp: Option<SeccompProfile>,
-}
-
-impl EffectiveSecurity {
-    /// Merges the pod's and the container's security contexts.
-    pub fn of(pod: &Pod, container: &Container) -> Self {
-        let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-        let csc = container.security_context.as_ref();
-        let caps = csc.and_then(|c| c.capabilities.as_ref());
-        Self {
-            run_as_user: csc
-                .and_then(|c| c.run_as_user)
-                .or(psc.and_then(|p| p.run_as_user)),
-            run_as_group: csc
-                .and_then(|c| c.run_as_group)
-                .or(psc.and_then(|p| p.run_as_group)),
-            run_as_non_root: csc
-                .and_then(|c| c.run_as_non_root)
-                .or(psc.and_then(|p| p.run_as_non_root)),
-            privileged: csc.and_then(|c| c.privileged).unwrap_or(false),
-            read_only_root_filesystem: csc
-                .and_then(|c| c.read_only_root_filesystem)
-                .unwrap_or(false),
-            allow_privilege_escalation: csc.and_then(|c| c.allow_privilege_escalation),
-            proc_mount: csc.and_then(|c| c.proc_mount.clone()),
-            cap_add: caps.and_then(|c| c.add.clone()).unwrap_or_default(),
-            cap_drop: caps.and_then(|c| c.drop.clone()).unwrap_or_default(),
-            seccomp: csc
-                .and_then(|c| c.seccomp_profile.clone())
-                .or_else(|| psc.and_then(|p| p.seccomp_profile.clone())),
-        }
-    }
-
-    /// Whether the process gets no_new_privs: only when allowPrivilegeEscalation is
-    /// explicitly false (pkg/securitycontext/util.go AddNoNewPrivileges; containerd
-    /// starts from WithNewPrivileges and sets it only on kubelet's request).
-    pub fn no_new_privs(&self) -> bool {
-        self.allow_privilege_escalation == Some(false)
-    }
-}
 
 /// containerd's default capabilities (pkg/oci/spec.go defaultUnixCaps), Docker's set.
 pub const DEFAULT_CAPS: [Capability; 14] = [
@@ -161,19 +96,22 @@ pub fn parse_cap(name: &str) -> Result<Capability, ErrorKind> {
 /// named ones are added and dropped (internal/cri/opts/spec_opts.go WithCapabilities);
 /// privileged grants every capability of the host whatever was dropped (WithPrivileged).
 pub fn capabilities(
-    sec: &EffectiveSecurity,
+    sec: &LinuxContainerSecurityContext,
     host: Option<&Capabilities>,
 ) -> Result<Capabilities, ErrorKind> {
+    let none = Vec::new();
+    let (cap_add, cap_drop) = sec.capabilities.as_ref().map_or((&none, &none), |c| {
+        (&c.add_capabilities, &c.drop_capabilities)
+    });
     let all = || {
         host.cloned()
             .unwrap_or_else(|| ALL_CAPS.iter().copied().collect())
     };
     if sec.privileged {
         // Still reject names that are not capabilities, as the runtime would.
-        for name in sec
-            .cap_add
+        for name in cap_add
             .iter()
-            .chain(&sec.cap_drop)
+            .chain(cap_drop)
             .filter(|n| !n.eq_ignore_ascii_case("ALL"))
         {
             parse_cap(name)?;
@@ -181,24 +119,16 @@ pub fn capabilities(
         return Ok(all());
     }
     let mut caps: Capabilities = DEFAULT_CAPS.iter().copied().collect();
-    if sec.cap_add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+    if cap_add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
         caps = all();
     }
-    if sec.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+    if cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
         caps.clear();
     }
-    for name in sec
-        .cap_add
-        .iter()
-        .filter(|n| !n.eq_ignore_ascii_case("ALL"))
-    {
+    for name in cap_add.iter().filter(|n| !n.eq_ignore_ascii_case("ALL")) {
         caps.insert(parse_cap(name)?);
     }
-    for name in sec
-        .cap_drop
-        .iter()
-        .filter(|n| !n.eq_ignore_ascii_case("ALL"))
-    {
+    for name in cap_drop.iter().filter(|n| !n.eq_ignore_ascii_case("ALL")) {
         caps.remove(&parse_cap(name)?);
     }
     Ok(caps)
@@ -230,24 +160,28 @@ pub const READONLY_PATHS: [&str; 5] = [
 ];
 
 /// Masked and read-only paths: none for a privileged container (containerd
-/// WithPrivileged) or procMount Unmasked (ConvertToRuntimeMaskedPaths), else the
-/// defaults.
-pub fn masked_and_readonly_paths(sec: &EffectiveSecurity) -> (Vec<String>, Vec<String>) {
-    if sec.privileged || sec.proc_mount.as_deref() == Some("Unmasked") {
+/// WithPrivileged), else the config's (kubelet sends its defaults, [`MASKED_PATHS`] and
+/// [`READONLY_PATHS`], and none for procMount: Unmasked).
+pub fn masked_and_readonly_paths(
+    sec: &LinuxContainerSecurityContext,
+) -> (Vec<String>, Vec<String>) {
+    if sec.privileged {
         return (Vec::new(), Vec::new());
     }
-    let owned = |paths: &[&str]| paths.iter().map(|p| p.to_string()).collect();
-    (owned(&MASKED_PATHS), owned(&READONLY_PATHS))
+    (sec.masked_paths.clone(), sec.readonly_paths.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sec(add: &[&str], drop: &[&str], privileged: bool) -> EffectiveSecurity {
-        EffectiveSecurity {
-            cap_add: add.iter().map(|s| s.to_string()).collect(),
-            cap_drop: drop.iter().map(|s| s.to_string()).collect(),
+    fn sec(add: &[&str], drop: &[&str], privileged: bool) -> LinuxContainerSecurityContext {
+        LinuxContainerSecurityContext {
+            capabilities: Some(crate::cri::Capability {
+                add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+                drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            }),
             privileged,
             ..Default::default()
         }
@@ -276,7 +210,7 @@ mod tests {
         let all = set(&ALL_CAPS);
         let mut all_but_chown = all.clone();
         all_but_chown.remove(&Chown);
-        let cases: Vec<(EffectiveSecurity, Capabilities)> = vec![
+        let cases: Vec<(LinuxContainerSecurityContext, Capabilities)> = vec![
             (sec(&[], &[], false), defaults.clone()),
             (sec(&["NET_ADMIN"], &[], false), with(&[NetAdmin])),
             (
@@ -334,85 +268,18 @@ mod tests {
     }
 
     #[test]
-    fn paths_and_no_new_privs() {
-        let plain = EffectiveSecurity::default();
+    fn masked_paths_are_the_configs_unless_privileged() {
+        let mut sc = sec(&[], &[], false);
+        sc.masked_paths = vec!["/proc/kcore".into()];
+        sc.readonly_paths = vec!["/proc/sys".into()];
         assert_eq!(
-            masked_and_readonly_paths(&plain).0.len(),
-            MASKED_PATHS.len()
+            masked_and_readonly_paths(&sc),
+            (
+                vec!["/proc/kcore".to_string()],
+                vec!["/proc/sys".to_string()]
+            )
         );
-        assert_eq!(
-            masked_and_readonly_paths(&plain).1.len(),
-            READONLY_PATHS.len()
-        );
-        let unmasked = EffectiveSecurity {
-            proc_mount: Some("Unmasked".into()),
-            ..Default::default()
-        };
-        assert_eq!(masked_and_readonly_paths(&unmasked), (vec![], vec![]));
-        let defaulted = EffectiveSecurity {
-            proc_mount: Some("Default".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            masked_and_readonly_paths(&defaulted).0.len(),
-            MASKED_PATHS.len()
-        );
-        assert_eq!(
-            masked_and_readonly_paths(&sec(&[], &[], true)),
-            (vec![], vec![])
-        );
-        for (ape, want) in [(None, false), (Some(true), false), (Some(false), true)] {
-            let s = EffectiveSecurity {
-                allow_privilege_escalation: ape,
-                ..Default::default()
-            };
-            assert_eq!(s.no_new_privs(), want, "{ape:?}");
-        }
-    }
-
-    #[test]
-    fn container_fields_win_over_pod_fields() {
-        use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec, SecurityContext};
-        let pod = Pod {
-            spec: Some(PodSpec {
-                security_context: Some(PodSecurityContext {
-                    run_as_user: Some(1000),
-                    run_as_group: Some(3000),
-                    run_as_non_root: Some(true),
-                    seccomp_profile: Some(SeccompProfile {
-                        type_: "RuntimeDefault".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let mut c = Container {
-            name: "c".into(),
-            ..Default::default()
-        };
-        let s = EffectiveSecurity::of(&pod, &c);
-        assert_eq!(
-            (s.run_as_user, s.run_as_group, s.run_as_non_root),
-            (Some(1000), Some(3000), Some(true))
-        );
-        assert_eq!(s.seccomp.unwrap().type_, "RuntimeDefault");
-        c.security_context = Some(SecurityContext {
-            run_as_user: Some(5),
-            run_as_non_root: Some(false),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "Unconfined".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        let s = EffectiveSecurity::of(&pod, &c);
-        assert_eq!(
-            (s.run_as_user, s.run_as_group, s.run_as_non_root),
-            (Some(5), Some(3000), Some(false))
-        );
-        assert_eq!(s.seccomp.unwrap().type_, "Unconfined");
+        sc.privileged = true;
+        assert_eq!(masked_and_readonly_paths(&sc), (vec![], vec![]));
     }
 }

@@ -1,7 +1,5 @@
-//! The signal that stops a container: the container's lifecycle.stopSignal, else the
-//! image's StopSignal, else SIGTERM (containerd's StopContainer; Linux numbering).
-
-use k8s_openapi::api::core::v1::Container;
+//! The signal that stops a container: the config's (the container's lifecycle.stopSignal),
+//! else the image's StopSignal, else SIGTERM (containerd's StopContainer; Linux numbering).
 
 use crate::error::ErrorKind;
 use crate::input::ImageConfig;
@@ -81,14 +79,11 @@ pub fn parse_signal(s: &str) -> Result<i32, ErrorKind> {
     n.ok_or_else(unknown)
 }
 
-/// The container's stop signal.
-pub fn stop_signal(container: &Container, image: &ImageConfig) -> Result<i32, ErrorKind> {
-    let from_pod = container
-        .lifecycle
-        .as_ref()
-        .and_then(|l| l.stop_signal.as_deref())
-        .filter(|s| !s.is_empty());
-    match from_pod.or((!image.stop_signal.is_empty()).then_some(image.stop_signal.as_str())) {
+/// The container's stop signal: the config's (the container's `lifecycle.stopSignal`),
+/// else the image's, else SIGTERM.
+pub fn stop_signal(config: Option<&str>, image: &ImageConfig) -> Result<i32, ErrorKind> {
+    let from_config = config.filter(|s| !s.is_empty());
+    match from_config.or((!image.stop_signal.is_empty()).then_some(image.stop_signal.as_str())) {
         Some(s) => parse_signal(s),
         None => Ok(SIGTERM),
     }
@@ -97,7 +92,6 @@ pub fn stop_signal(container: &Container, image: &ImageConfig) -> Result<i32, Er
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Lifecycle;
 
     #[test]
     fn signal_forms() {
@@ -122,28 +116,21 @@ mod tests {
     }
 
     #[test]
-    fn container_wins_over_image() {
-        let mut c = Container {
-            name: "c".into(),
-            ..Default::default()
-        };
+    fn config_wins_over_image() {
         let image = ImageConfig {
             stop_signal: "SIGQUIT".into(),
             ..Default::default()
         };
-        assert_eq!(stop_signal(&c, &ImageConfig::default()).unwrap(), SIGTERM);
-        assert_eq!(stop_signal(&c, &image).unwrap(), 3);
-        c.lifecycle = Some(Lifecycle {
-            stop_signal: Some("SIGUSR1".into()),
-            ..Default::default()
-        });
-        assert_eq!(stop_signal(&c, &image).unwrap(), 10);
+        assert_eq!(stop_signal(None, &ImageConfig::default()).unwrap(), SIGTERM);
+        assert_eq!(stop_signal(None, &image).unwrap(), 3);
+        assert_eq!(stop_signal(Some(""), &image).unwrap(), 3);
+        assert_eq!(stop_signal(Some("SIGUSR1"), &image).unwrap(), 10);
         let bad = ImageConfig {
             stop_signal: "SIGNOPE".into(),
             ..Default::default()
         };
         assert_eq!(
-            stop_signal(&Container::default(), &bad),
+            stop_signal(None, &bad),
             Err(ErrorKind::UnknownSignal("SIGNOPE".into()))
         );
     }

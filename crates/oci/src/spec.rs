@@ -1,8 +1,9 @@
-//! Assembles the OCI runtime spec of one container from the rules of the other modules.
+//! Assembles the OCI runtime spec of one container from its CRI config, as containerd's
+//! CRI plugin does (internal/cri/server/container_create_linux.go buildLinuxSpec), with
+//! the rules of the other modules.
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use oci_spec::runtime::{
     Capabilities, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace,
     LinuxNamespaceType, LinuxPids, LinuxResources, PosixRlimit, PosixRlimitBuilder,
@@ -10,12 +11,12 @@ use oci_spec::runtime::{
 };
 use serde::de::DeserializeOwned;
 
+use crate::cri::{self, NamespaceMode};
 use crate::error::{Error, ErrorKind};
-use crate::input::{ContainerInput, Host};
-use crate::resources::container_resources;
-use crate::security::{capabilities, masked_and_readonly_paths, EffectiveSecurity};
+use crate::input::{ContainerInput, Host, Mount};
+use crate::security::{capabilities, masked_and_readonly_paths};
 use crate::user::resolve_user;
-use crate::{mounts, process, seccomp, signal, sysctl};
+use crate::{mounts, process, seccomp, signal};
 
 /// A generated spec and what the caller should know about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,27 +34,6 @@ pub struct GeneratedSpec {
 // values whose optional fields are all unset.
 fn blank<T: DeserializeOwned>(json: &str) -> T {
     serde_json::from_str(json).expect("a blank OCI value parses")
-}
-
-/// The pod's hostname as kubelet computes it (pkg/kubelet/kubelet_pods.go
-/// GeneratePodHostNameAndDomain): the node's with hostNetwork, else spec.hostname, else
-/// the pod name cut to 63 characters without a trailing `-` or `.`.
-pub fn pod_hostname(pod: &Pod, node_hostname: &str) -> String {
-    let spec = pod.spec.as_ref();
-    if spec.and_then(|s| s.host_network).unwrap_or(false) {
-        return node_hostname.to_string();
-    }
-    if let Some(h) = spec
-        .and_then(|s| s.hostname.as_deref())
-        .filter(|h| !h.is_empty())
-    {
-        return h.to_string();
-    }
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    if name.len() <= 63 {
-        return name.to_string();
-    }
-    name[..63].trim_end_matches(['-', '.']).to_string()
 }
 
 /// Clamps rlimits to the hard limits this process can grant (without CAP_SYS_RESOURCE
@@ -95,14 +75,11 @@ fn namespaces(
     input: &ContainerInput,
     privileged: bool,
 ) -> Result<(Vec<LinuxNamespace>, bool), ErrorKind> {
-    let spec = input.pod.spec.as_ref();
-    let flag = |f: fn(&k8s_openapi::api::core::v1::PodSpec) -> Option<bool>| {
-        spec.and_then(f).unwrap_or(false)
-    };
-    let host_net = flag(|s| s.host_network);
-    let host_ipc = flag(|s| s.host_ipc);
-    let host_pid = flag(|s| s.host_pid);
-    let share_pid = flag(|s| s.share_process_namespace);
+    let modes = &input.config.linux.security_context.namespace_options;
+    let host_net = modes.network == NamespaceMode::Node;
+    let host_ipc = modes.ipc == NamespaceMode::Node;
+    let host_pid = modes.pid == NamespaceMode::Node;
+    let share_pid = modes.pid == NamespaceMode::Pod;
     let ns = |typ: LinuxNamespaceType, path: Option<&std::path::PathBuf>| {
         let mut n = LinuxNamespace::default();
         n.set_typ(typ);
@@ -140,9 +117,11 @@ fn namespaces(
     Ok((out, own_uts))
 }
 
+/// The container's cgroup settings from the config's (kubelet computed them from the
+/// requests and limits; zero: unset).
 fn resources(input: &ContainerInput, privileged: bool) -> Result<LinuxResources, ErrorKind> {
     let host: &Host = input.host;
-    let r = container_resources(input.container)?;
+    let r = input.config.linux.resources.clone().unwrap_or_default();
     let mut res: LinuxResources = blank("{}");
     let mut device = LinuxDeviceCgroup::default();
     device.set_allow(privileged);
@@ -150,23 +129,32 @@ fn resources(input: &ContainerInput, privileged: bool) -> Result<LinuxResources,
     res.set_devices(Some(vec![device]));
 
     let mut cpu: LinuxCpu = blank("{}");
-    cpu.set_shares(Some(r.cpu_shares));
-    cpu.set_period(Some(r.cpu_period));
+    if r.cpu_shares > 0 {
+        cpu.set_shares(Some(r.cpu_shares as u64));
+    }
+    if r.cpu_period > 0 {
+        cpu.set_period(Some(r.cpu_period as u64));
+    }
     if r.cpu_quota != 0 {
         cpu.set_quota(Some(r.cpu_quota));
     }
     res.set_cpu(Some(cpu));
 
-    if r.memory_limit != 0 {
+    if r.memory_limit_in_bytes > 0 {
         let mut memory: LinuxMemory = blank("{}");
-        memory.set_limit(Some(r.memory_limit));
+        memory.set_limit(Some(r.memory_limit_in_bytes));
         // No swap beyond the memory limit (kubelet's NoSwap; containerd WithResources).
         if host.swap_controller {
-            memory.set_swap(Some(r.memory_limit));
+            memory.set_swap(Some(r.memory_limit_in_bytes));
         }
         res.set_memory(Some(memory));
     }
-    if let Some(limit) = input.pids_limit {
+    // CRI has no container PID limit: `unified["pids.max"]`, as on the sandbox.
+    if let Some(limit) = r
+        .unified
+        .get("pids.max")
+        .and_then(|v| v.parse::<i64>().ok())
+    {
         let mut pids = LinuxPids::default();
         pids.set_limit(limit);
         res.set_pids(Some(pids));
@@ -185,7 +173,7 @@ fn resources(input: &ContainerInput, privileged: bool) -> Result<LinuxResources,
 }
 
 fn annotations(input: &ContainerInput, sandbox_id: &str) -> HashMap<String, String> {
-    let meta = &input.pod.metadata;
+    let meta = &input.sandbox.metadata;
     let mut a = HashMap::new();
     let mut put = |k: &str, v: &str| {
         a.insert(format!("io.kubernetes.cri.{k}"), v.to_string());
@@ -193,16 +181,92 @@ fn annotations(input: &ContainerInput, sandbox_id: &str) -> HashMap<String, Stri
     // containerd internal/cri/annotations DefaultCRIAnnotations, for a container.
     put("container-type", "container");
     put("sandbox-id", sandbox_id);
-    put("sandbox-name", meta.name.as_deref().unwrap_or_default());
+    put("sandbox-name", &meta.name);
     put(
         "sandbox-namespace",
-        meta.namespace.as_deref().unwrap_or("default"),
+        if meta.namespace.is_empty() {
+            "default"
+        } else {
+            &meta.namespace
+        },
     );
-    put("sandbox-uid", meta.uid.as_deref().unwrap_or_default());
-    put("container-name", &input.container.name);
-    put("image-name", input.image_ref);
+    put("sandbox-uid", &meta.uid);
+    put("container-name", &input.config.metadata.name);
+    put("image-name", image_ref(input.config));
     a
 }
+
+/// The image as the user named it (kubelet's `user_specified_image`), else as resolved.
+fn image_ref(config: &cri::ContainerConfig) -> &str {
+    if config.image.user_specified_image.is_empty() {
+        &config.image.image
+    } else {
+        &config.image.user_specified_image
+    }
+}
+
+/// The config's mounts as containerd makes them (internal/cri/opts/spec_opts.go
+/// WithMounts): recursive binds, read-only or not, with their propagation.
+fn config_mounts(config: &cri::ContainerConfig) -> Vec<Mount> {
+    config
+        .mounts
+        .iter()
+        .map(|m| {
+            let propagation = match m.propagation {
+                cri::MountPropagation::Private => "rprivate",
+                cri::MountPropagation::HostToContainer => "rslave",
+                cri::MountPropagation::Bidirectional => "rshared",
+            };
+            let rw = if m.readonly { "ro" } else { "rw" };
+            Mount {
+                source: m.host_path.clone().into(),
+                destination: m.container_path.clone(),
+                typ: "bind".into(),
+                options: vec!["rbind".into(), propagation.into(), rw.into()],
+            }
+        })
+        .collect()
+}
+
+/// The sysctls of the container's namespaces: containerd's defaults for a pod with
+/// its own network (`enable_unprivileged_ports`, `enable_unprivileged_icmp`), then the
+/// sandbox's (kubelet checked them against its allow-list). containerd sets them on
+/// the sandbox's container; podrun's pause is not an OCI container, so every
+/// container of the pod carries them (the namespaces are the same).
+fn sysctls(input: &ContainerInput) -> HashMap<String, String> {
+    let host_net = input
+        .config
+        .linux
+        .security_context
+        .namespace_options
+        .network
+        == NamespaceMode::Node;
+    let mut out = HashMap::new();
+    if !host_net && input.host.unprivileged_net {
+        out.extend(
+            UNPRIVILEGED_NET_DEFAULTS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+    }
+    out.extend(
+        input
+            .sandbox
+            .linux
+            .sysctls
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    out
+}
+
+/// The sysctls containerd 2 sets in every pod that has its own network namespace
+/// (internal/cri/server/podsandbox/sandbox_run_linux.go, `enable_unprivileged_ports`
+/// and `enable_unprivileged_icmp`): binding low ports and ping need no capability.
+pub const UNPRIVILEGED_NET_DEFAULTS: [(&str, &str); 2] = [
+    ("net.ipv4.ip_unprivileged_port_start", "0"),
+    ("net.ipv4.ping_group_range", "0 2147483647"),
+];
 
 fn caps_value(caps: &Capabilities) -> LinuxCapabilities {
     let mut c: LinuxCapabilities = blank("{}");
@@ -215,28 +279,32 @@ fn caps_value(caps: &Capabilities) -> LinuxCapabilities {
 /// Builds the runtime spec of one container.
 pub fn build(input: &ContainerInput) -> Result<GeneratedSpec, Error> {
     build_inner(input).map_err(|kind| Error {
-        container: input.container.name.clone(),
+        container: input.config.metadata.name.clone(),
         kind,
     })
 }
 
 fn build_inner(input: &ContainerInput) -> Result<GeneratedSpec, ErrorKind> {
-    let container = input.container;
-    let sec = EffectiveSecurity::of(input.pod, container);
+    let config = input.config;
+    let sec = &config.linux.security_context;
+    let hostname = input.sandbox.hostname.as_str();
 
     // Process.
-    let env = process::container_env(&input.env);
-    let args = process::process_args(container, input.image, &env)?;
-    let tty = container.tty.unwrap_or(false);
+    let env: Vec<(String, String)> = config
+        .envs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    let args = process::process_args(&config.command, &config.args, input.image)?;
+    let tty = config.tty;
     let user = resolve_user(
-        input.pod,
-        &sec,
+        sec,
         input.image,
-        input.image_ref,
+        image_ref(config),
         input.users,
         input.honor_image_group,
     )?;
-    let caps = capabilities(&sec, input.host.capabilities.as_ref())?;
+    let caps = capabilities(sec, input.host.capabilities.as_ref())?;
     let (rlimits, warnings) = clamp_rlimits(&input.host.default_rlimits, &input.host.hard_rlimits);
 
     let mut proc_user = User::default();
@@ -247,27 +315,31 @@ fn build_inner(input: &ContainerInput) -> Result<GeneratedSpec, ErrorKind> {
     proc.set_terminal(Some(tty));
     proc.set_user(proc_user);
     proc.set_args(Some(args));
-    proc.set_env(Some(process::process_env(
-        input.image,
-        &env,
-        tty,
-        input.hostname,
-    )));
-    proc.set_cwd(process::working_dir(container, input.image).into());
+    proc.set_env(Some(process::process_env(input.image, &env, tty, hostname)));
+    proc.set_cwd(process::working_dir(&config.working_dir, input.image).into());
     proc.set_capabilities(Some(caps_value(&caps)));
     proc.set_rlimits(Some(rlimits));
-    proc.set_no_new_privileges(Some(sec.no_new_privs()));
+    proc.set_no_new_privileges(Some(sec.no_new_privs));
+    // kubelet's QoS score (zero: none given), never below the runtime's own.
+    let oom_score_adj = config
+        .linux
+        .resources
+        .as_ref()
+        .map_or(0, |r| r.oom_score_adj);
     proc.set_oom_score_adj(
-        input
-            .oom_score_adj
+        (oom_score_adj != 0)
+            .then(|| i32::try_from(oom_score_adj).unwrap_or(i32::MAX))
             .map(|adj| adj.max(input.host.oom_score_adj)),
     );
 
     // Filesystem.
     let mut root: Root = blank(r#"{"path":""}"#);
     root.set_path(input.rootfs.to_path_buf());
-    root.set_readonly(Some(sec.read_only_root_filesystem));
-    let merged = mounts::merge(mounts::default_mounts(sec.privileged), &input.mounts)?;
+    root.set_readonly(Some(sec.readonly_rootfs));
+    let merged = mounts::merge(
+        mounts::default_mounts(sec.privileged),
+        &config_mounts(config),
+    )?;
     let oci_mounts = merged
         .mounts
         .iter()
@@ -276,18 +348,14 @@ fn build_inner(input: &ContainerInput) -> Result<GeneratedSpec, ErrorKind> {
 
     // Linux.
     let (ns, own_uts) = namespaces(input, sec.privileged)?;
-    let (masked, readonly) = masked_and_readonly_paths(&sec);
+    let (masked, readonly) = masked_and_readonly_paths(sec);
     let seccomp = seccomp::profile_for(
-        &sec,
+        sec.privileged,
+        sec.seccomp.as_ref(),
         &caps,
-        input.host.seccomp_default,
         input.seccomp_localhost_profile,
     )?;
-    let sysctls = sysctl::pod_sysctls(
-        input.pod,
-        &input.host.allowed_unsafe_sysctls,
-        input.host.unprivileged_net,
-    )?;
+    let sysctls = sysctls(input);
     let mut linux: oci_spec::runtime::Linux = blank("{}");
     linux.set_namespaces(Some(ns));
     linux.set_resources(Some(resources(input, sec.privileged)?));
@@ -303,16 +371,13 @@ fn build_inner(input: &ContainerInput) -> Result<GeneratedSpec, ErrorKind> {
     spec.set_root(Some(root));
     spec.set_mounts(Some(oci_mounts));
     spec.set_process(Some(proc));
-    spec.set_hostname(own_uts.then(|| input.hostname.to_string()));
+    spec.set_hostname(own_uts.then(|| hostname.to_string()));
     spec.set_annotations(input.sandbox_id.map(|id| annotations(input, id)));
     spec.set_linux(Some(linux));
 
     Ok(GeneratedSpec {
         spec,
         warnings,
-        stop_signal: signal::stop_signal(container, input.image)?,
+        stop_signal: signal::stop_signal(config.stop_signal.as_deref(), input.image)?,
     })
 }
-
-#[cfg(test)]
-mod tests;

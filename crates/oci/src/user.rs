@@ -1,15 +1,13 @@
-//! Who the container runs as: runAsUser/runAsGroup, else the image's `User` resolved in
-//! the image's /etc/passwd and /etc/group; kubelet's runAsNonRoot check; supplementary
-//! groups from /etc/group, the pod's supplementalGroups and fsGroup.
+//! Who the container runs as: the config's user and group, else the image's `User`,
+//! resolved in the image's /etc/passwd and /etc/group; supplementary groups from
+//! /etc/group and the config's (the pod's supplementalGroups and fsGroup).
 
 use std::io::Read;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::Pod;
-
+use crate::cri::{LinuxContainerSecurityContext, SupplementalGroupsPolicy};
 use crate::error::{ErrorKind, ReadError};
 use crate::input::ImageConfig;
-use crate::security::EffectiveSecurity;
 
 /// The most a user database file may hold before it is refused (a defence against an
 /// image whose /etc/passwd is a device or a huge file).
@@ -188,20 +186,16 @@ fn check_range(user: &str, id: i64, what: &str) -> Result<u32, ErrorKind> {
     }
 }
 
-/// Resolves the container's user.
-///
-/// kubelet (pkg/kubelet/kuberuntime/kuberuntime_container.go, security_context.go):
-/// the runtime reports the image user's uid, or its name when not numeric, or uid 0 when
-/// the image sets none; kubelet checks runAsNonRoot against that
-/// (security_context_others.go verifyRunAsNonRoot) and passes runAsUser, else the
-/// image's uid or name, plus runAsGroup. containerd (pkg/oci/spec_opts.go WithUser,
+/// Resolves the container's user as containerd does (pkg/oci/spec_opts.go WithUser,
 /// WithUserID, WithUsername, WithAdditionalGIDs; internal/cri/opts/spec_opts.go
-/// WithSupplementalGroups) then resolves names in the image's passwd file, takes the
-/// primary gid from the passwd entry (0 when the uid has none), and adds the groups
-/// that list the user, the pod's supplementalGroups and fsGroup.
+/// WithSupplementalGroups): the config's `run_as_user` (else `run_as_username`, else
+/// the image's user: what kubelet sends when the pod names none), names resolved in the
+/// image's passwd file, the primary gid from the passwd entry (0 when the uid has
+/// none) unless `run_as_group` says, then the groups that list the user (unless the
+/// policy is Strict) and the config's supplemental groups (kubelet put the pod's
+/// fsGroup and supplementalGroups there). runAsNonRoot is kubelet's to check, before.
 pub fn resolve_user(
-    pod: &Pod,
-    sec: &EffectiveSecurity,
+    sec: &LinuxContainerSecurityContext,
     image: &ImageConfig,
     image_ref: &str,
     files: &UserFiles,
@@ -211,29 +205,16 @@ pub fn resolve_user(
         Some((u, g)) => (u, Some(g)),
         None => (image.user.as_str(), None),
     };
-    // What containerd's ImageStatus tells kubelet (getUserFromImage).
     let image_id = if image_user.is_empty() {
         Id::Num(0)
     } else {
         parse_id(image_user)
     };
 
-    if sec.run_as_non_root == Some(true) {
-        match (sec.run_as_user, &image_id) {
-            (Some(0), _) => return Err(ErrorKind::RunAsUserBreaksNonRoot),
-            (Some(_), _) => {}
-            (None, Id::Name(name)) => return Err(ErrorKind::NonNumericImageUser(name.clone())),
-            (None, Id::Num(0)) => return Err(ErrorKind::ImageRunsAsRoot),
-            (None, Id::Num(uid)) if !(1..=MAX_ID).contains(uid) => {
-                return Err(ErrorKind::InvalidImageUid(*uid))
-            }
-            (None, Id::Num(_)) => {}
-        }
-    }
-
-    let user = match sec.run_as_user {
-        Some(uid) => Id::Num(uid),
-        None => image_id,
+    let user = match (sec.run_as_user, sec.run_as_username.as_str()) {
+        (Some(uid), _) => Id::Num(uid),
+        (None, "") => image_id,
+        (None, name) => Id::Name(name.to_string()),
     };
     let group = match (sec.run_as_group, sec.run_as_user, image_group) {
         (Some(gid), _, _) => Some(Id::Num(gid)),
@@ -298,12 +279,7 @@ pub fn resolve_user(
     };
 
     let mut gids = vec![gid];
-    let merge = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.security_context.as_ref())
-        .and_then(|s| s.supplemental_groups_policy.as_deref());
-    if merge != Some("Strict") {
+    if sec.supplemental_groups_policy != SupplementalGroupsPolicy::Strict {
         if let Some(name) = &name {
             for g in groups.iter().flatten() {
                 if &g.name != name
@@ -315,16 +291,7 @@ pub fn resolve_user(
             }
         }
     }
-    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    if let Some(fs_group) = psc.and_then(|s| s.fs_group) {
-        gids.push(fs_group as u32);
-    }
-    gids.extend(
-        psc.and_then(|s| s.supplemental_groups.as_ref())
-            .into_iter()
-            .flatten()
-            .map(|&g| g as u32),
-    );
+    gids.extend(sec.supplemental_groups.iter().map(|&g| g as u32));
     gids.sort_unstable();
     gids.dedup();
     Ok(ResolvedUser {

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, SeccompProfile, SecurityContext};
+use podrun_oci::cri::{
+    ContainerConfig, ContainerMetadata, KeyValue, LinuxContainerResources,
+    LinuxContainerSecurityContext, PodSandboxConfig, ProfileType, SecurityProfile,
+};
 use podrun_oci::{build, ContainerInput, Host, ImageConfig, NamespacePaths, UserFiles};
 
 /// Deletes the container and its cgroups however the test ends.
@@ -97,29 +100,45 @@ fn crun_runs_the_generated_spec() {
         cgroup: format!("/podrun-oci-test/{id}"),
     };
 
-    let pod = Pod {
-        spec: Some(PodSpec::default()),
+    let sandbox = PodSandboxConfig {
+        hostname: "probe".into(),
         ..Default::default()
     };
-    let container = Container {
-        name: "probe".into(),
-        command: Some(vec!["sh".into(), "-c".into()]),
-        args: Some(vec![concat!(
-            "id -u; id -G; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; echo $(MSG); ",
+    let mut config = ContainerConfig {
+        metadata: ContainerMetadata {
+            name: "probe".into(),
+            attempt: 0,
+        },
+        command: vec!["sh".into(), "-c".into()],
+        args: vec![concat!(
+            "id -u; id -G; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; echo $MSG; ",
             // unshare(2) is outside the default profile for a container without CAP_SYS_ADMIN.
             "unshare -U true 2>/dev/null && echo unshare allowed || echo unshare denied"
         )
-        .into()]),
-        security_context: Some(SecurityContext {
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            allow_privilege_escalation: Some(false),
-            ..Default::default()
-        }),
+        .into()],
+        envs: vec![KeyValue {
+            key: "MSG".into(),
+            value: "from the config".into(),
+        }],
         ..Default::default()
     };
+    config.linux.security_context = LinuxContainerSecurityContext {
+        // Its own PID namespace (CRI's default, POD, would need the sandbox's).
+        namespace_options: podrun_oci::cri::NamespaceOption {
+            pid: podrun_oci::cri::NamespaceMode::Container,
+            ..Default::default()
+        },
+        seccomp: Some(SecurityProfile {
+            profile_type: ProfileType::RuntimeDefault,
+            ..Default::default()
+        }),
+        no_new_privs: true,
+        ..Default::default()
+    };
+    config.linux.resources = Some(LinuxContainerResources {
+        unified: [("pids.max".to_string(), "64".to_string())].into(),
+        ..Default::default()
+    });
     let image = ImageConfig {
         user: "app".into(),
         ..Default::default()
@@ -128,21 +147,15 @@ fn crun_runs_the_generated_spec() {
     // This process's hard rlimits (NOFILE is 20000 here) and bounding capabilities.
     let host = Host::detect().unwrap();
     let input = ContainerInput {
-        pod: &pod,
-        container: &container,
-        image_ref: "test/busybox",
+        sandbox: &sandbox,
+        sandbox_id: None,
+        config: &config,
         image: &image,
         rootfs: &root,
         users: &users,
-        hostname: "probe",
         namespaces: NamespacePaths::default(),
         cgroups_path: Some(cleanup.cgroup.clone().into()),
-        mounts: vec![],
-        env: vec![podrun_oci::EnvVar::literal("MSG", "expanded")],
         seccomp_localhost_profile: None,
-        pids_limit: Some(64),
-        oom_score_adj: None,
-        sandbox_id: None,
         honor_image_group: false,
         host: &host,
     };
@@ -190,7 +203,7 @@ fn crun_runs_the_generated_spec() {
             "1000 2000",
             "NoNewPrivs:\t1",
             "Seccomp:\t2",
-            "expanded",
+            "from the config",
             "unshare denied"
         ],
         "stderr: {stderr}"

@@ -6,7 +6,7 @@
 
 mod support;
 
-use podrun_oci::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths, UserFiles};
+use podrun_oci::{ContainerInput, Host, ImageConfig, NamespacePaths, UserFiles};
 use podrun_runtime::monitor::{
     monitor_alive, monitor_pid, read_exit, read_start, request, ContainerPlan, ControlError,
     ExitRecord, PodPlan, Request, Response,
@@ -144,14 +144,40 @@ impl TestPod {
         };
         let users = UserFiles::read(&rootfs).unwrap();
         let host = Host::detect().unwrap();
+        // kubelet's part, as the pod manager does it.
+        let spec = &pod.spec.as_ref().unwrap().containers[0];
+        let env = podrun_agent::container_config::expand::literal_env(spec).unwrap();
+        let mounts = vec![podrun_oci::cri::Mount {
+            host_path: self.shared().display().to_string(),
+            container_path: "/shared".into(),
+            ..Default::default()
+        }];
+        let config = podrun_agent::container_config::container_config(
+            &pod,
+            spec,
+            &env,
+            mounts,
+            &image_config,
+            &Default::default(),
+        )
+        .unwrap();
+        let sandbox = podrun_oci::cri::PodSandboxConfig {
+            hostname: self.plan.hostname.clone(),
+            metadata: podrun_oci::cri::PodSandboxMetadata {
+                name: "mon".into(),
+                uid: self.tag.clone(),
+                namespace: "default".into(),
+                attempt: 0,
+            },
+            ..Default::default()
+        };
         let input = ContainerInput {
-            pod: &pod,
-            container: &pod.spec.as_ref().unwrap().containers[0],
-            image_ref: &image(),
+            sandbox: &sandbox,
+            sandbox_id: Some(&self.plan.pod_id),
+            config: &config,
             image: &image_config,
             rootfs: &rootfs,
             users: &users,
-            hostname: &self.plan.hostname,
             namespaces: NamespacePaths {
                 net: Some(self.plan.ns_path(Namespace::Net)),
                 ipc: Some(self.plan.ns_path(Namespace::Ipc)),
@@ -159,12 +185,7 @@ impl TestPod {
                 pid: None,
             },
             cgroups_path: Some(format!("/podrun-test-{}/{name}", self.tag).into()),
-            mounts: vec![Mount::bind(self.shared(), "/shared", false)],
-            env: vec![],
             seccomp_localhost_profile: None,
-            pids_limit: None,
-            oom_score_adj: None,
-            sandbox_id: Some(&self.plan.pod_id),
             honor_image_group: false,
             host: &host,
         };

@@ -83,13 +83,31 @@ impl Node {
         let status = self.runtime.pod_sandbox_status(sandbox).unwrap();
         let id = format!("{sandbox}-{name}");
         let rootfs = self.images.store().prepare_rootfs(&image(), &id).unwrap();
-        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "default", "uid": self.tag},
-            "spec": {"containers": [{
-                "name": name, "image": image(), "command": ["sh", "-c", script],
-            }]},
-        }))
-        .unwrap();
+        // What kubelet would send for `sh -c script`.
+        let config = podrun_oci::cri::ContainerConfig {
+            metadata: podrun_oci::cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            },
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            linux: podrun_oci::cri::LinuxContainerConfig {
+                security_context: podrun_oci::cri::LinuxContainerSecurityContext {
+                    namespace_options: podrun_oci::cri::NamespaceOption {
+                        pid: podrun_oci::cri::NamespaceMode::Container,
+                        ..Default::default()
+                    },
+                    masked_paths: podrun_oci::security::MASKED_PATHS
+                        .map(String::from)
+                        .to_vec(),
+                    readonly_paths: podrun_oci::security::READONLY_PATHS
+                        .map(String::from)
+                        .to_vec(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let image_config = ImageConfig {
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
             ..Default::default()
@@ -98,13 +116,12 @@ impl Node {
         let host = Host::detect().unwrap();
         let ns = |kind: &str| status.namespaces.get(kind).cloned();
         let input = ContainerInput {
-            pod: &pod,
-            container: &pod.spec.as_ref().unwrap().containers[0],
-            image_ref: &image(),
+            sandbox: &status.config,
+            sandbox_id: Some(sandbox),
+            config: &config,
             image: &image_config,
             rootfs: &rootfs,
             users: &users,
-            hostname: &status.config.hostname,
             namespaces: NamespacePaths {
                 net: ns("net"),
                 ipc: ns("ipc"),
@@ -112,12 +129,7 @@ impl Node {
                 pid: None,
             },
             cgroups_path: Some(format!("{}/{name}", self.cgroup()).into()),
-            mounts: vec![],
-            env: vec![],
             seccomp_localhost_profile: None,
-            pids_limit: None,
-            oom_score_adj: None,
-            sandbox_id: Some(sandbox),
             honor_image_group: false,
             host: &host,
         };

@@ -1,14 +1,14 @@
-//! Which seccomp profile a container gets: kubelet picks the type (the container's
+//! The seccomp filter of a container: kubelet picks the profile (the container's
 //! seccompProfile, else the pod's, else RuntimeDefault with `--seccomp-default` and
-//! Unconfined without), containerd turns it into a filter
+//! Unconfined without) and sends it in the config; containerd turns it into a filter
 //! (internal/cri/sputil GenerateSeccompSpecOpts): none for privileged containers.
 
 pub mod default;
 
 use oci_spec::runtime::{Capabilities, LinuxSeccomp};
 
+use crate::cri::{ProfileType, SecurityProfile};
 use crate::error::ErrorKind;
-use crate::security::EffectiveSecurity;
 
 /// The seccomp filter for a container, or `None` for unconfined.
 ///
@@ -16,26 +16,22 @@ use crate::security::EffectiveSecurity;
 /// syscalls to a container holding the matching capability); `localhost` is the text of
 /// the Localhost profile the caller read from kubelet's seccomp directory.
 pub fn profile_for(
-    sec: &EffectiveSecurity,
+    privileged: bool,
+    profile: Option<&SecurityProfile>,
     caps: &Capabilities,
-    seccomp_default: bool,
     localhost: Option<&str>,
 ) -> Result<Option<LinuxSeccomp>, ErrorKind> {
-    if sec.privileged {
+    if privileged {
         return Ok(None);
     }
-    let (kind, path) = match &sec.seccomp {
-        Some(p) => (
-            p.type_.as_str(),
-            p.localhost_profile.as_deref().unwrap_or(""),
-        ),
-        None if seccomp_default => ("RuntimeDefault", ""),
-        None => ("Unconfined", ""),
+    let Some(profile) = profile else {
+        return Ok(None);
     };
-    match kind {
-        "Unconfined" => Ok(None),
-        "RuntimeDefault" => Ok(Some(default::default_profile(caps))),
-        "Localhost" => {
+    let path = &profile.localhost_ref;
+    match profile.profile_type {
+        ProfileType::Unconfined => Ok(None),
+        ProfileType::RuntimeDefault => Ok(Some(default::default_profile(caps))),
+        ProfileType::Localhost => {
             let text = localhost.ok_or_else(|| {
                 ErrorKind::Seccomp(format!("the Localhost profile {path:?} was not provided"))
             })?;
@@ -43,7 +39,6 @@ pub fn profile_for(
                 .map(Some)
                 .map_err(|e| ErrorKind::Seccomp(format!("localhost profile {path:?}: {e}")))
         }
-        other => Err(ErrorKind::Seccomp(format!("unknown type {other:?}"))),
     }
 }
 
@@ -75,17 +70,16 @@ pub fn parse_localhost(text: &str) -> Result<LinuxSeccomp, String> {
 mod tests {
     use super::*;
     use crate::security::DEFAULT_CAPS;
-    use k8s_openapi::api::core::v1::SeccompProfile;
     use oci_spec::runtime::{Capability, LinuxSeccompAction, LinuxSeccompOperator};
 
-    fn sec(kind: Option<&str>, privileged: bool) -> EffectiveSecurity {
-        EffectiveSecurity {
-            privileged,
-            seccomp: kind.map(|k| SeccompProfile {
-                type_: k.into(),
-                localhost_profile: (k == "Localhost").then(|| "profiles/audit.json".into()),
-            }),
-            ..Default::default()
+    fn profile(kind: ProfileType) -> SecurityProfile {
+        SecurityProfile {
+            profile_type: kind,
+            localhost_ref: if kind == ProfileType::Localhost {
+                "profiles/audit.json".into()
+            } else {
+                String::new()
+            },
         }
     }
 
@@ -101,29 +95,20 @@ mod tests {
 
     #[test]
     fn profile_selection() {
+        use ProfileType::*;
         let caps: Capabilities = DEFAULT_CAPS.iter().copied().collect();
-        let pick = |kind, privileged, default, local| {
-            profile_for(&sec(kind, privileged), &caps, default, local)
+        let pick = |kind: Option<ProfileType>, privileged, local| {
+            let p = kind.map(profile);
+            profile_for(privileged, p.as_ref(), &caps, local)
         };
-        assert_eq!(pick(None, false, false, None).unwrap(), None);
-        assert!(pick(None, false, true, None).unwrap().is_some());
-        assert_eq!(pick(Some("Unconfined"), false, true, None).unwrap(), None);
-        assert!(pick(Some("RuntimeDefault"), false, false, None)
-            .unwrap()
-            .is_some());
-        assert_eq!(
-            pick(Some("RuntimeDefault"), true, true, None).unwrap(),
-            None
-        );
-        let local = pick(Some("Localhost"), false, false, Some(LOCAL))
-            .unwrap()
-            .unwrap();
+        assert_eq!(pick(None, false, None).unwrap(), None);
+        assert_eq!(pick(Some(Unconfined), false, None).unwrap(), None);
+        assert!(pick(Some(RuntimeDefault), false, None).unwrap().is_some());
+        assert_eq!(pick(Some(RuntimeDefault), true, None).unwrap(), None);
+        let local = pick(Some(Localhost), false, Some(LOCAL)).unwrap().unwrap();
         assert_eq!(local.default_action(), LinuxSeccompAction::ScmpActLog);
-        let err = pick(Some("Localhost"), false, false, None)
-            .unwrap_err()
-            .to_string();
+        let err = pick(Some(Localhost), false, None).unwrap_err().to_string();
         assert!(err.contains("profiles/audit.json"), "{err}");
-        assert!(pick(Some("Bogus"), false, false, None).is_err());
     }
 
     #[test]

@@ -1,5 +1,4 @@
 use super::*;
-use k8s_openapi::api::core::v1::{PodSecurityContext, PodSpec};
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
     daemon:x:1:1::/:/sbin/nologin\n\
@@ -23,21 +22,16 @@ fn files() -> UserFiles {
     }
 }
 
-fn pod(psc: Option<PodSecurityContext>) -> Pod {
-    Pod {
-        spec: Some(PodSpec {
-            security_context: psc,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn sec(user: Option<i64>, group: Option<i64>, non_root: Option<bool>) -> EffectiveSecurity {
-    EffectiveSecurity {
+/// The config's user and group (runAsNonRoot is kubelet's to check, before:
+/// `_non_root` changes nothing here).
+fn sec(
+    user: Option<i64>,
+    group: Option<i64>,
+    _non_root: Option<bool>,
+) -> LinuxContainerSecurityContext {
+    LinuxContainerSecurityContext {
         run_as_user: user,
         run_as_group: group,
-        run_as_non_root: non_root,
         ..Default::default()
     }
 }
@@ -87,7 +81,7 @@ fn resolution_table() {
     };
     type Case<'a> = (
         &'a str,
-        EffectiveSecurity,
+        LinuxContainerSecurityContext,
         &'a str,
         bool,
         UserFiles,
@@ -250,14 +244,6 @@ fn resolution_table() {
         ),
         // runAsNonRoot (kubelet verifyRunAsNonRoot).
         (
-            "nonroot: runAsUser 0",
-            sec(Some(0), None, Some(true)),
-            "1000",
-            false,
-            files(),
-            Err(ErrorKind::RunAsUserBreaksNonRoot),
-        ),
-        (
             "nonroot: runAsUser set",
             sec(Some(1000), None, Some(true)),
             "",
@@ -266,44 +252,12 @@ fn resolution_table() {
             ok(1000, 1000, &[29, 44, 1000]),
         ),
         (
-            "nonroot: image root by default",
-            sec(None, None, Some(true)),
-            "",
-            false,
-            files(),
-            Err(ErrorKind::ImageRunsAsRoot),
-        ),
-        (
-            "nonroot: image uid 0",
-            sec(None, None, Some(true)),
-            "0:1000",
-            false,
-            files(),
-            Err(ErrorKind::ImageRunsAsRoot),
-        ),
-        (
-            "nonroot: image name",
-            sec(None, None, Some(true)),
-            "nginx",
-            false,
-            files(),
-            Err(ErrorKind::NonNumericImageUser("nginx".into())),
-        ),
-        (
             "nonroot: image uid",
             sec(None, None, Some(true)),
             "101",
             false,
             files(),
             ok(101, 101, &[29, 101]),
-        ),
-        (
-            "nonroot: image uid too big",
-            sec(None, None, Some(true)),
-            "3000000000",
-            false,
-            files(),
-            Err(ErrorKind::InvalidImageUid(3_000_000_000)),
         ),
         (
             "nonroot false: root fine",
@@ -315,52 +269,45 @@ fn resolution_table() {
         ),
     ];
     for (name, sec, user, honor, files, want) in cases {
-        let got = resolve_user(&pod(None), &sec, &image(user), "img", &files, honor);
+        let got = resolve_user(&sec, &image(user), "img", &files, honor);
         assert_eq!(got, want, "{name}");
     }
 }
 
 #[test]
-fn supplemental_groups_and_fs_group() {
-    let psc = |policy: Option<&str>| PodSecurityContext {
-        fs_group: Some(2000),
-        supplemental_groups: Some(vec![3000, 29, 2000]),
-        supplemental_groups_policy: policy.map(String::from),
+fn supplemental_groups_and_the_policy() {
+    let sc = |policy| LinuxContainerSecurityContext {
+        // kubelet's: the pod's fsGroup, then its supplementalGroups.
+        supplemental_groups: vec![2000, 3000, 29, 2000],
+        supplemental_groups_policy: policy,
         ..Default::default()
     };
-    let merge = resolve_user(
-        &pod(Some(psc(None))),
-        &sec(None, None, None),
-        &image("app"),
-        "img",
-        &files(),
-        false,
+    let resolve = |policy| resolve_user(&sc(policy), &image("app"), "img", &files(), false);
+    assert_eq!(
+        resolve(SupplementalGroupsPolicy::Merge),
+        ok(1000, 1000, &[29, 44, 1000, 2000, 3000])
     );
-    assert_eq!(merge, ok(1000, 1000, &[29, 44, 1000, 2000, 3000]));
-    let merge = resolve_user(
-        &pod(Some(psc(Some("Merge")))),
-        &sec(None, None, None),
-        &image("app"),
-        "img",
-        &files(),
-        false,
+    assert_eq!(
+        resolve(SupplementalGroupsPolicy::Strict),
+        ok(1000, 1000, &[29, 1000, 2000, 3000])
     );
-    assert_eq!(merge, ok(1000, 1000, &[29, 44, 1000, 2000, 3000]));
-    let strict = resolve_user(
-        &pod(Some(psc(Some("Strict")))),
-        &sec(None, None, None),
-        &image("app"),
-        "img",
-        &files(),
-        false,
+}
+
+#[test]
+fn a_user_name_in_the_config_is_resolved() {
+    let sc = LinuxContainerSecurityContext {
+        run_as_username: "nginx".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        resolve_user(&sc, &image("app"), "img", &files(), false),
+        ok(101, 101, &[29, 101])
     );
-    assert_eq!(strict, ok(1000, 1000, &[29, 1000, 2000, 3000]));
 }
 
 #[test]
 fn error_messages_name_user_and_image() {
     let err = resolve_user(
-        &pod(None),
         &sec(None, None, None),
         &image("ghost"),
         "docker.io/library/nginx:1.25",
@@ -370,10 +317,6 @@ fn error_messages_name_user_and_image() {
     .unwrap_err()
     .to_string();
     assert_eq!(err, "unable to find user ghost in image docker.io/library/nginx:1.25: no matching entries in passwd file");
-    assert_eq!(
-        ErrorKind::ImageRunsAsRoot.to_string(),
-        "container has runAsNonRoot and image will run as root"
-    );
 }
 
 #[test]

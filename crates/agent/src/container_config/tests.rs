@@ -1,21 +1,30 @@
+//! The two halves together, as a container is made: kubelet's (the pod's container
+//! as a CRI config, here) and containerd's (`podrun_oci::build`), on the same pods.
+
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
     Capabilities as K8sCaps, Container, PodSpec, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use oci_spec::runtime::{Capability, LinuxNamespaceType as Ns, PosixRlimitType};
+use oci_spec::runtime::{Capability as Cap, LinuxNamespaceType as Ns, PosixRlimitType, Spec};
+use podrun_oci::cri::{PodSandboxConfig, PodSandboxMetadata};
+use podrun_oci::{
+    build, clamp_rlimits, ContainerInput, GeneratedSpec, Host, NamespacePaths, UserFiles,
+};
 
 use super::*;
-use crate::input::{ImageConfig, Mount, NamespacePaths};
-use crate::user::UserFiles;
 
 struct Fixture {
     pod: Pod,
     container: Container,
+    env: Vec<EnvVar>,
     image: ImageConfig,
     users: UserFiles,
     host: Host,
+    node: NodeSettings,
+    namespaces: NamespacePaths,
+    sandbox_id: Option<&'static str>,
 }
 
 impl Fixture {
@@ -33,8 +42,10 @@ impl Fixture {
             },
             container: Container {
                 name: "nginx".into(),
+                image: Some("docker.io/library/nginx:1.25".into()),
                 ..Default::default()
             },
+            env: Vec::new(),
             image: ImageConfig {
                 entrypoint: vec!["/docker-entrypoint.sh".into()],
                 cmd: vec!["nginx".into(), "-g".into(), "daemon off;".into()],
@@ -50,6 +61,14 @@ impl Fixture {
                 group: None,
             },
             host: Host::default(),
+            node: NodeSettings::default(),
+            namespaces: NamespacePaths {
+                net: Some("/run/podrun/netns/web".into()),
+                ipc: Some("/proc/42/ns/ipc".into()),
+                uts: Some("/proc/42/ns/uts".into()),
+                pid: Some("/proc/42/ns/pid".into()),
+            },
+            sandbox_id: None,
         }
     }
 
@@ -63,39 +82,67 @@ impl Fixture {
             .get_or_insert_with(Default::default)
     }
 
-    fn input(&self) -> ContainerInput<'_> {
-        ContainerInput {
-            pod: &self.pod,
-            container: &self.container,
-            image_ref: "docker.io/library/nginx:1.25",
+    /// The configs kubelet would send for the fixture's pod and container.
+    fn configs(&self) -> Result<(PodSandboxConfig, ContainerConfig), String> {
+        let name = &self.container.name;
+        let mounts = vec![Mount {
+            host_path: "/var/lib/podrun/pods/web/hosts".into(),
+            container_path: "/etc/hosts".into(),
+            ..Default::default()
+        }];
+        let config = container_config(
+            &self.pod,
+            &self.container,
+            &self.env,
+            mounts,
+            &self.image,
+            &self.node,
+        )
+        .map_err(|e| format!("container {name}: {e}"))?;
+        let mut sandbox = PodSandboxConfig {
+            metadata: PodSandboxMetadata {
+                name: "web".into(),
+                uid: "0000-1111".into(),
+                namespace: "prod".into(),
+                attempt: 0,
+            },
+            hostname: "web".into(),
+            ..Default::default()
+        };
+        sandbox.linux.sysctls =
+            sysctl::pod_sysctls(&self.pod, &self.node.allowed_unsafe_sysctls).unwrap_or_default();
+        Ok((sandbox, config))
+    }
+
+    /// The spec, with `tweak` applied to the container's config first.
+    fn try_build_with(
+        &self,
+        tweak: impl FnOnce(&mut ContainerConfig),
+    ) -> Result<GeneratedSpec, String> {
+        let (sandbox, mut config) = self.configs()?;
+        tweak(&mut config);
+        let input = ContainerInput {
+            sandbox: &sandbox,
+            sandbox_id: self.sandbox_id,
+            config: &config,
             image: &self.image,
             rootfs: Path::new("/var/lib/podrun/containers/abc/merged"),
             users: &self.users,
-            hostname: "web",
-            namespaces: NamespacePaths {
-                net: Some("/run/podrun/netns/web".into()),
-                ipc: Some("/proc/42/ns/ipc".into()),
-                uts: Some("/proc/42/ns/uts".into()),
-                pid: Some("/proc/42/ns/pid".into()),
-            },
+            namespaces: self.namespaces.clone(),
             cgroups_path: Some("/podrun/web/nginx".into()),
-            mounts: vec![Mount::bind(
-                "/var/lib/podrun/pods/web/hosts",
-                "/etc/hosts",
-                false,
-            )],
-            env: vec![],
             seccomp_localhost_profile: None,
-            pids_limit: None,
-            oom_score_adj: None,
-            sandbox_id: None,
             honor_image_group: false,
             host: &self.host,
-        }
+        };
+        build(&input).map_err(|e| e.to_string())
+    }
+
+    fn try_build(&self) -> Result<GeneratedSpec, String> {
+        self.try_build_with(|_| {})
     }
 
     fn build(&self) -> GeneratedSpec {
-        build(&self.input()).unwrap()
+        self.try_build().unwrap()
     }
 }
 
@@ -278,28 +325,25 @@ fn namespace_table() {
 
 #[test]
 fn hostname_only_with_own_uts_namespace() {
-    let f = Fixture::new();
-    let mut input = f.input();
-    input.namespaces = NamespacePaths::default();
-    let spec = build(&input).unwrap().spec;
+    let mut f = Fixture::new();
+    f.namespaces = NamespacePaths::default();
+    let spec = f.build().spec;
     assert_eq!(spec.hostname().as_deref(), Some("web"));
     assert_eq!(namespaces(&spec)[2], (Ns::Uts, None));
     let mut f = Fixture::new();
     f.pod_spec().host_network = Some(true);
-    let mut input = f.input();
-    input.namespaces = NamespacePaths::default();
-    assert_eq!(build(&input).unwrap().spec.hostname(), &None);
+    f.namespaces = NamespacePaths::default();
+    assert_eq!(f.build().spec.hostname(), &None);
 }
 
 #[test]
 fn share_process_namespace_needs_a_path() {
     let mut f = Fixture::new();
     f.pod_spec().share_process_namespace = Some(true);
-    let mut input = f.input();
-    input.namespaces.pid = None;
-    let err = build(&input).unwrap_err();
+    f.namespaces.pid = None;
+    let err = f.try_build().unwrap_err();
     assert_eq!(
-        err.to_string(),
+        err,
         "container nginx: shareProcessNamespace is set but no pid namespace path was given"
     );
 }
@@ -316,7 +360,7 @@ fn privileged_container() {
         type_: "RuntimeDefault".into(),
         ..Default::default()
     });
-    f.host.capabilities = crate::security::caps_from_mask("1fffeffffff");
+    f.host.capabilities = podrun_oci::security::caps_from_mask("1fffeffffff");
     let spec = f.build().spec;
     let linux = spec.linux().as_ref().unwrap();
     let caps = spec
@@ -331,7 +375,7 @@ fn privileged_container() {
         .bounding()
         .as_ref()
         .unwrap()
-        .contains(&Capability::SysResource));
+        .contains(&Cap::SysResource));
     assert_eq!(linux.masked_paths(), &Some(vec![]));
     assert_eq!(linux.readonly_paths(), &Some(vec![]));
     assert_eq!(linux.seccomp(), &None);
@@ -382,7 +426,7 @@ fn security_context_knobs() {
         .bounding()
         .clone()
         .unwrap();
-    assert!(bounding.contains(&Capability::NetAdmin) && !bounding.contains(&Capability::NetRaw));
+    assert!(bounding.contains(&Cap::NetAdmin) && !bounding.contains(&Cap::NetRaw));
     assert!(spec.linux().as_ref().unwrap().seccomp().is_some());
 }
 
@@ -391,13 +435,12 @@ fn env_and_args_expansion_end_to_end() {
     let mut f = Fixture::new();
     f.container.command = Some(vec!["/bin/sh".into(), "-c".into()]);
     f.container.args = Some(vec!["echo $(GREETING) $$(GREETING) $(NGINX_VERSION)".into()]);
-    let mut input = f.input();
-    input.env = vec![
-        crate::EnvVar::resolved("NAME", "world"),
-        crate::EnvVar::literal("GREETING", "hello $(NAME)"),
-        crate::EnvVar::literal("NGINX_VERSION", "mine"),
+    f.env = vec![
+        EnvVar::resolved("NAME", "world"),
+        EnvVar::literal("GREETING", "hello $(NAME)"),
+        EnvVar::literal("NGINX_VERSION", "mine"),
     ];
-    let spec = build(&input).unwrap().spec;
+    let spec = f.build().spec;
     let p = spec.process().as_ref().unwrap();
     assert_eq!(
         p.args().as_ref().unwrap(),
@@ -434,10 +477,14 @@ fn resources_and_limits_in_spec() {
     f.host.swap_controller = true;
     f.host.hard_rlimits = vec![(PosixRlimitType::RlimitNofile, 20000)];
     f.host.oom_score_adj = 0;
-    let mut input = f.input();
-    input.pids_limit = Some(1024);
-    input.oom_score_adj = Some(-997);
-    let generated = build(&input).unwrap();
+    // What kubelet does not send today: a PID limit and a QoS score.
+    let generated = f
+        .try_build_with(|c| {
+            let r = c.linux.resources.as_mut().unwrap();
+            r.unified.insert("pids.max".into(), "1024".into());
+            r.oom_score_adj = -997;
+        })
+        .unwrap();
     let json = serde_json::to_value(&generated.spec).unwrap();
     let res = &json["linux"]["resources"];
     assert_eq!(
@@ -488,10 +535,9 @@ fn rlimit_clamping() {
 
 #[test]
 fn annotations_when_sandbox_known() {
-    let f = Fixture::new();
-    let mut input = f.input();
-    input.sandbox_id = Some("sb-1");
-    let spec = build(&input).unwrap().spec;
+    let mut f = Fixture::new();
+    f.sandbox_id = Some("sb-1");
+    let spec = f.build().spec;
     let a = spec.annotations().as_ref().unwrap();
     assert_eq!(a["io.kubernetes.cri.container-type"], "container");
     assert_eq!(a["io.kubernetes.cri.sandbox-id"], "sb-1");
@@ -535,32 +581,122 @@ fn errors_name_the_container() {
     for (setup, want) in cases {
         let mut f = Fixture::new();
         setup(&mut f);
-        assert_eq!(build(&f.input()).unwrap_err().to_string(), want);
+        assert_eq!(f.try_build().unwrap_err(), want);
     }
 }
 
 #[test]
-fn pod_hostname_rules() {
-    let mut pod = Pod {
-        metadata: ObjectMeta {
-            name: Some("web-0".into()),
+fn run_as_non_root_is_checked_against_the_image_user() {
+    let check = |user: Option<i64>, image: &str| verify_run_as_non_root(user, image);
+    assert_eq!(
+        check(Some(0), "1000"),
+        Err(ConfigError::RunAsUserBreaksNonRoot)
+    );
+    assert_eq!(check(Some(5), ""), Ok(()));
+    assert_eq!(check(None, ""), Err(ConfigError::ImageRunsAsRoot));
+    assert_eq!(check(None, "0"), Err(ConfigError::ImageRunsAsRoot));
+    assert_eq!(
+        check(None, "nginx"),
+        Err(ConfigError::NonNumericImageUser("nginx".into()))
+    );
+    assert_eq!(
+        check(None, "3000000000"),
+        Err(ConfigError::InvalidImageUid(3_000_000_000))
+    );
+    assert_eq!(check(None, "101"), Ok(()));
+    // The image's `uid:gid`: the uid counts.
+    let mut f = Fixture::new();
+    f.sc().run_as_non_root = Some(true);
+    f.image.user = "0:1000".into();
+    assert_eq!(
+        f.try_build().unwrap_err(),
+        "container nginx: container has runAsNonRoot and image will run as root"
+    );
+    f.image.user = "1000:1000".into();
+    f.users.passwd = None;
+    assert!(f.try_build().is_ok());
+}
+
+#[test]
+fn the_pods_fields_go_under_the_containers() {
+    use k8s_openapi::api::core::v1::PodSecurityContext;
+    let mut f = Fixture::new();
+    f.pod_spec().security_context = Some(PodSecurityContext {
+        run_as_user: Some(1000),
+        run_as_group: Some(3000),
+        fs_group: Some(2000),
+        supplemental_groups: Some(vec![4000]),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
             ..Default::default()
-        },
-        spec: Some(PodSpec::default()),
+        }),
         ..Default::default()
-    };
-    assert_eq!(pod_hostname(&pod, "node1"), "web-0");
-    pod.spec.as_mut().unwrap().hostname = Some("custom".into());
-    assert_eq!(pod_hostname(&pod, "node1"), "custom");
-    pod.spec.as_mut().unwrap().host_network = Some(true);
-    assert_eq!(pod_hostname(&pod, "node1"), "node1");
-    let long = format!("{}-.x", "a".repeat(61));
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(long),
-            ..Default::default()
-        },
+    });
+    let (_, c) = f.configs().unwrap();
+    let sc = &c.linux.security_context;
+    assert_eq!((sc.run_as_user, sc.run_as_group), (Some(1000), Some(3000)));
+    assert_eq!(sc.supplemental_groups, [4000, 2000]);
+    assert_eq!(
+        sc.seccomp.as_ref().unwrap().profile_type,
+        ProfileType::RuntimeDefault
+    );
+    f.sc().run_as_user = Some(5);
+    f.sc().seccomp_profile = Some(SeccompProfile {
+        type_: "Unconfined".into(),
         ..Default::default()
-    };
-    assert_eq!(pod_hostname(&pod, "n"), "a".repeat(61));
+    });
+    let (_, c) = f.configs().unwrap();
+    let sc = &c.linux.security_context;
+    assert_eq!((sc.run_as_user, sc.run_as_group), (Some(5), Some(3000)));
+    assert_eq!(
+        sc.seccomp.as_ref().unwrap().profile_type,
+        ProfileType::Unconfined
+    );
+}
+
+#[test]
+fn seccomp_default_paths_and_no_new_privs() {
+    let mut f = Fixture::new();
+    let profile = |f: &Fixture| f.configs().unwrap().1.linux.security_context;
+    assert_eq!(
+        profile(&f).seccomp.unwrap().profile_type,
+        ProfileType::Unconfined,
+        "kubelet's default"
+    );
+    f.node.seccomp_default = true;
+    assert_eq!(
+        profile(&f).seccomp.unwrap().profile_type,
+        ProfileType::RuntimeDefault
+    );
+    f.sc().seccomp_profile = Some(SeccompProfile {
+        type_: "Bogus".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        f.try_build().unwrap_err(),
+        "container nginx: seccomp profile: unknown type \"Bogus\""
+    );
+    let mut f = Fixture::new();
+    let sc = profile(&f);
+    assert_eq!(
+        (
+            sc.masked_paths.len(),
+            sc.readonly_paths.len(),
+            sc.no_new_privs
+        ),
+        (11, 5, false)
+    );
+    f.sc().proc_mount = Some("Unmasked".into());
+    f.sc().allow_privilege_escalation = Some(false);
+    let sc = profile(&f);
+    assert_eq!(
+        (
+            sc.masked_paths.len(),
+            sc.readonly_paths.len(),
+            sc.no_new_privs
+        ),
+        (0, 0, true)
+    );
+    f.sc().allow_privilege_escalation = Some(true);
+    assert!(!profile(&f).no_new_privs);
 }

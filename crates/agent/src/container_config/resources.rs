@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::error::ErrorKind;
+use super::ConfigError;
 
 /// The lowest cpu.shares kubelet gives (and the kernel's minimum).
 pub const MIN_SHARES: u64 = 2;
@@ -112,13 +112,13 @@ fn quantity(
     map: Option<&std::collections::BTreeMap<String, Quantity>>,
     name: &str,
     scale: i32,
-) -> Result<Option<i64>, ErrorKind> {
+) -> Result<Option<i64>, ConfigError> {
     let Some(q) = map.and_then(|m| m.get(name)) else {
         return Ok(None);
     };
     parse_quantity(&q.0, scale)
         .map(Some)
-        .ok_or_else(|| ErrorKind::InvalidQuantity {
+        .ok_or_else(|| ConfigError::InvalidQuantity {
             resource: name.to_string(),
             value: q.0.clone(),
         })
@@ -140,7 +140,7 @@ pub struct ContainerResources {
 /// Resources of a container from its requests and limits (kubelet's
 /// calculateLinuxResources with the CFS quota enforced, its default): a cpu request
 /// absent while a limit is set defaults to the limit; the period is always set.
-pub fn container_resources(container: &Container) -> Result<ContainerResources, ErrorKind> {
+pub fn container_resources(container: &Container) -> Result<ContainerResources, ConfigError> {
     let res = container.resources.as_ref();
     let requests = res.and_then(|r| r.requests.as_ref());
     let limits = res.and_then(|r| r.limits.as_ref());
@@ -290,7 +290,7 @@ mod tests {
         let bad = container(&[], &[("memory", "lots")]);
         assert_eq!(
             container_resources(&bad),
-            Err(ErrorKind::InvalidQuantity {
+            Err(ConfigError::InvalidQuantity {
                 resource: "memory".into(),
                 value: "lots".into()
             })

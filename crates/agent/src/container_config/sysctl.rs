@@ -1,11 +1,11 @@
 //! Pod sysctls: kubelet's safe set, the node's allowed unsafe ones, nothing else
 //! (pkg/kubelet/sysctl/safe_sysctls.go, allowlist.go).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::error::ErrorKind;
+use super::ConfigError;
 
 /// The sysctls kubelet allows without `--allowed-unsafe-sysctls`: namespaced, and
 /// isolated from other pods (the Pod Security Standards' baseline list).
@@ -20,14 +20,6 @@ pub const SAFE_SYSCTLS: [&str; 10] = [
     "net.ipv4.tcp_fin_timeout",
     "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
-];
-
-/// The sysctls containerd 2 sets in every pod that has its own network namespace
-/// (internal/cri/server/podsandbox/sandbox_run_linux.go, `enable_unprivileged_ports`
-/// and `enable_unprivileged_icmp`): binding low ports and ping need no capability.
-pub const UNPRIVILEGED_NET_DEFAULTS: [(&str, &str); 2] = [
-    ("net.ipv4.ip_unprivileged_port_start", "0"),
-    ("net.ipv4.ping_group_range", "0 2147483647"),
 ];
 
 /// The namespace a sysctl belongs to (component-helpers/node/util/sysctl namespace.go).
@@ -79,33 +71,24 @@ fn allowed(name: &str, unsafe_allowed: &[String]) -> bool {
         })
 }
 
-/// The pod's sysctls (normalized names), validated: each must be safe or allowed by
-/// the node, and namespaced in a namespace the pod does not share with the host
-/// (`"net.ipv4.tcp_syncookies" not allowed with host net enabled`). Without hostNetwork,
-/// containerd's unprivileged-port and ping defaults come first when `unprivileged_net`,
-/// and the pod's own values override them.
+/// The pod's sysctls (normalized names), validated as kubelet's sysctl admission does:
+/// each must be safe or allowed by the node, and namespaced in a namespace the pod does
+/// not share with the host (`"net.ipv4.tcp_syncookies" not allowed with host net
+/// enabled`). (The runtime adds containerd's unprivileged-port and ping defaults.)
 pub fn pod_sysctls(
     pod: &Pod,
     unsafe_allowed: &[String],
-    unprivileged_net: bool,
-) -> Result<HashMap<String, String>, ErrorKind> {
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let spec = pod.spec.as_ref();
     let host_net = spec.and_then(|s| s.host_network).unwrap_or(false);
     let host_ipc = spec.and_then(|s| s.host_ipc).unwrap_or(false);
-    let mut out = HashMap::new();
-    if !host_net && unprivileged_net {
-        out.extend(
-            UNPRIVILEGED_NET_DEFAULTS
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-    }
+    let mut out = BTreeMap::new();
     let sysctls = spec
         .and_then(|s| s.security_context.as_ref())
         .and_then(|s| s.sysctls.as_ref());
     for sysctl in sysctls.into_iter().flatten() {
         let name = normalize(&sysctl.name);
-        let refuse = |reason: &str| ErrorKind::ForbiddenSysctl {
+        let refuse = |reason: &str| ConfigError::ForbiddenSysctl {
             name: name.clone(),
             reason: reason.to_string(),
         };
@@ -181,7 +164,7 @@ mod tests {
             "vm.swappiness".to_string(),
         ];
         let ok = |sysctls: &[(&str, &str)], net: bool, ipc: bool| {
-            pod_sysctls(&pod(sysctls, net, ipc), &unsafe_allowed, false)
+            pod_sysctls(&pod(sysctls, net, ipc), &unsafe_allowed)
         };
         for name in SAFE_SYSCTLS {
             let got = ok(&[(name, "1")], false, false).unwrap();
@@ -205,27 +188,5 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.contains(name) && msg.contains(why), "{name}: {msg}");
         }
-    }
-
-    #[test]
-    fn containerd_net_defaults_unless_host_network() {
-        let got = pod_sysctls(
-            &pod(
-                &[("net.ipv4.ip_unprivileged_port_start", "1024")],
-                false,
-                false,
-            ),
-            &[],
-            true,
-        )
-        .unwrap();
-        assert_eq!(got["net.ipv4.ip_unprivileged_port_start"], "1024");
-        assert_eq!(got["net.ipv4.ping_group_range"], "0 2147483647");
-        assert!(pod_sysctls(&pod(&[], true, false), &[], true)
-            .unwrap()
-            .is_empty());
-        assert!(pod_sysctls(&pod(&[], false, false), &[], false)
-            .unwrap()
-            .is_empty());
     }
 }
