@@ -107,6 +107,15 @@ pub fn container_config(
         "io.kubernetes.pod.uid".into(),
         meta.uid.clone().unwrap_or_default(),
     );
+    // The grace period the runtime gives the container when the sandbox
+    // stops (kubelet's annotation, pkg/kubelet/kuberuntime/labels.go).
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(
+        podrun_runtime::node::GRACE_ANNOTATION.into(),
+        podrun_kubelet::grace::pod_grace_period(pod)
+            .as_secs()
+            .to_string(),
+    );
     Ok(ContainerConfig {
         metadata: ContainerMetadata {
             name: c.name.clone(),
@@ -126,6 +135,7 @@ pub fn container_config(
             .collect(),
         mounts,
         labels,
+        annotations,
         log_path: format!("{}.log", c.name),
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),

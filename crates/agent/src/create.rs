@@ -12,9 +12,7 @@ use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use podrun_image::{Images, PullOptions};
 use podrun_oci::cri::Mount;
-use podrun_oci::{ContainerInput, Host, ImageConfig, NamespacePaths, UserFiles};
-use podrun_runtime::api::PodSandboxStatus;
-use podrun_runtime::monitor::ContainerPlan;
+use podrun_oci::{Host, ImageConfig};
 use podrun_runtime::{PodSandboxConfig, RuntimeService};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -234,43 +232,48 @@ pub fn container_env(pod: &Pod, c: &Container, sources: &Sources) -> Result<Vec<
     crate::env::environment(pod, c, sources, &node_facts()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Container `c`'s root filesystem (a fresh writable layer over its image)
-/// and OCI bundle, ready for its monitor to start: kubelet's createContainer,
-/// which each start of a container goes through.
+/// Container `c` as the CRI config the runtime's CreateContainer takes:
+/// kubelet's generateContainerConfig ([`container_config`]) with its mounts
+/// (the pod's volumes set up by then, the pod's /etc files and /dev/shm, the
+/// termination log) as host paths. `image` is its image's config (its user,
+/// for runAsNonRoot). Each start of a container goes through it.
 pub fn prepare_container(
-    images: &Images,
     pod: &Pod,
     c: &Container,
-    sandbox: &PodSandboxStatus,
     state: &PodState,
+    image: &ImageConfig,
     host: &Host,
     env: Vec<EnvVar>,
-) -> Result<ContainerPlan> {
-    let id = pods::container_id(&sandbox.sandbox.id, &c.name);
-    // What an earlier instance (or a failed attempt) wrote is not kept.
-    images.remove_rootfs(&id)?;
+) -> Result<podrun_oci::cri::ContainerConfig> {
     let data_dir = &state.record.data_dir;
-    let pod_mounts = pod_mounts(pod, data_dir);
-    let (bundle, stop_signal) = prepare(
-        images,
-        pod,
-        c,
-        &id,
-        sandbox,
-        data_dir,
-        host,
-        env,
-        &pod_mounts,
-    )?;
-    let grace = podrun_kubelet::grace::pod_grace_period(pod);
-    Ok(ContainerPlan {
-        id,
-        name: c.name.clone(),
-        bundle,
-        log_path: state.log_path(&c.name),
-        stop_signal,
-        grace_period_ms: podrun_kubelet::grace::millis(grace),
-    })
+    let mut mounts = volume_mounts(pod, c, data_dir)?;
+    mounts.push(termination_log(c, data_dir)?);
+    // The pod's files, unless a volume is mounted there (as kubelet leaves
+    // /etc/hosts alone when a volumeMount covers it).
+    let read_only_root = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.read_only_root_filesystem)
+        .unwrap_or(false);
+    for m in pod_mounts(pod, data_dir) {
+        if mounts.iter().any(|v| v.container_path == m.container_path) {
+            continue;
+        }
+        let mut m = m.clone();
+        if read_only_root && m.container_path.starts_with("/etc/") {
+            m.readonly = true;
+        }
+        mounts.push(m);
+    }
+    let node = NodeSettings {
+        seccomp_default: host.seccomp_default,
+        allowed_unsafe_sysctls: host.allowed_unsafe_sysctls.clone(),
+    };
+    // A ConfigError stays one under its context: it is kubelet's
+    // CreateContainerConfigError, where a mount that cannot be made is a
+    // CreateContainerError.
+    container_config::container_config(pod, c, &env, mounts, image, &node)
+        .map_err(|e| anyhow::Error::new(e).context(format!("container {}", c.name)))
 }
 
 /// The pod's files under `<data dir>/etc`, each bind-mounted at /etc/<name>.
@@ -404,22 +407,6 @@ pub(crate) fn host_ip() -> Option<String> {
     })
 }
 
-/// Log a warning about this node (the rlimit clamp: the same for every
-/// container) once per process, not once per container start; whether it
-/// was said now.
-fn warn_once(warning: &str) -> bool {
-    static SAID: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
-        std::sync::Mutex::new(None);
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    let new = said
-        .get_or_insert_with(Default::default)
-        .insert(warning.to_string());
-    if new {
-        tracing::warn!("{warning} (said once)");
-    }
-    new
-}
-
 /// A binary installed beside this one.
 pub fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -428,114 +415,6 @@ pub fn sibling(name: &str) -> Result<PathBuf> {
         bail!("{} not found beside {}", name, exe.display());
     }
     Ok(path)
-}
-
-/// Root filesystem, mounts and bundle of one container; returns (bundle, stop signal).
-#[allow(clippy::too_many_arguments)]
-fn prepare(
-    images: &Images,
-    pod: &Pod,
-    c: &Container,
-    id: &str,
-    sandbox: &PodSandboxStatus,
-    pod_dir: &Path,
-    host: &Host,
-    env: Vec<EnvVar>,
-    pod_mounts: &[Mount],
-) -> Result<(PathBuf, i32)> {
-    let image = c.image.clone().unwrap_or_default();
-    let cfg = &images.run_config(&image)?;
-    let strings = |key: &str| -> Vec<String> {
-        cfg[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let image_config = ImageConfig {
-        entrypoint: strings("Entrypoint"),
-        cmd: strings("Cmd"),
-        env: strings("Env"),
-        working_dir: cfg["WorkingDir"].as_str().unwrap_or("").into(),
-        user: cfg["User"].as_str().unwrap_or("").into(),
-        stop_signal: cfg["StopSignal"].as_str().unwrap_or("").into(),
-    };
-    let mut mounts = volume_mounts(pod, c, pod_dir)?;
-    mounts.push(termination_log(c, pod_dir)?);
-    // The pod's files, unless a volume is mounted there (as kubelet leaves
-    // /etc/hosts alone when a volumeMount covers it).
-    let read_only_root = c
-        .security_context
-        .as_ref()
-        .and_then(|s| s.read_only_root_filesystem)
-        .unwrap_or(false);
-    for m in pod_mounts {
-        if mounts.iter().any(|v| v.container_path == m.container_path) {
-            continue;
-        }
-        let mut m = m.clone();
-        if read_only_root && m.container_path.starts_with("/etc/") {
-            m.readonly = true;
-        }
-        mounts.push(m);
-    }
-    let rootfs = images.prepare_rootfs(&image, id)?;
-    let users = UserFiles::read(&rootfs)?;
-    let spec = pod.spec.as_ref().expect("validated");
-    let node = NodeSettings {
-        seccomp_default: host.seccomp_default,
-        allowed_unsafe_sysctls: host.allowed_unsafe_sysctls.clone(),
-    };
-    // kubelet's part: the container as the CRI config the runtime takes.
-    let config = container_config::container_config(pod, c, &env, mounts, &image_config, &node)
-        .map_err(|e| anyhow::anyhow!("container {}: {e}", c.name))?;
-    // The sandbox's namespaces, joined by their pinned paths.
-    let ns = |name: &str| sandbox.namespaces.get(name).cloned();
-    let host_network = sandbox
-        .config
-        .linux
-        .security_context
-        .namespace_options
-        .network
-        == podrun_runtime::NamespaceMode::Node;
-    let input = ContainerInput {
-        sandbox: &sandbox.config,
-        sandbox_id: Some(&sandbox.sandbox.id),
-        config: &config,
-        image: &image_config,
-        rootfs: &rootfs,
-        users: &users,
-        namespaces: NamespacePaths {
-            net: (!host_network).then(|| ns("net")).flatten(),
-            ipc: ns("ipc"),
-            uts: (!host_network).then(|| ns("uts")).flatten(),
-            pid: spec
-                .share_process_namespace
-                .unwrap_or(false)
-                .then(|| ns("pid"))
-                .flatten(),
-        },
-        cgroups_path: Some(&sandbox.config.linux.cgroup_parent)
-            .filter(|p| !p.is_empty())
-            .map(|p| format!("{p}/{}", c.name).into()),
-        seccomp_localhost_profile: None,
-        honor_image_group: false,
-        host,
-    };
-    let generated = podrun_oci::build(&input)?;
-    for w in &generated.warnings {
-        let _ = warn_once(w);
-    }
-    let bundle = pod_dir.join("bundles").join(&c.name);
-    std::fs::create_dir_all(&bundle)?;
-    std::fs::write(
-        bundle.join("config.json"),
-        serde_json::to_vec_pretty(&generated.spec)?,
-    )?;
-    Ok((bundle, generated.stop_signal))
 }
 
 /// A host path the container sees at `container_path` (a CRI mount: the runtime
@@ -668,15 +547,6 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests {
-    /// The rlimit clamp's warning is the same for every container: said once.
-    #[test]
-    fn a_node_warning_is_said_once() {
-        let w = "RLIMIT_NOFILE 1048576 clamped to the hard limit 20000 (test)";
-        assert!(super::warn_once(w));
-        assert!(!super::warn_once(w));
-        assert!(super::warn_once("another warning (test)"));
-    }
-
     /// `status.hostIP` is an IPv4 address of an interface that is up and not
     /// loopback, as `ip` lists them (needs iproute2, which every test machine has).
     #[test]

@@ -751,8 +751,7 @@ pub async fn delete(
         // Not the agent's: a pod of `podrun run` in the foreground?
         match crate::pods::find(&agent.settings.run_root, namespace, name) {
             Ok(state) => {
-                let images = agent.images.clone();
-                let runtime = agent.runtime.clone();
+                let (runtime, images) = (agent.runtime.clone(), agent.images.clone());
                 let grace = grace_period.map(podrun_kubelet::grace::grace_period);
                 let r = tokio::task::spawn_blocking(move || {
                     crate::pods::stop_within(runtime.as_ref(), &state, grace)?;

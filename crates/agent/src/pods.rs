@@ -291,6 +291,9 @@ pub fn teardown(runtime: &dyn RuntimeService, images: &Images, state: &PodState)
     if let Err(e) = runtime.remove_pod_sandbox(&state.record.pod_id) {
         errors.push(e.to_string());
     }
+    // After a reboot the runtime's records (in the run root) are gone while
+    // the containers' root filesystems (in the root) are not: the pod manager,
+    // which knows the pod's containers, has them removed by their IDs.
     for name in state.all_container_names() {
         let id = container_id(&state.record.pod_id, &name);
         if let Err(e) = images.remove_rootfs(&id) {
@@ -387,9 +390,10 @@ pub fn log_tail_message(
     (!out.is_empty()).then_some(out)
 }
 
-/// The runtime's ID of a container of a pod.
+/// The runtime's ID of a container of a pod (its first attempt, as the pod
+/// manager creates each: a restart is a new container of the same ID).
 pub fn container_id(pod_id: &str, container: &str) -> String {
-    format!("{pod_id}-{container}")
+    podrun_runtime::state::container_id_for(pod_id, container, 0)
 }
 
 /// Stop a pod's sandbox (the runtime's StopPodSandbox: its monitor stops the

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use podrun_kubelet::probe::ContainerProbes;
 use podrun_runtime::api::{ContainerFilter, PodSandboxStatus, SandboxState};
-use podrun_runtime::monitor::ContainerPlan;
+use podrun_runtime::ContainerConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -345,8 +345,7 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
         return Ok(());
     }
     let grace = grace_override(&row.namespace, &row.name);
-    let images = agent.images.clone();
-    let runtime = agent.runtime.clone();
+    let (runtime, images) = (agent.runtime.clone(), agent.images.clone());
     let agent2 = agent.clone();
     let (ns, name) = (row.namespace.clone(), row.name.clone());
     // A thread of its own, not the blocking pool: stopping waits out grace periods.
@@ -639,12 +638,11 @@ fn drive(
 fn make_container(
     agent: &Agent,
     state: &PodState,
-    sandbox: &PodSandboxStatus,
     pod: &Pod,
     spec: &k8s_openapi::api::core::v1::Container,
     sources: &mut Option<crate::env::Sources>,
     events: crate::create::EventSink<'_>,
-) -> Result<ContainerPlan, Unmade> {
+) -> Result<ContainerConfig, Unmade> {
     crate::create::ensure_image(&agent.settings, &agent.images, spec, events)
         .map_err(Unmade::Pull)?;
     // The driver names the container itself.
@@ -668,8 +666,22 @@ fn make_container(
         crate::create::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
     let host =
         podrun_oci::Host::detect().map_err(|e| Unmade::Create(format!("read host facts: {e}")))?;
-    crate::create::prepare_container(&agent.images, pod, spec, sandbox, state, &host, env)
-        .map_err(|e| Unmade::Create(cause(e)))
+    // Its image's user, for runAsNonRoot (kubelet asks the runtime's ImageStatus).
+    let image = spec.image.as_deref().unwrap_or_default();
+    let image_config = agent
+        .images
+        .run_config(image)
+        .map(|c| podrun_oci::ImageConfig::from_config_json(&c))
+        .map_err(|e| Unmade::Create(format!("image {image}: {e}")))?;
+    crate::create::prepare_container(pod, spec, state, &image_config, &host, env).map_err(|e| {
+        if e.downcast_ref::<crate::container_config::ConfigError>()
+            .is_some()
+        {
+            Unmade::Config(cause(e))
+        } else {
+            Unmade::Create(cause(e))
+        }
+    })
 }
 
 /// The sandbox is lost: remove what is left and make the pod again under a
@@ -841,13 +853,12 @@ impl execute::Node for AgentNode<'_> {
     fn make_container(
         &mut self,
         spec: &k8s_openapi::api::core::v1::Container,
-    ) -> Result<ContainerPlan, Unmade> {
+    ) -> Result<ContainerConfig, Unmade> {
         let (agent, row) = (self.agent, self.row);
         let events = |t: &str, r: &str, m: String| agent.event(&row.namespace, &row.name, t, r, &m);
         make_container(
             agent,
             self.state,
-            self.in_sandbox.sandbox,
             self.pod,
             spec,
             &mut self.sources,

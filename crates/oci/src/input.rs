@@ -27,6 +27,32 @@ pub struct ImageConfig {
     pub stop_signal: String,
 }
 
+impl ImageConfig {
+    /// The fields of an OCI image config's `config` object (what `podrun-image`'s
+    /// `run_config` returns); missing ones are unset.
+    pub fn from_config_json(config: &serde_json::Value) -> Self {
+        let strings = |key: &str| -> Vec<String> {
+            config[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let text = |key: &str| config[key].as_str().unwrap_or("").to_string();
+        ImageConfig {
+            entrypoint: strings("Entrypoint"),
+            cmd: strings("Cmd"),
+            env: strings("Env"),
+            working_dir: text("WorkingDir"),
+            user: text("User"),
+            stop_signal: text("StopSignal"),
+        }
+    }
+}
+
 /// A mount of the container: a default one (/proc, /dev …) or one of the config's (a
 /// CRI mount: /etc/hosts, /etc/resolv.conf, /etc/hostname, /dev/shm, the termination
 /// log, volumes). A mount at the destination of a default mount replaces it; a mount at

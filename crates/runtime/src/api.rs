@@ -9,13 +9,12 @@
 //! Calls block (they talk to a monitor, spawn processes, pull): call them
 //! from a thread that may block.
 //!
-//! CreateContainer takes the container's prepared OCI bundle
-//! ([`ContainerPlan`]), as the pod manager makes it today; CreateContainer
-//! from a CRI `ContainerConfig` (the OCI spec built by `podrun-oci`) is to
-//! come.
+//! CreateContainer takes the container's CRI `ContainerConfig` (kubelet's
+//! rules applied by the caller: environment expanded, mounts as host paths);
+//! the runtime makes its root filesystem from the image and its OCI bundle
+//! with `podrun-oci` (containerd's rules).
 
-use crate::monitor::ContainerPlan;
-use crate::{ImageSpec, PodSandboxConfig, PodSandboxMetadata};
+use crate::{ContainerConfig, ImageSpec, PodSandboxConfig, PodSandboxMetadata};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -256,13 +255,19 @@ pub trait RuntimeService: Send + Sync {
     fn pod_sandbox_status(&self, id: &str) -> Result<PodSandboxStatus, ServiceError>;
     /// The sandboxes `filter` lets through, oldest first.
     fn list_pod_sandbox(&self, filter: &PodSandboxFilter) -> Result<Vec<PodSandbox>, ServiceError>;
-    /// Record a container of sandbox `sandbox_id` from its prepared bundle;
-    /// its ID (`container.id`). A container of that ID that exited may be
-    /// created again (its restart).
+    /// Create a container of sandbox `sandbox_id` from `config`: a fresh root
+    /// filesystem over its image (which must be present), its OCI bundle (the
+    /// sandbox's namespaces, its cgroup under the sandbox's), its record; its
+    /// ID (`<sandbox>-<name>`, with `-<attempt>` after the first attempt). A
+    /// container of that ID that exited may be created again (its restart: what
+    /// it wrote is not kept). The sandbox's own config is the one it was made
+    /// from. The grace period of the sandbox's stop is the config's annotation
+    /// `io.kubernetes.pod.terminationGracePeriod` (seconds), as kubelet sets it;
+    /// 30 s without.
     fn create_container(
         &self,
         sandbox_id: &str,
-        container: &ContainerPlan,
+        config: &ContainerConfig,
     ) -> Result<String, ServiceError>;
     /// Start a created container.
     fn start_container(&self, id: &str) -> Result<Started, ServiceError>;

@@ -23,7 +23,8 @@ use crate::cgroups::{self, CgroupLimits};
 use crate::monitor::{self, log::now_rfc3339_nano, ContainerPlan, PodPlan, Request, Response};
 use crate::sandbox::Namespace;
 use crate::state::{self, ContainerRecord, SandboxRecord, StateError, Store};
-use crate::{LinuxContainerResources, NamespaceMode, PodSandboxConfig};
+use crate::{ContainerConfig, LinuxContainerResources, NamespaceMode, PodSandboxConfig};
+use podrun_oci::{ContainerInput, Host, ImageConfig, NamespacePaths, UserFiles};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -369,6 +370,82 @@ impl NodeRuntime {
         }
     }
 
+    /// Make container `id` of the sandbox of `sandbox` (in `dir`) from `config`,
+    /// as containerd's CreateContainer does: a fresh root filesystem over its
+    /// image, its OCI spec (`podrun_oci::build`) in its bundle,
+    /// `<dir>/bundles/<id>/config.json`. The error is the cause.
+    fn make_container(
+        &self,
+        sandbox: &SandboxRecord,
+        dir: &Path,
+        id: &str,
+        config: &ContainerConfig,
+    ) -> Result<ContainerPlan, String> {
+        let image = &config.image.image;
+        let image_config = self
+            .images
+            .run_config(image)
+            .map(|c| ImageConfig::from_config_json(&c))
+            .map_err(|e| format!("image {image}: {e}"))?;
+        // The bundle's directory first: RemovePodSandbox finds by it a root
+        // filesystem whose creation did not get as far as the record.
+        let bundle = dir.join("bundles").join(id);
+        std::fs::create_dir_all(&bundle)
+            .map_err(|e| format!("create {}: {e}", bundle.display()))?;
+        // What an earlier instance (or a failed attempt) wrote is not kept.
+        self.images
+            .remove_rootfs(id)
+            .map_err(|e| format!("remove the old root filesystem: {e}"))?;
+        let rootfs = self
+            .images
+            .prepare_rootfs(image, id)
+            .map_err(|e| format!("root filesystem: {e}"))?;
+        let users = UserFiles::read(&rootfs).map_err(|e| e.to_string())?;
+        let host = Host::detect().map_err(|e| format!("read host facts: {e}"))?;
+        let ns = |n: Namespace| Some(dir.join("ns").join(n.name())).filter(|p| p.exists());
+        let cgroup_parent = &sandbox.config.linux.cgroup_parent;
+        let input = ContainerInput {
+            sandbox: &sandbox.config,
+            sandbox_id: Some(&sandbox.id),
+            config,
+            image: &image_config,
+            rootfs: &rootfs,
+            users: &users,
+            namespaces: NamespacePaths {
+                net: ns(Namespace::Net),
+                ipc: ns(Namespace::Ipc),
+                uts: ns(Namespace::Uts),
+                pid: ns(Namespace::Pid),
+            },
+            cgroups_path: Some(cgroup_parent)
+                .filter(|p| !p.is_empty())
+                .map(|p| format!("{p}/{}", config.metadata.name).into()),
+            seccomp_localhost_profile: None,
+            honor_image_group: false,
+            host: &host,
+        };
+        let generated = podrun_oci::build(&input).map_err(|e| e.kind.to_string())?;
+        for w in &generated.warnings {
+            warn_once(w);
+        }
+        let spec = serde_json::to_vec_pretty(&generated.spec).map_err(|e| e.to_string())?;
+        podrun_fs::write_atomic(&bundle.join("config.json"), &spec)
+            .map_err(|e| format!("write the bundle: {e}"))?;
+        let grace_s: u64 = config
+            .annotations
+            .get(GRACE_ANNOTATION)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30);
+        Ok(ContainerPlan {
+            id: id.into(),
+            name: config.metadata.name.clone(),
+            bundle,
+            log_path: Path::new(&sandbox.config.log_directory).join(&config.log_path),
+            stop_signal: generated.stop_signal,
+            grace_period_ms: grace_s.saturating_mul(1000),
+        })
+    }
+
     /// The longest grace period of the sandbox's containers (30 s without any).
     fn own_grace(&self, id: &str) -> Duration {
         let ms = self
@@ -507,9 +584,25 @@ impl RuntimeService for NodeRuntime {
             }
             errors.push(format!("sandbox {id}: its record is missing"));
         }
-        for c in self.store.containers(id).unwrap_or_default() {
-            if let Err(e) = self.images.remove_rootfs(&c.plan.id) {
-                errors.push(format!("container {}: {e}", c.plan.name));
+        // Its containers' root filesystems: of the records, and of bundles
+        // whose creation stopped before the record.
+        let mut ids: std::collections::BTreeSet<String> = self
+            .store
+            .containers(id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.plan.id)
+            .collect();
+        ids.extend(
+            std::fs::read_dir(dir.join("bundles"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(String::from)),
+        );
+        for c in ids {
+            if let Err(e) = self.images.remove_rootfs(&c) {
+                errors.push(format!("container {c}: {e}"));
             }
         }
         let cgroup = record
@@ -605,10 +698,19 @@ impl RuntimeService for NodeRuntime {
     fn create_container(
         &self,
         sandbox_id: &str,
-        container: &ContainerPlan,
+        config: &ContainerConfig,
     ) -> Result<String, ServiceError> {
-        let (_, dir) = self.record(sandbox_id)?;
-        let what = format!("container {}", container.id);
+        let (sandbox, dir) = self.record(sandbox_id)?;
+        let name = &config.metadata.name;
+        if name.is_empty() {
+            return Err(failed(
+                "CreateContainer",
+                &format!("sandbox {sandbox_id}"),
+                "the config names no container",
+            ));
+        }
+        let id = state::container_id_for(sandbox_id, name, config.metadata.attempt);
+        let what = format!("container {id}");
         if !monitor::monitor_alive(&dir) {
             return Err(ServiceError::NotRunning {
                 call: "CreateContainer",
@@ -617,10 +719,10 @@ impl RuntimeService for NodeRuntime {
         }
         if let Some(other) = self
             .store
-            .find_container(&container.id)
-            .map_err(|e| state_error("CreateContainer", &container.id, e))?
+            .find_container(&id)
+            .map_err(|e| state_error("CreateContainer", &id, e))?
         {
-            if other.sandbox_id != sandbox_id || other.plan.name != container.name {
+            if other.sandbox_id != sandbox_id || other.plan.name != *name {
                 return Err(failed(
                     "CreateContainer",
                     &what,
@@ -631,6 +733,14 @@ impl RuntimeService for NodeRuntime {
                 ));
             }
         }
+        let container = match self.make_container(&sandbox, &dir, &id, config) {
+            Ok(plan) => plan,
+            Err(cause) => {
+                // Nothing of a container that could not be made is kept.
+                let _ = self.images.remove_rootfs(&id);
+                return Err(failed("CreateContainer", &what, cause));
+            }
+        };
         let record = ContainerRecord {
             sandbox_id: sandbox_id.into(),
             plan: container.clone(),
@@ -638,8 +748,8 @@ impl RuntimeService for NodeRuntime {
         };
         self.store
             .add_container(&record)
-            .map_err(|e| state_error("CreateContainer", &container.id, e))?;
-        Ok(container.id.clone())
+            .map_err(|e| state_error("CreateContainer", &id, e))?;
+        Ok(id)
     }
 
     fn start_container(&self, id: &str) -> Result<Started, ServiceError> {
@@ -878,6 +988,24 @@ fn monitor_of(dir: &Path) -> Option<i32> {
                     .get(2)
                     .is_some_and(|a| Path::new(std::ffi::OsStr::from_bytes(a)) == plan)
         })
+}
+
+/// The annotation kubelet gives a container with its pod's grace period
+/// (pkg/kubelet/kuberuntime/labels.go).
+pub const GRACE_ANNOTATION: &str = "io.kubernetes.pod.terminationGracePeriod";
+
+/// Log a warning about this node (the rlimit clamp: the same for every
+/// container) once per process, not once per container; whether it was said now.
+fn warn_once(warning: &str) -> bool {
+    static SAID: Mutex<Option<std::collections::HashSet<String>>> = Mutex::new(None);
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    let new = said
+        .get_or_insert_with(Default::default)
+        .insert(warning.to_string());
+    if new {
+        tracing::warn!("{warning} (said once)");
+    }
+    new
 }
 
 /// The monitor's plan for sandbox `id` of `config`.

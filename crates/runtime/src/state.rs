@@ -220,6 +220,15 @@ pub fn sandbox_id_for(metadata: &crate::PodSandboxMetadata) -> String {
     }
 }
 
+/// The ID of container `name` of sandbox `sandbox_id` (its `attempt`th:
+/// CRI's metadata).
+pub fn container_id_for(sandbox_id: &str, name: &str, attempt: u32) -> String {
+    match attempt {
+        0 => format!("{sandbox_id}-{name}"),
+        n => format!("{sandbox_id}-{name}-{n}"),
+    }
+}
+
 /// A new sandbox's ID: `<namespace>-<name>` (cut to 48 bytes) and 10 hex
 /// digits: unique, readable in mount tables and cgroup paths, and short
 /// enough for container IDs made of it and a container's name (at most 128

@@ -6,11 +6,9 @@
 
 mod support;
 
-use podrun_oci::{ContainerInput, Host, ImageConfig, NamespacePaths, UserFiles};
 use podrun_runtime::api::{
     ContainerFilter, ContainerState, PodSandboxFilter, SandboxState, ServiceError, Started,
 };
-use podrun_runtime::monitor::ContainerPlan;
 use podrun_runtime::{
     ImageService, ImageSpec, LinuxContainerResources, NamespaceMode, NodeImages, NodeRuntime,
     PodSandboxConfig, RuntimeConfig, RuntimeService,
@@ -67,6 +65,7 @@ impl Node {
         config.metadata.namespace = "default".into();
         config.metadata.uid = self.tag.clone();
         config.hostname = format!("rt-{}", self.tag);
+        config.log_directory = self.dir.path().join("logs").display().to_string();
         config.labels.insert("app".into(), self.tag.clone());
         config.linux.cgroup_parent = self.cgroup();
         config.linux.resources = Some(LinuxContainerResources {
@@ -77,23 +76,24 @@ impl Node {
         config
     }
 
-    /// A busybox container running `script`, its bundle made as the pod
-    /// manager makes it (root filesystem from the store, spec from podrun-oci).
-    fn container(&self, sandbox: &str, name: &str, script: &str) -> ContainerPlan {
-        let status = self.runtime.pod_sandbox_status(sandbox).unwrap();
-        let id = format!("{sandbox}-{name}");
-        let rootfs = self.images.store().prepare_rootfs(&image(), &id).unwrap();
-        // What kubelet would send for `sh -c script`.
-        let config = podrun_oci::cri::ContainerConfig {
+    /// The config kubelet would send for a busybox container running
+    /// `script` (the runtime makes its root filesystem and bundle).
+    fn container(&self, name: &str, script: &str) -> podrun_oci::cri::ContainerConfig {
+        let mut config = podrun_oci::cri::ContainerConfig {
             metadata: podrun_oci::cri::ContainerMetadata {
                 name: name.into(),
                 attempt: 0,
             },
+            image: ImageSpec {
+                image: image(),
+                ..Default::default()
+            },
             command: vec!["sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
             linux: podrun_oci::cri::LinuxContainerConfig {
                 security_context: podrun_oci::cri::LinuxContainerSecurityContext {
                     namespace_options: podrun_oci::cri::NamespaceOption {
-                        pid: podrun_oci::cri::NamespaceMode::Container,
+                        pid: NamespaceMode::Container,
                         ..Default::default()
                     },
                     masked_paths: podrun_oci::security::MASKED_PATHS
@@ -108,47 +108,10 @@ impl Node {
             },
             ..Default::default()
         };
-        let image_config = ImageConfig {
-            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
-            ..Default::default()
-        };
-        let users = UserFiles::read(&rootfs).unwrap();
-        let host = Host::detect().unwrap();
-        let ns = |kind: &str| status.namespaces.get(kind).cloned();
-        let input = ContainerInput {
-            sandbox: &status.config,
-            sandbox_id: Some(sandbox),
-            config: &config,
-            image: &image_config,
-            rootfs: &rootfs,
-            users: &users,
-            namespaces: NamespacePaths {
-                net: ns("net"),
-                ipc: ns("ipc"),
-                uts: ns("uts"),
-                pid: None,
-            },
-            cgroups_path: Some(format!("{}/{name}", self.cgroup()).into()),
-            seccomp_localhost_profile: None,
-            honor_image_group: false,
-            host: &host,
-        };
-        let generated = podrun_oci::build(&input).unwrap();
-        let bundle = self.dir.path().join("bundles").join(&id);
-        std::fs::create_dir_all(&bundle).unwrap();
-        std::fs::write(
-            bundle.join("config.json"),
-            serde_json::to_vec_pretty(&generated.spec).unwrap(),
-        )
-        .unwrap();
-        ContainerPlan {
-            id,
-            name: name.into(),
-            bundle,
-            log_path: self.dir.path().join("logs").join(format!("{name}.log")),
-            stop_signal: generated.stop_signal,
-            grace_period_ms: 1000,
-        }
+        config
+            .annotations
+            .insert(podrun_runtime::node::GRACE_ANNOTATION.into(), "1".into());
+        config
     }
 
     fn pull(&self) {
@@ -346,8 +309,9 @@ fn a_sandbox_runs_a_container_that_execs_then_stops_and_leaves_nothing() {
     };
     assert!(rt.list_pod_sandbox(&not_ready).unwrap().is_empty());
 
-    let plan = node.container(&id, "app", "echo hello; exec sleep 300");
-    let cid = rt.create_container(&id, &plan).unwrap();
+    let config = node.container("app", "echo hello; exec sleep 300");
+    let cid = rt.create_container(&id, &config).unwrap();
+    assert_eq!(cid, format!("{id}-app"));
     assert_eq!(
         rt.container_status(&cid).unwrap().state,
         ContainerState::Created
@@ -467,8 +431,8 @@ fn removing_a_running_sandbox_kills_what_runs_and_leaves_nothing() {
     let rt = &node.runtime;
     let id = rt.run_pod_sandbox(&node.sandbox_config(), "").unwrap();
     // A container that ignores SIGTERM: only SIGKILL ends it.
-    let plan = node.container(&id, "stubborn", "trap '' TERM; while :; do sleep 1; done");
-    let cid = rt.create_container(&id, &plan).unwrap();
+    let config = node.container("stubborn", "trap '' TERM; while :; do sleep 1; done");
+    let cid = rt.create_container(&id, &config).unwrap();
     assert!(matches!(
         rt.start_container(&cid).unwrap(),
         Started::Running { .. }

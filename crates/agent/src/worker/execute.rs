@@ -16,7 +16,7 @@ use podrun_kubelet::observe::Termination;
 use podrun_kubelet::probe::ContainerProbes;
 use podrun_kubelet::{Config, PodActions, PodObservation};
 use podrun_runtime::api::{ContainerState, ContainerStatus, RuntimeService, ServiceError, Started};
-use podrun_runtime::monitor::ContainerPlan;
+use podrun_runtime::ContainerConfig;
 use std::collections::HashMap;
 
 use super::observe::{parse_time, runtime_id};
@@ -51,9 +51,10 @@ impl Unmade {
 pub trait Node {
     /// Record an event of the pod.
     fn event(&self, type_: &str, reason: &str, message: &str);
-    /// Make container `spec` for a start: its image by its pull policy, its
-    /// environment, a fresh root filesystem and bundle.
-    fn make_container(&mut self, spec: &Container) -> Result<ContainerPlan, Unmade>;
+    /// Make container `spec`'s config for a start: its image by its pull
+    /// policy, its volumes, its environment (the runtime's CreateContainer
+    /// then makes its root filesystem and bundle).
+    fn make_container(&mut self, spec: &Container) -> Result<ContainerConfig, Unmade>;
     /// The imageID the API shows for `image`.
     fn image_id(&self, image: &str) -> Option<String>;
     /// Run container `name`'s postStart hook; the error says why it failed.
@@ -188,8 +189,18 @@ pub fn execute(
         if let Some(id) = id_of(reported, n) {
             rt.remove_container(id)?;
         }
-        let plan = match node.make_container(spec) {
-            Ok(plan) => plan,
+        let made = node.make_container(spec).and_then(|config| {
+            // The runtime's part of a creation: a failure there is kubelet's
+            // CreateContainerError too.
+            rt.create_container(sandbox, &config).map_err(|e| {
+                Unmade::Create(match e {
+                    ServiceError::Failed { cause, .. } => cause,
+                    other => other.to_string(),
+                })
+            })
+        });
+        let id = match made {
+            Ok(id) => id,
             Err(unmade) => {
                 let (reason, message) = unmade.reason_and_message();
                 if reason == "ErrImagePull" {
@@ -219,7 +230,6 @@ pub fn execute(
         };
         o.pulled();
         o.starting(now, &config.back_off);
-        let id = rt.create_container(sandbox, &plan)?;
         match rt.start_container(&id)? {
             Started::Running { started_at } => {
                 let started_at = parse_time(&started_at).unwrap_or(now);

@@ -200,3 +200,12 @@ fn a_container_state_comes_from_its_monitor_or_its_records() {
     foreign.id = "x".into();
     assert_eq!(state(None, None, Some(foreign)).state, Created);
 }
+
+/// The rlimit clamp's warning is the same for every container: said once.
+#[test]
+fn a_node_warning_is_said_once() {
+    let w = "RLIMIT_NOFILE 1048576 clamped to the hard limit 20000 (test)";
+    assert!(warn_once(w));
+    assert!(!warn_once(w));
+    assert!(warn_once("another warning (test)"));
+}

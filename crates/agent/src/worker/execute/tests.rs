@@ -57,9 +57,9 @@ impl RuntimeService for FakeRuntime {
     ) -> Result<Vec<podrun_runtime::api::PodSandbox>, ServiceError> {
         Err(unused("ListPodSandbox"))
     }
-    fn create_container(&self, sandbox: &str, c: &ContainerPlan) -> Result<String, ServiceError> {
+    fn create_container(&self, sandbox: &str, c: &ContainerConfig) -> Result<String, ServiceError> {
         assert_eq!(sandbox, "sb", "in the pod's own sandbox");
-        Ok(c.id.clone())
+        Ok(format!("p-{}", c.metadata.name))
     }
     fn start_container(&self, id: &str) -> Result<Started, ServiceError> {
         let name = name_of(id);
@@ -123,7 +123,7 @@ impl Node for FakeNode {
             .borrow_mut()
             .push(format!("{type_} {reason} {message}"));
     }
-    fn make_container(&mut self, spec: &Container) -> Result<ContainerPlan, Unmade> {
+    fn make_container(&mut self, spec: &Container) -> Result<ContainerConfig, Unmade> {
         match self.unmade.get(&spec.name).copied() {
             Some("pull") => Err(Unmade::Pull(crate::create::PullFailure {
                 reason: "ErrImagePull",
@@ -133,13 +133,12 @@ impl Node for FakeNode {
             Some(other) => Err(Unmade::Create(other.into())),
             None => {
                 self.made.push(spec.name.clone());
-                Ok(ContainerPlan {
-                    id: format!("p-{}", spec.name),
-                    name: spec.name.clone(),
-                    bundle: PathBuf::from("/nonexistent"),
-                    log_path: PathBuf::from("/nonexistent"),
-                    stop_signal: 15,
-                    grace_period_ms: 30_000,
+                Ok(ContainerConfig {
+                    metadata: podrun_runtime::ContainerMetadata {
+                        name: spec.name.clone(),
+                        attempt: 0,
+                    },
+                    ..Default::default()
                 })
             }
         }
