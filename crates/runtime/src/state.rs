@@ -13,6 +13,8 @@
 //! - `containers/<container id>.json` — [`ContainerRecord`]: a container
 //!   created in it (CreateContainer), which is also the index that takes a
 //!   container ID to its sandbox;
+//! - `bundles/<container id>/config.json` — each container's OCI bundle
+//!   (its root filesystem is the image store's, by the container's ID);
 //! - `ns/` — the pause process's namespace pins (the monitor's).
 //!
 //! The pod manager's record of a pod (namespace, name, manifest) is not here:
