@@ -382,7 +382,7 @@ for p in os.listdir("/proc"):
         table[int(p)] = {"pid": int(p), "ppid": ppid, "comm": comm, "cmd": cmd}
     except (OSError, ValueError):
         pass
-prefix = os.path.join(run_root, "pods") + "/"
+prefix = os.path.join(run_root, "sandboxes") + "/"  # the monitors' plans are the runtime's
 monitors = [p for p in table.values() if p["comm"] == "podrun-monitor" and prefix in p["cmd"]
             and " exec " not in p["cmd"] and " cleanup " not in p["cmd"]]
 mon_ids = {p["pid"] for p in monitors}

@@ -461,17 +461,19 @@ def descendants(table, root):
 
 def podrun_processes(table, run_root):
     found, pods = [], 0
-    pods_dir = os.path.join(run_root, "pods")
-    for d in sorted(os.listdir(pods_dir)):
-        rec = json.load(open(os.path.join(pods_dir, d, "pod.json")))
+    # The runtime's records of each sandbox: its config (who the pod is) and monitor.
+    sandboxes = os.path.join(run_root, "sandboxes")
+    for d in sorted(os.listdir(sandboxes)):
+        rec = json.load(open(os.path.join(sandboxes, d, "sandbox.json")))
+        name = rec["config"]["metadata"]["name"]
         mon = rec["monitor_pid"]
         if mon not in table:
-            log("pod %s: monitor %s not running" % (rec["name"], mon)); continue
+            log("pod %s: monitor %s not running" % (name, mon)); continue
         pods += 1
-        found.append(dict(table[mon], role="monitor", pod=rec["name"]))
+        found.append(dict(table[mon], role="monitor", pod=name))
         for k in descendants(table, mon):
             if table[k]["comm"] == "podrun-pause" or table[k]["exe"] == "podrun-pause":
-                found.append(dict(table[k], role="pause", pod=rec["name"]))
+                found.append(dict(table[k], role="pause", pod=name))
     return pods, found
 
 def podman_processes(table, podman_root):
