@@ -9,7 +9,8 @@
 # initramfs built here (busybox-static + the 9p/virtio/overlay modules of that kernel). Its
 # root is the host's root file system shared READ-ONLY over virtio-9p with a tmpfs overlay
 # on top, so the guest sees this checkout, the target dir and /usr but cannot change them.
-# /dev, /proc, /sys (cgroup2 at /sys/fs/cgroup), /tmp and /run are fresh mounts; the only
+# /dev, /proc, /sys (cgroup2 at /sys/fs/cgroup), /tmp and /run are fresh mounts (the host's
+# /tmp, as the overlay shows it, is at /run/vm-v2/host-tmp); the only
 # network device is loopback. The command's output streams to this terminal over the serial
 # console; its exit status comes back through a small writable 9p share, and is this
 # script's exit status. The VM is always stopped: on exit, on a signal, and after
@@ -107,11 +108,30 @@ chmod +x "$ird/init"
 res="$work/results"
 mkdir -p "$res"
 if (($# > 0)) && [[ "$1" == -- ]]; then shift; fi
-if (($# == 0)); then set -- bash scripts/vm-v2-suite.sh; fi
+if (($# == 0)); then
+    # The v2 suite: the test binaries are built here on the host (a no-op after
+    # `cargo test --workspace`); the guest gets their paths.
+    if ! command -v cargo >/dev/null && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+        export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    fi
+    log "building the test binaries"
+    VM_V2_TESTS=$(cd "$ROOT" && cargo test --workspace --no-run --message-format=json 2>/dev/null |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(m["target"]["name"], m["executable"])
+') || die "cargo test --no-run failed (run it to see why)"
+    export VM_V2_TESTS
+    set -- bash scripts/vm-v2-suite.sh
+fi
 {
     printf 'cd %q\n' "$ROOT"
-    env | grep -E '^(PODRUN_[A-Z0-9_]*|RUST_BACKTRACE|RUST_LOG)=' | while IFS='=' read -r name value; do
-        printf 'export %s=%q\n' "$name" "$value"
+    for name in $(compgen -e); do
+        case "$name" in
+        PODRUN_* | VM_V2_TESTS | RUST_BACKTRACE | RUST_LOG) printf 'export %s=%q\n' "$name" "${!name}" ;;
+        esac
     done
     printf 'export PODRUN_TEST_CGROUP=v2\n'
     printf '%q ' "$@"
@@ -124,11 +144,19 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm /dev/mqueue
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t mqueue mqueue /dev/mqueue
-mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=0755 tmpfs /run
+# The host's /tmp (read-only below the overlay) stays visible here: the v2 suite serves
+# the test registries' storage from it instead of pushing every image again.
+mkdir -p /run/vm-v2/host-tmp
+mount --bind /tmp /run/vm-v2/host-tmp
+mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 ip link set lo up
 hostname podrun-v2
