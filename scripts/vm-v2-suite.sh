@@ -55,7 +55,7 @@ suite() { # label env... -- target test-name...
     fi
     printf '\n=== v2: %s\n' "$label" >&2
     for t in "$@"; do
-        env "${envs[@]}" "$bin" --exact "$t" --test-threads=1
+        env "${envs[@]}" "$bin" --exact "$t" --test-threads=1 --color never
         rc=$?
         if ((rc == 0)); then ((passed++)); else failed+=("$label: $t"); fi
     done
@@ -67,7 +67,8 @@ suite "runtime cgroups" -- cgroups \
     a_failed_create_leaves_nothing_behind
 suite "podrun run (embedded)" PODRUN_RUNTIME=embedded -- run \
     two_containers_share_an_empty_dir_and_the_pod_exit_code_is_returned \
-    the_pod_has_its_files_shm_memory_volumes_and_qos_cgroup
+    the_pod_has_its_files_shm_memory_volumes_and_qos_cgroup \
+    a_containers_limits_are_in_its_cgroup_files
 suite "monitor (embedded)" PODRUN_RUNTIME=embedded -- monitor \
     an_oom_kill_is_recorded
 suite "lifecycle (embedded)" PODRUN_RUNTIME=embedded -- lifecycle \
