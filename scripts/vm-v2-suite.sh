@@ -69,12 +69,24 @@ suite "podrun run (embedded)" PODRUN_RUNTIME=embedded -- run \
     two_containers_share_an_empty_dir_and_the_pod_exit_code_is_returned \
     the_pod_has_its_files_shm_memory_volumes_and_qos_cgroup \
     a_containers_limits_are_in_its_cgroup_files
+suite "podrun run (crun)" PODRUN_RUNTIME=crun -- run \
+    two_containers_share_an_empty_dir_and_the_pod_exit_code_is_returned \
+    the_pod_has_its_files_shm_memory_volumes_and_qos_cgroup \
+    a_containers_limits_are_in_its_cgroup_files
 suite "monitor (embedded)" PODRUN_RUNTIME=embedded -- monitor \
     an_oom_kill_is_recorded
 suite "lifecycle (embedded)" PODRUN_RUNTIME=embedded -- lifecycle \
     out_of_memory_is_oom_killed
 
 bash scripts/registry.sh stop >/dev/null 2>&1
+# Every test removed its pods: no cgroup may be left in the whole hierarchy (nothing
+# but the tests made any in this VM).
+left=$(find /sys/fs/cgroup -mindepth 1 -type d)
+if [[ -n "$left" ]]; then
+    log "cgroups left after the suite:"
+    printf '  %s\n' $left >&2
+    failed+=("cgroups left")
+fi
 if ((${#failed[@]})); then
     log "$passed passed, ${#failed[@]} FAILED:"
     printf '  %s\n' "${failed[@]}" >&2

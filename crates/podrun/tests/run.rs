@@ -738,11 +738,11 @@ spec:
 
 /// A Burstable container's CPU and memory reach its cgroup files as kubelet converts
 /// them: a 250m request is 256 CPU shares, a 500m limit a 50 ms quota per 100 ms
-/// period, 64Mi of memory 67108864 bytes. On v2 the runtime turns shares into
-/// cpu.weight: 35 by the log-quadratic formula of runc >= 1.3.2, crun >= 1.23 and
-/// libcontainer 0.7 (kubernetes/kubernetes#131216; the old linear one gave 10, and
-/// Debian 12's crun 1.8.1 still does). On v2 the container sees its own cgroup (a
-/// cgroup namespace); on v1 its cgroups are mounted per controller.
+/// period, 64Mi of memory 67108864 bytes. On v2 the weight is 10 by the linear rule
+/// 1 + (shares - 2) * 9999 / 262142 with both backends: podrun pins it (libcontainer
+/// 0.7 alone would write 35, by the log-quadratic rule of runc >= 1.3.2; Debian 12's
+/// crun 1.8.1 writes 10). On v2 the container sees its own cgroup (a cgroup
+/// namespace); on v1 its cgroups are mounted per controller.
 #[test]
 fn a_containers_limits_are_in_its_cgroup_files() {
     let env = Env::new();
@@ -758,7 +758,7 @@ fn a_containers_limits_are_in_its_cgroup_files() {
         .map(|f| format!("/sys/fs/cgroup/{f}"))
     };
     let expected = if support::cgroup_v2() {
-        "app | 35\napp | 50000 100000\napp | 67108864\n"
+        "app | 10\napp | 50000 100000\napp | 67108864\n"
     } else {
         "app | 256\napp | 50000\napp | 67108864\n"
     };
