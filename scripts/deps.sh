@@ -19,6 +19,7 @@ PACKAGES=(
     openssl           # a self-signed certificate for the HTTPS probe test
     python3-grpcio    # the gRPC health server of the gRPC probe test (/usr/bin/python3)
     python3-yaml      # PyYAML, the YAML 1.1 reader of podrun's YAML output tests (/usr/bin/python3)
+    qemu-system-x86 linux-image-amd64   # the cgroup v2 VM of scripts/vm-v2.sh (Debian's kernel, TCG without KVM)
 )
 
 log() { printf 'deps: %s\n' "$*" >&2; }

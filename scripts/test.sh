@@ -9,6 +9,7 @@
 #      cargo clippy --workspace --all-targets -- -D warnings
 #      cargo test --workspace   (embedded OCI backend; extra arguments go to cargo test)
 #      cargo test -p podrun --test run --test monitor --test agent   again with PODRUN_RUNTIME=crun
+#      scripts/vm-v2.sh         the cgroup v2 suite in a qemu VM (scripts/vm-v2-suite.sh)
 #
 # All steps of 4 run even when one fails; the exit status is non-zero if any failed.
 # Registries that were already running before this script started are left running
@@ -82,6 +83,9 @@ run_crun_tests() {
 }
 step "cargo test (embedded backend)" run_tests "$@"
 step "cargo test (crun backend: run, monitor, agent)" run_crun_tests "$@"
+# The cgroup v2 suite in a qemu VM (this machine is v1 hybrid): Debian's kernel with
+# cgroup2 alone at /sys/fs/cgroup, the test binaries built above (~40 s under TCG).
+step "cgroup v2 suite (VM, scripts/vm-v2.sh)" bash scripts/vm-v2.sh
 
 # One closing line for the whole suite (cargo prints one per test binary, and the
 # last is usually a doc-test run with nothing in it).

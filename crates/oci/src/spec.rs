@@ -164,6 +164,15 @@ fn resources(input: &ContainerInput, privileged: bool) -> Result<LinuxResources,
         // kubelet on cgroup v2: kill the whole container on OOM (singleProcessOOMKill
         // defaults to false there), and no swap (NoSwap → memory.swap.max=0).
         unified.insert("memory.oom.group".to_string(), "1".to_string());
+        // The runtime converts shares to cpu.weight itself, and the backends disagree:
+        // libcontainer 0.7 uses the log-quadratic rule of runc >= 1.3.2 (256 shares →
+        // 35), Debian 12's crun 1.8.1 the linear one (→ 10). Pin the weight, by the
+        // linear rule the pod cgroups use too (podrun_runtime::cgroups), so that a
+        // container's weight does not depend on the backend.
+        if r.cpu_shares > 0 {
+            let weight = crate::resources::shares_to_weight(r.cpu_shares);
+            unified.insert("cpu.weight".to_string(), weight.to_string());
+        }
         if host.swap_controller {
             unified.insert("memory.swap.max".to_string(), "0".to_string());
         }

@@ -403,6 +403,21 @@ impl TestPod {
         found
     }
 
+    /// The pod's cgroup parent (`/podrun-test-<tag>`) in every hierarchy: one directory
+    /// on v2 (/sys/fs/cgroup is the hierarchy), one per mounted hierarchy on v1.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let cgroup = format!("podrun-test-{}", self.tag);
+        if support::cgroup_v2() {
+            return vec![PathBuf::from("/sys/fs/cgroup").join(cgroup)];
+        }
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|h| h.path().join(&cgroup))
+            .collect()
+    }
+
     /// Remove the rootfs mounts (the caller's), then check the monitor left nothing.
     fn assert_nothing_left(&self) {
         for c in &self.containers {
@@ -414,9 +429,7 @@ impl TestPod {
             .filter(|m| m.starts_with(&dir))
             .collect();
         assert!(mounts.is_empty(), "mounts left: {mounts:?}");
-        let cgroup = format!("podrun-test-{}", self.tag);
-        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let left = h.path().join(&cgroup);
+        for left in self.cgroup_dirs() {
             assert!(!left.exists(), "cgroup left: {}", left.display());
         }
         let state: Vec<_> = std::fs::read_dir(self.plan.runtime_state_dir())
@@ -433,6 +446,7 @@ impl TestPod {
             "sandbox directory left"
         );
         // Orphans of a killed monitor are zombies until the machine's init reaps them.
+        let cgroup = format!("podrun-test-{}", self.tag);
         let start = Instant::now();
         loop {
             let left = self.processes(&cgroup);
@@ -483,13 +497,7 @@ impl TestPod {
         support::unmount_below(self.dir.path());
         let sandbox = self.plan.run_root.join("sandboxes").join(&self.plan.pod_id);
         let _ = std::fs::remove_dir_all(sandbox);
-        let cgroup = format!("podrun-test-{}", self.tag);
-        for h in std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let parent = h.path().join(&cgroup);
+        for parent in self.cgroup_dirs() {
             for c in &self.containers {
                 let _ = std::fs::remove_dir(parent.join(&c.name));
             }

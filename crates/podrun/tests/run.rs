@@ -673,10 +673,26 @@ fn the_pod_has_its_files_shm_memory_volumes_and_qos_cgroup() {
         "grep ' /dev/shm ' /proc/mounts | grep -o 'size=65536k'",
         "dd if=/dev/zero of=/mem/big bs=1024 count=2048 2>/dev/null || echo mem full",
         "grep ' /mem ' /proc/mounts | cut -d' ' -f3",
-        "grep -c ':memory:/podrun/burstable/default-files-[0-9a-f]*/app$' /proc/self/cgroup",
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .join("; ");
+    ];
+    // On v2 the container has a cgroup namespace of its own (as containerd gives it):
+    // its cgroup is the root of what it sees, and /sys/fs/cgroup is that cgroup.
+    let cgroup_checks = if support::cgroup_v2() {
+        [
+            "grep -c '^0::/$' /proc/self/cgroup",
+            "cat /sys/fs/cgroup/memory.max",
+        ]
+    } else {
+        [
+            "grep -c ':memory:/podrun/burstable/default-files-[0-9a-f]*/app$' /proc/self/cgroup",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ]
+    };
+    let script = script
+        .iter()
+        .chain(&cgroup_checks)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("; ");
     let out = env.run(&format!(
         r#"apiVersion: v1
 kind: Pod
@@ -713,6 +729,59 @@ spec:
          app | tmpfs\n\
          app | 1\n\
          app | 67108864\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    env.assert_nothing_left();
+}
+
+/// A Burstable container's CPU and memory reach its cgroup files as kubelet converts
+/// them: a 250m request is 256 CPU shares, a 500m limit a 50 ms quota per 100 ms
+/// period, 64Mi of memory 67108864 bytes. On v2 the weight is 10 by the linear rule
+/// 1 + (shares - 2) * 9999 / 262142 with both backends: podrun pins it (libcontainer
+/// 0.7 alone would write 35, by the log-quadratic rule of runc >= 1.3.2; Debian 12's
+/// crun 1.8.1 writes 10). On v2 the container sees its own cgroup (a cgroup
+/// namespace); on v1 its cgroups are mounted per controller.
+#[test]
+fn a_containers_limits_are_in_its_cgroup_files() {
+    let env = Env::new();
+    let r = registry();
+    let files = if support::cgroup_v2() {
+        ["cpu.weight", "cpu.max", "memory.max"].map(|f| format!("/sys/fs/cgroup/{f}"))
+    } else {
+        [
+            "cpu/cpu.shares",
+            "cpu/cpu.cfs_quota_us",
+            "memory/memory.limit_in_bytes",
+        ]
+        .map(|f| format!("/sys/fs/cgroup/{f}"))
+    };
+    let expected = if support::cgroup_v2() {
+        "app | 10\napp | 50000 100000\napp | 67108864\n"
+    } else {
+        "app | 256\napp | 50000\napp | 67108864\n"
+    };
+    let out = env.run(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: limits
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["cat", "{}", "{}", "{}"]
+    resources:
+      requests: {{cpu: 250m, memory: 32Mi}}
+      limits: {{cpu: 500m, memory: 64Mi}}
+"#,
+        files[0], files[1], files[2]
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected,
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

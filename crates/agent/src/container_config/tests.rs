@@ -517,7 +517,8 @@ fn resources_and_limits_in_spec() {
     let json = serde_json::to_value(f.build().spec).unwrap();
     assert_eq!(
         json["linux"]["resources"]["unified"],
-        serde_json::json!({"memory.oom.group": "1", "memory.swap.max": "0"})
+        serde_json::json!({"memory.oom.group": "1", "memory.swap.max": "0", "cpu.weight": "10"}),
+        "256 shares pinned as cpu.weight 10 (the linear rule) for every backend"
     );
 }
 
