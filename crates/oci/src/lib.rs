@@ -27,5 +27,5 @@ pub mod user;
 
 pub use error::{Error, ErrorKind, ReadError};
 pub use input::{ContainerInput, Host, ImageConfig, Mount, NamespacePaths};
-pub use spec::{build, clamp_rlimits, GeneratedSpec, UNPRIVILEGED_NET_DEFAULTS};
+pub use spec::{build, clamp_rlimits, shares_to_weight, GeneratedSpec, UNPRIVILEGED_NET_DEFAULTS};
 pub use user::UserFiles;

@@ -167,10 +167,10 @@ fn resources(input: &ContainerInput, privileged: bool) -> Result<LinuxResources,
         // The runtime converts shares to cpu.weight itself, and the backends disagree:
         // libcontainer 0.7 uses the log-quadratic rule of runc >= 1.3.2 (256 shares →
         // 35), Debian 12's crun 1.8.1 the linear one (→ 10). Pin the weight, by the
-        // linear rule the pod cgroups use too (podrun_runtime::cgroups), so that a
+        // linear rule the pod cgroups use too ([`shares_to_weight`]), so that a
         // container's weight does not depend on the backend.
         if r.cpu_shares > 0 {
-            let weight = crate::resources::shares_to_weight(r.cpu_shares);
+            let weight = shares_to_weight(u64::try_from(r.cpu_shares).unwrap_or(0));
             unified.insert("cpu.weight".to_string(), weight.to_string());
         }
         if host.swap_controller {
@@ -267,6 +267,23 @@ fn sysctls(input: &ContainerInput) -> HashMap<String, String> {
             .map(|(k, v)| (k.clone(), v.clone())),
     );
     out
+}
+
+/// v1 `cpu.shares` [2, 262144] as v2 `cpu.weight` [1, 10000], by the linear map
+/// `1 + ((shares - 2) * 9999) / 262142` that runc and crun used until 2025 (crun
+/// before 1.23, which includes the crun 1.8 of the test machines). 0 stays 0
+/// ("unset").
+///
+/// Newer runtimes and kubelet's own cgroup manager (opencontainers/cgroups, since
+/// kubernetes/kubernetes#131216) use a quadratic fit that maps the default 1024 to
+/// 100 instead of 39 (`podrun_runtime::cgroups::shares_to_weight_quadratic`). The pod's weight only matters
+/// relative to its siblings, so what counts is that all pods on a node use one rule.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
 }
 
 /// The sysctls containerd 2 sets in every pod that has its own network namespace

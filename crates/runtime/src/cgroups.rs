@@ -295,22 +295,9 @@ fn positive(value: Option<i64>) -> Option<i64> {
     value.filter(|v| *v > 0)
 }
 
-/// v1 `cpu.shares` [2, 262144] as v2 `cpu.weight` [1, 10000], by the linear map
-/// `1 + ((shares - 2) * 9999) / 262142` that runc and crun used until 2025 (crun
-/// before 1.23, which includes the crun 1.8 of the test machines). 0 stays 0
-/// ("unset").
-///
-/// Newer runtimes and kubelet's own cgroup manager (opencontainers/cgroups, since
-/// kubernetes/kubernetes#131216) use a quadratic fit that maps the default 1024 to
-/// 100 instead of 39: [`shares_to_weight_quadratic`]. The pod's weight only matters
-/// relative to its siblings, so what counts is that all pods on a node use one rule.
-pub fn shares_to_weight(shares: u64) -> u64 {
-    if shares == 0 {
-        return 0;
-    }
-    let shares = shares.clamp(2, 262_144);
-    1 + ((shares - 2) * 9999) / 262_142
-}
+/// v1 `cpu.shares` as v2 `cpu.weight` by the linear rule (one rule for pods and
+/// containers: `podrun_oci::shares_to_weight`).
+pub use podrun_oci::shares_to_weight;
 
 /// The conversion of crun ≥ 1.23, of runc since opencontainers/runc#4785 and of
 /// opencontainers/cgroups (so of kubelet's pod cgroups on v2): a

@@ -35,15 +35,6 @@ pub fn milli_cpu_to_quota(milli_cpu: i64, period: u64) -> i64 {
     (milli_cpu.saturating_mul(period as i64) / 1000).max(MIN_QUOTA)
 }
 
-/// cgroup v1 cpu.shares → cgroup v2 cpu.weight, as runc converts them
-/// (libcontainer/cgroups ConvertCPUSharesToCgroupV2Value): 2..262144 → 1..10000.
-pub fn shares_to_weight(shares: u64) -> u64 {
-    if shares == 0 {
-        return 0;
-    }
-    1 + (shares.saturating_sub(2) * 9999) / 262_142
-}
-
 /// A quantity rounded up to a whole number of units, scaled by 10^`scale` first
 /// (scale 3 gives Kubernetes' MilliValue, 0 its Value). None when it does not parse;
 /// saturates at i64::MAX.
@@ -227,9 +218,6 @@ mod tests {
                 quota,
                 "quota of {milli}m"
             );
-        }
-        for (shares, weight) in [(0, 0), (2, 1), (1024, 39), (262_144, 10000), (102, 4)] {
-            assert_eq!(shares_to_weight(shares), weight, "weight of {shares}");
         }
     }
 
