@@ -127,6 +127,13 @@ for line in sys.stdin:
     set -- bash scripts/vm-v2-suite.sh
 fi
 {
+    # The guest's /tmp is a fresh tmpfs (overlayfs cannot use an overlay for its upper
+    # directories): a checkout under the host's /tmp (CI clones there) is bound back
+    # at its own path, so the paths in the exported variables hold in the guest too.
+    if [[ "$ROOT" == /tmp/* ]]; then
+        printf 'mkdir -p %q && mount --bind %q %q || exit 125\n' \
+            "$ROOT" "/run/vm-v2/host-tmp/${ROOT#/tmp/}" "$ROOT"
+    fi
     printf 'cd %q\n' "$ROOT"
     for name in $(compgen -e); do
         case "$name" in
