@@ -7,13 +7,12 @@
 use crate::container_config::{self, EnvVar, NodeSettings};
 use crate::env::{NodeFacts, Sources};
 use crate::pods::{self, PodState};
-use crate::Settings;
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod};
-use podrun_image::{Images, PullOptions};
+use podrun_image::Images;
 use podrun_oci::cri::Mount;
 use podrun_oci::{Host, ImageConfig};
-use podrun_runtime::{PodSandboxConfig, RuntimeService};
+use podrun_runtime::{ImageService, PodSandboxConfig, RuntimeService};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -154,29 +153,28 @@ pub struct PullFailure {
 
 /// Make sure container `c`'s image is here, pulling it as its
 /// imagePullPolicy says (kubelet's EnsureImageExists,
-/// pkg/kubelet/images/image_manager.go), with kubelet's events. Blocking:
-/// the pull runs on the pullers' own executor ([`crate::pulls`]),
-/// which one pull of an image serves every caller waiting for it.
+/// pkg/kubelet/images/image_manager.go), with kubelet's events, through the
+/// runtime's ImageService (ImageStatus, PullImage). Blocking: the runtime
+/// pulls on an executor of its own, one pull of an image serving every
+/// caller waiting for it.
 pub fn ensure_image(
-    settings: &Settings,
+    image_service: &dyn ImageService,
     images: &Images,
     c: &Container,
     events: EventSink<'_>,
 ) -> Result<(), PullFailure> {
     let image = c.image.clone().unwrap_or_default();
-    let present = images.get(&image).is_ok();
+    let spec = podrun_runtime::ImageSpec {
+        image: image.clone(),
+        ..Default::default()
+    };
+    let present = matches!(image_service.image_status(&spec), Ok(Some(_)));
     let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
     if policy == "Always" || (policy == "IfNotPresent" && !present) {
-        let options = PullOptions {
-            registries: crate::registries(settings).map_err(|e| PullFailure {
-                reason: "ErrImagePull",
-                message: format!("pull {image}: {e:#}"),
-            })?,
-            ..Default::default()
-        };
         events("Normal", "Pulling", format!("Pulling image \"{image}\""));
         let started = std::time::Instant::now();
-        if let Err(e) = crate::pulls::PULLER.pull_blocking(images, &image, options) {
+        if let Err(e) = image_service.pull_image(&spec, None) {
+            let e = e.to_string();
             events(
                 "Warning",
                 "Failed",

@@ -21,7 +21,6 @@ mod manifests;
 pub mod pods;
 mod probe;
 pub mod projection;
-pub mod pulls;
 pub mod table;
 mod terminate;
 pub mod volumes;
@@ -142,6 +141,9 @@ pub struct Agent {
     /// The runtime the pods' sandboxes and containers are asked of (CRI's
     /// RuntimeService).
     runtime: Arc<dyn RuntimeService>,
+    /// The images' service (CRI's ImageService: ImageStatus, PullImage), with
+    /// the registries' configuration read when the agent started.
+    image_service: Arc<dyn podrun_runtime::ImageService>,
     workers: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Msg>>>,
     /// How often a running pod's records are looked at.
     sync_interval: Duration,
@@ -162,6 +164,7 @@ impl Agent {
         let images = Images::open(&settings.root)?;
         Ok(Arc::new(Agent {
             runtime: node_runtime(&settings, &images)?,
+            image_service: node_images(&settings, &images)?,
             images,
             settings,
             db: Mutex::new(Db::open_memory()?),
@@ -242,6 +245,19 @@ fn node_name() -> String {
         .unwrap_or_default()
 }
 
+/// The image service of this machine: the store, pulling with the
+/// registries' configuration (`--registries-conf`, `--hosts-dir`) as it is
+/// now (a change takes an agent restart, as containerd's configuration does).
+fn node_images(
+    settings: &Settings,
+    images: &Images,
+) -> Result<Arc<dyn podrun_runtime::ImageService>> {
+    Ok(Arc::new(podrun_runtime::NodeImages::new(
+        images.clone(),
+        registries(settings)?,
+    )))
+}
+
 /// The runtime of this machine as `settings` say ([`node_runtime`]), for a
 /// client of it other than the agent (`podrun exec`, `podrun logs -f`).
 pub fn runtime(settings: &Settings) -> Result<Arc<dyn RuntimeService>> {
@@ -279,6 +295,7 @@ pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     let root = settings.root.clone();
     let agent = Arc::new(Agent {
         runtime: node_runtime(&settings, &images)?,
+        image_service: node_images(&settings, &images)?,
         settings,
         db: Mutex::new(db),
         images,

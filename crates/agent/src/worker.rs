@@ -643,7 +643,7 @@ fn make_container(
     sources: &mut Option<crate::env::Sources>,
     events: crate::create::EventSink<'_>,
 ) -> Result<ContainerConfig, Unmade> {
-    crate::create::ensure_image(&agent.settings, &agent.images, spec, events)
+    crate::create::ensure_image(agent.image_service.as_ref(), &agent.images, spec, events)
         .map_err(Unmade::Pull)?;
     // The driver names the container itself.
     let cause = |e: anyhow::Error| {
