@@ -6,7 +6,9 @@
 //! - [`hosts`]: the contents of `/etc/hosts` and `/etc/hostname`;
 //! - [`netns`]: running code on a thread that joined a pod's pinned network
 //!   namespace (what probes do), behind a [`netns::Syscall`] seam so the logic is
-//!   tested without root.
+//!   tested without root;
+//! - [`network`]: what the runtime asks of a pod network ([`PodNetwork`]: add,
+//!   del, ready), whichever network provides it.
 //!
 //! DESIGN.md gives `/etc/hosts` to the pod manager, as kubelet writes it (CRI runtimes
 //! only write `/etc/hostname` and `/etc/resolv.conf`). The pod manager keeps that
@@ -23,7 +25,9 @@
 pub mod dns;
 pub mod hosts;
 pub mod netns;
+pub mod network;
 
 pub use dns::{resolv_conf, DnsConfig, DnsOption, ResolvConfError};
 pub use hosts::{host_network_hosts_file, hostname_file, hosts_file};
 pub use netns::{in_network_namespace, NetnsError};
+pub use network::{Attachment, NetworkError, NetworkStatus, PodNetwork, PortMapping, Protocol};
