@@ -2,7 +2,6 @@
 //! and every peer's uid checked to be root). One request per connection: a
 //! JSON line in, a JSON line out. The CLI is its only client.
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -151,56 +150,111 @@ pub enum Response {
     },
 }
 
-/// Send one request and read the answer. `timeout` bounds the whole exchange.
-pub fn call(run_root: &Path, request: &Request, timeout: Duration) -> Result<Response> {
-    let path = socket_path(run_root);
-    let mut stream = UnixStream::connect(&path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
-            anyhow::anyhow!(
-                "connect to the agent at {}: permission denied (the podrun API is root's)",
-                path.display()
-            )
-        } else {
-            anyhow::Error::new(e).context(format!("connect to the agent at {}", path.display()))
+/// Why a call of the agent's API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// connect to the agent at {path}: permission denied (…)
+    #[error("connect to the agent at {}: permission denied (the podrun API is root's)", .path.display())]
+    PermissionDenied {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// connect to the agent at {path}: {source}
+    #[error("connect to the agent at {}: {source}", .path.display())]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// {step}: {source} (send the request, read the answer)
+    #[error("{step}: {source}")]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// parse {what}: {source}
+    #[error("parse {what}: {source}")]
+    Parse {
+        /// The request, or the agent's answer.
+        what: &'static str,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// The agent closed the connection without answering.
+    #[error("the agent closed the connection without answering (did it stop? see its log)")]
+    Closed,
+    /// The agent answered with an error.
+    #[error("{0}")]
+    Agent(String),
+    /// unexpected answer from the agent: {0}
+    #[error("unexpected answer from the agent: {0}")]
+    Unexpected(String),
+}
+
+fn connect_error(path: &Path, e: std::io::Error) -> ApiError {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        ApiError::PermissionDenied { path: path.into() }
+    } else {
+        ApiError::Connect {
+            path: path.into(),
+            source: e,
         }
+    }
+}
+
+fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> ApiError {
+    move |source| ApiError::Io { step, source }
+}
+
+/// Send one request and read the answer. `timeout` bounds the whole exchange.
+pub fn call(run_root: &Path, request: &Request, timeout: Duration) -> Result<Response, ApiError> {
+    let path = socket_path(run_root);
+    let mut stream = UnixStream::connect(&path).map_err(|e| connect_error(&path, e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(io("set a timeout"))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(io("set a timeout"))?;
+    let mut line = serde_json::to_vec(request).map_err(|source| ApiError::Parse {
+        what: "the request",
+        source,
     })?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream
         .write_all(&line)
-        .context("send the request to the agent")?;
+        .map_err(io("send the request to the agent"))?;
     let mut answer = String::new();
     BufReader::new(&stream)
         .read_line(&mut answer)
-        .context("read the agent's answer")?;
+        .map_err(io("read the agent's answer"))?;
     if answer.is_empty() {
-        bail!("the agent closed the connection without answering (did it stop? see its log)");
+        return Err(ApiError::Closed);
     }
-    serde_json::from_str(&answer).context("parse the agent's answer")
+    serde_json::from_str(&answer).map_err(|source| ApiError::Parse {
+        what: "the agent's answer",
+        source,
+    })
 }
 
 /// Whether an agent answers on the run root's socket. No socket, or nobody
 /// listening on it, is `Ok(false)`; not being allowed to ask (a non-root
 /// user) is an error, not a reason to start an agent.
-pub fn ping(run_root: &Path) -> Result<bool> {
+pub fn ping(run_root: &Path) -> Result<bool, ApiError> {
     let path = socket_path(run_root);
     if let Err(e) = UnixStream::connect(&path) {
         return match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Ok(false),
-            std::io::ErrorKind::PermissionDenied => bail!(
-                "connect to the agent at {}: permission denied (the podrun API is root's)",
-                path.display()
-            ),
-            _ => Err(anyhow::Error::new(e)
-                .context(format!("connect to the agent at {}", path.display()))),
+            _ => Err(connect_error(&path, e)),
         };
     }
     match call(run_root, &Request::Ping, Duration::from_secs(5))? {
         Response::Done { .. } => Ok(true),
-        Response::Error { message } => bail!("{message}"),
-        other => bail!("unexpected answer from the agent: {other:?}"),
+        Response::Error { message } => Err(ApiError::Agent(message)),
+        other => Err(ApiError::Unexpected(format!("{other:?}"))),
     }
 }
 
@@ -211,12 +265,15 @@ pub fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
 }
 
 /// Read one request from a connection.
-pub fn read_request(stream: &UnixStream) -> Result<Request> {
+pub fn read_request(stream: &UnixStream) -> Result<Request, ApiError> {
     let mut line = String::new();
     BufReader::new(stream)
         .read_line(&mut line)
-        .context("read the request")?;
-    serde_json::from_str(&line).context("parse the request")
+        .map_err(io("read the request"))?;
+    serde_json::from_str(&line).map_err(|source| ApiError::Parse {
+        what: "the request",
+        source,
+    })
 }
 
 /// Write the answer to a connection.

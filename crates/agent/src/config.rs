@@ -13,10 +13,46 @@
 //! Without a file, or for a handler it does not list, the handlers `embedded`,
 //! `crun`, `runc` and `youki` name those runtimes.
 
-use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why podrun's configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// read {path}: {source}
+    #[error("read {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// {path}: {message} (not TOML, or an unknown key)
+    #[error("{}: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML reader said.
+        message: String,
+    },
+    /// {path}: runtimes.{name}.path is empty
+    #[error("{}: runtimes.{name}.path is empty", .path.display())]
+    EmptyPath {
+        /// The file.
+        path: PathBuf,
+        /// The handler.
+        name: String,
+    },
+    /// runtimeClassName {class}: no such handler (known: …)
+    #[error("runtimeClassName {class}: no such handler (known: {})", .known.join(", "))]
+    UnknownHandler {
+        /// The pod's runtimeClassName.
+        class: String,
+        /// The handlers there are.
+        known: Vec<String>,
+    },
+}
 
 /// Where podrun reads its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/podrun/podrun.toml";
@@ -45,17 +81,27 @@ const BUILT_IN: [&str; 4] = ["embedded", "crun", "runc", "youki"];
 
 impl Config {
     /// Read `path`; a missing file is an empty configuration.
-    pub fn load(path: &Path) -> Result<Config> {
+    pub fn load(path: &Path) -> Result<Config, ConfigFileError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+            Err(source) => {
+                return Err(ConfigFileError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
         };
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigFileError::Parse {
+            path: path.into(),
+            message: e.to_string().trim().into(),
+        })?;
         for (name, h) in &config.runtimes {
             if h.path.is_empty() {
-                bail!("{}: runtimes.{name}.path is empty", path.display());
+                return Err(ConfigFileError::EmptyPath {
+                    path: path.into(),
+                    name: name.clone(),
+                });
             }
         }
         Ok(config)
@@ -63,7 +109,11 @@ impl Config {
 
     /// The runtime for a pod with RuntimeClass handler `class` (none: the
     /// default, `flag` when given on the command line).
-    pub fn runtime_for(&self, class: Option<&str>, flag: Option<&str>) -> Result<String> {
+    pub fn runtime_for(
+        &self,
+        class: Option<&str>,
+        flag: Option<&str>,
+    ) -> Result<String, ConfigFileError> {
         match class.filter(|c| !c.is_empty()) {
             None => Ok(flag
                 .or(self.default_runtime.as_deref())
@@ -73,12 +123,12 @@ impl Config {
                 Some(h) => Ok(h.path.clone()),
                 None if BUILT_IN.contains(&c) => Ok(c.to_string()),
                 None => {
-                    let mut known: Vec<&str> = self.runtimes.keys().map(String::as_str).collect();
-                    known.extend(BUILT_IN);
-                    bail!(
-                        "runtimeClassName {c}: no such handler (known: {})",
-                        known.join(", ")
-                    )
+                    let mut known: Vec<String> = self.runtimes.keys().cloned().collect();
+                    known.extend(BUILT_IN.map(String::from));
+                    Err(ConfigFileError::UnknownHandler {
+                        class: c.into(),
+                        known,
+                    })
                 }
             },
         }

@@ -20,7 +20,6 @@ use podrun_oci::cri::{
     LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption, ProfileType,
     SecurityProfile, SupplementalGroupsPolicy,
 };
-use podrun_oci::ImageConfig;
 
 /// Why kubelet would not make the container (CreateContainerConfigError or
 /// CreateContainerError). The messages keep kubelet's wording.
@@ -75,13 +74,14 @@ pub struct NodeSettings {
 
 /// The CRI config of container `c` of `pod`: its environment (`env`, references
 /// resolved, to be expanded here), its mounts (host paths the pod manager prepared),
-/// checked against its image's config (`image`: its user, for runAsNonRoot).
+/// checked against its image as ImageStatus reports it (`image`: its user, for
+/// runAsNonRoot).
 pub fn container_config(
     pod: &Pod,
     c: &Container,
     env: &[EnvVar],
     mounts: Vec<Mount>,
-    image: &ImageConfig,
+    image: &podrun_runtime::Image,
     node: &NodeSettings,
 ) -> Result<ContainerConfig, ConfigError> {
     let env = expand::container_env(env);
@@ -191,7 +191,7 @@ pub fn namespace_options(pod: &Pod) -> NamespaceOption {
 fn security_context(
     pod: &Pod,
     c: &Container,
-    image: &ImageConfig,
+    image: &podrun_runtime::Image,
     node: &NodeSettings,
 ) -> Result<LinuxContainerSecurityContext, ConfigError> {
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
@@ -205,10 +205,11 @@ fn security_context(
     let run_as_non_root = csc
         .and_then(|c| c.run_as_non_root)
         .or(psc.and_then(|p| p.run_as_non_root));
+    // kubelet's getImageUser: the uid when the image gives one, else its user name.
     let image_user = image
-        .user
-        .split_once(':')
-        .map_or(image.user.as_str(), |(u, _)| u);
+        .uid
+        .map_or_else(|| image.username.clone(), |u| u.to_string());
+    let image_user = image_user.as_str();
     if run_as_non_root == Some(true) {
         verify_run_as_non_root(run_as_user, image_user)?;
     }

@@ -7,14 +7,108 @@
 use crate::container_config::{self, EnvVar, NodeSettings};
 use crate::env::{NodeFacts, Sources};
 use crate::pods::{self, PodState};
-use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod};
-use podrun_image::Images;
 use podrun_oci::cri::Mount;
-use podrun_oci::{Host, ImageConfig};
+use podrun_oci::Host;
+use podrun_runtime::api::ServiceError;
 use podrun_runtime::{ImageService, PodSandboxConfig, RuntimeService};
+use podrun_volume::VolumeError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Why a pod's sandbox or a container's config could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The manifest has no `spec` (a stored row that is not a pod).
+    #[error("pod has no spec")]
+    NoSpec,
+    /// pod/{pod}: {source} (RunPodSandbox failed)
+    #[error("pod/{pod}: {source}")]
+    Sandbox {
+        /// The pod's name.
+        pod: String,
+        /// The runtime's error.
+        source: ServiceError,
+    },
+    /// The runtime named the sandbox other than the pod's ID.
+    #[error("pod/{pod}: the runtime named its sandbox {id}, not {expected}")]
+    SandboxId {
+        /// The pod's name.
+        pod: String,
+        /// The runtime's ID.
+        id: String,
+        /// The pod's ID.
+        expected: String,
+    },
+    /// pod/{pod}: {source} (its /etc files, /dev/shm)
+    #[error("pod/{pod}: {source}")]
+    PodFiles {
+        /// The pod's name.
+        pod: String,
+        /// What went wrong.
+        source: Box<CreateError>,
+    },
+    /// {verb} {path}: {source}
+    #[error("{verb} {}: {source}", .path.display())]
+    Io {
+        /// `create`, `write`, `chmod`.
+        verb: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// resolv.conf: {0}
+    #[error("resolv.conf: {0}")]
+    ResolvConf(#[from] podrun_net::ResolvConfError),
+    /// A volume could not be set up (the error names it).
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// volume {volume}: {cause}
+    #[error("volume {volume}: {cause}")]
+    VolumeSpec {
+        /// The volume.
+        volume: String,
+        /// What is wrong with it.
+        cause: String,
+    },
+    /// container {container}: {source} (kubelet's CreateContainerConfigError)
+    #[error("container {container}: {source}")]
+    Config {
+        /// The container.
+        container: String,
+        /// What kubelet would refuse.
+        source: crate::container_config::ConfigError,
+    },
+    /// The container's environment cannot be made (a missing ConfigMap key …).
+    #[error("{0}")]
+    Env(String),
+    /// {name} not found beside {exe}
+    #[error("{name} not found beside {}", .exe.display())]
+    Sibling {
+        /// The binary looked for.
+        name: String,
+        /// This one.
+        exe: PathBuf,
+    },
+}
+
+impl CreateError {
+    /// kubelet's CreateContainerConfigError (the config, not the making, is wrong).
+    pub fn is_config(&self) -> bool {
+        matches!(self, CreateError::Config { .. } | CreateError::Env(_))
+    }
+}
+
+type Result<T, E = CreateError> = std::result::Result<T, E>;
+
+fn io<'a>(verb: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CreateError + 'a {
+    move |source| CreateError::Io {
+        verb,
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// A pod whose sandbox runs. Dropping `guard` removes it again.
 pub struct Started {
@@ -34,23 +128,21 @@ pub type EventSink<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
 /// manager asks (each one made just before by [`prepare_container`], as
 /// kubelet makes them). On failure, everything made for the pod (`state`'s
 /// directories included) is removed. Blocking.
-pub fn start_pod(
-    runtime: &Arc<dyn RuntimeService>,
-    images: &Images,
-    pod: &Pod,
-    state: PodState,
-) -> Result<Started> {
+pub fn start_pod(runtime: &Arc<dyn RuntimeService>, pod: &Pod, state: PodState) -> Result<Started> {
     let name = state.record.name.clone();
     let mut guard = Guard {
         runtime: runtime.clone(),
-        images: images.clone(),
         state: Some(state.clone()),
     };
     let config = sandbox_config(pod, &state)?;
     let host_network = config.linux.security_context.namespace_options.network
         == podrun_runtime::NamespaceMode::Node;
-    pod_files(pod, &config.hostname, host_network, &state.record.data_dir)
-        .map_err(|e| anyhow::anyhow!("pod/{name}: {e:#}"))?;
+    pod_files(pod, &config.hostname, host_network, &state.record.data_dir).map_err(|e| {
+        CreateError::PodFiles {
+            pod: name.clone(),
+            source: Box::new(e),
+        }
+    })?;
     crate::crash_point("create:prepared");
     let handler = pod
         .spec
@@ -59,15 +151,19 @@ pub fn start_pod(
         .unwrap_or_default();
     let id = runtime
         .run_pod_sandbox(&config, &handler)
-        .map_err(|e| anyhow::anyhow!("pod/{name}: {e}"))?;
+        .map_err(|source| CreateError::Sandbox {
+            pod: name.clone(),
+            source,
+        })?;
     crate::crash_point("create:monitor");
     if id != state.record.pod_id {
         // The runtime names a sandbox by its pod's UID, which is the pod's ID.
         let _ = runtime.remove_pod_sandbox(&id);
-        bail!(
-            "pod/{name}: the runtime named its sandbox {id}, not {}",
-            state.record.pod_id
-        );
+        return Err(CreateError::SandboxId {
+            pod: name,
+            id,
+            expected: state.record.pod_id.clone(),
+        });
     }
     guard.state = Some(state.clone());
     Ok(Started { state, guard })
@@ -80,7 +176,7 @@ pub fn start_pod(
 /// namespaces the sandbox has.
 pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
     use podrun_runtime::{LinuxContainerResources, PodSandboxMetadata};
-    let spec = pod.spec.as_ref().context("pod has no spec")?;
+    let spec = pod.spec.as_ref().ok_or(CreateError::NoSpec)?;
     let record = &state.record;
     let mut labels: std::collections::BTreeMap<String, String> = pod
         .metadata
@@ -159,7 +255,6 @@ pub struct PullFailure {
 /// caller waiting for it.
 pub fn ensure_image(
     image_service: &dyn ImageService,
-    images: &Images,
     c: &Container,
     events: EventSink<'_>,
 ) -> Result<(), PullFailure> {
@@ -188,7 +283,7 @@ pub fn ensure_image(
         events(
             "Normal",
             "Pulled",
-            pulled_message(images, &image, started.elapsed()),
+            pulled_message(image_service, &spec, started.elapsed()),
         );
         Ok(())
     } else if present {
@@ -214,12 +309,18 @@ pub fn ensure_image(
 /// runtime reports it (its blobs, as containerd counts them). podrun has no
 /// pull queue: the time including waiting is the same, but for a pull this
 /// sync joined, which it waited for.
-fn pulled_message(images: &Images, image: &str, took: std::time::Duration) -> String {
+fn pulled_message(
+    image_service: &dyn ImageService,
+    spec: &podrun_runtime::ImageSpec,
+    took: std::time::Duration,
+) -> String {
+    let image = &spec.image;
     let ms = std::time::Duration::from_millis(took.as_millis() as u64);
-    let size: u64 = images
-        .get(image)
-        .map(|r| r.layers.iter().map(|l| l.size).sum())
-        .unwrap_or(0);
+    let size = image_service
+        .image_status(spec)
+        .ok()
+        .flatten()
+        .map_or(0, |i| i.size);
     let d = podrun_kubelet::backoff::go_duration(ms);
     format!("Successfully pulled image \"{image}\" in {d} ({d} including waiting). Image size: {size} bytes.")
 }
@@ -227,19 +328,20 @@ fn pulled_message(images: &Images, image: &str, took: std::time::Duration) -> St
 /// Container `c`'s environment: its env and envFrom, from the pod's sources
 /// and this node's facts (CreateContainerConfigError when one is missing).
 pub fn container_env(pod: &Pod, c: &Container, sources: &Sources) -> Result<Vec<EnvVar>> {
-    crate::env::environment(pod, c, sources, &node_facts()).map_err(|e| anyhow::anyhow!("{e}"))
+    crate::env::environment(pod, c, sources, &node_facts()).map_err(CreateError::Env)
 }
 
 /// Container `c` as the CRI config the runtime's CreateContainer takes:
 /// kubelet's generateContainerConfig ([`container_config`]) with its mounts
 /// (the pod's volumes set up by then, the pod's /etc files and /dev/shm, the
-/// termination log) as host paths. `image` is its image's config (its user,
-/// for runAsNonRoot). Each start of a container goes through it.
+/// termination log) as host paths. `image` is its image as the runtime's
+/// ImageStatus reports it (its user, for runAsNonRoot). Each start of a
+/// container goes through it.
 pub fn prepare_container(
     pod: &Pod,
     c: &Container,
     state: &PodState,
-    image: &ImageConfig,
+    image: &podrun_runtime::Image,
     host: &Host,
     env: Vec<EnvVar>,
 ) -> Result<podrun_oci::cri::ContainerConfig> {
@@ -267,11 +369,14 @@ pub fn prepare_container(
         seccomp_default: host.seccomp_default,
         allowed_unsafe_sysctls: host.allowed_unsafe_sysctls.clone(),
     };
-    // A ConfigError stays one under its context: it is kubelet's
-    // CreateContainerConfigError, where a mount that cannot be made is a
-    // CreateContainerError.
-    container_config::container_config(pod, c, &env, mounts, image, &node)
-        .map_err(|e| anyhow::Error::new(e).context(format!("container {}", c.name)))
+    // A ConfigError is kubelet's CreateContainerConfigError, where a mount
+    // that cannot be made is a CreateContainerError.
+    container_config::container_config(pod, c, &env, mounts, image, &node).map_err(|source| {
+        CreateError::Config {
+            container: c.name.clone(),
+            source,
+        }
+    })
 }
 
 /// The pod's files under `<data dir>/etc`, each bind-mounted at /etc/<name>.
@@ -283,9 +388,9 @@ const POD_ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 /// sandbox is; [`pod_mounts`] says where the containers see them.
 fn pod_files(pod: &Pod, hostname: &str, host_network: bool, data_dir: &Path) -> Result<()> {
     use podrun_net as net;
-    let spec = pod.spec.as_ref().context("pod has no spec")?;
+    let spec = pod.spec.as_ref().ok_or(CreateError::NoSpec)?;
     let etc = data_dir.join("etc");
-    std::fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
+    std::fs::create_dir_all(&etc).map_err(io("create", &etc))?;
     let aliases: Vec<(String, Vec<String>)> = spec
         .host_aliases
         .iter()
@@ -324,8 +429,7 @@ fn pod_files(pod: &Pod, hostname: &str, host_network: bool, data_dir: &Path) -> 
         spec.dns_policy.as_deref().unwrap_or("ClusterFirst"),
         &host_resolv,
         dns.as_ref(),
-    )
-    .map_err(|e| anyhow::anyhow!("resolv.conf: {e}"))?;
+    )?;
     let hostname = if host_network {
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default()
     } else {
@@ -333,7 +437,7 @@ fn pod_files(pod: &Pod, hostname: &str, host_network: bool, data_dir: &Path) -> 
     };
     for (name, text) in POD_ETC_FILES.into_iter().zip([hosts, hostname, resolv]) {
         let file = etc.join(name);
-        std::fs::write(&file, text).with_context(|| format!("write {}", file.display()))?;
+        std::fs::write(&file, text).map_err(io("write", &file))?;
     }
     if !spec.host_ipc.unwrap_or(false) {
         podrun_volume::PodVolumes::new(data_dir).set_up_shm()?;
@@ -407,10 +511,13 @@ pub(crate) fn host_ip() -> Option<String> {
 
 /// A binary installed beside this one.
 pub fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
+    let exe = std::env::current_exe().map_err(io("find", Path::new("/proc/self/exe")))?;
     let path = exe.with_file_name(name);
     if !path.exists() {
-        bail!("{} not found beside {}", name, exe.display());
+        return Err(CreateError::Sibling {
+            name: name.into(),
+            exe,
+        });
     }
     Ok(path)
 }
@@ -434,10 +541,11 @@ fn termination_log(c: &Container, pod_dir: &Path) -> Result<Mount> {
     use std::os::unix::fs::PermissionsExt;
     let file = crate::pods::termination_file(pod_dir, &c.name);
     if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     }
-    std::fs::File::create(&file).with_context(|| format!("create {}", file.display()))?;
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))?;
+    std::fs::File::create(&file).map_err(io("create", &file))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666))
+        .map_err(io("chmod", &file))?;
     let path = c
         .termination_message_path
         .clone()
@@ -465,8 +573,10 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
         let mut read_only = m.read_only.unwrap_or(false);
         let mut source = if let Some(empty_dir) = &v.empty_dir {
             let medium = if empty_dir.medium.as_deref() == Some("Memory") {
-                memory_volume(pod, empty_dir)
-                    .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.name))?
+                memory_volume(pod, empty_dir).map_err(|cause| CreateError::VolumeSpec {
+                    volume: v.name.clone(),
+                    cause,
+                })?
             } else {
                 Medium::Disk
             };
@@ -477,19 +587,20 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
             read_only = true;
             pod_volumes.empty_dir_path(&v.name)?
         } else if let Some(h) = &v.host_path {
-            let kind = h
-                .type_
-                .as_deref()
-                .unwrap_or("")
-                .parse()
-                .map_err(|e| anyhow::anyhow!("volume {}: {e}", v.name))?;
+            let kind = h.type_.as_deref().unwrap_or("").parse().map_err(
+                |e: podrun_volume::UnknownHostPathType| CreateError::VolumeSpec {
+                    volume: v.name.clone(),
+                    cause: e.to_string(),
+                },
+            )?;
             pod_volumes.set_up_host_path(&v.name, Path::new(&h.path), kind)?
         } else {
             // podrun_spec::load_runnable refuses a pod with any other volume type.
-            bail!(
-                "volume {}: internal error: a type podrun does not mount got past the manifest check",
-                v.name
-            );
+            return Err(CreateError::VolumeSpec {
+                volume: v.name.clone(),
+                cause: "internal error: a type podrun does not mount got past the manifest check"
+                    .into(),
+            });
         };
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             source = pod_volumes.sub_path(&v.name, &source, sub)?;
@@ -504,13 +615,13 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
 fn memory_volume(
     pod: &Pod,
     empty_dir: &k8s_openapi::api::core::v1::EmptyDirVolumeSource,
-) -> Result<podrun_volume::Medium> {
+) -> Result<podrun_volume::Medium, String> {
     let size_limit = empty_dir
         .size_limit
         .as_ref()
         .map(podrun_spec::memory_bytes)
         .transpose()
-        .map_err(|e| anyhow::anyhow!("sizeLimit: {e}"))?
+        .map_err(|e| format!("sizeLimit: {e}"))?
         .map(|b| b.max(0) as u64);
     let pod_limit = podrun_spec::pod_cgroup_limits(pod).memory_limit;
     let node = node_facts().memory_bytes.max(0) as u64;
@@ -522,7 +633,6 @@ fn memory_volume(
 /// root filesystems, mounts, directories. Disarmed by setting `state` to None.
 pub struct Guard {
     runtime: Arc<dyn RuntimeService>,
-    images: Images,
     state: Option<PodState>,
 }
 
@@ -536,8 +646,8 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            if let Err(e) = pods::teardown(self.runtime.as_ref(), &self.images, &state) {
-                eprintln!("podrun: cleanup: {e:#}");
+            if let Err(e) = pods::teardown(self.runtime.as_ref(), &state) {
+                eprintln!("podrun: cleanup: {e}");
             }
         }
     }

@@ -4,13 +4,13 @@
 //! took, and the events with their counts and ages.
 
 use super::db::{EventRow, PodRow};
+use super::worker::WorkerError;
 use super::Agent;
-use anyhow::Result;
 use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStatus, Pod};
 use std::fmt::Write;
 
 /// The text of `describe pod namespace/name`.
-pub(super) fn describe(agent: &Agent, namespace: &str, name: &str) -> Result<String> {
+pub(super) fn describe(agent: &Agent, namespace: &str, name: &str) -> Result<String, WorkerError> {
     let Some(row) = agent.db().pod(namespace, name)? else {
         // A pod of `podrun run` in the foreground: what its manager reported
         // (its events are that process's).
@@ -19,7 +19,7 @@ pub(super) fn describe(agent: &Agent, namespace: &str, name: &str) -> Result<Str
         let status = podrun_kubelet::printer::status_column(&pod);
         return Ok(render(&pod, None, &status, &agent.node, &[]));
     };
-    let mut pod: Pod = serde_json::from_str(&row.manifest)?;
+    let mut pod: Pod = super::worker::decode(&row.manifest, "the stored manifest")?;
     pod.status = row
         .status
         .as_deref()

@@ -26,10 +26,8 @@ mod terminate;
 pub mod volumes;
 mod worker;
 
-use anyhow::{bail, Context, Result};
 use api::{PodSummary, Request, Response};
-use db::{Change, Db, ObjectRow, PodPhase, PodRow};
-use podrun_image::Images;
+use db::{Change, Db, DbError, ObjectRow, PodPhase, PodRow};
 use podrun_runtime::RuntimeService;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,27 +61,74 @@ pub struct ServeOptions {
     pub manifests: Option<PathBuf>,
 }
 
-/// The registries' configuration: registries.conf and the hosts directory.
-pub fn registries(settings: &Settings) -> Result<podrun_image::registries::RegistriesConfig> {
-    let mut config = podrun_image::registries::RegistriesConfig::load(&settings.registries_conf)?;
-    config.add_hosts_dir(&settings.hosts_dir)?;
-    Ok(config)
+/// Why the agent, or one of its requests, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// {verb} {path}: {source}
+    #[error("{verb} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        verb: &'static str,
+        /// The file or socket.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// another agent (pid {pid}) serves {root}: it holds {lock}
+    #[error("another agent (pid {pid}) serves {}: it holds {}", .root.display(), .lock.display())]
+    Locked {
+        /// The other agent's pid, as its lock file says.
+        pid: String,
+        /// The root.
+        root: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// A request refused as a whole: `{reason}\nnothing was applied`.
+    #[error("{0}\nnothing was applied")]
+    Refused(String),
+    /// The state database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The pods' records on disk.
+    #[error(transparent)]
+    Pods(#[from] pods::PodsError),
+    /// A pod's worker.
+    #[error(transparent)]
+    Worker(#[from] worker::WorkerError),
+    /// podrun's configuration file.
+    #[error(transparent)]
+    Config(#[from] config::ConfigFileError),
+    /// The runtime.
+    #[error(transparent)]
+    Runtime(#[from] podrun_runtime::api::ServiceError),
+    /// The image service (the registries' configuration, the store).
+    #[error(transparent)]
+    Images(#[from] podrun_runtime::images::ImageServiceError),
+    /// encode {what}: {source}
+    #[error("encode {what}: {source}")]
+    Encode {
+        /// What.
+        what: String,
+        /// The encoder's error.
+        source: serde_json::Error,
+    },
+    /// A task of the agent failed to run.
+    #[error("{0}")]
+    Task(String),
 }
 
-/// The error and its causes on one line, each cause once: our error types
-/// already print their cause, so only causes not yet said are appended.
-pub fn message(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&part);
-        }
-    }
-    text
+type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+fn encode<T: serde::Serialize>(value: &T, what: &str) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|source| AgentError::Encode {
+        what: what.into(),
+        source,
+    })
+}
+
+fn task<T>(r: std::result::Result<T, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| AgentError::Task(format!("a task of the request: {e}")))
 }
 
 /// A fault-injection point for the crash tests: when `PODRUN_AGENT_CRASH_AT`
@@ -113,16 +158,21 @@ impl AgentLock {
         let op = rustix::fs::FlockOperation::NonBlockingLockExclusive;
         let Some(mut file) = crate::pods::lock_file(&path, op)? else {
             let pid = std::fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "another agent (pid {}) serves {}: it holds {}",
-                pid.trim(),
-                root.display(),
-                path.display()
-            );
+            return Err(AgentError::Locked {
+                pid: pid.trim().into(),
+                root: root.into(),
+                lock: path,
+            });
         };
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(file, "{}", std::process::id())?;
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        written.map_err(|source| AgentError::Io {
+            verb: "write",
+            path,
+            source,
+        })?;
         Ok(AgentLock { _file: file })
     }
 }
@@ -137,12 +187,11 @@ enum Msg {
 pub struct Agent {
     settings: Settings,
     db: Mutex<Db>,
-    images: Images,
     /// The runtime the pods' sandboxes and containers are asked of (CRI's
     /// RuntimeService).
     runtime: Arc<dyn RuntimeService>,
-    /// The images' service (CRI's ImageService: ImageStatus, PullImage), with
-    /// the registries' configuration read when the agent started.
+    /// The images' service (CRI's ImageService: ImageStatus, PullImage,
+    /// RemoveImage), with the registries' configuration read when the agent started.
     image_service: Arc<dyn podrun_runtime::ImageService>,
     workers: Mutex<HashMap<(String, String), mpsc::UnboundedSender<Msg>>>,
     /// How often a running pod's records are looked at.
@@ -161,11 +210,9 @@ pub struct Agent {
 impl Agent {
     /// The pod manager for `podrun run`: a database in memory, no socket.
     pub fn in_process(settings: Settings) -> Result<Arc<Agent>> {
-        let images = Images::open(&settings.root)?;
         Ok(Arc::new(Agent {
-            runtime: node_runtime(&settings, &images)?,
-            image_service: node_images(&settings, &images)?,
-            images,
+            runtime: runtime(&settings)?,
+            image_service: node_images(&settings)?,
             settings,
             db: Mutex::new(Db::open_memory()?),
             workers: Mutex::new(HashMap::new()),
@@ -248,26 +295,19 @@ fn node_name() -> String {
 /// The image service of this machine: the store, pulling with the
 /// registries' configuration (`--registries-conf`, `--hosts-dir`) as it is
 /// now (a change takes an agent restart, as containerd's configuration does).
-fn node_images(
-    settings: &Settings,
-    images: &Images,
-) -> Result<Arc<dyn podrun_runtime::ImageService>> {
-    Ok(Arc::new(podrun_runtime::NodeImages::new(
-        images.clone(),
-        registries(settings)?,
-    )))
-}
-
-/// The runtime of this machine as `settings` say ([`node_runtime`]), for a
-/// client of it other than the agent (`podrun exec`, `podrun logs -f`).
-pub fn runtime(settings: &Settings) -> Result<Arc<dyn RuntimeService>> {
-    node_runtime(settings, &Images::open(&settings.root)?)
+fn node_images(settings: &Settings) -> Result<Arc<dyn podrun_runtime::ImageService>> {
+    Ok(Arc::new(podrun_runtime::NodeImages::open(
+        &settings.root,
+        &settings.registries_conf,
+        &settings.hosts_dir,
+    )?))
 }
 
 /// The runtime of this machine as `settings` and podrun's configuration
 /// file say: the OCI runtime of each RuntimeClass handler, `--runtime` (or
-/// the file's `default_runtime`) for pods without one.
-fn node_runtime(settings: &Settings, images: &Images) -> Result<Arc<dyn RuntimeService>> {
+/// the file's `default_runtime`) for pods without one. The agent's, and
+/// that of its other clients (`podrun exec`, `podrun logs -f`).
+pub fn runtime(settings: &Settings) -> Result<Arc<dyn RuntimeService>> {
     let config = config::Config::load(&settings.config)?;
     let mut runtime = podrun_runtime::RuntimeConfig::new(&settings.run_root)?;
     runtime.default_runtime = config.runtime_for(None, settings.runtime.as_deref())?;
@@ -276,43 +316,46 @@ fn node_runtime(settings: &Settings, images: &Images) -> Result<Arc<dyn RuntimeS
         .iter()
         .map(|(name, h)| (name.clone(), h.path.clone()))
         .collect();
-    Ok(Arc::new(podrun_runtime::NodeRuntime::new(
+    Ok(Arc::new(podrun_runtime::NodeRuntime::open(
         runtime,
-        images.clone(),
-    )))
+        &settings.root,
+    )?))
 }
 
 /// `podrun serve`.
 pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     IS_AGENT.store(true, std::sync::atomic::Ordering::Relaxed);
     for dir in [&settings.root, &settings.run_root] {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
+            verb: "create",
+            path: dir.clone(),
+            source,
+        })?;
     }
     let _lock = AgentLock::take(&settings.root)?;
     let db = Db::open(&settings.root)?;
-    let images = Images::open(&settings.root)?;
     let run_root = settings.run_root.clone();
     let root = settings.root.clone();
     let agent = Arc::new(Agent {
-        runtime: node_runtime(&settings, &images)?,
-        image_service: node_images(&settings, &images)?,
+        runtime: runtime(&settings)?,
+        image_service: node_images(&settings)?,
         settings,
         db: Mutex::new(db),
-        images,
         workers: Mutex::new(HashMap::new()),
         sync_interval: sync_interval(),
         node: node_name(),
         run_mode: false,
         started_at: chrono::Utc::now(),
     });
-    adopt(&agent).context("adopt the pods of the database")?;
+    adopt(&agent)?;
     let listener = bind(&run_root)?;
     let handle = tokio::runtime::Handle::current();
     {
         let agent = agent.clone();
         std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || accept(listener, agent, handle))?;
+            .spawn(move || accept(listener, agent, handle))
+            .map_err(|e| AgentError::Task(format!("start the API thread: {e}")))?;
     }
     if let Some(dir) = &options.manifests {
         tokio::spawn(manifests::watch(agent.clone(), dir.clone()));
@@ -323,7 +366,8 @@ pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
         root.display(),
         api::socket_path(&run_root).display()
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| AgentError::Task(format!("watch for SIGTERM: {e}")))?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -347,8 +391,8 @@ fn adopt(agent: &Arc<Agent>) -> Result<()> {
                 state.record.pod_id
             );
             let _ = crate::pods::stop_within(agent.runtime.as_ref(), &state, None);
-            if let Err(e) = crate::pods::teardown(agent.runtime.as_ref(), &agent.images, &state) {
-                tracing::warn!("{e:#}");
+            if let Err(e) = crate::pods::teardown(agent.runtime.as_ref(), &state) {
+                tracing::warn!("{e}");
             }
         }
     }
@@ -367,8 +411,18 @@ fn bind(run_root: &Path) -> Result<std::os::unix::net::UnixListener> {
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let listener = std::os::unix::net::UnixListener::bind(&path);
     rustix::process::umask(old);
-    let listener = listener.with_context(|| format!("listen on {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = listener.map_err(|source| AgentError::Io {
+        verb: "listen on",
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        AgentError::Io {
+            verb: "chmod",
+            path,
+            source,
+        }
+    })?;
     Ok(listener)
 }
 
@@ -388,7 +442,7 @@ fn accept(
                     Ok(0) => match api::read_request(&stream) {
                         Ok(request) => handle.block_on(answer(&agent, request)),
                         Err(e) => Response::Error {
-                            message: format!("{e:#}"),
+                            message: e.to_string(),
                         },
                     },
                     Ok(uid) => Response::Error {
@@ -428,12 +482,12 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
             grace_period,
         } => delete(agent, &namespace, &names, grace_period).await,
         Request::Get { namespace, full } => get(agent, namespace.as_deref(), full),
-        Request::Describe { namespace, name } => {
-            describe::describe(agent, &namespace, &name).map(|text| Response::Text { text })
-        }
+        Request::Describe { namespace, name } => describe::describe(agent, &namespace, &name)
+            .map(|text| Response::Text { text })
+            .map_err(AgentError::from),
     };
     result.unwrap_or_else(|e| Response::Error {
-        message: crate::message(&e),
+        message: e.to_string(),
     })
 }
 
@@ -453,7 +507,7 @@ fn load(
         }
     }
     if !problems.is_empty() {
-        bail!("{}\nnothing was applied", problems.join("\n"));
+        return Err(AgentError::Refused(problems.join("\n")));
     }
     Ok(objects)
 }
@@ -511,25 +565,29 @@ pub async fn apply(
                 podrun_spec::Object::Pod(pod) => {
                     let mut pod = pod.clone();
                     pod.metadata.namespace = Some(namespace.clone());
-                    let manifest = serde_json::to_string(&pod)?;
+                    let manifest =
+                        serde_json::to_string(&pod).map_err(|source| AgentError::Encode {
+                            what: format!("pod/{name}"),
+                            source,
+                        })?;
                     let hash = manifest_hash(&manifest);
                     if taken_by_run.contains(&(namespace.clone(), name.clone())) {
-                        bail!("pod/{name}: a pod of that name, run by podrun run in the foreground, exists in namespace {namespace}\nnothing was applied");
+                        return Err(AgentError::Refused(format!("pod/{name}: a pod of that name, run by podrun run in the foreground, exists in namespace {namespace}")));
                     }
                     match db.pod(&namespace, &name)? {
-                        Some(_) if existing == Existing::Refuse => bail!(
-                            "pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)\nnothing was applied"
-                        ),
-                        Some(row) if row.source != source => bail!(
-                            "pod/{name}: namespace {namespace} already has it from {} \nnothing was applied",
+                        Some(_) if existing == Existing::Refuse => return Err(AgentError::Refused(format!(
+                            "pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)"
+                        ))),
+                        Some(row) if row.source != source => return Err(AgentError::Refused(format!(
+                            "pod/{name}: namespace {namespace} already has it from {} ",
                             describe_source(&row.source)
-                        ),
+                        ))),
                         Some(row) if row.hash == hash && row.state != PodPhase::Deleting => {
                             lines.push(format!("pod/{name} unchanged"));
                         }
-                        Some(row) if row.state == PodPhase::Deleting => bail!(
-                            "pod/{name}: is being deleted; apply again when it is gone\nnothing was applied"
-                        ),
+                        Some(row) if row.state == PodPhase::Deleting => return Err(AgentError::Refused(format!(
+                            "pod/{name}: is being deleted; apply again when it is gone"
+                        ))),
                         Some(row) => {
                             // A static pod's changed file is a new pod (kubelet).
                             let in_place = !source.starts_with("file:")
@@ -567,11 +625,12 @@ pub async fn apply(
                 }
                 podrun_spec::Object::ConfigMap(_) | podrun_spec::Object::Secret(_) => {
                     let kind = o.kind();
-                    let mut body = serde_json::to_value(match o {
-                        podrun_spec::Object::ConfigMap(c) => serde_json::to_value(c)?,
-                        podrun_spec::Object::Secret(s) => serde_json::to_value(s)?,
+                    let what = format!("{}/{name}", kind.to_lowercase());
+                    let mut body = match o {
+                        podrun_spec::Object::ConfigMap(c) => encode(c, &what)?,
+                        podrun_spec::Object::Secret(s) => encode(s, &what)?,
                         podrun_spec::Object::Pod(_) => unreachable!(),
-                    })?;
+                    };
                     body["metadata"]["namespace"] = namespace.clone().into();
                     let body = body.to_string();
                     let old = db.object(kind, &namespace, &name)?;
@@ -768,23 +827,25 @@ pub async fn delete(
         // Not the agent's: a pod of `podrun run` in the foreground?
         match crate::pods::find(&agent.settings.run_root, namespace, name) {
             Ok(state) => {
-                let (runtime, images) = (agent.runtime.clone(), agent.images.clone());
+                let runtime = agent.runtime.clone();
                 let grace = grace_period.map(podrun_kubelet::grace::grace_period);
-                let r = tokio::task::spawn_blocking(move || {
-                    crate::pods::stop_within(runtime.as_ref(), &state, grace)?;
-                    crate::pods::teardown(runtime.as_ref(), &images, &state)
-                })
-                .await?;
+                let r = task(
+                    tokio::task::spawn_blocking(move || {
+                        crate::pods::stop_within(runtime.as_ref(), &state, grace)?;
+                        crate::pods::teardown(runtime.as_ref(), &state)
+                    })
+                    .await,
+                )?;
                 match r {
                     Ok(()) => lines.push(format!("pod \"{name}\" deleted")),
-                    Err(e) => warnings.push(crate::message(&e)),
+                    Err(e) => warnings.push(e.to_string()),
                 }
             }
-            Err(e) => warnings.push(crate::message(&e)),
+            Err(e) => warnings.push(e.to_string()),
         }
     }
     for (name, w) in waits {
-        match w.await? {
+        match task(w.await)? {
             Ok(()) => lines.push(format!("pod \"{name}\" deleted")),
             Err(e) => warnings.push(e),
         }
@@ -828,7 +889,7 @@ fn get(agent: &Arc<Agent>, namespace: Option<&str>, full: bool) -> Result<Respon
             ..PodSummary::of(&pod, s.age_seconds(), now)
         };
         if full {
-            let mut value = serde_json::to_value(&pod)?;
+            let mut value = encode(&pod, &format!("pod/{}", s.record.name))?;
             value["apiVersion"] = "v1".into();
             value["kind"] = "Pod".into();
             summary.pod = Some(value);

@@ -81,7 +81,7 @@ async fn scan(agent: &Arc<Agent>, dir: &Path, seen: &mut HashMap<PathBuf, String
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!("{}: {}", file.display(), crate::message(&e));
+                tracing::error!("{}: {}", file.display(), e);
                 continue;
             }
         }
@@ -135,7 +135,7 @@ async fn delete_where(agent: &Arc<Agent>, doomed: impl Fn(&str, &(String, String
         if let Err(e) =
             super::delete(agent, &row.namespace, std::slice::from_ref(&row.name), None).await
         {
-            tracing::warn!("pod/{}: delete: {}", row.name, crate::message(&e));
+            tracing::warn!("pod/{}: delete: {}", row.name, e);
         }
     }
 }

@@ -17,15 +17,86 @@
 //! Its data (bundles, volumes, /etc files) lives in `<root>/pods/<pod id>/`. A pod is named
 //! by namespace and name; the pods lock makes creating one of a taken name fail.
 
-use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use podrun_image::Images;
 use podrun_runtime::api::{PodSandboxStatus, ServiceError};
 use podrun_runtime::{NamespaceMode, RuntimeService};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// What went wrong with the pods' records on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum PodsError {
+    /// {verb} {path}: {source}
+    #[error("{verb} {}: {source}", .path.display())]
+    Io {
+        /// What was being done: `read`, `write`, `create`, `open`, `lock`.
+        verb: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// parse {path}: {source}
+    #[error("parse {}: {source}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// pods "{name}" not found in namespace "{namespace}" (kubectl's NotFound)
+    #[error("pods \"{name}\" not found in namespace \"{namespace}\"")]
+    NotFound {
+        /// The namespace.
+        namespace: String,
+        /// The pod's name.
+        name: String,
+    },
+    /// lock {path}: {holder}
+    #[error("lock {}: {holder}", .path.display())]
+    Held {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it.
+        holder: &'static str,
+    },
+    /// pod/{name}: already exists in namespace {namespace} (…)
+    #[error("pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)")]
+    Exists {
+        /// The namespace.
+        namespace: String,
+        /// The pod's name.
+        name: String,
+    },
+    /// pod/{name}: remove: {errors}
+    #[error("pod/{name}: remove: {}", .errors.join("; "))]
+    Remove {
+        /// The pod's name.
+        name: String,
+        /// Every step that failed.
+        errors: Vec<String>,
+    },
+    /// pod/{name}: stop: {source}
+    #[error("pod/{name}: stop: {source}")]
+    Stop {
+        /// The pod's name.
+        name: String,
+        /// The runtime's error.
+        source: ServiceError,
+    },
+}
+
+type Result<T, E = PodsError> = std::result::Result<T, E>;
+
+fn io<'a>(verb: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PodsError + 'a {
+    move |source| PodsError::Io {
+        verb,
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// Who a pod is (`pod.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,10 +203,12 @@ impl PodState {
 
     /// Write `pod.json` again (after the monitor started).
     pub fn save(&self) -> Result<()> {
-        write_atomic(
-            &self.run_dir.join("pod.json"),
-            &serde_json::to_vec_pretty(&self.record)?,
-        )
+        let path = self.run_dir.join("pod.json");
+        let text = serde_json::to_vec_pretty(&self.record).map_err(|source| PodsError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+        write_atomic(&path, &text)
     }
 }
 
@@ -178,8 +251,10 @@ pub fn load(run_root: &Path, pod_id: &str) -> Option<PodState> {
 }
 
 fn read(run_dir: &Path) -> Result<PodState> {
-    let text = std::fs::read(run_dir.join("pod.json")).context("read pod.json")?;
-    let record: PodRecord = serde_json::from_slice(&text).context("parse pod.json")?;
+    let path = run_dir.join("pod.json");
+    let text = std::fs::read(&path).map_err(io("read", &path))?;
+    let record: PodRecord =
+        serde_json::from_slice(&text).map_err(|source| PodsError::Parse { path, source })?;
     Ok(PodState {
         record,
         run_dir: run_dir.to_path_buf(),
@@ -191,7 +266,10 @@ pub fn find(run_root: &Path, namespace: &str, name: &str) -> Result<PodState> {
     list(run_root)
         .into_iter()
         .find(|p| p.record.namespace == namespace && p.record.name == name)
-        .with_context(|| format!("pods \"{name}\" not found in namespace \"{namespace}\""))
+        .ok_or_else(|| PodsError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        })
 }
 
 /// The lock file at `path` (made if missing, its contents kept), locked with
@@ -204,11 +282,11 @@ pub fn lock_file(path: &Path, op: rustix::fs::FlockOperation) -> Result<Option<s
         .read(true)
         .write(true)
         .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
+        .map_err(io("open", path))?;
     match rustix::fs::flock(&file, op) {
         Ok(()) => Ok(Some(file)),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => Err(std::io::Error::from(e)).with_context(|| format!("lock {}", path.display())),
+        Err(e) => Err(io("lock", path)(e.into())),
     }
 }
 
@@ -220,10 +298,14 @@ struct PodsLock {
 impl PodsLock {
     fn take(run_root: &Path) -> Result<Self> {
         let dir = pods_dir(run_root);
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let path = run_root.join("pods.lock");
-        let file = lock_file(&path, rustix::fs::FlockOperation::LockExclusive)?
-            .with_context(|| format!("lock {}: held", path.display()))?;
+        let file = lock_file(&path, rustix::fs::FlockOperation::LockExclusive)?.ok_or(
+            PodsError::Held {
+                path,
+                holder: "held",
+            },
+        )?;
         Ok(PodsLock { _file: file })
     }
 }
@@ -247,13 +329,11 @@ pub fn register(
         .unwrap_or_else(|| "default".into());
     let _lock = PodsLock::take(run_root)?;
     if !agent_owned && find(run_root, &namespace, &name).is_ok() {
-        bail!(
-            "pod/{name}: already exists in namespace {namespace} (podrun delete pod {name} -n {namespace} removes it)"
-        );
+        return Err(PodsError::Exists { namespace, name });
     }
     let pod_id = id.map_or_else(|| new_pod_id(&namespace, &name), String::from);
     let run_dir = pods_dir(run_root).join(&pod_id);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).map_err(io("create", &run_dir))?;
     let state = PodState {
         record: PodRecord {
             namespace,
@@ -286,17 +366,18 @@ pub fn new_pod_id(namespace: &str, name: &str) -> String {
 /// the root filesystems the pod manager prepared for its containers, its
 /// volumes' mounts, its data and state directories. Goes on past failures
 /// and reports them all.
-pub fn teardown(runtime: &dyn RuntimeService, images: &Images, state: &PodState) -> Result<()> {
+pub fn teardown(runtime: &dyn RuntimeService, state: &PodState) -> Result<()> {
     let mut errors = Vec::new();
     if let Err(e) = runtime.remove_pod_sandbox(&state.record.pod_id) {
         errors.push(e.to_string());
     }
     // After a reboot the runtime's records (in the run root) are gone while
     // the containers' root filesystems (in the root) are not: the pod manager,
-    // which knows the pod's containers, has them removed by their IDs.
+    // which knows the pod's containers, has them removed by their IDs (the
+    // runtime's RemoveContainer removes what is left of an ID it no longer knows).
     for name in state.all_container_names() {
         let id = container_id(&state.record.pod_id, &name);
-        if let Err(e) = images.remove_rootfs(&id) {
+        if let Err(e) = runtime.remove_container(&id) {
             errors.push(format!("container {name}: {e}"));
         }
     }
@@ -313,7 +394,10 @@ pub fn teardown(runtime: &dyn RuntimeService, images: &Images, state: &PodState)
     if errors.is_empty() {
         Ok(())
     } else {
-        bail!("pod/{}: remove: {}", state.record.name, errors.join("; "))
+        Err(PodsError::Remove {
+            name: state.record.name.clone(),
+            errors,
+        })
     }
 }
 
@@ -406,7 +490,10 @@ pub fn stop_within(
 ) -> Result<()> {
     match runtime.stop_pod_sandbox(&state.record.pod_id, grace) {
         Ok(()) | Err(ServiceError::SandboxNotFound(_)) => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("pod/{}: stop: {e}", state.record.name)),
+        Err(source) => Err(PodsError::Stop {
+            name: state.record.name.clone(),
+            source,
+        }),
     }
 }
 
@@ -422,8 +509,12 @@ impl RunLock {
     /// Take the lock of the pod whose directory is `run_dir`.
     pub fn take(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join("run.lock");
-        let file = lock_file(&path, rustix::fs::FlockOperation::NonBlockingLockExclusive)?
-            .with_context(|| format!("lock {}: another podrun run holds it", path.display()))?;
+        let file = lock_file(&path, rustix::fs::FlockOperation::NonBlockingLockExclusive)?.ok_or(
+            PodsError::Held {
+                path,
+                holder: "another podrun run holds it",
+            },
+        )?;
         Ok(RunLock { _file: file })
     }
 
@@ -468,7 +559,7 @@ pub fn reported(state: &PodState) -> Pod {
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    podrun_fs::write_atomic(path, data).with_context(|| format!("write {}", path.display()))
+    podrun_fs::write_atomic(path, data).map_err(io("write", path))
 }
 
 /// One line of a CRI log file: `<time> <stream> <F|P> <content>`.

@@ -11,12 +11,72 @@ mod grpc;
 pub mod http;
 
 use crate::pods::InSandbox;
-use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Container, GRPCAction, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use podrun_kubelet::probe::ProbeResult;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
+
+/// Why a probe or a hook (kubelet's handlers) failed, in kubelet's words
+/// where kubelet has them.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The runtime's ExecSync failed.
+    #[error(transparent)]
+    Runtime(#[from] podrun_runtime::api::ServiceError),
+    /// command {command:?} timed out after {timeout:?}
+    #[error("command {command:?} timed out after {timeout:?}")]
+    ExecTimeout {
+        /// The command.
+        command: Vec<String>,
+        /// The handler's timeout.
+        timeout: Duration,
+    },
+    /// The handler ran and failed: the command's output, the gRPC status.
+    #[error("{0}")]
+    Failed(String),
+    /// port out of range
+    #[error("port out of range")]
+    PortRange,
+    /// no port named {name:?} in container {container}
+    #[error("no port named {name:?} in container {container}")]
+    NoPort {
+        /// The port's name.
+        name: String,
+        /// The container.
+        container: String,
+    },
+    /// resolve {host}: {cause}
+    #[error("resolve {host}: {cause}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why it has no address.
+        cause: String,
+    },
+    /// dial tcp {addr}: {source}
+    #[error("dial tcp {addr}: {source}")]
+    Dial {
+        /// The address.
+        addr: SocketAddr,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The HTTP GET failed (no answer).
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    /// sandbox {0}: no network namespace
+    #[error("sandbox {0}: no network namespace")]
+    NoNetns(String),
+    /// The pod's network namespace could not be joined.
+    #[error(transparent)]
+    Netns(#[from] podrun_net::NetnsError),
+    /// A probe or hook of no known kind.
+    #[error("{0} has no handler")]
+    NoHandler(&'static str),
+}
+
+type Result<T, E = HandlerError> = std::result::Result<T, E>;
 
 /// What kubelet's probes call themselves (HTTP and gRPC):
 /// kube-probe/<major.minor> of the kubelet podrun follows
@@ -66,7 +126,7 @@ pub fn run(pod: &InSandbox, container: &Container, probe: &Probe) -> Outcome {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     let outcome = |result: Result<()>| match result {
         Ok(()) => Outcome::Success,
-        Err(e) => Outcome::Failure(crate::message(&e)),
+        Err(e) => Outcome::Failure(e.to_string()),
     };
     if let Some(exec) = &probe.exec {
         let command = exec.command.clone().unwrap_or_default();
@@ -74,14 +134,14 @@ pub fn run(pod: &InSandbox, container: &Container, probe: &Probe) -> Outcome {
             match crate::terminate::exec_in(pod, &container.name, &command, timeout) {
                 Ok(done) if done.code == 0 => Ok(()),
                 // kubelet's "Liveness probe failed: <the command's output>".
-                Ok(done) => Err(anyhow::anyhow!("{}", done.failure(&command))),
+                Ok(done) => Err(HandlerError::Failed(done.failure(&command))),
                 Err(e) => Err(e),
             },
         )
     } else if let Some(action) = &probe.http_get {
         match http_get(pod, &container.name, action, http::Purpose::Probe, timeout) {
             Ok(answer) => http::verdict(&answer),
-            Err(e) => Outcome::Failure(crate::message(&e)),
+            Err(e) => Outcome::Failure(e.to_string()),
         }
     } else if let Some(tcp) = &probe.tcp_socket {
         let host = tcp.host.clone();
@@ -89,28 +149,31 @@ pub fn run(pod: &InSandbox, container: &Container, probe: &Probe) -> Outcome {
             in_pod_network(pod, move || {
                 let addr = address(host.as_deref(), port)?;
                 TcpStream::connect_timeout(&addr, timeout)
-                    .with_context(|| format!("dial tcp {addr}"))?;
+                    .map_err(|source| HandlerError::Dial { addr, source })?;
                 Ok(())
             })
         }))
     } else if let Some(action) = &probe.grpc {
         outcome(grpc_check(pod, action, timeout))
     } else {
-        outcome(Err(anyhow::anyhow!("the probe has no handler")))
+        outcome(Err(HandlerError::NoHandler("the probe")))
     }
 }
 
 /// A port given by number or by the name of one of the container's ports.
 fn port(port: &IntOrString, container: &Container) -> Result<u16> {
     match port {
-        IntOrString::Int(n) => u16::try_from(*n).context("port out of range"),
+        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| HandlerError::PortRange),
         IntOrString::String(name) => container
             .ports
             .iter()
             .flatten()
             .find(|p| p.name.as_deref() == Some(name.as_str()))
             .map(|p| p.container_port as u16)
-            .with_context(|| format!("no port named {name:?} in container {}", container.name)),
+            .ok_or_else(|| HandlerError::NoPort {
+                name: name.clone(),
+                container: container.name.clone(),
+            }),
     }
 }
 
@@ -118,16 +181,22 @@ fn address(host: Option<&str>, port: u16) -> Result<SocketAddr> {
     let host = host.filter(|h| !h.is_empty()).unwrap_or("127.0.0.1");
     (host, port)
         .to_socket_addrs()
-        .with_context(|| format!("resolve {host}"))?
+        .map_err(|e| HandlerError::Resolve {
+            host: host.into(),
+            cause: e.to_string(),
+        })?
         .next()
-        .with_context(|| format!("resolve {host}: no address"))
+        .ok_or_else(|| HandlerError::Resolve {
+            host: host.into(),
+            cause: "no address".into(),
+        })
 }
 
 /// A gRPC health check of the pod's loopback (kubelet's target is the pod's
 /// IP, which is where the pod's loopback answers from inside), dial and call
 /// within `timeout` together.
 fn grpc_check(pod: &InSandbox, action: &GRPCAction, timeout: Duration) -> Result<()> {
-    let port = u16::try_from(action.port).context("port out of range")?;
+    let port = u16::try_from(action.port).map_err(|_| HandlerError::PortRange)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let service = action.service.clone().unwrap_or_default();
     let deadline = Instant::now() + timeout;
@@ -194,7 +263,7 @@ fn in_pod_network<T: Send + 'static>(
 ) -> Result<T> {
     let ns = pod.net_namespace();
     if ns.is_none() && !pod.host_network() {
-        anyhow::bail!("sandbox {}: no network namespace", pod.sandbox.sandbox.id);
+        return Err(HandlerError::NoNetns(pod.sandbox.sandbox.id.clone()));
     }
     podrun_net::in_network_namespace(ns.as_deref(), f)?
 }

@@ -7,7 +7,7 @@
 //! (pkg/kubelet/kuberuntime/kuberuntime_container.go killContainer).
 
 use crate::pods::{InSandbox, PodState};
-use anyhow::Result;
+use crate::probe::HandlerError;
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
 use podrun_runtime::api::{
     ContainerFilter, ContainerState, RuntimeService, SandboxState, ServiceError,
@@ -27,11 +27,11 @@ pub fn terminate(
     pod: &Pod,
     grace: Option<Duration>,
     events: Events,
-) -> Result<()> {
+) -> Result<(), ServiceError> {
     let sandbox = match runtime.pod_sandbox_status(&state.record.pod_id) {
         Ok(s) if s.sandbox.state == SandboxState::Ready => s,
         Ok(_) | Err(ServiceError::SandboxNotFound(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let target = InSandbox {
         state,
@@ -40,12 +40,7 @@ pub fn terminate(
     };
     match stop_in_order(&target, pod, grace, events) {
         // A monitor that stopped listening is ending the sandbox already.
-        Err(e)
-            if e.downcast_ref::<ServiceError>()
-                .is_some_and(|c| matches!(c, ServiceError::NotRunning { .. })) =>
-        {
-            Ok(())
-        }
+        Err(ServiceError::NotRunning { .. }) => Ok(()),
         other => other,
     }
 }
@@ -55,7 +50,7 @@ fn stop_in_order(
     pod: &Pod,
     grace: Option<Duration>,
     events: Events,
-) -> Result<()> {
+) -> Result<(), ServiceError> {
     let spec = pod.spec.clone().unwrap_or_default();
     let grace = grace.unwrap_or_else(|| podrun_kubelet::grace::pod_grace_period(pod));
     let deadline = Instant::now() + grace;
@@ -116,7 +111,7 @@ fn stop_in_order(
 }
 
 /// The names of the sandbox's containers that run.
-fn running(target: &InSandbox) -> Result<Vec<String>> {
+fn running(target: &InSandbox) -> Result<Vec<String>, ServiceError> {
     let filter = ContainerFilter {
         sandbox_id: Some(target.sandbox.sandbox.id.clone()),
         state: Some(ContainerState::Running),
@@ -136,7 +131,7 @@ pub fn run_hook(
     name: &str,
     hook: &LifecycleHandler,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<(), HandlerError> {
     if let Some(sleep) = &hook.sleep {
         std::thread::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout));
         return Ok(());
@@ -145,7 +140,7 @@ pub fn run_hook(
         let command = exec.command.clone().unwrap_or_default();
         let done = exec_in(pod, name, &command, timeout)?;
         if done.code != 0 {
-            anyhow::bail!("{}", done.failure(&command));
+            return Err(HandlerError::Failed(done.failure(&command)));
         }
         return Ok(());
     }
@@ -157,7 +152,7 @@ pub fn run_hook(
         use crate::probe::{http::Purpose, http_get};
         return http_get(pod, name, http, Purpose::Lifecycle, timeout).map(|_| ());
     }
-    anyhow::bail!("a hook with no handler (exec, httpGet or sleep)")
+    Err(HandlerError::NoHandler("the hook (exec, httpGet or sleep)"))
 }
 
 /// What a command run in a container did.
@@ -196,7 +191,7 @@ pub fn exec_in(
     name: &str,
     command: &[String],
     timeout: Duration,
-) -> Result<ExecOutput> {
+) -> Result<ExecOutput, HandlerError> {
     let id = pod.container_id(name);
     match pod.runtime.exec_sync(&id, command, timeout) {
         Ok(done) => {
@@ -208,9 +203,10 @@ pub fn exec_in(
                 output: String::from_utf8_lossy(&kept).into_owned(),
             })
         }
-        Err(ServiceError::ExecTimeout { .. }) => {
-            anyhow::bail!("command {command:?} timed out after {timeout:?}")
-        }
+        Err(ServiceError::ExecTimeout { .. }) => Err(HandlerError::ExecTimeout {
+            command: command.to_vec(),
+            timeout,
+        }),
         Err(e) => Err(e.into()),
     }
 }

@@ -19,16 +19,64 @@
 use super::api::PodSummary;
 use super::db::{PodPhase, PodRow};
 use super::{crash_point, now, Agent, Msg};
+use crate::create::CreateError;
+use crate::db::DbError;
+use crate::pods::PodsError;
 use crate::pods::{self, PodRecord, PodState};
-use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use podrun_kubelet::probe::ContainerProbes;
-use podrun_runtime::api::{ContainerFilter, PodSandboxStatus, SandboxState};
+use podrun_runtime::api::{ContainerFilter, PodSandboxStatus, SandboxState, ServiceError};
 use podrun_runtime::ContainerConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Why a step of a pod's worker failed (the message names the pod and the step).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The state database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The pod's records on disk.
+    #[error(transparent)]
+    Pods(#[from] PodsError),
+    /// Its sandbox could not be made.
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    /// {what}: {source} (a stored document that does not read back)
+    #[error("{what}: {source}")]
+    Decode {
+        /// What was read.
+        what: String,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+    /// pod/{pod}: {source}
+    #[error("pod/{pod}: {source}")]
+    Runtime {
+        /// The pod's name.
+        pod: String,
+        /// The runtime's error.
+        source: ServiceError,
+    },
+    /// A thread of the step could not be started, or panicked.
+    #[error("{0}")]
+    Thread(String),
+}
+
+type Result<T, E = WorkerError> = std::result::Result<T, E>;
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|source| WorkerError::Decode {
+        what: what.into(),
+        source,
+    })
+}
+
+fn joined<T>(r: std::result::Result<T, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| WorkerError::Thread(format!("a blocking step: {e}")))
+}
 
 mod execute;
 mod observe;
@@ -127,7 +175,7 @@ async fn sync(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
     match sync_steps(agent, namespace, name).await {
         Ok(step) => step,
         Err(e) => {
-            let message = crate::message(&e);
+            let message = e.to_string();
             if message.starts_with("pod/") {
                 tracing::warn!("{message}");
             } else {
@@ -166,7 +214,7 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
                         agent.db().set_running(namespace, name, &now())?;
                     }
                     Err(e) => {
-                        let message = crate::message(&e);
+                        let message = e.to_string();
                         let delay = creation_backoff(row.attempts);
                         let retry_at = chrono::Utc::now()
                             + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -257,14 +305,16 @@ fn sources(agent: &Agent, namespace: &str) -> Result<crate::env::Sources> {
     for o in agent.db().objects(namespace)? {
         match o.kind.as_str() {
             "ConfigMap" => {
+                let what = format!("configmap/{}", o.name);
                 sources
                     .config_maps
-                    .insert(o.name.clone(), serde_json::from_str(&o.body)?);
+                    .insert(o.name.clone(), decode(&o.body, &what)?);
             }
             "Secret" => {
+                let what = format!("secret/{}", o.name);
                 sources
                     .secrets
-                    .insert(o.name.clone(), serde_json::from_str(&o.body)?);
+                    .insert(o.name.clone(), decode(&o.body, &what)?);
             }
             _ => {}
         }
@@ -275,28 +325,29 @@ fn sources(agent: &Agent, namespace: &str) -> Result<crate::env::Sources> {
 /// Make the pod of `row` (under `row.pod_id`), from nothing: what an earlier
 /// attempt left is removed first.
 async fn create(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
-    let pod: Pod = serde_json::from_str(&row.manifest).context("read the stored manifest")?;
+    let pod: Pod = decode(&row.manifest, "the stored manifest")?;
     remove(agent, row).await?;
     crash_point("create:cleaned");
     let settings = &agent.settings;
     let state = {
         let (pod, id) = (pod.clone(), row.pod_id.clone());
-        let root = agent.images.root().to_path_buf();
+        let root = settings.root.clone();
         let agent_owned = !agent.run_mode;
         let run_root = settings.run_root.clone();
-        tokio::task::spawn_blocking(move || {
-            pods::register(&run_root, &root, &pod, Some(&id), agent_owned)
-        })
-        .await??
+        joined(
+            tokio::task::spawn_blocking(move || {
+                pods::register(&run_root, &root, &pod, Some(&id), agent_owned)
+            })
+            .await,
+        )??
     };
     crash_point("create:registered");
     // RunPodSandbox returns once the sandbox is ready (its monitor answers);
     // its containers are the supervisor's to start.
-    let (runtime, images) = (agent.runtime.clone(), agent.images.clone());
-    let started = tokio::task::spawn_blocking(move || {
-        crate::create::start_pod(&runtime, &images, &pod, state)
-    })
-    .await??;
+    let runtime = agent.runtime.clone();
+    let started = joined(
+        tokio::task::spawn_blocking(move || crate::create::start_pod(&runtime, &pod, state)).await,
+    )??;
     let crate::create::Started { mut guard, .. } = started;
     guard.disarm();
     Ok(())
@@ -314,8 +365,8 @@ fn state_of(agent: &Agent, row: &PodRow) -> Result<PodState> {
             name: row.name.clone(),
             pod_id: row.pod_id.clone(),
             created: row.created.clone(),
-            data_dir: agent.images.root().join("pods").join(&row.pod_id),
-            manifest: serde_json::from_str(&row.manifest)?,
+            data_dir: agent.settings.root.join("pods").join(&row.pod_id),
+            manifest: decode(&row.manifest, "the stored manifest")?,
             agent: true,
         },
         run_dir: agent.settings.run_root.join("pods").join(&row.pod_id),
@@ -329,9 +380,10 @@ async fn on_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'st
         .name("pod-stop".into())
         .spawn(move || {
             let _ = tx.send(f());
-        })?;
+        })
+        .map_err(|e| WorkerError::Thread(format!("start a thread to stop the pod: {e}")))?;
     rx.await
-        .map_err(|_| anyhow::anyhow!("the stopping thread panicked"))?
+        .map_err(|_| WorkerError::Thread("the stopping thread panicked".into()))?
 }
 
 /// Stop the pod's sandbox of `row.pod_id` and remove everything of it.
@@ -345,7 +397,7 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
         return Ok(());
     }
     let grace = grace_override(&row.namespace, &row.name);
-    let (runtime, images) = (agent.runtime.clone(), agent.images.clone());
+    let runtime = agent.runtime.clone();
     let agent2 = agent.clone();
     let (ns, name) = (row.namespace.clone(), row.name.clone());
     // A thread of its own, not the blocking pool: stopping waits out grace periods.
@@ -355,13 +407,13 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
         let events = |t: &str, r: &str, m: String| agent2.event(&ns, &name, t, r, &m);
         if let Err(e) = super::terminate::terminate(runtime.as_ref(), &state, &pod, grace, &events)
         {
-            tracing::warn!("pod/{name}: graceful stop: {e:#}");
+            tracing::warn!("pod/{name}: graceful stop: {e}");
         }
         pods::stop_within(runtime.as_ref(), &state, grace)?;
         if had {
             crash_point("remove:stopped");
         }
-        pods::teardown(runtime.as_ref(), &images, &state)?;
+        pods::teardown(runtime.as_ref(), &state)?;
         Ok(())
     })
     .await
@@ -374,7 +426,7 @@ async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
     let sandbox = {
         let runtime = agent.runtime.clone();
         let id = row.pod_id.clone();
-        tokio::task::spawn_blocking(move || ready(runtime.as_ref(), &id)).await?
+        joined(tokio::task::spawn_blocking(move || ready(runtime.as_ref(), &id)).await)?
     };
     let alive = state.is_some() && sandbox.is_some();
     if !alive && agent.run_mode {
@@ -395,8 +447,9 @@ async fn supervise(agent: &Arc<Agent>, row: &PodRow) -> Result<Step> {
         return recreate(agent, row, "its sandbox is not ready (its monitor is gone)").await;
     };
     let (agent2, row2) = (agent.clone(), row.clone());
-    let round =
-        tokio::task::spawn_blocking(move || drive(&agent2, &row2, &state, &sandbox)).await??;
+    let round = joined(
+        tokio::task::spawn_blocking(move || drive(&agent2, &row2, &state, &sandbox)).await,
+    )??;
     if round.finished {
         agent
             .db()
@@ -459,26 +512,35 @@ struct DbRecords<'a> {
 }
 
 impl record::Records for DbRecords<'_> {
-    fn set_container(&mut self, container: &str, restarts: i64, memory: &str) -> Result<()> {
+    fn set_container(
+        &mut self,
+        container: &str,
+        restarts: i64,
+        memory: &str,
+    ) -> Result<(), DbError> {
         let db = self.agent.db();
-        Ok(db.set_container(self.ns, self.name, container, restarts, Some(memory))?)
+        db.set_container(self.ns, self.name, container, restarts, Some(memory))
     }
 
-    fn set_status(&mut self, status: &str) -> Result<()> {
-        Ok(self.agent.db().set_status(self.ns, self.name, status)?)
+    fn set_status(&mut self, status: &str) -> Result<(), DbError> {
+        self.agent.db().set_status(self.ns, self.name, status)
     }
 }
 
-/// The imageID the API shows: the repository with the digest it was pulled by.
-fn image_id(images: &podrun_image::Images, image: &str) -> Option<String> {
-    let r = images.get(image).ok()?;
-    let repo = r
-        .name
-        .rsplit_once(':')
-        .filter(|(_, tag)| !tag.contains('/'))
-        .map_or(r.name.as_str(), |(repo, _)| repo);
-    let digest = r.index_digest.as_ref().unwrap_or(&r.manifest_digest);
-    Some(format!("{repo}@{digest}"))
+/// The imageID the API shows: the repository with the digest it was pulled
+/// by (kubelet's ImageRef, from the runtime's ImageStatus).
+fn image_id(images: &dyn podrun_runtime::ImageService, image: &str) -> Option<String> {
+    let spec = podrun_runtime::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    };
+    images
+        .image_status(&spec)
+        .ok()
+        .flatten()?
+        .repo_digests
+        .into_iter()
+        .next()
 }
 
 /// The sandbox of pod ID `id` if the runtime has it ready.
@@ -498,7 +560,7 @@ fn drive(
     sandbox: &PodSandboxStatus,
 ) -> Result<Round> {
     let (ns, name) = (row.namespace.as_str(), row.name.as_str());
-    let pod: Pod = serde_json::from_str(&row.manifest)?;
+    let pod: Pod = decode(&row.manifest, "the stored manifest")?;
     let config = kubelet_config();
     let now = chrono::Utc::now();
     let mut observed = podrun_kubelet::PodObservation {
@@ -515,8 +577,10 @@ fn drive(
     for c in &specs {
         let (_, memory) = agent.db().container(ns, name, &c.name)?;
         let m: Memory = match memory.as_deref() {
-            Some(m) => serde_json::from_str(m)
-                .with_context(|| format!("pod/{name}: container {}: stored state", c.name))?,
+            Some(m) => decode(
+                m,
+                &format!("pod/{name}: container {}: stored state", c.name),
+            )?,
             None => Memory::default(),
         };
         stored.insert(c.name.clone(), memory);
@@ -539,7 +603,10 @@ fn drive(
     };
     let containers = rt
         .list_containers(&filter)
-        .with_context(|| format!("pod/{name}: the runtime did not list its containers"))?;
+        .map_err(|source| WorkerError::Runtime {
+            pod: name.into(),
+            source,
+        })?;
     observe::merge(&mut observed, &mut probes, &containers, now, |cs| {
         pods::termination_message(&state.record.data_dir, &cs.name).or_else(|| {
             // A failed container of FallbackToLogsOnError that left no
@@ -598,8 +665,12 @@ fn drive(
         config: &config,
     };
     let execute::Executed { failures, finished } =
-        execute::execute(&round, &mut observed, &mut probes, rt, &mut node)
-            .with_context(|| format!("pod/{name}"))?;
+        execute::execute(&round, &mut observed, &mut probes, rt, &mut node).map_err(|source| {
+            WorkerError::Runtime {
+                pod: name.into(),
+                source,
+            }
+        })?;
     // Record: what changed, then the status, committed before anyone sees it.
     let outcome = record::Outcome {
         pod: &pod,
@@ -643,18 +714,18 @@ fn make_container(
     sources: &mut Option<crate::env::Sources>,
     events: crate::create::EventSink<'_>,
 ) -> Result<ContainerConfig, Unmade> {
-    crate::create::ensure_image(agent.image_service.as_ref(), &agent.images, spec, events)
+    crate::create::ensure_image(agent.image_service.as_ref(), spec, events)
         .map_err(Unmade::Pull)?;
     // The driver names the container itself.
-    let cause = |e: anyhow::Error| {
-        let text = format!("{e:#}");
+    let cause = |e: &dyn std::error::Error| {
+        let text = e.to_string();
         let prefix = format!("container {}: ", spec.name);
         text.strip_prefix(&prefix).map(String::from).unwrap_or(text)
     };
     let sources = match sources {
         Some(s) => s,
         None => sources.insert(
-            self::sources(agent, &state.record.namespace).map_err(|e| Unmade::Create(cause(e)))?,
+            self::sources(agent, &state.record.namespace).map_err(|e| Unmade::Create(cause(&e)))?,
         ),
     };
     // kubelet's volume manager has the pod's volumes ready before a container starts.
@@ -663,23 +734,29 @@ fn make_container(
     crate::volumes::set_up(pod, &state.record.data_dir, sources, &node, all)
         .map_err(|e| Unmade::Mount(crate::volumes::failed_mount_message(&e)))?;
     let env =
-        crate::create::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(e)))?;
+        crate::create::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(&e)))?;
     let host =
         podrun_oci::Host::detect().map_err(|e| Unmade::Create(format!("read host facts: {e}")))?;
     // Its image's user, for runAsNonRoot (kubelet asks the runtime's ImageStatus).
-    let image = spec.image.as_deref().unwrap_or_default();
-    let image_config = agent
-        .images
-        .run_config(image)
-        .map(|c| podrun_oci::ImageConfig::from_config_json(&c))
-        .map_err(|e| Unmade::Create(format!("image {image}: {e}")))?;
-    crate::create::prepare_container(pod, spec, state, &image_config, &host, env).map_err(|e| {
-        if e.downcast_ref::<crate::container_config::ConfigError>()
-            .is_some()
-        {
-            Unmade::Config(cause(e))
+    let image = podrun_runtime::ImageSpec {
+        image: spec.image.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let status = match agent.image_service.image_status(&image) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            return Err(Unmade::Create(format!(
+                "image {}: not present after its pull",
+                image.image
+            )))
+        }
+        Err(e) => return Err(Unmade::Create(format!("image {}: {e}", image.image))),
+    };
+    crate::create::prepare_container(pod, spec, state, &status, &host, env).map_err(|e| {
+        if e.is_config() {
+            Unmade::Config(cause(&e))
         } else {
-            Unmade::Create(cause(e))
+            Unmade::Create(cause(&e))
         }
     })
 }
@@ -698,7 +775,7 @@ async fn recreate(agent: &Arc<Agent>, row: &PodRow, why: &str) -> Result<Step> {
     remove(agent, row).await?;
     crash_point("recreate:removed");
     let id = pods::new_pod_id(&row.namespace, &row.name);
-    let pod: Pod = serde_json::from_str(&row.manifest)?;
+    let pod: Pod = decode(&row.manifest, "the stored manifest")?;
     let now = chrono::Utc::now();
     agent
         .db()
@@ -754,7 +831,7 @@ fn lost_with_sandbox(
 /// (uid, creationTimestamp, the deletionTimestamp of one being deleted) and
 /// the status last reported.
 pub(super) fn v1_pod(row: &PodRow, summary: &PodSummary) -> Result<serde_json::Value> {
-    let mut pod: Pod = serde_json::from_str(&row.manifest)?;
+    let mut pod: Pod = decode(&row.manifest, "the stored manifest")?;
     pod.metadata.uid = Some(row.pod_id.clone());
     pod.metadata.creation_timestamp = parse_time(&row.created)
         .map(podrun_kubelet::observe::api_time)
@@ -769,7 +846,10 @@ pub(super) fn v1_pod(row: &PodRow, summary: &PodSummary) -> Result<serde_json::V
                 ..Default::default()
             })
         });
-    let mut value = serde_json::to_value(&pod)?;
+    let mut value = serde_json::to_value(&pod).map_err(|source| WorkerError::Decode {
+        what: format!("pod/{}", row.name),
+        source,
+    })?;
     value["apiVersion"] = "v1".into();
     value["kind"] = "Pod".into();
     if summary.status == "Terminating" {
@@ -867,14 +947,14 @@ impl execute::Node for AgentNode<'_> {
     }
 
     fn image_id(&self, image: &str) -> Option<String> {
-        image_id(&self.agent.images, image)
+        image_id(self.agent.image_service.as_ref(), image)
     }
 
     fn post_start(
         &self,
         name: &str,
         hook: &k8s_openapi::api::core::v1::LifecycleHandler,
-    ) -> Result<()> {
+    ) -> Result<(), crate::probe::HandlerError> {
         super::terminate::run_hook(&self.in_sandbox, name, hook, Duration::from_secs(120))
     }
 

@@ -96,7 +96,9 @@ fn open(cli: &Cli) -> Result<Images> {
 
 /// The registries' configuration of the global flags.
 pub fn registries(cli: &Cli) -> Result<RegistriesConfig> {
-    podrun_agent::registries(&cli.settings())
+    let mut config = RegistriesConfig::load(&cli.registries_conf)?;
+    config.add_hosts_dir(&cli.hosts_dir)?;
+    Ok(config)
 }
 
 pub async fn pull(cli: &Cli, args: &PullArgs) -> Result<()> {

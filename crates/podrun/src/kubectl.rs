@@ -489,7 +489,7 @@ fn done(response: Response) -> Result<()> {
 const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn call(cli: &Cli, request: &Request) -> Result<Response> {
-    api::call(&cli.run_root, request, CALL_TIMEOUT)
+    Ok(api::call(&cli.run_root, request, CALL_TIMEOUT)?)
 }
 
 /// Make sure an agent serves the root: start one in the background if none

@@ -166,7 +166,21 @@ fn main() {
     }
 }
 
-pub(crate) use podrun_agent::message;
+/// The error and its causes on one line, each cause once: our error types
+/// already print their cause, so only causes not yet said are appended.
+pub(crate) fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
 
 async fn run(cli: &'static Cli) -> Result<()> {
     match &cli.command {
@@ -176,7 +190,7 @@ async fn run(cli: &'static Cli) -> Result<()> {
             let options = podrun_agent::ServeOptions {
                 manifests: a.manifests.clone(),
             };
-            podrun_agent::serve(cli.settings(), &options).await
+            Ok(podrun_agent::serve(cli.settings(), &options).await?)
         }
         Command::Run(a) => {
             let code = run::run(cli, a).await?;

@@ -157,7 +157,8 @@ impl TestPod {
             spec,
             &env,
             mounts,
-            &image_config,
+            // The image as ImageStatus reports it: no user (root).
+            &podrun_runtime::Image::default(),
             &Default::default(),
         )
         .unwrap();

@@ -311,7 +311,7 @@ pub struct AuthConfig {
 }
 
 /// One image as ImageStatus and ListImages report it (`Image`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Image {
     /// The image ID (its config's digest, `sha256:…`).
     pub id: String,
@@ -319,8 +319,14 @@ pub struct Image {
     pub repo_tags: Vec<String>,
     /// Its names pinned by digest (`repo@sha256:…`).
     pub repo_digests: Vec<String>,
-    /// Its unpacked size in bytes.
+    /// Its size in bytes as containerd reports it: its layers' blobs, compressed.
     pub size: u64,
+    /// The uid its config's `User` names, when numeric (`1000`, `1000:1000`):
+    /// what kubelet checks runAsNonRoot against.
+    pub uid: Option<i64>,
+    /// Its config's `User` when it names a user (`nobody`, `app:app`), without
+    /// the group; empty otherwise.
+    pub username: String,
 }
 
 /// CRI's ImageService.

@@ -24,6 +24,9 @@ pub enum ImageServiceError {
     /// The store or the registry said no (the message names the image).
     #[error(transparent)]
     Image(#[from] podrun_image::ImageError),
+    /// The registries' configuration is bad (the message names the file).
+    #[error(transparent)]
+    Registries(#[from] podrun_image::registries::ConfigError),
     /// A pull failed; every caller waiting on it gets the same message.
     #[error("{0}")]
     Pull(String),
@@ -45,6 +48,20 @@ pub struct NodeImages {
 }
 
 impl NodeImages {
+    /// The service over the store under `root`, pulling with the mirrors and
+    /// rules of podman's `registries_conf` and containerd's `hosts_dir` as
+    /// they are now (a change takes a restart, as containerd's configuration
+    /// does): a bad file is an error naming it.
+    pub fn open(
+        root: &std::path::Path,
+        registries_conf: &std::path::Path,
+        hosts_dir: &std::path::Path,
+    ) -> Result<Self, ImageServiceError> {
+        let mut registries = RegistriesConfig::load(registries_conf)?;
+        registries.add_hosts_dir(hosts_dir)?;
+        Ok(Self::new(open_store(root)?, registries))
+    }
+
     /// The service over `images`, pulling with `registries`' mirrors and rules.
     pub fn new(images: Images, registries: RegistriesConfig) -> Self {
         NodeImages {
@@ -74,7 +91,11 @@ impl NodeImages {
             .into_iter()
             .filter(|r| r.id == record.id)
             .collect::<Vec<_>>();
+        let config = self.images.run_config(&record.name)?;
+        let (uid, username) = image_user(config["User"].as_str().unwrap_or_default());
         Ok(Image {
+            uid,
+            username,
             id: record.id.to_string(),
             repo_tags: names
                 .iter()
@@ -82,7 +103,8 @@ impl NodeImages {
                 .map(|r| r.name.clone())
                 .collect(),
             repo_digests: names.iter().map(ImageRecord::repo_digest).collect(),
-            size: record.size(),
+            // containerd reports an image's size as its content, compressed.
+            size: record.layers.iter().map(|l| l.size).sum(),
         })
     }
 }
@@ -155,6 +177,21 @@ impl ImageService for NodeImages {
         }
         Ok(out)
     }
+}
+
+/// An image config's `User` as ImageStatus reports it (containerd's
+/// getUserFromImage): the user part, as a uid when numeric, else as a name.
+pub fn image_user(user: &str) -> (Option<i64>, String) {
+    let user = user.split_once(':').map_or(user, |(u, _)| u);
+    match user.parse::<i64>() {
+        Ok(uid) => (Some(uid), String::new()),
+        Err(_) => (None, user.to_string()),
+    }
+}
+
+/// The image store under `root`.
+pub(crate) fn open_store(root: &std::path::Path) -> Result<Images, ImageServiceError> {
+    Ok(Images::open(root)?)
 }
 
 /// The result of a pull, as every waiter gets it.
@@ -254,6 +291,18 @@ where
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_image_user_is_a_uid_when_numeric_as_containerd_reads_it() {
+        let user = |u: &str| image_user(u);
+        assert_eq!(user(""), (None, String::new()));
+        assert_eq!(user("1000"), (Some(1000), String::new()));
+        assert_eq!(user("0:0"), (Some(0), String::new()));
+        assert_eq!(user("nobody"), (None, "nobody".into()));
+        assert_eq!(user("app:staff"), (None, "app".into()));
+        assert_eq!(user("1000:staff"), (Some(1000), String::new()));
+    }
+
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -28,7 +28,7 @@ pub mod node;
 pub mod sandbox;
 pub mod state;
 
-pub use api::{ImageService, RuntimeService};
+pub use api::{Image, ImageService, RuntimeService};
 pub use images::NodeImages;
 pub use node::{NodeRuntime, RuntimeConfig};
 /// The configs kubelet sends (CRI v1), as the interface takes them.

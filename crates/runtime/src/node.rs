@@ -142,6 +142,17 @@ impl Monitors {
 }
 
 impl NodeRuntime {
+    /// A runtime as `config` says, the containers' root filesystems in the
+    /// image store under `root`.
+    pub fn open(config: RuntimeConfig, root: &Path) -> Result<Self, ServiceError> {
+        let images = crate::images::open_store(root).map_err(|e| ServiceError::Failed {
+            call: "open",
+            what: format!("the store under {}", root.display()),
+            cause: e.to_string(),
+        })?;
+        Ok(Self::new(config, images))
+    }
+
     /// A runtime as `config` says; `images` holds the containers' root filesystems.
     pub fn new(config: RuntimeConfig, images: podrun_image::Images) -> Self {
         NodeRuntime {
@@ -796,12 +807,20 @@ impl RuntimeService for NodeRuntime {
     }
 
     fn remove_container(&self, id: &str) -> Result<(), ServiceError> {
+        let what = format!("container {id}");
         let (record, dir) = match self.container(id) {
             Ok(found) => found,
-            Err(ServiceError::ContainerNotFound(_)) => return Ok(()),
+            // Records are in the run root, root filesystems in the root: after
+            // a reboot, the root filesystem of a container the runtime no
+            // longer knows is still there, and its removal is still owed.
+            Err(ServiceError::ContainerNotFound(_)) => {
+                return self
+                    .images
+                    .remove_rootfs(id)
+                    .map_err(|e| failed("RemoveContainer", &what, e));
+            }
             Err(e) => return Err(e),
         };
-        let what = format!("container {id}");
         // The monitor knows containers by name: ask only when the one of
         // that name is this one.
         let held = self

@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use oci_spec::runtime::{Capability as Cap, LinuxNamespaceType as Ns, PosixRlimitType, Spec};
 use podrun_oci::cri::{PodSandboxConfig, PodSandboxMetadata};
 use podrun_oci::{
-    build, clamp_rlimits, ContainerInput, GeneratedSpec, Host, NamespacePaths, UserFiles,
+    build, clamp_rlimits, ContainerInput, GeneratedSpec, Host, ImageConfig, NamespacePaths,
+    UserFiles,
 };
 
 use super::*;
@@ -95,7 +96,7 @@ impl Fixture {
             &self.container,
             &self.env,
             mounts,
-            &self.image,
+            &image_status(&self.image),
             &self.node,
         )
         .map_err(|e| format!("container {name}: {e}"))?;
@@ -143,6 +144,16 @@ impl Fixture {
 
     fn build(&self) -> GeneratedSpec {
         self.try_build().unwrap()
+    }
+}
+
+/// The image as the runtime's ImageStatus reports it.
+fn image_status(image: &ImageConfig) -> podrun_runtime::Image {
+    let (uid, username) = podrun_runtime::images::image_user(&image.user);
+    podrun_runtime::Image {
+        uid,
+        username,
+        ..Default::default()
     }
 }
 

@@ -6,7 +6,7 @@
 //! HealthCheckRequest is `string service = 1`, HealthCheckResponse
 //! `ServingStatus status = 1` (an enum, a varint).
 
-use anyhow::{bail, Result};
+use super::{HandlerError, Result};
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_TYPE, TE, USER_AGENT};
 use std::net::{SocketAddr, TcpStream};
@@ -42,11 +42,11 @@ pub fn connect(addr: SocketAddr, timeout: Duration, deadline: Instant) -> Result
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!(
+            return Err(HandlerError::Failed(format!(
                 "timeout: failed to connect service {:?} within {}: context deadline exceeded",
                 addr.to_string(),
                 go_duration(timeout)
-            );
+            )));
         }
         match TcpStream::connect_timeout(&addr, left) {
             Ok(stream) => return Ok(stream),
@@ -62,23 +62,28 @@ pub fn connect(addr: SocketAddr, timeout: Duration, deadline: Instant) -> Result
 /// words. Builds a runtime of its own, so the caller must be a thread
 /// outside any runtime's context.
 pub fn check(stream: TcpStream, service: &str, timeout: Duration, deadline: Instant) -> Result<()> {
-    let authority = stream.peer_addr()?.to_string();
+    let failed = |e: std::io::Error| HandlerError::Failed(e.to_string());
+    let authority = stream.peer_addr().map_err(failed)?.to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(failed)?;
     let left = deadline.saturating_duration_since(Instant::now());
     // The timer is made inside, where the runtime is current.
     let answer = runtime.block_on(async {
         tokio::time::timeout(left, call(stream, &authority, service, left)).await
     });
     match answer {
-        Err(_elapsed) => bail!("{}", failure(&Status::new(DEADLINE_EXCEEDED, ""), timeout)),
-        Ok(Err(status)) => bail!("{}", failure(&status, timeout)),
+        Err(_elapsed) => Err(HandlerError::Failed(failure(
+            &Status::new(DEADLINE_EXCEEDED, ""),
+            timeout,
+        ))),
+        Ok(Err(status)) => Err(HandlerError::Failed(failure(&status, timeout))),
         Ok(Ok(SERVING)) => Ok(()),
-        Ok(Ok(other)) => bail!(
+        Ok(Ok(other)) => Err(HandlerError::Failed(format!(
             "service unhealthy (responded with {:?})",
             serving_status_name(other)
-        ),
+        ))),
     }
 }
 

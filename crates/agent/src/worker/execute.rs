@@ -58,7 +58,11 @@ pub trait Node {
     /// The imageID the API shows for `image`.
     fn image_id(&self, image: &str) -> Option<String>;
     /// Run container `name`'s postStart hook; the error says why it failed.
-    fn post_start(&self, name: &str, hook: &LifecycleHandler) -> anyhow::Result<()>;
+    fn post_start(
+        &self,
+        name: &str,
+        hook: &LifecycleHandler,
+    ) -> Result<(), crate::probe::HandlerError>;
     /// A number in [0, 1) for jitter.
     fn random_fraction(&self) -> f64;
 }
@@ -249,10 +253,7 @@ pub fn execute(
                         node.event(
                             "Warning",
                             "FailedPostStartHook",
-                            &format!(
-                                "PostStartHook failed: container {n}: {}",
-                                crate::message(&e)
-                            ),
+                            &format!("PostStartHook failed: container {n}: {}", e),
                         );
                         rt.stop_container(&id, None)?;
                     }

@@ -5,7 +5,8 @@
 //! before anyone can read it, and only when it changed, so a quiet pod costs
 //! the database nothing.
 
-use super::Memory;
+use super::{Memory, WorkerError};
+use crate::db::DbError;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use podrun_kubelet::probe::ContainerProbes;
 use std::collections::HashMap;
@@ -13,9 +14,9 @@ use std::collections::HashMap;
 /// Where the records go: the state database, or a double in tests.
 pub(super) trait Records {
     /// Store container `name`'s restart count and memory (JSON).
-    fn set_container(&mut self, name: &str, restarts: i64, memory: &str) -> anyhow::Result<()>;
+    fn set_container(&mut self, name: &str, restarts: i64, memory: &str) -> Result<(), DbError>;
     /// Store the pod's v1 status (JSON).
-    fn set_status(&mut self, status: &str) -> anyhow::Result<()>;
+    fn set_status(&mut self, status: &str) -> Result<(), DbError>;
 }
 
 /// What the sync ends with, and what was stored before it.
@@ -39,7 +40,7 @@ pub(super) struct Outcome<'a> {
 }
 
 /// Store what changed; the pod's status last.
-pub(super) fn record(out: &Outcome<'_>, records: &mut impl Records) -> anyhow::Result<()> {
+pub(super) fn record(out: &Outcome<'_>, records: &mut impl Records) -> Result<(), WorkerError> {
     let mut names: Vec<&String> = out.observed.containers.keys().collect();
     names.sort();
     for n in names {
@@ -47,6 +48,10 @@ pub(super) fn record(out: &Outcome<'_>, records: &mut impl Records) -> anyhow::R
         let memory = serde_json::to_string(&Memory {
             observation: o.clone(),
             probe_state: out.probes.get(n).cloned(),
+        })
+        .map_err(|source| WorkerError::Decode {
+            what: format!("container {n}: its state"),
+            source,
         })?;
         if out.stored.get(n).cloned().flatten().as_deref() != Some(memory.as_str()) {
             records.set_container(n, o.restart_count as i64, &memory)?;
@@ -62,7 +67,10 @@ pub(super) fn record(out: &Outcome<'_>, records: &mut impl Records) -> anyhow::R
     );
     status.qos_class = Some(podrun_spec::qos_class(out.pod).as_str().to_string());
     status.host_ip = out.host_ip.clone();
-    let text = serde_json::to_string(&status)?;
+    let text = serde_json::to_string(&status).map_err(|source| WorkerError::Decode {
+        what: "its status".into(),
+        source,
+    })?;
     if out.status != Some(text.as_str()) {
         records.set_status(&text)?;
     }
@@ -81,12 +89,17 @@ mod tests {
     }
 
     impl Records for Recorded {
-        fn set_container(&mut self, name: &str, restarts: i64, memory: &str) -> anyhow::Result<()> {
+        fn set_container(
+            &mut self,
+            name: &str,
+            restarts: i64,
+            memory: &str,
+        ) -> Result<(), DbError> {
             self.containers
                 .push((name.to_string(), restarts, memory.to_string()));
             Ok(())
         }
-        fn set_status(&mut self, status: &str) -> anyhow::Result<()> {
+        fn set_status(&mut self, status: &str) -> Result<(), DbError> {
             self.statuses.push(status.to_string());
             Ok(())
         }

@@ -146,9 +146,15 @@ impl Node for FakeNode {
     fn image_id(&self, image: &str) -> Option<String> {
         Some(format!("{image}@sha256:00"))
     }
-    fn post_start(&self, _name: &str, _hook: &LifecycleHandler) -> anyhow::Result<()> {
+    fn post_start(
+        &self,
+        _name: &str,
+        _hook: &LifecycleHandler,
+    ) -> Result<(), crate::probe::HandlerError> {
         if self.hook_fails {
-            anyhow::bail!("command [\"false\"] exited with 1")
+            Err(crate::probe::HandlerError::Failed(
+                "command [\"false\"] exited with 1".into(),
+            ))
         } else {
             Ok(())
         }
