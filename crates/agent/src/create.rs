@@ -523,8 +523,8 @@ pub fn sibling(name: &str) -> Result<PathBuf> {
 }
 
 /// A host path the container sees at `container_path` (a CRI mount: the runtime
-/// bind-mounts it, recursively and privately). (A volumeMount's
-/// mountPropagation is not passed on yet: every mount is private.)
+/// bind-mounts it recursively, privately unless a volumeMount's
+/// mountPropagation says otherwise).
 fn bind(host_path: impl Into<PathBuf>, container_path: impl Into<String>, readonly: bool) -> Mount {
     Mount {
         host_path: host_path.into().display().to_string(),
@@ -605,7 +605,15 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
         if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             source = pod_volumes.sub_path(&v.name, &source, sub)?;
         }
-        out.push(bind(source, m.mount_path.clone(), read_only));
+        let mut mount = bind(source, m.mount_path.clone(), read_only);
+        // kubelet's makeMounts: None (the default) is private; the API
+        // server has refused Bidirectional for unprivileged containers.
+        mount.propagation = match m.mount_propagation.as_deref() {
+            Some("HostToContainer") => podrun_oci::cri::MountPropagation::HostToContainer,
+            Some("Bidirectional") => podrun_oci::cri::MountPropagation::Bidirectional,
+            _ => podrun_oci::cri::MountPropagation::Private,
+        };
+        out.push(mount);
     }
     Ok(out)
 }
@@ -655,6 +663,37 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests {
+    /// A volumeMount's mountPropagation reaches the CRI mount as kubelet's
+    /// makeMounts passes it (None: private).
+    #[test]
+    fn mount_propagation_is_passed_to_the_runtime() {
+        use podrun_oci::cri::MountPropagation;
+        let host = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  volumes: [{{name: h, hostPath: {{path: {}}}}}]\n  containers:\n  - name: c\n    image: busybox\n    securityContext: {{privileged: true}}\n    volumeMounts:\n    - {{name: h, mountPath: /a}}\n    - {{name: h, mountPath: /b, mountPropagation: HostToContainer}}\n    - {{name: h, mountPath: /c, mountPropagation: Bidirectional}}\n",
+            host.path().display()
+        );
+        let pod = match podrun_spec::load(&yaml, "test.yaml").unwrap().remove(0) {
+            podrun_spec::Object::Pod(pod) => pod,
+            other => panic!("not a pod: {other:?}"),
+        };
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let mounts = super::volume_mounts(&pod, c, data.path()).unwrap();
+        let got: Vec<(&str, MountPropagation)> = mounts
+            .iter()
+            .map(|m| (m.container_path.as_str(), m.propagation))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/a", MountPropagation::Private),
+                ("/b", MountPropagation::HostToContainer),
+                ("/c", MountPropagation::Bidirectional),
+            ]
+        );
+    }
+
     /// `status.hostIP` is an IPv4 address of an interface that is up and not
     /// loopback, as `ip` lists them (needs iproute2, which every test machine has).
     #[test]

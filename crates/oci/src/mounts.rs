@@ -105,7 +105,7 @@ pub struct MergedMounts {
 /// the default at the same destination, a caller mount at /dev drops every default
 /// under /dev, and caller mounts are ordered by the depth of their destination (stable),
 /// so a mount never hides a deeper one. Bidirectional (`rshared`) or host-to-container
-/// (`rslave`) propagation makes the root's propagation follow.
+/// (`rslave`) propagation makes the root's propagation follow (`shared`, `slave`).
 pub fn merge(defaults: Vec<Mount>, extra: &[Mount]) -> Result<MergedMounts, ErrorKind> {
     for m in extra {
         if !m.destination.starts_with('/') {
@@ -124,12 +124,15 @@ pub fn merge(defaults: Vec<Mount>, extra: &[Mount]) -> Result<MergedMounts, Erro
         .collect();
     let mut ordered: Vec<&Mount> = extra.iter().collect();
     ordered.sort_by_key(|m| clean(&m.destination).matches('/').count());
+    // The runtime spec's spelling (`shared`, `slave`; applied recursively):
+    // containerd writes `rshared`/`rslave`, which runc and crun read as the
+    // same, but libcontainer (the embedded backend) refuses them as unknown.
     let mut propagation: Option<String> = None;
     for m in ordered {
         if m.options.iter().any(|o| o == "rshared") {
-            propagation = Some("rshared".into());
+            propagation = Some("shared".into());
         } else if m.options.iter().any(|o| o == "rslave") && propagation.is_none() {
-            propagation = Some("rslave".into());
+            propagation = Some("slave".into());
         }
         mounts.push(m.clone());
     }
@@ -150,8 +153,89 @@ pub fn to_oci(m: &Mount) -> Result<OciMount, ErrorKind> {
         .map_err(|e| ErrorKind::Oci(e.to_string()))
 }
 
+/// containerd's check of a CRI mount's propagation against the host
+/// (internal/cri/opts/spec_linux.go WithMounts: ensureShared,
+/// ensureSharedOrSlave): a Bidirectional mount's source must be on a shared
+/// mount of the host, a HostToContainer one's on a shared or slave mount, or
+/// the container is refused with containerd's message. `source` is the
+/// mount's source with symlinks resolved; `mountinfo` is
+/// `/proc/self/mountinfo`.
+pub fn check_propagation(
+    source: &str,
+    propagation: crate::cri::MountPropagation,
+    mountinfo: &str,
+) -> Result<(), String> {
+    use crate::cri::MountPropagation;
+    if propagation == MountPropagation::Private {
+        return Ok(());
+    }
+    // The mount the source is on: the longest mount point it is under (the
+    // last one listed wins, as a later mount hides an earlier one).
+    let mut found: Option<(&str, Vec<&str>)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4).copied() else {
+            continue;
+        };
+        let under = source == point
+            || point == "/"
+            || source
+                .strip_prefix(point)
+                .is_some_and(|r| r.starts_with('/'));
+        if under && found.as_ref().is_none_or(|(p, _)| point.len() >= p.len()) {
+            let optional = fields[6..]
+                .iter()
+                .take_while(|f| **f != "-")
+                .copied()
+                .collect();
+            found = Some((point, optional));
+        }
+    }
+    let Some((point, optional)) = found else {
+        return Err(format!("path {source:?} is on no mount of this host"));
+    };
+    let shared = optional.iter().any(|f| f.starts_with("shared:"));
+    let slave = optional.iter().any(|f| f.starts_with("master:"));
+    match propagation {
+        MountPropagation::Bidirectional if !shared => Err(format!(
+            "path {source:?} is mounted on {point:?} but it is not a shared mount"
+        )),
+        MountPropagation::HostToContainer if !shared && !slave => Err(format!(
+            "path {source:?} is mounted on {point:?} but it is not a shared or slave mount"
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn propagation_needs_a_shared_or_slave_host_mount_as_containerd_checks() {
+        use super::check_propagation;
+        use crate::cri::MountPropagation::{Bidirectional, HostToContainer, Private};
+        let info = "\
+22 27 0:21 / / rw,relatime - ext4 /dev/vda rw
+30 22 0:30 / /srv rw,relatime shared:5 - ext4 /dev/vdb rw
+31 22 0:31 / /mnt rw,relatime master:7 - ext4 /dev/vdc rw
+32 30 0:32 / /srv/private rw,relatime - tmpfs tmpfs rw
+";
+        assert_eq!(check_propagation("/tmp/x", Private, info), Ok(()));
+        assert_eq!(
+            check_propagation("/tmp/x", HostToContainer, info),
+            Err("path \"/tmp/x\" is mounted on \"/\" but it is not a shared or slave mount".into())
+        );
+        assert_eq!(check_propagation("/srv/data", Bidirectional, info), Ok(()));
+        assert_eq!(check_propagation("/srv", HostToContainer, info), Ok(()));
+        assert_eq!(check_propagation("/mnt/a", HostToContainer, info), Ok(()));
+        assert_eq!(
+            check_propagation("/mnt/a", Bidirectional, info),
+            Err("path \"/mnt/a\" is mounted on \"/mnt\" but it is not a shared mount".into())
+        );
+        // The deepest mount decides; a name that only starts like a mount point is not under it.
+        assert!(check_propagation("/srv/private/x", Bidirectional, info).is_err());
+        assert!(check_propagation("/srvx", Bidirectional, info).is_err());
+    }
+
     use super::*;
 
     fn dests(m: &[Mount]) -> Vec<&str> {
@@ -223,9 +307,9 @@ mod tests {
         let mut shared = Mount::bind("/srv", "/srv", false);
         shared.options[1] = "rshared".into();
         let merged = merge(vec![], std::slice::from_ref(&slave)).unwrap();
-        assert_eq!(merged.rootfs_propagation.as_deref(), Some("rslave"));
+        assert_eq!(merged.rootfs_propagation.as_deref(), Some("slave"));
         let merged = merge(vec![], &[shared, slave]).unwrap();
-        assert_eq!(merged.rootfs_propagation.as_deref(), Some("rshared"));
+        assert_eq!(merged.rootfs_propagation.as_deref(), Some("shared"));
 
         assert_eq!(
             merge(vec![], &[Mount::bind("/x", "relative", false)]),

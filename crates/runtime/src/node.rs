@@ -412,6 +412,19 @@ impl NodeRuntime {
             .prepare_rootfs(image, id)
             .map_err(|e| format!("root filesystem: {e}"))?;
         let users = UserFiles::read(&rootfs).map_err(|e| e.to_string())?;
+        if config
+            .mounts
+            .iter()
+            .any(|m| m.propagation != podrun_oci::cri::MountPropagation::Private)
+        {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+                .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+            for m in &config.mounts {
+                let source = std::fs::canonicalize(&m.host_path)
+                    .map_or_else(|_| m.host_path.clone(), |p| p.display().to_string());
+                podrun_oci::mounts::check_propagation(&source, m.propagation, &mountinfo)?;
+            }
+        }
         let host = Host::detect().map_err(|e| format!("read host facts: {e}"))?;
         let ns = |n: Namespace| Some(dir.join("ns").join(n.name())).filter(|p| p.exists());
         let cgroup_parent = &sandbox.config.linux.cgroup_parent;
