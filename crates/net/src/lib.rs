@@ -7,6 +7,8 @@
 //! - [`netns`]: running code on a thread that joined a pod's pinned network
 //!   namespace (what probes do), behind a [`netns::Syscall`] seam so the logic is
 //!   tested without root;
+//! - [`bridge`]: podrun's built-in default pod network (a bridge, veth pairs,
+//!   host-local leases, portmap's rules), made in-process;
 //! - [`network`]: what the runtime asks of a pod network ([`PodNetwork`]: add,
 //!   del, ready), whichever network provides it.
 //!
@@ -22,11 +24,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bridge;
 pub mod dns;
 pub mod hosts;
 pub mod netns;
 pub mod network;
 
+pub use bridge::{DefaultNetwork, DefaultNetworkConfig};
 pub use dns::{resolv_conf, DnsConfig, DnsOption, ResolvConfError};
 pub use hosts::{host_network_hosts_file, hostname_file, hosts_file};
 pub use netns::{in_network_namespace, NetnsError};
