@@ -521,6 +521,8 @@ fn configure_pod_side(
         })?
         .header
         .index;
+    nl.set_up(index)
+        .map_err(netlink_error(format!("set {ifname} up in the pod")))?;
     for (ip, subnet) in ips.iter().zip(subnets) {
         nl.add_address(index, *ip, subnet.prefix())
             .map_err(netlink_error(format!(

@@ -151,7 +151,7 @@ impl Netlink {
 
     /// Creates a veth pair in one request: `host` here, up, a port of the
     /// bridge `master`; its peer `peer` directly in the namespace open at
-    /// `netns` (so no name of the peer ever exists on the host), up.
+    /// `netns` (so no name of the peer ever exists on the host), down.
     pub(crate) fn create_veth(
         &mut self,
         host: &str,
@@ -159,9 +159,10 @@ impl Netlink {
         peer: &str,
         netns: RawFd,
     ) -> io::Result<bool> {
+        // The peer cannot be created up: the kernel configures it before
+        // the host end exists, and opening a veth without its peer fails
+        // (ENOTCONN, veth_open). It is set up from inside the pod.
         let mut peer_message = LinkMessage::default();
-        peer_message.header.flags = LinkFlags::Up;
-        peer_message.header.change_mask = LinkFlags::Up;
         peer_message.attributes = vec![
             LinkAttribute::IfName(peer.to_owned()),
             LinkAttribute::NetNsFd(netns),
@@ -276,3 +277,4 @@ fn libc_enodev() -> i32 {
 pub(crate) fn is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
 }
+
