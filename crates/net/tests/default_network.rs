@@ -271,9 +271,14 @@ fn a_pod_gets_an_address_a_route_and_is_reached_from_the_node_and_a_neighbour() 
     let [a_ip] = status.ips[..] else {
         panic!("one address: {status:?}")
     };
-    assert!(a_ip.to_string().starts_with(&format!("10.251.{}.", env.n)), "{a_ip}");
+    assert!(
+        a_ip.to_string().starts_with(&format!("10.251.{}.", env.n)),
+        "{a_ip}"
+    );
     let b_ip = network.add(&b).expect("add b").ips[0];
     assert_ne!(a_ip, b_ip);
+    let again = network.add(&a).unwrap_err().to_string();
+    assert!(again.contains("already attached"), "{again}");
 
     let addresses = run("ip", &["-n", &a_ns, "-br", "addr", "show", "eth0"]);
     assert!(addresses.contains(&format!("{a_ip}/24")), "{addresses}");
@@ -286,13 +291,27 @@ fn a_pod_gets_an_address_a_route_and_is_reached_from_the_node_and_a_neighbour() 
     let lo = run("ip", &["-n", &a_ns, "-br", "link", "show", "lo"]);
     assert!(lo.contains("UNKNOWN") || lo.contains("UP"), "{lo}");
     let bridge = run("ip", &["-br", "addr", "show", &env.name]);
-    assert!(bridge.contains(&format!("{}/24", env.gateway())), "{bridge}");
-    let veth = run("ip", &["-d", "link", "show", &host_veth_name(&a.sandbox_id)]);
+    assert!(
+        bridge.contains(&format!("{}/24", env.gateway())),
+        "{bridge}"
+    );
+    let veth = run(
+        "ip",
+        &["-d", "link", "show", &host_veth_name(&a.sandbox_id)],
+    );
     assert!(veth.contains(&format!("master {}", env.name)), "{veth}");
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim(), "1");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "1"
+    );
 
     let server = serve(&a_ns, 8080, 2);
-    assert_eq!(fetch(SocketAddr::new(a_ip, 8080)).expect("the node reaches a"), "hello");
+    assert_eq!(
+        fetch(SocketAddr::new(a_ip, 8080)).expect("the node reaches a"),
+        "hello"
+    );
     let from_b = in_network_namespace(Some(&PathBuf::from(format!("/run/netns/{b_ns}"))), || {
         fetch(SocketAddr::new(a_ip, 8080))
     })
@@ -311,8 +330,7 @@ fn a_pod_gets_an_address_a_route_and_is_reached_from_the_node_and_a_neighbour() 
 }
 
 #[test]
-fn a_host_port_reaches_the_pod_through_localhost_and_the_nodes_addresses_and_del_removes_it_all()
-{
+fn a_host_port_reaches_the_pod_through_localhost_and_the_nodes_addresses_and_del_removes_it_all() {
     let mut env = Env::new();
     let network = env.network();
     let warm = env.netns();
@@ -327,7 +345,12 @@ fn a_host_port_reaches_the_pod_through_localhost_and_the_nodes_addresses_and_del
     let pod = env.attachment(&ns, "web", &[(port, 8080)]);
     let ip = network.add(&pod).expect("add with a hostPort").ips[0];
     let rules = iptables_rules();
-    assert!(rules.contains(&format!("--dport {port} -j DNAT --to-destination {ip}:8080")), "{rules}");
+    assert!(
+        rules.contains(&format!(
+            "--dport {port} -j DNAT --to-destination {ip}:8080"
+        )),
+        "{rules}"
+    );
     let server = serve(&ns, 8080, 2);
     let localhost = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(fetch(localhost).expect("through 127.0.0.1"), "hello");
@@ -336,7 +359,11 @@ fn a_host_port_reaches_the_pod_through_localhost_and_the_nodes_addresses_and_del
     server.join().unwrap();
 
     network.del(&pod).expect("del");
-    assert_eq!(iptables_rules(), rules_before, "the rules are as before the add");
+    assert_eq!(
+        iptables_rules(),
+        rules_before,
+        "the rules are as before the add"
+    );
     assert_eq!(links(), links_before);
     assert!(env.lease_files().is_empty(), "{:?}", env.lease_files());
     assert!(fetch(localhost).is_err(), "the port is no longer mapped");
@@ -359,7 +386,9 @@ fn del_after_the_namespace_is_gone_and_twice_succeeds() {
     assert!(env.lease_files().is_empty());
     assert!(!iptables_rules().contains(&format!("--dport {port} ")));
     // A del of a sandbox never added is no error either.
-    network.del(&env.attachment(&ns, "never", &[])).expect("del of nothing");
+    network
+        .del(&env.attachment(&ns, "never", &[]))
+        .expect("del of nothing");
 }
 
 #[test]
@@ -440,9 +469,15 @@ fn dual_stack_gives_an_address_of_each_family() {
     };
     assert!(v4.is_ipv4() && v6.is_ipv6(), "{status:?}");
     let routes = run("ip", &["-n", &ns, "-6", "route", "show", "default"]);
-    assert!(routes.contains(&format!("via fd00:251:{}::1", env.n)), "{routes}");
+    assert!(
+        routes.contains(&format!("via fd00:251:{}::1", env.n)),
+        "{routes}"
+    );
     let server = serve_v6(&ns, 8080);
-    assert_eq!(fetch(SocketAddr::new(v6, 8080)).expect("the node reaches the pod over IPv6"), "hello");
+    assert_eq!(
+        fetch(SocketAddr::new(v6, 8080)).expect("the node reaches the pod over IPv6"),
+        "hello"
+    );
     server.join().unwrap();
     network.del(&pod).expect("del");
     assert!(env.lease_files().is_empty());
@@ -465,7 +500,9 @@ fn fifty_add_del_cycles_leave_links_leases_and_rules_as_they_began() {
     let mut env = Env::new();
     let network = env.network();
     let warm = env.netns();
-    network.add(&env.attachment(&warm, "warm", &[(free_port(), 80)])).unwrap();
+    network
+        .add(&env.attachment(&warm, "warm", &[(free_port(), 80)]))
+        .unwrap();
     network.del(&env.attachment(&warm, "warm", &[])).unwrap();
     let rules_before = iptables_rules();
     let links_before = links();
@@ -474,12 +511,187 @@ fn fifty_add_del_cycles_leave_links_leases_and_rules_as_they_began() {
     for cycle in 0..50 {
         let ports: &[(u16, u16)] = if cycle % 2 == 0 { &[] } else { &[(port, 80)] };
         let pod = env.attachment(&ns, &format!("churn{cycle}"), ports);
-        network.add(&pod).unwrap_or_else(|e| panic!("add {cycle}: {e}"));
-        network.del(&pod).unwrap_or_else(|e| panic!("del {cycle}: {e}"));
+        network
+            .add(&pod)
+            .unwrap_or_else(|e| panic!("add {cycle}: {e}"));
+        network
+            .del(&pod)
+            .unwrap_or_else(|e| panic!("del {cycle}: {e}"));
     }
     assert_eq!(links(), links_before);
     assert!(env.lease_files().is_empty(), "{:?}", env.lease_files());
     assert_eq!(iptables_rules(), rules_before);
-    let records = std::fs::read_dir(env.state.path().join("sandboxes")).unwrap().count();
+    let records = std::fs::read_dir(env.state.path().join("sandboxes"))
+        .unwrap()
+        .count();
     assert_eq!(records, 0);
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn report(what: &str, adds: Vec<Duration>, dels: Vec<Duration>) {
+    let both: Vec<Duration> = adds.iter().zip(&dels).map(|(a, d)| *a + *d).collect();
+    println!(
+        "{what:<44} add {:>8.2?}  del {:>8.2?}  add+del {:>8.2?}  (median of {})",
+        median(adds),
+        median(dels),
+        median(both.clone()),
+        both.len()
+    );
+}
+
+/// Runs one CNI plugin from /usr/lib/cni with `config` on stdin.
+fn cni(plugin: &str, command: &str, id: &str, netns: &str, config: &str) -> String {
+    let mut child = Command::new(format!("/usr/lib/cni/{plugin}"))
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", format!("/run/netns/{netns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run /usr/lib/cni/{plugin} (containernetworking-plugins): {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{plugin} {command}: {stdout}");
+    stdout
+}
+
+/// Removes the bridge and the shared portmap chains the CNI plugins leave
+/// (only while no sandbox uses them), even on failure.
+struct CniCleanup(String);
+
+impl Drop for CniCleanup {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+        let Ok(saved) = Command::new("iptables-save").args(["-t", "nat"]).output() else {
+            return;
+        };
+        let saved = String::from_utf8_lossy(&saved.stdout);
+        if saved
+            .lines()
+            .any(|l| l.starts_with("-A CNI-HOSTPORT-DNAT "))
+        {
+            return; // in use by someone else's pods
+        }
+        let mut batch = String::from("*nat\n");
+        for line in saved.lines() {
+            if line.starts_with("-A ")
+                && line.contains("-j CNI-HOSTPORT-")
+                && !line.starts_with("-A CNI-")
+            {
+                batch.push_str(&format!("-D{}\n", &line[2..]));
+            }
+        }
+        for chain in [
+            "CNI-HOSTPORT-DNAT",
+            "CNI-HOSTPORT-SETMARK",
+            "CNI-HOSTPORT-MASQ",
+        ] {
+            if saved.contains(&format!(":{chain} ")) {
+                batch.push_str(&format!("-F {chain}\n-X {chain}\n"));
+            }
+        }
+        batch.push_str("COMMIT\n");
+        if let Ok(mut child) = Command::new("iptables-restore")
+            .args(["--noflush", "--wait"])
+            .stdin(Stdio::piped())
+            .spawn()
+        {
+            let _ = child.stdin.take().unwrap().write_all(batch.as_bytes());
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+#[ignore = "a benchmark: cargo test -p podrun-net --test default_network -- --ignored --nocapture"]
+fn add_and_del_take_this_long_against_the_cni_reference_plugins() {
+    const CYCLES: usize = 20;
+    let mut env = Env::new();
+    let network = env.network();
+    let ns = env.netns();
+    // The network's shared objects (bridge, sysctls, rules) are made once.
+    let first = env.attachment(&ns, "first", &[(free_port(), 80)]);
+    let start = Instant::now();
+    network.add(&first).unwrap();
+    let first_add = start.elapsed();
+    network.del(&first).unwrap();
+    println!("podrun first add (makes the bridge and shared rules): {first_add:.2?}");
+    let port = free_port();
+    for (what, ports) in [
+        ("podrun default network, no hostPort", vec![]),
+        ("podrun default network, one hostPort", vec![(port, 80)]),
+    ] {
+        let (mut adds, mut dels) = (Vec::new(), Vec::new());
+        for cycle in 0..CYCLES {
+            let pod = env.attachment(&ns, &format!("bench{cycle}"), &ports);
+            let start = Instant::now();
+            network.add(&pod).unwrap();
+            adds.push(start.elapsed());
+            let start = Instant::now();
+            network.del(&pod).unwrap();
+            dels.push(start.elapsed());
+        }
+        report(what, adds, dels);
+    }
+
+    let bridge = format!("{}c", env.name);
+    let _cleanup = CniCleanup(bridge.clone());
+    let data_dir = env.state.path().join("cni");
+    let bridge_config = format!(
+        r#"{{"cniVersion":"1.0.0","name":"{bridge}","type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","ranges":[[{{"subnet":"10.252.{}.0/24"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{}"}}}}"#,
+        env.n,
+        data_dir.display()
+    );
+    let portmap_config = |prev: &str| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"{bridge}","type":"portmap","capabilities":{{"portMappings":true}},"runtimeConfig":{{"portMappings":[{{"hostPort":{port},"containerPort":80,"protocol":"tcp"}}]}},"prevResult":{prev}}}"#
+        )
+    };
+    for with_portmap in [false, true] {
+        let (mut adds, mut dels) = (Vec::new(), Vec::new());
+        // One cycle more: the first makes the bridge and the shared chains.
+        for cycle in 0..=CYCLES {
+            let id = format!("{}-cni{cycle}", env.name);
+            let start = Instant::now();
+            let result = cni("bridge", "ADD", &id, &ns, &bridge_config);
+            if with_portmap {
+                cni("portmap", "ADD", &id, &ns, &portmap_config(result.trim()));
+            }
+            let add = start.elapsed();
+            let start = Instant::now();
+            if with_portmap {
+                cni("portmap", "DEL", &id, &ns, &portmap_config(result.trim()));
+            }
+            cni("bridge", "DEL", &id, &ns, &bridge_config);
+            if cycle > 0 {
+                adds.push(add);
+                dels.push(start.elapsed());
+            }
+        }
+        report(
+            if with_portmap {
+                "CNI bridge+host-local+portmap, one hostPort"
+            } else {
+                "CNI bridge+host-local, no hostPort"
+            },
+            adds,
+            dels,
+        );
+    }
 }

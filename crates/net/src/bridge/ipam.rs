@@ -100,9 +100,7 @@ impl FromStr for Subnet {
             text: text.to_owned(),
             reason,
         };
-        let (address, prefix) = text
-            .split_once('/')
-            .ok_or_else(|| error("no /prefix"))?;
+        let (address, prefix) = text.split_once('/').ok_or_else(|| error("no /prefix"))?;
         let address: IpAddr = address.parse().map_err(|_| error("not an IP address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| error("not a prefix length"))?;
         Subnet::new(address, prefix)
@@ -346,10 +344,15 @@ mod tests {
         assert_eq!(take("f").unwrap(), "10.9.0.2");
         let error = take("g").unwrap_err();
         assert!(
-            error.to_string().contains("no free address in subnet 10.9.0.0/29"),
+            error
+                .to_string()
+                .contains("no free address in subnet 10.9.0.0/29"),
             "{error}"
         );
-        assert_eq!(leases.held_by("d").unwrap(), ["10.9.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            leases.held_by("d").unwrap(),
+            ["10.9.0.5".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(leases.all().unwrap().len(), 5);
         // Another sandbox's lease is not released; an absent one is no error.
         assert!(!leases.release("10.9.0.5".parse().unwrap(), "a").unwrap());
@@ -368,12 +371,19 @@ mod tests {
                     let leases = Leases::new(dir.path().to_path_buf());
                     scope.spawn(move || {
                         (0..20)
-                            .map(|i| leases.allocate(&s, 0, &format!("s{t}-{i}"), "eth0").unwrap())
+                            .map(|i| {
+                                leases
+                                    .allocate(&s, 0, &format!("s{t}-{i}"), "eth0")
+                                    .unwrap()
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
         });
         let mut unique = ips.clone();
         unique.sort();

@@ -304,7 +304,10 @@ pub(crate) fn delete_leftovers(chain: &str, saved: &str) -> Batch {
             table = name.trim();
         } else if table != "nat" {
             continue;
-        } else if line.strip_prefix(':').and_then(|c| c.split_whitespace().next()) == Some(chain)
+        } else if line
+            .strip_prefix(':')
+            .and_then(|c| c.split_whitespace().next())
+            == Some(chain)
         {
             chain_exists = true;
         } else if line.starts_with("-A ") && line.trim_end().ends_with(&target) {
@@ -323,10 +326,28 @@ pub(crate) fn delete_leftovers(chain: &str, saved: &str) -> Batch {
 
 /// Applies the batch with one `iptables-restore --noflush --wait`.
 pub(crate) fn restore(family: Family, batch: &Batch) -> Result<(), IptablesError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
+    start_restore(family, batch)?.wait()
+}
+
+/// A running `iptables-restore`: the kernel's part of a chain deletion waits
+/// for an RCU grace period (~15 ms here), so `del` lets it run while it
+/// deletes the veth, which waits for its own.
+pub(crate) struct Restore {
+    command: &'static str,
+    child: Option<std::process::Child>,
+    written: io::Result<()>,
+}
+
+/// Starts applying the batch; [`Restore::wait`] gives the outcome.
+pub(crate) fn start_restore(family: Family, batch: &Batch) -> Result<Restore, IptablesError> {
     let command = family.restore();
+    if batch.is_empty() {
+        return Ok(Restore {
+            command,
+            child: None,
+            written: Ok(()),
+        });
+    }
     let mut child = Command::new(command)
         .args(["--noflush", "--wait"])
         .stdin(Stdio::piped())
@@ -334,22 +355,40 @@ pub(crate) fn restore(family: Family, batch: &Batch) -> Result<(), IptablesError
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| IptablesError::Spawn { command, source })?;
+    // A batch is a few KiB at most: it fits the pipe, so writing it before
+    // the child reads cannot block; dropping stdin closes it.
     let written = child
         .stdin
         .take()
         .expect("stdin is piped")
         .write_all(batch.text().as_bytes());
-    let output = child
-        .wait_with_output()
-        .map_err(|source| IptablesError::Spawn { command, source })?;
-    if !output.status.success() {
-        return Err(IptablesError::Failed {
-            command,
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
+    Ok(Restore {
+        command,
+        child: Some(child),
+        written,
+    })
+}
+
+impl Restore {
+    /// Waits for the batch to be applied.
+    pub(crate) fn wait(self) -> Result<(), IptablesError> {
+        let command = self.command;
+        let Some(child) = self.child else {
+            return Ok(());
+        };
+        let output = child
+            .wait_with_output()
+            .map_err(|source| IptablesError::Spawn { command, source })?;
+        if !output.status.success() {
+            return Err(IptablesError::Failed {
+                command,
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        self.written
+            .map_err(|source| IptablesError::Spawn { command, source })
     }
-    written.map_err(|source| IptablesError::Spawn { command, source })
 }
 
 /// The live rules of the nat and filter tables, as `iptables-save` prints them.
@@ -420,8 +459,15 @@ mod tests {
         assert!(!text.contains("-A POSTROUTING -j"), "{text}");
         assert!(!text.contains("! -o podrun0"), "{text}");
         assert!(text.contains(":PODRUN-HOSTPORTS - [0:0]"), "{text}");
-        assert!(text.contains("*filter\n:PODRUN-INPUT - [0:0]\n-A INPUT -j PODRUN-INPUT"), "{text}");
-        let everything = format!("*nat\n{}\n*filter\n{}\n", wanted.nat.join("\n"), wanted.filter.join("\n"));
+        assert!(
+            text.contains("*filter\n:PODRUN-INPUT - [0:0]\n-A INPUT -j PODRUN-INPUT"),
+            "{text}"
+        );
+        let everything = format!(
+            "*nat\n{}\n*filter\n{}\n",
+            wanted.nat.join("\n"),
+            wanted.filter.join("\n")
+        );
         assert!(super::missing(&wanted, &everything).is_empty());
     }
 
@@ -429,7 +475,11 @@ mod tests {
     fn hostports_dnat_from_every_local_address_or_the_host_ip() {
         let pod: IpAddr = "10.88.0.5".parse().unwrap();
         let chain = sandbox_chain(0xabc);
-        let add = add_hostports(&chain, pod, &[mapping(8080, 80, ""), mapping(53, 5353, "10.0.0.9")]);
+        let add = add_hostports(
+            &chain,
+            pod,
+            &[mapping(8080, 80, ""), mapping(53, 5353, "10.0.0.9")],
+        );
         assert_eq!(
             add.text(),
             "*nat\n\
@@ -444,7 +494,11 @@ mod tests {
              -A PODRUN-DN-0000000000000abc -d 10.0.0.9/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination 10.88.0.5:5353\n\
              COMMIT\n"
         );
-        let del = delete_hostports(&chain, pod, &[mapping(8080, 80, ""), mapping(53, 5353, "10.0.0.9")]);
+        let del = delete_hostports(
+            &chain,
+            pod,
+            &[mapping(8080, 80, ""), mapping(53, 5353, "10.0.0.9")],
+        );
         assert_eq!(
             del.text(),
             "*nat\n\
@@ -457,11 +511,18 @@ mod tests {
     #[test]
     fn an_ipv6_pod_gets_only_its_family_and_no_localhost_rule() {
         let pod: IpAddr = "fd00::5".parse().unwrap();
-        let add = add_hostports("C", pod, &[mapping(80, 80, "10.0.0.9"), mapping(81, 81, "")]);
+        let add = add_hostports(
+            "C",
+            pod,
+            &[mapping(80, 80, "10.0.0.9"), mapping(81, 81, "")],
+        );
         let text = add.text();
         assert!(!text.contains("--dport 80 "), "{text}");
         assert!(!text.contains("127.0.0.1"), "{text}");
-        assert!(text.contains("-j DNAT --to-destination [fd00::5]:81"), "{text}");
+        assert!(
+            text.contains("-j DNAT --to-destination [fd00::5]:81"),
+            "{text}"
+        );
         assert!(text.contains("-s fd00::5/128 "), "{text}");
     }
 

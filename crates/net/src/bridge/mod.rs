@@ -9,7 +9,7 @@
 //! the subnet's traffic leaving by any other interface. Per sandbox: a veth
 //! pair, `veth<8 hex>` on the bridge and `eth0` in the pod's namespace with a
 //! leased address and a default route through the gateway; `lo` up; and, with
-//! hostPorts, a chain of DNAT rules (see [`iptables`]).
+//! hostPorts, a chain of DNAT rules (the `iptables` module has the layout).
 //!
 //! A hostPort is reached from other machines through any node address, from the
 //! node itself through any of its addresses, 127.0.0.1 included (as portmap
@@ -265,6 +265,14 @@ impl DefaultNetwork {
     ) -> Result<NetworkStatus, DefaultNetworkError> {
         let id = &attachment.sandbox_id;
         check_attachment(attachment)?;
+        // A second add of an attached sandbox must not touch the first's
+        // lease, ports or record (the undo would take them).
+        if self.records.read(id)?.is_some() {
+            return Err(DefaultNetworkError::Attachment {
+                sandbox_id: id.clone(),
+                reason: "already attached to this network (del it first)".to_owned(),
+            });
+        }
         let mut nl = Netlink::open().map_err(netlink_error("open a netlink socket"))?;
         let bridge_index = self.ensure_network(&mut nl)?;
 
@@ -289,7 +297,12 @@ impl DefaultNetwork {
         })?;
         let host_veth = host_veth_name(id);
         let created = nl
-            .create_veth(&host_veth, bridge_index, &attachment.ifname, netns.as_raw_fd())
+            .create_veth(
+                &host_veth,
+                bridge_index,
+                &attachment.ifname,
+                netns.as_raw_fd(),
+            )
             .map_err(netlink_error(format!(
                 "create veth pair {host_veth} (bridge {}) and {} (pod netns {})",
                 self.config.bridge,
@@ -315,7 +328,11 @@ impl DefaultNetwork {
 
         let chain = iptables::sandbox_chain(hash64(id));
         for &ip in &undo.ips {
-            if !attachment.port_mappings.iter().any(|m| iptables::applies(m, ip)) {
+            if !attachment
+                .port_mappings
+                .iter()
+                .any(|m| iptables::applies(m, ip))
+            {
                 continue;
             }
             let batch = iptables::add_hostports(&chain, ip, &attachment.port_mappings);
@@ -364,15 +381,14 @@ impl DefaultNetwork {
                 }
             }
         };
+        // The rules' removal runs while the veth is deleted: both wait for
+        // the kernel (RCU grace periods), not for each other.
         let chain = iptables::sandbox_chain(hash64(id));
+        let mut pending = Vec::new();
         for &ip in &record.ips {
             if record.mappings.iter().any(|m| iptables::applies(m, ip)) {
-                if let Err(error) = delete_rules(&chain, ip, &record.mappings) {
-                    errors.push(DefaultNetworkError::Iptables {
-                        step: format!("remove the hostPort rules of sandbox {id}"),
-                        source: error,
-                    });
-                }
+                let batch = iptables::delete_hostports(&chain, ip, &record.mappings);
+                pending.push((ip, iptables::start_restore(Family::of(ip), &batch)));
             }
         }
         let host_veth = host_veth_name(id);
@@ -382,6 +398,15 @@ impl DefaultNetwork {
                 step: format!("delete veth {host_veth}"),
                 source,
             }),
+        }
+        for (ip, started) in pending {
+            let exact = started.and_then(iptables::Restore::wait);
+            if let Err(error) = exact.or_else(|_| delete_leftover_rules(&chain, ip)) {
+                errors.push(DefaultNetworkError::Iptables {
+                    step: format!("remove the hostPort rules of sandbox {id}"),
+                    source: error,
+                });
+            }
         }
         for &ip in &record.ips {
             if let Err(error) = self.leases.release(ip, id) {
@@ -455,7 +480,10 @@ impl PodNetwork for DefaultNetwork {
             let failures = self.undo(attachment, undo);
             let mut message = format!("add sandbox {}: {error}", attachment.sandbox_id);
             if !failures.is_empty() {
-                message.push_str(&format!("; undoing it also failed: {}", failures.join("; ")));
+                message.push_str(&format!(
+                    "; undoing it also failed: {}",
+                    failures.join("; ")
+                ));
             }
             NetworkError {
                 network: NETWORK_NAME.to_owned(),
@@ -472,7 +500,11 @@ impl PodNetwork for DefaultNetwork {
         let causes: Vec<String> = errors.iter().map(ToString::to_string).collect();
         Err(NetworkError {
             network: NETWORK_NAME.to_owned(),
-            message: format!("del sandbox {}: {}", attachment.sandbox_id, causes.join("; ")),
+            message: format!(
+                "del sandbox {}: {}",
+                attachment.sandbox_id,
+                causes.join("; ")
+            ),
         })
     }
 
@@ -498,6 +530,12 @@ fn delete_rules(
     if iptables::restore(family, &iptables::delete_hostports(chain, ip, mappings)).is_ok() {
         return Ok(());
     }
+    delete_leftover_rules(chain, ip)
+}
+
+/// Removes whatever of the sandbox's chain and jumps the live rules hold.
+fn delete_leftover_rules(chain: &str, ip: IpAddr) -> Result<(), IptablesError> {
+    let family = Family::of(ip);
     let saved = iptables::save(family)?;
     iptables::restore(family, &iptables::delete_leftovers(chain, &saved))
 }

@@ -277,4 +277,3 @@ fn libc_enodev() -> i32 {
 pub(crate) fn is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
 }
-

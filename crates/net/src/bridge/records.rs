@@ -19,9 +19,7 @@ use crate::network::{PortMapping, Protocol};
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     /// Another sandbox of this network maps the port.
-    #[error(
-        "hostPort {port}/{protocol} on {host_ip} is already mapped by sandbox {owner}"
-    )]
+    #[error("hostPort {port}/{protocol} on {host_ip} is already mapped by sandbox {owner}")]
     PortTaken {
         /// The node port.
         port: u16,
@@ -83,7 +81,11 @@ impl Record {
             text.push_str(&format!("ip {ip}\n"));
         }
         for m in &self.mappings {
-            let host_ip = if m.host_ip.is_empty() { "-" } else { &m.host_ip };
+            let host_ip = if m.host_ip.is_empty() {
+                "-"
+            } else {
+                &m.host_ip
+            };
             text.push_str(&format!(
                 "port {} {} {} {host_ip}\n",
                 m.protocol.as_str(),
@@ -390,10 +392,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let records = Records::new(dir.path().to_path_buf());
         let specific = mapping(Protocol::Tcp, 81, "192.0.2.1");
-        records.reserve_ports("a", &[specific.clone()]).unwrap();
+        records
+            .reserve_ports("a", std::slice::from_ref(&specific))
+            .unwrap();
         // The same sandbox again (a retried add) is no conflict.
-        records.reserve_ports("a", &[specific.clone()]).unwrap();
-        let error = records.reserve_ports("b", &[specific.clone()]).unwrap_err();
+        records
+            .reserve_ports("a", std::slice::from_ref(&specific))
+            .unwrap();
+        let error = records
+            .reserve_ports("b", std::slice::from_ref(&specific))
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "hostPort 81/tcp on 192.0.2.1 is already mapped by sandbox a"
@@ -409,11 +417,22 @@ mod tests {
             .reserve_ports("d", &[mapping(Protocol::Tcp, 81, "")])
             .unwrap_err();
         assert!(matches!(error, RecordError::PortTaken { .. }), "{error}");
-        records.release_ports("a", &[specific.clone()]).unwrap();
-        records.release_ports("c", &[mapping(Protocol::Tcp, 81, "192.0.2.2")]).unwrap();
-        records.reserve_ports("d", &[mapping(Protocol::Tcp, 81, "0.0.0.0")]).unwrap();
+        records
+            .release_ports("a", std::slice::from_ref(&specific))
+            .unwrap();
+        records
+            .release_ports("c", &[mapping(Protocol::Tcp, 81, "192.0.2.2")])
+            .unwrap();
+        records
+            .reserve_ports("d", &[mapping(Protocol::Tcp, 81, "0.0.0.0")])
+            .unwrap();
         let error = records.reserve_ports("e", &[specific]).unwrap_err();
-        assert!(error.to_string().contains("on every address is already mapped by sandbox d"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("on every address is already mapped by sandbox d"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -427,8 +446,14 @@ mod tests {
                 .reserve_ports("a", &[mapping(Protocol::Tcp, port, host_ip)])
                 .unwrap_err();
             assert!(matches!(error, RecordError::PortInUse { .. }), "{error}");
-            assert!(error.to_string().contains("is in use on the node"), "{error}");
+            assert!(
+                error.to_string().contains("is in use on the node"),
+                "{error}"
+            );
         }
-        assert!(fs::read_dir(dir.path().join("hostports")).unwrap().next().is_none());
+        assert!(fs::read_dir(dir.path().join("hostports"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 }
