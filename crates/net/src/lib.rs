@@ -1,5 +1,4 @@
-//! A pod's network identity, as far as podrun has one today (no CNI yet: a pod's
-//! network namespace has only loopback):
+//! A pod's network identity and attachment:
 //!
 //! - [`dns`]: `/etc/resolv.conf` by the pod's `dnsPolicy` and `dnsConfig`, by
 //!   kubelet's rules (pkg/kubelet/network/dns);

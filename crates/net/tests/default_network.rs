@@ -695,3 +695,63 @@ fn add_and_del_take_this_long_against_the_cni_reference_plugins() {
         );
     }
 }
+
+/// Sets `PATH` for the test's duration (the tests run one at a time).
+struct PathGuard(std::ffi::OsString);
+
+impl PathGuard {
+    fn set(path: &str) -> PathGuard {
+        let old = std::env::var_os("PATH").unwrap_or_default();
+        std::env::set_var("PATH", path);
+        PathGuard(old)
+    }
+}
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        std::env::set_var("PATH", &self.0);
+    }
+}
+
+#[test]
+fn a_pod_without_host_ports_runs_no_iptables_and_a_failed_rule_batch_is_undone() {
+    let mut env = Env::new();
+    let network = env.network();
+    let ns = env.netns();
+    network.add(&env.attachment(&ns, "warm", &[])).unwrap();
+    network.del(&env.attachment(&ns, "warm", &[])).unwrap();
+    let rules_before = iptables_rules();
+    let links_before = links();
+    {
+        // No iptables from here on.
+        let _path = PathGuard::set("/nonexistent");
+        let error = network.ready().unwrap_err().to_string();
+        assert!(error.contains("iptables-restore"), "{error}");
+        let plain = env.attachment(&ns, "plain", &[]);
+        network.add(&plain).expect("add runs no iptables");
+        network.del(&plain).expect("del runs no iptables");
+        let mapped = env.attachment(&ns, "mapped", &[(free_port(), 80)]);
+        let error = network.add(&mapped).unwrap_err().to_string();
+        assert!(
+            error.contains("map the hostPorts of sandbox")
+                && error.contains("run iptables-restore"),
+            "{error}"
+        );
+        assert!(!error.contains("undoing it also failed"), "{error}");
+    }
+    assert_eq!(links(), links_before, "the veth was deleted");
+    assert!(env.lease_files().is_empty(), "the lease was released");
+    assert_eq!(iptables_rules(), rules_before);
+    let eth0 = Command::new("ip")
+        .args(["-n", &ns, "link", "show", "eth0"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!eth0.success(), "no eth0 was left in the pod");
+    assert_eq!(
+        std::fs::read_dir(env.state.path().join("hostports"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
