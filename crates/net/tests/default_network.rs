@@ -300,6 +300,8 @@ fn a_pod_gets_an_address_a_route_and_is_reached_from_the_node_and_a_neighbour() 
         &["-d", "link", "show", &host_veth_name(&a.sandbox_id)],
     );
     assert!(veth.contains(&format!("master {}", env.name)), "{veth}");
+    assert!(veth.contains("hairpin on"), "{veth}");
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", env.name)).unwrap();
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
             .unwrap()
@@ -327,6 +329,12 @@ fn a_pod_gets_an_address_a_route_and_is_reached_from_the_node_and_a_neighbour() 
     network.del(&a).expect("del a");
     network.del(&b).expect("del b");
     assert!(network.leases().is_empty());
+    let mac_after =
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", env.name)).unwrap();
+    assert_eq!(
+        mac, mac_after,
+        "the gateway's MAC does not follow the ports"
+    );
 }
 
 #[test]
@@ -351,11 +359,19 @@ fn a_host_port_reaches_the_pod_through_localhost_and_the_nodes_addresses_and_del
         )),
         "{rules}"
     );
-    let server = serve(&ns, 8080, 2);
+    let server = serve(&ns, 8080, 3);
     let localhost = SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(fetch(localhost).expect("through 127.0.0.1"), "hello");
     let gateway = SocketAddr::new(env.gateway(), port);
     assert_eq!(fetch(gateway).expect("through a node address"), "hello");
+    let hairpin = in_network_namespace(Some(&PathBuf::from(format!("/run/netns/{ns}"))), || {
+        fetch(gateway)
+    })
+    .unwrap();
+    assert_eq!(
+        hairpin.expect("the pod reaches its own hostPort (hairpin)"),
+        "hello"
+    );
     server.join().unwrap();
 
     network.del(&pod).expect("del");

@@ -213,7 +213,7 @@ impl DefaultNetwork {
                 }
             }
         }
-        nl.create_bridge(bridge)
+        nl.create_bridge(bridge, bridge_mac(bridge))
             .map_err(netlink_error(format!("create bridge {bridge}")))?;
         let link = nl
             .link(bridge)
@@ -317,7 +317,9 @@ impl DefaultNetwork {
                 source: io::Error::from(io::ErrorKind::AlreadyExists),
             });
         }
-        undo.veth = Some(host_veth);
+        undo.veth = Some(host_veth.clone());
+        nl.set_hairpin(&host_veth)
+            .map_err(netlink_error(format!("set hairpin mode on {host_veth}")))?;
 
         let ips = undo.ips.clone();
         let subnets: Vec<Subnet> = self.subnets().copied().collect();
@@ -627,6 +629,19 @@ fn hash64(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// The bridge's MAC address: locally administered, unicast, stable for a name.
+fn bridge_mac(bridge: &str) -> [u8; 6] {
+    let hash = hash64(bridge).to_be_bytes();
+    [
+        (hash[0] & 0xfc) | 0x02,
+        hash[1],
+        hash[2],
+        hash[3],
+        hash[4],
+        hash[5],
+    ]
 }
 
 /// The host end of the sandbox's veth pair: `veth` and 8 hex digits (12 bytes).

@@ -16,7 +16,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -123,14 +124,18 @@ impl Netlink {
         }
     }
 
-    /// Creates a bridge named `name`, up; `Ok(false)` if a link of that name
-    /// already exists (another caller made it first).
-    pub(crate) fn create_bridge(&mut self, name: &str) -> io::Result<bool> {
+    /// Creates a bridge named `name` with the MAC address `mac`, up;
+    /// `Ok(false)` if a link of that name already exists (another caller made
+    /// it first). A bridge without a MAC of its own takes the lowest of its
+    /// ports' and changes it as pods come and go, leaving every pod's
+    /// neighbour entry for the gateway stale.
+    pub(crate) fn create_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<bool> {
         let mut message = LinkMessage::default();
         message.header.flags = LinkFlags::Up;
         message.header.change_mask = LinkFlags::Up;
         message.attributes = vec![
             LinkAttribute::IfName(name.to_owned()),
+            LinkAttribute::Address(mac.to_vec()),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
         ];
         created(self.request(
@@ -182,6 +187,24 @@ impl Netlink {
             RouteNetlinkMessage::NewLink(message),
             NLM_F_CREATE | NLM_F_EXCL,
         ))
+    }
+
+    /// Turns hairpin mode on for the bridge port `name`, so that a pod
+    /// reaching its own hostPort through a node address gets its traffic
+    /// back out of the port it came in (CNI bridge's `hairpinMode`).
+    pub(crate) fn set_hairpin(&mut self, name: &str) -> io::Result<()> {
+        let mut message = LinkMessage::default();
+        message.attributes = vec![
+            LinkAttribute::IfName(name.to_owned()),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                    true,
+                )])),
+            ]),
+        ];
+        self.request(RouteNetlinkMessage::NewLink(message), 0)
+            .map(drop)
     }
 
     /// Deletes the link named `name`; `Ok(false)` if there was none.
