@@ -388,6 +388,28 @@ fn a_host_port_reaches_the_pod_through_localhost_and_the_nodes_addresses_and_del
 }
 
 #[test]
+fn a_link_of_the_bridges_name_that_is_no_bridge_is_refused() {
+    let mut env = Env::new();
+    // A veth under the bridge's name (Env's guard deletes it, and so its peer;
+    // this kernel has no dummy links).
+    let peer = format!("{}p", env.name);
+    run(
+        "ip",
+        &[
+            "link", "add", &env.name, "type", "veth", "peer", "name", &peer,
+        ],
+    );
+    let ns = env.netns();
+    let error = env
+        .network()
+        .add(&env.attachment(&ns, "a", &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("exists and is not a bridge"), "{error}");
+    assert!(env.lease_files().is_empty());
+}
+
+#[test]
 fn del_after_the_namespace_is_gone_and_twice_succeeds() {
     let mut env = Env::new();
     let network = env.network();

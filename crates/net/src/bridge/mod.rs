@@ -222,6 +222,11 @@ impl DefaultNetwork {
                 step: format!("look up bridge {bridge}"),
                 source: io::Error::from(io::ErrorKind::NotFound),
             })?;
+        if !netlink::is_bridge(&link) {
+            return Err(DefaultNetworkError::Config(format!(
+                "the link {bridge} exists and is not a bridge"
+            )));
+        }
         let index = link.header.index;
         for subnet in self.subnets() {
             nl.add_address(index, subnet.gateway(), subnet.prefix())

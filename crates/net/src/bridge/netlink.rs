@@ -300,3 +300,11 @@ fn libc_enodev() -> i32 {
 pub(crate) fn is_up(link: &LinkMessage) -> bool {
     link.header.flags.contains(LinkFlags::Up)
 }
+
+/// Whether the link is a bridge.
+pub(crate) fn is_bridge(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|attribute| {
+        matches!(attribute, LinkAttribute::LinkInfo(infos)
+            if infos.iter().any(|info| matches!(info, LinkInfo::Kind(InfoKind::Bridge))))
+    })
+}
