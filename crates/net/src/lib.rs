@@ -1,5 +1,4 @@
-//! A pod's network identity, as far as podrun has one today (no CNI yet: a pod's
-//! network namespace has only loopback):
+//! A pod's network identity and attachment:
 //!
 //! - [`dns`]: `/etc/resolv.conf` by the pod's `dnsPolicy` and `dnsConfig`, by
 //!   kubelet's rules (pkg/kubelet/network/dns);
@@ -7,6 +6,8 @@
 //! - [`netns`]: running code on a thread that joined a pod's pinned network
 //!   namespace (what probes do), behind a [`netns::Syscall`] seam so the logic is
 //!   tested without root;
+//! - [`bridge`]: podrun's built-in default pod network (a bridge, veth pairs,
+//!   host-local leases, portmap's rules), made in-process;
 //! - [`network`]: what the runtime asks of a pod network ([`PodNetwork`]: add,
 //!   del, ready), whichever network provides it.
 //!
@@ -22,11 +23,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bridge;
 pub mod dns;
 pub mod hosts;
 pub mod netns;
 pub mod network;
 
+pub use bridge::{DefaultNetwork, DefaultNetworkConfig};
 pub use dns::{resolv_conf, DnsConfig, DnsOption, ResolvConfError};
 pub use hosts::{host_network_hosts_file, hostname_file, hosts_file};
 pub use netns::{in_network_namespace, NetnsError};
