@@ -431,13 +431,18 @@ impl CniNetwork {
 
     /// DEL of the attachment: for each cached entry of it (under any network
     /// name: the config may have changed since), the cached config and
-    /// result; with none, the current config and no `prevResult`.
+    /// result; with none, the current config and no `prevResult`, or nothing
+    /// (success) when there is no usable config either.
     pub fn del_attachment(&self, att: &Attachment) -> Result<(), CniError> {
         check_attachment(att)?;
         let cached = cache::list(&self.config.cache_dir, Some((&att.sandbox_id, &att.ifname)));
         if cached.is_empty() {
-            let list = self.load()?;
-            return CniError::from_list(self.del_uncached(att, &list));
+            // Every ADD records itself before it runs a plugin, so with no
+            // record and no config this client has nothing here to release.
+            return match self.load() {
+                Ok(list) => CniError::from_list(self.del_uncached(att, &list)),
+                Err(_) => Ok(()),
+            };
         }
         let errors = cached
             .iter()
