@@ -201,17 +201,10 @@ pub fn run(
         path: binary.to_path_buf(),
         source,
     };
-    let mut child = Command::new(binary)
-        .envs(env.vars(command))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|source| PluginError::Spawn {
-            path: binary.to_path_buf(),
-            source,
-        })?;
+    let mut child = spawn(binary, command, env, deadline).map_err(|source| PluginError::Spawn {
+        path: binary.to_path_buf(),
+        source,
+    })?;
     let (tx, rx) = mpsc::channel();
     let mut input = child.stdin.take().expect("piped");
     let config = stdin.to_vec();
@@ -265,6 +258,35 @@ pub fn run(
         return Ok(stdout);
     }
     Err(failure(status, &stdout, &stderr))
+}
+
+/// Starts the plugin. `ETXTBSY` is retried until the deadline: an installer
+/// (a CNI daemonset copying its binary in) or another thread's fork that
+/// briefly holds the file open for writing makes exec fail with it.
+fn spawn(
+    binary: &Path,
+    command: CniCommand,
+    env: &PluginEnv,
+    deadline: Instant,
+) -> io::Result<Child> {
+    loop {
+        let spawned = Command::new(binary)
+            .envs(env.vars(command))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error())
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// What a failed run means: its error object, or what it printed.
