@@ -1,5 +1,7 @@
 //! A pod's network identity and attachment:
 //!
+//! - [`cni`]: the CNI client, a [`PodNetwork`] made by real plugins from the
+//!   node's config list, run as libcni and containerd's go-cni run them;
 //! - [`dns`]: `/etc/resolv.conf` by the pod's `dnsPolicy` and `dnsConfig`, by
 //!   kubelet's rules (pkg/kubelet/network/dns);
 //! - [`hosts`]: the contents of `/etc/hosts` and `/etc/hostname`;
@@ -24,12 +26,14 @@
 #![forbid(unsafe_code)]
 
 pub mod bridge;
+pub mod cni;
 pub mod dns;
 pub mod hosts;
 pub mod netns;
 pub mod network;
 
 pub use bridge::{DefaultNetwork, DefaultNetworkConfig};
+pub use cni::{CniConfig, CniNetwork};
 pub use dns::{resolv_conf, DnsConfig, DnsOption, ResolvConfError};
 pub use hosts::{host_network_hosts_file, hostname_file, hosts_file};
 pub use netns::{in_network_namespace, NetnsError};
