@@ -58,6 +58,10 @@ pub struct PodSandboxStatus {
     /// Where its namespaces are pinned (join them by these paths): `net`,
     /// `ipc`, `uts`, `pid` as it has them.
     pub namespaces: BTreeMap<String, std::path::PathBuf>,
+    /// The pod's addresses (CRI `PodSandboxNetworkStatus`: `ip`, then
+    /// `additional_ips`), the primary first; empty for a pod on the node's
+    /// network (hostNetwork) or one the network has not attached.
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 /// Which sandboxes ListPodSandbox returns (`PodSandboxFilter`); empty: all.

@@ -676,6 +676,7 @@ impl RuntimeService for NodeRuntime {
             config: record.config,
             sandbox,
             namespaces,
+            ips: Vec::new(),
         })
     }
 
