@@ -8,6 +8,14 @@
 //! path = "/usr/bin/crun"
 //! [runtimes.compat]
 //! path = "runc"                       # a name on PATH
+//!
+//! [network]                           # every key optional; these are the defaults
+//! cni_conf_dir = "/etc/cni/net.d"     # a config here: pods join that CNI network
+//! cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+//! cni_cache_dir = "<root>/cni"        # libcni's result cache (DEL after a restart)
+//! bridge = "podrun0"                  # otherwise: the built-in default network
+//! subnet = "10.88.0.0/16"
+//! subnet6 = "fd00:88::/64"            # none by default; set: dual stack
 //! ```
 //!
 //! Without a file, or for a handler it does not list, the handlers `embedded`,
@@ -44,6 +52,18 @@ pub enum ConfigFileError {
         /// The handler.
         name: String,
     },
+    /// {path}: network.{key} {value:?}: {reason}
+    #[error("{}: network.{key} {value:?}: {reason}", .path.display())]
+    Network {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// runtimeClassName {class}: no such handler (known: …)
     #[error("runtimeClassName {class}: no such handler (known: {})", .known.join(", "))]
     UnknownHandler {
@@ -66,6 +86,28 @@ pub struct Config {
     /// Handlers by name.
     #[serde(default)]
     pub runtimes: BTreeMap<String, Handler>,
+    /// The pod network.
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// The `[network]` table: where CNI's config and plugins are, and the
+/// default network's bridge and subnets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// CNI's config directory.
+    pub cni_conf_dir: Option<PathBuf>,
+    /// CNI's plugin directories, in search order.
+    pub cni_bin_dirs: Option<Vec<PathBuf>>,
+    /// CNI's result cache.
+    pub cni_cache_dir: Option<PathBuf>,
+    /// The default network's bridge.
+    pub bridge: Option<String>,
+    /// The default network's IPv4 subnet.
+    pub subnet: Option<String>,
+    /// The default network's IPv6 subnet (dual stack).
+    pub subnet6: Option<String>,
 }
 
 /// One RuntimeClass handler.
@@ -103,6 +145,62 @@ impl Config {
                     name: name.clone(),
                 });
             }
+        }
+        Ok(config)
+    }
+
+    /// The runtime's network config: the file's `[network]` over the
+    /// defaults of [`podrun_runtime::NetworkConfig::new`] (state under `root`).
+    /// `path` names the file in errors.
+    pub fn network_config(
+        &self,
+        path: &Path,
+        root: &Path,
+    ) -> Result<podrun_runtime::NetworkConfig, ConfigFileError> {
+        let mut config = podrun_runtime::NetworkConfig::new(root);
+        let n = &self.network;
+        if let Some(dir) = &n.cni_conf_dir {
+            config.cni.conf_dir = dir.clone();
+        }
+        if let Some(dirs) = &n.cni_bin_dirs {
+            config.cni.bin_dirs = dirs.clone();
+        }
+        if let Some(dir) = &n.cni_cache_dir {
+            config.cni.cache_dir = dir.clone();
+        }
+        if let Some(bridge) = &n.bridge {
+            config.default.bridge = bridge.clone();
+        }
+        let bad = |key: &'static str, value: &str, reason: String| ConfigFileError::Network {
+            path: path.into(),
+            key,
+            value: value.into(),
+            reason,
+        };
+        if let Some(subnet) = &n.subnet {
+            config.default.subnet = subnet
+                .parse()
+                .map_err(|e: podrun_net::bridge::SubnetError| bad("subnet", subnet, e.to_string()))?;
+            if !config.default.subnet.network().is_ipv4() {
+                return Err(bad("subnet", subnet, "not IPv4 (use subnet6)".into()));
+            }
+        }
+        if let Some(subnet6) = &n.subnet6 {
+            let six: podrun_net::bridge::Subnet = subnet6
+                .parse()
+                .map_err(|e: podrun_net::bridge::SubnetError| bad("subnet6", subnet6, e.to_string()))?;
+            if six.network().is_ipv4() {
+                return Err(bad("subnet6", subnet6, "not IPv6".into()));
+            }
+            config.default.subnet6 = Some(six);
+        }
+        let bridge = &config.default.bridge;
+        if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+            return Err(bad(
+                "bridge",
+                bridge,
+                "not an interface name (1 to 15 bytes, no '/' or space)".into(),
+            ));
         }
         Ok(config)
     }
@@ -162,6 +260,40 @@ mod tests {
             Config::default().runtime_for(None, None).unwrap(),
             "embedded"
         );
+    }
+
+    #[test]
+    fn the_network_table_overrides_the_defaults() {
+        let root = Path::new("/var/lib/podrun");
+        let f = Path::new("/etc/podrun/podrun.toml");
+        let c = Config::default().network_config(f, root).unwrap();
+        assert_eq!(c.cni.conf_dir, Path::new("/etc/cni/net.d"));
+        assert_eq!(c.cni.cache_dir, Path::new("/var/lib/podrun/cni"));
+        assert_eq!(c.default.bridge, "podrun0");
+        assert_eq!(c.default.subnet.to_string(), "10.88.0.0/16");
+        assert_eq!(c.default.state_dir, Path::new("/var/lib/podrun/network"));
+        let c = config(
+            "[network]\ncni_conf_dir = \"/tmp/cni\"\nbridge = \"br9\"\nsubnet = \"10.9.0.0/24\"\nsubnet6 = \"fd00:9::/64\"\n",
+        )
+        .network_config(f, root)
+        .unwrap();
+        assert_eq!(c.cni.conf_dir, Path::new("/tmp/cni"));
+        assert_eq!(c.default.bridge, "br9");
+        assert_eq!(c.default.subnet.to_string(), "10.9.0.0/24");
+        assert_eq!(c.default.subnet6.unwrap().to_string(), "fd00:9::/64");
+        let e = config("[network]\nsubnet = \"fd00::/64\"\n")
+            .network_config(f, root)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/etc/podrun/podrun.toml: network.subnet \"fd00::/64\": not IPv4 (use subnet6)"
+        );
+        let e = config("[network]\nbridge = \"a-very-long-bridge\"\n")
+            .network_config(f, root)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("network.bridge"), "{e}");
     }
 
     #[test]

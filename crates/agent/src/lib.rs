@@ -308,6 +308,11 @@ fn node_images(settings: &Settings) -> Result<Arc<dyn podrun_runtime::ImageServi
 /// the file's `default_runtime`) for pods without one. The agent's, and
 /// that of its other clients (`podrun exec`, `podrun logs -f`).
 pub fn runtime(settings: &Settings) -> Result<Arc<dyn RuntimeService>> {
+    Ok(Arc::new(node_runtime(settings)?))
+}
+
+/// The runtime of [`runtime`], as itself.
+fn node_runtime(settings: &Settings) -> Result<podrun_runtime::NodeRuntime> {
     let config = config::Config::load(&settings.config)?;
     let mut runtime = podrun_runtime::RuntimeConfig::new(&settings.run_root)?;
     runtime.default_runtime = config.runtime_for(None, settings.runtime.as_deref())?;
@@ -316,10 +321,8 @@ pub fn runtime(settings: &Settings) -> Result<Arc<dyn RuntimeService>> {
         .iter()
         .map(|(name, h)| (name.clone(), h.path.clone()))
         .collect();
-    Ok(Arc::new(podrun_runtime::NodeRuntime::open(
-        runtime,
-        &settings.root,
-    )?))
+    runtime.network = Some(config.network_config(&settings.config, &settings.root)?);
+    Ok(podrun_runtime::NodeRuntime::open(runtime, &settings.root)?)
 }
 
 /// `podrun serve`.
@@ -336,8 +339,14 @@ pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     let db = Db::open(&settings.root)?;
     let run_root = settings.run_root.clone();
     let root = settings.root.clone();
+    let node_runtime = node_runtime(&settings)?;
+    // What the pod networks still hold for sandboxes that are gone (the run
+    // root emptied by a reboot): released before any pod is adopted or made.
+    for failure in node_runtime.collect_network_garbage() {
+        tracing::warn!("pod network garbage collection: {failure}");
+    }
     let agent = Arc::new(Agent {
-        runtime: runtime(&settings)?,
+        runtime: Arc::new(node_runtime),
         image_service: node_images(&settings)?,
         settings,
         db: Mutex::new(db),

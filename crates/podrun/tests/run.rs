@@ -13,6 +13,8 @@ fn registry() -> String {
 }
 
 struct Env {
+    /// The pods' network (dropped before `dir`, whose root holds its leases).
+    network: support::TestNetwork,
     dir: tempfile::TempDir,
     /// The names of the pods this test made (their cgroups are checked).
     names: std::cell::RefCell<Vec<String>>,
@@ -20,11 +22,13 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("podrun-run-")
+            .tempdir()
+            .unwrap();
         Env {
-            dir: tempfile::Builder::new()
-                .prefix("podrun-run-")
-                .tempdir()
-                .unwrap(),
+            network: support::TestNetwork::new(dir.path(), &dir.path().join("root")),
+            dir,
             names: Default::default(),
         }
     }
@@ -77,6 +81,8 @@ impl Env {
             .arg(self.dir.path().join("root"))
             .arg("--run-root")
             .arg(self.dir.path().join("run"))
+            .arg("--config")
+            .arg(&self.network.config_file)
             .arg("--registries-conf")
             .arg(self.dir.path().join("none.conf"))
             .arg("--hosts-dir")

@@ -12,6 +12,8 @@
 //!   monitor per sandbox, the sandbox's cgroup, its records;
 //! - [`state`]: the runtime's records (`<run-root>/sandboxes/<id>/`);
 //! - [`images`]: [`NodeImages`], the ImageService over `podrun-image`;
+//! - [`network`]: which pod network attaches a sandbox (CNI's or the
+//!   default), and the record that makes its DEL happen once per ADD;
 //! - [`monitor`]: the per-pod monitor (a process of its own) and its control
 //!   socket; [`sandbox`]: the pause process and its namespace pins;
 //!   [`cgroups`]: the pod cgroup.
@@ -24,12 +26,14 @@ pub mod api;
 pub mod cgroups;
 pub mod images;
 pub mod monitor;
+pub mod network;
 pub mod node;
 pub mod sandbox;
 pub mod state;
 
 pub use api::{Image, ImageService, RuntimeService};
 pub use images::NodeImages;
+pub use network::NetworkConfig;
 pub use node::{NodeRuntime, RuntimeConfig};
 /// The configs kubelet sends (CRI v1), as the interface takes them.
 pub use podrun_oci::cri::*;

@@ -21,6 +21,7 @@ use crate::api::{
 };
 use crate::cgroups::{self, CgroupLimits};
 use crate::monitor::{self, log::now_rfc3339_nano, ContainerPlan, PodPlan, Request, Response};
+use crate::network::{self, NetworkConfig, NetworkRecord, Networks};
 use crate::sandbox::Namespace;
 use crate::state::{self, ContainerRecord, SandboxRecord, StateError, Store};
 use crate::{ContainerConfig, LinuxContainerResources, NamespaceMode, PodSandboxConfig};
@@ -32,6 +33,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The runtime's own pin of a sandbox's network namespace, in its directory.
+const NETNS_PIN: &str = "netns";
 
 /// The OCI runtimes a handler may name without being configured.
 const BUILT_IN: [&str; 4] = ["embedded", "crun", "runc", "youki"];
@@ -53,6 +57,9 @@ pub struct RuntimeConfig {
     pub request_timeout: Duration,
     /// How long a new sandbox may take to be ready.
     pub ready_timeout: Duration,
+    /// The pod networks; `None`: a sandbox's network namespace has only its
+    /// loopback (a runtime that only runs hostNetwork pods, and tests).
+    pub network: Option<NetworkConfig>,
 }
 
 impl RuntimeConfig {
@@ -67,6 +74,7 @@ impl RuntimeConfig {
             handlers: BTreeMap::new(),
             request_timeout: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(60),
+            network: None,
         })
     }
 
@@ -121,6 +129,8 @@ pub struct NodeRuntime {
     config: RuntimeConfig,
     store: Store,
     images: podrun_image::Images,
+    /// The pod networks (`config.network`).
+    networks: Option<Networks>,
     /// The monitors this process started, reaped when they end.
     monitors: Arc<Mutex<Monitors>>,
 }
@@ -150,17 +160,110 @@ impl NodeRuntime {
             what: format!("the store under {}", root.display()),
             cause: e.to_string(),
         })?;
-        Ok(Self::new(config, images))
+        Self::new(config, images)
     }
 
-    /// A runtime as `config` says; `images` holds the containers' root filesystems.
-    pub fn new(config: RuntimeConfig, images: podrun_image::Images) -> Self {
-        NodeRuntime {
+    /// A runtime as `config` says; `images` holds the containers' root
+    /// filesystems. Fails on a network config that cannot work.
+    pub fn new(config: RuntimeConfig, images: podrun_image::Images) -> Result<Self, ServiceError> {
+        let networks = match &config.network {
+            Some(network) => Some(Networks::new(network).map_err(|e| ServiceError::Failed {
+                call: "open",
+                what: "the pod network".into(),
+                cause: e.to_string(),
+            })?),
+            None => None,
+        };
+        Ok(NodeRuntime {
             store: Store::new(&config.run_root),
             config,
             images,
+            networks,
             monitors: Arc::default(),
+        })
+    }
+
+    /// The pod networks, when configured.
+    pub fn networks(&self) -> Option<&Networks> {
+        self.networks.as_ref()
+    }
+
+    /// Releases what the pod networks hold for sandboxes this runtime no
+    /// longer has (after a reboot emptied the run root): see
+    /// [`Networks::collect_garbage`]. Returns what failed, as messages.
+    pub fn collect_network_garbage(&self) -> Vec<String> {
+        let Some(networks) = &self.networks else {
+            return Vec::new();
+        };
+        match self.store.ids() {
+            Ok(live) => networks.collect_garbage(&live),
+            Err(e) => vec![format!("list the sandboxes: {e}")],
         }
+    }
+
+    /// Attach the sandbox of `record` (in `dir`, its namespaces pinned) to
+    /// its pod network, unless it is on the node's: the runtime's own pin of
+    /// the namespace, the intent record, the ADD, the record of its result.
+    fn attach(&self, record: &SandboxRecord, dir: &Path) -> Result<(), ServiceError> {
+        let Some(networks) = &self.networks else {
+            return Ok(());
+        };
+        let options = &record.config.linux.security_context.namespace_options;
+        if options.network == NamespaceMode::Node {
+            return Ok(());
+        }
+        let what = format!("sandbox {}", record.id);
+        let fail = |cause: String| failed("RunPodSandbox", &what, cause);
+        let attachment = network::attachment_for(&record.id, &dir.join(NETNS_PIN), &record.config)
+            .map_err(&fail)?;
+        network::pin(&dir.join("ns").join(Namespace::Net.name()), &attachment.netns)
+            .map_err(|e| fail(format!("pin the network namespace: {e}")))?;
+        let kind = networks.choose();
+        let mut net = NetworkRecord {
+            kind,
+            name: networks.get(kind).name().to_owned(),
+            attachment,
+            status: None,
+        };
+        net.save(dir)
+            .map_err(|e| fail(format!("write its network record: {e}")))?;
+        let status = networks
+            .add(kind, &net.attachment, record.config.dns_config.as_ref())
+            .map_err(|e| fail(format!("failed to set up the pod network: {e}")))?;
+        net.status = Some(status);
+        net.save(dir)
+            .map_err(|e| fail(format!("write its network record: {e}")))
+    }
+
+    /// Detach the sandbox in `dir` from the network that attached it (DEL,
+    /// once its monitor ended), then drop the runtime's pin. A DEL that fails
+    /// keeps the record: the next Stop or Remove tries again.
+    fn detach(&self, id: &str, dir: &Path) -> Result<(), ServiceError> {
+        let what = format!("sandbox {id}");
+        let fail = |cause: String| failed("StopPodSandbox", &what, cause);
+        let pin = dir.join(NETNS_PIN);
+        let net = NetworkRecord::load(dir)
+            .map_err(|e| fail(format!("read its network record: {e}")))?;
+        if let Some(net) = net {
+            let networks = self.networks.as_ref().ok_or_else(|| {
+                fail(format!(
+                    "it is attached to network {} and this runtime has no network configured",
+                    net.name
+                ))
+            })?;
+            let mut attachment = net.attachment.clone();
+            if !network::is_pinned(&pin) {
+                // Gone (a reboot): CNI's rule is an empty CNI_NETNS.
+                attachment.netns = PathBuf::new();
+            }
+            networks
+                .get(net.kind)
+                .del(&attachment)
+                .map_err(|e| fail(format!("failed to tear down the pod network: {e}")))?;
+            NetworkRecord::remove(dir)
+                .map_err(|e| fail(format!("remove its network record: {e}")))?;
+        }
+        network::unpin(&pin).map_err(|e| fail(format!("unpin {}: {e}", pin.display())))
     }
 
     /// Its configuration.
@@ -532,7 +635,10 @@ impl RuntimeService for NodeRuntime {
             .store
             .create(&record)
             .map_err(|e| state_error("RunPodSandbox", &id, e))?;
-        if let Err(e) = self.make(&mut record, &dir) {
+        let made = self
+            .make(&mut record, &dir)
+            .and_then(|()| self.attach(&record, &dir));
+        if let Err(e) = made {
             if let Err(left) = self.remove_pod_sandbox(&id) {
                 return Err(failed(
                     "RunPodSandbox",
@@ -581,7 +687,8 @@ impl RuntimeService for NodeRuntime {
             self.clean_up_after_monitor(&dir)
                 .map_err(|e| failed("StopPodSandbox", &what, e))?;
         }
-        Ok(())
+        // The containers are stopped: the network goes (containerd's order).
+        self.detach(id, &dir)
     }
 
     fn remove_pod_sandbox(&self, id: &str) -> Result<(), ServiceError> {
@@ -607,6 +714,21 @@ impl RuntimeService for NodeRuntime {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
             errors.push(format!("sandbox {id}: its record is missing"));
+            if let Err(e) = self.detach(id, &dir) {
+                errors.push(e.to_string());
+            }
+        }
+        if NetworkRecord::load(&dir).ok().flatten().is_some() {
+            // Its network is still attached: the directory keeps the record
+            // (and the pin) for the next RemovePodSandbox to DEL again.
+            errors.push(format!(
+                "sandbox {id}: kept until its pod network is torn down"
+            ));
+            return Err(ServiceError::Several {
+                call: "RemovePodSandbox",
+                id: id.into(),
+                errors,
+            });
         }
         // Its containers' root filesystems: of the records, and of bundles
         // whose creation stopped before the record.
@@ -671,12 +793,18 @@ impl RuntimeService for NodeRuntime {
         } else {
             BTreeMap::new()
         };
+        let ips = NetworkRecord::load(&dir)
+            .ok()
+            .flatten()
+            .and_then(|net| net.status)
+            .map(|status| status.ips)
+            .unwrap_or_default();
         Ok(PodSandboxStatus {
             monitor_pid: monitor::monitor_pid(&dir),
             config: record.config,
             sandbox,
             namespaces,
-            ips: Vec::new(),
+            ips,
         })
     }
 

@@ -48,7 +48,7 @@ impl Node {
             panic!("{e}: these tests need podrun's binaries (cargo build -p podrun)")
         });
         Node {
-            runtime: NodeRuntime::new(config, store.clone()),
+            runtime: NodeRuntime::new(config, store.clone()).unwrap(),
             images: NodeImages::new(store, Default::default()),
             dir,
             tag,
@@ -456,7 +456,7 @@ fn a_sandbox_that_fails_to_run_leaves_nothing() {
     // The monitor cannot make the sandbox: no pause binary.
     let mut config = node.runtime.config().clone();
     config.pause = node.dir.path().join("no-pause");
-    node.runtime = NodeRuntime::new(config, node.images.store().clone());
+    node.runtime = NodeRuntime::new(config, node.images.store().clone()).unwrap();
     let e = node
         .runtime
         .run_pod_sandbox(&node.sandbox_config(), "")

@@ -324,6 +324,94 @@ pub(crate) fn delete_leftovers(chain: &str, saved: &str) -> Batch {
     }
 }
 
+/// The batch that removes this network's own rules (`bridge`, `subnet`: its
+/// masquerade and its localhost drop) from the live rules (`saved`), and the
+/// shared chains with their jumps when no other network's rule is left in
+/// them (a sandbox's hostPort chain counts as another's).
+pub(crate) fn remove_network(bridge: &str, subnet: &Subnet, saved: &str) -> Batch {
+    let ours = base_rules(bridge, subnet, true);
+    let own_rule = |line: &str| -> bool {
+        line.contains(&format!(" {bridge} ")) || line.ends_with(&format!(" {bridge}"))
+    };
+    let mut batch = Batch::default();
+    let mut left: HashSet<(String, String)> = HashSet::new();
+    let mut chains: HashSet<(String, String)> = HashSet::new();
+    let mut table = String::new();
+    for line in saved.lines().map(str::trim_end) {
+        if let Some(name) = line.strip_prefix('*') {
+            table = name.trim().to_owned();
+            continue;
+        }
+        if let Some(chain) = line.strip_prefix(':') {
+            let name = chain.split_whitespace().next().unwrap_or("");
+            chains.insert((table.clone(), name.to_owned()));
+            continue;
+        }
+        let Some(rule) = line.strip_prefix("-A ") else {
+            continue;
+        };
+        let chain = rule.split_whitespace().next().unwrap_or("");
+        let shared = [POSTROUTING_CHAIN, HOSTPORTS_CHAIN, INPUT_CHAIN].contains(&chain);
+        if !shared {
+            continue;
+        }
+        let is_ours = (table == "nat" && ours.nat.iter().any(|l| l == line))
+            || (table == "filter" && ours.filter.iter().any(|l| l == line));
+        if is_ours && own_rule(line) {
+            let delete = format!("-D {rule}");
+            match table.as_str() {
+                "nat" => batch.nat.push(delete),
+                _ => batch.filter.push(delete),
+            }
+        } else if !line.ends_with(&format!("--mark {MASQ_MARK} -j MASQUERADE")) {
+            left.insert((table.clone(), chain.to_owned()));
+        }
+    }
+    let in_use = |table: &str, chain: &str| left.contains(&(table.to_owned(), chain.to_owned()));
+    let idle = !in_use("nat", POSTROUTING_CHAIN)
+        && !in_use("nat", HOSTPORTS_CHAIN)
+        && !in_use("filter", INPUT_CHAIN);
+    if !idle {
+        return batch;
+    }
+    // No network and no sandbox uses the shared chains: they go too, jumps first.
+    let mut table = String::new();
+    for line in saved.lines().map(str::trim_end) {
+        if let Some(name) = line.strip_prefix('*') {
+            table = name.trim().to_owned();
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let jumps_to_shared = [POSTROUTING_CHAIN, HOSTPORTS_CHAIN, SETMARK_CHAIN, INPUT_CHAIN]
+                .iter()
+                .any(|c| rule.ends_with(&format!("-j {c}")));
+            let chain = rule.split_whitespace().next().unwrap_or("");
+            if jumps_to_shared && !chain.starts_with("PODRUN-") {
+                match table.as_str() {
+                    "nat" => batch.nat.push(format!("-D {rule}")),
+                    "filter" => batch.filter.push(format!("-D {rule}")),
+                    _ => {}
+                }
+            }
+        }
+    }
+    for (table, chain) in [
+        ("nat", POSTROUTING_CHAIN),
+        ("nat", HOSTPORTS_CHAIN),
+        ("nat", SETMARK_CHAIN),
+        ("filter", INPUT_CHAIN),
+    ] {
+        if chains.contains(&(table.to_owned(), chain.to_owned())) {
+            let lines = if table == "nat" {
+                &mut batch.nat
+            } else {
+                &mut batch.filter
+            };
+            lines.push(format!("-F {chain}"));
+            lines.push(format!("-X {chain}"));
+        }
+    }
+    batch
+}
+
 /// Applies the batch with one `iptables-restore --noflush --wait`.
 pub(crate) fn restore(family: Family, batch: &Batch) -> Result<(), IptablesError> {
     start_restore(family, batch)?.wait()
@@ -524,6 +612,70 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("-s fd00::5/128 "), "{text}");
+    }
+
+    #[test]
+    fn removing_a_network_keeps_the_shared_chains_while_another_uses_them() {
+        let a = "10.201.0.0/24".parse().unwrap();
+        let b = "10.202.0.0/24".parse().unwrap();
+        let text = |batch: &Batch| batch.text();
+        let mut saved = String::from("*nat\n");
+        let both: Vec<String> = base_rules("pra", &a, true)
+            .nat
+            .into_iter()
+            .chain(base_rules("prb", &b, true).nat)
+            .collect();
+        let mut seen = HashSet::new();
+        for line in &both {
+            if seen.insert(line.clone()) {
+                saved.push_str(line);
+                saved.push('\n');
+            }
+        }
+        saved.push_str("COMMIT\n*filter\n");
+        let filters: Vec<String> = base_rules("pra", &a, true)
+            .filter
+            .into_iter()
+            .chain(base_rules("prb", &b, true).filter)
+            .collect();
+        let mut seen = HashSet::new();
+        for line in &filters {
+            if seen.insert(line.clone()) {
+                saved.push_str(line);
+                saved.push('\n');
+            }
+        }
+        saved.push_str("COMMIT\n");
+        let batch = remove_network("pra", &a, &saved);
+        assert_eq!(
+            text(&batch),
+            "*nat\n-D PODRUN-POSTROUTING -s 10.201.0.0/24 ! -o pra -j MASQUERADE\nCOMMIT\n\
+             *filter\n-D PODRUN-INPUT -d 127.0.0.0/8 -i pra -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\nCOMMIT\n",
+            "prb's rules keep the shared chains"
+        );
+        // With prb gone too, the last network takes the chains and jumps along.
+        let only_b: String = saved
+            .lines()
+            .filter(|l| !l.contains(" pra"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = remove_network("prb", &b, &only_b).text();
+        for expected in [
+            "-D PREROUTING -m addrtype --dst-type LOCAL -j PODRUN-HOSTPORTS",
+            "-D POSTROUTING -j PODRUN-POSTROUTING",
+            "-D INPUT -j PODRUN-INPUT",
+            "-X PODRUN-HOSTPORT-SETMARK",
+            "-X PODRUN-INPUT",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        // A sandbox's hostPort jump keeps them.
+        let with_port = only_b.replacen(
+            "COMMIT\n",
+            "-A PODRUN-HOSTPORTS -p tcp -m tcp --dport 80 -j PODRUN-DN-0123456789abcdef\nCOMMIT\n",
+            1,
+        );
+        assert!(!remove_network("prb", &b, &with_port).text().contains("-X"));
     }
 
     #[test]

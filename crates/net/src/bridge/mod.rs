@@ -198,6 +198,37 @@ impl DefaultNetwork {
             .map(|subnet| (Family::of(subnet.network()), subnet))
     }
 
+    /// Removes the network's shared objects: its bridge and its iptables
+    /// rules, and the chains all default networks share once no network and
+    /// no sandbox uses them (podman's `network rm`; tests tear down theirs).
+    /// The pods attached lose their connectivity: call it with none left.
+    pub fn remove_network(&self) -> Result<(), DefaultNetworkError> {
+        let mut set_up = self.set_up.lock().unwrap_or_else(|e| e.into_inner());
+        let _node = NodeLock::take();
+        let bridge = &self.config.bridge;
+        let mut nl = Netlink::open().map_err(netlink_error("open a netlink socket"))?;
+        nl.delete_link(bridge)
+            .map_err(netlink_error(format!("delete bridge {bridge}")))?;
+        *set_up = false;
+        for (family, subnet) in self.families() {
+            let step = || format!("remove the {bridge} network's iptables rules");
+            let saved = iptables::save(family).map_err(|source| DefaultNetworkError::Iptables {
+                step: step(),
+                source,
+            })?;
+            let batch = iptables::remove_network(bridge, subnet, &saved);
+            if !batch.is_empty() {
+                iptables::restore(family, &batch).map_err(|source| {
+                    DefaultNetworkError::Iptables {
+                        step: step(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the bridge, sysctls and shared rules, once per process (and again
     /// if the bridge has gone); returns the bridge's index.
     fn ensure_network(&self, nl: &mut Netlink) -> Result<u32, DefaultNetworkError> {
@@ -213,6 +244,9 @@ impl DefaultNetwork {
                 }
             }
         }
+        // Other processes (another root's runtime) make and remove the shared
+        // chains too: one at a time on the node, or a jump is added twice.
+        let _node = NodeLock::take();
         nl.create_bridge(bridge, bridge_mac(bridge))
             .map_err(netlink_error(format!("create bridge {bridge}")))?;
         let link = nl
@@ -429,6 +463,32 @@ impl DefaultNetwork {
             }
         }
         errors
+    }
+}
+
+/// The node-wide lock of the default networks' shared objects
+/// (`/run/podrun-network.lock`, flock), held while they are made or removed;
+/// released when dropped. Without /run writable it is not taken (one
+/// process then races only with itself, which the in-process lock covers).
+struct NodeLock {
+    /// Held open while the lock is: closing it releases the flock.
+    _file: Option<File>,
+}
+
+impl NodeLock {
+    const PATH: &'static str = "/run/podrun-network.lock";
+
+    fn take() -> NodeLock {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Self::PATH)
+            .ok();
+        if let Some(file) = &file {
+            let _ = rustix::fs::flock(file, rustix::fs::FlockOperation::LockExclusive);
+        }
+        NodeLock { _file: file }
     }
 }
 

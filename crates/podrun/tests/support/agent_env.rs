@@ -264,6 +264,8 @@ impl Agent {
 
 pub struct Env {
     pub suite: &'static Suite,
+    /// The pods' network (dropped before `dir`, whose root holds its leases).
+    pub network: support::TestNetwork,
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
     pub run: PathBuf,
@@ -294,6 +296,7 @@ impl Env {
         let run = dir.path().join("run");
         Env {
             suite,
+            network: support::TestNetwork::new(dir.path(), &root),
             logs: std::cell::RefCell::new(vec![run.join("agent.log")]),
             dir,
             root,
@@ -318,6 +321,8 @@ impl Env {
             .arg(&self.root)
             .arg("--run-root")
             .arg(&self.run)
+            .arg("--config")
+            .arg(&self.network.config_file)
             .arg("--registries-conf")
             .arg(self.dir.path().join("none.conf"))
             .arg("--hosts-dir")

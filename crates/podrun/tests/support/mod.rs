@@ -50,3 +50,79 @@ pub fn cgroup_v2() -> bool {
     }
     v2
 }
+
+/// A default pod network of the test's own (`[network]` in a podrun.toml the
+/// test passes with `--config`): a bridge and a /24 no other test uses, its
+/// leases under the test's root, and an empty CNI config directory (so a
+/// conflist on the machine is not used). When dropped, it releases what the
+/// test's sandboxes still hold (their leases and hostPort rules) and removes
+/// the bridge and its rules: nothing of it outlives the test.
+#[allow(dead_code)] // each test binary compiles this module; not all of them run pods
+pub struct TestNetwork {
+    /// The podrun.toml to pass with `--config`.
+    pub config_file: std::path::PathBuf,
+    /// The bridge.
+    pub bridge: String,
+    /// The subnet (`10.213.N.0/24`).
+    pub subnet: String,
+    network: podrun_net::DefaultNetworkConfig,
+}
+
+#[allow(dead_code)]
+impl TestNetwork {
+    /// A network for the test whose root is `root`; its files in `dir`.
+    pub fn new(dir: &Path, root: &Path) -> TestNetwork {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bridge = format!("prt{:05}{:02}", std::process::id() % 100_000, n % 100);
+        let subnet = format!("10.213.{}.0/24", (std::process::id() + n * 37) % 256);
+        let cni = dir.join("cni-conf.d");
+        std::fs::create_dir_all(&cni).unwrap();
+        let config_file = dir.join("podrun.toml");
+        let mut text = std::fs::read_to_string(&config_file).unwrap_or_default();
+        text.push_str(&format!(
+            "[network]\ncni_conf_dir = \"{}\"\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\n",
+            cni.display()
+        ));
+        std::fs::write(&config_file, text).unwrap();
+        TestNetwork {
+            config_file,
+            network: podrun_net::DefaultNetworkConfig {
+                bridge: bridge.clone(),
+                subnet: subnet.parse().unwrap(),
+                subnet6: None,
+                state_dir: root.join("network"),
+                masquerade: true,
+            },
+            bridge,
+            subnet,
+        }
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        use podrun_net::PodNetwork;
+        let Ok(network) = podrun_net::DefaultNetwork::new(self.network.clone()) else {
+            return;
+        };
+        let mut held: Vec<String> = network.leases().into_iter().map(|(_, id)| id).collect();
+        held.dedup();
+        for sandbox_id in held {
+            let _ = network.del(&podrun_net::Attachment {
+                sandbox_id,
+                netns: Default::default(),
+                ifname: "eth0".into(),
+                pod_name: String::new(),
+                pod_namespace: String::new(),
+                pod_uid: String::new(),
+                port_mappings: Vec::new(),
+                annotations: Default::default(),
+                cgroup_parent: String::new(),
+            });
+        }
+        if let Err(e) = network.remove_network() {
+            eprintln!("remove test network {}: {e}", self.bridge);
+        }
+    }
+}

@@ -10,6 +10,7 @@ fn config() -> RuntimeConfig {
         default_runtime: "embedded".into(),
         handlers: [("fast".to_string(), "/usr/bin/crun".to_string())].into(),
         request_timeout: Duration::from_secs(1),
+        network: None,
         ready_timeout: Duration::from_secs(1),
     }
 }
