@@ -178,17 +178,23 @@ impl Config {
             reason,
         };
         if let Some(subnet) = &n.subnet {
-            config.default.subnet = subnet
-                .parse()
-                .map_err(|e: podrun_net::bridge::SubnetError| bad("subnet", subnet, e.to_string()))?;
+            config.default.subnet =
+                subnet
+                    .parse()
+                    .map_err(|e: podrun_net::bridge::SubnetError| {
+                        bad("subnet", subnet, e.to_string())
+                    })?;
             if !config.default.subnet.network().is_ipv4() {
                 return Err(bad("subnet", subnet, "not IPv4 (use subnet6)".into()));
             }
         }
         if let Some(subnet6) = &n.subnet6 {
-            let six: podrun_net::bridge::Subnet = subnet6
-                .parse()
-                .map_err(|e: podrun_net::bridge::SubnetError| bad("subnet6", subnet6, e.to_string()))?;
+            let six: podrun_net::bridge::Subnet =
+                subnet6
+                    .parse()
+                    .map_err(|e: podrun_net::bridge::SubnetError| {
+                        bad("subnet6", subnet6, e.to_string())
+                    })?;
             if six.network().is_ipv4() {
                 return Err(bad("subnet6", subnet6, "not IPv6".into()));
             }

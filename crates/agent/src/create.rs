@@ -218,6 +218,7 @@ pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
             .collect(),
         ..Default::default()
     };
+    config.port_mappings = port_mappings(pod);
     config.linux.cgroup_parent = pods::pod_cgroup(pod, &record.pod_id);
     config.linux.resources = Some(LinuxContainerResources {
         cpu_shares: i64::try_from(limits.cpu_shares).unwrap_or(i64::MAX),
@@ -235,6 +236,56 @@ pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
         .unwrap_or_default();
     config.linux.sysctls = container_config::sysctl::pod_sysctls(pod, &allowed).unwrap_or_default();
     Ok(config)
+}
+
+/// The ports of the pod's containers (not its init containers), as kubelet
+/// sends them in the sandbox config (kuberuntime_sandbox.go,
+/// generatePodSandboxConfig; `MakePortMappings` in pkg/kubelet/container/helpers.go):
+/// every port, published or not (the runtime publishes those with a
+/// hostPort), a port whose name (or, unnamed, whose family, protocol, hostIP
+/// and ports) a container repeats given once.
+pub fn port_mappings(pod: &Pod) -> Vec<podrun_runtime::PortMapping> {
+    use podrun_runtime::{PortMapping, Protocol};
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or(&[]);
+    let mut out = Vec::new();
+    for c in containers {
+        let mut names = std::collections::BTreeSet::new();
+        for p in c.ports.iter().flatten() {
+            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            let host_ip = p.host_ip.clone().unwrap_or_default();
+            let host_port = p.host_port.unwrap_or(0);
+            let family = match host_ip.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_ipv6() => "v6",
+                Ok(_) => "v4",
+                Err(_) => "any",
+            };
+            let name = match p.name.as_deref().filter(|n| !n.is_empty()) {
+                Some(n) => n.to_owned(),
+                None => format!(
+                    "{family}-{protocol}-{host_ip}:{}:{host_port}",
+                    p.container_port
+                ),
+            };
+            if !names.insert(name) {
+                continue;
+            }
+            out.push(PortMapping {
+                protocol: match protocol {
+                    "UDP" => Protocol::Udp,
+                    "SCTP" => Protocol::Sctp,
+                    _ => Protocol::Tcp,
+                },
+                container_port: p.container_port,
+                host_port,
+                host_ip,
+            });
+        }
+    }
+    out
 }
 
 /// Why a container's image is not there: kubelet's waiting reason
@@ -663,6 +714,32 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests {
+    /// Every port of the containers reaches the sandbox config (not those
+    /// of init containers), each name once, as kubelet's MakePortMappings.
+    #[test]
+    fn ports_reach_the_sandbox_config_as_kubelet_sends_them() {
+        use podrun_runtime::{PortMapping, Protocol};
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers:\n  - {name: i, image: busybox, ports: [{containerPort: 1}]}\n  containers:\n  - name: a\n    image: busybox\n    ports:\n    - {name: http, containerPort: 80, hostPort: 8080}\n    - {name: http, containerPort: 81}\n    - {containerPort: 53, protocol: UDP, hostPort: 5353, hostIP: 127.0.0.1}\n    - {containerPort: 53, protocol: UDP, hostPort: 5353, hostIP: 127.0.0.1}\n  - {name: b, image: busybox, ports: [{containerPort: 9000}]}\n";
+        let pod = match podrun_spec::load(yaml, "test.yaml").unwrap().remove(0) {
+            podrun_spec::Object::Pod(pod) => pod,
+            other => panic!("not a pod: {other:?}"),
+        };
+        let port = |protocol, container_port, host_port, host_ip: &str| PortMapping {
+            protocol,
+            container_port,
+            host_port,
+            host_ip: host_ip.into(),
+        };
+        assert_eq!(
+            super::port_mappings(&pod),
+            [
+                port(Protocol::Tcp, 80, 8080, ""),
+                port(Protocol::Udp, 53, 5353, "127.0.0.1"),
+                port(Protocol::Tcp, 9000, 0, ""),
+            ]
+        );
+    }
+
     /// A volumeMount's mountPropagation reaches the CRI mount as kubelet's
     /// makeMounts passes it (None: private).
     #[test]

@@ -1036,6 +1036,15 @@ fn after_a_reboot_the_agent_recreates_its_pods() {
     env.assert_exactly(&[("default", &name)]);
     assert_ne!(env.pod_id("default", &name), old);
     assert!(!env.root.join("pods").join(&old).exists(), "{}", env.diag());
+    // The old sandbox's address went back to the network when the agent
+    // started (its garbage collection): only the new sandbox holds one.
+    let new = env.pod_id("default", &name);
+    assert_eq!(
+        env.network.leaseholders(),
+        BTreeSet::from([new]),
+        "{}",
+        env.diag()
+    );
     env.wait_log("default", &name, "msg=boot");
     env.ok(&["delete", "pod", &name]);
     env.assert_nothing_left();

@@ -127,11 +127,10 @@ impl std::fmt::Debug for Networks {
 impl Networks {
     /// Both networks as `config` says; nothing is made or run yet.
     pub fn new(config: &NetworkConfig) -> Result<Networks, NetworkError> {
-        let default =
-            DefaultNetwork::new(config.default.clone()).map_err(|e| NetworkError {
-                network: podrun_net::bridge::NETWORK_NAME.to_owned(),
-                message: e.to_string(),
-            })?;
+        let default = DefaultNetwork::new(config.default.clone()).map_err(|e| NetworkError {
+            network: podrun_net::bridge::NETWORK_NAME.to_owned(),
+            message: e.to_string(),
+        })?;
         Ok(Networks {
             cni: CniNetwork::new(config.cni.clone()),
             default,

@@ -216,8 +216,11 @@ impl NodeRuntime {
         let fail = |cause: String| failed("RunPodSandbox", &what, cause);
         let attachment = network::attachment_for(&record.id, &dir.join(NETNS_PIN), &record.config)
             .map_err(&fail)?;
-        network::pin(&dir.join("ns").join(Namespace::Net.name()), &attachment.netns)
-            .map_err(|e| fail(format!("pin the network namespace: {e}")))?;
+        network::pin(
+            &dir.join("ns").join(Namespace::Net.name()),
+            &attachment.netns,
+        )
+        .map_err(|e| fail(format!("pin the network namespace: {e}")))?;
         let kind = networks.choose();
         let mut net = NetworkRecord {
             kind,
@@ -242,8 +245,8 @@ impl NodeRuntime {
         let what = format!("sandbox {id}");
         let fail = |cause: String| failed("StopPodSandbox", &what, cause);
         let pin = dir.join(NETNS_PIN);
-        let net = NetworkRecord::load(dir)
-            .map_err(|e| fail(format!("read its network record: {e}")))?;
+        let net =
+            NetworkRecord::load(dir).map_err(|e| fail(format!("read its network record: {e}")))?;
         if let Some(net) = net {
             let networks = self.networks.as_ref().ok_or_else(|| {
                 fail(format!(
@@ -640,10 +643,14 @@ impl RuntimeService for NodeRuntime {
             .and_then(|()| self.attach(&record, &dir));
         if let Err(e) = made {
             if let Err(left) = self.remove_pod_sandbox(&id) {
+                let cause = match e {
+                    ServiceError::Failed { cause, .. } => cause,
+                    other => other.to_string(),
+                };
                 return Err(failed(
                     "RunPodSandbox",
                     &format!("sandbox {id}"),
-                    format!("{e}; and removing it: {left}"),
+                    format!("{cause}; and removing it: {left}"),
                 ));
             }
             return Err(e);

@@ -380,9 +380,14 @@ pub(crate) fn remove_network(bridge: &str, subnet: &Subnet, saved: &str) -> Batc
         if let Some(name) = line.strip_prefix('*') {
             table = name.trim().to_owned();
         } else if let Some(rule) = line.strip_prefix("-A ") {
-            let jumps_to_shared = [POSTROUTING_CHAIN, HOSTPORTS_CHAIN, SETMARK_CHAIN, INPUT_CHAIN]
-                .iter()
-                .any(|c| rule.ends_with(&format!("-j {c}")));
+            let jumps_to_shared = [
+                POSTROUTING_CHAIN,
+                HOSTPORTS_CHAIN,
+                SETMARK_CHAIN,
+                INPUT_CHAIN,
+            ]
+            .iter()
+            .any(|c| rule.ends_with(&format!("-j {c}")));
             let chain = rule.split_whitespace().next().unwrap_or("");
             if jumps_to_shared && !chain.starts_with("PODRUN-") {
                 match table.as_str() {

@@ -357,10 +357,31 @@ impl CniNetwork {
     fn del_list(&self, list: &NetworkList, call: &Call<'_>, prev: Option<&Value>) -> Vec<CniError> {
         // Cached results on DEL came with 0.4.0.
         let prev = prev.filter(|_| conf::version_at_least(&list.cni_version, "0.4.0"));
+        // A plugin with no executable holds nothing this client can release:
+        // skipped with a warning, not an error, or a sandbox whose ADD failed
+        // for that very reason (or whose plugin was uninstalled) could never
+        // be removed (containerd's teardown fails on it forever; deliberately
+        // not followed).
         list.plugins
             .iter()
             .rev()
-            .filter_map(|plugin| self.invoke(plugin, CniCommand::Del, call, prev).err())
+            .filter_map(
+                |plugin| match self.invoke(plugin, CniCommand::Del, call, prev) {
+                    Err(CniError::Plugin {
+                        plugin,
+                        cause: cause @ PluginError::NotFound { .. },
+                        ..
+                    }) => {
+                        tracing::warn!(
+                            "network {}: DEL of sandbox {}: skipped plugin {plugin}: {cause}",
+                            list.name,
+                            call.env.container_id
+                        );
+                        None
+                    }
+                    other => other.err(),
+                },
+            )
             .collect()
     }
 

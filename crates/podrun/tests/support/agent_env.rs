@@ -742,6 +742,12 @@ impl Env {
         let ids = self.ids.borrow().clone();
         let cg = cgroups_of(&ids);
         assert!(cg.is_empty(), "cgroups left: {cg:?}\n{}", self.diag());
+        let network = self.network.leftovers();
+        assert!(
+            network.is_empty(),
+            "pod network left: {network:?}\n{}",
+            self.diag()
+        );
         let procs: Vec<String> = self
             .own_procs()
             .into_iter()

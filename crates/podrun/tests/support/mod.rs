@@ -100,6 +100,56 @@ impl TestNetwork {
     }
 }
 
+#[allow(dead_code)]
+impl TestNetwork {
+    /// The sandboxes holding a lease of this network.
+    pub fn leaseholders(&self) -> std::collections::BTreeSet<String> {
+        podrun_net::DefaultNetwork::new(self.network.clone())
+            .map(|n| n.leases().into_iter().map(|(_, id)| id).collect())
+            .unwrap_or_default()
+    }
+
+    /// The interfaces attached to the bridge (the pods' host-side veths).
+    pub fn veths(&self) -> Vec<String> {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .collect()
+    }
+
+    /// The hostPort chains in the nat table (`PODRUN-DN-…`), of any test.
+    pub fn hostport_chains() -> Vec<String> {
+        let out = std::process::Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix(":PODRUN-DN-"))
+            .map(|c| c.split_whitespace().next().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// What the network holds for pods: nothing, once they are all gone.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let leases = self.leaseholders();
+        if !leases.is_empty() {
+            left.push(format!("leases held by {leases:?}"));
+        }
+        let veths = self.veths();
+        if !veths.is_empty() {
+            left.push(format!("veths on {}: {veths:?}", self.bridge));
+        }
+        left
+    }
+}
+
 impl Drop for TestNetwork {
     fn drop(&mut self) {
         use podrun_net::PodNetwork;
