@@ -471,3 +471,160 @@ fn a_sandbox_that_fails_to_run_leaves_nothing() {
         .unwrap()
         .is_empty());
 }
+
+/// A default network of the test's own; when dropped, what its sandboxes
+/// still hold is released and the bridge and its rules are removed.
+struct TestNetwork {
+    config: podrun_runtime::NetworkConfig,
+}
+
+impl TestNetwork {
+    fn new(dir: &Path) -> TestNetwork {
+        let mut config = podrun_runtime::NetworkConfig::new(&dir.join("root"));
+        config.cni.conf_dir = dir.join("cni-conf.d");
+        std::fs::create_dir_all(&config.cni.conf_dir).unwrap();
+        config.default.bridge = format!("prr{:05}", std::process::id() % 100_000);
+        config.default.subnet = format!("10.215.{}.0/24", std::process::id() % 256)
+            .parse()
+            .unwrap();
+        TestNetwork { config }
+    }
+
+    fn network(&self) -> podrun_net::DefaultNetwork {
+        podrun_net::DefaultNetwork::new(self.config.default.clone()).unwrap()
+    }
+
+    /// What of the node is this network's: links (its bridge, veths on it),
+    /// routes through the bridge, the PODRUN rules, and its leases.
+    fn traces(&self) -> Vec<String> {
+        let bridge = &self.config.default.bridge;
+        let run = |cmd: &str, args: &[&str]| {
+            let out = std::process::Command::new(cmd).args(args).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let mut traces: Vec<String> = run("ip", &["-o", "link", "show"])
+            .lines()
+            .filter(|l| {
+                l.contains(&format!(" {bridge}:")) || l.contains(&format!("master {bridge} "))
+            })
+            .map(|l| {
+                // The link's name and flags, not its index or counters.
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                format!("link {} {}", fields[1], fields[2])
+            })
+            .collect();
+        traces.extend(
+            run("ip", &["route", "show", "table", "all"])
+                .lines()
+                // Not the kernel's IPv6 link-local routes of the bridge, which
+                // come and go with its ports by themselves.
+                .filter(|l| l.contains(bridge.as_str()) && !l.contains("fe80:"))
+                .map(|l| format!("route {l}")),
+        );
+        // This network's rules, and the sandboxes' hostPort chains (of any
+        // network: the test files run one at a time).
+        let prefix = self.config.default.subnet.to_string();
+        let prefix = prefix.rsplit_once('.').map_or("", |p| p.0).to_owned();
+        for save in ["iptables-save", "ip6tables-save"] {
+            traces.extend(
+                run(save, &[])
+                    .lines()
+                    .filter(|l| {
+                        l.contains(bridge.as_str())
+                            || l.contains(&format!("{prefix}."))
+                            || l.contains("PODRUN-DN-")
+                    })
+                    .map(|l| format!("{save} {}", l.split(" [").next().unwrap_or(l))),
+            );
+        }
+        traces.extend(
+            self.network()
+                .leases()
+                .into_iter()
+                .map(|(ip, id)| format!("lease {ip} {id}")),
+        );
+        traces.sort();
+        traces
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        use podrun_net::PodNetwork;
+        let network = self.network();
+        for (_, sandbox_id) in network.leases() {
+            let _ = network.del(&podrun_net::Attachment {
+                sandbox_id,
+                netns: PathBuf::new(),
+                ifname: "eth0".into(),
+                pod_name: String::new(),
+                pod_namespace: String::new(),
+                pod_uid: String::new(),
+                port_mappings: Vec::new(),
+                annotations: Default::default(),
+                cgroup_parent: String::new(),
+            });
+        }
+        let _ = network.remove_network();
+    }
+}
+
+/// 200 sandboxes with a hostPort each are made, given an address, stopped and
+/// removed one after another: the node's links, routes, rules and leases are
+/// then exactly what they were after the first, and once the network is
+/// removed, what they were before it.
+#[test]
+fn two_hundred_sandboxes_leave_the_network_as_they_found_it() {
+    support::require_root();
+    let scratch = tempfile::tempdir().unwrap();
+    let network = TestNetwork::new(scratch.path());
+    let mut node = Node::new();
+    let mut config = node.runtime.config().clone();
+    config.network = Some(network.config.clone());
+    node.runtime = NodeRuntime::new(config, node.images.store().clone()).unwrap();
+    let before = network.traces();
+    assert!(
+        !before
+            .iter()
+            .any(|t| t.starts_with("link") || t.starts_with("lease")),
+        "the test network exists already: {before:?}"
+    );
+    let subnet = network.config.default.subnet;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut after_first = Vec::new();
+    for attempt in 0..200u32 {
+        let mut sandbox = node.sandbox_config();
+        sandbox.metadata.attempt = attempt;
+        sandbox.port_mappings = vec![podrun_runtime::PortMapping {
+            protocol: podrun_runtime::Protocol::Tcp,
+            container_port: 80,
+            host_port: i32::from(port),
+            host_ip: String::new(),
+        }];
+        let id = node.runtime.run_pod_sandbox(&sandbox, "").unwrap();
+        let status = node.runtime.pod_sandbox_status(&id).unwrap();
+        assert!(
+            status.ips.len() == 1 && subnet.contains(status.ips[0]),
+            "sandbox {attempt}: {:?} not one address of {subnet}",
+            status.ips
+        );
+        node.runtime.stop_pod_sandbox(&id, None).unwrap();
+        assert!(node.runtime.pod_sandbox_status(&id).unwrap().ips.is_empty());
+        node.runtime.remove_pod_sandbox(&id).unwrap();
+        if attempt == 0 {
+            after_first = network.traces();
+            assert!(
+                after_first.iter().any(|t| t.starts_with("link")),
+                "{after_first:?}"
+            );
+        }
+    }
+    assert_eq!(network.traces(), after_first, "200 sandboxes later");
+    node.assert_nothing_left();
+    network.network().remove_network().unwrap();
+    assert_eq!(network.traces(), before, "the network removed");
+}
