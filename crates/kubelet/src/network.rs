@@ -51,7 +51,9 @@ mod tests {
 
     #[test]
     fn a_pod_has_its_sandboxs_addresses_one_per_family_the_nodes_family_first() {
-        let cases: &[(&str, &[&str], &[&str], &[&str])] = &[
+        // (what, the sandbox's IPs, the node's, the pod's)
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case] = &[
             ("none yet", &[], &["192.0.2.2"], &[]),
             ("one", &["10.88.0.5"], &["192.0.2.2"], &["10.88.0.5"]),
             (
