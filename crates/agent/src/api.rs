@@ -108,7 +108,13 @@ impl PodSummary {
             status: columns.status,
             restarts: columns.restarts,
             age_seconds,
-            ip: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            // kubectl's printer shows podIPs[0] (then podIP), `<none>` when empty.
+            ip: pod.status.as_ref().and_then(|s| {
+                let first = s.pod_ips.iter().flatten().next().map(|p| p.ip.clone());
+                first
+                    .or_else(|| s.pod_ip.clone())
+                    .filter(|ip| !ip.is_empty())
+            }),
             nominated_node: pod
                 .status
                 .as_ref()

@@ -1,6 +1,6 @@
 //! Making a pod's sandbox and its containers, as kubelet's kuberuntime asks
 //! the runtime for them: [`start_pod`] (the pod's files, then the runtime's
-//! RunPodSandbox with [`sandbox_config`]), [`ensure_image`] (EnsureImageExists, by the
+//! RunPodSandbox with [`sandbox_config`], then its IPs and /etc/hosts), [`ensure_image`] (EnsureImageExists, by the
 //! container's imagePullPolicy), [`prepare_container`] (CreateContainer: a fresh
 //! root filesystem and OCI bundle before each start).
 
@@ -114,6 +114,10 @@ fn io<'a>(verb: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 pub struct Started {
     /// Its records.
     pub state: PodState,
+    /// Its IPs as the sandbox's status gave them right after RunPodSandbox
+    /// (`podrun_kubelet::network::pod_ips`: the node's for a hostNetwork pod),
+    /// primary first. Each sync reads them again from the sandbox's status.
+    pub pod_ips: Vec<std::net::IpAddr>,
     /// Removes the pod unless disarmed.
     pub guard: Guard,
 }
@@ -121,13 +125,15 @@ pub struct Started {
 /// Something worth an event: (type, reason, message).
 pub type EventSink<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
 
-/// Make the pod's sandbox: its files (the pod manager's: /etc/hosts,
-/// /etc/hostname, /etc/resolv.conf, /dev/shm), then the runtime's
-/// RunPodSandbox with the config kubelet would send
-/// ([`sandbox_config`]), whose monitor starts each container when the pod
-/// manager asks (each one made just before by [`prepare_container`], as
-/// kubelet makes them). On failure, everything made for the pod (`state`'s
-/// directories included) is removed. Blocking.
+/// Make the pod's sandbox: its files (the pod manager's: /etc/hostname,
+/// /etc/resolv.conf, /dev/shm), then the runtime's RunPodSandbox with the
+/// config kubelet would send ([`sandbox_config`]), whose monitor starts each
+/// container when the pod manager asks (each one made just before by
+/// [`prepare_container`], as kubelet makes them). Then, as kubelet's SyncPod
+/// does right after RunPodSandbox, the sandbox's status gives the pod's IPs,
+/// and /etc/hosts is written with them (kubelet writes it with the first
+/// container's mounts, once the IPs are known). On failure, everything made
+/// for the pod (`state`'s directories included) is removed. Blocking.
 pub fn start_pod(runtime: &Arc<dyn RuntimeService>, pod: &Pod, state: PodState) -> Result<Started> {
     let name = state.record.name.clone();
     let mut guard = Guard {
@@ -137,12 +143,12 @@ pub fn start_pod(runtime: &Arc<dyn RuntimeService>, pod: &Pod, state: PodState) 
     let config = sandbox_config(pod, &state)?;
     let host_network = config.linux.security_context.namespace_options.network
         == podrun_runtime::NamespaceMode::Node;
-    pod_files(pod, &config.hostname, host_network, &state.record.data_dir).map_err(|e| {
-        CreateError::PodFiles {
-            pod: name.clone(),
-            source: Box::new(e),
-        }
-    })?;
+    let pod_files_error = |e| CreateError::PodFiles {
+        pod: name.clone(),
+        source: Box::new(e),
+    };
+    pod_files(pod, &config.hostname, host_network, &state.record.data_dir)
+        .map_err(pod_files_error)?;
     crate::crash_point("create:prepared");
     let handler = pod
         .spec
@@ -166,7 +172,24 @@ pub fn start_pod(runtime: &Arc<dyn RuntimeService>, pod: &Pod, state: PodState) 
         });
     }
     guard.state = Some(state.clone());
-    Ok(Started { state, guard })
+    let status = runtime
+        .pod_sandbox_status(&id)
+        .map_err(|source| CreateError::Sandbox {
+            pod: name.clone(),
+            source,
+        })?;
+    let pod_ips = podrun_kubelet::network::pod_ips(pod, &status.ips, &crate::node_ips::node_ips());
+    let hosts =
+        hosts_file(pod, &config.hostname, host_network, &pod_ips).map_err(pod_files_error)?;
+    let file = state.record.data_dir.join("etc").join("hosts");
+    std::fs::write(&file, hosts)
+        .map_err(io("write", &file))
+        .map_err(pod_files_error)?;
+    Ok(Started {
+        state,
+        pod_ips,
+        guard,
+    })
 }
 
 /// The sandbox config of `pod`, as kubelet's generatePodSandboxConfig
@@ -377,9 +400,15 @@ fn pulled_message(
 }
 
 /// Container `c`'s environment: its env and envFrom, from the pod's sources
-/// and this node's facts (CreateContainerConfigError when one is missing).
-pub fn container_env(pod: &Pod, c: &Container, sources: &Sources) -> Result<Vec<EnvVar>> {
-    crate::env::environment(pod, c, sources, &node_facts()).map_err(CreateError::Env)
+/// and this node's facts with the pod's IPs (CreateContainerConfigError when
+/// one is missing).
+pub fn container_env(
+    pod: &Pod,
+    c: &Container,
+    sources: &Sources,
+    node: &NodeFacts,
+) -> Result<Vec<EnvVar>> {
+    crate::env::environment(pod, c, sources, node).map_err(CreateError::Env)
 }
 
 /// Container `c` as the CRI config the runtime's CreateContainer takes:
@@ -433,15 +462,23 @@ pub fn prepare_container(
 /// The pod's files under `<data dir>/etc`, each bind-mounted at /etc/<name>.
 const POD_ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 
-/// The files and mounts every container of the pod shares: /etc/hosts,
-/// /etc/hostname and /etc/resolv.conf as kubelet writes them, and the pod's
-/// /dev/shm (a 64 MiB tmpfs, or the host's with hostIPC): made once, when the
-/// sandbox is; [`pod_mounts`] says where the containers see them.
-fn pod_files(pod: &Pod, hostname: &str, host_network: bool, data_dir: &Path) -> Result<()> {
+/// The pod's /etc/hosts as kubelet writes it (pkg/kubelet/kubelet_pods.go
+/// `ensureHostsFile`): the node's own file under kubelet's header for a
+/// hostNetwork pod; otherwise kubelet's managed file with a line for each of
+/// the pod's IPs (`pod_ips`, primary first) and the `hostAliases`.
+///
+/// kubelet does not mount /etc/hosts at all while a pod has no IP
+/// (`makeMounts`: "its IP is still unknown"); podrun mounts its managed file
+/// without the pod's line instead, so that localhost and the hostAliases
+/// resolve in a pod whose network gave it no address.
+fn hosts_file(
+    pod: &Pod,
+    hostname: &str,
+    host_network: bool,
+    pod_ips: &[std::net::IpAddr],
+) -> Result<String> {
     use podrun_net as net;
     let spec = pod.spec.as_ref().ok_or(CreateError::NoSpec)?;
-    let etc = data_dir.join("etc");
-    std::fs::create_dir_all(&etc).map_err(io("create", &etc))?;
     let aliases: Vec<(String, Vec<String>)> = spec
         .host_aliases
         .iter()
@@ -460,8 +497,21 @@ fn pod_files(pod: &Pod, hostname: &str, host_network: bool, data_dir: &Path) -> 
             .as_deref()
             .filter(|s| !s.is_empty())
             .map(|s| format!("{s}.{namespace}.svc.cluster.local"));
-        net::hosts_file(hostname, fqdn.as_deref(), None, &aliases)
+        net::hosts_file(hostname, fqdn.as_deref(), pod_ips, &aliases)
     };
+    Ok(hosts)
+}
+
+/// The files and mounts every container of the pod shares, made before the
+/// sandbox: /etc/hostname and /etc/resolv.conf as kubelet writes them, and
+/// the pod's /dev/shm (a 64 MiB tmpfs, or the host's with hostIPC);
+/// [`pod_mounts`] says where the containers see them. /etc/hosts, the third
+/// of [`POD_ETC_FILES`], waits for the sandbox's IPs ([`hosts_file`]).
+fn pod_files(pod: &Pod, hostname: &str, host_network: bool, data_dir: &Path) -> Result<()> {
+    use podrun_net as net;
+    let spec = pod.spec.as_ref().ok_or(CreateError::NoSpec)?;
+    let etc = data_dir.join("etc");
+    std::fs::create_dir_all(&etc).map_err(io("create", &etc))?;
     let dns = spec.dns_config.as_ref().map(|d| net::DnsConfig {
         nameservers: d.nameservers.clone().unwrap_or_default(),
         searches: d.searches.clone().unwrap_or_default(),
@@ -486,7 +536,7 @@ fn pod_files(pod: &Pod, hostname: &str, host_network: bool, data_dir: &Path) -> 
     } else {
         net::hostname_file(hostname)
     };
-    for (name, text) in POD_ETC_FILES.into_iter().zip([hosts, hostname, resolv]) {
+    for (name, text) in [("hostname", hostname), ("resolv.conf", resolv)] {
         let file = etc.join(name);
         std::fs::write(&file, text).map_err(io("write", &file))?;
     }
@@ -526,7 +576,8 @@ fn hostname_of(name: &str) -> String {
     h
 }
 
-/// This node's facts for the downward API.
+/// This node's facts for the downward API (no pod's IPs: the caller that
+/// knows the pod's sandbox sets [`NodeFacts::pod_ips`]).
 pub(crate) fn node_facts() -> NodeFacts {
     let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -542,22 +593,14 @@ pub(crate) fn node_facts() -> NodeFacts {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     NodeFacts {
         node_name,
-        host_ip: host_ip().unwrap_or_default(),
-        pod_ip: String::new(),
+        host_ips: crate::node_ips::node_ips()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        pod_ips: Vec::new(),
         cpu_millis: cpus * 1000,
         memory_bytes,
     }
-}
-
-/// The first IPv4 address of an interface that is up and not loopback.
-pub(crate) fn host_ip() -> Option<String> {
-    use nix::net::if_::InterfaceFlags;
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
-        let up = ifa.flags.contains(InterfaceFlags::IFF_UP);
-        let lo = ifa.flags.contains(InterfaceFlags::IFF_LOOPBACK);
-        let v4 = ifa.address.as_ref()?.as_sockaddr_in()?.ip();
-        (up && !lo).then(|| v4.to_string())
-    })
 }
 
 /// A binary installed beside this one.
@@ -714,12 +757,86 @@ impl Drop for Guard {
 
 #[cfg(test)]
 mod tests {
+    use crate::fake_runtime::FakeRuntime;
+    use std::net::IpAddr;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    /// Runs `start_pod` for `yaml` against a runtime whose sandbox reports
+    /// `sandbox_ips`; returns the pod's IPs, /etc/hosts and the runtime's calls.
+    fn start(yaml: &str, sandbox_ips: &[&str]) -> (Vec<IpAddr>, String, Vec<String>) {
+        let (run_root, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let pod = match podrun_spec::load(yaml, "test.yaml").unwrap().remove(0) {
+            podrun_spec::Object::Pod(pod) => pod,
+            other => panic!("not a pod: {other:?}"),
+        };
+        let state = crate::pods::register(run_root.path(), root.path(), &pod, None, true).unwrap();
+        let fake = std::sync::Arc::new(FakeRuntime {
+            ips: ips(sandbox_ips),
+            ..Default::default()
+        });
+        let runtime: std::sync::Arc<dyn podrun_runtime::RuntimeService> = fake.clone();
+        let mut started = super::start_pod(&runtime, &pod, state).unwrap();
+        started.guard.disarm();
+        let hosts_path = started.state.record.data_dir.join("etc/hosts");
+        let hosts = std::fs::read_to_string(hosts_path).unwrap();
+        let id = started.state.record.pod_id.clone();
+        let calls = fake.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [format!("run sandbox {id}"), format!("sandbox status {id}")],
+            "RunPodSandbox, then its status"
+        );
+        (started.pod_ips, hosts, calls)
+    }
+
+    /// After RunPodSandbox the sandbox's status gives the pod's IPs, and
+    /// /etc/hosts gets kubelet's line for each (the FQDN first with a
+    /// subdomain), before the hostAliases.
+    #[test]
+    fn the_sandboxs_ips_reach_the_pod_and_its_hosts_file() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec:\n  hostIPC: true\n  subdomain: db\n  hostAliases: [{ip: 10.1.2.3, hostnames: [foo.local]}]\n  containers: [{name: c, image: busybox}]\n";
+        let (pod_ips, hosts, _) = start(yaml, &["10.88.0.5", "fd00::5"]);
+        assert_eq!(pod_ips, ips(&["10.88.0.5", "fd00::5"]));
+        assert!(
+            hosts.ends_with(
+                "fe00::2\tip6-allrouters\n\
+                 10.88.0.5\tweb.db.shop.svc.cluster.local\tweb\n\
+                 fd00::5\tweb.db.shop.svc.cluster.local\tweb\n\
+                 \n# Entries added by HostAliases.\n10.1.2.3\tfoo.local\n"
+            ),
+            "{hosts}"
+        );
+        // No address from the network: the managed file without the pod's line.
+        let (pod_ips, hosts, _) = start(yaml, &[]);
+        assert!(pod_ips.is_empty());
+        assert!(
+            hosts.contains("fe00::2\tip6-allrouters\n\n# Entries added by HostAliases."),
+            "{hosts}"
+        );
+    }
+
+    /// A hostNetwork pod has the node's IPs and the node's /etc/hosts.
+    #[test]
+    fn a_host_network_pod_has_the_nodes_ips_and_hosts_file() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  hostIPC: true\n  hostNetwork: true\n  containers: [{name: c, image: busybox}]\n";
+        let (pod_ips, hosts, _) = start(yaml, &[]);
+        assert_eq!(pod_ips, crate::node_ips::node_ips());
+        let node = std::fs::read_to_string("/etc/hosts").unwrap();
+        assert_eq!(
+            hosts,
+            format!("# Kubernetes-managed hosts file (host network).\n{node}")
+        );
+    }
+
     /// Every port of the containers reaches the sandbox config (not those
-    /// of init containers), each name once, as kubelet's MakePortMappings.
+    /// of init containers), published or not, as kubelet's MakePortMappings.
     #[test]
     fn ports_reach_the_sandbox_config_as_kubelet_sends_them() {
         use podrun_runtime::{PortMapping, Protocol};
-        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers:\n  - {name: i, image: busybox, ports: [{containerPort: 1}]}\n  containers:\n  - name: a\n    image: busybox\n    ports:\n    - {name: http, containerPort: 80, hostPort: 8080}\n    - {name: http, containerPort: 81}\n    - {containerPort: 53, protocol: UDP, hostPort: 5353, hostIP: 127.0.0.1}\n    - {containerPort: 53, protocol: UDP, hostPort: 5353, hostIP: 127.0.0.1}\n  - {name: b, image: busybox, ports: [{containerPort: 9000}]}\n";
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  initContainers:\n  - {name: i, image: busybox, ports: [{containerPort: 1}]}\n  containers:\n  - name: a\n    image: busybox\n    ports:\n    - {name: http, containerPort: 80, hostPort: 8080}\n    - {containerPort: 53, protocol: UDP, hostPort: 5353, hostIP: 127.0.0.1}\n  - {name: b, image: busybox, ports: [{containerPort: 9000}]}\n";
         let pod = match podrun_spec::load(yaml, "test.yaml").unwrap().remove(0) {
             podrun_spec::Object::Pod(pod) => pod,
             other => panic!("not a pod: {other:?}"),
@@ -769,28 +886,5 @@ mod tests {
                 ("/c", MountPropagation::Bidirectional),
             ]
         );
-    }
-
-    /// `status.hostIP` is an IPv4 address of an interface that is up and not
-    /// loopback, as `ip` lists them (needs iproute2, which every test machine has).
-    #[test]
-    fn the_host_ip_is_an_address_of_an_interface_that_is_up() {
-        let out = std::process::Command::new("ip")
-            .args(["-o", "-4", "addr", "show", "up"])
-            .output()
-            .expect("run ip (iproute2)");
-        let text = String::from_utf8(out.stdout).unwrap();
-        let candidates: Vec<String> = text
-            .lines()
-            .filter(|l| !l.contains(" lo ") && !l.contains("scope host"))
-            .filter_map(|l| {
-                let addr = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
-                Some(addr.split('/').next()?.to_string())
-            })
-            .collect();
-        match super::host_ip() {
-            Some(ip) => assert!(candidates.contains(&ip), "{ip} not in {candidates:?}"),
-            None => assert!(candidates.is_empty(), "none found, ip lists {candidates:?}"),
-        }
     }
 }

@@ -50,6 +50,38 @@ fn field(out: &mut String, indent: usize, key: &str, value: &str) {
     );
 }
 
+/// kubectl's `IPs:` section (describe.go describePodIPs) and the
+/// `Controlled By:` line after it. kubectl's tabwriter aligns each run of
+/// lines that have a cell: `IPs:` alone has none, so the `  IP:` lines under
+/// it start a run of their own, which `Controlled By:` joins, each cell as
+/// wide as the run's widest plus 2.
+fn ips_and_controller(
+    out: &mut String,
+    status: &k8s_openapi::api::core::v1::PodStatus,
+    controller: Option<&str>,
+) {
+    let ips: Vec<&str> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.as_str())
+        .collect();
+    if ips.is_empty() {
+        field(out, 0, "IPs", "<none>");
+        if let Some(c) = controller {
+            field(out, 0, "Controlled By", c);
+        }
+        return;
+    }
+    let _ = writeln!(out, "IPs:");
+    let mut run: Vec<(&str, &str)> = ips.iter().map(|ip| ("  IP:", *ip)).collect();
+    run.extend(controller.map(|c| ("Controlled By:", c)));
+    let width = run.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 2;
+    for (k, v) in run {
+        let _ = writeln!(out, "{k:<width$}{v}");
+    }
+}
+
 fn time(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
     t.map_or_else(
         || "<none>".into(),
@@ -129,19 +161,13 @@ fn render(
     field(&mut out, 0, "IP", status.pod_ip.as_deref().unwrap_or(""));
     // kubectl shows the controller among the ownerReferences; how podrun got
     // the pod (apply, a static pod file) is not one.
-    if let Some(owner) = meta
+    let controller = meta
         .owner_references
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))
-    {
-        field(
-            &mut out,
-            0,
-            "Controlled By",
-            &format!("{}/{}", owner.kind, owner.name),
-        );
-    }
+        .map(|owner| format!("{}/{}", owner.kind, owner.name));
+    ips_and_controller(&mut out, &status, controller.as_deref());
     let inits = spec.init_containers.clone().unwrap_or_default();
     if !inits.is_empty() {
         let _ = writeln!(out, "Init Containers:");
@@ -767,6 +793,43 @@ spec:
         );
         let d = render(&pod(&owned), None, "Running", "node1", &[]);
         assert!(d.contains("Controlled By:    ReplicaSet/web-5d9f\n"), "{d}");
+    }
+
+    /// kubectl's describe.go: `IP:` (empty without one), then `IPs:` with a
+    /// line per address, or `<none>`; a `Controlled By:` line after the
+    /// addresses is aligned with them.
+    #[test]
+    fn ips_are_kubectls_section() {
+        let mut p = pod(POD);
+        let d = render(&p, None, "Pending", "node1", &[]);
+        assert!(
+            d.contains("\nIP:               \nIPs:              <none>\nContainers:\n"),
+            "{d}"
+        );
+        p.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "hostIP": "192.0.2.2",
+                "podIP": "10.88.0.5",
+                "podIPs": [{"ip": "10.88.0.5"}, {"ip": "fd00::5"}],
+            }))
+            .unwrap(),
+        );
+        let d = render(&p, None, "Running", "node1", &[]);
+        assert!(d.contains("Node:             node1/192.0.2.2\n"), "{d}");
+        assert!(
+            d.contains("\nIP:               10.88.0.5\nIPs:\n  IP:  10.88.0.5\n  IP:  fd00::5\nContainers:\n"),
+            "{d}"
+        );
+        p.metadata.owner_references = Some(vec![serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d9f",
+            "uid": "1f7e0a52-0000-4000-8000-000000000001", "controller": true,
+        }))
+        .unwrap()]);
+        let d = render(&p, None, "Running", "node1", &[]);
+        assert!(
+            d.contains("IPs:\n  IP:           10.88.0.5\n  IP:           fd00::5\nControlled By:  ReplicaSet/web-5d9f\nContainers:\n"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -14,10 +14,13 @@ use std::collections::BTreeMap;
 pub struct NodeFacts {
     /// `spec.nodeName` when the manifest leaves it empty.
     pub node_name: String,
-    /// `status.hostIP`.
-    pub host_ip: String,
-    /// `status.podIP` (empty without pod networking).
-    pub pod_ip: String,
+    /// The node's addresses, primary first: `status.hostIP` is the first,
+    /// `status.hostIPs` all of them (empty when the node has none).
+    pub host_ips: Vec<String>,
+    /// The pod's addresses, primary first (`podrun_kubelet::network::pod_ips`):
+    /// `status.podIP` is the first, `status.podIPs` all of them (empty
+    /// before the sandbox exists, and when its network gave it none).
+    pub pod_ips: Vec<String>,
     /// Allocatable CPU in millicores (the default of `limits.cpu`).
     pub cpu_millis: i64,
     /// Allocatable memory in bytes (the default of `limits.memory`).
@@ -219,8 +222,12 @@ pub(crate) fn field_value(pod: &Pod, path: &str, node: &NodeFacts) -> Result<Str
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
-        "status.hostIP" | "status.hostIPs" => node.host_ip.clone(),
-        "status.podIP" | "status.podIPs" => node.pod_ip.clone(),
+        // The first address, or all of them joined by commas (kubelet's
+        // podFieldSelectorRuntimeValue).
+        "status.hostIP" => node.host_ips.first().cloned().unwrap_or_default(),
+        "status.hostIPs" => node.host_ips.join(","),
+        "status.podIP" => node.pod_ips.first().cloned().unwrap_or_default(),
+        "status.podIPs" => node.pod_ips.join(","),
         other => return Err(format!("fieldRef: unsupported field path {other}")),
     })
 }
@@ -371,8 +378,8 @@ mod tests {
     fn env_of(p: &Pod, s: &Sources) -> Result<Vec<(String, String, bool)>, String> {
         let node = NodeFacts {
             node_name: "node1".into(),
-            host_ip: "10.0.0.1".into(),
-            pod_ip: String::new(),
+            host_ips: vec!["10.0.0.1".into(), "fd00::1".into()],
+            pod_ips: vec!["10.88.0.5".into(), "fd00::5".into()],
             cpu_millis: 2000,
             memory_bytes: 1 << 30,
         };
@@ -430,6 +437,51 @@ spec:
             .map(|(a, b, c)| (a.to_string(), b.to_string(), *c))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// kubelet's podFieldSelectorRuntimeValue: the primary address, or every
+    /// address joined by commas.
+    #[test]
+    fn the_pods_and_nodes_addresses_are_the_first_or_all_joined() {
+        let p = pod(r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: app
+    image: busybox
+    env:
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: POD_IPS, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}
+    - {name: HOST_IP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
+    - {name: HOST_IPS, valueFrom: {fieldRef: {fieldPath: status.hostIPs}}}
+"#);
+        let got: Vec<(String, String)> = env_of(&p, &Sources::default())
+            .unwrap()
+            .into_iter()
+            .map(|(name, value, _)| (name, value))
+            .collect();
+        let want = [
+            ("POD_IP", "10.88.0.5"),
+            ("POD_IPS", "10.88.0.5,fd00::5"),
+            ("HOST_IP", "10.0.0.1"),
+            ("HOST_IPS", "10.0.0.1,fd00::1"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // No addresses (no sandbox yet, a node with only loopback): empty values.
+        let none = NodeFacts::default();
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let values: Vec<String> = environment(&p, c, &Sources::default(), &none)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.value)
+            .collect();
+        assert_eq!(values, ["", "", "", ""]);
     }
 
     #[test]

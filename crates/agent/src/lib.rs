@@ -17,7 +17,10 @@ pub mod create;
 pub mod db;
 mod describe;
 pub mod env;
+#[cfg(test)]
+mod fake_runtime;
 mod manifests;
+mod node_ips;
 pub mod pods;
 mod probe;
 pub mod projection;

@@ -701,6 +701,12 @@ mod tests {
         write_status(dir.path(), r#"{"phase":"Running"}"#).unwrap();
         assert_eq!(phase(reported(&state)), "Running");
         drop(lock);
+        // Another test's process spawned in between may hold the lock's file
+        // description between its fork and its exec (close-on-exec): briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while phase(reported(&state)) != "Unknown" && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(phase(reported(&state)), "Unknown");
     }
 

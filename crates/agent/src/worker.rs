@@ -563,9 +563,22 @@ fn drive(
     let pod: Pod = decode(&row.manifest, "the stored manifest")?;
     let config = kubelet_config();
     let now = chrono::Utc::now();
+    // The pod's IPs as its sandbox's status gives them (kubelet's
+    // GetPodStatus), the node's for a hostNetwork pod, and the node's own: for
+    // the status and the containers' environment.
+    let mut node = crate::create::node_facts();
+    let node_ips: Vec<std::net::IpAddr> = node
+        .host_ips
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    let pod_ips = podrun_kubelet::network::pod_ips(&pod, &sandbox.ips, &node_ips);
+    node.pod_ips = pod_ips.iter().map(ToString::to_string).collect();
     let mut observed = podrun_kubelet::PodObservation {
         sandbox: podrun_kubelet::SandboxState::Ready,
         start_time: row.started.as_deref().and_then(parse_time),
+        pod_ips: node.pod_ips.clone(),
+        host_ips: node.host_ips.clone(),
         ..Default::default()
     };
     // What the agent remembers of each container (restarts, back-off, last
@@ -623,7 +636,6 @@ fn drive(
     let mut sources = None;
     if crate::volumes::any(&pod) {
         let found = self::sources(agent, ns)?;
-        let node = crate::create::node_facts();
         let existing = crate::volumes::Which::Existing;
         if let Err(e) =
             crate::volumes::set_up(&pod, &state.record.data_dir, &found, &node, existing)
@@ -648,11 +660,12 @@ fn drive(
         &|reason, message| agent.event(ns, name, "Warning", reason, message),
     );
     let actions = podrun_kubelet::compute_pod_actions(&pod, &observed, now, &config);
-    let mut node = AgentNode {
+    let mut agent_node = AgentNode {
         agent,
         row,
         state,
         pod: &pod,
+        node: &node,
         in_sandbox,
         sources,
     };
@@ -665,12 +678,12 @@ fn drive(
         config: &config,
     };
     let execute::Executed { failures, finished } =
-        execute::execute(&round, &mut observed, &mut probes, rt, &mut node).map_err(|source| {
-            WorkerError::Runtime {
+        execute::execute(&round, &mut observed, &mut probes, rt, &mut agent_node).map_err(
+            |source| WorkerError::Runtime {
                 pod: name.into(),
                 source,
-            }
-        })?;
+            },
+        )?;
     // Record: what changed, then the status, committed before anyone sees it.
     let outcome = record::Outcome {
         pod: &pod,
@@ -678,7 +691,6 @@ fn drive(
         probes: &probes,
         stored: &stored,
         status: row.status.as_deref(),
-        host_ip: crate::create::host_ip(),
         now,
         config: &config,
     };
@@ -705,13 +717,15 @@ fn drive(
 /// Container `spec` made for a start: its image ensured by its pull policy
 /// (waiting for the pull: kubelet's SyncPod does too), its environment read
 /// from the namespace's ConfigMaps and Secrets (`sources`, read once per
-/// sync), its root filesystem and bundle made.
+/// sync) and the node's facts with the pod's IPs (`node`), its root
+/// filesystem and bundle made.
 fn make_container(
     agent: &Agent,
     state: &PodState,
     pod: &Pod,
     spec: &k8s_openapi::api::core::v1::Container,
     sources: &mut Option<crate::env::Sources>,
+    node: &crate::env::NodeFacts,
     events: crate::create::EventSink<'_>,
 ) -> Result<ContainerConfig, Unmade> {
     crate::create::ensure_image(agent.image_service.as_ref(), spec, events)
@@ -729,12 +743,11 @@ fn make_container(
         ),
     };
     // kubelet's volume manager has the pod's volumes ready before a container starts.
-    let node = crate::create::node_facts();
     let all = crate::volumes::Which::All;
-    crate::volumes::set_up(pod, &state.record.data_dir, sources, &node, all)
+    crate::volumes::set_up(pod, &state.record.data_dir, sources, node, all)
         .map_err(|e| Unmade::Mount(crate::volumes::failed_mount_message(&e)))?;
-    let env =
-        crate::create::container_env(pod, spec, sources).map_err(|e| Unmade::Config(cause(&e)))?;
+    let env = crate::create::container_env(pod, spec, sources, node)
+        .map_err(|e| Unmade::Config(cause(&e)))?;
     let host =
         podrun_oci::Host::detect().map_err(|e| Unmade::Create(format!("read host facts: {e}")))?;
     // Its image's user, for runAsNonRoot (kubelet asks the runtime's ImageStatus).
@@ -918,6 +931,8 @@ struct AgentNode<'a> {
     row: &'a PodRow,
     state: &'a PodState,
     pod: &'a Pod,
+    /// The node's facts with the pod's IPs, for the downward API.
+    node: &'a crate::env::NodeFacts,
     /// Its sandbox, where its containers are made.
     in_sandbox: pods::InSandbox<'a>,
     /// The namespace's ConfigMaps and Secrets, read once per sync.
@@ -942,6 +957,7 @@ impl execute::Node for AgentNode<'_> {
             self.pod,
             spec,
             &mut self.sources,
+            self.node,
             &events,
         )
     }

@@ -1,9 +1,9 @@
 //! The pod manager's decisions, as kubelet makes them, written as plain
 //! functions of (spec, observed status, clock): what to kill, create and start
 //! ([`actions`]), when a crashed container or a failed pull may go again
-//! ([`backoff`]), when probes run and what they conclude ([`probe`]), the v1
-//! status a pod reports ([`status`]) and the columns `kubectl get pods` prints
-//! ([`printer`]).
+//! ([`backoff`]), when probes run and what they conclude ([`probe`]), which
+//! addresses a pod has ([`network`]), the v1 status a pod reports
+//! ([`status`]) and the columns `kubectl get pods` prints ([`printer`]).
 //!
 //! Nothing here sleeps, spawns or touches a file: a driver observes the runtime,
 //! calls these functions and carries out the answer. That is kubelet's own
@@ -51,6 +51,7 @@
 pub mod actions;
 pub mod backoff;
 pub mod grace;
+pub mod network;
 pub mod observe;
 pub mod printer;
 pub mod probe;

@@ -24,10 +24,12 @@ pub struct PodObservation {
     /// When the node accepted the pod (`status.startTime`): the start of
     /// `activeDeadlineSeconds`.
     pub start_time: Option<DateTime<Utc>>,
-    /// The pod's IP addresses, primary first (empty without a network).
+    /// The pod's IP addresses, primary first (empty without a network), as
+    /// [`crate::network::pod_ips`] makes them.
     pub pod_ips: Vec<String>,
-    /// The node's IP address, for `status.hostIP`.
-    pub host_ip: Option<String>,
+    /// The node's IP addresses, primary first (`status.hostIP` is the first,
+    /// `status.hostIPs` all of them); empty when the node has none.
+    pub host_ips: Vec<String>,
 }
 
 impl PodObservation {

@@ -267,11 +267,15 @@ pub fn pod_status(
         conditions: Some(conditions(pod, observed, &statuses, &phase, previous, now)),
         container_statuses: Some(statuses.main),
         init_container_statuses: Some(statuses.init).filter(|s| !s.is_empty()),
-        host_ip: observed.host_ip.clone(),
-        host_ips: observed
-            .host_ip
-            .as_ref()
-            .map(|ip| vec![HostIP { ip: ip.clone() }]),
+        host_ip: observed.host_ips.first().cloned(),
+        host_ips: Some(
+            observed
+                .host_ips
+                .iter()
+                .map(|ip| HostIP { ip: ip.clone() })
+                .collect::<Vec<_>>(),
+        )
+        .filter(|ips| !ips.is_empty()),
         pod_ip: observed.pod_ips.first().cloned(),
         pod_ips: Some(pod_ips).filter(|ips| !ips.is_empty()),
         start_time: observed

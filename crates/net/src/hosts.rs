@@ -1,6 +1,8 @@
 //! The contents of a pod's `/etc/hosts` and `/etc/hostname`. Pure text: where the
 //! files go and whether a container gets them is the caller's decision.
 
+use std::net::IpAddr;
+
 /// kubelet's header of a hosts file it writes for a pod with its own network.
 pub const MANAGED_HOSTS_HEADER: &str = "# Kubernetes-managed hosts file.\n";
 /// kubelet's header of a hosts file copied from the node (`hostNetwork: true`).
@@ -9,13 +11,14 @@ pub const MANAGED_HOSTS_HEADER_HOST_NETWORK: &str =
 
 /// `/etc/hosts` for a pod with its own network namespace, as kubelet writes it
 /// (pkg/kubelet/kubelet_pods.go `managedHostsFileContent`): the header, localhost and
-/// the IPv6 names, the pod's own line (`<ip>\t<hostname>.<subdomain fqdn>\t<hostname>`
-/// with a subdomain, else `<ip>\t<hostname>`; none without an IP), then the
-/// `hostAliases` after a blank line and their own comment, one line per hostname.
+/// the IPv6 names, one line for each of the pod's IPs in order
+/// (`<ip>\t<hostname>.<subdomain fqdn>\t<hostname>` with a subdomain, else
+/// `<ip>\t<hostname>`; none without an IP), then the `hostAliases` after a blank
+/// line and their own comment, one line per hostname.
 pub fn hosts_file(
     hostname: &str,
     subdomain_fqdn: Option<&str>,
-    pod_ip: Option<&str>,
+    pod_ips: &[IpAddr],
     host_aliases: &[(String, Vec<String>)],
 ) -> String {
     let mut out = String::from(MANAGED_HOSTS_HEADER);
@@ -25,7 +28,7 @@ pub fn hosts_file(
     out.push_str("fe00::0\tip6-mcastprefix\n");
     out.push_str("fe00::1\tip6-allnodes\n");
     out.push_str("fe00::2\tip6-allrouters\n");
-    if let Some(ip) = pod_ip.filter(|ip| !ip.is_empty()) {
+    for ip in pod_ips {
         match subdomain_fqdn.filter(|d| !d.is_empty()) {
             Some(domain) => out.push_str(&format!("{ip}\t{hostname}.{domain}\t{hostname}\n")),
             None => out.push_str(&format!("{ip}\t{hostname}\n")),
@@ -84,33 +87,58 @@ mod tests {
         ]
     }
 
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
     #[test]
     fn hosts_file_has_kubelets_managed_layout() {
         assert_eq!(
-            hosts_file("web", None, Some("10.88.0.5"), &[]),
+            hosts_file("web", None, &ips(&["10.88.0.5"]), &[]),
             format!("{HEADER_AND_LOCAL}10.88.0.5\tweb\n")
         );
         assert_eq!(
             hosts_file(
                 "web-0",
                 Some("nginx.default.svc.cluster.local"),
-                Some("10.88.0.5"),
+                &ips(&["10.88.0.5"]),
                 &[]
             ),
             format!("{HEADER_AND_LOCAL}10.88.0.5\tweb-0.nginx.default.svc.cluster.local\tweb-0\n")
         );
         // No IP (yet): no line for the pod; an empty subdomain counts as none.
-        assert_eq!(hosts_file("web", Some(""), None, &[]), HEADER_AND_LOCAL);
+        assert_eq!(hosts_file("web", Some(""), &[], &[]), HEADER_AND_LOCAL);
         assert_eq!(
-            hosts_file("web", Some(""), Some("10.0.0.1"), &[]),
+            hosts_file("web", Some(""), &ips(&["10.0.0.1"]), &[]),
             format!("{HEADER_AND_LOCAL}10.0.0.1\tweb\n")
+        );
+    }
+
+    /// kubelet writes one line per pod IP, in the order of `status.podIPs`.
+    #[test]
+    fn hosts_file_has_a_line_per_pod_ip() {
+        assert_eq!(
+            hosts_file("web", None, &ips(&["10.88.0.5", "fd00::5"]), &[]),
+            format!("{HEADER_AND_LOCAL}10.88.0.5\tweb\nfd00::5\tweb\n")
+        );
+        assert_eq!(
+            hosts_file(
+                "web-0",
+                Some("nginx.default.svc.cluster.local"),
+                &ips(&["10.88.0.5", "fd00::5"]),
+                &[]
+            ),
+            format!(
+                "{HEADER_AND_LOCAL}10.88.0.5\tweb-0.nginx.default.svc.cluster.local\tweb-0\n\
+                 fd00::5\tweb-0.nginx.default.svc.cluster.local\tweb-0\n"
+            )
         );
     }
 
     #[test]
     fn hosts_file_appends_host_aliases() {
         assert_eq!(
-            hosts_file("web", None, Some("10.88.0.5"), &aliases()),
+            hosts_file("web", None, &ips(&["10.88.0.5"]), &aliases()),
             format!(
                 "{HEADER_AND_LOCAL}10.88.0.5\tweb\n\n# Entries added by HostAliases.\n\
                  10.1.2.3\tfoo.local\n10.1.2.3\tbar.local\n10.1.2.4\tbaz\n"

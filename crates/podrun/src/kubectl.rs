@@ -190,16 +190,25 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let rows = pod_rows(&pods, args.all_namespaces, output == "wide", node.trim());
+    podrun_agent::table::write(&mut std::io::stdout().lock(), &rows)?;
+    Ok(())
+}
+
+/// The `get pods` table: kubectl's columns, and with `-o wide` the IP
+/// (`<none>` without one), node, nominated node and readiness gates.
+fn pod_rows(pods: &[PodSummary], all_namespaces: bool, wide: bool, node: &str) -> Vec<Vec<String>> {
     let mut header = vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"];
-    if args.all_namespaces {
+    if all_namespaces {
         header.insert(0, "NAMESPACE");
     }
-    if output == "wide" {
+    if wide {
         header.extend(["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]);
     }
     let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
-    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    for p in &pods {
+    let none = || "<none>".to_string();
+    for p in pods {
         let mut row = vec![
             p.name.clone(),
             p.ready.clone(),
@@ -207,25 +216,24 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
             p.restarts.clone(),
             podrun_kubelet::printer::human_duration(chrono::TimeDelta::seconds(p.age_seconds)),
         ];
-        if args.all_namespaces {
+        if all_namespaces {
             row.insert(0, p.namespace.clone());
         }
-        if output == "wide" {
+        if wide {
             row.extend([
-                p.ip.clone().unwrap_or_else(|| "<none>".into()),
-                node.trim().to_string(),
-                p.nominated_node.clone().unwrap_or_else(|| "<none>".into()),
-                if p.readiness_gates.is_empty() {
-                    "<none>".into()
-                } else {
-                    p.readiness_gates.clone()
-                },
+                p.ip.clone()
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or_else(none),
+                node.to_string(),
+                p.nominated_node.clone().unwrap_or_else(none),
+                Some(p.readiness_gates.clone())
+                    .filter(|g| !g.is_empty())
+                    .unwrap_or_else(none),
             ]);
         }
         rows.push(row);
     }
-    podrun_agent::table::write(&mut std::io::stdout().lock(), &rows)?;
-    Ok(())
+    rows
 }
 
 /// The container a command means: the named one, or the pod's first (saying
@@ -563,5 +571,56 @@ pub fn ensure_agent(cli: &Cli) -> Result<()> {
             );
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(status: serde_json::Value) -> PodSummary {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+            "status": status,
+        }))
+        .unwrap();
+        PodSummary::of(&pod, 5, chrono::Utc::now())
+    }
+
+    /// `-o wide`: the pod's first IP (kubectl's printer reads podIPs[0]),
+    /// `<none>` without one.
+    #[test]
+    fn the_wide_table_shows_the_pods_first_ip_or_none() {
+        let with = summary(serde_json::json!({
+            "phase": "Running",
+            "podIP": "10.88.0.5",
+            "podIPs": [{"ip": "10.88.0.5"}, {"ip": "fd00::5"}],
+        }));
+        let without = summary(serde_json::json!({"phase": "Pending"}));
+        let rows = pod_rows(&[with, without], false, true, "node1");
+        assert_eq!(
+            rows[0],
+            [
+                "NAME",
+                "READY",
+                "STATUS",
+                "RESTARTS",
+                "AGE",
+                "IP",
+                "NODE",
+                "NOMINATED NODE",
+                "READINESS GATES"
+            ]
+        );
+        assert_eq!(rows[1][5..], ["10.88.0.5", "node1", "<none>", "<none>"]);
+        assert_eq!(rows[2][5..], ["<none>", "node1", "<none>", "<none>"]);
+        // Not wide: no IP column.
+        let narrow = pod_rows(&[summary(serde_json::json!({}))], true, false, "node1");
+        assert_eq!(
+            narrow[0],
+            ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+        );
+        assert_eq!(narrow[1].len(), 6);
     }
 }

@@ -829,12 +829,14 @@ fn readiness_follows_the_probe() {
         "{wide}"
     );
     assert_eq!(&lines[1][..3], [name.as_str(), "1/1", "Running"], "{wide}");
-    // No IP without pod networking; no nomination, no gates.
-    assert_eq!(
-        &lines[1][5..],
-        ["<none>", lines[1][6], "<none>", "<none>"],
-        "{wide}"
+    // Its address on the test's network; no nomination, no gates.
+    let prefix = env.network.subnet.trim_end_matches("0/24");
+    assert!(
+        lines[1][5].starts_with(prefix) && lines[1][5].parse::<std::net::Ipv4Addr>().is_ok(),
+        "the IP column is not an address of {}: {wide}",
+        env.network.subnet
     );
+    assert_eq!(&lines[1][7..], ["<none>", "<none>"], "{wide}");
     env.ok(&["exec", &name, "--", "rm", "/tmp/ready"]);
     env.wait_row(&name, "0/1 again", 10, |r| {
         r[2] == "0/1" && r[3] == "Running"
@@ -1207,6 +1209,100 @@ fn active_deadline_fails_the_pod() {
     // STATUS is the stopped container's reason, as kubectl prints it.
     let row = env.row(&name).unwrap();
     assert!(row[2] == "0/1" && row[3] != "Running", "{row:?}");
+    env.delete(&[&name]);
+    env.assert_nothing_left();
+}
+
+/// The node's addresses as `ip` shows them: the first IPv4 address of the
+/// IPv4 default route's device, then the first global IPv6 address of the
+/// IPv6 default route's device (what the agent reports as `status.hostIPs`).
+fn node_ips_by_iproute2() -> Vec<String> {
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip (iproute2)");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let after = |text: &str, word: &str| {
+        text.split_whitespace()
+            .skip_while(|w| *w != word)
+            .nth(1)
+            .map(String::from)
+    };
+    let mut ips = Vec::new();
+    for (family, inet) in [("-4", "inet"), ("-6", "inet6")] {
+        let Some(dev) = after(&ip(&[family, "route", "show", "default"]), "dev") else {
+            continue;
+        };
+        let addrs = ip(&["-o", family, "addr", "show", "dev", &dev, "scope", "global"]);
+        if let Some(a) = after(&addrs, inet) {
+            ips.push(a.split('/').next().unwrap().to_string());
+        }
+    }
+    assert!(
+        !ips.is_empty(),
+        "this test needs a default route with an address; `ip route` shows none"
+    );
+    ips
+}
+
+/// A hostNetwork pod has the node's addresses (kubelet's
+/// generateAPIPodStatus): status.podIP(s) = status.hostIP(s), in the
+/// downward API's environment, `get -o wide`, `describe` and `-o json`.
+#[test]
+fn a_host_network_pod_has_the_nodes_ips() {
+    let env = Env::new(&SUITE, "hostips");
+    let name = env.name("lc12-hostips");
+    let _agent = env.serve(None, &[], &[]);
+    let field = |var: &str, path: &str| {
+        format!("    - {{name: {var}, valueFrom: {{fieldRef: {{fieldPath: {path}}}}}}}\n")
+    };
+    let env_lines = format!(
+        "    env:\n{}{}{}{}",
+        field("POD_IP", "status.podIP"),
+        field("POD_IPS", "status.podIPs"),
+        field("HOST_IP", "status.hostIP"),
+        field("HOST_IPS", "status.hostIPs"),
+    );
+    env.apply(&pod(
+        &name,
+        "  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n",
+        &container(
+            "app",
+            &format!("echo \"$POD_IP|$POD_IPS|$HOST_IP|$HOST_IPS\"; {RUN_UNTIL_TERM}"),
+            &env_lines,
+        ),
+    ));
+    env.wait_row(&name, "Running", 15, |r| r[3] == "Running");
+    let ips = node_ips_by_iproute2();
+    let (first, all) = (&ips[0], ips.join(","));
+    let logs = env.ok(&["logs", &name]);
+    assert_eq!(logs, format!("{first}|{all}|{first}|{all}\n"));
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "pods", "-o", "json", &name])).unwrap();
+    let status = &json["status"];
+    let list = |key: &str| -> Vec<String> {
+        status[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} in {status}"))
+            .iter()
+            .map(|v| v["ip"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(status["podIP"].as_str(), Some(first.as_str()), "{status}");
+    assert_eq!(status["hostIP"].as_str(), Some(first.as_str()), "{status}");
+    assert_eq!(list("podIPs"), ips, "{status}");
+    assert_eq!(list("hostIPs"), ips, "{status}");
+    let wide = env.ok(&["get", "pods", "-o", "wide", &name]);
+    let row: Vec<&str> = wide.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[5], first, "{wide}");
+    let d = env.describe(&name);
+    let block: String = ips.iter().map(|ip| format!("  IP:  {ip}\n")).collect();
+    assert!(
+        d.contains(&format!("\nIP:               {first}\nIPs:\n{block}")),
+        "{d}"
+    );
     env.delete(&[&name]);
     env.assert_nothing_left();
 }

@@ -31,8 +31,6 @@ pub(super) struct Outcome<'a> {
     pub stored: &'a HashMap<String, Option<String>>,
     /// The v1 status stored before the sync (JSON).
     pub status: Option<&'a str>,
-    /// The node's address (`status.hostIP`).
-    pub host_ip: Option<String>,
     /// Now.
     pub now: chrono::DateTime<chrono::Utc>,
     /// The pod manager's settings.
@@ -66,7 +64,6 @@ pub(super) fn record(out: &Outcome<'_>, records: &mut impl Records) -> Result<()
         out.config,
     );
     status.qos_class = Some(podrun_spec::qos_class(out.pod).as_str().to_string());
-    status.host_ip = out.host_ip.clone();
     let text = serde_json::to_string(&status).map_err(|source| WorkerError::Decode {
         what: "its status".into(),
         source,
@@ -117,6 +114,8 @@ mod tests {
     fn observed(restarts: i32) -> PodObservation {
         let mut o = PodObservation {
             sandbox: podrun_kubelet::SandboxState::Ready,
+            pod_ips: vec!["10.88.0.5".into(), "fd00::5".into()],
+            host_ips: vec!["192.0.2.7".into()],
             ..Default::default()
         };
         o.containers.insert(
@@ -148,7 +147,6 @@ mod tests {
             probes: &probes,
             stored,
             status,
-            host_ip: Some("192.0.2.7".into()),
             now: at("2026-12-05T00:00:00Z"),
             config: &config,
         };
@@ -167,6 +165,38 @@ mod tests {
         let status: PodStatus = serde_json::from_str(&r.statuses[0]).unwrap();
         assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
         assert_eq!(status.host_ip.as_deref(), Some("192.0.2.7"));
+        let host_ips: Vec<&str> = status
+            .host_ips
+            .iter()
+            .flatten()
+            .map(|h| h.ip.as_str())
+            .collect();
+        assert_eq!(host_ips, ["192.0.2.7"]);
+        assert_eq!(status.pod_ip.as_deref(), Some("10.88.0.5"));
+        let pod_ips: Vec<&str> = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|p| p.ip.as_str())
+            .collect();
+        assert_eq!(pod_ips, ["10.88.0.5", "fd00::5"]);
+    }
+
+    /// The pod's IPs are part of its status: a change is stored.
+    #[test]
+    fn a_sync_that_sees_new_ips_stores_the_status() {
+        let first = run(&observed(0), &HashMap::new(), None);
+        let stored: HashMap<String, Option<String>> = first
+            .containers
+            .iter()
+            .map(|(n, _, m)| (n.clone(), Some(m.clone())))
+            .collect();
+        let mut moved = observed(0);
+        moved.pod_ips = vec!["10.88.0.9".into()];
+        let next = run(&moved, &stored, Some(&first.statuses[0]));
+        assert!(next.containers.is_empty(), "{:?}", next.containers);
+        let status: PodStatus = serde_json::from_str(&next.statuses[0]).unwrap();
+        assert_eq!(status.pod_ip.as_deref(), Some("10.88.0.9"));
     }
 
     #[test]

@@ -549,13 +549,19 @@ fn start_time_and_ips() {
     let p = pod(json!({"containers": [c("a")]}));
     let mut obs = observed(vec![("a", running(0))]);
     obs.pod_ips = vec!["10.88.0.5".into(), "fd00::5".into()];
-    obs.host_ip = Some("192.168.1.2".into());
+    obs.host_ips = vec!["192.168.1.2".into(), "fd00::2".into()];
     let s = status_at(&p, &obs, None, 1);
     assert_eq!(s.pod_ip.as_deref(), Some("10.88.0.5"));
     assert_eq!(s.pod_ips.as_ref().unwrap().len(), 2);
     assert_eq!(s.host_ip.as_deref(), Some("192.168.1.2"));
+    let host_ips: Vec<&str> = s.host_ips.iter().flatten().map(|h| h.ip.as_str()).collect();
+    assert_eq!(host_ips, ["192.168.1.2", "fd00::2"]);
     assert_eq!(s.start_time, Some(api_time(t(0))));
     assert!(s.init_container_statuses.is_none());
+    // Without addresses the fields are absent, as kubelet leaves them.
+    let s = status_at(&p, &observed(vec![("a", running(0))]), None, 1);
+    assert!(s.pod_ip.is_none() && s.pod_ips.is_none());
+    assert!(s.host_ip.is_none() && s.host_ips.is_none());
 }
 
 /// `status.containerStatuses[].image` is the normalized reference, as
