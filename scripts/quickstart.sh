@@ -27,6 +27,12 @@ for _ in $(seq 50); do
     $PODRUN get pod web | grep -q ' 2/2 ' && break
     sleep 0.2
 done
-$PODRUN get pods
+$PODRUN get pods -o wide
 $PODRUN describe pod web
+# Two pods talk over the pod network: the client fetches the page from web's IP;
+# then the node reaches web through its hostPort.
+WEB_IP=$($PODRUN get pod web -o wide | awk 'NR==2 {print $6}')
+sed "s/WEB_IP/$WEB_IP/" examples/client-pod.yaml > "${TMPDIR:-/tmp}/podrun-client.yaml"
+$PODRUN run -f "${TMPDIR:-/tmp}/podrun-client.yaml"
+python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:8080/index.html", timeout=5).read().decode().strip())'
 $PODRUN delete -f examples/web-pod.yaml

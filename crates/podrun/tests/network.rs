@@ -185,7 +185,10 @@ fn two_pods_talk_and_the_node_reaches_them_by_ip_and_host_port() {
     env.apply(&web(
         &server,
         "hello-from-web",
-        &format!("    ports:\n    - containerPort: 8080\n      hostPort: {host_port}\n"),
+        &format!(
+            "    ports:\n    - containerPort: 8080\n      hostPort: {host_port}\n    \
+             env:\n    - name: MY_IP\n      valueFrom:\n        fieldRef:\n          fieldPath: status.podIP\n"
+        ),
     ));
     env.wait_running(&[("default", &server)], 30);
     let ip = env.pod_ip(&server);
@@ -193,6 +196,21 @@ fn two_pods_talk_and_the_node_reaches_them_by_ip_and_host_port() {
         within(ip, &env.network.subnet),
         "{ip} is not in the test network {}",
         env.network.subnet
+    );
+    // What the user and the pod read agree with the interface: the IP
+    // column, the downward API, the pod's own line in /etc/hosts.
+    let wide = env.ok(&["get", "pod", &server, "-o", "wide"]);
+    let row: Vec<&str> = wide.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[5], ip.to_string(), "{wide}");
+    assert_eq!(
+        env.ok(&["exec", &server, "--", "sh", "-c", "echo $MY_IP"])
+            .trim(),
+        ip.to_string()
+    );
+    let hosts = env.ok(&["exec", &server, "--", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.lines().any(|l| l == format!("{ip}\t{server}")),
+        "{hosts}"
     );
     // The node reaches the pod by its address, and through the hostPort on
     // its loopback address.
