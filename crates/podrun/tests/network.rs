@@ -14,7 +14,7 @@
 mod agent_env;
 mod support;
 
-use agent_env::{registry, Env, Suite};
+use agent_env::{cgroups_of, kill, registry, remove_cgroups, wait_gone, Env, Suite};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -158,6 +158,29 @@ impl Env {
             );
             std::thread::sleep(Duration::from_millis(150));
         }
+    }
+
+    /// What a reboot does to the pods: every process gone, the run root
+    /// (a tmpfs) emptied, no mount or cgroup left; the root stays, and so
+    /// does what the networks hold outside the pods' namespaces (leases,
+    /// the CNI cache).
+    fn reboot(&self) {
+        self.kill_agents();
+        self.refresh_ids();
+        let ps = self.own_procs();
+        for p in &ps {
+            kill(p.pid, libc::SIGKILL);
+        }
+        for p in &ps {
+            assert!(
+                wait_gone(p.pid, Duration::from_secs(10)),
+                "{p:?} did not die"
+            );
+        }
+        support::unmount_below(self.dir.path());
+        std::fs::remove_dir_all(&self.run).unwrap();
+        std::fs::create_dir_all(&self.run).unwrap();
+        remove_cgroups(cgroups_of(&self.ids.borrow().clone()));
     }
 
     /// The lines of `podrun logs NAME`.
@@ -413,13 +436,42 @@ fn a_pod_joins_a_user_conflist_and_a_failing_plugin_is_an_event() {
         leases.display()
     );
     assert!(env.network.leaseholders().is_empty());
+    // A reboot: the sandbox is gone, host-local's lease and the CNI cache
+    // stay. The next agent releases them (DEL from the cache) and makes the
+    // pod again.
+    let old_id = env.pod_id("default", &name);
+    let cache = env.root.join("cni/results");
+    env.reboot();
+    assert!(leases.join(ip.to_string()).exists());
+    let _agent = env.serve(None, &[], &[]);
+    env.wait_running(&[("default", &name)], 30);
+    let new_ip = env.pod_ip(&name);
+    let held: Vec<String> = std::fs::read_dir(&leases)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+        .collect();
+    assert_eq!(
+        held,
+        [new_ip.to_string()],
+        "host-local's leases after the reboot"
+    );
+    let cached: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !cached.iter().any(|c| c.contains(&old_id)),
+        "the old sandbox's cache entry is left: {cached:?}"
+    );
     env.ok(&["delete", "pod", &name]);
     env.assert_nothing_left();
     assert!(
-        !leases.join(ip.to_string()).exists(),
-        "DEL released host-local's lease of {ip}"
+        !leases.join(new_ip.to_string()).exists(),
+        "DEL released host-local's lease of {new_ip}"
     );
-    let cache = env.root.join("cni/results");
     let cached: Vec<_> = std::fs::read_dir(&cache)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
