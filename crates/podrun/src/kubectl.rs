@@ -17,7 +17,7 @@ use std::time::Duration;
 pub struct NamespaceArgs {
     /// The namespace.
     #[arg(short = 'n', long = "namespace", default_value = "default")]
-    namespace: String,
+    pub namespace: String,
 }
 
 #[derive(clap::Args)]
@@ -116,7 +116,7 @@ fn is_pods(resource: &str) -> bool {
 }
 
 /// `pod/NAME` or `NAME`.
-fn pod_name(arg: &str) -> Result<&str> {
+pub fn pod_name(arg: &str) -> Result<&str> {
     match arg.split_once('/') {
         Some((kind, name)) if is_pods(kind) => Ok(name),
         Some((kind, _)) => bail!("the server doesn't have a resource type \"{kind}\""),

@@ -3,6 +3,7 @@
 
 mod images;
 mod kubectl;
+mod port_forward;
 mod run;
 mod yaml;
 
@@ -67,6 +68,8 @@ enum Command {
     Logs(kubectl::LogsArgs),
     /// Run a command in a running container.
     Exec(kubectl::ExecArgs),
+    /// Forward local ports to a pod's ports (TCP), as kubectl port-forward.
+    PortForward(port_forward::PortForwardArgs),
     /// Stop and remove pods.
     Delete(kubectl::DeleteArgs),
     /// Pull an image from a registry.
@@ -202,6 +205,7 @@ async fn run(cli: &'static Cli) -> Result<()> {
             let code = kubectl::exec(cli, a)?;
             std::process::exit(code);
         }
+        Command::PortForward(a) => port_forward::port_forward(cli, a).await,
         Command::Delete(a) => kubectl::delete(cli, a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(cli, a).await,
         Command::Images(a) | Command::Image(ImageCommand::List(a)) => images::list(cli, a),

@@ -477,3 +477,75 @@ fn a_pod_joins_a_user_conflist_and_a_failing_plugin_is_an_event() {
         .unwrap_or_default();
     assert!(cached.is_empty(), "CNI cache entries left: {cached:?}");
 }
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn port_forward_carries_connections_into_the_pod() {
+    let env = Env::new(&SUITE, "pf");
+    let name = env.name("nw4-web");
+    let _agent = env.serve(None, &[], &[]);
+    env.apply(&web(&name, "forwarded", ""));
+    env.wait_running(&[("default", &name)], 30);
+    let mut child = KillOnDrop(
+        env.cmd()
+            .args(["port-forward", &name, ":8080", ":9"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // kubectl's lines: each port on 127.0.0.1, then [::1] where it can listen.
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut ports = Vec::new();
+    while ports.len() < 2 {
+        let mut line = String::new();
+        use std::io::BufRead;
+        assert!(
+            lines.read_line(&mut line).unwrap() > 0,
+            "port-forward ended"
+        );
+        if let Some(rest) = line.trim().strip_prefix("Forwarding from 127.0.0.1:") {
+            let (local, remote) = rest.split_once(" -> ").unwrap();
+            ports.push((local.parse::<u16>().unwrap(), remote.to_owned()));
+        }
+    }
+    assert_eq!(ports[0].1, "8080");
+    assert_eq!(ports[1].1, "9");
+    let http = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), ports[0].0);
+    let text = get_soon(http);
+    assert!(text.contains("forwarded"), "{text}");
+    // Nothing listens on port 9 in the pod: the connection is closed, and
+    // the forwarder goes on serving.
+    let mut refused = TcpStream::connect((Ipv4Addr::LOCALHOST, ports[1].0)).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(refused.read(&mut buf), Ok(0) | Err(_)),
+        "a connection to a closed port in the pod stays open"
+    );
+    let text = get(http).unwrap();
+    assert!(text.contains("forwarded"), "{text}");
+    assert!(child.0.try_wait().unwrap().is_none(), "port-forward ended");
+    drop(child);
+    // A pod that does not exist.
+    let out = env.podrun(&["port-forward", "nope", "8080"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nope") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+}
