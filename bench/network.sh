@@ -6,7 +6,8 @@
 #   bench/network.sh                        N=10 start+delete runs of each
 #   N=3 QUIET_WAIT=0 BENCH_BUILD=0 BENCH_OUT=/tmp/x bench/network.sh   a quick try
 #
-# Timed, each N times in rotation, every start followed by its (timed) deletion:
+# Timed, each N times in rotation, every start followed by its (timed) deletion (each pod
+# publishes one hostPort, so the port-mapping rules are part of every network's work):
 #   podrun, default network   `podrun run -d` of a one-container pod (podrun's in-process
 #                             bridge network on its own bridge and /24 for the bench)
 #   podrun, hostNetwork       the same pod with hostNetwork: true (no network to make)
@@ -96,6 +97,9 @@ spec:
     image: $IMAGE
     imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    ports:
+    - containerPort: 18080
+      hostPort: 18080
 EOF
 }
 pod_yaml net-default false >"$WORK/yaml/default.yaml"
@@ -216,7 +220,7 @@ conf = json.load(open(work + "/cni/10-bench.conflist"))
 def plugin(cmd, p, prev=None, cid="bench"):
     cfg = dict(p, cniVersion=conf["cniVersion"], name=conf["name"])
     if p["type"] == "portmap":
-        cfg["runtimeConfig"] = {"portMappings": [{"hostPort": 18999, "containerPort": 80, "protocol": "tcp"}]}
+        cfg["runtimeConfig"] = {"portMappings": [{"hostPort": 18080, "containerPort": 18080, "protocol": "tcp"}]}
         cfg.pop("capabilities", None)
     if prev is not None:
         cfg["prevResult"] = prev
@@ -288,7 +292,7 @@ w("- **machine**: %s" % f("MACHINE"))
 w("- **podrun**: %s" % f("REV"))
 w("- **tools**: %s; podman's network backend: %s" % (f("TOOLS"), f("PODMAN_NET")))
 w("- **file systems**: stores on the disk (ext4 on /dev/vda), run roots on a tmpfs")
-w("- **runs**: %s of each, in rotation; each start (`podrun run -d`, `podman kube play`) followed by its timed deletion" % f("N"))
+w("- **runs**: %s of each, in rotation; each start (`podrun run -d`, `podman kube play`) followed by its timed deletion; every pod publishes hostPort 18080 (the bare plugin cycle maps it too)" % f("N"))
 w("- **machine load**: %s" % f("LOAD"))
 w("- **whole script**: %s s\n" % f("ELAPSED"))
 w("| what | start median ms | min | max | delete median ms |")
