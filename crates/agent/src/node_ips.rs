@@ -34,8 +34,26 @@ pub(crate) struct InterfaceAddress {
     pub loopback: bool,
 }
 
-/// The node's addresses, IPv4 first (see the module's documentation).
+/// The node's addresses, IPv4 first (see the module's documentation), read
+/// at most every 10 s (kubelet's node status update frequency): a pod's start
+/// and each sync ask, and two netlink dumps per ask cost milliseconds.
 pub(crate) fn node_ips() -> Vec<IpAddr> {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static CACHE: Mutex<Option<(Instant, Vec<IpAddr>)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, ips)) = cache.as_ref() {
+        if at.elapsed() < Duration::from_secs(10) {
+            return ips.clone();
+        }
+    }
+    let ips = read_node_ips();
+    *cache = Some((Instant::now(), ips.clone()));
+    ips
+}
+
+/// [`node_ips`] read now.
+fn read_node_ips() -> Vec<IpAddr> {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     choose(
         &interface_addresses(),
