@@ -549,3 +549,43 @@ fn port_forward_carries_connections_into_the_pod() {
     env.ok(&["delete", "pod", &name]);
     env.assert_nothing_left();
 }
+
+#[test]
+fn a_dual_stack_network_gives_each_pod_both_families_ipv4_first() {
+    let mut env = Env::new(&SUITE, "dual");
+    let name = env.name("nw5-web");
+    let subnet6 = format!("fd00:213:{:x}::/64", std::process::id() % 0xffff);
+    env.network.add_subnet6(&subnet6);
+    let _agent = env.serve(None, &[], &[]);
+    env.apply(&web(&name, "both-families", ""));
+    env.wait_running(&[("default", &name)], 30);
+    let out = env.ok(&["get", "pod", &name, "-o", "json"]);
+    let pod: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ips: Vec<IpAddr> = pod["status"]["podIPs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no podIPs: {out}"))
+        .iter()
+        .map(|i| i["ip"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        ips.len() == 2 && ips[0].is_ipv4() && ips[1].is_ipv6(),
+        "podIPs {ips:?}: one of each family, IPv4 first"
+    );
+    assert_eq!(
+        pod["status"]["podIP"].as_str(),
+        Some(ips[0].to_string().as_str())
+    );
+    let prefix = subnet6.trim_end_matches("::/64");
+    assert!(
+        ips[1].to_string().starts_with(prefix),
+        "{} not in {subnet6}",
+        ips[1]
+    );
+    // The node reaches the pod over both.
+    for ip in &ips {
+        let text = get_soon(SocketAddr::new(*ip, 8080));
+        assert!(text.contains("both-families"), "{ip}: {text}");
+    }
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+}

@@ -102,6 +102,15 @@ impl TestNetwork {
 
 #[allow(dead_code)]
 impl TestNetwork {
+    /// Makes the network dual stack: pods get an address of `subnet6` too
+    /// (before the agent starts: it reads its config once).
+    pub fn add_subnet6(&mut self, subnet6: &str) {
+        let mut text = std::fs::read_to_string(&self.config_file).unwrap();
+        text.push_str(&format!("subnet6 = \"{subnet6}\"\n"));
+        std::fs::write(&self.config_file, text).unwrap();
+        self.network.subnet6 = Some(subnet6.parse().unwrap());
+    }
+
     /// The sandboxes holding a lease of this network.
     pub fn leaseholders(&self) -> std::collections::BTreeSet<String> {
         podrun_net::DefaultNetwork::new(self.network.clone())
