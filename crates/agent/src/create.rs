@@ -140,7 +140,7 @@ pub fn start_pod(runtime: &Arc<dyn RuntimeService>, pod: &Pod, state: PodState) 
         runtime: runtime.clone(),
         state: Some(state.clone()),
     };
-    let config = sandbox_config(pod, &state)?;
+    let mut config = sandbox_config(pod, &state)?;
     let host_network = config.linux.security_context.namespace_options.network
         == podrun_runtime::NamespaceMode::Node;
     let pod_files_error = |e| CreateError::PodFiles {
@@ -149,6 +149,12 @@ pub fn start_pod(runtime: &Arc<dyn RuntimeService>, pod: &Pod, state: PodState) 
     };
     pod_files(pod, &config.hostname, host_network, &state.record.data_dir)
         .map_err(pod_files_error)?;
+    // kubelet sends the pod's DNS in the sandbox config (CNI's `dns` capability
+    // gets it); here it is what the pod's resolv.conf says.
+    let resolv = state.record.data_dir.join("etc/resolv.conf");
+    config.dns_config = std::fs::read_to_string(&resolv)
+        .ok()
+        .map(|text| dns_config_of(&text));
     crate::crash_point("create:prepared");
     let handler = pod
         .spec
@@ -259,6 +265,22 @@ pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
         .unwrap_or_default();
     config.linux.sysctls = container_config::sysctl::pod_sysctls(pod, &allowed).unwrap_or_default();
     Ok(config)
+}
+
+/// The CRI DnsConfig a resolv.conf says: its `nameserver`s, `search` domains
+/// and `options`, in order.
+pub fn dns_config_of(resolv: &str) -> podrun_runtime::DnsConfig {
+    let mut dns = podrun_runtime::DnsConfig::default();
+    for line in resolv.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => dns.servers.extend(words.next().map(String::from)),
+            Some("search") => dns.searches = words.map(String::from).collect(),
+            Some("options") => dns.options.extend(words.map(String::from)),
+            _ => {}
+        }
+    }
+    dns
 }
 
 /// The ports of the pod's containers (not its init containers), as kubelet
@@ -829,6 +851,17 @@ mod tests {
             hosts,
             format!("# Kubernetes-managed hosts file (host network).\n{node}")
         );
+    }
+
+    /// The sandbox config's DNS is what the pod's resolv.conf says.
+    #[test]
+    fn the_dns_config_is_read_from_resolv_conf() {
+        let dns = super::dns_config_of(
+            "# comment\nsearch a.svc b\nnameserver 10.0.0.10\nnameserver fd00::53\noptions ndots:5 edns0\n",
+        );
+        assert_eq!(dns.servers, ["10.0.0.10", "fd00::53"]);
+        assert_eq!(dns.searches, ["a.svc", "b"]);
+        assert_eq!(dns.options, ["ndots:5", "edns0"]);
     }
 
     /// Every port of the containers reaches the sandbox config (not those
