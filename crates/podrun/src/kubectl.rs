@@ -496,7 +496,7 @@ fn done(response: Response) -> Result<()> {
 /// Long: an apply waits for its pods' images and starts.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
-fn call(cli: &Cli, request: &Request) -> Result<Response> {
+pub fn call(cli: &Cli, request: &Request) -> Result<Response> {
     Ok(api::call(&cli.run_root, request, CALL_TIMEOUT)?)
 }
 

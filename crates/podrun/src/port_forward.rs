@@ -110,6 +110,10 @@ pub async fn port_forward(cli: &Cli, args: &PortForwardArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let addresses = parse_addresses(&args.address)?;
     let state = pods::find(&cli.run_root, &args.ns.namespace, &name)?;
+    let phase = phase(cli, &state)?;
+    if phase != "Running" {
+        bail!("unable to forward port because pod is not running. Current status={phase}");
+    }
     let runtime = podrun_agent::runtime(&cli.settings())?;
     let sandbox_id = state.record.pod_id.clone();
     let netns = pod_netns(runtime.as_ref(), &sandbox_id, &name)?;
@@ -154,6 +158,32 @@ pub async fn port_forward(cli: &Cli, args: &PortForwardArgs) -> Result<()> {
             .spawn(move || serve(listener, local, remote, &target))?;
     }
     wait_until_done(runtime, &sandbox_id, &name).await
+}
+
+/// The pod's phase, as `get -o json` shows it: the agent's, or what a
+/// foreground `podrun run` last reported.
+fn phase(cli: &Cli, state: &pods::PodState) -> Result<String> {
+    let pod = if state.record.agent {
+        crate::kubectl::ensure_agent(cli)?;
+        let request = podrun_agent::api::Request::Get {
+            namespace: Some(state.record.namespace.clone()),
+            full: true,
+        };
+        match crate::kubectl::call(cli, &request)? {
+            podrun_agent::api::Response::Pods { pods } => pods
+                .into_iter()
+                .find(|p| p.name == state.record.name)
+                .and_then(|p| p.pod)
+                .unwrap_or_default(),
+            other => bail!("unexpected answer from the agent: {other:?}"),
+        }
+    } else {
+        serde_json::to_value(pods::reported(state))?
+    };
+    Ok(pod["status"]["phase"]
+        .as_str()
+        .unwrap_or("Unknown")
+        .to_owned())
 }
 
 /// The pod's network namespace: its pin, or `None` for a pod on the node's network.

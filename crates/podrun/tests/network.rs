@@ -538,6 +538,26 @@ fn port_forward_carries_connections_into_the_pod() {
     assert!(text.contains("forwarded"), "{text}");
     assert!(child.0.try_wait().unwrap().is_none(), "port-forward ended");
     drop(child);
+    // A pod that is not running: kubectl's words.
+    let done = env.name("nw4-done");
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {done}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {}/busybox:latest\n    command: [\"true\"]\n",
+        registry()
+    ));
+    env.wait_describe(&done, "Succeeded", 30, |d| {
+        d.lines()
+            .any(|l| l.starts_with("Status:") && l.contains("Succeeded"))
+    });
+    let out = env.podrun(&["port-forward", &done, "8080"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "unable to forward port because pod is not running. Current status=Succeeded"
+        ),
+        "{stderr}"
+    );
+    env.ok(&["delete", "pod", &done]);
     // A pod that does not exist.
     let out = env.podrun(&["port-forward", "nope", "8080"]);
     assert!(!out.status.success());
