@@ -22,6 +22,7 @@ mod fake_runtime;
 mod manifests;
 mod node_ips;
 pub mod pods;
+pub mod port_forward;
 mod probe;
 pub mod projection;
 pub mod table;

@@ -205,7 +205,7 @@ async fn run(cli: &'static Cli) -> Result<()> {
             let code = kubectl::exec(cli, a)?;
             std::process::exit(code);
         }
-        Command::PortForward(a) => port_forward::port_forward(cli, a).await,
+        Command::PortForward(a) => std::process::exit(port_forward::port_forward(cli, a).await),
         Command::Delete(a) => kubectl::delete(cli, a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(cli, a).await,
         Command::Images(a) | Command::Image(ImageCommand::List(a)) => images::list(cli, a),
