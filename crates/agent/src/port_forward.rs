@@ -75,7 +75,9 @@ pub enum PortForwardError {
         phase: String,
     },
     /// Its status says Running but its sandbox does not run (its manager is gone).
-    #[error("unable to forward port because pod is not running: pod/{name}: its sandbox is {state}")]
+    #[error(
+        "unable to forward port because pod is not running: pod/{name}: its sandbox is {state}"
+    )]
     SandboxNotReady {
         /// The pod's name.
         name: String,
@@ -256,12 +258,13 @@ pub struct ListenAddress {
 /// each once, in the order of their text, as client-go's parseAddresses.
 pub fn parse_addresses(list: &[String]) -> Result<Vec<ListenAddress>> {
     let mut parsed: Vec<(String, ListenAddress)> = Vec::new();
-    let mut add = |text: String, address: ListenAddress, replace: bool| {
-        match parsed.iter_mut().find(|(t, _)| *t == text) {
-            Some(slot) if replace => slot.1 = address,
-            Some(_) => {}
-            None => parsed.push((text, address)),
-        }
+    let mut add = |text: String, address: ListenAddress, replace: bool| match parsed
+        .iter_mut()
+        .find(|(t, _)| *t == text)
+    {
+        Some(slot) if replace => slot.1 = address,
+        Some(_) => {}
+        None => parsed.push((text, address)),
     };
     for text in list {
         let text = text.trim();
@@ -721,10 +724,7 @@ mod tests {
             err("70000:80"),
             "error parsing local port '70000': value out of range"
         );
-        assert_eq!(
-            err("80:x"),
-            "error parsing remote port 'x': invalid syntax"
-        );
+        assert_eq!(err("80:x"), "error parsing remote port 'x': invalid syntax");
         assert_eq!(
             ForwardedPort::to_string(&pair(9080, 80)),
             "{9080 80}",
@@ -748,15 +748,16 @@ mod tests {
     #[test]
     fn named_ports_are_the_containers_ports() {
         let pod = pod_with_ports(&[("http", 80, "TCP"), ("dns", 53, "UDP"), ("both", 54, "UDP")]);
-        let pod = {
-            let mut pod = pod;
-            // 54 is declared for TCP too (another entry): forwardable.
-            let spec = pod.spec.as_mut().unwrap();
-            spec.containers[0].ports.as_mut().unwrap().push(
-                serde_json::from_value(serde_json::json!({"containerPort": 54})).unwrap(),
-            );
-            pod
-        };
+        let pod =
+            {
+                let mut pod = pod;
+                // 54 is declared for TCP too (another entry): forwardable.
+                let spec = pod.spec.as_mut().unwrap();
+                spec.containers[0].ports.as_mut().unwrap().push(
+                    serde_json::from_value(serde_json::json!({"containerPort": 54})).unwrap(),
+                );
+                pod
+            };
         let resolve = |s: &[&str]| resolve_named_ports(&strings(s), &pod);
         assert_eq!(
             resolve(&["http", "8080:http", "9090", ":http", "54"]).unwrap(),
@@ -896,7 +897,8 @@ mod tests {
         assert!(ports.iter().all(|p| p.local != 0), "{ports:?}");
         let request = |local: u16| {
             let mut conn = TcpStream::connect((Ipv4Addr::LOCALHOST, local)).unwrap();
-            conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             conn.write_all(&[7u8; 100_000]).unwrap();
             conn.shutdown(Shutdown::Write).unwrap();
             let mut answer = String::new();
@@ -905,7 +907,8 @@ mod tests {
         assert_eq!(request(ports[0].local).unwrap(), "got 100000");
         // A port nothing listens on: the connection is closed, with an error line.
         let mut conn = TcpStream::connect((Ipv4Addr::LOCALHOST, ports[1].local)).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut buf = [0u8; 1];
         assert!(matches!(conn.read(&mut buf), Ok(0) | Err(_)));
         // The forwarder goes on.
