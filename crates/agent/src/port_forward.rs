@@ -201,19 +201,14 @@ pub fn resolve_named_ports(specs: &[String], pod: &Pod) -> Result<Vec<String>> {
 /// port), with client-go's messages (its parsePorts).
 pub fn parse_ports(specs: &[String]) -> Result<Vec<ForwardedPort>> {
     let number = |side: &'static str, value: &str| -> Result<u16> {
-        let reason = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-            // All digits: only too big can fail.
-            "value out of range"
-        } else {
-            "invalid syntax"
-        };
         value.parse::<u16>().map_err(|_| PortForwardError::Number {
             side,
             value: value.to_owned(),
-            reason: if value.is_empty() {
-                "invalid syntax"
+            // Digits only: only too big can fail.
+            reason: if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+                "value out of range"
             } else {
-                reason
+                "invalid syntax"
             },
         })
     };
@@ -525,7 +520,7 @@ pub fn listen(
         let (mut all_ok, mut all_failed, mut any_failed) = (0, 0, 0);
         for address in addresses {
             let at = SocketAddr::new(address.ip, port.local);
-            match TcpListener::bind(at).and_then(|l| Ok((l.local_addr()?.port(), l))) {
+            match bind(at).and_then(|l| Ok((l.local_addr()?.port(), l))) {
                 Ok((local, listener)) => {
                     port.local = local;
                     output.line(&format!(
@@ -572,6 +567,27 @@ pub fn listen(
         return Err(PortForwardError::NoListener(ports));
     }
     Ok(ports)
+}
+
+/// A listener on `at` as Go's `net.Listen` makes one: SO_REUSEADDR, and an
+/// IPv6 socket that takes IPv6 only (`tcp6`), so `--address 0.0.0.0,::`
+/// listens on both families.
+fn bind(at: SocketAddr) -> io::Result<TcpListener> {
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+    let family = if at.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let socket = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    if at.is_ipv6() {
+        sockopt::set_ipv6_v6only(&socket, true)?;
+    }
+    rustix::net::bind(&socket, &at)?;
+    // The kernel caps it at net.core.somaxconn, Go's backlog.
+    rustix::net::listen(&socket, i32::MAX)?;
+    Ok(TcpListener::from(socket))
 }
 
 /// Accepts connections until the process ends, each on a thread of its own.
@@ -936,6 +952,17 @@ mod tests {
         );
         assert!(err.contains(&wanted), "{err}\nwanted: {wanted}");
         assert!(err.starts_with('E'), "{err}");
+    }
+
+    #[test]
+    fn ipv6_listeners_take_ipv6_only() {
+        // So `--address 0.0.0.0,::` listens on both, as Go's tcp6 does
+        // (checked on ::1: a test listens on loopback only).
+        let v6 = bind(SocketAddr::from((Ipv6Addr::LOCALHOST, 0))).unwrap();
+        assert!(rustix::net::sockopt::ipv6_v6only(&v6).unwrap());
+        assert!(rustix::net::sockopt::socket_reuseaddr(&v6).unwrap());
+        let v4 = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        assert!(rustix::net::sockopt::socket_reuseaddr(&v4).unwrap());
     }
 
     #[test]
