@@ -3,7 +3,8 @@
 //! named port, a half-closed request too), a refused port in the pod closing
 //! the connection while the forwarder goes on, SIGTERM ending it with 0, the
 //! pod's deletion ending it with an error, a hostNetwork pod reached on the
-//! node's localhost, and kubectl's errors for a missing and a Pending pod.
+//! node's localhost, and kubectl's errors for a missing, a Pending and a
+//! Succeeded pod.
 //! Traffic stays on loopback and in the pods' namespaces.
 //!
 //! Needs root and the local registry (scripts/registry.sh).
@@ -376,6 +377,18 @@ spec:
         String::from_utf8_lossy(&out.stderr),
         format!("error: Pod '{name}' does not have a named port 'web'\n")
     );
-    env.ok(&["delete", "pod", &name]);
+    // A pod that has finished.
+    let done = env.name("pf3-done");
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {done}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: {r}/busybox:latest\n    command: [\"true\"]\n"
+    ));
+    env.wait_status(&done, "Completed", 30);
+    let out = env.podrun(&["port-forward", &done, "8080"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: unable to forward port because pod is not running. Current status=Succeeded\n"
+    );
+    env.ok(&["delete", "pod", &name, &done]);
     env.assert_nothing_left();
 }

@@ -1,4 +1,5 @@
-//! The forwarder on the node's own network (as a hostNetwork pod's): no root.
+//! Parsing as kubectl parses, and the forwarder on the node's own network (as
+//! a hostNetwork pod's), so no root is needed.
 
 use super::*;
 use std::io::Read;
