@@ -354,13 +354,44 @@ pub fn ensure_image(
     c: &Container,
     events: EventSink<'_>,
 ) -> Result<(), PullFailure> {
-    let image = c.image.clone().unwrap_or_default();
+    let image = c.image.as_deref().unwrap_or_default();
+    let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+    ensure(image_service, image, policy, events)
+}
+
+/// The images of the pod's `image` volumes, each ensured by its pullPolicy
+/// with the same events as a container's image (kubelet's SyncPod pulls
+/// them with EnsureImageExists before it starts a container,
+/// pkg/kubelet/kuberuntime/kuberuntime_manager.go getImageVolumes).
+pub fn ensure_volume_images(
+    image_service: &dyn ImageService,
+    pod: &Pod,
+    events: EventSink<'_>,
+) -> Result<(), PullFailure> {
+    let images = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.image.as_ref());
+    for image in images {
+        let reference = image.reference.as_deref().unwrap_or_default();
+        let policy = image.pull_policy.as_deref().unwrap_or("IfNotPresent");
+        ensure(image_service, reference, policy, events)?;
+    }
+    Ok(())
+}
+
+fn ensure(
+    image_service: &dyn ImageService,
+    image: &str,
+    policy: &str,
+    events: EventSink<'_>,
+) -> Result<(), PullFailure> {
     let spec = podrun_runtime::ImageSpec {
-        image: image.clone(),
+        image: image.to_string(),
         ..Default::default()
     };
     let present = matches!(image_service.image_status(&spec), Ok(Some(_)));
-    let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
     if policy == "Always" || (policy == "IfNotPresent" && !present) {
         events("Normal", "Pulling", format!("Pulling image \"{image}\""));
         let started = std::time::Instant::now();
@@ -702,6 +733,21 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
             // always read-only, as kubelet mounts these kinds.
             read_only = true;
             pod_volumes.empty_dir_path(&v.name)?
+        } else if let Some(image) = &v.image {
+            // The runtime mounts the image (pulled before, by
+            // ensure_volume_images) read-only; a subPath is the image's to
+            // resolve (kubelet sends it as the mount's image_sub_path).
+            out.push(Mount {
+                container_path: m.mount_path.clone(),
+                readonly: true,
+                image: Some(podrun_oci::cri::ImageSpec {
+                    image: image.reference.clone().unwrap_or_default(),
+                    ..Default::default()
+                }),
+                image_sub_path: m.sub_path.clone().unwrap_or_default(),
+                ..Default::default()
+            });
+            continue;
         } else if let Some(h) = &v.host_path {
             let kind = h.type_.as_deref().unwrap_or("").parse().map_err(
                 |e: podrun_volume::UnknownHostPathType| CreateError::VolumeSpec {

@@ -520,6 +520,11 @@ fn volumes(out: &mut String, spec: &k8s_openapi::api::core::v1::PodSpec) {
                     field(out, 4, "ConfigMapOptional", &ptr(c.optional));
                 }
             }
+        } else if let Some(i) = &v.image {
+            // printImageVolumeSource.
+            field(out, 4, "Type", "Image (a container image or OCI artifact)");
+            field(out, 4, "Reference", i.reference.as_deref().unwrap_or(""));
+            field(out, 4, "PullPolicy", i.pull_policy.as_deref().unwrap_or(""));
         } else {
             // A volume without a source is an emptyDir (SetDefaults_Volume).
             let e = v.empty_dir.clone().unwrap_or_default();

@@ -730,6 +730,8 @@ fn make_container(
 ) -> Result<ContainerConfig, Unmade> {
     crate::create::ensure_image(agent.image_service.as_ref(), spec, events)
         .map_err(Unmade::Pull)?;
+    crate::create::ensure_volume_images(agent.image_service.as_ref(), pod, events)
+        .map_err(Unmade::Pull)?;
     // The driver names the container itself.
     let cause = |e: &dyn std::error::Error| {
         let text = e.to_string();

@@ -426,7 +426,25 @@ impl Images {
         Ok(self.rootfs.prepare(&self.snapshots, &record, id)?)
     }
 
-    /// Unmount and delete container `id`'s root filesystem.
+    /// Mount image `image` read-only as image volume `index` of container
+    /// `id`, whose root filesystem is prepared; returns its path.
+    pub fn mount_image_volume(
+        &self,
+        image: &str,
+        id: &str,
+        index: usize,
+    ) -> Result<PathBuf, ImageError> {
+        let _gc = self
+            .locks
+            .shared("gc")
+            .map_err(self.store_err("lock store"))?;
+        let record = self.get(image)?;
+        Ok(self
+            .rootfs
+            .mount_image_volume(&self.snapshots, &record, id, index)?)
+    }
+
+    /// Unmount and delete container `id`'s root filesystem and image volumes.
     pub fn remove_rootfs(&self, id: &str) -> Result<(), ImageError> {
         Ok(self.rootfs.remove(id)?)
     }

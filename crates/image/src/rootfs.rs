@@ -183,19 +183,125 @@ impl Rootfs {
         Ok(merged)
     }
 
-    /// Unmount and delete container `id`'s filesystem; a missing one is not an error.
+    /// Mount `image` read-only for container `id` as its image volume number
+    /// `index` (a Kubernetes `image` volume: kubelet sends the image in the CRI
+    /// mount and the runtime mounts it), at
+    /// `containers/<id>/image-volumes/<index>`; returns that path. Its
+    /// snapshots are shared with every other user of the image: one layer is
+    /// bound, several are a read-only overlay (no upper directory). Either way
+    /// the mount is `ro,nosuid,nodev,noexec`, as Kubernetes documents image
+    /// volumes. `image-volumes/<index>.json` records what it uses, so the image
+    /// and its snapshots are not removed under it. The container's filesystem
+    /// must have been prepared; [`Rootfs::remove`] takes the mount down.
+    pub fn mount_image_volume(
+        &self,
+        snapshots: &SnapshotStore,
+        image: &ImageRecord,
+        id: &str,
+        index: usize,
+    ) -> Result<PathBuf, RootfsError> {
+        check_id(id)?;
+        let step = |step: &str| {
+            let step = format!("image volume {index} ({}): {step}", image.name);
+            move |source| RootfsError::Io {
+                id: id.to_string(),
+                step,
+                source,
+            }
+        };
+        let mut lowers = Vec::with_capacity(image.layers.len());
+        for chain_id in image.chain_ids().iter().rev() {
+            if !snapshots.exists(chain_id) {
+                return Err(RootfsError::MissingSnapshot {
+                    id: id.into(),
+                    image: image.name.clone(),
+                    chain_id: chain_id.clone(),
+                });
+            }
+            lowers.push(snapshots.path(chain_id));
+        }
+        let dir = self.container_dir(id).join("image-volumes");
+        fs::create_dir_all(&dir).map_err(step("create directory"))?;
+        let target = dir.join(index.to_string());
+        if is_mount_point(&target) {
+            return Ok(target);
+        }
+        let record = ContainerUse {
+            image: image.name.clone(),
+            image_id: image.id.clone(),
+            chain_ids: image.chain_ids(),
+        };
+        let json = serde_json::to_vec(&record).map_err(|e| step("record image")(e.into()))?;
+        fs::write(dir.join(format!("{index}.json")), json).map_err(step("record image"))?;
+        match fs::create_dir(&target) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(step("create directory")(e))
+            }
+            _ => {}
+        }
+        use rustix::mount::{MountFlags, MountPropagationFlags};
+        let flags =
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+        match lowers.as_slice() {
+            [] => {
+                return Err(RootfsError::NoLayers {
+                    id: id.into(),
+                    image: image.name.clone(),
+                })
+            }
+            // overlayfs wants two lower directories when it has no upper one.
+            [only] => {
+                rustix::mount::mount_bind(only, &target).map_err(|e| step("bind")(e.into()))?;
+                // A bind takes its flags from a remount (mount(2)).
+                let remounted =
+                    rustix::mount::mount_remount(&target, flags | MountFlags::BIND, c"").and_then(
+                        |()| rustix::mount::mount_change(&target, MountPropagationFlags::PRIVATE),
+                    );
+                if let Err(e) = remounted {
+                    let _ = rustix::mount::unmount(&target, rustix::mount::UnmountFlags::DETACH);
+                    return Err(step("remount read-only")(e.into()));
+                }
+            }
+            several => {
+                let lowerdir = several
+                    .iter()
+                    .map(|p| option_path(p))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(step("overlay options"))?
+                    .join(":");
+                let data = CString::new(format!("lowerdir={lowerdir}"))
+                    .map_err(|e| step("overlay options")(e.into()))?;
+                rustix::mount::mount("overlay", &target, "overlay", flags, data.as_c_str())
+                    .map_err(|e| step("mount overlay")(e.into()))?;
+            }
+        }
+        Ok(target)
+    }
+
+    /// Unmount and delete container `id`'s filesystem (and its image volumes);
+    /// a missing one is not an error.
     pub fn remove(&self, id: &str) -> Result<(), RootfsError> {
         check_id(id)?;
         let dir = self.container_dir(id);
-        let merged = dir.join("merged");
-        if is_mount_point(&merged) {
-            rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::empty()).map_err(|e| {
+        let unmount = |target: &Path| {
+            rustix::mount::unmount(target, rustix::mount::UnmountFlags::empty()).map_err(|e| {
                 RootfsError::Io {
                     id: id.into(),
                     step: "unmount".into(),
                     source: e.into(),
                 }
-            })?;
+            })
+        };
+        if let Ok(entries) = fs::read_dir(dir.join("image-volumes")) {
+            for entry in entries.flatten() {
+                if is_mount_point(&entry.path()) {
+                    unmount(&entry.path())?;
+                }
+            }
+        }
+        let merged = dir.join("merged");
+        if is_mount_point(&merged) {
+            unmount(&merged)?;
         }
         remove_tree(&dir).map_err(|source| RootfsError::Io {
             id: id.into(),
@@ -214,10 +320,24 @@ impl Rootfs {
                 Ok(bytes) => {
                     let used: ContainerUse =
                         serde_json::from_slice(&bytes).map_err(io::Error::other)?;
-                    out.push((id, used));
+                    out.push((id.clone(), used));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
+            }
+            // Its image volumes use their images too.
+            let volumes = match fs::read_dir(entry.path().join("image-volumes")) {
+                Ok(volumes) => volumes,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for volume in volumes {
+                let path = volume?.path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    let used: ContainerUse =
+                        serde_json::from_slice(&fs::read(&path)?).map_err(io::Error::other)?;
+                    out.push((id.clone(), used));
+                }
             }
         }
         Ok(out)

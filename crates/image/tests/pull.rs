@@ -207,6 +207,49 @@ async fn whiteouts_links_modes_and_xattrs_survive_into_the_rootfs() {
     t.images.remove_rootfs("layers-test").unwrap();
 }
 
+/// An image volume: the image mounted read-only (a one-layer image bound,
+/// a larger one a read-only overlay), the image kept while it is mounted,
+/// everything taken down with the container's filesystem.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_volumes_are_read_only_and_keep_their_image() {
+    let t = TestRoot::new();
+    for name in ["layers:latest", "busybox:latest"] {
+        t.images.pull(&image(name), &t.options()).await.unwrap();
+    }
+    t.images
+        .prepare_rootfs(&image("busybox:latest"), "c1")
+        .unwrap();
+    let layers = t
+        .images
+        .mount_image_volume(&image("layers:latest"), "c1", 0)
+        .unwrap();
+    let one = t
+        .images
+        .mount_image_volume(&image("busybox:latest"), "c1", 1)
+        .unwrap();
+    assert_eq!(read(layers.join("data/keep.txt")), "keep");
+    assert!(!layers.join("data/remove-me.txt").exists());
+    assert!(one.join("bin/busybox").is_file());
+    for dir in [&layers, &one] {
+        let e = std::fs::write(dir.join("new"), "x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(30), "{dir:?}: {e}"); // EROFS
+    }
+    // Mounting again is the same mount.
+    t.images
+        .mount_image_volume(&image("layers:latest"), "c1", 0)
+        .unwrap();
+    let e = t
+        .images
+        .remove(&image("layers:latest"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c1"), "{e}");
+
+    t.images.remove_rootfs("c1").unwrap();
+    assert!(support::mounts_below(t.dir.path()).is_empty());
+    t.images.remove(&image("layers:latest"), false).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn zstd_and_uncompressed_layers() {
     let t = TestRoot::new();

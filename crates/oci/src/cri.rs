@@ -270,6 +270,14 @@ pub struct Mount {
     pub propagation: MountPropagation,
     /// Read-only all the way down (`recursiveReadOnly: Enabled`).
     pub recursive_read_only: bool,
+    /// An image to mount instead of `host_path` (a Kubernetes `image`
+    /// volume): the runtime mounts the pulled image read-only.
+    #[serde(default)]
+    pub image: Option<ImageSpec>,
+    /// The directory of `image` to mount, relative to its root (a
+    /// volumeMount's subPath of an image volume); empty for all of it.
+    #[serde(default)]
+    pub image_sub_path: String,
 }
 
 /// A host device in the container (`Device`).

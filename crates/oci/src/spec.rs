@@ -227,11 +227,19 @@ fn config_mounts(config: &cri::ContainerConfig) -> Vec<Mount> {
                 cri::MountPropagation::Bidirectional => "rshared",
             };
             let rw = if m.readonly { "ro" } else { "rw" };
+            let mut options = vec!["rbind".into(), propagation.into(), rw.into()];
+            if m.image.is_some() {
+                // An image volume (the runtime mounted the image at
+                // host_path): read-only and nothing in it runs, as
+                // Kubernetes documents image volumes.
+                options = vec!["rbind".into(), propagation.into(), "ro".into()];
+                options.extend(["nosuid", "nodev", "noexec"].map(String::from));
+            }
             Mount {
                 source: m.host_path.clone().into(),
                 destination: m.container_path.clone(),
                 typ: "bind".into(),
-                options: vec!["rbind".into(), propagation.into(), rw.into()],
+                options,
             }
         })
         .collect()

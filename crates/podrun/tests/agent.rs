@@ -685,7 +685,7 @@ fn an_invalid_document_applies_nothing() {
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("spec.volumes[1].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)")
+        stderr.contains("spec.volumes[1].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image)")
             && stderr.contains("spec.volumes[2].nfs: unsupported value")
             && stderr.contains("nothing was applied"),
         "{}",
@@ -1620,6 +1620,113 @@ stringData: {password: s3cret}
     );
 
     env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// An `image` volume (Kubernetes 1.33+): the image is pulled by its
+/// pullPolicy with kubelet's events and mounted read-only and noexec, its
+/// layers as the container sees them (whiteouts and opaque directories
+/// applied), a subPath of it too; a subPath whose symbolic link leads out of
+/// the image is refused; nothing is left mounted after delete.
+#[test]
+fn image_volumes_mount_the_image_read_only() {
+    let env = Env::new(&SUITE, "imgvol");
+    let name = env.name("ag-imgvol");
+    let bad = env.name("ag-imgvol-bad");
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: layers, mountPath: /vol}}
+    - {{name: layers, mountPath: /data, subPath: data}}
+    - {{name: bb, mountPath: /bb}}
+  volumes:
+  - name: layers
+    image: {{reference: "{r}/layers:latest", pullPolicy: IfNotPresent}}
+  - name: bb
+    image: {{reference: "{r}/busybox:latest"}}
+"#
+    );
+    let out = env.apply(&pod);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &name)], 30);
+
+    let sh = |script: &str| env.podrun(&["exec", &name, "--", "sh", "-c", script]);
+    let ok = |script: &str| {
+        let out = sh(script);
+        assert!(
+            out.status.success(),
+            "{script}: {}\n{}",
+            text(&out),
+            env.diag()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Three layers, as the image's own root filesystem would show them.
+    assert_eq!(
+        ok("cat /vol/data/keep.txt /vol/data/replaced.txt /vol/data/late.txt"),
+        "keepv2late"
+    );
+    assert_eq!(ok("ls /vol/data/opaque"), "new.txt\n");
+    assert!(!sh("test -e /vol/data/remove-me.txt").status.success());
+    assert!(!sh("test -e /vol/data/dir-to-remove").status.success());
+    // The subPath is the image's directory.
+    assert_eq!(ok("cat /data/keep.txt"), "keep");
+    // Read-only, and nothing in it runs; a one-layer image too.
+    for dir in ["/vol", "/data", "/bb"] {
+        let out = sh(&format!("touch {dir}/new"));
+        assert!(!out.status.success(), "{dir} is writable: {}", text(&out));
+    }
+    let out = sh("/bb/bin/busybox true");
+    assert!(!out.status.success(), "/bb is not noexec: {}", text(&out));
+    assert_eq!(ok("/bin/busybox cat /bb/etc/passwd | head -c 4"), "root");
+    let events = env.ok(&["describe", "pod", &name]);
+    assert!(
+        events.contains(&format!("{r}/layers:latest"))
+            && events.contains("Image (a container image or OCI artifact)"),
+        "{events}"
+    );
+    let mounted = env.mounts();
+    assert!(
+        mounted
+            .iter()
+            .filter(|m| m.contains("/image-volumes/"))
+            .count()
+            >= 2,
+        "{mounted:?}"
+    );
+
+    // A subPath through a symbolic link out of the image (data/abs-symlink
+    // -> /etc/passwd) is refused; the container is not made.
+    let escape = pod
+        .replace(&name, &bad)
+        .replace("subPath: data}", "subPath: data/abs-symlink}");
+    let out = env.apply(&escape);
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
+    assert!(
+        text(&out).contains("subPath \"data/abs-symlink\" leads out of the image"),
+        "{}",
+        text(&out)
+    );
+    env.wait_rows("CreateContainerError", 30, |rows| {
+        rows.iter()
+            .any(|r| r[1] == bad && r[3] == "CreateContainerError")
+    });
+    let d = env.ok(&["describe", "pod", &bad]);
+    assert!(d.contains("leads out of the image"), "{d}");
+
+    env.ok(&["delete", "pod", &name, &bad]);
     env.assert_nothing_left();
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();

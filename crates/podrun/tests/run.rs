@@ -304,7 +304,7 @@ fn bad_manifests_and_missing_host_paths_fail_cleanly() {
         assert_eq!(out.status.code(), Some(1), "{extra:?}");
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(
-            e.contains("pod.yaml:14: spec.volumes[0].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)"),
+            e.contains("pod.yaml:14: spec.volumes[0].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image)"),
             "{extra:?}: {e}"
         );
         assert!(

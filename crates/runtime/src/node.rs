@@ -518,6 +518,13 @@ impl NodeRuntime {
             .prepare_rootfs(image, id)
             .map_err(|e| format!("root filesystem: {e}"))?;
         let users = UserFiles::read(&rootfs).map_err(|e| e.to_string())?;
+        let with_images;
+        let config = if config.mounts.iter().any(|m| m.image.is_some()) {
+            with_images = self.mount_image_volumes(id, config)?;
+            &with_images
+        } else {
+            config
+        };
         if config
             .mounts
             .iter()
@@ -574,6 +581,35 @@ impl NodeRuntime {
             stop_signal: generated.stop_signal,
             grace_period_ms: grace_s.saturating_mul(1000),
         })
+    }
+
+    /// `config` with its image mounts' images mounted (read-only, under the
+    /// container's root filesystem directory, which takes them down with it)
+    /// and their host paths set: kubelet pulled the images of the pod's image
+    /// volumes and sends each as a mount's `image`. An `image_sub_path` must be
+    /// a directory inside the image (a symbolic link may not lead out of it).
+    fn mount_image_volumes(
+        &self,
+        id: &str,
+        config: &ContainerConfig,
+    ) -> Result<ContainerConfig, String> {
+        let mut config = config.clone();
+        for (index, m) in config.mounts.iter_mut().enumerate() {
+            let Some(image) = &m.image else { continue };
+            let what = format!("image volume {:?} at {}", image.image, m.container_path);
+            let root = self
+                .images
+                .mount_image_volume(&image.image, id, index)
+                .map_err(|e| format!("{what}: {e}"))?;
+            let mut source = root.clone();
+            if !m.image_sub_path.is_empty() {
+                source = image_sub_path(&root, &m.image_sub_path)
+                    .map_err(|e| format!("{what}: subPath {:?} {e}", m.image_sub_path))?;
+            }
+            m.host_path = source.display().to_string();
+            m.readonly = true;
+        }
+        Ok(config)
     }
 
     /// The longest grace period of the sandbox's containers (30 s without any).
@@ -1133,6 +1169,24 @@ impl RuntimeService for NodeRuntime {
 /// that holds its lock, or one started whose lock is not taken yet (its
 /// starter may have died before recording it), found by its plan in its
 /// command line.
+/// The path of `sub` in the image mounted at `root`, which must exist there:
+/// a relative path without `..`, and no symbolic link in it may lead out of
+/// the image (resolved, it is still below `root`).
+fn image_sub_path(root: &Path, sub: &str) -> Result<PathBuf, &'static str> {
+    let relative = Path::new(sub)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !relative {
+        return Err("must be a relative path without '..'");
+    }
+    let root = std::fs::canonicalize(root).map_err(|_| "cannot be resolved")?;
+    match std::fs::canonicalize(root.join(sub)) {
+        Err(_) => Err("does not exist in the image"),
+        Ok(p) if !p.starts_with(&root) => Err("leads out of the image"),
+        Ok(p) => Ok(p),
+    }
+}
+
 fn monitor_of(dir: &Path) -> Option<i32> {
     if let Some(pid) = monitor::monitor_pid(dir) {
         return Some(pid);

@@ -214,6 +214,11 @@ fn volume_defaults(volume: &mut Volume) {
             }
         }
     }
+    if let Some(image) = volume.image.as_mut() {
+        // SetDefaults_ImageVolumeSource: as a container's imagePullPolicy.
+        let policy = default_pull_policy(image.reference.as_deref().unwrap_or(""));
+        set_str(&mut image.pull_policy, policy);
+    }
     if let Some(projected) = volume.projected.as_mut() {
         projected.default_mode.get_or_insert(DEFAULT_MODE);
         for source in projected.sources.iter_mut().flatten() {

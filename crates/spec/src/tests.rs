@@ -124,7 +124,7 @@ fn load_runnable_refuses_also_what_the_node_cannot_run() {
         error.to_string(),
         "\
 web.yaml:18: spec.containers[0].ports[0].containerPort: must be between 1 and 65535, got 0
-web.yaml:23: spec.volumes[0].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected)"
+web.yaml:23: spec.volumes[0].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image)"
     );
     let list = format!(
         "apiVersion: v1\nkind: List\nitems:\n- {}",

@@ -266,6 +266,20 @@ fn volume_source(e: &mut Errors, v: &Volume, vp: &str, containers: &HashSet<&str
     if let Some(projected) = &v.projected {
         projected_source(e, projected, &at(vp, "projected"), containers);
     }
+    if let Some(image) = &v.image {
+        // validateImageVolumeSource: a pod's image volume names its image.
+        let ip = at(vp, "image");
+        if set(&image.reference).is_none() {
+            e.required(&at(&ip, "reference"));
+        }
+        if let Some(policy) = set(&image.pull_policy) {
+            e.one_of(
+                &at(&ip, "pullPolicy"),
+                policy,
+                &["Always", "IfNotPresent", "Never"],
+            );
+        }
+    }
 }
 
 fn file_mode(e: &mut Errors, path: &str, mode: Option<i32>) {
