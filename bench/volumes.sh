@@ -150,6 +150,9 @@ kept_yaml pm-common >"$WORK/yaml/podman-kept.yaml"
 
 podrun_() { "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" --registries-conf "$CONF/podrun-registries.conf" "$@"; }
 
+# podman makes libpod_parent cgroups (v1) and leaves them: ours are removed on exit.
+LIBPOD_BEFORE=$(find /sys/fs/cgroup -maxdepth 3 -name libpod_parent | wc -l)
+
 cleanup() {
     set +e
     for p in vol-none vol-common vol-all; do podrun_ delete pod "$p" >/dev/null 2>&1; done
@@ -162,6 +165,7 @@ cleanup() {
     podman_ secret rm -a >/dev/null 2>&1
     grep -o " $WORK[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
     rm -rf "$WORK"
+    ((LIBPOD_BEFORE)) || find /sys/fs/cgroup -depth -path '*/libpod_parent*' -type d -exec rmdir {} + 2>/dev/null
 }
 trap cleanup EXIT
 
