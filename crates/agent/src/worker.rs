@@ -748,6 +748,7 @@ fn make_container(
     let all = crate::volumes::Which::All;
     crate::volumes::set_up(pod, &state.record.data_dir, sources, node, all)
         .map_err(|e| Unmade::Mount(crate::volumes::failed_mount_message(&e)))?;
+    crash_point("create:volumes");
     let env = crate::create::container_env(pod, spec, sources, node)
         .map_err(|e| Unmade::Config(cause(&e)))?;
     let host =

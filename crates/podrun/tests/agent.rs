@@ -1731,3 +1731,60 @@ spec:
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
 }
+
+/// The agent killed once a pod's volumes are mounted (a secret's tmpfs, a
+/// memory emptyDir) but before its container is made: a fresh agent makes
+/// the pod, and its delete leaves no mount, directory or process behind.
+#[test]
+fn killed_with_volumes_mounted_leaves_nothing_after_delete() {
+    let env = Env::new(&SUITE, "create-volumes");
+    let name = env.name("ag-volcrash");
+    let mut agent = env.serve(Some("create:volumes"), &[], &[]);
+    let r = registry();
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: ag-volcrash-creds}}
+stringData: {{password: s3cret}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: creds, mountPath: /etc/creds}}
+    - {{name: scratch, mountPath: /scratch}}
+  volumes:
+  - {{name: creds, secret: {{secretName: ag-volcrash-creds}}}}
+  - {{name: scratch, emptyDir: {{medium: Memory}}}}
+"#
+    );
+    let out = env.apply(&yaml);
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.signal()),
+        Some(libc::SIGKILL),
+        "the agent did not kill itself with the volumes mounted\n{}\n{}",
+        text(&out),
+        env.diag()
+    );
+    assert!(
+        env.mounts().iter().any(|m| m.ends_with("/volumes/creds")),
+        "the secret's tmpfs was not mounted when the agent died: {:?}",
+        env.mounts()
+    );
+    let mut fresh = env.serve(None, &[], &[]);
+    env.wait_running(&[("default", &name)], 30);
+    assert_eq!(
+        env.ok(&["exec", &name, "--", "cat", "/etc/creds/password"]),
+        "s3cret"
+    );
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    fresh.kill();
+}
