@@ -219,7 +219,12 @@ pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
         "io.kubernetes.pod.namespace".into(),
         record.namespace.clone(),
     );
-    labels.insert("io.kubernetes.pod.uid".into(), record.pod_id.clone());
+    let uid = pod
+        .metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| record.pod_id.clone());
+    labels.insert("io.kubernetes.pod.uid".into(), uid);
     let limits = podrun_spec::pod_cgroup_limits(pod);
     let mut unified = std::collections::BTreeMap::new();
     if let Some(pids) = limits.pids_limit {

@@ -534,6 +534,50 @@ fn namespace_of(o: &podrun_spec::Object) -> String {
     }
 }
 
+/// A new object's `metadata.uid`: a random (version 4) UUID, as the API
+/// server assigns it.
+pub fn new_uid() -> String {
+    let mut b = [0u8; 16];
+    if let Err(e) = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()) {
+        // Never on Linux ≥ 3.17; a time-based value keeps the UID unique.
+        tracing::warn!("getrandom: {e}: the pod UID is made from the clock");
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            ^ (u128::from(std::process::id()) << 64);
+        b = t.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// `manifest` (a Pod as JSON) with `metadata.uid` set to `uid`.
+fn with_uid(manifest: &str, uid: &str) -> Result<String, AgentError> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(manifest).map_err(|source| AgentError::Encode {
+            what: "the manifest".into(),
+            source,
+        })?;
+    value["metadata"]["uid"] = uid.into();
+    Ok(value.to_string())
+}
+
+/// The `metadata.uid` a stored manifest has, if any.
+fn uid_of(manifest: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(manifest).ok()?;
+    value["metadata"]["uid"].as_str().map(String::from)
+}
+
 /// A hash of what was applied, to tell an unchanged manifest from a changed one.
 fn manifest_hash(json: &str) -> String {
     use sha2::Digest;
@@ -606,9 +650,14 @@ pub async fn apply(
                             let in_place = !source.starts_with("file:")
                                 && updatable_in_place(&row.manifest, &pod);
                             let (ns, n) = (namespace.clone(), name.clone());
+                            // A pod changed in place is the same object; a
+                            // replaced one is a new one, with a new UID.
                             changes.push(if in_place {
+                                let uid = uid_of(&row.manifest).unwrap_or_else(new_uid);
+                                let manifest = with_uid(&manifest, &uid)?;
                                 Change::UpdatePod { namespace: ns, name: n, manifest, hash }
                             } else {
+                                let manifest = with_uid(&manifest, &new_uid())?;
                                 Change::ReplacePod { namespace: ns, name: n, manifest, hash }
                             });
                             lines.push(format!("pod/{name} configured"));
@@ -621,7 +670,7 @@ pub async fn apply(
                                 name: name.clone(),
                                 pod_id: crate::pods::new_pod_id(&namespace, &name),
                                 source: source.to_string(),
-                                manifest,
+                                manifest: with_uid(&manifest, &new_uid())?,
                                 hash,
                                 state: PodPhase::Creating,
                                 created: now(),

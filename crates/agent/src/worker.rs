@@ -848,7 +848,8 @@ fn lost_with_sandbox(
 /// the status last reported.
 pub(super) fn v1_pod(row: &PodRow, summary: &PodSummary) -> Result<serde_json::Value> {
     let mut pod: Pod = decode(&row.manifest, "the stored manifest")?;
-    pod.metadata.uid = Some(row.pod_id.clone());
+    // A pod stored before UIDs were UUIDs has its sandbox's ID.
+    pod.metadata.uid.get_or_insert_with(|| row.pod_id.clone());
     pod.metadata.creation_timestamp = parse_time(&row.created)
         .map(podrun_kubelet::observe::api_time)
         .or(pod.metadata.creation_timestamp);

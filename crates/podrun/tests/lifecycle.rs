@@ -363,13 +363,39 @@ fn crash_loop_backs_off_exponentially() {
     assert_eq!(value(&last, "Reason").as_deref(), Some("Error"), "{d}");
     assert_eq!(value(&last, "Exit Code").as_deref(), Some("1"), "{d}");
     assert!(restart_count(&d, "app") >= 5, "{d}");
+    // The pod's UID is a UUID, as the API server assigns it, and kubelet's
+    // messages name the pod as format.Pod does: NAME_NAMESPACE(UID).
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "pod", &name, "-o", "json"])).unwrap();
+    let uid = json["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let hex: Vec<usize> = uid.split('-').map(str::len).collect();
+    assert!(
+        hex == [8, 4, 4, 4, 12]
+            && uid.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+            && uid.as_bytes()[14] == b'4',
+        "not a version 4 UUID: {uid:?}"
+    );
     let ev = events(&d);
     assert!(
         ev.contains("BackOff")
             && ev.contains(&format!(
-                "Back-off restarting failed container app in pod {name}"
+                "Back-off restarting failed container app in pod {name}_default({uid})"
             )),
         "no BackOff event:\n{d}"
+    );
+    let message = json["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.is_empty()
+            || message.ends_with(&format!(
+                "restarting failed container=app pod={name}_default({uid})"
+            )),
+        "{message}"
     );
     assert_eq!(pod_field(&d, "Status").as_deref(), Some("Running"), "{d}");
     env.delete(&[&name]);

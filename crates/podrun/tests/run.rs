@@ -606,7 +606,7 @@ spec:
   containers:
   - name: app
     image: {r}/busybox:latest
-    command: ["sh", "-c", "echo $CFG_mode $PW $NAME $NS $APP $MEM $(LIT)"]
+    command: ["sh", "-c", "echo $CFG_mode $PW $NAME $NS $APP $MEM $(LIT) ${{#PODUID}}"]
     resources: {{limits: {{memory: 64Mi}}}}
     envFrom:
     - configMapRef: {{name: cfg}}
@@ -619,6 +619,8 @@ spec:
       valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
     - name: NS
       valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
+    - name: PODUID
+      valueFrom: {{fieldRef: {{fieldPath: metadata.uid}}}}
     - name: APP
       valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['app']"}}}}
     - name: MEM
@@ -637,7 +639,7 @@ stringData: {{password: hunter2}}
     ));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "app | fast hunter2 envpod default shop 64 literal\n",
+        "app | fast hunter2 envpod default shop 64 literal 36\n",
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

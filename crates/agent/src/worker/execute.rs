@@ -287,9 +287,11 @@ pub fn execute(
                     node.event(
                         "Warning",
                         "BackOff",
+                        // kuberuntime_manager.go doBackOff: the pod as format.Pod.
                         &format!(
-                            "Back-off restarting failed container {} in pod {name}",
-                            w.name
+                            "Back-off restarting failed container {} in pod {}",
+                            w.name,
+                            podrun_kubelet::observe::format_pod(pod)
                         ),
                     );
                 }
