@@ -34,6 +34,10 @@ pub enum Request {
         files: Vec<(String, String)>,
         /// Seconds the pods get to stop (None: their own terminationGracePeriodSeconds).
         grace_period: Option<i64>,
+        /// Answer once the pods are gone (kubectl's `--wait`), else once their
+        /// deletion is recorded.
+        #[serde(default = "yes")]
+        wait: bool,
     },
     /// Remove pods by name.
     Delete {
@@ -43,6 +47,9 @@ pub enum Request {
         names: Vec<String>,
         /// Seconds the pods get to stop (None: their own).
         grace_period: Option<i64>,
+        /// Answer once the pods are gone, else once their deletion is recorded.
+        #[serde(default = "yes")]
+        wait: bool,
     },
     /// List pods.
     Get {
@@ -287,4 +294,9 @@ pub fn write_response(mut stream: &UnixStream, response: &Response) -> std::io::
     let mut line = serde_json::to_vec(response)?;
     line.push(b'\n');
     stream.write_all(&line)
+}
+
+/// `true`, for serde defaults.
+fn yes() -> bool {
+    true
 }

@@ -488,13 +488,37 @@ impl Db {
     }
 
     /// Mark pods for deletion; returns how many were.
-    pub fn mark_deleting(&self, namespace: &str, name: &str) -> Result<usize, DbError> {
-        self.conn
-            .execute(
-                "UPDATE pods SET state = 'deleting' WHERE namespace = ?1 AND name = ?2",
+    pub fn mark_deleting(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        mark: impl FnOnce(&str) -> String,
+    ) -> Result<usize, DbError> {
+        let path = self.path.clone();
+        let e = |c| self_err(&path, c);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let manifest: Option<String> = tx
+            .query_row(
+                "SELECT manifest FROM pods WHERE namespace = ?1 AND name = ?2",
                 params![namespace, name],
+                |r| r.get(0),
             )
-            .map_err(|e| self.err(e))
+            .optional()
+            .map_err(e)?;
+        let Some(manifest) = manifest else {
+            return Ok(0);
+        };
+        let n = tx
+            .execute(
+                "UPDATE pods SET state = 'deleting', manifest = ?3 WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name, mark(&manifest)],
+            )
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(n)
     }
 
     /// Forget a pod (its sandbox is gone), with its containers and events.

@@ -145,13 +145,33 @@ fn render(
             labels.join(&format!("\n{:18}", ""))
         },
     );
-    // kubectl shows Terminating for a pod being deleted, else the phase.
-    let phase = if status_column == "Terminating" {
-        "Terminating".to_string()
-    } else {
-        status.phase.clone().unwrap_or_else(|| "Pending".into())
-    };
-    field(&mut out, 0, "Status", &phase);
+    // kubectl shows Terminating for a pod being deleted (how long since its
+    // deletionTimestamp: "<invalid>" while that is ahead, as kubectl prints
+    // it during the grace period), else the phase.
+    let phase = status.phase.clone().unwrap_or_else(|| "Pending".into());
+    let ended = matches!(phase.as_str(), "Failed" | "Succeeded");
+    match (&meta.deletion_timestamp, meta.deletion_grace_period_seconds) {
+        (Some(at), Some(grace)) if !ended => {
+            let at = chrono::DateTime::from_timestamp(at.0.as_second(), 0).unwrap_or_default();
+            let since = podrun_kubelet::printer::human_duration(chrono::Utc::now() - at);
+            field(
+                &mut out,
+                0,
+                "Status",
+                &format!("Terminating (lasts {since})"),
+            );
+            field(
+                &mut out,
+                0,
+                "Termination Grace Period",
+                &format!("{grace}s"),
+            );
+        }
+        _ if status_column == "Terminating" && !ended => {
+            field(&mut out, 0, "Status", "Terminating")
+        }
+        _ => field(&mut out, 0, "Status", &phase),
+    }
     if let Some(reason) = &status.reason {
         field(&mut out, 0, "Reason", reason);
     }
@@ -255,6 +275,47 @@ fn render(
     let mut table = Vec::new();
     let _ = crate::table::write_spaced(&mut table, &rows, 2);
     out.push_str(&String::from_utf8_lossy(&table));
+    align_first_block(&out)
+}
+
+/// kubectl's tabwriter makes the pod's first run of `Key:  value` lines (up
+/// to the first line with no value, `IPs:` or `Init Containers:`) as wide as
+/// its widest key plus 2: `Termination Grace Period:` widens all of them.
+fn align_first_block(text: &str) -> String {
+    const NARROW: usize = 18;
+    let lines: Vec<&str> = text.lines().collect();
+    let key = |l: &str| -> Option<usize> {
+        let end = l.find(':')?;
+        let key_ok = !l.starts_with(' ') && l[end + 1..].starts_with("  ");
+        key_ok.then_some(end + 1)
+    };
+    let block = lines
+        .iter()
+        .take_while(|l| key(l).is_some() || l.starts_with(&" ".repeat(NARROW)))
+        .count();
+    let width = lines[..block]
+        .iter()
+        .filter_map(|l| key(l))
+        .map(|k| k + 2)
+        .max()
+        .unwrap_or(NARROW)
+        .max(NARROW);
+    if width == NARROW {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + block * (width - NARROW));
+    for (i, l) in lines.iter().enumerate() {
+        if i < block {
+            let (head, value) = match key(l) {
+                Some(k) => (&l[..k], l[k..].trim_start()),
+                None => ("", l.trim_start()),
+            };
+            let _ = writeln!(out, "{head:<width$}{value}");
+        } else {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
     out
 }
 

@@ -488,12 +488,14 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
         Request::DeleteFiles {
             files,
             grace_period,
-        } => delete_files(agent, &files, grace_period).await,
+            wait,
+        } => delete_files(agent, &files, grace_period, wait).await,
         Request::Delete {
             namespace,
             names,
             grace_period,
-        } => delete(agent, &namespace, &names, grace_period).await,
+            wait,
+        } => delete(agent, &namespace, &names, grace_period, wait).await,
         Request::Get { namespace, full } => get(agent, namespace.as_deref(), full),
         Request::Describe { namespace, name } => describe::describe(agent, &namespace, &name)
             .map(|text| Response::Text { text })
@@ -797,6 +799,8 @@ fn updatable_in_place(old: &str, new: &k8s_openapi::api::core::v1::Pod) -> bool 
     let mut metadata = new.metadata.clone();
     metadata.labels = old.metadata.labels.clone();
     metadata.annotations = old.metadata.annotations.clone();
+    // What the agent assigned is not the user's to give.
+    metadata.uid = old.metadata.uid.clone();
     metadata == old.metadata && spec == old_spec
 }
 
@@ -811,6 +815,7 @@ async fn delete_files(
     agent: &Arc<Agent>,
     files: &[(String, String)],
     grace_period: Option<i64>,
+    wait: bool,
 ) -> Result<Response> {
     // What is only deleted need not be runnable here.
     let objects = load(files, podrun_spec::load)?;
@@ -844,7 +849,7 @@ async fn delete_files(
             lines: l,
             warnings: w,
             failed: f,
-        } = delete(agent, &ns, &names, grace_period).await?
+        } = delete(agent, &ns, &names, grace_period, wait).await?
         {
             lines.extend(l);
             warnings.extend(w);
@@ -867,15 +872,23 @@ pub async fn delete(
     namespace: &str,
     names: &[String],
     grace_period: Option<i64>,
+    wait: bool,
 ) -> Result<Response> {
     let mut lines = Vec::new();
     let mut warnings = Vec::new();
     let mut waits = Vec::new();
     for name in names {
-        let marked = agent.db().mark_deleting(namespace, name)?;
+        let now = chrono::Utc::now();
+        let mut at = None;
+        let marked = agent.db().mark_deleting(namespace, name, |manifest| {
+            let (manifest, when) = mark_deletion(manifest, grace_period, now);
+            at = when;
+            manifest
+        })?;
         if marked > 0 {
-            if let Some(g) = grace_period {
-                worker::set_grace_override(namespace, name, g);
+            if let Some(at) = at {
+                let left = (at - now).to_std().unwrap_or_default();
+                worker::set_deadline(namespace, name, std::time::Instant::now() + left);
             }
             crash_point("delete:marked");
             let agent = agent.clone();
@@ -907,6 +920,11 @@ pub async fn delete(
         }
     }
     for (name, w) in waits {
+        if !wait {
+            // The worker goes on with it.
+            lines.push(format!("pod \"{name}\" deleted"));
+            continue;
+        }
         match task(w.await)? {
             Ok(()) => lines.push(format!("pod \"{name}\" deleted")),
             Err(e) => warnings.push(e),
@@ -917,6 +935,42 @@ pub async fn delete(
         lines,
         warnings,
     })
+}
+
+/// `manifest` (a stored Pod) marked for deletion as the API server marks it:
+/// `deletionGracePeriodSeconds` (`grace_period`, else the pod's
+/// terminationGracePeriodSeconds) and `deletionTimestamp` (`now` plus that).
+/// A pod marked already keeps the earlier end: the grace period can only
+/// decrease. Returns the manifest and the end in force.
+fn mark_deletion(
+    manifest: &str,
+    grace_period: Option<i64>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (String, Option<chrono::DateTime<chrono::Utc>>) {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(manifest) else {
+        return (manifest.to_string(), None);
+    };
+    let own = value["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(podrun_kubelet::grace::DEFAULT_GRACE_SECONDS);
+    let seconds = grace_period
+        .unwrap_or(own)
+        .clamp(0, podrun_kubelet::grace::MAX_GRACE_SECONDS);
+    let mut at = now + chrono::Duration::seconds(seconds);
+    let meta = &mut value["metadata"];
+    let earlier = meta["deletionTimestamp"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    match earlier {
+        Some(t) if t <= at => at = t,
+        _ => {
+            meta["deletionTimestamp"] =
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into();
+            meta["deletionGracePeriodSeconds"] = seconds.into();
+        }
+    }
+    (value.to_string(), Some(at))
 }
 
 /// Every pod of the agent's and of `podrun run`'s in the foreground, as `get

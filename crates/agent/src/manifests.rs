@@ -132,8 +132,14 @@ async fn delete_where(agent: &Arc<Agent>, doomed: impl Fn(&str, &(String, String
             row.name,
             row.source.trim_start_matches("file:")
         );
-        if let Err(e) =
-            super::delete(agent, &row.namespace, std::slice::from_ref(&row.name), None).await
+        if let Err(e) = super::delete(
+            agent,
+            &row.namespace,
+            std::slice::from_ref(&row.name),
+            None,
+            true,
+        )
+        .await
         {
             tracing::warn!("pod/{}: delete: {}", row.name, e);
         }

@@ -1,10 +1,14 @@
 //! Graceful termination of an agent's pod, as kubelet's killPodWithSyncResult
-//! does it: the containers in `termination_order` (main and regular init
-//! containers together, then each sidecar alone, the last one first), each
-//! group given what is left of the pod's grace period. A container's preStop
-//! hook (exec, sleep, httpGet) runs first and its time counts against the grace
-//! period; then its stop signal, and SIGKILL when the time is up
-//! (pkg/kubelet/kuberuntime/kuberuntime_container.go killContainer).
+//! does it (pkg/kubelet/kuberuntime/kuberuntime_container.go
+//! killContainersWithSyncResult, killContainer): every running container at
+//! once records its `Killing` event and runs its preStop hook (exec, sleep,
+//! httpGet), whose time counts against the grace period; then waits for its
+//! turn in `termination_order` (main and regular init containers together,
+//! then each sidecar alone, the last one first); then gets its stop signal
+//! with what is left of the grace period, but never less than kubelet's
+//! minimumGracePeriodInSeconds (2 s), and SIGKILL when that is up. The end of
+//! the grace period is read again while waiting: a deletion asked again with
+//! a shorter grace period cuts the termination short.
 
 use crate::pods::{InSandbox, PodState};
 use crate::probe::HandlerError;
@@ -17,15 +21,26 @@ use std::time::{Duration, Instant};
 /// Something to record as an event: (type, reason, message).
 pub type Events<'a> = &'a (dyn Fn(&str, &str, String) + Sync);
 
-/// Stop every container of the pod of `state` in kubelet's order within
-/// `grace` (default: the pod's terminationGracePeriodSeconds), through the
-/// runtime's StopContainer; the sandbox is then the caller's to stop. A pod
-/// whose sandbox is not ready (its monitor is gone) is left to its removal.
+/// When the pod's grace period ends; asked again while waiting, as it may
+/// move earlier.
+pub type Deadline<'a> = &'a (dyn Fn() -> Instant + Sync);
+
+/// kubelet's minimumGracePeriodInSeconds: the least time a container is
+/// given between its stop signal and SIGKILL.
+pub const MINIMUM_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a waiting container looks at the others and at the deadline.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Stop every container of the pod of `state` in kubelet's way (above) by
+/// `deadline`, through the runtime's StopContainer; the sandbox is then the
+/// caller's to stop. A pod whose sandbox is not ready (its monitor is gone)
+/// is left to its removal.
 pub fn terminate(
     runtime: &dyn RuntimeService,
     state: &PodState,
     pod: &Pod,
-    grace: Option<Duration>,
+    deadline: Deadline,
     events: Events,
 ) -> Result<(), ServiceError> {
     let sandbox = match runtime.pod_sandbox_status(&state.record.pod_id) {
@@ -38,74 +53,111 @@ pub fn terminate(
         runtime,
         sandbox: &sandbox,
     };
-    match stop_in_order(&target, pod, grace, events) {
+    match stop_all(&target, pod, deadline, events) {
         // A monitor that stopped listening is ending the sandbox already.
         Err(ServiceError::NotRunning { .. }) => Ok(()),
         other => other,
     }
 }
 
-fn stop_in_order(
+/// Each running container, with the containers that must be gone before its
+/// turn comes (those of the groups before its own).
+fn turns(pod: &Pod, running: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut before: Vec<String> = Vec::new();
+    for group in podrun_kubelet::termination_order(pod) {
+        let group: Vec<String> = group.into_iter().filter(|n| running.contains(n)).collect();
+        out.extend(group.iter().map(|n| (n.clone(), before.clone())));
+        before.extend(group);
+    }
+    out
+}
+
+fn stop_all(
     target: &InSandbox,
     pod: &Pod,
-    grace: Option<Duration>,
+    deadline: Deadline,
     events: Events,
 ) -> Result<(), ServiceError> {
     let spec = pod.spec.clone().unwrap_or_default();
-    let grace = grace.unwrap_or_else(|| podrun_kubelet::grace::pod_grace_period(pod));
-    let deadline = Instant::now() + grace;
     let containers: Vec<&Container> = spec
         .init_containers
         .iter()
         .flatten()
         .chain(&spec.containers)
         .collect();
-    for group in podrun_kubelet::termination_order(pod) {
-        let now_running = running(target)?;
-        let group: Vec<String> = group
-            .into_iter()
-            .filter(|n| now_running.contains(n))
-            .collect();
-        if group.is_empty() {
-            continue;
-        }
-        // preStop hooks of the group run side by side, each bounded by the grace left.
-        std::thread::scope(|s| {
-            for name in &group {
-                if let Some(hook) = containers
+    let turns = turns(pod, &running(target)?);
+    // Killing is recorded for all of them when termination starts.
+    for (name, _) in &turns {
+        events("Normal", "Killing", format!("Stopping container {name}"));
+    }
+    std::thread::scope(|s| {
+        let threads: Vec<_> = turns
+            .iter()
+            .map(|(name, waits_for)| {
+                let hook = containers
                     .iter()
                     .find(|c| &c.name == name)
-                    .and_then(|c| c.lifecycle.as_ref()?.pre_stop.as_ref())
-                {
-                    s.spawn(move || {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        if let Err(e) = run_hook(target, name, hook, left) {
-                            events(
-                                "Warning",
-                                "FailedPreStopHook",
-                                format!("PreStopHook failed: container {name}: {e}"),
-                            );
-                        }
-                    });
-                }
+                    .and_then(|c| c.lifecycle.as_ref()?.pre_stop.as_ref());
+                s.spawn(move || kill_container(target, name, hook, waits_for, deadline, events))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(Ok(())))
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+    })
+}
+
+/// kubelet's killContainer for container `name`: its preStop hook, its turn
+/// (every container of `waits_for` gone, or the grace period up), its stop
+/// signal with at least [`MINIMUM_GRACE`], then until it is gone.
+fn kill_container(
+    target: &InSandbox,
+    name: &str,
+    pre_stop: Option<&LifecycleHandler>,
+    waits_for: &[String],
+    deadline: Deadline,
+    events: Events,
+) -> Result<(), ServiceError> {
+    if let Some(hook) = pre_stop {
+        let left = deadline().saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            if let Err(e) = run_hook(target, name, hook, left) {
+                events(
+                    "Warning",
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: container {name}: {e}"),
+                );
             }
-        });
-        for name in &group {
-            events("Normal", "Killing", format!("Stopping container {name}"));
-            let left = deadline.saturating_duration_since(Instant::now());
-            target
-                .runtime
-                .stop_container(&target.container_id(name), Some(left))?;
         }
-        // Until they are gone (SIGKILL comes at the deadline from the runtime).
-        let until = deadline + Duration::from_secs(5);
-        while Instant::now() < until {
-            let running = running(target)?;
-            if group.iter().all(|n| !running.contains(n)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    }
+    while !waits_for.is_empty() && Instant::now() < deadline() {
+        let running = running(target)?;
+        if waits_for.iter().all(|n| !running.contains(n)) {
+            break;
         }
+        std::thread::sleep(POLL);
+    }
+    let id = target.container_id(name);
+    let grace = |now: Instant| deadline().saturating_duration_since(now).max(MINIMUM_GRACE);
+    let now = Instant::now();
+    let mut kill_at = now + grace(now);
+    target.runtime.stop_container(&id, Some(kill_at - now))?;
+    // Until it is gone (SIGKILL comes at kill_at from the runtime); a
+    // deadline moved earlier is passed on (the runtime keeps the earlier).
+    while Instant::now() < kill_at + Duration::from_secs(5) {
+        if !running(target)?.contains(&name.to_string()) {
+            break;
+        }
+        let now = Instant::now();
+        let sooner = now + grace(now);
+        if sooner < kill_at {
+            kill_at = sooner;
+            target.runtime.stop_container(&id, Some(kill_at - now))?;
+        }
+        std::thread::sleep(POLL);
     }
     Ok(())
 }

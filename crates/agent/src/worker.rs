@@ -29,7 +29,7 @@ use podrun_runtime::api::{ContainerFilter, PodSandboxStatus, SandboxState, Servi
 use podrun_runtime::ContainerConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Why a step of a pod's worker failed (the message names the pod and the step).
@@ -95,25 +95,39 @@ struct Step {
     gone: bool,
 }
 
-/// Grace periods asked by `delete --grace-period`, until the deletion is done.
-static GRACE: Mutex<Option<HashMap<(String, String), i64>>> = Mutex::new(None);
+/// When the termination of each pod being deleted must be over: set when its
+/// deletion is asked for, and only ever moved earlier ("the grace period can
+/// only decrease", pkg/kubelet/pod_workers.go), so that a second `delete` with
+/// a shorter grace period cuts a termination in progress short.
+static DEADLINES: Mutex<Option<HashMap<(String, String), Instant>>> = Mutex::new(None);
 
-/// Use `seconds` instead of the pod's own grace period when deleting it.
-pub fn set_grace_override(namespace: &str, name: &str, seconds: i64) {
-    GRACE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+/// Pod `namespace/name` must be terminated by `at` (or earlier, if it had to
+/// be already); returns the deadline in force.
+pub fn set_deadline(namespace: &str, name: &str, at: Instant) -> Instant {
+    let mut map = DEADLINES.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = map
         .get_or_insert_with(HashMap::new)
-        .insert((namespace.into(), name.into()), seconds);
+        .entry((namespace.into(), name.into()))
+        .or_insert(at);
+    *entry = (*entry).min(at);
+    *entry
 }
 
-fn grace_override(namespace: &str, name: &str) -> Option<Duration> {
-    GRACE
+/// The deadline of the termination of `namespace/name`, if one was set.
+fn deadline(namespace: &str, name: &str) -> Option<Instant> {
+    DEADLINES
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .as_mut()?
-        .remove(&(namespace.into(), name.into()))
-        .map(podrun_kubelet::grace::grace_period)
+        .as_ref()?
+        .get(&(namespace.into(), name.into()))
+        .copied()
+}
+
+/// The pod is gone: its deadline with it.
+fn forget_deadline(namespace: &str, name: &str) {
+    if let Some(map) = DEADLINES.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        map.remove(&(namespace.into(), name.into()));
+    }
 }
 
 /// The worker of pod `key` (namespace, name).
@@ -266,6 +280,7 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
                 remove(agent, &row).await?;
                 crash_point("delete:removed");
                 agent.db().remove_pod(namespace, name)?;
+                forget_deadline(namespace, name);
                 return Ok(Step {
                     result: Ok(()),
                     wake: None,
@@ -274,6 +289,18 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
             }
         }
     }
+}
+
+/// When the deletion recorded in `manifest` (its `deletionTimestamp`) must
+/// be over, as an instant of this process's clock.
+fn deletion_deadline(manifest: &str) -> Option<Instant> {
+    let value: serde_json::Value = serde_json::from_str(manifest).ok()?;
+    let at = chrono::DateTime::parse_from_rfc3339(value["metadata"]["deletionTimestamp"].as_str()?)
+        .ok()?;
+    let left = (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    Some(Instant::now() + left)
 }
 
 /// How long until a failed creation may be tried again.
@@ -396,20 +423,36 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     if !state.run_dir.exists() && !state.record.data_dir.exists() {
         return Ok(());
     }
-    let grace = grace_override(&row.namespace, &row.name);
+    // The deadline of a deletion (kept in memory, and in the manifest's
+    // deletionTimestamp for an agent that starts again mid-way); a pod
+    // replaced or recreated gets its own grace period from now.
+    let (ns, name) = (row.namespace.clone(), row.name.clone());
+    if row.state == PodPhase::Deleting && deadline(&ns, &name).is_none() {
+        let at = deletion_deadline(&row.manifest).unwrap_or_else(|| {
+            let pod: Option<Pod> = serde_json::from_str(&row.manifest).ok();
+            Instant::now()
+                + pod.as_ref().map_or(
+                    Duration::from_secs(30),
+                    podrun_kubelet::grace::pod_grace_period,
+                )
+        });
+        set_deadline(&ns, &name, at);
+    }
+    let own = Instant::now() + podrun_kubelet::grace::pod_grace_period(&state.record.manifest);
     let runtime = agent.runtime.clone();
     let agent2 = agent.clone();
-    let (ns, name) = (row.namespace.clone(), row.name.clone());
     // A thread of its own, not the blocking pool: stopping waits out grace periods.
     on_thread(move || -> Result<()> {
         let had = ready(runtime.as_ref(), &state.record.pod_id).is_some();
         let pod = state.record.manifest.clone();
         let events = |t: &str, r: &str, m: String| agent2.event(&ns, &name, t, r, &m);
-        if let Err(e) = super::terminate::terminate(runtime.as_ref(), &state, &pod, grace, &events)
+        let until = || deadline(&ns, &name).unwrap_or(own);
+        if let Err(e) = super::terminate::terminate(runtime.as_ref(), &state, &pod, &until, &events)
         {
             tracing::warn!("pod/{name}: graceful stop: {e}");
         }
-        pods::stop_within(runtime.as_ref(), &state, grace)?;
+        let grace = until().saturating_duration_since(Instant::now());
+        pods::stop_within(runtime.as_ref(), &state, Some(grace))?;
         if had {
             crash_point("remove:stopped");
         }
@@ -869,7 +912,8 @@ pub(super) fn v1_pod(row: &PodRow, summary: &PodSummary) -> Result<serde_json::V
     })?;
     value["apiVersion"] = "v1".into();
     value["kind"] = "Pod".into();
-    if summary.status == "Terminating" {
+    if summary.status == "Terminating" && value["metadata"]["deletionTimestamp"].is_null() {
+        // Marked by a podrun that did not record when.
         value["metadata"]["deletionTimestamp"] = crate::now().into();
     }
     Ok(value)

@@ -87,9 +87,14 @@ pub struct DeleteArgs {
     /// Seconds the pods get to stop, instead of their terminationGracePeriodSeconds.
     #[arg(long = "grace-period")]
     grace_period: Option<i64>,
-    /// Stop the pods at once (SIGKILL), as `--grace-period=0`.
+    /// Do not wait out the grace period: as `--grace-period=0` (each container
+    /// still gets kubelet's minimum of 2 s after its stop signal).
     #[arg(long)]
     force: bool,
+    /// Return once the pods are gone (`--wait=false`: once their deletion is
+    /// recorded; the agent goes on stopping them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    wait: bool,
     #[command(flatten)]
     ns: NamespaceArgs,
 }
@@ -352,6 +357,7 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
             &Request::DeleteFiles {
                 files,
                 grace_period,
+                wait: args.wait,
             },
         )?);
     }
@@ -375,6 +381,7 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
             namespace: args.ns.namespace.clone(),
             names: names.iter().map(|n| n.to_string()).collect(),
             grace_period,
+            wait: args.wait,
         },
     )?)
 }

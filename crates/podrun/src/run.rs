@@ -73,7 +73,7 @@ async fn foreground(
     )
     .await?;
     let remove = |manager: std::sync::Arc<agent::Agent>| async move {
-        let _ = agent::delete(&manager, namespace, &[name.to_string()], None).await;
+        let _ = agent::delete(&manager, namespace, &[name.to_string()], None, true).await;
     };
     if let Response::Done {
         warnings,

@@ -1788,3 +1788,110 @@ spec:
     env.assert_nothing_left();
     fresh.kill();
 }
+
+/// Termination as kubelet's pod worker does it: the deletion is recorded
+/// once with its deadline (deletionTimestamp = now + grace,
+/// deletionGracePeriodSeconds) and describe says Terminating as kubectl does;
+/// Killing is recorded for every container when termination starts; a second
+/// delete with a shorter grace period cuts the first one short; a native
+/// sidecar, whose turn comes after the grace period is spent, still gets
+/// kubelet's minimum of 2 s after its stop signal; `--wait=false` returns
+/// once the deletion is recorded, the default waits until the pod is gone.
+#[test]
+fn termination_follows_kubelets_pod_worker() {
+    let env = Env::new(&SUITE, "term");
+    let name = env.name("ag-term");
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out_dir = env.dir.path().join("term-out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 30
+  volumes:
+  - {{name: out, hostPath: {{path: {out}}}}}
+  initContainers:
+  - name: sidecar
+    image: {r}/busybox:latest
+    restartPolicy: Always
+    command: ["sh", "-c", "trap 'sleep 1; echo cleaned > /out/sidecar; exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]
+"#,
+        out = out_dir.display()
+    );
+    let out = env.apply(&pod);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("2/2 Running", 30, |rows| {
+        rows.iter()
+            .any(|r| r[1] == name && r[2] == "2/2" && r[3] == "Running")
+    });
+
+    let asked = chrono::Utc::now();
+    let out = env.podrun(&["delete", "pod", &name, "--wait=false"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("pod \"{name}\" deleted\n")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "pod", &name, "-o", "json"])).unwrap();
+    let meta = &json["metadata"];
+    assert_eq!(meta["deletionGracePeriodSeconds"], 30, "{meta}");
+    let at =
+        chrono::DateTime::parse_from_rfc3339(meta["deletionTimestamp"].as_str().unwrap()).unwrap();
+    let ahead = (at.with_timezone(&chrono::Utc) - asked).num_seconds();
+    assert!(
+        (29..=31).contains(&ahead),
+        "deletionTimestamp {at} is {ahead} s after the delete"
+    );
+    // Set once: read again, it has not moved.
+    std::thread::sleep(Duration::from_millis(1100));
+    let again: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "pod", &name, "-o", "json"])).unwrap();
+    assert_eq!(
+        again["metadata"]["deletionTimestamp"],
+        meta["deletionTimestamp"]
+    );
+    let d = env.ok(&["describe", "pod", &name]);
+    assert!(d.contains("Status:                    Terminating (lasts <invalid>)\nTermination Grace Period:  30s\n"), "{d}");
+    // Both Killing events at once, although app ignores SIGTERM and the
+    // sidecar's turn comes only after it.
+    assert!(
+        d.contains("Stopping container app") && d.contains("Stopping container sidecar"),
+        "{d}"
+    );
+    assert!(
+        !out_dir.join("sidecar").exists(),
+        "the sidecar was stopped before app"
+    );
+
+    // The second delete: 1 s instead of the 29 left; it waits until the pod is gone.
+    let started = Instant::now();
+    let out = env.podrun(&["delete", "pod", &name, "--grace-period", "1"]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    assert!(
+        took < Duration::from_secs(15),
+        "the shorter grace period did not cut the termination short: {took:?}"
+    );
+    assert!(
+        !env.rows().iter().any(|r| r[1] == name),
+        "delete returned before the pod was gone\n{}",
+        env.diag()
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("sidecar")).unwrap_or_default(),
+        "cleaned\n",
+        "the sidecar did not get its 2 s to clean up"
+    );
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
