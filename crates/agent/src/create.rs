@@ -80,6 +80,19 @@ pub enum CreateError {
         /// What kubelet would refuse.
         source: crate::container_config::ConfigError,
     },
+    /// failed to prepare subPath for volumeMount "{mount}" of container "{container}": {source}
+    #[error("failed to prepare subPath for volumeMount \"{mount}\" of container \"{container}\": {source}")]
+    SubPath {
+        /// The volumeMount's volume name.
+        mount: String,
+        /// The container.
+        container: String,
+        /// What is wrong (names the volume and the subPath).
+        source: VolumeError,
+    },
+    /// A subPathExpr that does not expand (kubelet's `missing value for X`).
+    #[error("{0}")]
+    SubPathExpr(String),
     /// The container's environment cannot be made (a missing ConfigMap key …).
     #[error("{0}")]
     Env(String),
@@ -96,7 +109,14 @@ pub enum CreateError {
 impl CreateError {
     /// kubelet's CreateContainerConfigError (the config, not the making, is wrong).
     pub fn is_config(&self) -> bool {
-        matches!(self, CreateError::Config { .. } | CreateError::Env(_))
+        // kubelet's makeMounts fails generateContainerConfig for a subPath.
+        matches!(
+            self,
+            CreateError::Config { .. }
+                | CreateError::Env(_)
+                | CreateError::SubPath { .. }
+                | CreateError::SubPathExpr(_)
+        )
     }
 }
 
@@ -448,7 +468,8 @@ pub fn prepare_container(
     env: Vec<EnvVar>,
 ) -> Result<podrun_oci::cri::ContainerConfig> {
     let data_dir = &state.record.data_dir;
-    let mut mounts = volume_mounts(pod, c, data_dir)?;
+    let expanded = container_config::expand::container_env(&env);
+    let mut mounts = volume_mounts(pod, c, data_dir, &expanded)?;
     mounts.push(termination_log(c, data_dir)?);
     // The pod's files, unless a volume is mounted there (as kubelet leaves
     // /etc/hosts alone when a volumeMount covers it).
@@ -672,7 +693,15 @@ fn termination_log(c: &Container, pod_dir: &Path) -> Result<Mount> {
 
 /// The container's volumeMounts as bind mounts: emptyDir under the pod's
 /// directory (shared by its containers), hostPath as it is on the host.
-fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>> {
+/// A subPath (or a subPathExpr expanded against `env`, the container's
+/// variables) is bind-mounted safely under the pod's directory first
+/// ([`podrun_volume::PodVolumes::sub_path`]).
+fn volume_mounts(
+    pod: &Pod,
+    c: &Container,
+    pod_dir: &Path,
+    env: &[(String, String)],
+) -> Result<Vec<Mount>> {
     use podrun_volume::Medium;
     let volumes = pod
         .spec
@@ -681,7 +710,7 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
         .unwrap_or_default();
     let pod_volumes = podrun_volume::PodVolumes::new(pod_dir);
     let mut out = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
+    for (index, m) in c.volume_mounts.iter().flatten().enumerate() {
         let v = volumes
             .iter()
             .find(|v| v.name == m.name)
@@ -718,8 +747,27 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
                     .into(),
             });
         };
-        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            source = pod_volumes.sub_path(&v.name, &source, sub)?;
+        let sub = match m.sub_path_expr.as_deref().filter(|s| !s.is_empty()) {
+            Some(expr) => Some(
+                container_config::expand::sub_path_expr(expr, env)
+                    .map_err(CreateError::SubPathExpr)?,
+            ),
+            None => m.sub_path.clone().filter(|s| !s.is_empty()),
+        };
+        if let Some(sub) = sub {
+            source = pod_volumes
+                .sub_path(&v.name, &c.name, index, &source, &sub)
+                .map_err(|source| {
+                    if source.is_sub_path() {
+                        CreateError::SubPath {
+                            mount: m.name.clone(),
+                            container: c.name.clone(),
+                            source,
+                        }
+                    } else {
+                        CreateError::Volume(source)
+                    }
+                })?;
         }
         let mut mount = bind(source, m.mount_path.clone(), read_only);
         // kubelet's makeMounts: None (the default) is private; the API

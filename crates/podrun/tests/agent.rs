@@ -1624,3 +1624,93 @@ stringData: {password: s3cret}
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
 }
+
+/// subPath as kubelet makes it (pkg/volume/util/subpath/subpath_linux.go): a
+/// subPathExpr expanded from the container's env, a subPath that is a file,
+/// and the CVE-2017-1002101 escape refused. An init container plants
+/// `link -> /` in an emptyDir; a container mounting subPath `link` gets
+/// CreateContainerConfigError naming the volumeMount and the subPath, and
+/// never runs: its command would leave a file on the host through the link.
+#[test]
+fn sub_paths_are_kubelets_and_a_link_out_of_the_volume_is_refused() {
+    let env = Env::new(&SUITE, "subpath");
+    let (good, evil) = (env.name("ag15-sub"), env.name("ag15-evil"));
+    let marker = Path::new("/tmp").join(format!("podrun-escaped-{evil}"));
+    let _ = std::fs::remove_file(&marker);
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {good}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: seed
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "echo conf > /data/app.conf && ln -s logs /data/alias"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "echo hi > /logs/out; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    env:
+    - {{name: POD, value: p1}}
+    - {{name: DIR, value: "logs/$(POD)"}}
+    volumeMounts:
+    - {{name: data, mountPath: /logs, subPathExpr: "$(DIR)"}}
+    - {{name: data, mountPath: /etc/app.conf, subPath: app.conf}}
+    - {{name: data, mountPath: /all}}
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {evil}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: plant
+    image: {r}/busybox:latest
+    command: ["ln", "-s", "/", "/data/link"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  containers:
+  - name: evil
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "touch /host{marker}; ls /host; sleep 1000"]
+    volumeMounts: [{{name: data, mountPath: /host, subPath: link}}]
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+"#,
+        marker = marker.display()
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("the escape refused and the good pod running", 30, |rows| {
+        rows.iter()
+            .any(|r| r[1] == evil && r[3] == "CreateContainerConfigError")
+            && rows.iter().any(|r| r[1] == good && r[3] == "Running")
+    });
+    let d = env.ok(&["describe", "pod", &evil]);
+    assert!(
+        d.contains(r#"failed to prepare subPath for volumeMount "data" of container "evil": volume data: subPath "link": it resolves to /, outside the volume"#),
+        "{d}"
+    );
+    assert!(
+        !marker.exists(),
+        "the container wrote to the host through the link"
+    );
+
+    let sh = |script: &str| env.ok(&["exec", &good, "--", "sh", "-c", script]);
+    assert_eq!(sh("cat /all/logs/p1/out /etc/app.conf"), "hi\nconf\n");
+    // A file bound on a file: the mount point is no directory.
+    assert_eq!(sh("test -f /etc/app.conf && echo file"), "file\n");
+    // Only the subPath is there, not the rest of the volume.
+    assert_eq!(sh("ls /logs"), "out\n");
+
+    env.ok(&["delete", "pod", &good]);
+    env.ok(&["delete", "pod", &evil]);
+    env.assert_nothing_left();
+    assert!(!marker.exists());
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}

@@ -18,6 +18,7 @@
 pub mod atomic_writer;
 mod error;
 mod pod;
+pub mod subpath;
 mod syscall;
 mod tmpfs;
 
