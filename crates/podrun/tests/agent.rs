@@ -1714,3 +1714,211 @@ spec:
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
 }
+
+/// hostPath `type` as kubelet checks it (pkg/volume/hostpath/host_path.go): a
+/// Directory that is a file is kubelet's FailedMount, the container waits in
+/// ContainerCreating and starts once a directory is there; FileOrCreate makes
+/// an empty file.
+#[test]
+fn a_host_path_of_the_wrong_type_waits_with_kubelets_failed_mount() {
+    let env = Env::new(&SUITE, "hosttype");
+    let name = env.name("ag16-host");
+    let host = env.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let (dir, made) = (host.join("dir"), host.join("made.txt"));
+    std::fs::write(&dir, "a file, not a directory").unwrap();
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: dir, mountPath: /dir}}
+    - {{name: made, mountPath: /made.txt}}
+  volumes:
+  - name: dir
+    hostPath: {{path: {dir}, type: Directory}}
+  - name: made
+    hostPath: {{path: {made}, type: FileOrCreate}}
+"#,
+        dir = dir.display(),
+        made = made.display(),
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("ContainerCreating", 15, |rows| {
+        rows.iter()
+            .any(|r| r[1] == name && r[3] == "ContainerCreating")
+    });
+    let d = env.ok(&["describe", "pod", &name]);
+    let want = format!(
+        r#"MountVolume.SetUp failed for volume "dir" : hostPath type check failed: {} is not a directory, it's a File"#,
+        dir.display()
+    );
+    assert!(d.contains(&want), "{want}\n{d}");
+    assert!(d.contains("FailedMount"), "{d}");
+
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("hello"), "hi").unwrap();
+    env.wait_running(&[("default", &name)], 20);
+    let sh = |script: &str| env.ok(&["exec", &name, "--", "sh", "-c", script]);
+    assert_eq!(
+        sh("cat /dir/hello; test -f /made.txt && wc -c < /made.txt"),
+        "hi0\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode & !0o022,
+        0o644 & !0o022,
+        "kubelet's 0644 under the umask"
+    );
+
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// securityContext.fsGroup as kubelet's SetVolumeOwnership applies it
+/// (pkg/volume/volume_linux.go): an emptyDir's root gets the group and setgid
+/// (what a non-root container makes there inherits the group), a downwardAPI
+/// volume's files the group with group read; supplementalGroups and fsGroup
+/// reach the process; a hostPath is left as it is.
+#[test]
+fn fs_group_owns_the_pods_volumes_as_kubelet_sets_it() {
+    let env = Env::new(&SUITE, "fsgroup");
+    let name = env.name("ag17-fsg");
+    let host = env.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {{fsGroup: 1234, supplementalGroups: [5555], runAsUser: 1000}}
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "touch /data/x; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+    - {{name: info, mountPath: /info}}
+    - {{name: host, mountPath: /host}}
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+  - name: info
+    downwardAPI:
+      items: [{{path: name, fieldRef: {{fieldPath: metadata.name}}}}]
+  - name: host
+    hostPath: {{path: {host}, type: Directory}}
+"#,
+        host = host.display()
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &name)], 20);
+    let sh = |script: &str| env.ok(&["exec", &name, "--", "sh", "-c", script]);
+    let groups = sh("id -G");
+    assert!(groups.split_whitespace().any(|g| g == "1234"), "{groups}");
+    assert!(groups.split_whitespace().any(|g| g == "5555"), "{groups}");
+    assert_eq!(
+        sh("stat -c '%g %a' /data /data/x /info/name"),
+        "1234 2777\n1234 644\n1234 644\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&host).unwrap().gid(),
+        0,
+        "hostPath untouched"
+    );
+
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// Unmounts a test's own tmpfs however the test ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// recursiveReadOnly: Enabled (Kubernetes 1.30, runtime-spec 1.1's `rro`): a
+/// mount nested in a read-only hostPath is read-only too, where plain
+/// readOnly leaves it writable (the difference the field exists for).
+#[test]
+fn recursive_read_only_reaches_a_nested_mount() {
+    let env = Env::new(&SUITE, "rro");
+    let name = env.name("ag18-rro");
+    let host = tempfile::tempdir().unwrap();
+    let nested = host.path().join("nested");
+    std::fs::create_dir(&nested).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "podrun-test-rro"])
+        .arg(&nested)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _unmount = Unmount(nested.clone());
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: host, mountPath: /ro, readOnly: true}}
+    - {{name: host, mountPath: /rro, readOnly: true, recursiveReadOnly: Enabled}}
+  volumes:
+  - name: host
+    hostPath: {{path: {host}, type: Directory}}
+"#,
+        host = host.path().display()
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &name)], 20);
+    let try_write = |path: &str| {
+        env.podrun(&["exec", &name, "--", "sh", "-c", &format!("echo x > {path}")])
+            .status
+            .success()
+    };
+    assert!(
+        !try_write("/ro/top"),
+        "the top of a readOnly mount is read-only"
+    );
+    assert!(
+        try_write("/ro/nested/plain"),
+        "plain readOnly leaves a nested mount writable"
+    );
+    assert!(!try_write("/rro/top"));
+    assert!(
+        !try_write("/rro/nested/rro"),
+        "recursiveReadOnly reaches the nested mount"
+    );
+    assert!(nested.join("plain").exists() && !nested.join("rro").exists());
+
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}

@@ -49,6 +49,14 @@ pub enum VolumeError {
         /// The path on the host.
         path: PathBuf,
     },
+    /// A hostPath that fails its `type`'s check (kubelet's FailedMount).
+    #[error("volume {volume}: {source}")]
+    HostPathType {
+        /// The volume's name.
+        volume: String,
+        /// kubelet's words.
+        source: crate::host_path::HostPathTypeError,
+    },
     /// A subPath that is absolute or climbs out of its volume (validation lets none
     /// through a subPath; a subPathExpr's expansion may).
     #[error("volume {volume}: {source}")]
@@ -119,6 +127,17 @@ impl VolumeError {
                 | VolumeError::SubPath { .. }
                 | VolumeError::SubPathBind { .. }
         )
+    }
+}
+
+impl VolumeError {
+    /// The volume and kubelet's words when this is a FailedMount of kubelet's
+    /// volume manager (MountVolume.SetUp failed), which the container waits out.
+    pub fn failed_mount(&self) -> Option<(&str, String)> {
+        match self {
+            VolumeError::HostPathType { volume, source } => Some((volume, source.to_string())),
+            _ => None,
+        }
     }
 }
 

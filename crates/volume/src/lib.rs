@@ -17,6 +17,8 @@
 
 pub mod atomic_writer;
 mod error;
+pub mod host_path;
+pub mod ownership;
 mod pod;
 pub mod subpath;
 mod syscall;

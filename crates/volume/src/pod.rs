@@ -162,31 +162,26 @@ impl<S: Syscall> PodVolumes<S> {
         Ok(dir)
     }
 
-    /// hostPath volume `name`: `path` itself, after its `type`'s check. As podrun
-    /// has done so far, `DirectoryOrCreate` makes the directory and every other type
-    /// only needs something to exist there (kubelet also checks its kind).
+    /// hostPath volume `name`: `path` itself, after kubelet's check of its `type`
+    /// ([`host_path::check_type`](crate::host_path::check_type)). With no type,
+    /// kubelet checks nothing; podrun still wants something there (the runtime's
+    /// bind would fail on a missing source).
     pub fn set_up_host_path(
         &self,
         name: &str,
         path: &Path,
         kind: HostPathType,
     ) -> Result<PathBuf, VolumeError> {
-        match kind {
-            HostPathType::DirectoryOrCreate => {
-                std::fs::create_dir_all(path).map_err(|source| VolumeError::CreateDir {
-                    owner: Owner::Volume(name.to_string()),
-                    path: path.to_path_buf(),
-                    source,
-                })?
-            }
-            _ if !path.exists() => {
-                return Err(VolumeError::HostPathMissing {
-                    volume: name.to_string(),
-                    path: path.to_path_buf(),
-                })
-            }
-            _ => {}
+        if kind == HostPathType::Unset && !path.exists() {
+            return Err(VolumeError::HostPathMissing {
+                volume: name.to_string(),
+                path: path.to_path_buf(),
+            });
         }
+        crate::host_path::check_type(path, kind).map_err(|source| VolumeError::HostPathType {
+            volume: name.to_string(),
+            source,
+        })?;
         Ok(path.to_path_buf())
     }
 

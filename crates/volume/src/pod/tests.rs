@@ -250,20 +250,37 @@ fn a_host_path_is_made_for_directory_or_create_and_must_exist_otherwise() {
     assert!(made.is_dir());
 
     let missing = pod.dir.with_file_name("absent");
-    for kind in [
-        HostPathType::Unset,
-        HostPathType::Directory,
-        HostPathType::File,
-    ] {
+    let error = pod
+        .volumes
+        .set_up_host_path("h", &missing, HostPathType::Unset)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("volume h: hostPath {} does not exist", missing.display())
+    );
+    for kind in [HostPathType::Directory, HostPathType::File] {
         let error = pod
             .volumes
             .set_up_host_path("h", &missing, kind)
             .unwrap_err();
+        let (volume, message) = error.failed_mount().expect("a FailedMount");
+        assert_eq!(volume, "h");
         assert_eq!(
-            error.to_string(),
-            format!("volume h: hostPath {} does not exist", missing.display())
+            message,
+            format!("hostPath {} doesn't exist", missing.display())
         );
     }
+    let error = pod
+        .volumes
+        .set_up_host_path("h", &made, HostPathType::File)
+        .unwrap_err();
+    assert_eq!(
+        error.failed_mount().unwrap().1,
+        format!(
+            "hostPath type check failed: {} is not a file, it's a Directory",
+            made.display()
+        )
+    );
     assert!(!missing.exists());
     assert_eq!(
         pod.volumes
