@@ -1832,7 +1832,7 @@ spec:
     assert!(groups.split_whitespace().any(|g| g == "1234"), "{groups}");
     assert!(groups.split_whitespace().any(|g| g == "5555"), "{groups}");
     assert_eq!(
-        sh("stat -c '%g %a' /data /data/x /info/name"),
+        sh("stat -L -c '%g %a' /data /data/x /info/name"),
         "1234 2777\n1234 644\n1234 644\n"
     );
     use std::os::unix::fs::MetadataExt;
