@@ -88,7 +88,7 @@ pub enum CreateError {
         /// The container.
         container: String,
         /// What is wrong (names the volume and the subPath).
-        source: VolumeError,
+        source: Box<VolumeError>,
     },
     /// MountVolume.SetUp failed for volume "{volume}" : {cause}
     #[error("MountVolume.SetUp failed for volume \"{volume}\" : {cause}")]
@@ -800,7 +800,7 @@ fn volume_mounts(
                         CreateError::SubPath {
                             mount: m.name.clone(),
                             container: c.name.clone(),
-                            source,
+                            source: Box::new(source),
                         }
                     } else {
                         CreateError::Volume(source)

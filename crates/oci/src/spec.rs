@@ -244,32 +244,6 @@ fn config_mounts(config: &cri::ContainerConfig) -> Vec<Mount> {
         .collect()
 }
 
-#[cfg(test)]
-mod mount_tests {
-    use super::*;
-
-    #[test]
-    fn recursive_read_only_adds_rro_as_containerd_does() {
-        let mut config = cri::ContainerConfig::default();
-        for (readonly, rro) in [(true, true), (true, false), (false, false), (false, true)] {
-            config.mounts = vec![cri::Mount {
-                container_path: "/c".into(),
-                host_path: "/h".into(),
-                readonly,
-                recursive_read_only: rro,
-                ..Default::default()
-            }];
-            let got = &config_mounts(&config)[0].options;
-            let ro = if readonly { "ro" } else { "rw" };
-            let mut want = vec!["rbind", "rprivate", ro];
-            if readonly && rro {
-                want.push("rro");
-            }
-            assert_eq!(got, &want, "{readonly} {rro}");
-        }
-    }
-}
-
 /// The sysctls of the container's namespaces: containerd's defaults for a pod with
 /// its own network (`enable_unprivileged_ports`, `enable_unprivileged_icmp`), then the
 /// sandbox's (kubelet checked them against its allow-list). containerd sets them on
@@ -439,4 +413,30 @@ fn build_inner(input: &ContainerInput) -> Result<GeneratedSpec, ErrorKind> {
         warnings,
         stop_signal: signal::stop_signal(config.stop_signal.as_deref(), input.image)?,
     })
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    #[test]
+    fn recursive_read_only_adds_rro_as_containerd_does() {
+        let mut config = cri::ContainerConfig::default();
+        for (readonly, rro) in [(true, true), (true, false), (false, false), (false, true)] {
+            config.mounts = vec![cri::Mount {
+                container_path: "/c".into(),
+                host_path: "/h".into(),
+                readonly,
+                recursive_read_only: rro,
+                ..Default::default()
+            }];
+            let got = &config_mounts(&config)[0].options;
+            let ro = if readonly { "ro" } else { "rw" };
+            let mut want = vec!["rbind", "rprivate", ro];
+            if readonly && rro {
+                want.push("rro");
+            }
+            assert_eq!(got, &want, "{readonly} {rro}");
+        }
+    }
 }
