@@ -80,6 +80,30 @@ pub enum CreateError {
         /// What kubelet would refuse.
         source: crate::container_config::ConfigError,
     },
+    /// failed to prepare subPath for volumeMount "{mount}" of container "{container}": {source}
+    #[error("failed to prepare subPath for volumeMount \"{mount}\" of container \"{container}\": {source}")]
+    SubPath {
+        /// The volumeMount's volume name.
+        mount: String,
+        /// The container.
+        container: String,
+        /// What is wrong (names the volume and the subPath).
+        source: Box<VolumeError>,
+    },
+    /// MountVolume.SetUp failed for volume "{volume}" : {cause}
+    #[error("MountVolume.SetUp failed for volume \"{volume}\" : {cause}")]
+    FailedMount {
+        /// The volume.
+        volume: String,
+        /// kubelet's words (a hostPath type check …).
+        cause: String,
+    },
+    /// A subPathExpr that does not expand (kubelet's `missing value for X`).
+    #[error("{0}")]
+    SubPathExpr(String),
+    /// A volumeMount kubelet's makeMounts refuses (recursiveReadOnly …).
+    #[error("{0}")]
+    MountConfig(String),
     /// The container's environment cannot be made (a missing ConfigMap key …).
     #[error("{0}")]
     Env(String),
@@ -94,9 +118,23 @@ pub enum CreateError {
 }
 
 impl CreateError {
+    /// kubelet's FailedMount: the volume manager could not set a volume up; the
+    /// container waits in ContainerCreating and the pod is synced again.
+    pub fn is_failed_mount(&self) -> bool {
+        matches!(self, CreateError::FailedMount { .. })
+    }
+
     /// kubelet's CreateContainerConfigError (the config, not the making, is wrong).
     pub fn is_config(&self) -> bool {
-        matches!(self, CreateError::Config { .. } | CreateError::Env(_))
+        // kubelet's makeMounts fails generateContainerConfig for a subPath.
+        matches!(
+            self,
+            CreateError::Config { .. }
+                | CreateError::Env(_)
+                | CreateError::SubPath { .. }
+                | CreateError::SubPathExpr(_)
+                | CreateError::MountConfig(_)
+        )
     }
 }
 
@@ -484,7 +522,8 @@ pub fn prepare_container(
     env: Vec<EnvVar>,
 ) -> Result<podrun_oci::cri::ContainerConfig> {
     let data_dir = &state.record.data_dir;
-    let mut mounts = volume_mounts(pod, c, data_dir)?;
+    let expanded = container_config::expand::container_env(&env);
+    let mut mounts = volume_mounts(pod, c, data_dir, &expanded)?;
     mounts.push(termination_log(c, data_dir)?);
     // The pod's files, unless a volume is mounted there (as kubelet leaves
     // /etc/hosts alone when a volumeMount covers it).
@@ -708,7 +747,15 @@ fn termination_log(c: &Container, pod_dir: &Path) -> Result<Mount> {
 
 /// The container's volumeMounts as bind mounts: emptyDir under the pod's
 /// directory (shared by its containers), hostPath as it is on the host.
-fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>> {
+/// A subPath (or a subPathExpr expanded against `env`, the container's
+/// variables) is bind-mounted safely under the pod's directory first
+/// ([`podrun_volume::PodVolumes::sub_path`]).
+fn volume_mounts(
+    pod: &Pod,
+    c: &Container,
+    pod_dir: &Path,
+    env: &[(String, String)],
+) -> Result<Vec<Mount>> {
     use podrun_volume::Medium;
     let volumes = pod
         .spec
@@ -717,7 +764,7 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
         .unwrap_or_default();
     let pod_volumes = podrun_volume::PodVolumes::new(pod_dir);
     let mut out = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
+    for (index, m) in c.volume_mounts.iter().flatten().enumerate() {
         let v = volumes
             .iter()
             .find(|v| v.name == m.name)
@@ -732,7 +779,19 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
             } else {
                 Medium::Disk
             };
-            pod_volumes.set_up_empty_dir(&v.name, medium)?
+            // kubelet's emptyDir SetUpAt applies the pod's fsGroup once, when
+            // it makes the volume (pkg/volume/emptydir/empty_dir.go).
+            let fresh = !pod_volumes.empty_dir_path(&v.name)?.exists();
+            let dir = pod_volumes.set_up_empty_dir(&v.name, medium)?;
+            if let (true, Some(group)) = (fresh, crate::volumes::fs_group(pod)) {
+                let policy = crate::volumes::fs_group_change_policy(pod);
+                podrun_volume::ownership::set_volume_ownership(&dir, group, false, policy)
+                    .map_err(|e| CreateError::FailedMount {
+                        volume: v.name.clone(),
+                        cause: format!("applying fsGroup {group}: {e}"),
+                    })?;
+            }
+            dir
         } else if crate::projection::is_projected_kind(v) {
             // Written (and kept up to date) by crate::volumes before each start;
             // always read-only, as kubelet mounts these kinds.
@@ -760,7 +819,15 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
                     cause: e.to_string(),
                 },
             )?;
-            pod_volumes.set_up_host_path(&v.name, Path::new(&h.path), kind)?
+            pod_volumes
+                .set_up_host_path(&v.name, Path::new(&h.path), kind)
+                .map_err(|e| match e.failed_mount() {
+                    Some((volume, cause)) => CreateError::FailedMount {
+                        volume: volume.to_string(),
+                        cause,
+                    },
+                    None => CreateError::Volume(e),
+                })?
         } else {
             // podrun_spec::load_runnable refuses a pod with any other volume type.
             return Err(CreateError::VolumeSpec {
@@ -769,10 +836,37 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
                     .into(),
             });
         };
-        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            source = pod_volumes.sub_path(&v.name, &source, sub)?;
+        let sub = match m.sub_path_expr.as_deref().filter(|s| !s.is_empty()) {
+            Some(expr) => Some(
+                container_config::expand::sub_path_expr(expr, env)
+                    .map_err(CreateError::SubPathExpr)?,
+            ),
+            None => m.sub_path.clone().filter(|s| !s.is_empty()),
+        };
+        if let Some(sub) = sub {
+            source = pod_volumes
+                .sub_path(&v.name, &c.name, index, &source, &sub)
+                .map_err(|source| {
+                    if source.is_sub_path() {
+                        CreateError::SubPath {
+                            mount: m.name.clone(),
+                            container: c.name.clone(),
+                            source: Box::new(source),
+                        }
+                    } else {
+                        CreateError::Volume(source)
+                    }
+                })?;
         }
         let mut mount = bind(source, m.mount_path.clone(), read_only);
+        mount.recursive_read_only = recursive_read_only(
+            &m.name,
+            m.recursive_read_only.as_deref(),
+            read_only,
+            m.mount_propagation.as_deref(),
+            mount_setattr_supported(),
+        )
+        .map_err(CreateError::MountConfig)?;
         // kubelet's makeMounts: None (the default) is private; the API
         // server has refused Bidirectional for unprivileged containers.
         mount.propagation = match m.mount_propagation.as_deref() {
@@ -783,6 +877,59 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
         out.push(mount);
     }
     Ok(out)
+}
+
+/// Whether this kernel has mount_setattr(2) (Linux 5.12), which the runtime's
+/// `rro` needs (containerd reports RecursiveReadOnly support the same way).
+fn mount_setattr_supported() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    kernel_at_least(&release, (5, 12))
+}
+
+/// Whether a kernel release string (`6.1.0-18-amd64`) is at least `want`.
+fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= want
+}
+
+/// A volumeMount's recursiveReadOnly resolved as kubelet's
+/// resolveRecursiveReadOnly (pkg/kubelet/kubelet_pods.go): Enabled needs
+/// readOnly, no propagation and a runtime (here: a kernel) that can do it;
+/// IfPossible falls back to a plain read-only mount where it cannot.
+fn recursive_read_only(
+    name: &str,
+    mode: Option<&str>,
+    read_only: bool,
+    propagation: Option<&str>,
+    supported: bool,
+) -> Result<bool, String> {
+    let enabled = match mode {
+        None | Some("") | Some("Disabled") => return Ok(false),
+        Some("Enabled") => true,
+        Some("IfPossible") => false,
+        Some(other) => return Err(format!("unknown recursive read-only mode {other:?}")),
+    };
+    if !read_only {
+        return Err(format!(
+            "volume {name:?} requested recursive read-only mode, but it is not read-only"
+        ));
+    }
+    if let Some(p) = propagation.filter(|p| *p != "None") {
+        return Err(format!(
+            "volume {name:?} requested recursive read-only mode, but it is not compatible with propagation {p:?}"
+        ));
+    }
+    if enabled && !supported {
+        return Err(format!(
+            "volumeMount {name:?} requested recursive read-only mode, but it is not supported by the runtime"
+        ));
+    }
+    Ok(supported)
 }
 
 /// A memory-backed emptyDir's medium: a tmpfs as large as kubelet makes it (the
@@ -944,6 +1091,36 @@ mod tests {
     /// A volumeMount's mountPropagation reaches the CRI mount as kubelet's
     /// makeMounts passes it (None: private).
     #[test]
+    fn recursive_read_only_is_resolved_as_kubelet_does() {
+        use super::{kernel_at_least, recursive_read_only as rro};
+        assert!(kernel_at_least("6.1.0-18-amd64", (5, 12)));
+        assert!(kernel_at_least("5.12.0", (5, 12)));
+        assert!(!kernel_at_least("5.11.22", (5, 12)));
+        assert!(!kernel_at_least("4.19.0", (5, 12)));
+        assert_eq!(rro("v", None, true, None, true), Ok(false));
+        assert_eq!(rro("v", Some("Disabled"), true, None, true), Ok(false));
+        assert_eq!(rro("v", Some("Enabled"), true, None, true), Ok(true));
+        assert_eq!(
+            rro("v", Some("Enabled"), true, Some("None"), true),
+            Ok(true)
+        );
+        assert_eq!(rro("v", Some("IfPossible"), true, None, true), Ok(true));
+        assert_eq!(rro("v", Some("IfPossible"), true, None, false), Ok(false));
+        assert_eq!(
+            rro("v", Some("Enabled"), true, None, false),
+            Err("volumeMount \"v\" requested recursive read-only mode, but it is not supported by the runtime".into())
+        );
+        assert!(rro("v", Some("Enabled"), false, None, true)
+            .unwrap_err()
+            .contains("not read-only"));
+        assert!(
+            rro("v", Some("IfPossible"), true, Some("HostToContainer"), true)
+                .unwrap_err()
+                .contains("propagation")
+        );
+    }
+
+    #[test]
     fn mount_propagation_is_passed_to_the_runtime() {
         use podrun_oci::cri::MountPropagation;
         let host = tempfile::tempdir().unwrap();
@@ -957,7 +1134,7 @@ mod tests {
             other => panic!("not a pod: {other:?}"),
         };
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let mounts = super::volume_mounts(&pod, c, data.path()).unwrap();
+        let mounts = super::volume_mounts(&pod, c, data.path(), &[]).unwrap();
         let got: Vec<(&str, MountPropagation)> = mounts
             .iter()
             .map(|m| (m.container_path.as_str(), m.propagation))

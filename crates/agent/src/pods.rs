@@ -381,10 +381,19 @@ pub fn teardown(runtime: &dyn RuntimeService, state: &PodState) -> Result<()> {
             errors.push(format!("container {name}: {e}"));
         }
     }
-    if let Err(e) = podrun_volume::PodVolumes::new(&state.record.data_dir).unmount_all() {
-        errors.push(e.to_string());
-    }
+    // A mount that stayed (a subPath's bind of a hostPath, a tmpfs) must keep
+    // remove_dir_all from going through it into what it shows.
+    let unmounted = match podrun_volume::PodVolumes::new(&state.record.data_dir).unmount_all() {
+        Ok(()) => true,
+        Err(e) => {
+            errors.push(e.to_string());
+            false
+        }
+    };
     for dir in [&state.record.data_dir, &state.run_dir] {
+        if dir == &state.record.data_dir && !unmounted {
+            continue;
+        }
         if dir.is_absolute() && dir.exists() {
             if let Err(e) = std::fs::remove_dir_all(dir) {
                 errors.push(format!("remove {}: {e}", dir.display()));

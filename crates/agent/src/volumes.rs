@@ -71,8 +71,42 @@ pub fn set_up(
             .set_up_empty_dir(&v.name, medium)
             .map_err(|e| fail(e.to_string()))?;
         atomic_writer::write(&dir, &payload).map_err(|e| fail(e.to_string()))?;
+        // kubelet's configmap/secret/downwardAPI/projected SetUpAt apply the
+        // pod's fsGroup after each write, read-only, with no change policy.
+        if let Some(group) = fs_group(pod) {
+            podrun_volume::ownership::set_volume_ownership(
+                &dir,
+                group,
+                true,
+                podrun_volume::ownership::FsGroupChangePolicy::Always,
+            )
+            .map_err(|e| fail(format!("applying fsGroup {group}: {e}")))?;
+        }
     }
     Ok(())
+}
+
+/// The pod's `securityContext.fsGroup`, when it has one a gid can hold.
+pub fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .fs_group
+        .and_then(|g| u32::try_from(g).ok())
+}
+
+/// The pod's `securityContext.fsGroupChangePolicy`.
+pub fn fs_group_change_policy(pod: &Pod) -> podrun_volume::ownership::FsGroupChangePolicy {
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group_change_policy.as_deref());
+    match policy {
+        Some("OnRootMismatch") => podrun_volume::ownership::FsGroupChangePolicy::OnRootMismatch,
+        _ => podrun_volume::ownership::FsGroupChangePolicy::Always,
+    }
 }
 
 /// kubelet's FailedMount event message for `e`.

@@ -812,7 +812,9 @@ fn make_container(
         Err(e) => return Err(Unmade::Create(format!("image {}: {e}", image.image))),
     };
     crate::create::prepare_container(pod, spec, state, &status, &host, env).map_err(|e| {
-        if e.is_config() {
+        if e.is_failed_mount() {
+            Unmade::Mount(e.to_string())
+        } else if e.is_config() {
             Unmade::Config(cause(&e))
         } else {
             Unmade::Create(cause(&e))

@@ -227,7 +227,13 @@ fn config_mounts(config: &cri::ContainerConfig) -> Vec<Mount> {
                 cri::MountPropagation::Bidirectional => "rshared",
             };
             let rw = if m.readonly { "ro" } else { "rw" };
-            let mut options = vec!["rbind".into(), propagation.into(), rw.into()];
+            let mut options: Vec<String> = vec!["rbind".into(), propagation.into(), rw.into()];
+            // containerd's WithMounts: RecursiveReadOnly adds runtime-spec 1.1's
+            // `rro` (the runtime's mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY));
+            // kubelet sends it only read-only and private.
+            if m.recursive_read_only && m.readonly {
+                options.push("rro".into());
+            }
             if m.image.is_some() {
                 // An image volume (the runtime mounted the image at
                 // host_path): read-only and nothing in it runs, as
@@ -414,4 +420,30 @@ fn build_inner(input: &ContainerInput) -> Result<GeneratedSpec, ErrorKind> {
         warnings,
         stop_signal: signal::stop_signal(config.stop_signal.as_deref(), input.image)?,
     })
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    #[test]
+    fn recursive_read_only_adds_rro_as_containerd_does() {
+        let mut config = cri::ContainerConfig::default();
+        for (readonly, rro) in [(true, true), (true, false), (false, false), (false, true)] {
+            config.mounts = vec![cri::Mount {
+                container_path: "/c".into(),
+                host_path: "/h".into(),
+                readonly,
+                recursive_read_only: rro,
+                ..Default::default()
+            }];
+            let got = &config_mounts(&config)[0].options;
+            let ro = if readonly { "ro" } else { "rw" };
+            let mut want = vec!["rbind", "rprivate", ro];
+            if readonly && rro {
+                want.push("rro");
+            }
+            assert_eq!(got, &want, "{readonly} {rro}");
+        }
+    }
 }

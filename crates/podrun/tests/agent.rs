@@ -1895,3 +1895,301 @@ spec:
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
 }
+
+/// subPath as kubelet makes it (pkg/volume/util/subpath/subpath_linux.go): a
+/// subPathExpr expanded from the container's env, a subPath that is a file,
+/// and the CVE-2017-1002101 escape refused. An init container plants
+/// `link -> /` in an emptyDir; a container mounting subPath `link` gets
+/// CreateContainerConfigError naming the volumeMount and the subPath, and
+/// never runs: its command would leave a file on the host through the link.
+#[test]
+fn sub_paths_are_kubelets_and_a_link_out_of_the_volume_is_refused() {
+    let env = Env::new(&SUITE, "subpath");
+    let (good, evil) = (env.name("ag15-sub"), env.name("ag15-evil"));
+    let marker = Path::new("/tmp").join(format!("podrun-escaped-{evil}"));
+    let _ = std::fs::remove_file(&marker);
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {good}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: seed
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "echo conf > /data/app.conf && ln -s logs /data/alias"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "echo hi > /logs/out; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    env:
+    - {{name: POD, value: p1}}
+    - {{name: DIR, value: "logs/$(POD)"}}
+    volumeMounts:
+    - {{name: data, mountPath: /logs, subPathExpr: "$(DIR)"}}
+    - {{name: data, mountPath: /etc/app.conf, subPath: app.conf}}
+    - {{name: data, mountPath: /all}}
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {evil}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: plant
+    image: {r}/busybox:latest
+    command: ["ln", "-s", "/", "/data/link"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  containers:
+  - name: evil
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "touch /host{marker}; ls /host; sleep 1000"]
+    volumeMounts: [{{name: data, mountPath: /host, subPath: link}}]
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+"#,
+        marker = marker.display()
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("the escape refused and the good pod running", 30, |rows| {
+        rows.iter()
+            .any(|r| r[1] == evil && r[3] == "CreateContainerConfigError")
+            && rows.iter().any(|r| r[1] == good && r[3] == "Running")
+    });
+    let d = env.ok(&["describe", "pod", &evil]);
+    assert!(
+        d.contains(r#"failed to prepare subPath for volumeMount "data" of container "evil": volume data: subPath "link": it resolves to /, outside the volume"#),
+        "{d}"
+    );
+    assert!(
+        !marker.exists(),
+        "the container wrote to the host through the link"
+    );
+
+    let sh = |script: &str| env.ok(&["exec", &good, "--", "sh", "-c", script]);
+    assert_eq!(sh("cat /all/logs/p1/out /etc/app.conf"), "hi\nconf\n");
+    // A file bound on a file: the mount point is no directory.
+    assert_eq!(sh("test -f /etc/app.conf && echo file"), "file\n");
+    // Only the subPath is there, not the rest of the volume.
+    assert_eq!(sh("ls /logs"), "out\n");
+
+    env.ok(&["delete", "pod", &good]);
+    env.ok(&["delete", "pod", &evil]);
+    env.assert_nothing_left();
+    assert!(!marker.exists());
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// hostPath `type` as kubelet checks it (pkg/volume/hostpath/host_path.go): a
+/// Directory that is a file is kubelet's FailedMount, the container waits in
+/// ContainerCreating and starts once a directory is there; FileOrCreate makes
+/// an empty file.
+#[test]
+fn a_host_path_of_the_wrong_type_waits_with_kubelets_failed_mount() {
+    let env = Env::new(&SUITE, "hosttype");
+    let name = env.name("ag16-host");
+    let host = env.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let (dir, made) = (host.join("dir"), host.join("made.txt"));
+    std::fs::write(&dir, "a file, not a directory").unwrap();
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: dir, mountPath: /dir}}
+    - {{name: made, mountPath: /made.txt}}
+  volumes:
+  - name: dir
+    hostPath: {{path: {dir}, type: Directory}}
+  - name: made
+    hostPath: {{path: {made}, type: FileOrCreate}}
+"#,
+        dir = dir.display(),
+        made = made.display(),
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("ContainerCreating", 15, |rows| {
+        rows.iter()
+            .any(|r| r[1] == name && r[3] == "ContainerCreating")
+    });
+    let d = env.ok(&["describe", "pod", &name]);
+    let want = format!(
+        r#"MountVolume.SetUp failed for volume "dir" : hostPath type check failed: {} is not a directory, it's a File"#,
+        dir.display()
+    );
+    assert!(d.contains(&want), "{want}\n{d}");
+    assert!(d.contains("FailedMount"), "{d}");
+
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("hello"), "hi").unwrap();
+    env.wait_running(&[("default", &name)], 20);
+    let sh = |script: &str| env.ok(&["exec", &name, "--", "sh", "-c", script]);
+    assert_eq!(
+        sh("cat /dir/hello; test -f /made.txt && wc -c < /made.txt"),
+        "hi0\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode & !0o022,
+        0o644 & !0o022,
+        "kubelet's 0644 under the umask"
+    );
+
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// securityContext.fsGroup as kubelet's SetVolumeOwnership applies it
+/// (pkg/volume/volume_linux.go): an emptyDir's root gets the group and setgid
+/// (what a non-root container makes there inherits the group), a downwardAPI
+/// volume's files the group with group read; supplementalGroups and fsGroup
+/// reach the process; a hostPath is left as it is.
+#[test]
+fn fs_group_owns_the_pods_volumes_as_kubelet_sets_it() {
+    let env = Env::new(&SUITE, "fsgroup");
+    let name = env.name("ag17-fsg");
+    let host = env.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {{fsGroup: 1234, supplementalGroups: [5555], runAsUser: 1000}}
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "touch /data/x; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+    - {{name: info, mountPath: /info}}
+    - {{name: host, mountPath: /host}}
+  volumes:
+  - {{name: data, emptyDir: {{}}}}
+  - name: info
+    downwardAPI:
+      items: [{{path: name, fieldRef: {{fieldPath: metadata.name}}}}]
+  - name: host
+    hostPath: {{path: {host}, type: Directory}}
+"#,
+        host = host.display()
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &name)], 20);
+    let sh = |script: &str| env.ok(&["exec", &name, "--", "sh", "-c", script]);
+    let groups = sh("id -G");
+    assert!(groups.split_whitespace().any(|g| g == "1234"), "{groups}");
+    assert!(groups.split_whitespace().any(|g| g == "5555"), "{groups}");
+    assert_eq!(
+        sh("stat -L -c '%g %a' /data /data/x /info/name"),
+        "1234 2777\n1234 644\n1234 644\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&host).unwrap().gid(),
+        0,
+        "hostPath untouched"
+    );
+
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// Unmounts a test's own tmpfs however the test ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// recursiveReadOnly: Enabled (Kubernetes 1.30, runtime-spec 1.1's `rro`): a
+/// mount nested in a read-only hostPath is read-only too, where plain
+/// readOnly leaves it writable (the difference the field exists for).
+#[test]
+fn recursive_read_only_reaches_a_nested_mount() {
+    let env = Env::new(&SUITE, "rro");
+    let name = env.name("ag18-rro");
+    let host = tempfile::tempdir().unwrap();
+    let nested = host.path().join("nested");
+    std::fs::create_dir(&nested).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "podrun-test-rro"])
+        .arg(&nested)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _unmount = Unmount(nested.clone());
+    let mut agent = env.serve(None, &[], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: host, mountPath: /ro, readOnly: true}}
+    - {{name: host, mountPath: /rro, readOnly: true, recursiveReadOnly: Enabled}}
+  volumes:
+  - name: host
+    hostPath: {{path: {host}, type: Directory}}
+"#,
+        host = host.path().display()
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &name)], 20);
+    let try_write = |path: &str| {
+        env.podrun(&["exec", &name, "--", "sh", "-c", &format!("echo x > {path}")])
+            .status
+            .success()
+    };
+    assert!(
+        !try_write("/ro/top"),
+        "the top of a readOnly mount is read-only"
+    );
+    assert!(
+        try_write("/ro/nested/plain"),
+        "plain readOnly leaves a nested mount writable"
+    );
+    assert!(!try_write("/rro/top"));
+    assert!(
+        !try_write("/rro/nested/rro"),
+        "recursiveReadOnly reaches the nested mount"
+    );
+    assert!(nested.join("plain").exists() && !nested.join("rro").exists());
+
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}

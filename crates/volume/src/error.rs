@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::subpath::{ResolveError, SubPathRefused};
 use crate::TmpfsOptionsError;
 
 /// What a mount belongs to, as an error names it.
@@ -48,14 +49,45 @@ pub enum VolumeError {
         /// The path on the host.
         path: PathBuf,
     },
-    /// A subPath that is absolute or climbs out of its volume (validation lets none
-    /// through; this is the last guard before a bind mount of the host's files).
-    #[error("volume {volume}: subPath {sub_path:?} is not a path inside the volume")]
-    SubPathOutside {
+    /// A hostPath that fails its `type`'s check (kubelet's FailedMount).
+    #[error("volume {volume}: {source}")]
+    HostPathType {
         /// The volume's name.
         volume: String,
-        /// The volumeMount's subPath.
+        /// kubelet's words.
+        source: crate::host_path::HostPathTypeError,
+    },
+    /// A subPath that is absolute or climbs out of its volume (validation lets none
+    /// through a subPath; a subPathExpr's expansion may).
+    #[error("volume {volume}: {source}")]
+    SubPathRefused {
+        /// The volume's name.
+        volume: String,
+        /// What kubelet says of it.
+        source: SubPathRefused,
+    },
+    /// A subPath that cannot be resolved safely inside its volume: through a link
+    /// to outside it (CVE-2017-1002101), or changed while it was opened.
+    #[error("volume {volume}: subPath {sub_path:?}: {source}")]
+    SubPath {
+        /// The volume's name.
+        volume: String,
+        /// The volumeMount's subPath (expanded).
         sub_path: String,
+        /// What was wrong.
+        source: ResolveError,
+    },
+    /// The subPath could not be bind-mounted where the runtime takes it from.
+    #[error("volume {volume}: bind subPath {sub_path:?} on {}: {source}", target.display())]
+    SubPathBind {
+        /// The volume's name.
+        volume: String,
+        /// The volumeMount's subPath (expanded).
+        sub_path: String,
+        /// The bind mount's target under the pod's directory.
+        target: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
     },
     /// The tmpfs's size or mode cannot be said to the kernel.
     #[error("{owner}: {source}")]
@@ -83,6 +115,30 @@ pub enum VolumeError {
         /// What mount(2) said.
         source: io::Error,
     },
+}
+
+impl VolumeError {
+    /// Whether the volumeMount's subPath is at fault (kubelet's makeMounts fails
+    /// and the container gets CreateContainerConfigError).
+    pub fn is_sub_path(&self) -> bool {
+        matches!(
+            self,
+            VolumeError::SubPathRefused { .. }
+                | VolumeError::SubPath { .. }
+                | VolumeError::SubPathBind { .. }
+        )
+    }
+}
+
+impl VolumeError {
+    /// The volume and kubelet's words when this is a FailedMount of kubelet's
+    /// volume manager (MountVolume.SetUp failed), which the container waits out.
+    pub fn failed_mount(&self) -> Option<(&str, String)> {
+        match self {
+            VolumeError::HostPathType { volume, source } => Some((volume, source.to_string())),
+            _ => None,
+        }
+    }
 }
 
 /// One mount that would not come down.

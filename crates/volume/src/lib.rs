@@ -1,6 +1,8 @@
 //! A pod's volumes on the host, kubelet's volume manager for the types podrun has
 //! so far: emptyDir on the node's disk or as a sized tmpfs (`medium: Memory`),
-//! hostPath, a volumeMount's subPath, and the pod's `/dev/shm`. Each answers with
+//! hostPath (its `type` checked as kubelet's checkType, [`host_path`]), a volumeMount's
+//! subPath (resolved safely and bind-mounted by descriptor, [`subpath`]), the pod's
+//! fsGroup ([`ownership`]), and the pod's `/dev/shm`. Each answers with
 //! the host path the runtime bind-mounts into the containers; [`PodVolumes::unmount_all`]
 //! takes down every mount under the pod's directory when the pod goes.
 //!
@@ -17,7 +19,10 @@
 
 pub mod atomic_writer;
 mod error;
+pub mod host_path;
+pub mod ownership;
 mod pod;
+pub mod subpath;
 mod syscall;
 mod tmpfs;
 

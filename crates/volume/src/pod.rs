@@ -2,12 +2,13 @@
 //! for its `/dev/shm`.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use rustix::io::Errno;
 
+use crate::subpath;
 use crate::syscall::{LinuxSyscall, MountFlags, Syscall};
 use crate::{tmpfs_options, Owner, TeardownError, UnmountError, VolumeError, SHM_SIZE};
 
@@ -161,59 +162,175 @@ impl<S: Syscall> PodVolumes<S> {
         Ok(dir)
     }
 
-    /// hostPath volume `name`: `path` itself, after its `type`'s check. As podrun
-    /// has done so far, `DirectoryOrCreate` makes the directory and every other type
-    /// only needs something to exist there (kubelet also checks its kind).
+    /// hostPath volume `name`: `path` itself, after kubelet's check of its `type`
+    /// ([`host_path::check_type`](crate::host_path::check_type)). With no type,
+    /// kubelet checks nothing; podrun still wants something there (the runtime's
+    /// bind would fail on a missing source).
     pub fn set_up_host_path(
         &self,
         name: &str,
         path: &Path,
         kind: HostPathType,
     ) -> Result<PathBuf, VolumeError> {
-        match kind {
-            HostPathType::DirectoryOrCreate => {
-                std::fs::create_dir_all(path).map_err(|source| VolumeError::CreateDir {
-                    owner: Owner::Volume(name.to_string()),
-                    path: path.to_path_buf(),
-                    source,
-                })?
-            }
-            _ if !path.exists() => {
-                return Err(VolumeError::HostPathMissing {
-                    volume: name.to_string(),
-                    path: path.to_path_buf(),
-                })
-            }
-            _ => {}
+        if kind == HostPathType::Unset && !path.exists() {
+            return Err(VolumeError::HostPathMissing {
+                volume: name.to_string(),
+                path: path.to_path_buf(),
+            });
         }
+        crate::host_path::check_type(path, kind).map_err(|source| VolumeError::HostPathType {
+            volume: name.to_string(),
+            source,
+        })?;
         Ok(path.to_path_buf())
     }
 
-    /// A volumeMount's `subPath` of volume `name` set up at `volume_dir`: the
-    /// directory below it, made when missing (as kubelet does). A path that is
-    /// absolute or has a `..` is refused.
+    /// Where container `container`'s volumeMount number `index` takes its subPath
+    /// from: `<pod dir>/volume-subpaths/<volume>/<container>/<index>`, as kubelet's
+    /// getSubpathBindTarget.
+    pub fn sub_path_target(
+        &self,
+        volume: &str,
+        container: &str,
+        index: usize,
+    ) -> Result<PathBuf, VolumeError> {
+        self.empty_dir_path(volume)?;
+        self.empty_dir_path(container)?;
+        Ok(self
+            .pod_dir
+            .join("volume-subpaths")
+            .join(volume)
+            .join(container)
+            .join(index.to_string()))
+    }
+
+    /// volumeMount `index` of `container`: `sub_path` of volume `volume` set up at
+    /// `volume_dir`, as kubelet's makeMounts and PrepareSafeSubpath make it
+    /// (pkg/kubelet/kubelet_pods.go, pkg/volume/util/subpath/subpath_linux.go).
+    /// An absolute path or a `..` is refused; missing directories are made with
+    /// the volume's mode (kubelet's SafeMakeDir); a path that is or passes
+    /// through a link resolving outside the volume is refused; what it names (a
+    /// directory or a file) is opened without following links and its open
+    /// descriptor bind-mounted on [`sub_path_target`](Self::sub_path_target),
+    /// which is returned for the runtime to bind. A mount left there by an earlier
+    /// start of the container is replaced.
     pub fn sub_path(
         &self,
-        name: &str,
+        volume: &str,
+        container: &str,
+        index: usize,
         volume_dir: &Path,
         sub_path: &str,
     ) -> Result<PathBuf, VolumeError> {
-        let inside = Path::new(sub_path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-        if !inside {
-            return Err(VolumeError::SubPathOutside {
-                volume: name.to_string(),
-                sub_path: sub_path.to_string(),
-            });
-        }
-        let dir = volume_dir.join(sub_path);
-        std::fs::create_dir_all(&dir).map_err(|source| VolumeError::CreateDir {
-            owner: Owner::Volume(name.to_string()),
-            path: dir.clone(),
+        subpath::check(sub_path).map_err(|source| VolumeError::SubPathRefused {
+            volume: volume.to_string(),
             source,
         })?;
-        Ok(dir)
+        let resolve = |source| VolumeError::SubPath {
+            volume: volume.to_string(),
+            sub_path: sub_path.to_string(),
+            source,
+        };
+        let sub = Path::new(sub_path);
+        if let Err(e) = std::fs::metadata(volume_dir.join(sub)) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(resolve(subpath::ResolveError::Io {
+                    verb: "stat",
+                    path: volume_dir.join(sub),
+                    source: e,
+                }));
+            }
+            let mode = std::fs::metadata(volume_dir)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .map_err(|source| {
+                    resolve(subpath::ResolveError::Io {
+                        verb: "stat",
+                        path: volume_dir.to_path_buf(),
+                        source,
+                    })
+                })?;
+            subpath::safe_make_dir(volume_dir, sub, mode).map_err(resolve)?;
+        }
+        let (fd, is_dir) = subpath::safe_open(volume_dir, sub).map_err(resolve)?;
+        let target = self.sub_path_target(volume, container, index)?;
+        let target = self.prepare_sub_path_target(volume, &target, is_dir)?;
+        self.sys
+            .bind_mount(&subpath::fd_path(&fd), &target)
+            .map_err(|source| VolumeError::SubPathBind {
+                volume: volume.to_string(),
+                sub_path: sub_path.to_string(),
+                target: target.clone(),
+                source,
+            })?;
+        Ok(target)
+    }
+
+    /// The bind target of a subPath, free and of the right kind (kubelet's
+    /// prepareSubpathTarget: a directory 0750, or an empty file 0640), resolved.
+    fn prepare_sub_path_target(
+        &self,
+        volume: &str,
+        target: &Path,
+        is_dir: bool,
+    ) -> Result<PathBuf, VolumeError> {
+        let owner = || Owner::Volume(volume.to_string());
+        let fail = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source: io::Error| VolumeError::CreateDir {
+                owner: owner(),
+                path,
+                source,
+            }
+        };
+        let parent = target
+            .parent()
+            .expect("the target is below the pod's directory");
+        std::fs::create_dir_all(parent).map_err(fail(parent))?;
+        let parent = std::fs::canonicalize(parent).map_err(fail(parent))?;
+        let target = parent.join(target.file_name().expect("an index"));
+        // A container started again: its old bind goes first (only this
+        // container's start uses it).
+        let points = self
+            .sys
+            .mount_points()
+            .map_err(|source| VolumeError::MountTable {
+                owner: owner(),
+                source,
+            })?;
+        for _ in points.iter().filter(|p| **p == target) {
+            if let Err(source) = self.sys.unmount(&target) {
+                if !is_gone(&source) {
+                    return Err(VolumeError::Mount {
+                        owner: owner(),
+                        target,
+                        source,
+                    });
+                }
+            }
+        }
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() == is_dir && !m.file_type().is_symlink() => return Ok(target),
+            // The kind changed since the last start: only an empty directory or a
+            // file of ours is removed, never through a link.
+            Ok(m) if m.is_dir() => std::fs::remove_dir(&target).map_err(fail(&target))?,
+            Ok(_) => std::fs::remove_file(&target).map_err(fail(&target))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(&target)(e)),
+        }
+        if is_dir {
+            std::fs::DirBuilder::new()
+                .mode(0o750)
+                .create(&target)
+                .map_err(fail(&target))?;
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(&target)
+                .map_err(fail(&target))?;
+        }
+        Ok(target)
     }
 
     /// Takes every mount at or below the pod's directory down (its tmpfs volumes,

@@ -15,6 +15,10 @@ pub trait Syscall {
     /// (`data`, such as `mode=777,size=1048576`).
     fn mount_tmpfs(&self, target: &Path, flags: MountFlags, data: &str) -> io::Result<()>;
 
+    /// Bind-mounts `source` (not recursively: kubelet's subPath bind) on `target`,
+    /// which must be of the same kind (a directory on a directory, a file on a file).
+    fn bind_mount(&self, source: &Path, target: &Path) -> io::Result<()>;
+
     /// Detaches the mount on top of `target` and everything mounted below it
     /// (`MNT_DETACH`: open files keep the filesystem alive until closed). Fails with
     /// `EINVAL` when nothing is mounted there, `ENOENT` when there is no `target`.
@@ -35,6 +39,11 @@ impl Syscall for LinuxSyscall {
         let data = std::ffi::CString::new(data)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in tmpfs options"))?;
         rustix::mount::mount("tmpfs", target, "tmpfs", flags, Some(data.as_c_str()))?;
+        Ok(())
+    }
+
+    fn bind_mount(&self, source: &Path, target: &Path) -> io::Result<()> {
+        rustix::mount::mount_bind(source, target)?;
         Ok(())
     }
 
@@ -84,6 +93,13 @@ pub enum Call {
         flags: MountFlags,
         /// With which options.
         data: String,
+    },
+    /// [`Syscall::bind_mount`].
+    Bind {
+        /// What (a `/proc/self/fd/N` for a subPath).
+        source: PathBuf,
+        /// Where.
+        target: PathBuf,
     },
     /// [`Syscall::unmount`].
     Unmount(PathBuf),
@@ -160,6 +176,19 @@ impl Syscall for RecordingSyscall {
             target: target.to_path_buf(),
             flags,
             data: data.to_string(),
+        });
+        if let Some(errno) = state.mount_errors.get(target) {
+            return Err((*errno).into());
+        }
+        state.table.push(target.to_path_buf());
+        Ok(())
+    }
+
+    fn bind_mount(&self, source: &Path, target: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.calls.push(Call::Bind {
+            source: source.to_path_buf(),
+            target: target.to_path_buf(),
         });
         if let Some(errno) = state.mount_errors.get(target) {
             return Err((*errno).into());

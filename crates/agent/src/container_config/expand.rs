@@ -97,6 +97,36 @@ pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
+/// A volumeMount's `subPathExpr` expanded against the container's environment
+/// (`env`: its variables after their own expansion), as kubelet's
+/// ExpandContainerVolumeMounts (pkg/kubelet/container/helpers.go): only the
+/// container's variables, `$$` an escaped `$`; a reference to a variable that is
+/// missing or empty fails with kubelet's `missing value for A, B` (sorted).
+pub fn sub_path_expr(expr: &str, env: &[(String, String)]) -> Result<String, String> {
+    let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let expanded = expand(expr, |name| {
+        // The last definition wins, as in kubelet's envVarsToMap.
+        let value = env
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone());
+        if value.as_deref().unwrap_or("").is_empty() {
+            missing.borrow_mut().insert(name.to_string());
+        }
+        Some(value.unwrap_or_default())
+    });
+    let missing = missing.into_inner();
+    if missing.is_empty() {
+        Ok(expanded)
+    } else {
+        Err(format!(
+            "missing value for {}",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
 /// The literal environment of a container that uses no `valueFrom` or `envFrom`
 /// (tests, and pods that need no resolution). Fails on the first reference.
 pub fn literal_env(container: &Container) -> Result<Vec<EnvVar>, ConfigError> {
@@ -260,5 +290,41 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(literal_env(&c), Err(ConfigError::UnresolvedEnv("S".into())));
+    }
+}
+
+#[cfg(test)]
+mod sub_path_expr_tests {
+    use super::sub_path_expr;
+
+    fn env() -> Vec<(String, String)> {
+        [
+            ("POD", "web-1"),
+            ("NS", "default"),
+            ("EMPTY", ""),
+            ("POD", "web-2"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn sub_path_expr_expands_as_kubelet() {
+        let env = env();
+        for (expr, want) in [
+            ("$(POD)", Ok("web-2".to_string())),
+            ("logs/$(NS)/$(POD)", Ok("logs/default/web-2".to_string())),
+            ("$$(POD)", Ok("$(POD)".to_string())),
+            ("a$$b", Ok("a$b".to_string())),
+            ("plain", Ok("plain".to_string())),
+            (
+                "$(NOPE)/$(EMPTY)",
+                Err("missing value for EMPTY, NOPE".to_string()),
+            ),
+            ("$(ZED)$(A)", Err("missing value for A, ZED".to_string())),
+        ] {
+            assert_eq!(sub_path_expr(expr, &env), want, "{expr}");
+        }
     }
 }

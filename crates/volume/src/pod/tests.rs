@@ -250,20 +250,37 @@ fn a_host_path_is_made_for_directory_or_create_and_must_exist_otherwise() {
     assert!(made.is_dir());
 
     let missing = pod.dir.with_file_name("absent");
-    for kind in [
-        HostPathType::Unset,
-        HostPathType::Directory,
-        HostPathType::File,
-    ] {
+    let error = pod
+        .volumes
+        .set_up_host_path("h", &missing, HostPathType::Unset)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("volume h: hostPath {} does not exist", missing.display())
+    );
+    for kind in [HostPathType::Directory, HostPathType::File] {
         let error = pod
             .volumes
             .set_up_host_path("h", &missing, kind)
             .unwrap_err();
+        let (volume, message) = error.failed_mount().expect("a FailedMount");
+        assert_eq!(volume, "h");
         assert_eq!(
-            error.to_string(),
-            format!("volume h: hostPath {} does not exist", missing.display())
+            message,
+            format!("hostPath {} doesn't exist", missing.display())
         );
     }
+    let error = pod
+        .volumes
+        .set_up_host_path("h", &made, HostPathType::File)
+        .unwrap_err();
+    assert_eq!(
+        error.failed_mount().unwrap().1,
+        format!(
+            "hostPath type check failed: {} is not a file, it's a Directory",
+            made.display()
+        )
+    );
     assert!(!missing.exists());
     assert_eq!(
         pod.volumes
@@ -274,21 +291,186 @@ fn a_host_path_is_made_for_directory_or_create_and_must_exist_otherwise() {
     assert_eq!(pod.volumes.syscall().calls(), []);
 }
 
+fn binds(pod: &Pod) -> Vec<(PathBuf, PathBuf)> {
+    pod.volumes
+        .syscall()
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Bind { source, target } => Some((source, target)),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn a_sub_path_is_a_directory_inside_the_volume() {
+fn a_sub_path_is_made_with_the_volumes_mode_and_its_descriptor_bound() {
     let pod = pod();
     let volume = pod.volumes.set_up_empty_dir("data", Medium::Disk).unwrap();
-    let sub = pod.volumes.sub_path("data", &volume, "a/./b").unwrap();
-    assert_eq!(sub, volume.join("a/./b"));
+    let got = pod
+        .volumes
+        .sub_path("data", "app", 2, &volume, "a/./b")
+        .unwrap();
+    let target = pod.dir.join("volume-subpaths/data/app/2");
+    assert_eq!(got, target);
+    assert!(target.is_dir());
+    assert_eq!(mode(&target), 0o750);
     assert!(volume.join("a/b").is_dir());
-    for outside in ["/etc", "../x", "a/../../b", ".."] {
-        let error = pod.volumes.sub_path("data", &volume, outside).unwrap_err();
+    assert_eq!(
+        mode(&volume.join("a")),
+        0o777,
+        "the volume's mode, past the umask"
+    );
+    let bound = binds(&pod);
+    assert_eq!(bound.len(), 1);
+    assert!(bound[0].0.starts_with("/proc/self/fd/"), "{bound:?}");
+    assert_eq!(bound[0].1, target);
+}
+
+#[test]
+fn a_sub_path_may_be_a_file_and_is_bound_on_a_file() {
+    let pod = pod();
+    let volume = pod.volumes.set_up_empty_dir("data", Medium::Disk).unwrap();
+    std::fs::write(volume.join("app.conf"), "x").unwrap();
+    let got = pod
+        .volumes
+        .sub_path("data", "app", 0, &volume, "app.conf")
+        .unwrap();
+    assert!(got.is_file());
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        b"",
+        "an empty file to bind on"
+    );
+    assert_eq!(mode(&got), 0o640);
+    assert_eq!(binds(&pod).len(), 1);
+}
+
+#[test]
+fn an_absolute_or_climbing_sub_path_is_refused_with_kubelets_words() {
+    let pod = pod();
+    let volume = pod.volumes.set_up_empty_dir("data", Medium::Disk).unwrap();
+    for (sub, want) in [
+        ("/etc", "error SubPath `/etc` must not be an absolute path"),
+        (
+            "../x",
+            "unable to provision SubPath `../x`: must not contain '..'",
+        ),
+        (
+            "a/../../b",
+            "unable to provision SubPath `a/../../b`: must not contain '..'",
+        ),
+        (
+            "..",
+            "unable to provision SubPath `..`: must not contain '..'",
+        ),
+    ] {
+        let error = pod
+            .volumes
+            .sub_path("data", "app", 0, &volume, sub)
+            .unwrap_err();
+        assert!(error.is_sub_path(), "{error:?}");
+        assert_eq!(error.to_string(), format!("volume data: {want}"));
+    }
+    assert_eq!(binds(&pod), []);
+}
+
+#[test]
+fn a_sub_path_through_a_link_to_outside_the_volume_is_refused() {
+    let pod = pod();
+    let volume = pod.volumes.set_up_empty_dir("data", Medium::Disk).unwrap();
+    let outside = pod.dir.join("outside");
+    std::fs::create_dir_all(outside.join("deep")).unwrap();
+    std::os::unix::fs::symlink("/", volume.join("root")).unwrap();
+    std::os::unix::fs::symlink("/etc", volume.join("etc")).unwrap();
+    std::os::unix::fs::symlink("../../outside", volume.join("up")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent-podrun", volume.join("dangling")).unwrap();
+    std::fs::create_dir(volume.join("d")).unwrap();
+    std::os::unix::fs::symlink(&outside, volume.join("d/out")).unwrap();
+    for sub in [
+        "root",
+        "etc",
+        "etc/passwd",
+        "up",
+        "up/deep",
+        "d/out/deep",
+        "dangling",
+        "dangling/x",
+    ] {
+        let error = pod
+            .volumes
+            .sub_path("data", "app", 0, &volume, sub)
+            .unwrap_err();
         assert!(
-            matches!(&error, VolumeError::SubPathOutside { volume, sub_path }
-                if volume == "data" && sub_path == outside),
-            "{outside}: {error:?}"
+            matches!(&error, VolumeError::SubPath { volume, sub_path, .. }
+                if volume == "data" && sub_path == sub),
+            "{sub}: {error:?}"
         );
     }
+    assert_eq!(binds(&pod), [], "nothing outside the volume was bound");
+    assert!(!outside.join("deep/x").exists());
+}
+
+#[test]
+fn a_link_that_stays_inside_the_volume_is_followed() {
+    let pod = pod();
+    let volume = pod.volumes.set_up_empty_dir("data", Medium::Disk).unwrap();
+    std::fs::create_dir_all(volume.join("real/dir")).unwrap();
+    std::os::unix::fs::symlink("real", volume.join("alias")).unwrap();
+    let got = pod
+        .volumes
+        .sub_path("data", "app", 0, &volume, "alias/dir")
+        .unwrap();
+    assert!(got.is_dir());
+    assert_eq!(binds(&pod).len(), 1);
+}
+
+#[test]
+fn a_container_started_again_gets_its_sub_path_bound_afresh() {
+    let pod = pod();
+    let volume = pod.volumes.set_up_empty_dir("data", Medium::Disk).unwrap();
+    let first = pod
+        .volumes
+        .sub_path("data", "app", 0, &volume, "x")
+        .unwrap();
+    // Now a file where the directory was: the target changes kind.
+    std::fs::remove_dir(volume.join("x")).unwrap();
+    std::fs::write(volume.join("x"), "f").unwrap();
+    let again = pod
+        .volumes
+        .sub_path("data", "app", 0, &volume, "x")
+        .unwrap();
+    assert_eq!(first, again);
+    assert!(again.is_file());
+    let calls = pod.volumes.syscall().calls();
+    assert!(
+        matches!(&calls[..], [Call::Bind { .. }, Call::Unmount(t), Call::Bind { .. }] if *t == first),
+        "{calls:?}"
+    );
+    assert_eq!(pod.volumes.syscall().mounted(), [first]);
+}
+
+#[test]
+fn a_failed_sub_path_bind_names_the_volume_and_the_sub_path() {
+    let sys = RecordingSyscall::new();
+    let pod = pod_with(sys);
+    let volume = pod.volumes.set_up_empty_dir("data", Medium::Disk).unwrap();
+    let target = pod.dir.join("volume-subpaths/data/app/0");
+    pod.volumes.syscall().fail_mount(&target, Errno::PERM);
+    let error = pod
+        .volumes
+        .sub_path("data", "app", 0, &volume, "x")
+        .unwrap_err();
+    assert!(
+        matches!(&error, VolumeError::SubPathBind { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("volume data: bind subPath \"x\""),
+        "{error}"
+    );
 }
 
 #[test]
