@@ -443,12 +443,13 @@ pub fn prepare_container(
     pod: &Pod,
     c: &Container,
     state: &PodState,
+    root: &Path,
     image: &podrun_runtime::Image,
     host: &Host,
     env: Vec<EnvVar>,
 ) -> Result<podrun_oci::cri::ContainerConfig> {
     let data_dir = &state.record.data_dir;
-    let mut mounts = volume_mounts(pod, c, data_dir)?;
+    let mut mounts = volume_mounts(pod, c, data_dir, root)?;
     mounts.push(termination_log(c, data_dir)?);
     // The pod's files, unless a volume is mounted there (as kubelet leaves
     // /etc/hosts alone when a volumeMount covers it).
@@ -672,7 +673,9 @@ fn termination_log(c: &Container, pod_dir: &Path) -> Result<Mount> {
 
 /// The container's volumeMounts as bind mounts: emptyDir under the pod's
 /// directory (shared by its containers), hostPath as it is on the host.
-fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>> {
+/// The container's volume mounts; a persistentVolumeClaim's directory is
+/// under `root` (crate::claims).
+fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path, root: &Path) -> Result<Vec<Mount>> {
     use podrun_volume::Medium;
     let volumes = pod
         .spec
@@ -710,6 +713,22 @@ fn volume_mounts(pod: &Pod, c: &Container, pod_dir: &Path) -> Result<Vec<Mount>>
                 },
             )?;
             pod_volumes.set_up_host_path(&v.name, Path::new(&h.path), kind)?
+        } else if let Some(claim) = &v.persistent_volume_claim {
+            // The volume's readOnly, or the mount's (kubelet's makeMounts).
+            read_only |= claim.read_only.unwrap_or(false);
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let dir = crate::claims::dir(root, namespace, &claim.claim_name);
+            if !dir.is_dir() {
+                return Err(CreateError::VolumeSpec {
+                    volume: v.name.clone(),
+                    cause: format!(
+                        "persistentvolumeclaim {:?}: its volume directory {} is missing",
+                        claim.claim_name,
+                        dir.display()
+                    ),
+                });
+            }
+            dir
         } else {
             // podrun_spec::load_runnable refuses a pod with any other volume type.
             return Err(CreateError::VolumeSpec {
@@ -906,7 +925,7 @@ mod tests {
             other => panic!("not a pod: {other:?}"),
         };
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let mounts = super::volume_mounts(&pod, c, data.path()).unwrap();
+        let mounts = super::volume_mounts(&pod, c, data.path(), data.path()).unwrap();
         let got: Vec<(&str, MountPropagation)> = mounts
             .iter()
             .map(|m| (m.container_path.as_str(), m.propagation))
