@@ -104,3 +104,128 @@ pub fn validate_claim_update(
     }
     errors.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_documents, Object};
+
+    fn claim(spec: &str) -> PersistentVolumeClaim {
+        let text = format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n{spec}"
+        );
+        match parse_documents(&text, "c.yaml").unwrap().remove(0) {
+            Object::PersistentVolumeClaim(c) => c,
+            other => panic!("not a claim: {other:?}"),
+        }
+    }
+
+    fn problems(errors: Vec<FieldError>) -> Vec<String> {
+        errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    const GOOD: &str = "  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n";
+
+    #[test]
+    fn a_claim_needs_access_modes_and_a_positive_storage_request() {
+        let cases: &[(&str, &[&str])] = &[
+            (GOOD, &[]),
+            (
+                "  resources: {requests: {storage: 1Gi}}\n",
+                &["spec.accessModes: required value: at least 1 access mode is required"],
+            ),
+            (
+                "  accessModes: [ReadWriteSometimes]\n  resources: {requests: {storage: 1Gi}}\n",
+                &[r#"spec.accessModes: unsupported value "ReadWriteSometimes": supported values: "ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod""#],
+            ),
+            (
+                "  accessModes: [ReadWriteOncePod, ReadOnlyMany]\n  resources: {requests: {storage: 1Gi}}\n",
+                &["spec.accessModes: forbidden: may not use ReadWriteOncePod with other access modes"],
+            ),
+            (
+                "  accessModes: [ReadWriteOnce]\n",
+                &["spec.resources[storage]: required value"],
+            ),
+            (
+                "  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: '0'}}\n",
+                &[r#"spec.resources[storage]: invalid value "0": must be greater than zero"#],
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(
+                problems(validate_persistent_volume_claim(&claim(spec))),
+                *want,
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_storage_request_that_is_not_a_quantity_is_refused_with_its_path() {
+        let errors = crate::load(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: lots}}\n",
+            "c.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(errors.errors.len(), 1, "{errors}");
+        assert!(
+            errors.to_string().starts_with("c.yaml"),
+            "{errors}"
+        );
+        assert!(errors.to_string().contains("storage"), "{errors}");
+    }
+
+    #[test]
+    fn a_bound_claim_changes_only_its_requests() {
+        let old = claim(GOOD);
+        let mut bound = old.clone();
+        bound.spec.as_mut().unwrap().volume_name = Some("pvc-1".into());
+        let immutable = "spec: forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims";
+        let cases: &[(&str, &[&str])] = &[
+            (GOOD, &[]),
+            ("  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 2Gi}}\n", &[]),
+            (
+                "  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n  volumeAttributesClassName: gold\n",
+                &[],
+            ),
+            (
+                "  accessModes: [ReadWriteMany]\n  resources: {requests: {storage: 1Gi}}\n",
+                &[immutable],
+            ),
+            (
+                "  accessModes: [ReadWriteOnce]\n  storageClassName: fast\n  resources: {requests: {storage: 1Gi}}\n",
+                &[immutable],
+            ),
+            (
+                "  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 512Mi}}\n",
+                &["spec.resources.requests.storage: forbidden: field can not be less than status.capacity"],
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(problems(validate_claim_update(&bound, &claim(spec))), *want, "{spec}");
+        }
+    }
+
+    #[test]
+    fn claims_are_parsed_defaulted_and_other_api_versions_refused() {
+        let objects = crate::load(
+            &format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n{GOOD}"),
+            "c.yaml",
+        )
+        .unwrap();
+        let Object::PersistentVolumeClaim(c) = &objects[0] else {
+            panic!("{objects:?}")
+        };
+        assert_eq!(c.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(c.spec.as_ref().unwrap().volume_mode.as_deref(), Some("Filesystem"));
+        let errors = crate::load(
+            &format!("apiVersion: v2\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n{GOOD}"),
+            "c.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            errors.to_string().contains("unsupported apiVersion \"v2\" for kind PersistentVolumeClaim"),
+            "{errors}"
+        );
+    }
+}
