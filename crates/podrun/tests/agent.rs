@@ -1753,10 +1753,13 @@ fn persistent_volume_claims_keep_data_across_pods() {
     let out = env.apply(&later);
     assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
     env.wait_running(&[("default", &reader), ("default", &waiter)], 30);
-    assert_eq!(
-        std::fs::read_to_string(env.root.join("volumes/default/ag15-later/w")).unwrap_or_default(),
-        "w\n"
-    );
+    // Running is the container started, not its script done: poll.
+    let written = env.root.join("volumes/default/ag15-later/w");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&written).unwrap_or_default() != "w\n" {
+        assert!(Instant::now() < deadline, "not written: {}", env.diag());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Once no pod uses them, deleting the claims removes their data.
     env.ok(&["delete", "pod", &reader, &waiter]);
