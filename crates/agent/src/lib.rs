@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod claims;
+mod claims_apply;
 pub mod config;
 pub mod container_config;
 pub mod create;
@@ -20,7 +21,6 @@ mod describe;
 pub mod env;
 #[cfg(test)]
 mod fake_runtime;
-mod claims_apply;
 mod manifests;
 mod node_ips;
 pub mod pods;

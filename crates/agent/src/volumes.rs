@@ -50,10 +50,7 @@ pub fn set_up(
             if which == Which::All && !sources.claims.contains_key(&claim.claim_name) {
                 return Err(ProjectionError {
                     volume: v.name.clone(),
-                    message: format!(
-                        "persistentvolumeclaim {:?} not found",
-                        claim.claim_name
-                    ),
+                    message: format!("persistentvolumeclaim {:?} not found", claim.claim_name),
                 });
             }
             continue;

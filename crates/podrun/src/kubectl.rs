@@ -436,7 +436,11 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
     let mut names: Vec<&str> = Vec::new();
     let mut rest = args.args.as_slice();
     // `delete pvc NAME…` or `delete pvc/NAME…`.
-    let claim = |a: &String| a.split_once('/').filter(|(k, _)| is_claims(k)).map(|(_, n)| n.to_string());
+    let claim = |a: &String| {
+        a.split_once('/')
+            .filter(|(k, _)| is_claims(k))
+            .map(|(_, n)| n.to_string())
+    };
     if rest.first().is_some_and(|f| is_claims(f)) || rest.iter().any(|a| claim(a).is_some()) {
         if rest.first().is_some_and(|f| is_claims(f)) {
             rest = &rest[1..];
@@ -445,7 +449,9 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
         for a in rest {
             match claim(a) {
                 Some(n) => claims.push(n),
-                None if a.contains('/') => bail!("delete: one kind at a time: {a} is not a persistentvolumeclaim"),
+                None if a.contains('/') => {
+                    bail!("delete: one kind at a time: {a} is not a persistentvolumeclaim")
+                }
                 None => claims.push(a.clone()),
             }
         }

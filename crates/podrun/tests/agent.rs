@@ -1696,13 +1696,30 @@ fn persistent_volume_claims_keep_data_across_pods() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "AGE"],
+        [
+            "NAME",
+            "STATUS",
+            "VOLUME",
+            "CAPACITY",
+            "ACCESS",
+            "MODES",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "AGE"
+        ],
         "{table}"
     );
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(cells.len(), 7, "{table}");
-    assert_eq!((cells[0], cells[1], cells[3], cells[4], cells[5]), ("ag15-data", "Bound", "1Gi", "RWO", "<unset>"), "{table}");
-    assert!(cells[2].starts_with("pvc-") && cells[2].len() == 40, "{table}");
+    assert_eq!(
+        (cells[0], cells[1], cells[3], cells[4], cells[5]),
+        ("ag15-data", "Bound", "1Gi", "RWO", "<unset>"),
+        "{table}"
+    );
+    assert!(
+        cells[2].starts_with("pvc-") && cells[2].len() == 40,
+        "{table}"
+    );
     let json = env.ok(&["get", "persistentvolumeclaim", "ag15-data", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["kind"], "PersistentVolumeClaim", "{json}");
@@ -1721,17 +1738,28 @@ fn persistent_volume_claims_keep_data_across_pods() {
     );
     let out = env.apply(&claim("ag15-data", "ReadWriteOnce", "2Gi"));
     assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
-    assert!(text(&out).contains("persistentvolumeclaim/ag15-data configured"), "{}", text(&out));
+    assert!(
+        text(&out).contains("persistentvolumeclaim/ag15-data configured"),
+        "{}",
+        text(&out)
+    );
 
     // In use: refused, naming the pod; the data is kept.
     let out = env.podrun(&["delete", "pvc", "ag15-data"]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("in use by pod {writer}")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("in use by pod {writer}")),
+        "{}",
+        text(&out)
+    );
     assert!(data_dir.join("f").exists());
 
     // The pod goes; the next one reads what it wrote, read-only by the claim.
     env.ok(&["delete", "pod", &writer]);
-    assert!(data_dir.join("f").exists(), "deleting the pod kept the data");
+    assert!(
+        data_dir.join("f").exists(),
+        "deleting the pod kept the data"
+    );
     let out = env.apply(&claim_pod(&reader, "ag15-data", true, "true"));
     assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
     env.wait_running(&[("default", &reader)], 20);
@@ -1744,11 +1772,13 @@ fn persistent_volume_claims_keep_data_across_pods() {
     let out = env.apply(&claim_pod(&waiter, "ag15-later", false, "echo w > /data/w"));
     assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
     env.wait_rows("ContainerCreating", 15, |rows| {
-        rows.iter().any(|r| r[1] == waiter && r[3] == "ContainerCreating")
+        rows.iter()
+            .any(|r| r[1] == waiter && r[3] == "ContainerCreating")
     });
     std::thread::sleep(Duration::from_secs(2));
     let d = env.ok(&["describe", "pod", &waiter]);
-    let failed = r#"MountVolume.SetUp failed for volume "v" : persistentvolumeclaim "ag15-later" not found"#;
+    let failed =
+        r#"MountVolume.SetUp failed for volume "v" : persistentvolumeclaim "ag15-later" not found"#;
     assert_eq!(d.matches(failed).count(), 1, "one event, counted: {d}");
     let out = env.apply(&later);
     assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
@@ -1764,7 +1794,10 @@ fn persistent_volume_claims_keep_data_across_pods() {
     // Once no pod uses them, deleting the claims removes their data.
     env.ok(&["delete", "pod", &reader, &waiter]);
     let out = env.ok(&["delete", "pvc", "ag15-data"]);
-    assert!(out.contains("persistentvolumeclaim \"ag15-data\" deleted"), "{out}");
+    assert!(
+        out.contains("persistentvolumeclaim \"ag15-data\" deleted"),
+        "{out}"
+    );
     assert!(!data_dir.exists(), "{}", env.diag());
     let file = env.write_manifest(&later);
     env.ok(&["delete", "-f", file.to_str().unwrap()]);

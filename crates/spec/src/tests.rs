@@ -132,10 +132,7 @@ web.yaml:23: spec.volumes[0].nfs: unsupported value: podrun does not support nfs
     );
     let error = load_runnable(&list, "list.yaml").unwrap_err();
     assert_eq!(error.errors.len(), 1, "{error}");
-    assert_eq!(
-        error.errors[0].path,
-        "items[0].spec.volumes[0].nfs"
-    );
+    assert_eq!(error.errors[0].path, "items[0].spec.volumes[0].nfs");
     assert_eq!(error.errors[0].line, Some(18));
     let runnable = MANIFEST.replace("configMap: {name: web-conf}", "emptyDir: {}");
     assert_eq!(

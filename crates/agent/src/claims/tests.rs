@@ -10,7 +10,9 @@ fn claim(yaml: &str) -> PersistentVolumeClaim {
 }
 
 fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc.timestamp_opt(1_700_000_000 + seconds, 0).unwrap()
+    chrono::Utc
+        .timestamp_opt(1_700_000_000 + seconds, 0)
+        .unwrap()
 }
 
 const DATA: &str = "metadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n";
@@ -21,7 +23,12 @@ fn access_modes_are_abbreviated_once_each_in_kubectls_order() {
     assert_eq!(modes(&["ReadWriteOnce"]), "RWO");
     assert_eq!(modes(&["ReadWriteOncePod"]), "RWOP");
     assert_eq!(
-        modes(&["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadOnlyMany"]),
+        modes(&[
+            "ReadWriteMany",
+            "ReadOnlyMany",
+            "ReadWriteOnce",
+            "ReadOnlyMany"
+        ]),
         "RWO,ROX,RWX"
     );
     assert_eq!(modes(&[]), "");
@@ -34,7 +41,16 @@ fn a_stored_claim_is_bound_with_its_request_as_capacity() {
     assert_eq!(
         rows,
         vec![
-            vec!["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "AGE"],
+            vec![
+                "NAME",
+                "STATUS",
+                "VOLUME",
+                "CAPACITY",
+                "ACCESS MODES",
+                "STORAGECLASS",
+                "VOLUMEATTRIBUTESCLASS",
+                "AGE"
+            ],
             vec!["data", "Bound", "pvc-1234", "1Gi", "RWO", "", "<unset>", "90s"],
         ]
     );
@@ -60,7 +76,17 @@ fn all_namespaces_a_class_and_terminating_show_as_kubectl_shows_them() {
     assert_eq!(rows[0][0], "NAMESPACE");
     assert_eq!(
         rows[1],
-        vec!["team", "logs", "Terminating", "pvc-ab", "500Mi", "ROX,RWX", "local", "gold", "60m"]
+        vec![
+            "team",
+            "logs",
+            "Terminating",
+            "pvc-ab",
+            "500Mi",
+            "ROX,RWX",
+            "local",
+            "gold",
+            "60m"
+        ]
     );
 }
 
@@ -69,7 +95,10 @@ fn a_reapplied_claim_keeps_its_uid_time_and_volume() {
     let first = stored(&claim(DATA), None, "one", at(0));
     let again = stored(&claim(DATA), Some(&first), "two", at(50));
     assert_eq!(again, first);
-    assert_eq!(first.spec.as_ref().unwrap().volume_name.as_deref(), Some("pvc-one"));
+    assert_eq!(
+        first.spec.as_ref().unwrap().volume_name.as_deref(),
+        Some("pvc-one")
+    );
     let annotations = first.metadata.annotations.clone().unwrap();
     assert!(annotations[CAPACITY_NOT_ENFORCED].contains("not enforced"));
     let status = with_status(&first).status.unwrap();

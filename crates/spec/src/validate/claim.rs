@@ -91,7 +91,14 @@ pub fn validate_claim_update(
         );
     }
     let storage = |c: &PersistentVolumeClaim| {
-        let q = c.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage")?;
+        let q = c
+            .spec
+            .as_ref()?
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")?;
         parse_quantity(&q.0).ok()
     };
     if let (Some(was), Some(now)) = (storage(old), storage(new)) {
@@ -168,10 +175,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(errors.errors.len(), 1, "{errors}");
-        assert!(
-            errors.to_string().starts_with("c.yaml"),
-            "{errors}"
-        );
+        assert!(errors.to_string().starts_with("c.yaml"), "{errors}");
         assert!(errors.to_string().contains("storage"), "{errors}");
     }
 
@@ -202,7 +206,11 @@ mod tests {
             ),
         ];
         for (spec, want) in cases {
-            assert_eq!(problems(validate_claim_update(&bound, &claim(spec))), *want, "{spec}");
+            assert_eq!(
+                problems(validate_claim_update(&bound, &claim(spec))),
+                *want,
+                "{spec}"
+            );
         }
     }
 
@@ -217,14 +225,19 @@ mod tests {
             panic!("{objects:?}")
         };
         assert_eq!(c.metadata.namespace.as_deref(), Some("default"));
-        assert_eq!(c.spec.as_ref().unwrap().volume_mode.as_deref(), Some("Filesystem"));
+        assert_eq!(
+            c.spec.as_ref().unwrap().volume_mode.as_deref(),
+            Some("Filesystem")
+        );
         let errors = crate::load(
             &format!("apiVersion: v2\nkind: PersistentVolumeClaim\nmetadata: {{name: data}}\nspec:\n{GOOD}"),
             "c.yaml",
         )
         .unwrap_err();
         assert!(
-            errors.to_string().contains("unsupported apiVersion \"v2\" for kind PersistentVolumeClaim"),
+            errors
+                .to_string()
+                .contains("unsupported apiVersion \"v2\" for kind PersistentVolumeClaim"),
             "{errors}"
         );
     }
