@@ -59,6 +59,19 @@ pub enum Request {
         #[serde(default)]
         full: bool,
     },
+    /// List PersistentVolumeClaims, with their status.
+    GetClaims {
+        /// One namespace, or every one (None).
+        namespace: Option<String>,
+    },
+    /// Remove PersistentVolumeClaims and their data, refused for a claim a
+    /// pod that has not terminated uses.
+    DeleteClaims {
+        /// Their namespace.
+        namespace: String,
+        /// Their names.
+        names: Vec<String>,
+    },
     /// kubectl describe's text of a pod.
     Describe {
         /// Namespace.
@@ -150,6 +163,11 @@ pub enum Response {
     Pods {
         /// By namespace and name.
         pods: Vec<PodSummary>,
+    },
+    /// The objects asked for, as v1 objects (`GetClaims`).
+    Objects {
+        /// By namespace and name.
+        items: Vec<serde_json::Value>,
     },
     /// Text to print as it is.
     Text {

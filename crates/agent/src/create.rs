@@ -517,13 +517,14 @@ pub fn prepare_container(
     pod: &Pod,
     c: &Container,
     state: &PodState,
+    root: &Path,
     image: &podrun_runtime::Image,
     host: &Host,
     env: Vec<EnvVar>,
 ) -> Result<podrun_oci::cri::ContainerConfig> {
     let data_dir = &state.record.data_dir;
     let expanded = container_config::expand::container_env(&env);
-    let mut mounts = volume_mounts(pod, c, data_dir, &expanded)?;
+    let mut mounts = volume_mounts(pod, c, data_dir, root, &expanded)?;
     mounts.push(termination_log(c, data_dir)?);
     // The pod's files, unless a volume is mounted there (as kubelet leaves
     // /etc/hosts alone when a volumeMount covers it).
@@ -749,11 +750,13 @@ fn termination_log(c: &Container, pod_dir: &Path) -> Result<Mount> {
 /// directory (shared by its containers), hostPath as it is on the host.
 /// A subPath (or a subPathExpr expanded against `env`, the container's
 /// variables) is bind-mounted safely under the pod's directory first
-/// ([`podrun_volume::PodVolumes::sub_path`]).
+/// ([`podrun_volume::PodVolumes::sub_path`]); a persistentVolumeClaim's
+/// directory is under `root` (crate::claims).
 fn volume_mounts(
     pod: &Pod,
     c: &Container,
     pod_dir: &Path,
+    root: &Path,
     env: &[(String, String)],
 ) -> Result<Vec<Mount>> {
     use podrun_volume::Medium;
@@ -828,6 +831,22 @@ fn volume_mounts(
                     },
                     None => CreateError::Volume(e),
                 })?
+        } else if let Some(claim) = &v.persistent_volume_claim {
+            // The volume's readOnly, or the mount's (kubelet's makeMounts).
+            read_only |= claim.read_only.unwrap_or(false);
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let dir = crate::claims::dir(root, namespace, &claim.claim_name);
+            if !dir.is_dir() {
+                return Err(CreateError::VolumeSpec {
+                    volume: v.name.clone(),
+                    cause: format!(
+                        "persistentvolumeclaim {:?}: its volume directory {} is missing",
+                        claim.claim_name,
+                        dir.display()
+                    ),
+                });
+            }
+            dir
         } else {
             // podrun_spec::load_runnable refuses a pod with any other volume type.
             return Err(CreateError::VolumeSpec {
@@ -1134,7 +1153,7 @@ mod tests {
             other => panic!("not a pod: {other:?}"),
         };
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let mounts = super::volume_mounts(&pod, c, data.path(), &[]).unwrap();
+        let mounts = super::volume_mounts(&pod, c, data.path(), data.path(), &[]).unwrap();
         let got: Vec<(&str, MountPropagation)> = mounts
             .iter()
             .map(|m| (m.container_path.as_str(), m.propagation))

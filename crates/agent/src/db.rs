@@ -183,7 +183,7 @@ impl PodPhase {
 /// A ConfigMap or Secret applied to the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectRow {
-    /// `ConfigMap` or `Secret`.
+    /// `ConfigMap`, `Secret` or `PersistentVolumeClaim`.
     pub kind: String,
     /// Its namespace.
     pub namespace: String,
@@ -568,7 +568,22 @@ impl Db {
         Ok(rows)
     }
 
-    /// Remove a ConfigMap or Secret; true when it existed.
+    /// The stored objects of one kind in every namespace, by namespace and name.
+    pub fn objects_of_kind(&self, kind: &str) -> Result<Vec<ObjectRow>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, namespace, name, source, body FROM objects WHERE kind = ?1 ORDER BY namespace, name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![kind], object_row)
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Remove a ConfigMap, Secret or PersistentVolumeClaim; true when it existed.
     pub fn remove_object(&self, kind: &str, namespace: &str, name: &str) -> Result<bool, DbError> {
         self.conn
             .execute(

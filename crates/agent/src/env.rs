@@ -27,13 +27,16 @@ pub struct NodeFacts {
     pub memory_bytes: i64,
 }
 
-/// ConfigMaps and Secrets given beside the pod (same namespace).
+/// ConfigMaps, Secrets and PersistentVolumeClaims given beside the pod (same
+/// namespace).
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     /// By name.
     pub config_maps: BTreeMap<String, ConfigMap>,
     /// By name.
     pub secrets: BTreeMap<String, Secret>,
+    /// By name.
+    pub claims: BTreeMap<String, k8s_openapi::api::core::v1::PersistentVolumeClaim>,
 }
 
 impl Sources {

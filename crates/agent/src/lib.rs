@@ -11,6 +11,8 @@
 //! the database that a new agent finishes or rolls back (see `worker`).
 
 pub mod api;
+pub mod claims;
+mod claims_apply;
 pub mod config;
 pub mod container_config;
 pub mod create;
@@ -497,6 +499,10 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
             wait,
         } => delete(agent, &namespace, &names, grace_period, wait).await,
         Request::Get { namespace, full } => get(agent, namespace.as_deref(), full),
+        Request::GetClaims { namespace } => claims_apply::get(agent, namespace.as_deref()),
+        Request::DeleteClaims { namespace, names } => {
+            claims_apply::delete(agent, &namespace, &names)
+        }
         Request::Describe { namespace, name } => describe::describe(agent, &namespace, &name)
             .map(|text| Response::Text { text })
             .map_err(AgentError::from),
@@ -609,6 +615,8 @@ pub async fn apply(
     let mut started = Vec::new();
     // Pods that take the change in place (not scheduled again).
     let mut updated = Vec::new();
+    // Claims stored now, whose directories are made before the commit.
+    let mut new_claims = Vec::new();
     let taken_by_run: std::collections::HashSet<(String, String)> =
         crate::pods::list(&agent.settings.run_root)
             .into_iter()
@@ -687,13 +695,22 @@ pub async fn apply(
                         }
                     }
                 }
+                podrun_spec::Object::PersistentVolumeClaim(claim) => {
+                    let old = db.object(o.kind(), &namespace, &name)?;
+                    let (change, line) = claims_apply::put(claim, old, &namespace, source)?;
+                    if let Some(change) = change {
+                        new_claims.push((namespace, name));
+                        changes.push(change);
+                    }
+                    lines.push(line);
+                }
                 podrun_spec::Object::ConfigMap(_) | podrun_spec::Object::Secret(_) => {
                     let kind = o.kind();
                     let what = format!("{}/{name}", kind.to_lowercase());
                     let mut body = match o {
                         podrun_spec::Object::ConfigMap(c) => encode(c, &what)?,
                         podrun_spec::Object::Secret(s) => encode(s, &what)?,
-                        podrun_spec::Object::Pod(_) => unreachable!(),
+                        _ => unreachable!("a pod or a claim"),
                     };
                     body["metadata"]["namespace"] = namespace.clone().into();
                     let body = body.to_string();
@@ -717,6 +734,9 @@ pub async fn apply(
             }
         }
     }
+    // The claims' volumes first: a directory that cannot be made refuses the
+    // whole request, and those made for it are removed (they are empty).
+    claims_apply::create_dirs(&agent.settings.root, &new_claims)?;
     agent
         .db
         .lock()
@@ -822,10 +842,13 @@ async fn delete_files(
     let mut lines = Vec::new();
     let mut warnings = Vec::new();
     let mut pods: Vec<(String, String)> = Vec::new();
+    // Deleted after the pods, which may be what uses them.
+    let mut claims: Vec<(String, String)> = Vec::new();
     for o in &objects {
         let (namespace, name) = (namespace_of(o), o.name().to_string());
         match o {
             podrun_spec::Object::Pod(_) => pods.push((namespace, name)),
+            podrun_spec::Object::PersistentVolumeClaim(_) => claims.push((namespace, name)),
             _ => {
                 let kind = o.kind();
                 if agent.db().remove_object(kind, &namespace, &name)? {
@@ -850,6 +873,22 @@ async fn delete_files(
             warnings: w,
             failed: f,
         } = delete(agent, &ns, &names, grace_period, wait).await?
+        {
+            lines.extend(l);
+            warnings.extend(w);
+            failed |= f;
+        }
+    }
+    let mut by_ns: HashMap<String, Vec<String>> = HashMap::new();
+    for (ns, name) in claims {
+        by_ns.entry(ns).or_default().push(name);
+    }
+    for (ns, names) in by_ns {
+        if let Response::Done {
+            lines: l,
+            warnings: w,
+            failed: f,
+        } = claims_apply::delete(agent, &ns, &names)?
         {
             lines.extend(l);
             warnings.extend(w);

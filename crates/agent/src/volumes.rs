@@ -1,5 +1,6 @@
 //! kubelet's volume manager for the volumes whose content the pod manager
-//! writes: configMap, secret, downwardAPI and projected. Each is a directory of
+//! writes: configMap, secret, downwardAPI and projected (and the check that a
+//! persistentVolumeClaim's claim exists before the containers start). Each is a directory of
 //! the pod's (`<pod dir>/volumes/<name>`; a tmpfs for secret and projected
 //! volumes, which kubelet never writes to the node's disk), filled by the atomic
 //! writer before the pod's containers start and again on every sync of a running
@@ -43,6 +44,17 @@ pub fn set_up(
 ) -> Result<(), ProjectionError> {
     let volumes = PodVolumes::new(data_dir);
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        // A claim's volume is its own directory (crate::claims), mounted as it
+        // is; the claim must exist first, as kubelet's volume manager waits for it.
+        if let Some(claim) = &v.persistent_volume_claim {
+            if which == Which::All && !sources.claims.contains_key(&claim.claim_name) {
+                return Err(ProjectionError {
+                    volume: v.name.clone(),
+                    message: format!("persistentvolumeclaim {:?} not found", claim.claim_name),
+                });
+            }
+            continue;
+        }
         if which == Which::Existing
             && !volumes
                 .empty_dir_path(&v.name)

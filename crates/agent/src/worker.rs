@@ -326,7 +326,8 @@ fn creation_backoff(failures_before: i64) -> Duration {
     )
 }
 
-/// The ConfigMaps and Secrets of a namespace, as the pod's sources.
+/// The ConfigMaps, Secrets and PersistentVolumeClaims of a namespace, as the
+/// pod's sources.
 fn sources(agent: &Agent, namespace: &str) -> Result<crate::env::Sources> {
     let mut sources = crate::env::Sources::default();
     for o in agent.db().objects(namespace)? {
@@ -341,6 +342,12 @@ fn sources(agent: &Agent, namespace: &str) -> Result<crate::env::Sources> {
                 let what = format!("secret/{}", o.name);
                 sources
                     .secrets
+                    .insert(o.name.clone(), decode(&o.body, &what)?);
+            }
+            "PersistentVolumeClaim" => {
+                let what = format!("persistentvolumeclaim/{}", o.name);
+                sources
+                    .claims
                     .insert(o.name.clone(), decode(&o.body, &what)?);
             }
             _ => {}
@@ -811,7 +818,8 @@ fn make_container(
         }
         Err(e) => return Err(Unmade::Create(format!("image {}: {e}", image.image))),
     };
-    crate::create::prepare_container(pod, spec, state, &status, &host, env).map_err(|e| {
+    let root = &agent.settings.root;
+    crate::create::prepare_container(pod, spec, state, root, &status, &host, env).map_err(|e| {
         if e.is_failed_mount() {
             Unmade::Mount(e.to_string())
         } else if e.is_config() {

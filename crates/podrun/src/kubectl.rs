@@ -22,7 +22,7 @@ pub struct NamespaceArgs {
 
 #[derive(clap::Args)]
 pub struct GetArgs {
-    /// What to list: pods (pod, po).
+    /// What to list: pods (pod, po) or persistentvolumeclaims (pvc).
     resource: String,
     /// Only these pods.
     names: Vec<String>,
@@ -78,7 +78,7 @@ pub struct ExecArgs {
 
 #[derive(clap::Args)]
 pub struct DeleteArgs {
-    /// `pod NAME…`, `pod/NAME…` or just `NAME…`.
+    /// `pod NAME…`, `pod/NAME…`, just `NAME…`, or `pvc NAME…` / `pvc/NAME…`.
     #[arg(required_unless_present = "filename")]
     args: Vec<String>,
     /// Delete the objects this file (or directory, or `-` for stdin) names.
@@ -120,6 +120,81 @@ fn is_pods(resource: &str) -> bool {
     matches!(resource, "pods" | "pod" | "po")
 }
 
+fn is_claims(resource: &str) -> bool {
+    matches!(
+        resource,
+        "pvc" | "persistentvolumeclaim" | "persistentvolumeclaims"
+    )
+}
+
+/// `get pvc [NAME…]`: kubectl's table, or the claims as v1 objects.
+fn get_claims(cli: &Cli, args: &GetArgs, names: &[String], output: &str) -> Result<()> {
+    let namespace = (!args.all_namespaces).then(|| args.ns.namespace.clone());
+    ensure_agent(cli)?;
+    let mut items = match call(cli, &Request::GetClaims { namespace })? {
+        Response::Objects { items } => items,
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from the agent: {other:?}"),
+    };
+    let name_of = |v: &serde_json::Value| v["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if !names.is_empty() {
+        let mut picked = Vec::new();
+        for n in names {
+            let found = items.iter().find(|v| &name_of(v) == n).with_context(|| {
+                format!(
+                    "persistentvolumeclaims \"{n}\" not found in namespace \"{}\"",
+                    args.ns.namespace
+                )
+            })?;
+            picked.push(found.clone());
+        }
+        items = picked;
+    }
+    match output {
+        "name" => {
+            for v in &items {
+                println!("persistentvolumeclaim/{}", name_of(v));
+            }
+            return Ok(());
+        }
+        "yaml" | "json" => {
+            let value = if names.len() == 1 && items.len() == 1 {
+                items[0].clone()
+            } else {
+                serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": items,
+                    "metadata": {"resourceVersion": ""},
+                })
+            };
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", crate::yaml::to_string(&value)?);
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    if items.is_empty() {
+        if args.all_namespaces {
+            eprintln!("No resources found");
+        } else {
+            eprintln!("No resources found in {} namespace.", args.ns.namespace);
+        }
+        return Ok(());
+    }
+    let claims = items
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<Vec<_>, _>>()
+        .context("read the agent's claims")?;
+    let rows = podrun_agent::claims::rows(&claims, args.all_namespaces, chrono::Utc::now());
+    podrun_agent::table::write(&mut std::io::stdout().lock(), &rows)?;
+    Ok(())
+}
+
 /// `pod/NAME` or `NAME`.
 pub fn pod_name(arg: &str) -> Result<&str> {
     match arg.split_once('/') {
@@ -134,13 +209,16 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
         Some((r, n)) => (r, vec![n.to_string()]),
         None => (args.resource.as_str(), Vec::new()),
     };
-    if !is_pods(resource) {
-        bail!("the server doesn't have a resource type \"{resource}\" (podrun knows pods)");
-    }
     names.extend(args.names.iter().cloned());
     let output = args.output.as_deref().unwrap_or("");
     if !matches!(output, "" | "wide" | "name" | "yaml" | "json") {
         bail!("output format {output:?} is not supported (use wide, name, yaml or json)");
+    }
+    if is_claims(resource) {
+        return get_claims(cli, args, &names, output);
+    }
+    if !is_pods(resource) {
+        bail!("the server doesn't have a resource type \"{resource}\" (podrun knows pods and persistentvolumeclaims)");
     }
     let full = matches!(output, "yaml" | "json");
     let namespace = (!args.all_namespaces).then(|| args.ns.namespace.clone());
@@ -363,6 +441,38 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
     }
     let mut names: Vec<&str> = Vec::new();
     let mut rest = args.args.as_slice();
+    // `delete pvc NAME…` or `delete pvc/NAME…`.
+    let claim = |a: &String| {
+        a.split_once('/')
+            .filter(|(k, _)| is_claims(k))
+            .map(|(_, n)| n.to_string())
+    };
+    if rest.first().is_some_and(|f| is_claims(f)) || rest.iter().any(|a| claim(a).is_some()) {
+        if rest.first().is_some_and(|f| is_claims(f)) {
+            rest = &rest[1..];
+        }
+        let mut claims = Vec::new();
+        for a in rest {
+            match claim(a) {
+                Some(n) => claims.push(n),
+                None if a.contains('/') => {
+                    bail!("delete: one kind at a time: {a} is not a persistentvolumeclaim")
+                }
+                None => claims.push(a.clone()),
+            }
+        }
+        if claims.is_empty() {
+            bail!("delete pvc: give the name of the claim");
+        }
+        ensure_agent(cli)?;
+        return done(call(
+            cli,
+            &Request::DeleteClaims {
+                namespace: args.ns.namespace.clone(),
+                names: claims,
+            },
+        )?);
+    }
     if let Some(first) = rest.first() {
         if is_pods(first) {
             rest = &rest[1..];

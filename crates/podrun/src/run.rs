@@ -1,5 +1,6 @@
-//! `podrun run -f pod.yaml`: one pod (with the ConfigMaps and Secrets beside
-//! it). In the foreground, the agent's pod manager runs it in this process:
+//! `podrun run -f pod.yaml`: one pod (with the ConfigMaps, Secrets and
+//! PersistentVolumeClaims beside it; a claim's directory is under `--root`, so
+//! its data is there for the next run). In the foreground, the agent's pod manager runs it in this process:
 //! the containers' logs stream prefixed by their names and the pod's exit
 //! code is returned (Ctrl-C stops it gracefully and removes it). With
 //! `--detach` the pod goes to the agent, as `podrun apply` sends it, and the
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The manifest: one Pod, and the ConfigMaps and Secrets it uses (YAML or JSON, multi-document).
+    /// The manifest: one Pod, and the ConfigMaps, Secrets and PersistentVolumeClaims it uses (YAML or JSON, multi-document).
     #[arg(short = 'f', long = "filename")]
     file: PathBuf,
     /// Hand the pod to the agent (started if none runs) and return once its containers started.

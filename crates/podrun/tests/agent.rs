@@ -679,13 +679,13 @@ fn an_invalid_document_applies_nothing() {
     // Valid, but with volumes podrun cannot mount yet: refused at once, every one.
     let unsupported = pod("default", &bad, "x").replace(
         "spec:\n",
-        "spec:\n  volumes:\n  - {name: a, emptyDir: {}}\n  - {name: b, persistentVolumeClaim: {claimName: data}}\n  - {name: c, nfs: {server: nfs.example, path: /x}}\n",
+        "spec:\n  volumes:\n  - {name: a, emptyDir: {}}\n  - {name: b, ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce]}}}}\n  - {name: c, nfs: {server: nfs.example, path: /x}}\n",
     );
     let out = env.apply(&format!("{}---\n{unsupported}", pod("default", &good, "x")));
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("spec.volumes[1].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image)")
+        stderr.contains("spec.volumes[1].ephemeral: unsupported value: podrun does not support ephemeral volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image, persistentVolumeClaim)")
             && stderr.contains("spec.volumes[2].nfs: unsupported value")
             && stderr.contains("nothing was applied"),
         "{}",
@@ -2189,6 +2189,189 @@ spec:
     assert!(nested.join("plain").exists() && !nested.join("rro").exists());
 
     env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// A pod whose volume `v` is claim `claim` (read-only by the claim's
+/// readOnly when `read_only`), mounted at /data, running `script` and then
+/// until SIGTERM.
+fn claim_pod(name: &str, claim: &str, read_only: bool, script: &str) -> String {
+    let r = registry();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "{script}; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts:
+    - {{name: v, mountPath: /data}}
+  volumes:
+  - name: v
+    persistentVolumeClaim: {{claimName: {claim}, readOnly: {read_only}}}
+"#
+    )
+}
+
+fn claim(name: &str, modes: &str, storage: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}}}\nspec:\n  accessModes: [{modes}]\n  resources: {{requests: {{storage: {storage}}}}}\n"
+    )
+}
+
+/// persistentVolumeClaim volumes as podman kube play has them: a claim is a
+/// named local volume under the agent's root, bound at once; its data
+/// outlives the pod that wrote it and is read by the next; `get pvc` prints
+/// kubectl's columns; a pod naming a missing claim waits with one FailedMount
+/// event and runs once it is applied; `delete pvc` is refused while a pod
+/// uses the claim and afterwards removes its directory.
+#[test]
+fn persistent_volume_claims_keep_data_across_pods() {
+    let env = Env::new(&SUITE, "pvc");
+    let writer = env.name("ag15-writer");
+    let reader = env.name("ag15-reader");
+    let waiter = env.name("ag15-waiter");
+    let mut agent = env.serve(None, &[], &[]);
+    let data_dir = env.root.join("volumes/default/ag15-data");
+
+    // The claim and a pod writing into it, in one file.
+    let first = format!(
+        "{}---\n{}",
+        claim("ag15-data", "ReadWriteOnce", "1Gi"),
+        claim_pod(&writer, "ag15-data", false, "echo kept > /data/f")
+    );
+    let out = env.apply(&first);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    assert!(
+        text(&out).contains("persistentvolumeclaim/ag15-data created"),
+        "{}",
+        text(&out)
+    );
+    env.wait_running(&[("default", &writer)], 20);
+    assert_eq!(
+        std::fs::read_to_string(data_dir.join("f")).unwrap_or_default(),
+        "kept\n",
+        "{}",
+        env.diag()
+    );
+
+    // kubectl's columns.
+    let table = env.ok(&["get", "pvc"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "NAME",
+            "STATUS",
+            "VOLUME",
+            "CAPACITY",
+            "ACCESS",
+            "MODES",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cells.len(), 7, "{table}");
+    assert_eq!(
+        (cells[0], cells[1], cells[3], cells[4], cells[5]),
+        ("ag15-data", "Bound", "1Gi", "RWO", "<unset>"),
+        "{table}"
+    );
+    assert!(
+        cells[2].starts_with("pvc-") && cells[2].len() == 40,
+        "{table}"
+    );
+    let json = env.ok(&["get", "persistentvolumeclaim", "ag15-data", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["kind"], "PersistentVolumeClaim", "{json}");
+    assert_eq!(v["status"]["phase"], "Bound", "{json}");
+    assert_eq!(v["status"]["capacity"]["storage"], "1Gi", "{json}");
+    assert_eq!(v["status"]["accessModes"][0], "ReadWriteOnce", "{json}");
+    assert_eq!(v["spec"]["volumeName"].as_str(), Some(cells[2]), "{json}");
+
+    // What the API server keeps immutable is refused; a larger request is not.
+    let out = env.apply(&claim("ag15-data", "ReadWriteMany", "1Gi"));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("spec is immutable after creation except resources.requests"),
+        "{}",
+        text(&out)
+    );
+    let out = env.apply(&claim("ag15-data", "ReadWriteOnce", "2Gi"));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    assert!(
+        text(&out).contains("persistentvolumeclaim/ag15-data configured"),
+        "{}",
+        text(&out)
+    );
+
+    // In use: refused, naming the pod; the data is kept.
+    let out = env.podrun(&["delete", "pvc", "ag15-data"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("in use by pod {writer}")),
+        "{}",
+        text(&out)
+    );
+    assert!(data_dir.join("f").exists());
+
+    // The pod goes; the next one reads what it wrote, read-only by the claim.
+    env.ok(&["delete", "pod", &writer]);
+    assert!(
+        data_dir.join("f").exists(),
+        "deleting the pod kept the data"
+    );
+    let out = env.apply(&claim_pod(&reader, "ag15-data", true, "true"));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &reader)], 20);
+    assert_eq!(env.ok(&["exec", &reader, "--", "cat", "/data/f"]), "kept\n");
+    let refused = env.podrun(&["exec", &reader, "--", "sh", "-c", "echo x > /data/g"]);
+    assert!(!refused.status.success(), "readOnly: {}", text(&refused));
+
+    // A pod naming a claim not yet applied waits, with one FailedMount event.
+    let later = claim("ag15-later", "ReadWriteOncePod", "10Mi");
+    let out = env.apply(&claim_pod(&waiter, "ag15-later", false, "echo w > /data/w"));
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("ContainerCreating", 15, |rows| {
+        rows.iter()
+            .any(|r| r[1] == waiter && r[3] == "ContainerCreating")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let d = env.ok(&["describe", "pod", &waiter]);
+    let failed =
+        r#"MountVolume.SetUp failed for volume "v" : persistentvolumeclaim "ag15-later" not found"#;
+    assert_eq!(d.matches(failed).count(), 1, "one event, counted: {d}");
+    let out = env.apply(&later);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_running(&[("default", &reader), ("default", &waiter)], 30);
+    // Running is the container started, not its script done: poll.
+    let written = env.root.join("volumes/default/ag15-later/w");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&written).unwrap_or_default() != "w\n" {
+        assert!(Instant::now() < deadline, "not written: {}", env.diag());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Once no pod uses them, deleting the claims removes their data.
+    env.ok(&["delete", "pod", &reader, &waiter]);
+    let out = env.ok(&["delete", "pvc", "ag15-data"]);
+    assert!(
+        out.contains("persistentvolumeclaim \"ag15-data\" deleted"),
+        "{out}"
+    );
+    assert!(!data_dir.exists(), "{}", env.diag());
+    let file = env.write_manifest(&later);
+    env.ok(&["delete", "-f", file.to_str().unwrap()]);
+    assert!(!env.root.join("volumes/default/ag15-later").exists());
+    assert_eq!(env.ok(&["get", "pvc"]), "");
     env.assert_nothing_left();
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();

@@ -297,14 +297,14 @@ fn bad_manifests_and_missing_host_paths_fail_cleanly() {
     // A volume type podrun cannot mount yet is refused before anything is stored or
     // pulled, detached or not.
     let conf_volume = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: cm\nspec:\n  containers:\n  - name: c\n    image: {r}/busybox:latest\n    volumeMounts:\n    - name: conf\n      mountPath: /conf\n  volumes:\n  - name: conf\n    persistentVolumeClaim:\n      claimName: conf\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: cm\nspec:\n  containers:\n  - name: c\n    image: {r}/busybox:latest\n    volumeMounts:\n    - name: conf\n      mountPath: /conf\n  volumes:\n  - name: conf\n    nfs:\n      server: nfs.local\n      path: /export\n"
     );
     for extra in [&[][..], &["--detach"]] {
         let out = env.run_with(&conf_volume, extra);
         assert_eq!(out.status.code(), Some(1), "{extra:?}");
         let e = String::from_utf8_lossy(&out.stderr);
         assert!(
-            e.contains("pod.yaml:14: spec.volumes[0].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image)"),
+            e.contains("pod.yaml:14: spec.volumes[0].nfs: unsupported value: podrun does not support nfs volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image, persistentVolumeClaim)"),
             "{extra:?}: {e}"
         );
         assert!(

@@ -100,6 +100,13 @@ pub fn apply_object_defaults(object: &mut Object) {
         Object::ConfigMap(config_map) => {
             set_str(&mut config_map.metadata.namespace, DEFAULT_NAMESPACE);
         }
+        Object::PersistentVolumeClaim(claim) => {
+            set_str(&mut claim.metadata.namespace, DEFAULT_NAMESPACE);
+            // SetDefaults_PersistentVolumeClaimSpec.
+            if let Some(spec) = claim.spec.as_mut() {
+                set_str(&mut spec.volume_mode, "Filesystem");
+            }
+        }
         Object::Secret(secret) => {
             set_str(&mut secret.metadata.namespace, DEFAULT_NAMESPACE);
             set_str(&mut secret.type_, "Opaque");

@@ -1,4 +1,4 @@
-//! Pod, ConfigMap and Secret model for podrun: strict parsing, validation as the API
+//! Pod, ConfigMap, Secret and PersistentVolumeClaim model for podrun: strict parsing, validation as the API
 //! server does it, and the API server's defaults. No I/O: text in, values out.
 //!
 //! [`load_runnable`] is what `podrun run -f pod.yaml` and `podrun apply -f` use: it
@@ -25,7 +25,7 @@ mod validate;
 use std::collections::HashMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 
 pub use cgroup::{
     milli_cpu_to_quota, milli_cpu_to_shares, pod_cgroup_limits, pod_cgroup_path, PodLimits,
@@ -38,7 +38,10 @@ pub use parse::parse_documents;
 pub use quantity::{
     cpu_millis, memory_bytes, parse_quantity, qos_class, ParsedQuantity, QosClass, QuantityError,
 };
-pub use validate::{validate, validate_config_map, validate_pod, validate_secret};
+pub use validate::{
+    validate, validate_claim_update, validate_config_map, validate_persistent_volume_claim,
+    validate_pod, validate_secret,
+};
 
 /// One object of a manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +56,8 @@ pub enum Object {
     ConfigMap(ConfigMap),
     /// A `v1` Secret.
     Secret(Secret),
+    /// A `v1` PersistentVolumeClaim.
+    PersistentVolumeClaim(PersistentVolumeClaim),
 }
 
 impl Object {
@@ -62,6 +67,7 @@ impl Object {
             Object::Pod(_) => "Pod",
             Object::ConfigMap(_) => "ConfigMap",
             Object::Secret(_) => "Secret",
+            Object::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
         }
     }
 
@@ -71,6 +77,7 @@ impl Object {
             Object::Pod(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::PersistentVolumeClaim(o) => &o.metadata,
         }
     }
 

@@ -4,7 +4,7 @@
 //! again); podrun refuses such a manifest at `podrun apply` and `podrun run`, with the
 //! field path, before anything is stored, pulled or started.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 
 use crate::validate::volume_sources;
 use crate::{FieldError, Object};
@@ -18,6 +18,7 @@ pub const SUPPORTED_VOLUMES: &[&str] = &[
     "downwardAPI",
     "projected",
     "image",
+    "persistentVolumeClaim",
 ];
 
 /// Every part of `object` that this node cannot run, each with its field path
@@ -26,7 +27,21 @@ pub const SUPPORTED_VOLUMES: &[&str] = &[
 pub fn unsupported(object: &Object) -> Vec<FieldError> {
     match object {
         Object::Pod(pod) => unsupported_in_pod(pod),
+        Object::PersistentVolumeClaim(claim) => unsupported_in_claim(claim),
         Object::ConfigMap(_) | Object::Secret(_) => Vec::new(),
+    }
+}
+
+/// A claim's volume is a directory of the node's: a raw block device is
+/// beyond it.
+fn unsupported_in_claim(claim: &PersistentVolumeClaim) -> Vec<FieldError> {
+    let mode = claim.spec.as_ref().and_then(|s| s.volume_mode.as_deref());
+    match mode {
+        Some("Block") => vec![FieldError::new(
+            "spec.volumeMode",
+            "unsupported value: podrun's claims are directories (Filesystem), not Block devices",
+        )],
+        _ => Vec::new(),
     }
 }
 
@@ -78,6 +93,7 @@ mod tests {
             "  - {name: d, configMap: {name: conf}}\n  - {name: e, secret: {secretName: tls}}\n",
             "  - {name: f, downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}}\n",
             "  - {name: g, projected: {sources: [{configMap: {name: conf}}]}}\n",
+            "  - {name: h, persistentVolumeClaim: {claimName: data, readOnly: true}}\n",
         ));
         assert_eq!(paths_and_messages(&pod), vec![]);
     }
@@ -86,7 +102,6 @@ mod tests {
     fn every_other_volume_type_is_refused_with_its_path() {
         let volumes: String = [
             "{name: a, emptyDir: {}}",
-            "{name: f, persistentVolumeClaim: {claimName: data}}",
             "{name: h, ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce]}}}}",
             "{name: i, nfs: {server: nfs.local, path: /export}}",
         ]
@@ -97,16 +112,31 @@ mod tests {
         let refused = |i: usize, source: &str| {
             (
                 format!("spec.volumes[{i}].{source}"),
-                format!("unsupported value: podrun does not support {source} volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image)"),
+                format!("unsupported value: podrun does not support {source} volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image, persistentVolumeClaim)"),
             )
         };
         assert_eq!(
             paths_and_messages(&pod),
             vec![
-                refused(1, "persistentVolumeClaim"),
-                refused(2, "ephemeral"),
-                refused(3, "nfs"),
+                refused(1, "ephemeral"),
+                refused(2, "nfs"),
             ]
+        );
+    }
+
+    #[test]
+    fn a_block_claim_is_refused_a_filesystem_claim_is_not() {
+        let claim = |mode: &str| {
+            let text = format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: d}}\nspec:\n  accessModes: [ReadWriteOnce]\n  volumeMode: {mode}\n  resources: {{requests: {{storage: 1Gi}}}}\n");
+            parse_documents(&text, "c.yaml").unwrap().remove(0)
+        };
+        assert_eq!(unsupported(&claim("Filesystem")), vec![]);
+        assert_eq!(
+            paths_and_messages(&claim("Block")),
+            vec![(
+                "spec.volumeMode".to_string(),
+                "unsupported value: podrun's claims are directories (Filesystem), not Block devices".to_string()
+            )]
         );
     }
 

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, StrInput, Tag};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -162,6 +162,11 @@ fn dispatch(
                 objects.push(found(Object::Secret(secret)));
             }
         }
+        ("v1", "PersistentVolumeClaim") => {
+            if let Some(claim) = decode::<PersistentVolumeClaim>(value, base, errors) {
+                objects.push(found(Object::PersistentVolumeClaim(claim)));
+            }
+        }
         ("v1", "List") if allow_list => {
             for key in map.keys() {
                 if !matches!(key.as_str(), "apiVersion" | "kind" | "metadata" | "items") {
@@ -186,14 +191,14 @@ fn dispatch(
             join_path(base, "kind"),
             format!("a List may not contain a List (document {document})"),
         )),
-        (_, "Pod" | "ConfigMap" | "Secret" | "List") => errors.push(FieldError::new(
+        (_, "Pod" | "ConfigMap" | "Secret" | "PersistentVolumeClaim" | "List") => errors.push(FieldError::new(
             join_path(base, "apiVersion"),
             format!("unsupported apiVersion {api_version:?} for kind {kind} in document {document}: want \"v1\""),
         )),
         _ => errors.push(FieldError::new(
             join_path(base, "kind"),
             format!(
-                "unsupported kind {kind:?} (apiVersion {api_version:?}) in document {document}: podrun accepts v1 Pod, ConfigMap, Secret and List"
+                "unsupported kind {kind:?} (apiVersion {api_version:?}) in document {document}: podrun accepts v1 Pod, ConfigMap, Secret, PersistentVolumeClaim and List"
             ),
         )),
     }

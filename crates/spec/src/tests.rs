@@ -108,10 +108,10 @@ fn duplicate_objects_are_refused() {
 
 #[test]
 fn load_runnable_refuses_also_what_the_node_cannot_run() {
-    // The API server takes a claim; podrun cannot mount a persistentVolumeClaim yet.
+    // The API server takes an nfs volume; podrun cannot mount one yet.
     let claim = MANIFEST.replace(
         "configMap: {name: web-conf}",
-        "persistentVolumeClaim: {claimName: web-data}",
+        "nfs: {server: nfs.local, path: /export}",
     );
     assert!(load(&claim, "web.yaml").is_ok());
     assert!(
@@ -124,7 +124,7 @@ fn load_runnable_refuses_also_what_the_node_cannot_run() {
         error.to_string(),
         "\
 web.yaml:18: spec.containers[0].ports[0].containerPort: must be between 1 and 65535, got 0
-web.yaml:23: spec.volumes[0].persistentVolumeClaim: unsupported value: podrun does not support persistentVolumeClaim volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image)"
+web.yaml:23: spec.volumes[0].nfs: unsupported value: podrun does not support nfs volumes yet (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, image, persistentVolumeClaim)"
     );
     let list = format!(
         "apiVersion: v1\nkind: List\nitems:\n- {}",
@@ -132,10 +132,7 @@ web.yaml:23: spec.volumes[0].persistentVolumeClaim: unsupported value: podrun do
     );
     let error = load_runnable(&list, "list.yaml").unwrap_err();
     assert_eq!(error.errors.len(), 1, "{error}");
-    assert_eq!(
-        error.errors[0].path,
-        "items[0].spec.volumes[0].persistentVolumeClaim"
-    );
+    assert_eq!(error.errors[0].path, "items[0].spec.volumes[0].nfs");
     assert_eq!(error.errors[0].line, Some(18));
     let runnable = MANIFEST.replace("configMap: {name: web-conf}", "emptyDir: {}");
     assert_eq!(

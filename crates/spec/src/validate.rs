@@ -10,6 +10,7 @@
 //! device plugins) the error says "not supported by podrun". Volume types podrun cannot
 //! mount yet are valid here: [`crate::unsupported`] refuses them, as a node would.
 
+mod claim;
 mod container;
 mod names;
 mod pod;
@@ -19,6 +20,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::{join_path, FieldError, Object};
+pub use claim::{validate_claim_update, validate_persistent_volume_claim};
 pub(crate) use volume::volume_sources;
 
 use names::{config_key, dns1123_subdomain, label_value, qualified_name};
@@ -29,6 +31,7 @@ pub fn validate(object: &Object) -> Vec<FieldError> {
         Object::Pod(pod) => validate_pod(pod),
         Object::ConfigMap(config_map) => validate_config_map(config_map),
         Object::Secret(secret) => validate_secret(secret),
+        Object::PersistentVolumeClaim(claim) => validate_persistent_volume_claim(claim),
     }
 }
 

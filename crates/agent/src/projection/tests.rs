@@ -12,6 +12,7 @@ fn objects(yaml: &str) -> (Pod, Sources) {
             podrun_spec::Object::Secret(x) => {
                 s.secrets.insert(x.metadata.name.clone().unwrap(), x);
             }
+            podrun_spec::Object::PersistentVolumeClaim(_) => {}
         }
     }
     (pod.expect("a pod"), s)

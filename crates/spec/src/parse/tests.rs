@@ -89,7 +89,7 @@ fn rejects_unknown_kinds_naming_document_and_kind() {
     let text = format!("{POD}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n");
     assert_eq!(
         errors(&text),
-        ["pod.yaml:16: kind: unsupported kind \"Deployment\" (apiVersion \"apps/v1\") in document 2: podrun accepts v1 Pod, ConfigMap, Secret and List"]
+        ["pod.yaml:16: kind: unsupported kind \"Deployment\" (apiVersion \"apps/v1\") in document 2: podrun accepts v1 Pod, ConfigMap, Secret, PersistentVolumeClaim and List"]
     );
     assert_eq!(
         errors("apiVersion: v2\nkind: Pod\nmetadata: {name: x}\n"),

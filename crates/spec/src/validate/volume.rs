@@ -246,6 +246,11 @@ fn volume_source(e: &mut Errors, v: &Volume, vp: &str, containers: &HashSet<&str
             key_to_path(e, item, &index(&cp, "items", i));
         }
     }
+    if let Some(claim) = &v.persistent_volume_claim {
+        if claim.claim_name.is_empty() {
+            e.required(&at(&at(vp, "persistentVolumeClaim"), "claimName"));
+        }
+    }
     if let Some(secret) = &v.secret {
         let sp = at(vp, "secret");
         if set(&secret.secret_name).is_none() {
