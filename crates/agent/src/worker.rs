@@ -257,6 +257,7 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
                     "Stopping the pod: its manifest changed",
                 );
                 remove(agent, &row).await?;
+                agent.evictions().remove(&row.pod_id);
                 crash_point("replace:removed");
                 let id = pods::new_pod_id(namespace, name);
                 // A new pod: its containers start from nothing.
@@ -264,6 +265,7 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
             }
             PodPhase::Deleting => {
                 remove(agent, &row).await?;
+                agent.evictions().remove(&row.pod_id);
                 crash_point("delete:removed");
                 agent.db().remove_pod(namespace, name)?;
                 return Ok(Step {
@@ -579,6 +581,7 @@ fn drive(
         start_time: row.started.as_deref().and_then(parse_time),
         pod_ips: node.pod_ips.clone(),
         host_ips: node.host_ips.clone(),
+        eviction: crate::eviction::recorded(agent, row),
         ..Default::default()
     };
     // What the agent remembers of each container (restarts, back-off, last
