@@ -104,7 +104,9 @@ mod tests {
         let usage = |list: &[(&str, u64)]| -> BTreeMap<String, u64> {
             list.iter().map(|(k, v)| (k.to_string(), *v)).collect()
         };
-        let cases: &[(&[(&str, u64)], Option<&str>)] = &[
+        // (usage by volume, the volume evicted for)
+        type Case<'a> = (&'a [(&'a str, u64)], Option<&'a str>);
+        let cases: &[Case] = &[
             (&[], None),
             // At the limit is not over it (used.Cmp(size) > 0).
             (&[("a", 1 << 20), ("b", 1 << 20)], None),

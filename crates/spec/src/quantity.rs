@@ -208,11 +208,11 @@ pub fn canonical_quantity(text: &str) -> Result<String, QuantityError> {
     let magnitude = nanos.unsigned_abs();
     if binary
         && magnitude >= 1024 * NANOS_PER_UNIT as u128
-        && magnitude % NANOS_PER_UNIT as u128 == 0
+        && magnitude.is_multiple_of(NANOS_PER_UNIT as u128)
     {
         let mut n = magnitude / NANOS_PER_UNIT as u128;
         let mut power = 0;
-        while n % 1024 == 0 && power < 6 {
+        while n.is_multiple_of(1024) && power < 6 {
             n /= 1024;
             power += 1;
         }
@@ -224,7 +224,7 @@ pub fn canonical_quantity(text: &str) -> Result<String, QuantityError> {
     }
     // Mantissa and a power of ten that is a multiple of 3, from nano-units up.
     let (mut n, mut exp) = (magnitude, -9i32);
-    while n % 1000 == 0 && exp < 18 {
+    while n.is_multiple_of(1000) && exp < 18 {
         n /= 1000;
         exp += 3;
     }
