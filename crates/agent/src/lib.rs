@@ -19,6 +19,7 @@ pub mod create;
 pub mod db;
 mod describe;
 pub mod env;
+mod eviction;
 #[cfg(test)]
 mod fake_runtime;
 mod manifests;
@@ -211,6 +212,9 @@ pub struct Agent {
     /// When this agent started (the probes of the pods it takes over wait a
     /// random part of their period, as kubelet's do after a restart).
     started_at: chrono::DateTime<chrono::Utc>,
+    /// The evictions decided by the eviction manager, by pod ID, until the
+    /// pod's worker has recorded them in its status.
+    evictions: Mutex<HashMap<String, podrun_kubelet::eviction::Eviction>>,
 }
 
 impl Agent {
@@ -226,7 +230,13 @@ impl Agent {
             node: node_name(),
             run_mode: true,
             started_at: chrono::Utc::now(),
+            evictions: Mutex::new(HashMap::new()),
         }))
+        .inspect(|agent| {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                tokio::spawn(eviction::run(Arc::downgrade(agent)));
+            }
+        })
     }
 
     /// The stored row of a pod.
@@ -236,6 +246,12 @@ impl Agent {
 
     fn db(&self) -> std::sync::MutexGuard<'_, Db> {
         self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn evictions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, podrun_kubelet::eviction::Eviction>> {
+        self.evictions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Record an event of a pod (a failure to is only logged).
@@ -361,8 +377,10 @@ pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
         node: node_name(),
         run_mode: false,
         started_at: chrono::Utc::now(),
+        evictions: Mutex::new(HashMap::new()),
     });
     adopt(&agent)?;
+    tokio::spawn(eviction::run(Arc::downgrade(&agent)));
     let listener = bind(&run_root)?;
     let handle = tokio::runtime::Handle::current();
     {

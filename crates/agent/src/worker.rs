@@ -271,6 +271,7 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
                     "Stopping the pod: its manifest changed",
                 );
                 remove(agent, &row).await?;
+                agent.evictions().remove(&row.pod_id);
                 crash_point("replace:removed");
                 let id = pods::new_pod_id(namespace, name);
                 // A new pod: its containers start from nothing.
@@ -278,6 +279,7 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
             }
             PodPhase::Deleting => {
                 remove(agent, &row).await?;
+                agent.evictions().remove(&row.pod_id);
                 crash_point("delete:removed");
                 agent.db().remove_pod(namespace, name)?;
                 forget_deadline(namespace, name);
@@ -629,6 +631,7 @@ fn drive(
         start_time: row.started.as_deref().and_then(parse_time),
         pod_ips: node.pod_ips.clone(),
         host_ips: node.host_ips.clone(),
+        eviction: crate::eviction::recorded(agent, row),
         ..Default::default()
     };
     // What the agent remembers of each container (restarts, back-off, last

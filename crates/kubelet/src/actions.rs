@@ -59,6 +59,9 @@ pub enum KillPodReason {
     Completed,
     /// The sandbox died: kill what is left before making a new one.
     SandboxChanged,
+    /// The node evicted it ([`crate::eviction`]; status reason `Evicted`):
+    /// killed with the eviction's grace period, never restarted.
+    Evicted,
 }
 
 impl KillPodReason {
@@ -70,6 +73,18 @@ impl KillPodReason {
             KillPodReason::InitContainerFailed => "InitContainerFailed",
             KillPodReason::Completed => "Completed",
             KillPodReason::SandboxChanged => "SandboxChanged",
+            KillPodReason::Evicted => "Evicted",
+        }
+    }
+
+    /// The grace period that overrides the pod's for this kill, if any
+    /// (kubelet's `gracePeriodOverride`: an eviction's).
+    pub fn grace_override(self) -> Option<std::time::Duration> {
+        match self {
+            KillPodReason::Evicted => Some(crate::grace::grace_period(
+                crate::eviction::EVICTION_GRACE_SECONDS,
+            )),
+            _ => None,
         }
     }
 }
@@ -197,6 +212,15 @@ pub fn compute_pod_actions(
         actions.kill_pod = Some(KillPod {
             reason: KillPodReason::Deleted,
             message: "pod is being deleted".into(),
+        });
+        return actions;
+    }
+    // An evicted pod is killed and stays down whatever its restart policy
+    // (eviction_manager.go evictPod: TerminatePodAbnormallyAndWait).
+    if let Some(eviction) = &observed.eviction {
+        actions.kill_pod = Some(KillPod {
+            reason: KillPodReason::Evicted,
+            message: eviction.message.clone(),
         });
         return actions;
     }

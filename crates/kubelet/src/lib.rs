@@ -50,6 +50,7 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod eviction;
 pub mod grace;
 pub mod network;
 pub mod observe;

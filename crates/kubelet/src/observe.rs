@@ -30,6 +30,10 @@ pub struct PodObservation {
     /// The node's IP addresses, primary first (`status.hostIP` is the first,
     /// `status.hostIPs` all of them); empty when the node has none.
     pub host_ips: Vec<String>,
+    /// The node evicted the pod (its eviction manager): every container is
+    /// killed, the pod fails with reason `Evicted` and nothing restarts.
+    #[serde(default)]
+    pub eviction: Option<crate::eviction::Eviction>,
 }
 
 impl PodObservation {

@@ -257,6 +257,14 @@ pub fn pod_status(
         reason = Some("DeadlineExceeded".into());
         message = Some(DEADLINE_MESSAGE.into());
     }
+    // The eviction manager's evictPod: Failed, reason Evicted, its message.
+    if let Some(eviction) = &observed.eviction {
+        if previous_phase != Some("Succeeded") {
+            phase = "Failed".into();
+            reason = Some(crate::eviction::REASON.into());
+            message = Some(eviction.message.clone());
+        }
+    }
 
     let pod_ips: Vec<PodIP> = observed
         .pod_ips

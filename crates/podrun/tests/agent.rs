@@ -2376,3 +2376,87 @@ fn persistent_volume_claims_keep_data_across_pods() {
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
 }
+
+/// An emptyDir with a `sizeLimit` is enforced as kubelet's eviction manager
+/// does: a pod writing 2 MiB into a 1Mi volume is killed, Failed with reason
+/// `Evicted` and kubelet's message (and its `Evicted` event), shown as
+/// `Evicted` by `get`, and not restarted under `restartPolicy: Always`; a
+/// pod under its limit keeps running; deleting both leaves nothing.
+#[test]
+fn an_empty_dir_over_its_size_limit_evicts_the_pod() {
+    let env = Env::new(&SUITE, "evict");
+    let over = env.name("ag15-over");
+    let under = env.name("ag15-under");
+    let mut agent = env.serve(None, &[], &[("PODRUN_HOUSEKEEPING_INTERVAL_MS", "300")]);
+    let r = registry();
+    let manifest = |name: &str, kib: u32| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "dd if=/dev/zero of=/data/f bs=1024 count={kib} && sync && while true; do sleep 0.1; done"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    emptyDir: {{sizeLimit: 1Mi}}
+"#
+        )
+    };
+    for (name, kib) in [(&over, 2048), (&under, 256)] {
+        let out = env.apply(&manifest(name, kib));
+        assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    }
+    // The container ignores SIGTERM: the eviction's grace period (1 s), not
+    // the pod's 30 s, ends it.
+    // `Evicted` (the pod's reason) while its container stops, then `Error`:
+    // kubectl's printPod lets a terminated container's reason win.
+    env.wait_rows("the pod Evicted", 30, |rows| {
+        rows.iter()
+            .any(|r| r[1] == over && (r[3] == "Evicted" || r[3] == "Error"))
+    });
+    let message = "Usage of EmptyDir volume \"data\" exceeds the limit \"1Mi\". ";
+    let status = |name: &str| -> serde_json::Value {
+        let pod: serde_json::Value =
+            serde_json::from_str(&env.ok(&["get", "pod", name, "-o", "json"])).unwrap();
+        pod["status"].clone()
+    };
+    let s = status(&over);
+    assert_eq!(s["phase"], "Failed", "{s:#}");
+    assert_eq!(s["reason"], "Evicted", "{s:#}");
+    assert_eq!(s["message"], message, "{s:#}");
+    let conditions = s["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !conditions.iter().any(|c| c["type"] == "DisruptionTarget"),
+        "kubelet adds none for a local storage eviction: {s:#}"
+    );
+    let d = env.ok(&["describe", "pod", &over]);
+    assert_eq!(event_count(&d, "Evicted", message.trim_end()), 1, "{d}");
+    // Its container is stopped and stays so, whatever the restart policy.
+    std::thread::sleep(Duration::from_secs(2));
+    let s = status(&over);
+    let app = &s["containerStatuses"][0];
+    assert!(app["state"]["terminated"].is_object(), "{s:#}");
+    assert_eq!(app["restartCount"], 0, "{s:#}");
+    assert_eq!(s["reason"], "Evicted", "{s:#}");
+    let rows = env.rows();
+    let row = rows.iter().find(|r| r[1] == over).unwrap();
+    assert_eq!((row[2].as_str(), row[3].as_str()), ("0/1", "Error"));
+    // The pod under its limit was measured all along and runs on.
+    env.wait_rows("the other pod Running", 5, |rows| {
+        rows.iter()
+            .any(|r| r[1] == under && r[2] == "1/1" && r[3] == "Running")
+    });
+    let d = env.ok(&["describe", "pod", &under]);
+    assert_eq!(event_count(&d, "Evicted", "EmptyDir"), 0, "{d}");
+    env.ok(&["delete", "pod", &over, &under]);
+    env.wait_rows("the pods gone", 30, |rows| rows.is_empty());
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}

@@ -36,7 +36,8 @@ pub use k8s_openapi;
 pub use node::{unsupported, SUPPORTED_VOLUMES};
 pub use parse::parse_documents;
 pub use quantity::{
-    cpu_millis, memory_bytes, parse_quantity, qos_class, ParsedQuantity, QosClass, QuantityError,
+    canonical_quantity, cpu_millis, memory_bytes, parse_quantity, qos_class, ParsedQuantity,
+    QosClass, QuantityError,
 };
 pub use validate::{
     validate, validate_claim_update, validate_config_map, validate_persistent_volume_claim,

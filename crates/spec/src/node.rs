@@ -117,10 +117,7 @@ mod tests {
         };
         assert_eq!(
             paths_and_messages(&pod),
-            vec![
-                refused(1, "ephemeral"),
-                refused(2, "nfs"),
-            ]
+            vec![refused(1, "ephemeral"), refused(2, "nfs"),]
         );
     }
 

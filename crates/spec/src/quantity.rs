@@ -195,6 +195,62 @@ pub fn parse_quantity(text: &str) -> Result<ParsedQuantity, QuantityError> {
     })
 }
 
+/// The quantity `text` as the API prints it (Go's `Quantity.String()`, its
+/// canonical form in the format of its suffix): `1024Ki` → `1Mi`,
+/// `1500000` → `1500k`, `0.5` → `500m`, `1e6` → `1e6`; a binary quantity below
+/// 1024 or not whole prints in decimal SI.
+pub fn canonical_quantity(text: &str) -> Result<String, QuantityError> {
+    let nanos = parse_quantity(text)?.nanos;
+    let suffix = text.trim_start_matches(|c: char| c.is_ascii_digit() || "+-.".contains(c));
+    let binary = suffix.ends_with('i');
+    let exponent_format = suffix.starts_with(['e', 'E']) && suffix.len() > 1;
+    let sign = if nanos < 0 { "-" } else { "" };
+    let magnitude = nanos.unsigned_abs();
+    if binary
+        && magnitude >= 1024 * NANOS_PER_UNIT as u128
+        && magnitude.is_multiple_of(NANOS_PER_UNIT as u128)
+    {
+        let mut n = magnitude / NANOS_PER_UNIT as u128;
+        let mut power = 0;
+        while n.is_multiple_of(1024) && power < 6 {
+            n /= 1024;
+            power += 1;
+        }
+        let unit = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power];
+        return Ok(format!("{sign}{n}{unit}"));
+    }
+    if magnitude == 0 {
+        return Ok("0".into());
+    }
+    // Mantissa and a power of ten that is a multiple of 3, from nano-units up.
+    let (mut n, mut exp) = (magnitude, -9i32);
+    while n.is_multiple_of(1000) && exp < 18 {
+        n /= 1000;
+        exp += 3;
+    }
+    if exponent_format {
+        let e = if exp == 0 {
+            String::new()
+        } else {
+            format!("e{exp}")
+        };
+        return Ok(format!("{sign}{n}{e}"));
+    }
+    let unit = match exp {
+        -9 => "n",
+        -6 => "u",
+        -3 => "m",
+        0 => "",
+        3 => "k",
+        6 => "M",
+        9 => "G",
+        12 => "T",
+        15 => "P",
+        _ => "E",
+    };
+    Ok(format!("{sign}{n}{unit}"))
+}
+
 /// CPU in millicores, rounded up (kubelet's `MilliValue()`): `100m` → 100, `0.5` → 500.
 pub fn cpu_millis(quantity: &Quantity) -> Result<i64, QuantityError> {
     let parsed = parse_quantity(&quantity.0)?;

@@ -25,8 +25,10 @@ mod pod;
 pub mod subpath;
 mod syscall;
 mod tmpfs;
+mod usage;
 
 pub use error::{Owner, TeardownError, UnmountError, VolumeError};
 pub use pod::{HostPathType, Medium, PodVolumes, UnknownHostPathType};
 pub use syscall::{Call, LinuxSyscall, RecordingSyscall, Syscall};
 pub use tmpfs::{memory_empty_dir_size, tmpfs_options, TmpfsOptionsError, SHM_SIZE};
+pub use usage::disk_usage;

@@ -143,7 +143,8 @@ pub fn execute(
                     &format!("Stopping container {n}: {}", kill.message),
                 );
                 if let Some(id) = id_of(reported, &n) {
-                    rt.stop_container(id, None)?;
+                    // An eviction's grace period overrides the pod's.
+                    rt.stop_container(id, kill.reason.grace_override())?;
                 }
                 o.stopping_since = Some(now);
             }

@@ -727,3 +727,37 @@ fn a_regular_init_container_that_could_not_be_made_holds_the_rest() {
     let got = compute_pod_actions(&p, &observed(vec![("i1", i1)]), t(5), &Config::default());
     assert_eq!(summary(&got), "wait=i1:CreateContainerError next=+15");
 }
+
+#[test]
+fn an_evicted_pod_is_killed_and_never_restarted() {
+    let evicted = |mut o: PodObservation| {
+        o.eviction = Some(crate::eviction::Eviction {
+            message: "Usage of EmptyDir volume \"d\" exceeds the limit \"1Mi\". ".into(),
+        });
+        o
+    };
+    for policy in ["Always", "OnFailure", "Never"] {
+        let p = two_mains(policy);
+        let cases = [
+            observed(vec![("a", running(0)), ("b", running(0))]),
+            // Its containers already killed: still nothing starts again.
+            observed(vec![
+                ("a", crashed(137, 0, 5, &[])),
+                ("b", crashed(137, 0, 5, &[])),
+            ]),
+        ];
+        for obs in cases {
+            let without = compute_pod_actions(&p, &obs, t(10), &Config::default());
+            assert_ne!(summary(&without), "kill_pod=Evicted", "{policy}");
+            let got = compute_pod_actions(&p, &evicted(obs), t(10), &Config::default());
+            assert_eq!(summary(&got), "kill_pod=Evicted", "{policy}");
+            let kill = got.kill_pod.unwrap();
+            assert!(kill.message.starts_with("Usage of EmptyDir volume"));
+            assert_eq!(
+                kill.reason.grace_override(),
+                Some(std::time::Duration::from_secs(1))
+            );
+        }
+    }
+    assert_eq!(KillPodReason::Completed.grace_override(), None);
+}

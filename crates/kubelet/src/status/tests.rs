@@ -607,3 +607,28 @@ fn images_are_normalized_as_the_runtimes_report_them() {
         assert_eq!(crate::status::normalized_image(image), want, "{image}");
     }
 }
+
+#[test]
+fn an_evicted_pod_fails_with_the_eviction_message() {
+    let p = pod(json!({"restartPolicy": "Always", "containers": [c("a")]}));
+    let mut obs = observed(vec![("a", running(0))]);
+    let message = "Usage of EmptyDir volume \"d\" exceeds the limit \"1Mi\". ";
+    obs.eviction = Some(crate::eviction::Eviction {
+        message: message.into(),
+    });
+    let s = status_at(&p, &obs, None, 5);
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    assert_eq!(s.reason.as_deref(), Some("Evicted"));
+    assert_eq!(s.message.as_deref(), Some(message));
+    // kubelet adds no DisruptionTarget for a local storage eviction.
+    let conditions = s.conditions.as_deref().unwrap_or_default();
+    assert!(!conditions.iter().any(|c| c.type_ == "DisruptionTarget"));
+    // A pod that had succeeded stays Succeeded.
+    let previous = PodStatus {
+        phase: Some("Succeeded".into()),
+        ..Default::default()
+    };
+    let s = status_at(&p, &obs, Some(&previous), 5);
+    assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+    assert_eq!(s.reason, None);
+}

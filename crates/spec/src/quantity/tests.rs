@@ -282,3 +282,28 @@ fn aggregates_init_and_sidecar_requests() {
     let total = aggregate_container_requests(&p);
     assert_eq!(total["cpu"], parse_quantity("1100m").unwrap());
 }
+
+#[test]
+fn canonical_quantities_print_as_go_does() {
+    let cases = [
+        ("1Mi", "1Mi"),
+        ("1024Ki", "1Mi"),
+        ("1536Ki", "1536Ki"),
+        ("2Gi", "2Gi"),
+        ("512Ki", "512Ki"),
+        ("0.5Ki", "512"),
+        ("1048576", "1048576"),
+        ("1500000", "1500k"),
+        ("1000M", "1G"),
+        ("1G", "1G"),
+        ("0.5", "500m"),
+        ("0", "0"),
+        ("0Mi", "0"),
+        ("1e6", "1e6"),
+        ("1000e3", "1e6"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(canonical_quantity(input).unwrap(), want, "{input}");
+    }
+    assert!(canonical_quantity("lots").is_err());
+}

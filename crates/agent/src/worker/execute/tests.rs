@@ -399,3 +399,41 @@ fn a_container_running_out_its_grace_period_is_not_killed_again() {
     assert_eq!(*rt.calls.lock().unwrap(), ["stop app grace=own"]);
     assert_eq!(node.events.borrow().len(), 1, "{:?}", node.events.borrow());
 }
+
+#[test]
+fn an_evicted_pod_is_stopped_with_the_evictions_grace_period() {
+    let p = pod(serde_json::json!({
+        "terminationGracePeriodSeconds": 600,
+        "containers": [{"name": "app", "image": "busybox"}],
+    }));
+    let message = "Usage of EmptyDir volume \"d\" exceeds the limit \"1Mi\". ";
+    let kill = PodActions {
+        kill_pod: Some(podrun_kubelet::actions::KillPod {
+            reason: podrun_kubelet::actions::KillPodReason::Evicted,
+            message: message.into(),
+        }),
+        ..Default::default()
+    };
+    let (rt, mut node, mut o) = (
+        FakeRuntime::default(),
+        FakeNode::default(),
+        PodObservation::default(),
+    );
+    let done = run(
+        &p,
+        &[reported("app", true)],
+        kill.clone(),
+        &rt,
+        &mut node,
+        &mut o,
+    );
+    assert!(!done.finished);
+    assert_eq!(*rt.calls.lock().unwrap(), ["stop app grace=1s"]);
+    assert_eq!(
+        *node.events.borrow(),
+        [format!("Normal Killing Stopping container app: {message}")]
+    );
+    let done = run(&p, &[reported("app", false)], kill, &rt, &mut node, &mut o);
+    assert!(done.finished);
+    assert_eq!(rt.calls.lock().unwrap().last().unwrap(), "stop sandbox");
+}
