@@ -969,7 +969,20 @@ fn the_config_volume_example_runs() {
     );
     assert_eq!(
         stdout,
-        "show | enemies=aliens\nshow | lives=3\nshow | password: s3cr3t\nshow | app=\"game\"\nshow | tier=\"backend\"\n"
+        "show | enemies=aliens\nshow | lives=3\nshow | password: s3cr3t\nshow | app=\"game\"\nshow | tier=\"backend\"\nshow | plays: 1\n"
+    );
+    // The claim's data outlives the pod: a second run counts on.
+    let out = env.run(&example.replace("127.0.0.1:5000", &registry()));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("show | plays: 2\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     env.assert_nothing_left();
 }
