@@ -237,7 +237,19 @@ impl OciBackend for OciCli {
         } else {
             None
         };
-        cmd.arg(id).args(args);
+        // The container's own process with these args, as containerd execs:
+        // crun's `exec ID ARGS` takes the container's user but not its
+        // additionalGids (the pod's supplementalGroups and fsGroup).
+        let process = scratch.with_extension("json");
+        let _cleanup_process = RemoveOnDrop(vec![process.clone()]);
+        match self.exec_process(id, args, tty) {
+            Some(json) if std::fs::write(&process, &json).is_ok() => {
+                cmd.arg("--process").arg(&process).arg(id);
+            }
+            _ => {
+                cmd.arg(id).args(args);
+            }
+        }
         let status = cmd.status().map_err(|e| self.spawn_error(e))?;
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         if status.code() == Some(255) {
@@ -265,6 +277,26 @@ impl OciBackend for OciCli {
         }
         let pid = read_pid_file(&pid_file)?;
         Ok(console::attach(&listener, pid)?)
+    }
+}
+
+impl OciCli {
+    /// The process of container `id`'s config.json (its bundle from the
+    /// runtime's `state`) with `args` and `tty`, as JSON; None when either
+    /// cannot be read.
+    fn exec_process(&self, id: &str, args: &[String], tty: bool) -> Option<Vec<u8>> {
+        let out = self.command().args(["state", id]).output().ok()?;
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let bundle = Path::new(state["bundle"].as_str()?);
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
+        let mut process = config.get("process")?.clone();
+        process["args"] = serde_json::json!(args);
+        process["terminal"] = tty.into();
+        if let Some(p) = process.as_object_mut() {
+            p.remove("consoleSize");
+        }
+        serde_json::to_vec(&process).ok()
     }
 }
 
