@@ -60,6 +60,21 @@ pub struct Settings {
     pub config: PathBuf,
 }
 
+/// A server run beside the agent on the agent's own runtime and image
+/// service (the CRI server of `podrun serve --cri`). It is handed them and a
+/// receiver that turns `true` when the agent stops, and returns the future
+/// that serves; the agent waits for that future before it exits, and stops
+/// (with the error) if it ends first.
+pub type Beside = Box<
+    dyn FnOnce(
+            Arc<dyn RuntimeService>,
+            Arc<dyn podrun_runtime::ImageService>,
+            tokio::sync::watch::Receiver<bool>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send,
+>;
+
 /// What `podrun serve` is asked to do besides serving the API.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
@@ -349,6 +364,15 @@ fn node_runtime(settings: &Settings) -> Result<podrun_runtime::NodeRuntime> {
 
 /// `podrun serve`.
 pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
+    serve_with(settings, options, None).await
+}
+
+/// `podrun serve`, with `beside` (the CRI server) served on the same runtime.
+pub async fn serve_with(
+    settings: Settings,
+    options: &ServeOptions,
+    beside: Option<Beside>,
+) -> Result<()> {
     IS_AGENT.store(true, std::sync::atomic::Ordering::Relaxed);
     for dir in [&settings.root, &settings.run_root] {
         std::fs::create_dir_all(dir).map_err(|source| AgentError::Io {
@@ -399,11 +423,37 @@ pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
         root.display(),
         api::socket_path(&run_root).display()
     );
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let mut beside = match beside {
+        Some(serve) => tokio::spawn(serve(
+            agent.runtime.clone(),
+            agent.image_service.clone(),
+            stop,
+        )),
+        None => tokio::spawn(async move {
+            let mut stop = stop;
+            let _ = stop.wait_for(|stopping| *stopping).await;
+            Ok(())
+        }),
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AgentError::Task(format!("watch for SIGTERM: {e}")))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let ended = tokio::select! {
+        _ = term.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
+        ended = &mut beside => Some(ended),
+    };
+    let _ = stopping.send(true);
+    let ended = match ended {
+        Some(ended) => ended,
+        None => beside.await,
+    };
+    if let Err(e) = ended
+        .map_err(|e| e.to_string())
+        .and_then(std::convert::identity)
+    {
+        let _ = std::fs::remove_file(api::socket_path(&run_root));
+        return Err(AgentError::Task(e));
     }
     // The pods keep running under their monitors; the next agent adopts them.
     tracing::info!("stopping; the pods keep running");

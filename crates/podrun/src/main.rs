@@ -96,12 +96,40 @@ enum Command {
     },
 }
 
+/// The CRI server of `podrun serve --cri`: its socket bound now (so a
+/// socket that cannot be made fails the command at once), served on the
+/// agent's runtime once it is open.
+fn cri_server(socket: &std::path::Path, root: PathBuf) -> anyhow::Result<podrun_agent::Beside> {
+    let listener = podrun_cri::bind(socket)?;
+    let socket = socket.to_path_buf();
+    Ok(Box::new(move |runtime, images, mut stop| {
+        Box::pin(async move {
+            tracing::info!("serving CRI v1 on {}", socket.display());
+            let cri = podrun_cri::Cri::new(runtime, images, root);
+            let stopped = async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            };
+            podrun_cri::serve(listener, &socket, cri, stopped)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }))
+}
+
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Watch this directory of Pod manifests, as kubelet's staticPodPath: a
     /// file added starts its pods, changed replaces them, removed stops them.
     #[arg(long)]
     manifests: Option<PathBuf>,
+    /// Also serve the Container Runtime Interface (CRI v1) for a kubelet,
+    /// crictl or critest, on the same runtime. Its pods are its own: the
+    /// agent's are not shown to it, nor its to `podrun get`.
+    #[arg(long)]
+    cri: bool,
+    /// The CRI socket.
+    #[arg(long, value_name = "PATH", default_value = podrun_cri::DEFAULT_SOCKET, requires = "cri")]
+    cri_socket: PathBuf,
 }
 
 impl Cli {
@@ -193,7 +221,11 @@ async fn run(cli: &'static Cli) -> Result<()> {
             let options = podrun_agent::ServeOptions {
                 manifests: a.manifests.clone(),
             };
-            Ok(podrun_agent::serve(cli.settings(), &options).await?)
+            let beside = match a.cri {
+                true => Some(cri_server(&a.cri_socket, cli.root.clone())?),
+                false => None,
+            };
+            Ok(podrun_agent::serve_with(cli.settings(), &options, beside).await?)
         }
         Command::Run(a) => {
             let code = run::run(cli, a).await?;

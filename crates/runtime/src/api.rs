@@ -129,6 +129,11 @@ pub struct ContainerStatus {
     pub restarts: u32,
     /// Its CRI log file.
     pub log_path: std::path::PathBuf,
+    /// The config it was created from (its image, labels, annotations,
+    /// mounts as CRI's `ContainerStatus` reports them).
+    pub config: ContainerConfig,
+    /// The ID of the image it was created from (`sha256:…`).
+    pub image_ref: String,
 }
 
 /// Which containers ListContainers returns (`ContainerFilter`); empty: all.
@@ -193,6 +198,24 @@ pub enum ServiceError {
         handler: String,
         /// What there is.
         known: String,
+    },
+    /// A sandbox (or container) of that ID exists already.
+    #[error("{what}: {call}: it exists")]
+    Exists {
+        /// The call, as CRI names it.
+        call: &'static str,
+        /// The sandbox or container.
+        what: String,
+    },
+    /// An ID or config that cannot be one (a path, an empty name).
+    #[error("{what}: {call}: {cause}")]
+    Invalid {
+        /// The call, as CRI names it.
+        call: &'static str,
+        /// The sandbox or container.
+        what: String,
+        /// What is wrong with it.
+        cause: String,
     },
     /// The call needs a running sandbox (or container) and it is not.
     #[error("{what}: {call}: not running")]

@@ -941,6 +941,12 @@ impl RuntimeService for NodeRuntime {
             sandbox_id: sandbox_id.into(),
             plan: container.clone(),
             created_at: now_rfc3339_nano(),
+            config: config.clone(),
+            image_ref: self
+                .images
+                .get(&config.image.image)
+                .map(|r| r.id.to_string())
+                .unwrap_or_default(),
         };
         self.store
             .add_container(&record)
@@ -1318,6 +1324,8 @@ fn status_of(
         pid: None,
         restarts: 0,
         log_path: record.plan.log_path.clone(),
+        config: record.config.clone(),
+        image_ref: record.image_ref.clone(),
     };
     let ended = |status: &mut ContainerStatus, exit: monitor::ExitRecord| {
         status.state = ContainerState::Exited;
@@ -1374,8 +1382,25 @@ fn failed(call: &'static str, what: &str, cause: impl std::fmt::Display) -> Serv
 }
 
 fn state_error(call: &'static str, id: &str, e: StateError) -> ServiceError {
+    let call = if call.is_empty() { "find" } else { call };
+    match e {
+        StateError::InvalidId { kind, id } => {
+            return ServiceError::Invalid {
+                call,
+                what: format!("{kind} {id:?}"),
+                cause: "invalid ID".into(),
+            }
+        }
+        StateError::Io { ref source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            return ServiceError::Exists {
+                call,
+                what: id.into(),
+            }
+        }
+        _ => {}
+    }
     ServiceError::Failed {
-        call: if call.is_empty() { "find" } else { call },
+        call,
         what: id.into(),
         cause: e.to_string(),
     }

@@ -51,6 +51,12 @@ pub struct ContainerRecord {
     pub plan: ContainerPlan,
     /// When it was created (RFC 3339, nanoseconds).
     pub created_at: String,
+    /// The config it was created from (records of older versions: empty).
+    #[serde(default)]
+    pub config: crate::ContainerConfig,
+    /// The ID of its image (`sha256:…`), when the store knew it.
+    #[serde(default)]
+    pub image_ref: String,
 }
 
 /// Why a record could not be read or written.
@@ -328,6 +334,8 @@ mod tests {
                 grace_period_ms: 0,
             },
             created_at: created_at.into(),
+            config: Default::default(),
+            image_ref: String::new(),
         }
     }
 

@@ -112,6 +112,8 @@ mod tests {
             pid: Some(42),
             restarts: 0,
             log_path: "/nonexistent".into(),
+            config: Default::default(),
+            image_ref: String::new(),
         }
     }
 

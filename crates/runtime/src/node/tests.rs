@@ -115,6 +115,8 @@ fn record() -> ContainerRecord {
             grace_period_ms: 1000,
         },
         created_at: "t0".into(),
+        config: Default::default(),
+        image_ref: String::new(),
     }
 }
 

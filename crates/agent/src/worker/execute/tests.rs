@@ -99,6 +99,8 @@ fn reported(name: &str, running: bool) -> ContainerStatus {
         pid: running.then_some(7),
         restarts: 0,
         log_path: PathBuf::from("/nonexistent"),
+        config: Default::default(),
+        image_ref: String::new(),
     }
 }
 

@@ -1,0 +1,890 @@
+//! The RuntimeService and ImageService of CRI v1 over the runtime's traits:
+//! each RPC converts its request ([`crate::convert`]), calls the runtime on a
+//! blocking thread, and converts the answer. The runtime's typed errors
+//! become the gRPC codes containerd answers with (NotFound, AlreadyExists,
+//! InvalidArgument, FailedPrecondition, DeadlineExceeded), the message naming
+//! the object and the step.
+//!
+//! The runtime is shared with the standalone pod manager: the sandboxes made
+//! here carry the annotation [`OWNER`] (never shown to the client), and only
+//! those are listed, inspected or changed through the CRI. A kubelet must not
+//! see, and so garbage-collect, pods it did not make.
+
+use crate::convert;
+use crate::proto as pb;
+use pb::image_service_server::ImageService as PbImageService;
+use pb::runtime_service_server::RuntimeService as PbRuntimeService;
+use podrun_runtime::api::{self, ServiceError};
+use podrun_runtime::images::ImageServiceError;
+use podrun_runtime::{ImageService, RuntimeService};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// The annotation that marks a sandbox as made through the CRI.
+pub const OWNER: &str = "podrun.io/cri";
+
+/// The CRI API version podrun speaks (api.proto's `runtime.v1`).
+const API_VERSION: &str = "v1";
+
+/// The CRI services over one runtime.
+#[derive(Clone)]
+pub struct Cri {
+    runtime: Arc<dyn RuntimeService>,
+    images: Arc<dyn ImageService>,
+    /// Where the image store keeps its content (ImageFsInfo).
+    image_fs: PathBuf,
+}
+
+impl Cri {
+    /// The services over `runtime` and `images`, whose store is under `image_fs`.
+    pub fn new(
+        runtime: Arc<dyn RuntimeService>,
+        images: Arc<dyn ImageService>,
+        image_fs: PathBuf,
+    ) -> Self {
+        Cri {
+            runtime,
+            images,
+            image_fs,
+        }
+    }
+}
+
+/// The gRPC status of a runtime error.
+fn status(e: ServiceError) -> Status {
+    let message = e.to_string();
+    match e {
+        ServiceError::SandboxNotFound(_) | ServiceError::ContainerNotFound(_) => {
+            Status::not_found(message)
+        }
+        ServiceError::Exists { .. } => Status::already_exists(message),
+        ServiceError::Invalid { .. } | ServiceError::UnknownHandler { .. } => {
+            Status::invalid_argument(message)
+        }
+        ServiceError::NotRunning { .. } => Status::failed_precondition(message),
+        ServiceError::ExecTimeout { .. } => Status::deadline_exceeded(message),
+        ServiceError::Failed { .. } | ServiceError::Several { .. } => Status::unknown(message),
+    }
+}
+
+fn image_status_error(e: ImageServiceError) -> Status {
+    Status::unknown(e.to_string())
+}
+
+/// Run `f` (which blocks: the runtime talks to monitors, spawns, pulls) on a
+/// thread that may block.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("the call's thread failed: {e}")))?
+}
+
+/// A required ID field: empty is `InvalidArgument`.
+fn required<'a>(id: &'a str, field: &str) -> Result<&'a str, Status> {
+    if id.is_empty() {
+        Err(Status::invalid_argument(format!("{field}: required")))
+    } else {
+        Ok(id)
+    }
+}
+
+/// Whether the sandbox was made through the CRI.
+fn owned(annotations: &std::collections::BTreeMap<String, String>) -> bool {
+    annotations.contains_key(OWNER)
+}
+
+/// Sandbox `id`'s status, if it is one of the CRI's; `NotFound` otherwise.
+fn sandbox(runtime: &dyn RuntimeService, id: &str) -> Result<api::PodSandboxStatus, Status> {
+    let s = runtime.pod_sandbox_status(id).map_err(status)?;
+    if owned(&s.sandbox.annotations) {
+        Ok(s)
+    } else {
+        Err(status(ServiceError::SandboxNotFound(id.into())))
+    }
+}
+
+/// Container `id`'s status, if its sandbox is one of the CRI's.
+fn container(runtime: &dyn RuntimeService, id: &str) -> Result<api::ContainerStatus, Status> {
+    let c = runtime.container_status(id).map_err(status)?;
+    match sandbox(runtime, &c.sandbox_id) {
+        Ok(_) => Ok(c),
+        Err(_) => Err(status(ServiceError::ContainerNotFound(id.into()))),
+    }
+}
+
+/// A call on an ID that need not exist (stop, remove): `Ok(None)` when it
+/// does not, as CRI's idempotent calls want.
+fn if_found<T>(found: Result<T, Status>) -> Result<Option<T>, Status> {
+    match found {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.code() == tonic::Code::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What the client sees of a sandbox: without [`OWNER`].
+fn shown(mut s: api::PodSandbox) -> api::PodSandbox {
+    s.annotations.remove(OWNER);
+    s
+}
+
+/// The IDs of the CRI's sandboxes.
+fn owned_sandboxes(runtime: &dyn RuntimeService) -> Result<Vec<api::PodSandbox>, Status> {
+    Ok(runtime
+        .list_pod_sandbox(&api::PodSandboxFilter::default())
+        .map_err(status)?
+        .into_iter()
+        .filter(|s| owned(&s.annotations))
+        .collect())
+}
+
+fn verbose_info(verbose: bool, info: impl FnOnce() -> String) -> HashMap<String, String> {
+    if verbose {
+        HashMap::from([("info".to_owned(), info())])
+    } else {
+        HashMap::new()
+    }
+}
+
+/// An RPC podrun does not serve yet, with the reason.
+fn unimplemented<T>(rpc: &str, why: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!("{rpc}: {why}")))
+}
+
+const NO_STREAMING: &str = "podrun's CRI streaming server is not implemented yet (crictl exec without -s, attach and port-forward need it)";
+const NO_STATS: &str = "podrun does not report container statistics through the CRI yet";
+
+#[tonic::async_trait]
+impl PbRuntimeService for Cri {
+    async fn version(
+        &self,
+        _: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
+        Ok(Response::new(pb::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "podrun".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<pb::RunPodSandboxRequest>,
+    ) -> Result<Response<pb::RunPodSandboxResponse>, Status> {
+        let request = request.into_inner();
+        let mut config = convert::sandbox_config(
+            request
+                .config
+                .ok_or_else(|| Status::invalid_argument("config: required"))?,
+        )?;
+        let m = &config.metadata;
+        if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
+            return Err(Status::invalid_argument(
+                "config.metadata: name, namespace and uid are required",
+            ));
+        }
+        config.annotations.insert(OWNER.into(), "true".into());
+        let runtime = self.runtime.clone();
+        let handler = request.runtime_handler;
+        let what = format!("pod {}/{}", m.namespace, m.name);
+        let id = blocking(move || {
+            runtime.run_pod_sandbox(&config, &handler).map_err(|e| {
+                let s = status(e);
+                Status::new(s.code(), format!("{what}: {}", s.message()))
+            })
+        })
+        .await?;
+        Ok(Response::new(pb::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<pb::StopPodSandboxRequest>,
+    ) -> Result<Response<pb::StopPodSandboxResponse>, Status> {
+        let id = required(&request.get_ref().pod_sandbox_id, "pod_sandbox_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        blocking(move || {
+            if if_found(sandbox(runtime.as_ref(), &id))?.is_some() {
+                runtime.stop_pod_sandbox(&id, None).map_err(status)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(pb::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<pb::RemovePodSandboxRequest>,
+    ) -> Result<Response<pb::RemovePodSandboxResponse>, Status> {
+        let id = required(&request.get_ref().pod_sandbox_id, "pod_sandbox_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        blocking(move || {
+            if if_found(sandbox(runtime.as_ref(), &id))?.is_some() {
+                runtime.remove_pod_sandbox(&id).map_err(status)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(pb::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<pb::PodSandboxStatusRequest>,
+    ) -> Result<Response<pb::PodSandboxStatusResponse>, Status> {
+        let request = request.into_inner();
+        let id = required(&request.pod_sandbox_id, "pod_sandbox_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        let s = blocking(move || sandbox(runtime.as_ref(), &id)).await?;
+        let info = verbose_info(request.verbose, || {
+            format!(
+                "{{\"pid\":{},\"runtimeHandler\":{:?},\"namespaces\":{:?}}}",
+                s.monitor_pid.unwrap_or(0),
+                s.sandbox.runtime_handler,
+                s.namespaces
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.display()))
+                    .collect::<Vec<_>>()
+            )
+        });
+        let sandbox = shown(s.sandbox);
+        let mut ips = s.ips.iter().map(|ip| ip.to_string());
+        let network = ips.next().map(|ip| pb::PodSandboxNetworkStatus {
+            ip,
+            additional_ips: ips.map(|ip| pb::PodIp { ip }).collect(),
+        });
+        Ok(Response::new(pb::PodSandboxStatusResponse {
+            status: Some(pb::PodSandboxStatus {
+                id: sandbox.id.clone(),
+                metadata: Some(convert::sandbox_metadata_out(&sandbox.metadata)),
+                state: convert::sandbox_state_out(sandbox.state),
+                created_at: convert::nanos(&sandbox.created_at),
+                network: Some(network.unwrap_or_default()),
+                linux: Some(pb::LinuxPodSandboxStatus {
+                    namespaces: Some(pb::Namespace {
+                        options: Some(convert::namespace_options_out(
+                            &s.config.linux.security_context.namespace_options,
+                        )),
+                    }),
+                }),
+                labels: sandbox.labels.into_iter().collect(),
+                annotations: sandbox.annotations.into_iter().collect(),
+                runtime_handler: sandbox.runtime_handler,
+            }),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: 0,
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<pb::ListPodSandboxRequest>,
+    ) -> Result<Response<pb::ListPodSandboxResponse>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let filter = api::PodSandboxFilter {
+            id: (!filter.id.is_empty()).then_some(filter.id),
+            state: filter.state.map(|s| {
+                if s.state == pb::PodSandboxState::SandboxReady as i32 {
+                    api::SandboxState::Ready
+                } else {
+                    api::SandboxState::NotReady
+                }
+            }),
+            labels: filter.label_selector.into_iter().collect(),
+        };
+        let runtime = self.runtime.clone();
+        let items = blocking(move || {
+            Ok(owned_sandboxes(runtime.as_ref())?
+                .into_iter()
+                .filter(|s| filter.matches(s))
+                .map(|s| convert::sandbox_out(&shown(s)))
+                .collect())
+        })
+        .await?;
+        Ok(Response::new(pb::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        request: Request<pb::CreateContainerRequest>,
+    ) -> Result<Response<pb::CreateContainerResponse>, Status> {
+        let request = request.into_inner();
+        let sandbox_id = required(&request.pod_sandbox_id, "pod_sandbox_id")?.to_owned();
+        let config = convert::container_config(
+            request
+                .config
+                .ok_or_else(|| Status::invalid_argument("config: required"))?,
+        )?;
+        if config.metadata.name.is_empty() {
+            return Err(Status::invalid_argument("config.metadata.name: required"));
+        }
+        if config.image.image.is_empty() {
+            return Err(Status::invalid_argument("config.image.image: required"));
+        }
+        let runtime = self.runtime.clone();
+        let id = blocking(move || {
+            sandbox(runtime.as_ref(), &sandbox_id)?;
+            runtime
+                .create_container(&sandbox_id, &config)
+                .map_err(status)
+        })
+        .await?;
+        Ok(Response::new(pb::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<pb::StartContainerRequest>,
+    ) -> Result<Response<pb::StartContainerResponse>, Status> {
+        let id = required(&request.get_ref().container_id, "container_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        blocking(move || {
+            let c = container(runtime.as_ref(), &id)?;
+            if c.state != api::ContainerState::Created {
+                return Err(Status::failed_precondition(format!(
+                    "container {id}: StartContainer: it is {:?}, not created",
+                    c.state
+                )));
+            }
+            match runtime.start_container(&id).map_err(status)? {
+                api::Started::Running { .. } => Ok(()),
+                api::Started::Failed { message } => Err(Status::unknown(format!(
+                    "container {id}: StartContainer: {message}"
+                ))),
+            }
+        })
+        .await?;
+        Ok(Response::new(pb::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<pb::StopContainerRequest>,
+    ) -> Result<Response<pb::StopContainerResponse>, Status> {
+        let request = request.into_inner();
+        let id = required(&request.container_id, "container_id")?.to_owned();
+        let grace = Duration::from_secs(request.timeout.max(0).unsigned_abs());
+        let runtime = self.runtime.clone();
+        blocking(move || {
+            let Some(c) = if_found(container(runtime.as_ref(), &id))? else {
+                return Ok(());
+            };
+            if c.state != api::ContainerState::Running {
+                return Ok(());
+            }
+            match runtime.stop_container(&id, Some(grace)) {
+                Ok(()) | Err(ServiceError::NotRunning { .. }) => Ok(()),
+                Err(e) => Err(status(e)),
+            }
+        })
+        .await?;
+        Ok(Response::new(pb::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<pb::RemoveContainerRequest>,
+    ) -> Result<Response<pb::RemoveContainerResponse>, Status> {
+        let id = required(&request.get_ref().container_id, "container_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        blocking(move || {
+            let Some(c) = if_found(container(runtime.as_ref(), &id))? else {
+                return Ok(());
+            };
+            // containerd removes a running container by killing it first.
+            if c.state == api::ContainerState::Running {
+                match runtime.stop_container(&id, Some(Duration::ZERO)) {
+                    Ok(()) | Err(ServiceError::NotRunning { .. }) => {}
+                    Err(e) => return Err(status(e)),
+                }
+            }
+            runtime.remove_container(&id).map_err(status)
+        })
+        .await?;
+        Ok(Response::new(pb::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<pb::ListContainersRequest>,
+    ) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let runtime = self.runtime.clone();
+        let containers = blocking(move || {
+            let sandboxes: std::collections::HashSet<String> = owned_sandboxes(runtime.as_ref())?
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            let by = api::ContainerFilter {
+                id: (!filter.id.is_empty()).then(|| filter.id.clone()),
+                sandbox_id: (!filter.pod_sandbox_id.is_empty())
+                    .then(|| filter.pod_sandbox_id.clone()),
+                state: match &filter.state {
+                    Some(s) => Some(
+                        convert::container_state(s.state)
+                            .ok_or_else(|| Status::invalid_argument("filter.state: unknown"))?,
+                    ),
+                    None => None,
+                },
+            };
+            Ok(runtime
+                .list_containers(&by)
+                .map_err(status)?
+                .into_iter()
+                .filter(|c| sandboxes.contains(&c.sandbox_id))
+                .filter(|c| {
+                    filter
+                        .label_selector
+                        .iter()
+                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+                })
+                .map(|c| convert::container_out(&c))
+                .collect())
+        })
+        .await?;
+        Ok(Response::new(pb::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<pb::ContainerStatusRequest>,
+    ) -> Result<Response<pb::ContainerStatusResponse>, Status> {
+        let request = request.into_inner();
+        let id = required(&request.container_id, "container_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        let c = blocking(move || container(runtime.as_ref(), &id)).await?;
+        let info = verbose_info(request.verbose, || {
+            format!(
+                "{{\"pid\":{},\"sandboxID\":{:?},\"restarts\":{}}}",
+                c.pid.unwrap_or(0),
+                c.sandbox_id,
+                c.restarts
+            )
+        });
+        Ok(Response::new(pb::ContainerStatusResponse {
+            status: Some(convert::container_status_out(&c)),
+            info,
+        }))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<pb::ExecSyncRequest>,
+    ) -> Result<Response<pb::ExecSyncResponse>, Status> {
+        let request = request.into_inner();
+        let id = required(&request.container_id, "container_id")?.to_owned();
+        if request.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd: required"));
+        }
+        // Zero: no limit (a year stands for it).
+        let timeout = match request.timeout {
+            t if t > 0 => Duration::from_secs(t.unsigned_abs()),
+            _ => Duration::from_secs(365 * 24 * 3600),
+        };
+        let runtime = self.runtime.clone();
+        let result = blocking(move || {
+            container(runtime.as_ref(), &id)?;
+            runtime
+                .exec_sync(&id, &request.cmd, timeout)
+                .map_err(status)
+        })
+        .await?;
+        Ok(Response::new(pb::ExecSyncResponse {
+            stdout: result.stdout,
+            stderr: result.stderr,
+            exit_code: result.exit_code,
+        }))
+    }
+
+    async fn exec(
+        &self,
+        _: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResponse>, Status> {
+        unimplemented("Exec", NO_STREAMING)
+    }
+
+    async fn attach(
+        &self,
+        _: Request<pb::AttachRequest>,
+    ) -> Result<Response<pb::AttachResponse>, Status> {
+        unimplemented("Attach", NO_STREAMING)
+    }
+
+    async fn port_forward(
+        &self,
+        _: Request<pb::PortForwardRequest>,
+    ) -> Result<Response<pb::PortForwardResponse>, Status> {
+        unimplemented("PortForward", NO_STREAMING)
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<pb::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<pb::UpdateContainerResourcesResponse>, Status> {
+        unimplemented(
+            "UpdateContainerResources",
+            "podrun cannot change a running container's resources yet",
+        )
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _: Request<pb::ReopenContainerLogRequest>,
+    ) -> Result<Response<pb::ReopenContainerLogResponse>, Status> {
+        unimplemented(
+            "ReopenContainerLog",
+            "podrun's monitors cannot reopen a container's log yet",
+        )
+    }
+
+    async fn container_stats(
+        &self,
+        _: Request<pb::ContainerStatsRequest>,
+    ) -> Result<Response<pb::ContainerStatsResponse>, Status> {
+        unimplemented("ContainerStats", NO_STATS)
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<pb::ListContainerStatsRequest>,
+    ) -> Result<Response<pb::ListContainerStatsResponse>, Status> {
+        unimplemented("ListContainerStats", NO_STATS)
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<pb::PodSandboxStatsRequest>,
+    ) -> Result<Response<pb::PodSandboxStatsResponse>, Status> {
+        unimplemented("PodSandboxStats", NO_STATS)
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<pb::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<pb::ListPodSandboxStatsResponse>, Status> {
+        unimplemented("ListPodSandboxStats", NO_STATS)
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<pb::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<pb::UpdateRuntimeConfigResponse>, Status> {
+        // The pod CIDR kubelet learns from its node object: podrun's pod
+        // networks have their own ranges (the CNI config's, or the default
+        // network's), as containerd's CNI configs do; it is recorded in the log.
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            tracing::info!(
+                "CRI: UpdateRuntimeConfig: pod CIDR {cidr} (the pod network's own range is kept)"
+            );
+        }
+        Ok(Response::new(pb::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let condition = |kind: &str| pb::RuntimeCondition {
+            r#type: kind.into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        };
+        let handler = |name: &str| pb::RuntimeHandler {
+            name: name.into(),
+            features: Some(pb::RuntimeHandlerFeatures {
+                recursive_read_only_mounts: true,
+                user_namespaces: false,
+            }),
+        };
+        Ok(Response::new(pb::StatusResponse {
+            status: Some(pb::RuntimeStatus {
+                conditions: vec![condition("RuntimeReady"), condition("NetworkReady")],
+            }),
+            info: verbose_info(request.into_inner().verbose, || {
+                format!("{{\"runtime\":\"podrun {}\"}}", env!("CARGO_PKG_VERSION"))
+            }),
+            runtime_handlers: vec![handler("")],
+            features: Some(pb::RuntimeFeatures {
+                supplemental_groups_policy: true,
+                user_namespaces_host_network: false,
+            }),
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<pb::RuntimeConfigRequest>,
+    ) -> Result<Response<pb::RuntimeConfigResponse>, Status> {
+        Ok(Response::new(pb::RuntimeConfigResponse {
+            linux: Some(pb::LinuxRuntimeConfiguration {
+                cgroup_driver: pb::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<pb::CheckpointContainerRequest>,
+    ) -> Result<Response<pb::CheckpointContainerResponse>, Status> {
+        unimplemented(
+            "CheckpointContainer",
+            "podrun does not checkpoint containers",
+        )
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<pb::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<pb::ListMetricDescriptorsResponse>, Status> {
+        unimplemented("ListMetricDescriptors", NO_STATS)
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<pb::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<pb::ListPodSandboxMetricsResponse>, Status> {
+        unimplemented("ListPodSandboxMetrics", NO_STATS)
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        _: Request<pb::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<pb::UpdatePodSandboxResourcesResponse>, Status> {
+        unimplemented(
+            "UpdatePodSandboxResources",
+            "podrun cannot change a running pod's resources yet",
+        )
+    }
+}
+
+/// AuthConfig to the runtime's credentials: a user and password, or the
+/// `auth` field (base64 of `user:password`, as docker's config holds it).
+fn auth(a: pb::AuthConfig) -> Result<Option<api::AuthConfig>, Status> {
+    if !a.identity_token.is_empty() || !a.registry_token.is_empty() {
+        return Err(Status::invalid_argument(
+            "auth: identity and registry tokens are not supported; send a username and password",
+        ));
+    }
+    if !a.username.is_empty() || !a.password.is_empty() {
+        return Ok(Some(api::AuthConfig {
+            username: a.username,
+            password: a.password,
+        }));
+    }
+    if a.auth.is_empty() {
+        return Ok(None);
+    }
+    let decoded =
+        decode_base64(&a.auth).ok_or_else(|| Status::invalid_argument("auth.auth: not base64"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| Status::invalid_argument("auth.auth: not user:password"))?;
+    Ok(Some(api::AuthConfig {
+        username: user.into(),
+        password: password.into(),
+    }))
+}
+
+/// Standard base64 (with or without padding) to text.
+fn decode_base64(s: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim_end_matches('='))
+        .or_else(|_| {
+            base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('='))
+        })
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+#[tonic::async_trait]
+impl PbImageService for Cri {
+    async fn list_images(
+        &self,
+        request: Request<pb::ListImagesRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let filter = request
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .filter(|i| !i.image.is_empty())
+            .map(|i| convert::image_spec(Some(i)));
+        let images = self.images.clone();
+        let list = blocking(move || {
+            images
+                .list_images(filter.as_ref())
+                .map_err(image_status_error)
+        })
+        .await?;
+        Ok(Response::new(pb::ListImagesResponse {
+            images: list.iter().map(convert::image_out).collect(),
+        }))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<pb::ImageStatusRequest>,
+    ) -> Result<Response<pb::ImageStatusResponse>, Status> {
+        let request = request.into_inner();
+        let spec = convert::image_spec(request.image);
+        if spec.image.is_empty() {
+            return Err(Status::invalid_argument("image.image: required"));
+        }
+        let images = self.images.clone();
+        let found =
+            blocking(move || images.image_status(&spec).map_err(image_status_error)).await?;
+        let info = match &found {
+            Some(i) => verbose_info(request.verbose, || format!("{{\"id\":{:?}}}", i.id)),
+            None => HashMap::new(),
+        };
+        Ok(Response::new(pb::ImageStatusResponse {
+            image: found.as_ref().map(convert::image_out),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<pb::PullImageRequest>,
+    ) -> Result<Response<pb::PullImageResponse>, Status> {
+        let request = request.into_inner();
+        let spec = convert::image_spec(request.image);
+        if spec.image.is_empty() {
+            return Err(Status::invalid_argument("image.image: required"));
+        }
+        let credentials = match request.auth {
+            Some(a) => auth(a)?,
+            None => None,
+        };
+        let images = self.images.clone();
+        let image_ref = blocking(move || {
+            images
+                .pull_image(&spec, credentials.as_ref())
+                .map_err(image_status_error)
+        })
+        .await?;
+        Ok(Response::new(pb::PullImageResponse { image_ref }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<pb::RemoveImageRequest>,
+    ) -> Result<Response<pb::RemoveImageResponse>, Status> {
+        let spec = convert::image_spec(request.into_inner().image);
+        if spec.image.is_empty() {
+            return Err(Status::invalid_argument("image.image: required"));
+        }
+        let images = self.images.clone();
+        blocking(move || images.remove_image(&spec).map_err(image_status_error)).await?;
+        Ok(Response::new(pb::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _: Request<pb::ImageFsInfoRequest>,
+    ) -> Result<Response<pb::ImageFsInfoResponse>, Status> {
+        let dir = self.image_fs.clone();
+        let usage = blocking(move || Ok(fs_usage(&dir))).await?;
+        Ok(Response::new(pb::ImageFsInfoResponse {
+            image_filesystems: vec![usage.clone()],
+            container_filesystems: vec![usage],
+        }))
+    }
+}
+
+/// What the files under `dir` use (bytes, inodes), as ImageFsInfo reports it.
+fn fs_usage(dir: &std::path::Path) -> pb::FilesystemUsage {
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            inodes += 1;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                use std::os::unix::fs::MetadataExt;
+                bytes += meta.blocks() * 512;
+            }
+        }
+    }
+    pb::FilesystemUsage {
+        timestamp: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
+        fs_id: Some(pb::FilesystemIdentifier {
+            mountpoint: dir.to_string_lossy().into_owned(),
+        }),
+        used_bytes: Some(pb::UInt64Value { value: bytes }),
+        inodes_used: Some(pb::UInt64Value { value: inodes }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_style_auth_is_user_and_password() {
+        let a = auth(pb::AuthConfig {
+            auth: "dXNlcjpwYXNzOndvcmQ=".into(), // user:pass:word
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (a.username.as_str(), a.password.as_str()),
+            ("user", "pass:word")
+        );
+        assert!(auth(pb::AuthConfig {
+            identity_token: "t".into(),
+            ..Default::default()
+        })
+        .is_err());
+        assert_eq!(auth(pb::AuthConfig::default()).unwrap(), None);
+    }
+
+    #[test]
+    fn runtime_errors_keep_containerds_codes() {
+        assert_eq!(
+            status(ServiceError::SandboxNotFound("x".into())).code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            status(ServiceError::Exists {
+                call: "RunPodSandbox",
+                what: "x".into()
+            })
+            .code(),
+            tonic::Code::AlreadyExists
+        );
+        assert_eq!(
+            status(ServiceError::NotRunning {
+                call: "CreateContainer",
+                what: "x".into()
+            })
+            .code(),
+            tonic::Code::FailedPrecondition
+        );
+    }
+}
