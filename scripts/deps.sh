@@ -13,6 +13,7 @@ PACKAGES=(
     zstd pigz         # layer compression
     python3           # tests/images/build.py
     libssl-dev pkg-config libseccomp-dev libsqlite3-dev   # native deps of the Rust crates
+    protobuf-compiler                                     # protoc: the CRI api.proto (crates/cri/build.rs)
     crun runc         # OCI runtime backends
     containernetworking-plugins iptables   # CNI
     curl              # readiness checks

@@ -117,6 +117,34 @@ fn container(runtime: &dyn RuntimeService, id: &str) -> Result<api::ContainerSta
     }
 }
 
+/// How long past its grace period a stopped container may take to be
+/// reported exited (its monitor kills it at the end of the grace period).
+const STOP_MARGIN: Duration = Duration::from_secs(10);
+
+/// Wait until container `id` no longer runs, as StopContainer returns only
+/// then (containerd's too): the runtime's stop asks its monitor, which
+/// signals, waits out `grace` and kills. Polled with a back-off from 5 ms to
+/// 100 ms.
+fn wait_stopped(runtime: &dyn RuntimeService, id: &str, grace: Duration) -> Result<(), Status> {
+    let deadline = std::time::Instant::now() + grace + STOP_MARGIN;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match runtime.container_status(id) {
+            Ok(c) if c.state == api::ContainerState::Running => {}
+            Ok(_) | Err(ServiceError::ContainerNotFound(_)) => return Ok(()),
+            Err(e) => return Err(status(e)),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Status::deadline_exceeded(format!(
+                "container {id}: StopContainer: still running {:?} after its {grace:?} grace period",
+                STOP_MARGIN
+            )));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 /// A call on an ID that need not exist (stop, remove): `Ok(None)` when it
 /// does not, as CRI's idempotent calls want.
 fn if_found<T>(found: Result<T, Status>) -> Result<Option<T>, Status> {
@@ -385,9 +413,10 @@ impl PbRuntimeService for Cri {
                 return Ok(());
             }
             match runtime.stop_container(&id, Some(grace)) {
-                Ok(()) | Err(ServiceError::NotRunning { .. }) => Ok(()),
-                Err(e) => Err(status(e)),
+                Ok(()) | Err(ServiceError::NotRunning { .. }) => {}
+                Err(e) => return Err(status(e)),
             }
+            wait_stopped(runtime.as_ref(), &id, grace)
         })
         .await?;
         Ok(Response::new(pb::StopContainerResponse {}))
@@ -409,6 +438,7 @@ impl PbRuntimeService for Cri {
                     Ok(()) | Err(ServiceError::NotRunning { .. }) => {}
                     Err(e) => return Err(status(e)),
                 }
+                wait_stopped(runtime.as_ref(), &id, Duration::ZERO)?;
             }
             runtime.remove_container(&id).map_err(status)
         })

@@ -1,0 +1,714 @@
+//! The CRI server end to end: `podrun serve --cri` driven over its unix
+//! socket by a gRPC client generated from the same api.proto, with real pods
+//! (busybox from the local registry): Version and Status; a pull with the
+//! credentials the request carries; a sandbox and a container through their
+//! whole life (status, list filters, ExecSync, the CRI log file, stop with a
+//! timeout, removal) leaving nothing behind; the gRPC codes and messages of
+//! bad requests; the agent's pods kept out of the CRI's sight and the CRI's
+//! out of `podrun get`.
+//!
+//! Needs root and the local registries (scripts/registry.sh).
+
+#[path = "support/agent_env.rs"]
+mod agent_env;
+mod support;
+
+use agent_env::{registry, Agent, Env, Suite};
+use pb::image_service_client::ImageServiceClient;
+use pb::runtime_service_client::RuntimeServiceClient;
+use podrun_cri::proto as pb;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const SUITE: Suite = Suite {
+    name: "cri",
+    knobs: &[("PODRUN_SYNC_INTERVAL_MS", "150")],
+    agent_stays_up: true,
+};
+
+fn auth_registry() -> String {
+    std::env::var("PODRUN_TEST_AUTH_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5001".into())
+}
+
+/// An agent serving the CRI on `<run>/cri.sock`, and clients of it.
+struct Cri {
+    rt: tokio::runtime::Runtime,
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    socket: PathBuf,
+    _agent: Agent,
+}
+
+impl Cri {
+    fn start(env: &Env) -> Cri {
+        let socket = env.run.join("cri.sock");
+        let agent = env.serve(
+            None,
+            &["--cri", "--cri-socket", socket.to_str().unwrap()],
+            &[],
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "no CRI socket\n{}", agent.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let channel = rt.block_on(connect(&socket));
+        Cri {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+            rt,
+            socket,
+            _agent: agent,
+        }
+    }
+
+    fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+
+    /// A RuntimeService client (a handle on the one channel).
+    fn rs(&self) -> RuntimeServiceClient<Channel> {
+        self.runtime.clone()
+    }
+
+    /// An ImageService client.
+    fn is(&self) -> ImageServiceClient<Channel> {
+        self.images.clone()
+    }
+}
+
+/// A gRPC channel over the unix socket at `path`.
+async fn connect(path: &Path) -> Channel {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+fn sandbox_config(env: &Env, name: &str, uid: &str, logs: &Path) -> pb::PodSandboxConfig {
+    pb::PodSandboxConfig {
+        metadata: Some(pb::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: env.name(name),
+        log_directory: logs.to_string_lossy().into_owned(),
+        labels: HashMap::from([("app".into(), name.into())]),
+        annotations: HashMap::from([("note".into(), "kept".into())]),
+        linux: Some(pb::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, script: &str) -> pb::ContainerConfig {
+    pb::ContainerConfig {
+        metadata: Some(pb::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(pb::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("io.kubernetes.container.name".into(), name.into())]),
+        annotations: HashMap::from([("io.kubernetes.container.restartCount".into(), "0".into())]),
+        linux: Some(pb::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn image(name: &str) -> Option<pb::ImageSpec> {
+    Some(pb::ImageSpec {
+        image: name.into(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_pod_lives_and_goes_through_the_cri() {
+    let env = Env::new(&SUITE, "life");
+    let mut cri = Cri::start(&env);
+    let busybox = format!("{}/busybox:latest", registry());
+
+    let version = cri
+        .run(cri.rs().version(pb::VersionRequest::default()))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            version.runtime_name.as_str(),
+            version.runtime_api_version.as_str()
+        ),
+        ("podrun", "v1")
+    );
+    let status = cri
+        .run(cri.rs().status(pb::StatusRequest::default()))
+        .unwrap()
+        .into_inner();
+    let conditions: Vec<(String, bool)> = status
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .map(|c| (c.r#type, c.status))
+        .collect();
+    assert_eq!(
+        conditions,
+        [("RuntimeReady".into(), true), ("NetworkReady".into(), true)]
+    );
+
+    let pulled = cri
+        .run(cri.is().pull_image(pb::PullImageRequest {
+            image: image(&busybox),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
+    let found = cri
+        .run(cri.is().image_status(pb::ImageStatusRequest {
+            image: image(&busybox),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner()
+        .image
+        .expect("the pulled image is present");
+    assert_eq!(found.id, pulled.image_ref);
+    assert!(found.repo_tags.contains(&busybox), "{found:?}");
+    let listed = cri
+        .run(cri.is().list_images(pb::ListImagesRequest::default()))
+        .unwrap()
+        .into_inner();
+    assert!(listed.images.iter().any(|i| i.id == pulled.image_ref));
+    let fs = cri
+        .run(cri.is().image_fs_info(pb::ImageFsInfoRequest {}))
+        .unwrap()
+        .into_inner();
+    assert!(fs.image_filesystems[0].used_bytes.unwrap().value > 1_000_000);
+
+    let logs = env.dir.path().join("logs");
+    let uid = "0f7a61a0-6b1e-4f52-9a53-000000000001";
+    let config = sandbox_config(&env, "cri-life", uid, &logs);
+    let sandbox = cri
+        .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        }))
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(sandbox, uid, "the sandbox ID is the pod UID");
+    let status = cri
+        .run(cri.rs().pod_sandbox_status(pb::PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox.clone(),
+            verbose: true,
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(status.info.contains_key("info"));
+    let s = status.status.unwrap();
+    assert_eq!(s.state, pb::PodSandboxState::SandboxReady as i32);
+    assert_eq!(s.metadata.unwrap().name, "cri-life");
+    assert_eq!(
+        s.annotations,
+        HashMap::from([("note".into(), "kept".into())]),
+        "the client sees its own annotations only"
+    );
+    let ip: std::net::IpAddr = s.network.unwrap().ip.parse().expect("the pod has an IP");
+    assert!(!ip.is_loopback());
+
+    let container = cri
+        .run(cri.rs().create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config(
+                "app",
+                &busybox,
+                "echo hello from the cri; trap 'exit 3' TERM; while true; do sleep 0.1; done",
+            )),
+            sandbox_config: Some(config.clone()),
+        }))
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let state_of = |cri: &mut Cri| {
+        let s = cri
+            .run(cri.rs().container_status(pb::ContainerStatusRequest {
+                container_id: container.clone(),
+                verbose: false,
+            }))
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        s
+    };
+    assert_eq!(
+        state_of(&mut cri).state,
+        pb::ContainerState::ContainerCreated as i32
+    );
+    cri.run(cri.rs().start_container(pb::StartContainerRequest {
+        container_id: container.clone(),
+    }))
+    .unwrap();
+    let running = state_of(&mut cri);
+    assert_eq!(running.state, pb::ContainerState::ContainerRunning as i32);
+    assert!(running.started_at > 0);
+    assert_eq!(running.image.unwrap().image, busybox);
+    assert_eq!(running.image_ref, pulled.image_ref);
+    assert_eq!(running.metadata.unwrap().name, "app");
+    assert_eq!(running.labels["io.kubernetes.container.name"], "app");
+    assert_eq!(
+        Path::new(&running.log_path),
+        logs.join("app/0.log"),
+        "the log is where the sandbox's log_directory and the container's log_path say"
+    );
+
+    // The list filters: by sandbox, state and label.
+    let list = |cri: &mut Cri, filter: pb::ContainerFilter| -> Vec<String> {
+        cri.run(cri.rs().list_containers(pb::ListContainersRequest {
+            filter: Some(filter),
+        }))
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+    };
+    assert_eq!(
+        list(
+            &mut cri,
+            pb::ContainerFilter {
+                pod_sandbox_id: sandbox.clone(),
+                state: Some(pb::ContainerStateValue {
+                    state: pb::ContainerState::ContainerRunning as i32
+                }),
+                label_selector: HashMap::from([(
+                    "io.kubernetes.container.name".into(),
+                    "app".into()
+                )]),
+                ..Default::default()
+            }
+        ),
+        std::slice::from_ref(&container)
+    );
+    assert!(list(
+        &mut cri,
+        pb::ContainerFilter {
+            state: Some(pb::ContainerStateValue {
+                state: pb::ContainerState::ContainerExited as i32
+            }),
+            ..Default::default()
+        }
+    )
+    .is_empty());
+
+    let exec = cri
+        .run(cri.rs().exec_sync(pb::ExecSyncRequest {
+            container_id: container.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; exit 7".into(),
+            ],
+            timeout: 10,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            exec.stdout.as_slice(),
+            exec.stderr.as_slice(),
+            exec.exit_code
+        ),
+        (&b"out\n"[..], &b"err\n"[..], 7)
+    );
+    let timed_out = cri
+        .run(cri.rs().exec_sync(pb::ExecSyncRequest {
+            container_id: container.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        }))
+        .unwrap_err();
+    assert_eq!(
+        timed_out.code(),
+        tonic::Code::DeadlineExceeded,
+        "{timed_out:?}"
+    );
+
+    // The CRI log format: `<RFC 3339 nano> stdout F <line>`.
+    let log = std::fs::read_to_string(logs.join("app/0.log")).unwrap();
+    let line = log.lines().next().unwrap_or_default();
+    let fields: Vec<&str> = line.splitn(4, ' ').collect();
+    assert_eq!(fields[1..], ["stdout", "F", "hello from the cri"], "{log}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(fields[0]).is_ok(),
+        "{line}"
+    );
+
+    // Stop with a timeout: the trap makes it exit 3 on SIGTERM.
+    cri.run(cri.rs().stop_container(pb::StopContainerRequest {
+        container_id: container.clone(),
+        timeout: 10,
+    }))
+    .unwrap();
+    let exited = state_of(&mut cri);
+    assert_eq!(exited.state, pb::ContainerState::ContainerExited as i32);
+    assert_eq!((exited.exit_code, exited.reason.as_str()), (3, "Error"));
+    assert!(exited.finished_at >= exited.started_at);
+    // Stopping and removing again are not errors (CRI's idempotence).
+    cri.run(cri.rs().stop_container(pb::StopContainerRequest {
+        container_id: container.clone(),
+        timeout: 0,
+    }))
+    .unwrap();
+    cri.run(cri.rs().remove_container(pb::RemoveContainerRequest {
+        container_id: container.clone(),
+    }))
+    .unwrap();
+    cri.run(cri.rs().remove_container(pb::RemoveContainerRequest {
+        container_id: container.clone(),
+    }))
+    .unwrap();
+    assert!(list(&mut cri, pb::ContainerFilter::default()).is_empty());
+
+    for _ in 0..2 {
+        cri.run(cri.rs().stop_pod_sandbox(pb::StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        }))
+        .unwrap();
+    }
+    let stopped = cri
+        .run(
+            cri.rs()
+                .list_pod_sandbox(pb::ListPodSandboxRequest::default()),
+        )
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(
+        stopped[0].state,
+        pb::PodSandboxState::SandboxNotready as i32
+    );
+    for _ in 0..2 {
+        cri.run(cri.rs().remove_pod_sandbox(pb::RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        }))
+        .unwrap();
+    }
+    assert!(cri
+        .run(
+            cri.rs()
+                .list_pod_sandbox(pb::ListPodSandboxRequest::default())
+        )
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    env.assert_nothing_left();
+    assert!(cri.socket.exists());
+}
+
+#[test]
+fn bad_requests_get_containerds_codes_and_name_the_object() {
+    let env = Env::new(&SUITE, "errors");
+    let mut cri = Cri::start(&env);
+    let busybox = format!("{}/busybox:latest", registry());
+    let code = |r: Result<tonic::Response<()>, tonic::Status>| {
+        let e = r.unwrap_err();
+        (e.code(), e.message().to_string())
+    };
+
+    let (c, m) = code(
+        cri.run(cri.rs().container_status(pb::ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        }))
+        .map(|_| tonic::Response::new(())),
+    );
+    assert_eq!(
+        (c, m.as_str()),
+        (tonic::Code::NotFound, "container nope: not found")
+    );
+    let (c, m) = code(
+        cri.run(cri.rs().pod_sandbox_status(pb::PodSandboxStatusRequest {
+            pod_sandbox_id: "../etc".into(),
+            verbose: false,
+        }))
+        .map(|_| tonic::Response::new(())),
+    );
+    assert_eq!(c, tonic::Code::InvalidArgument, "{m}");
+    assert!(m.contains("\"../etc\""), "{m}");
+    let (c, m) = code(
+        cri.run(cri.rs().start_container(pb::StartContainerRequest {
+            container_id: String::new(),
+        }))
+        .map(|_| tonic::Response::new(())),
+    );
+    assert_eq!(
+        (c, m.as_str()),
+        (tonic::Code::InvalidArgument, "container_id: required")
+    );
+    // What the streaming server would serve is refused with the reason.
+    let (c, m) = code(
+        cri.run(cri.rs().exec(pb::ExecRequest {
+            container_id: "x".into(),
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        }))
+        .map(|_| tonic::Response::new(())),
+    );
+    assert_eq!(c, tonic::Code::Unimplemented);
+    assert!(m.starts_with("Exec: podrun's CRI streaming server"), "{m}");
+    // A pull of what the registry does not have, and one without credentials.
+    let (c, m) = code(
+        cri.run(cri.is().pull_image(pb::PullImageRequest {
+            image: image(&format!("{}/no-such-image:1", registry())),
+            ..Default::default()
+        }))
+        .map(|_| tonic::Response::new(())),
+    );
+    assert_ne!(c, tonic::Code::Ok);
+    assert!(m.contains("no-such-image"), "{m}");
+
+    let logs = env.dir.path().join("logs");
+    let uid = "0f7a61a0-6b1e-4f52-9a53-000000000002";
+    let config = sandbox_config(&env, "cri-errors", uid, &logs);
+    let run = |cri: &mut Cri| {
+        cri.run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        }))
+    };
+    let sandbox = run(&mut cri).unwrap().into_inner().pod_sandbox_id;
+    // The same name and attempt again: kubelet must bump the attempt.
+    let (c, m) = code(run(&mut cri).map(|_| tonic::Response::new(())));
+    assert_eq!(c, tonic::Code::AlreadyExists, "{m}");
+    assert!(
+        m.contains("pod default/cri-errors") && m.contains(uid),
+        "{m}"
+    );
+    let (c, m) = code(
+        cri.run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
+            config: Some(pb::PodSandboxConfig {
+                metadata: Some(pb::PodSandboxMetadata {
+                    uid: "0f7a61a0-6b1e-4f52-9a53-000000000003".into(),
+                    ..config.metadata.clone().unwrap()
+                }),
+                ..config.clone()
+            }),
+            runtime_handler: "no-such-handler".into(),
+        }))
+        .map(|_| tonic::Response::new(())),
+    );
+    assert_eq!(c, tonic::Code::InvalidArgument, "{m}");
+    assert!(m.contains("no-such-handler"), "{m}");
+
+    cri.run(cri.is().pull_image(pb::PullImageRequest {
+        image: image(&busybox),
+        ..Default::default()
+    }))
+    .unwrap();
+    let create = |cri: &mut Cri, sandbox: &str, image: &str| {
+        cri.run(cri.rs().create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sandbox.into(),
+            config: Some(container_config("app", image, "sleep 30")),
+            sandbox_config: Some(config.clone()),
+        }))
+        .map(|_| tonic::Response::new(()))
+    };
+    let (c, m) = code(create(&mut cri, "gone-sandbox", &busybox));
+    assert_eq!(
+        (c, m.as_str()),
+        (tonic::Code::NotFound, "sandbox gone-sandbox: not found")
+    );
+    let (c, m) = code(create(
+        &mut cri,
+        &sandbox,
+        &format!("{}/absent:1", registry()),
+    ));
+    assert_ne!(c, tonic::Code::Ok);
+    assert!(m.contains("absent:1"), "{m}");
+    cri.run(cri.rs().stop_pod_sandbox(pb::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap();
+    let (c, m) = code(create(&mut cri, &sandbox, &busybox));
+    assert_eq!(c, tonic::Code::FailedPrecondition, "{m}");
+    assert!(m.contains(&sandbox), "{m}");
+    cri.run(cri.rs().remove_pod_sandbox(pb::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap();
+    env.assert_nothing_left();
+}
+
+#[test]
+fn the_agents_pods_and_the_cris_do_not_see_each_other() {
+    let env = Env::new(&SUITE, "apart");
+    let mut cri = Cri::start(&env);
+    let name = env.name("agent-pod");
+    let manifest = env.write_manifest(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: app\n    image: {}/busybox:latest\n    command: [sleep, '300']\n",
+        registry()
+    ));
+    env.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env
+        .rows()
+        .iter()
+        .any(|r| r.get(3).is_some_and(|s| s == "Running"))
+    {
+        assert!(Instant::now() < deadline, "{}", env.diag());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = |cri: &mut Cri| {
+        let sandboxes = cri
+            .run(
+                cri.rs()
+                    .list_pod_sandbox(pb::ListPodSandboxRequest::default()),
+            )
+            .unwrap()
+            .into_inner()
+            .items;
+        let containers = cri
+            .run(
+                cri.rs()
+                    .list_containers(pb::ListContainersRequest::default()),
+            )
+            .unwrap()
+            .into_inner()
+            .containers;
+        (sandboxes.len(), containers.len())
+    };
+    assert_eq!(listed(&mut cri), (0, 0), "the agent's pod is not the CRI's");
+    let agent_sandbox = std::fs::read_dir(env.run.join("sandboxes"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    // Nor can the CRI stop or remove it: unknown to it, so nothing happens.
+    cri.run(cri.rs().remove_pod_sandbox(pb::RemovePodSandboxRequest {
+        pod_sandbox_id: agent_sandbox.clone(),
+    }))
+    .unwrap();
+    let e = cri
+        .run(cri.rs().pod_sandbox_status(pb::PodSandboxStatusRequest {
+            pod_sandbox_id: agent_sandbox.clone(),
+            verbose: false,
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(
+        env.rows().iter().any(|r| r[1] == name && r[3] == "Running"),
+        "{}",
+        env.diag()
+    );
+
+    let logs = env.dir.path().join("logs");
+    let config = sandbox_config(
+        &env,
+        "cri-apart",
+        "0f7a61a0-6b1e-4f52-9a53-000000000004",
+        &logs,
+    );
+    let sandbox = cri
+        .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        }))
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(listed(&mut cri), (1, 0));
+    let names: Vec<String> = env.rows().into_iter().map(|r| r[1].clone()).collect();
+    assert_eq!(
+        names,
+        std::slice::from_ref(&name),
+        "podrun get shows the agent's pods only"
+    );
+    cri.run(cri.rs().stop_pod_sandbox(pb::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap();
+    cri.run(cri.rs().remove_pod_sandbox(pb::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox,
+    }))
+    .unwrap();
+    env.ok(&["delete", "pod", &name]);
+    env.assert_nothing_left();
+}
+
+#[test]
+fn a_pull_carries_the_requests_credentials() {
+    let env = Env::new(&SUITE, "auth");
+    let mut cri = Cri::start(&env);
+    let image_name = format!("{}/busybox:latest", auth_registry());
+    let pull = |cri: &mut Cri, auth: Option<pb::AuthConfig>| {
+        cri.run(cri.is().pull_image(pb::PullImageRequest {
+            image: image(&image_name),
+            auth,
+            sandbox_config: None,
+        }))
+    };
+    let e = pull(&mut cri, None).unwrap_err();
+    assert!(e.message().contains("unauthorized"), "{e:?}");
+    let e = pull(
+        &mut cri,
+        Some(pb::AuthConfig {
+            username: "podrun".into(),
+            password: "wrong".into(),
+            ..Default::default()
+        }),
+    )
+    .unwrap_err();
+    assert!(e.message().contains("unauthorized"), "{e:?}");
+    // docker's `auth` field: base64 of user:password.
+    let pulled = pull(
+        &mut cri,
+        Some(pb::AuthConfig {
+            auth: "cG9kcnVuOnNlY3JldA==".into(),
+            ..Default::default()
+        }),
+    )
+    .unwrap()
+    .into_inner();
+    assert!(pulled.image_ref.starts_with("sha256:"));
+    cri.run(cri.is().remove_image(pb::RemoveImageRequest {
+        image: image(&image_name),
+    }))
+    .unwrap();
+    let gone = cri
+        .run(cri.is().image_status(pb::ImageStatusRequest {
+            image: image(&image_name),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(gone.image.is_none());
+    env.assert_nothing_left();
+}
