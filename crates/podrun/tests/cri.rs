@@ -208,7 +208,13 @@ fn a_pod_lives_and_goes_through_the_cri() {
 
     let logs = env.dir.path().join("logs");
     let uid = "0f7a61a0-6b1e-4f52-9a53-000000000001";
-    let config = sandbox_config(&env, "cri-life", uid, &logs);
+    let mut config = sandbox_config(&env, "cri-life", uid, &logs);
+    // kubelet's cgroups: the QoS parent is its own and must outlive the pod.
+    let qos = QosCgroup::new(&format!("podrun-cri-test-{}", std::process::id()));
+    config.linux = Some(pb::LinuxPodSandboxConfig {
+        cgroup_parent: format!("/{}/besteffort/pod{uid}", qos.top),
+        ..Default::default()
+    });
     let sandbox = cri
         .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
             config: Some(config.clone()),
@@ -428,6 +434,45 @@ fn a_pod_lives_and_goes_through_the_cri() {
         .is_empty());
     env.assert_nothing_left();
     assert!(cri.socket.exists());
+    let memory = Path::new("/sys/fs/cgroup/memory").join(&qos.top);
+    assert!(
+        memory.join("besteffort").is_dir() && !memory.join(format!("besteffort/pod{uid}")).exists(),
+        "the pod's cgroup is gone, kubelet's QoS cgroup is kept"
+    );
+}
+
+/// A kubelet-style QoS cgroup `/<top>/besteffort` made in every v1
+/// hierarchy (and the v2 mount), removed when dropped.
+struct QosCgroup {
+    top: String,
+    dirs: Vec<PathBuf>,
+}
+
+impl QosCgroup {
+    fn new(top: &str) -> QosCgroup {
+        let mut dirs = Vec::new();
+        for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let base = entry.path();
+            if base.join("cgroup.procs").exists() {
+                let dir = base.join(top);
+                std::fs::create_dir_all(dir.join("besteffort")).unwrap();
+                dirs.push(dir);
+            }
+        }
+        QosCgroup {
+            top: top.into(),
+            dirs,
+        }
+    }
+}
+
+impl Drop for QosCgroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir.join("besteffort"));
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 #[test]

@@ -631,12 +631,19 @@ fn write_file(file: &Path, value: &str) -> Result<(), CgroupError> {
 
 /// Removes cgroup `path` (and any cgroups left beneath it, such as containers') from
 /// every hierarchy, then its parents (`/podrun/burstable`, `/podrun`) where they are
-/// empty, so the last pod gone leaves no podrun cgroup behind. A hierarchy where it is
+/// empty and podrun's own, so the last pod gone leaves no podrun cgroup behind. The
+/// parents of a cgroup kubelet chose (`/kubepods/besteffort/pod<uid>`) are kubelet's:
+/// it keeps its QoS cgroups and writes to them, so they stay. A hierarchy where it is
 /// absent is fine. Goes on past failures and reports them all; a cgroup that still
 /// holds processes cannot be removed (EBUSY).
 pub fn remove_pod_cgroup(path: &str) -> Result<(), CgroupError> {
     let dirs = cgroup_dirs(path)?;
-    let depth = components(path)?.len();
+    let parts = components(path)?;
+    let depth = if parts.first() == Some(&"podrun") {
+        parts.len()
+    } else {
+        0
+    };
     let mut errors = Vec::new();
     for dir in &dirs {
         remove_pod_dir(dir, &mut errors);
