@@ -140,4 +140,16 @@ impl RuntimeService for FakeRuntime {
     ) -> Result<ExecSyncResult, ServiceError> {
         Err(unused("ExecSync"))
     }
+    fn container_stats(
+        &self,
+        _: &str,
+    ) -> Result<podrun_runtime::api::ContainerStats, ServiceError> {
+        Err(unused("ContainerStats"))
+    }
+    fn pod_sandbox_stats(
+        &self,
+        _: &str,
+    ) -> Result<podrun_runtime::api::SandboxStats, ServiceError> {
+        Err(unused("PodSandboxStats"))
+    }
 }

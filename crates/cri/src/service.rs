@@ -185,7 +185,8 @@ fn unimplemented<T>(rpc: &str, why: &str) -> Result<Response<T>, Status> {
 }
 
 const NO_STREAMING: &str = "podrun's CRI streaming server is not implemented yet (crictl exec without -s, attach and port-forward need it)";
-const NO_STATS: &str = "podrun does not report container statistics through the CRI yet";
+const NO_METRICS: &str =
+    "podrun serves statistics (ContainerStats, PodSandboxStats), not the metrics API";
 
 #[tonic::async_trait]
 impl PbRuntimeService for Cri {
@@ -581,30 +582,93 @@ impl PbRuntimeService for Cri {
 
     async fn container_stats(
         &self,
-        _: Request<pb::ContainerStatsRequest>,
+        request: Request<pb::ContainerStatsRequest>,
     ) -> Result<Response<pb::ContainerStatsResponse>, Status> {
-        unimplemented("ContainerStats", NO_STATS)
+        let id = required(&request.get_ref().container_id, "container_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        let stats = blocking(move || {
+            let c = container(runtime.as_ref(), &id)?;
+            container_stats(runtime.as_ref(), &c)
+        })
+        .await?;
+        Ok(Response::new(pb::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<pb::ListContainerStatsRequest>,
+        request: Request<pb::ListContainerStatsRequest>,
     ) -> Result<Response<pb::ListContainerStatsResponse>, Status> {
-        unimplemented("ListContainerStats", NO_STATS)
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let runtime = self.runtime.clone();
+        let stats = blocking(move || {
+            let sandboxes: std::collections::HashSet<String> = owned_sandboxes(runtime.as_ref())?
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            let by = api::ContainerFilter {
+                id: (!filter.id.is_empty()).then(|| filter.id.clone()),
+                sandbox_id: (!filter.pod_sandbox_id.is_empty())
+                    .then(|| filter.pod_sandbox_id.clone()),
+                state: Some(api::ContainerState::Running),
+            };
+            runtime
+                .list_containers(&by)
+                .map_err(status)?
+                .into_iter()
+                .filter(|c| sandboxes.contains(&c.sandbox_id))
+                .filter(|c| {
+                    filter
+                        .label_selector
+                        .iter()
+                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
+                })
+                .map(|c| container_stats(runtime.as_ref(), &c))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        Ok(Response::new(pb::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<pb::PodSandboxStatsRequest>,
+        request: Request<pb::PodSandboxStatsRequest>,
     ) -> Result<Response<pb::PodSandboxStatsResponse>, Status> {
-        unimplemented("PodSandboxStats", NO_STATS)
+        let id = required(&request.get_ref().pod_sandbox_id, "pod_sandbox_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        let stats = blocking(move || {
+            let s = sandbox(runtime.as_ref(), &id)?;
+            sandbox_stats(runtime.as_ref(), shown(s.sandbox))
+        })
+        .await?;
+        Ok(Response::new(pb::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<pb::ListPodSandboxStatsRequest>,
+        request: Request<pb::ListPodSandboxStatsRequest>,
     ) -> Result<Response<pb::ListPodSandboxStatsResponse>, Status> {
-        unimplemented("ListPodSandboxStats", NO_STATS)
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let runtime = self.runtime.clone();
+        let stats = blocking(move || {
+            owned_sandboxes(runtime.as_ref())?
+                .into_iter()
+                .filter(|s| s.state == api::SandboxState::Ready)
+                .filter(|s| filter.id.is_empty() || s.id == filter.id)
+                .filter(|s| {
+                    filter
+                        .label_selector
+                        .iter()
+                        .all(|(k, v)| s.labels.get(k) == Some(v))
+                })
+                .map(|s| sandbox_stats(runtime.as_ref(), shown(s)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        Ok(Response::new(pb::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
@@ -685,14 +749,14 @@ impl PbRuntimeService for Cri {
         &self,
         _: Request<pb::ListMetricDescriptorsRequest>,
     ) -> Result<Response<pb::ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors", NO_STATS)
+        unimplemented("ListMetricDescriptors", NO_METRICS)
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<pb::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<pb::ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics", NO_STATS)
+        unimplemented("ListPodSandboxMetrics", NO_METRICS)
     }
 
     async fn update_pod_sandbox_resources(
@@ -704,6 +768,101 @@ impl PbRuntimeService for Cri {
             "podrun cannot change a running pod's resources yet",
         )
     }
+}
+
+fn u64_value(v: Option<u64>) -> Option<pb::UInt64Value> {
+    v.map(|value| pb::UInt64Value { value })
+}
+
+fn cpu_out(t: i64, u: &podrun_runtime::stats::Usage) -> pb::CpuUsage {
+    pb::CpuUsage {
+        timestamp: t,
+        usage_core_nano_seconds: u64_value(u.cpu_ns),
+        usage_nano_cores: None,
+        psi: None,
+    }
+}
+
+fn memory_out(t: i64, u: &podrun_runtime::stats::Usage) -> pb::MemoryUsage {
+    pb::MemoryUsage {
+        timestamp: t,
+        working_set_bytes: u64_value(u.working_set_bytes),
+        available_bytes: None,
+        usage_bytes: u64_value(u.memory_bytes),
+        rss_bytes: u64_value(u.rss_bytes),
+        page_faults: u64_value(u.page_faults),
+        major_page_faults: u64_value(u.major_page_faults),
+        psi: None,
+    }
+}
+
+/// ContainerStats of container `c`, with the attributes kubelet matches by.
+fn container_stats(
+    runtime: &dyn RuntimeService,
+    c: &api::ContainerStatus,
+) -> Result<pb::ContainerStats, Status> {
+    let s = runtime.container_stats(&c.id).map_err(status)?;
+    let t = s.timestamp_ns;
+    let listed = convert::container_out(c);
+    Ok(pb::ContainerStats {
+        attributes: Some(pb::ContainerAttributes {
+            id: c.id.clone(),
+            metadata: listed.metadata,
+            labels: listed.labels,
+            annotations: listed.annotations,
+        }),
+        cpu: Some(cpu_out(t, &s.usage)),
+        memory: Some(memory_out(t, &s.usage)),
+        writable_layer: s
+            .writable_layer
+            .map(|(dir, bytes, inodes)| pb::FilesystemUsage {
+                timestamp: t,
+                fs_id: Some(pb::FilesystemIdentifier {
+                    mountpoint: dir.to_string_lossy().into_owned(),
+                }),
+                used_bytes: Some(pb::UInt64Value { value: bytes }),
+                inodes_used: Some(pb::UInt64Value { value: inodes }),
+            }),
+        swap: None,
+        io: None,
+    })
+}
+
+/// PodSandboxStats of sandbox `s`, its running containers' included.
+fn sandbox_stats(
+    runtime: &dyn RuntimeService,
+    s: api::PodSandbox,
+) -> Result<pb::PodSandboxStats, Status> {
+    let stats = runtime.pod_sandbox_stats(&s.id).map_err(status)?;
+    let t = stats.timestamp_ns;
+    let containers = runtime
+        .list_containers(&api::ContainerFilter {
+            sandbox_id: Some(s.id.clone()),
+            state: Some(api::ContainerState::Running),
+            ..Default::default()
+        })
+        .map_err(status)?
+        .iter()
+        .map(|c| container_stats(runtime, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let listed = convert::sandbox_out(&s);
+    Ok(pb::PodSandboxStats {
+        attributes: Some(pb::PodSandboxAttributes {
+            id: s.id.clone(),
+            metadata: listed.metadata,
+            labels: listed.labels,
+            annotations: listed.annotations,
+        }),
+        linux: Some(pb::LinuxPodSandboxStats {
+            cpu: Some(cpu_out(t, &stats.usage)),
+            memory: Some(memory_out(t, &stats.usage)),
+            network: None,
+            process: None,
+            containers,
+            io: None,
+        }),
+        windows: None,
+    })
 }
 
 /// AuthConfig to the runtime's credentials: a user and password, or the

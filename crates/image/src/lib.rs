@@ -206,6 +206,19 @@ impl Images {
             {
                 return Ok(vec![rec]);
             }
+            // `repo@sha256:…` of an image pulled by tag: its repo digest
+            // (what ImageStatus and `images --digests` report).
+            if r.digest().is_some() {
+                let whole = r.whole();
+                let found: Vec<ImageRecord> = self
+                    .list()?
+                    .into_iter()
+                    .filter(|rec| rec.repo_digest() == whole)
+                    .collect();
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+            }
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {

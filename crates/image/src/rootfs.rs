@@ -87,6 +87,13 @@ impl Rootfs {
         self.dir.join(id)
     }
 
+    /// The writable layer of container `id` (`containers/<id>/upper`): what
+    /// it wrote over its image.
+    pub fn upper_dir(&self, id: &str) -> Result<PathBuf, RootfsError> {
+        check_id(id)?;
+        Ok(self.container_dir(id).join("upper"))
+    }
+
     /// Build and mount the root filesystem of container `id` from `image`;
     /// returns the mounted path. On failure nothing of it is left.
     pub fn prepare(

@@ -362,6 +362,43 @@ fn a_pod_lives_and_goes_through_the_cri() {
         "{timed_out:?}"
     );
 
+    // Statistics from the pod's and the container's cgroups.
+    let stats = cri
+        .run(cri.rs().container_stats(pb::ContainerStatsRequest {
+            container_id: container.clone(),
+        }))
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(
+        stats.attributes.as_ref().unwrap().labels["io.kubernetes.container.name"],
+        "app"
+    );
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    assert!(stats.writable_layer.unwrap().inodes_used.unwrap().value >= 1);
+    let pods = cri
+        .run(
+            cri.rs()
+                .list_pod_sandbox_stats(pb::ListPodSandboxStatsRequest::default()),
+        )
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(pods.len(), 1);
+    let linux = pods[0].linux.as_ref().unwrap();
+    assert_eq!(pods[0].attributes.as_ref().unwrap().id, sandbox);
+    assert_eq!(linux.containers.len(), 1);
+    let pod_cpu = linux
+        .cpu
+        .as_ref()
+        .unwrap()
+        .usage_core_nano_seconds
+        .unwrap()
+        .value;
+    assert!(pod_cpu > 0, "the pod cgroup counts its containers");
+
     // The CRI log format: `<RFC 3339 nano> stdout F <line>`.
     let log = std::fs::read_to_string(logs.join("app/0.log")).unwrap();
     let line = log.lines().next().unwrap_or_default();

@@ -156,6 +156,31 @@ impl ContainerFilter {
     }
 }
 
+/// What a container uses (`ContainerStats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerStats {
+    /// Its ID.
+    pub id: String,
+    /// When it was read (nanoseconds since the epoch).
+    pub timestamp_ns: i64,
+    /// CPU and memory of its cgroup (none without a cgroup parent).
+    pub usage: crate::stats::Usage,
+    /// Its writable layer: where it is, its bytes and inodes.
+    pub writable_layer: Option<(std::path::PathBuf, u64, u64)>,
+}
+
+/// What a sandbox uses (`PodSandboxStats`): its cgroup, its containers'
+/// included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxStats {
+    /// Its ID.
+    pub id: String,
+    /// When it was read (nanoseconds since the epoch).
+    pub timestamp_ns: i64,
+    /// CPU and memory of the pod cgroup.
+    pub usage: crate::stats::Usage,
+}
+
 /// How StartContainer went, when the runtime answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Started {
@@ -326,6 +351,10 @@ pub trait RuntimeService: Send + Sync {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecSyncResult, ServiceError>;
+    /// What a container uses now.
+    fn container_stats(&self, id: &str) -> Result<ContainerStats, ServiceError>;
+    /// What a sandbox uses now.
+    fn pod_sandbox_stats(&self, id: &str) -> Result<SandboxStats, ServiceError>;
 }
 
 /// Credentials for a pull (`AuthConfig`).

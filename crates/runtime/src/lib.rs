@@ -12,6 +12,8 @@
 //!   monitor per sandbox, the sandbox's cgroup, its records;
 //! - [`state`]: the runtime's records (`<run-root>/sandboxes/<id>/`);
 //! - [`images`]: [`NodeImages`], the ImageService over `podrun-image`;
+//! - [`stats`]: what a cgroup and a writable layer use (ContainerStats,
+//!   PodSandboxStats);
 //! - [`network`]: which pod network attaches a sandbox (CNI's or the
 //!   default), and the record that makes its DEL happen once per ADD;
 //! - [`monitor`]: the per-pod monitor (a process of its own) and its control
@@ -30,6 +32,7 @@ pub mod network;
 pub mod node;
 pub mod sandbox;
 pub mod state;
+pub mod stats;
 
 pub use api::{Image, ImageService, RuntimeService};
 pub use images::NodeImages;

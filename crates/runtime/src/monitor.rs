@@ -722,13 +722,20 @@ fn start(
 ) -> Result<Running, MonitorError> {
     let pod = plan.pod_id.as_str();
     let what = format!("container {}", c.name);
-    if let Some(dir) = c.log_path.parent() {
+    // A container without a log path (a CRI client that asked for none) has
+    // its output read and dropped.
+    let log_path = if c.log_path.as_os_str().is_empty() {
+        Path::new("/dev/null")
+    } else {
+        c.log_path.as_path()
+    };
+    if let Some(dir) = log_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| step(pod, &what, e))?;
     }
     let log = File::options()
         .create(true)
         .append(true)
-        .open(&c.log_path)
+        .open(log_path)
         .map_err(|e| step(pod, &format!("{what}: open log"), e))?;
     let (out_r, out_w) = pipe().map_err(|e| step(pod, &what, e))?;
     let (err_r, err_w) = pipe().map_err(|e| step(pod, &what, e))?;

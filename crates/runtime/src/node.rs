@@ -577,7 +577,12 @@ impl NodeRuntime {
             id: id.into(),
             name: config.metadata.name.clone(),
             bundle,
-            log_path: Path::new(&sandbox.config.log_directory).join(&config.log_path),
+            // No log_path: no log file (what it writes is dropped), as containerd does.
+            log_path: if config.log_path.is_empty() {
+                PathBuf::new()
+            } else {
+                Path::new(&sandbox.config.log_directory).join(&config.log_path)
+            },
             stop_signal: generated.stop_signal,
             grace_period_ms: grace_s.saturating_mul(1000),
         })
@@ -655,6 +660,40 @@ impl NodeRuntime {
 }
 
 impl RuntimeService for NodeRuntime {
+    fn container_stats(&self, id: &str) -> Result<crate::api::ContainerStats, ServiceError> {
+        let (record, _) = self.container(id)?;
+        let (sandbox, _) = self.record(&record.sandbox_id)?;
+        let parent = &sandbox.config.linux.cgroup_parent;
+        let usage = if parent.is_empty() {
+            crate::stats::Usage::default()
+        } else {
+            crate::stats::cgroup_usage(&format!("{parent}/{}", record.plan.name))
+        };
+        let writable_layer = self.images.rootfs.upper_dir(id).ok().and_then(|dir| {
+            crate::stats::tree_usage(&dir).map(|(bytes, inodes)| (dir, bytes, inodes))
+        });
+        Ok(crate::api::ContainerStats {
+            id: id.into(),
+            timestamp_ns: now_nanos(),
+            usage,
+            writable_layer,
+        })
+    }
+
+    fn pod_sandbox_stats(&self, id: &str) -> Result<crate::api::SandboxStats, ServiceError> {
+        let (record, _) = self.record(id)?;
+        let parent = &record.config.linux.cgroup_parent;
+        Ok(crate::api::SandboxStats {
+            id: id.into(),
+            timestamp_ns: now_nanos(),
+            usage: if parent.is_empty() {
+                crate::stats::Usage::default()
+            } else {
+                crate::stats::cgroup_usage(parent)
+            },
+        })
+    }
+
     fn run_pod_sandbox(
         &self,
         config: &PodSandboxConfig,
@@ -1246,8 +1285,12 @@ fn plan_for(
     oci_runtime: &str,
 ) -> PodPlan {
     let ns = &config.linux.security_context.namespace_options;
+    // No hostname asked for: the node's, as containerd does (a pod's name can
+    // be longer than the 64 bytes a hostname may have).
     let hostname = if config.hostname.is_empty() {
-        config.metadata.name.clone()
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default()
     } else {
         config.hostname.clone()
     };
@@ -1379,6 +1422,10 @@ fn failed(call: &'static str, what: &str, cause: impl std::fmt::Display) -> Serv
         what: what.into(),
         cause: cause.to_string(),
     }
+}
+
+fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
 fn state_error(call: &'static str, id: &str, e: StateError) -> ServiceError {

@@ -230,12 +230,33 @@ pub fn sandbox_id_for(metadata: &crate::PodSandboxMetadata) -> String {
 
 /// The ID of container `name` of sandbox `sandbox_id` (its `attempt`th:
 /// CRI's metadata).
+/// An ID longer than an ID may be (128 bytes: a name as long as critest's)
+/// keeps what fits of the name and a hash of all of it, so it stays the same
+/// for the same sandbox, name and attempt.
 pub fn container_id_for(sandbox_id: &str, name: &str, attempt: u32) -> String {
-    match attempt {
-        0 => format!("{sandbox_id}-{name}"),
-        n => format!("{sandbox_id}-{name}-{n}"),
+    let suffix = match attempt {
+        0 => String::new(),
+        n => format!("-{n}"),
+    };
+    let id = format!("{sandbox_id}-{name}{suffix}");
+    if id.len() <= MAX_ID {
+        return id;
     }
+    // FNV-1a (64 bits) of the whole ID.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let hash = format!("-{hash:016x}");
+    let room = MAX_ID.saturating_sub(sandbox_id.len() + 1 + hash.len() + suffix.len());
+    let mut cut = room.min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{sandbox_id}-{}{hash}{suffix}", &name[..cut])
 }
+
+/// The longest ID a sandbox or container may have (`podrun_fs::check_id`).
+const MAX_ID: usize = 128;
 
 /// A new sandbox's ID: `<namespace>-<name>` (cut to 48 bytes) and 10 hex
 /// digits: unique, readable in mount tables and cgroup paths, and short
@@ -337,6 +358,24 @@ mod tests {
             config: Default::default(),
             image_ref: String::new(),
         }
+    }
+
+    #[test]
+    fn a_long_container_id_is_cut_and_hashed_the_same_each_time() {
+        assert_eq!(container_id_for("s", "app", 0), "s-app");
+        assert_eq!(container_id_for("s", "app", 2), "s-app-2");
+        let sandbox = "cri-test-uid".repeat(5);
+        let name = "seccomp-container-".repeat(6);
+        let id = container_id_for(&sandbox, &name, 2);
+        assert_eq!(id.len(), 128, "{id}");
+        assert!(podrun_fs::check_id(&id).is_ok(), "{id}");
+        assert!(
+            id.starts_with(&format!("{sandbox}-seccomp")) && id.ends_with("-2"),
+            "{id}"
+        );
+        assert_eq!(id, container_id_for(&sandbox, &name, 2));
+        assert_ne!(id, container_id_for(&sandbox, &format!("{name}x"), 2));
+        assert_ne!(id, container_id_for(&sandbox, &name, 3));
     }
 
     #[test]
