@@ -89,6 +89,18 @@ for name, x in t.items():
       f"**{(med(cd['start']) + med(cd['delete'])) / (med(x['start']) + med(x['delete'])):.2f}×** "
       f"(target ≥ 3×: start {'met' if s >= 3 else '**not met**'}, delete {'met' if d >= 3 else '**not met**'})")
 w("")
+w("Without crictl's own cost (derived, not the target's measure): each number minus the number of "
+  "crictl calls in it × that runtime's `crictl version` median (a crictl process that connects "
+  "and makes one trivial call):\n")
+for name, x in t.items():
+    if name == "containerd":
+        continue
+    v, cv = med(x["version"]), med(cd["version"])
+    s_, cs = med(x["start"]) - 3 * v, med(cd["start"]) - 3 * cv
+    d_, cdl = med(x["delete"]) - 2 * v, med(cd["delete"]) - 2 * cv
+    w(f"- {name}: start {ms(s_)} ms vs containerd {ms(cs)} ms (**{cs / s_:.2f}×**), "
+      f"delete {ms(d_)} ms vs {ms(cdl)} ms (**{cdl / d_:.2f}×**)")
+w("")
 m = r["memory"]
 if m:
     w(f"## Memory with {r['pods']} pods running per runtime\n")
@@ -184,8 +196,6 @@ CD_SOCK="$RUNS/containerd.sock"
 PR_SOCK="$RUNS/podrun-cri.sock"
 PR_PID=
 CD_PID=
-NETNS_BEFORE=$(ip netns list 2>/dev/null | awk '{print $1}' | sort)
-LINKS_BEFORE=$(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | sort)
 export BUSY_AFTER=
 CHAINS_BEFORE=$(iptables-save | awk '/^:CNI-/ {print substr($1, 2)}' | sort)
 CNI_LINES_BEFORE=$(iptables-save | grep -ci cni || true)
@@ -572,6 +582,12 @@ def snapshot(tool, sandboxes):
             pid = json.loads(out)["info"]["pid"]
             pause.add(pid)
             pause.update(descendants(ps, pid))
+        with open(work + "/cd-netns", "a") as nf:
+            for s in sandboxes:
+                _, out = call(crictl(cfg, "inspectp", "-o", "json", s))
+                for ns in json.loads(out)["info"]["runtimeSpec"]["linux"]["namespaces"]:
+                    if ns["type"] == "network" and ns.get("path"):
+                        nf.write(ns["path"] + "\n")
         for sh in per_pod(cfg, ps):
             add(sh, "shim")
             for d in descendants(ps, sh):
@@ -651,8 +667,16 @@ teardown_all
 PR_PID=''
 CD_PID=''
 left_procs=$(our_pids | wc -l)
-left_ns=$(comm -13 <(printf '%s\n' "$NETNS_BEFORE") <(ip netns list 2>/dev/null | awk '{print $1}' | sort) | wc -l)
-left_links=$(comm -13 <(printf '%s\n' "$LINKS_BEFORE") <(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | sort) | wc -l)
+# Ours: containerd's sandboxes' namespaces, our bridges and what is on them, rules naming
+# them or our subnets. (New namespaces, links and CNI rules of other users of the machine,
+# such as a test suite, are not ours and are left alone.)
+left_ns=0
+while read -r ns; do [[ ! -e "$ns" ]] || left_ns=$((left_ns + 1)); done < <(cat "$WORK/cd-netns" 2>/dev/null || true)
+left_links=0
+for br in "$PR_BRIDGE" "$CD_BRIDGE"; do
+    ! ip link show "$br" >/dev/null 2>&1 || left_links=$((left_links + 1 + $(ip -o link show master "$br" | wc -l)))
+done
+left_rules=$(iptables-save | grep -cE -- "$PR_BRIDGE|$CD_BRIDGE|${PR_SUBNET%.0/24}\.|${CD_SUBNET%.0/24}\." || true)
 cni_lines=$(iptables-save | grep -ci cni || true)
 left_cgroups=$(our_cgroups | wc -l)
 
@@ -670,7 +694,7 @@ F_FS=$(fact_fs)
 F_CMD="N=$N PODS=$PODS PODRUN_HANDLERS='$PODRUN_HANDLERS' BENCH_FS=$BENCH_FS BENCH_BUILD=$BENCH_BUILD CRICTL=$CRICTL bash bench/cri.sh"
 F_WHOLE="$((SECONDS - START)) s ($DRIVER_S s of timed cycles and memory; build not included)"
 F_LOAD="load average $LOAD_BEFORE before the timed runs, $LOAD_AFTER after them$(load_notes)"
-F_LEFT="sandboxes left before the sweep: podrun $left_pr, containerd $left_cd; mounts left below the stores and run roots: $left_mounts; after the sweep: processes of ours $left_procs, network namespaces $left_ns, new links $left_links, iptables lines naming CNI $cni_lines (before the run: $CNI_LINES_BEFORE), cgroups of our sandboxes $left_cgroups"
+F_LEFT="sandboxes left before the sweep: podrun $left_pr, containerd $left_cd; mounts left below the stores and run roots: $left_mounts; after the sweep: processes of ours $left_procs, containerd's sandbox network namespaces $left_ns, our bridges and their veths $left_links, iptables lines naming our bridges or subnets $left_rules, cgroups of our sandboxes $left_cgroups; iptables lines naming CNI (anyone's) $cni_lines, $CNI_LINES_BEFORE before the run"
 python3 - "$WORK/raw.json" "$RESULTS/cri.json" <<'EOF'
 import json, os, sys
 r = json.load(open(sys.argv[1]))
@@ -679,7 +703,7 @@ keys = {"DATE": "date", "MACHINE": "machine", "PODRUN": "podrun", "CONTAINERD": 
         "CMD": "command", "WHOLE": "whole script", "LOAD": "machine load", "LEFT": "left"}
 r["facts"] = {v: os.environ["F_" + k] for k, v in keys.items()}
 r["notes"] = [
-    "Each runtime's pod gets a network (veth, bridge, address, masquerade): podrun's built in, containerd's through three CNI plugin executions (bridge, host-local, portmap) at `runp` and again at `stopp`.",
+    "Each runtime's pod gets a network (veth, bridge, address, masquerade): podrun's built in, containerd's through the CNI plugins, each a process of its own (containerd 1.6 adds a `loopback` network, then `bridge`, which runs `host-local`, then `portmap`), at `runp` and again at `stopp`: most of the difference in `runp` and `stopp`.",
     "podrun runs the containers with its embedded runtime by default (no runc process); the `podrun (runc)` row is the same server with `crictl runp --runtime runc`, the OCI runtime containerd uses.",
     "The containers get the annotation `io.kubernetes.pod.terminationGracePeriod: \"0\"` (kubelet sets it from the pod spec): podrun's StopPodSandbox stops the containers with that grace (30 s without it: `sleep` as PID 1 ignores SIGTERM); containerd 1.6's kills them at once whatever it says.",
     "Memory: the pause processes differ in kind: podrun's `podrun-pause` against a busybox shell and its `sleep` in containerd's pause container (Kubernetes' real pause image is a ~300 KiB static binary, a few hundred KiB PSS less per pod).",
