@@ -64,7 +64,7 @@ w("Every cycle uses a fresh sandbox name and uid. *start* is `crictl runp` + `cr
   "--no-pull` + `crictl start` of one busybox container (`sleep 3600`) timed as one number, "
   "*delete* `crictl stopp` + `crictl rmp`; each crictl is its own process (a Go binary: its "
   "start-up and connection are in every number, for both runtimes, see the `crictl version` "
-  "row). The runtimes take turns, the order rotating each round; after each delete the "
+  "column). The runtimes take turns, the order rotating each round; after each delete the "
   "next start waits until the pod's monitor or shim has exited, then 0.2 s.\n")
 t = r["timing"]
 w(f"## Start and delete ({r['n']} cycles per runtime)\n")
