@@ -276,6 +276,26 @@ pub fn container_config(c: pb::ContainerConfig) -> Result<rt::ContainerConfig, S
     let metadata = c.metadata.unwrap_or_default();
     let linux = c.linux.unwrap_or_default();
     let security = linux.security_context.unwrap_or_default();
+    // containerd's checks: a group needs a user to go with it, and a
+    // recursively read-only mount must be read-only.
+    if security.run_as_group.is_some()
+        && security.run_as_user.is_none()
+        && security.run_as_username.is_empty()
+    {
+        return Err(Status::invalid_argument(
+            "linux.security_context.run_as_group: set without run_as_user or run_as_username",
+        ));
+    }
+    if let Some(m) = c
+        .mounts
+        .iter()
+        .find(|m| m.recursive_read_only && !m.readonly)
+    {
+        return Err(Status::invalid_argument(format!(
+            "mounts[{}]: recursive_read_only needs readonly",
+            m.container_path
+        )));
+    }
     use pb::SupplementalGroupsPolicy as G;
     Ok(rt::ContainerConfig {
         metadata: rt::ContainerMetadata {
@@ -518,6 +538,37 @@ mod tests {
             ..Default::default()
         };
         assert!(container_config(cdi).unwrap_err().message().contains("CDI"));
+    }
+
+    #[test]
+    fn containerds_checks_of_a_container_config() {
+        let group_only = pb::ContainerConfig {
+            linux: Some(pb::LinuxContainerConfig {
+                security_context: Some(pb::LinuxContainerSecurityContext {
+                    run_as_group: Some(pb::Int64Value { value: 1002 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = container_config(group_only).unwrap_err();
+        assert!(e.message().contains("run_as_group"), "{}", e.message());
+        let rro = pb::ContainerConfig {
+            mounts: vec![pb::Mount {
+                container_path: "/data".into(),
+                host_path: "/tmp".into(),
+                recursive_read_only: true,
+                readonly: false,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = container_config(rro).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "mounts[/data]: recursive_read_only needs readonly"
+        );
     }
 
     #[test]

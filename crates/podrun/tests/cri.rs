@@ -211,6 +211,11 @@ fn a_pod_lives_and_goes_through_the_cri() {
     let mut config = sandbox_config(&env, "cri-life", uid, &logs);
     // kubelet's cgroups: the QoS parent is its own and must outlive the pod.
     let qos = QosCgroup::new(&format!("podrun-cri-test-{}", std::process::id()));
+    config.dns_config = Some(pb::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["cri.test".into(), "svc.cri.test".into()],
+        options: vec!["ndots:5".into()],
+    });
     config.linux = Some(pb::LinuxPodSandboxConfig {
         cgroup_parent: format!("/{}/besteffort/pod{uid}", qos.top),
         ..Default::default()
@@ -398,6 +403,25 @@ fn a_pod_lives_and_goes_through_the_cri() {
         .unwrap()
         .value;
     assert!(pod_cpu > 0, "the pod cgroup counts its containers");
+
+    // The sandbox's /etc files, as containerd writes them: the DNS config
+    // kubelet sends, the hostname.
+    let files = cri
+        .run(cri.rs().exec_sync(pb::ExecSyncRequest {
+            container_id: container.clone(),
+            cmd: vec![
+                "cat".into(),
+                "/etc/resolv.conf".into(),
+                "/etc/hostname".into(),
+            ],
+            timeout: 10,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&files.stdout),
+        "search cri.test svc.cri.test\nnameserver 10.96.0.10\noptions ndots:5\ncri-life\n"
+    );
 
     // The CRI log format: `<RFC 3339 nano> stdout F <line>`.
     let log = std::fs::read_to_string(logs.join("app/0.log")).unwrap();

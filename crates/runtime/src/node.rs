@@ -380,6 +380,8 @@ impl NodeRuntime {
                 )
             })?;
         }
+        sandbox_files(&record.config, &plan.hostname, dir)
+            .map_err(|e| failed("RunPodSandbox", &what, format!("write its /etc files: {e}")))?;
         let plan_file = dir.join("plan.json");
         plan.write(&plan_file).map_err(|e| {
             failed(
@@ -518,6 +520,8 @@ impl NodeRuntime {
             .prepare_rootfs(image, id)
             .map_err(|e| format!("root filesystem: {e}"))?;
         let users = UserFiles::read(&rootfs).map_err(|e| e.to_string())?;
+        let with_files = with_sandbox_files(config, dir);
+        let config = &with_files;
         let with_images;
         let config = if config.mounts.iter().any(|m| m.image.is_some()) {
             with_images = self.mount_image_volumes(id, config)?;
@@ -539,6 +543,26 @@ impl NodeRuntime {
             }
         }
         let host = Host::detect().map_err(|e| format!("read host facts: {e}"))?;
+        // A Localhost seccomp profile is a file kubelet names by its absolute
+        // path (`<kubelet root>/seccomp/<localhostProfile>`), read now.
+        let localhost_profile = match &config.linux.security_context.seccomp {
+            Some(p) if p.profile_type == podrun_oci::cri::ProfileType::Localhost => {
+                let path = Path::new(&p.localhost_ref);
+                if !path.is_absolute() {
+                    return Err(format!(
+                        "seccomp profile: the Localhost profile {:?} is not an absolute path",
+                        p.localhost_ref
+                    ));
+                }
+                Some(std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "seccomp profile: read the Localhost profile {}: {e}",
+                        path.display()
+                    )
+                })?)
+            }
+            _ => None,
+        };
         let ns = |n: Namespace| Some(dir.join("ns").join(n.name())).filter(|p| p.exists());
         let cgroup_parent = &sandbox.config.linux.cgroup_parent;
         let input = ContainerInput {
@@ -557,7 +581,7 @@ impl NodeRuntime {
             cgroups_path: Some(cgroup_parent)
                 .filter(|p| !p.is_empty())
                 .map(|p| format!("{p}/{}", config.metadata.name).into()),
-            seccomp_localhost_profile: None,
+            seccomp_localhost_profile: localhost_profile.as_deref(),
             honor_image_group: false,
             host: &host,
         };
@@ -1422,6 +1446,61 @@ fn failed(call: &'static str, what: &str, cause: impl std::fmt::Display) -> Serv
         what: what.into(),
         cause: cause.to_string(),
     }
+}
+
+/// The sandbox's `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`, in its
+/// directory, as containerd writes them (sandbox_run_linux.go
+/// `setupSandboxFiles`): the hostname; the node's hosts file; a resolv.conf of
+/// the DNS config kubelet sends (`search`, `nameserver` lines, `options`), or
+/// the node's when it sends none. A container gets each unless its config
+/// mounts that path itself ([`with_sandbox_files`]): the pod manager brings
+/// its own (kubelet's rules), a kubelet brings /etc/hosts.
+fn sandbox_files(config: &PodSandboxConfig, hostname: &str, dir: &Path) -> std::io::Result<()> {
+    let files = dir.join("etc");
+    std::fs::create_dir_all(&files)?;
+    // Plain writes: the run root does not outlive a reboot, and nothing reads
+    // these before the sandbox is made.
+    std::fs::write(files.join("hostname"), format!("{hostname}\n"))?;
+    let hosts = std::fs::read("/etc/hosts").unwrap_or_default();
+    std::fs::write(files.join("hosts"), hosts)?;
+    let resolv = match &config.dns_config {
+        Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
+            let mut text = String::new();
+            if !d.searches.is_empty() {
+                text += &format!("search {}\n", d.searches.join(" "));
+            }
+            for server in &d.servers {
+                text += &format!("nameserver {server}\n");
+            }
+            if !d.options.is_empty() {
+                text += &format!("options {}\n", d.options.join(" "));
+            }
+            text.into_bytes()
+        }
+        _ => std::fs::read("/etc/resolv.conf").unwrap_or_default(),
+    };
+    std::fs::write(files.join("resolv.conf"), resolv)
+}
+
+/// `config` with the sandbox's /etc files ([`sandbox_files`]) mounted where it
+/// mounts nothing itself; read-only with a read-only root filesystem, as
+/// containerd mounts them.
+fn with_sandbox_files(config: &ContainerConfig, dir: &Path) -> ContainerConfig {
+    let mut config = config.clone();
+    let readonly = config.linux.security_context.readonly_rootfs;
+    for name in ["hostname", "hosts", "resolv.conf"] {
+        let target = format!("/etc/{name}");
+        let source = dir.join("etc").join(name);
+        if source.exists() && !config.mounts.iter().any(|m| m.container_path == target) {
+            config.mounts.push(crate::Mount {
+                container_path: target,
+                host_path: source.to_string_lossy().into_owned(),
+                readonly,
+                ..Default::default()
+            });
+        }
+    }
+    config
 }
 
 fn now_nanos() -> i64 {
