@@ -366,6 +366,23 @@ fn a_pod_lives_and_goes_through_the_cri() {
         tonic::Code::DeadlineExceeded,
         "{timed_out:?}"
     );
+    let left = cri
+        .run(cri.rs().exec_sync(pb::ExecSyncRequest {
+            container_id: container.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "ps | grep -v grep | grep -c 'sleep 30' || true".into(),
+            ],
+            timeout: 10,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout),
+        "0\n",
+        "the timed-out command is killed, not left running"
+    );
 
     // Statistics from the pod's and the container's cgroups.
     let stats = cri

@@ -1196,13 +1196,20 @@ impl RuntimeService for NodeRuntime {
         let stdout = reader(child.stdout.take().map(|p| Box::new(p) as _));
         let stderr = reader(child.stderr.take().map(|p| Box::new(p) as _));
         let deadline = Instant::now() + timeout;
+        // Polled with a back-off: 1 ms (a probe's `cat` ends at once) to 50 ms.
+        let mut pause = Duration::from_millis(1);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
                 }
                 Ok(None) => {
+                    // The command runs as a child of this one (its subreaper)
+                    // in a session of its own: kill it and what it started
+                    // first, then the group.
+                    kill_tree(child.id() as i32);
                     if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
                         let _ = rustix::process::kill_process_group(
                             group,
@@ -1501,6 +1508,28 @@ fn with_sandbox_files(config: &ContainerConfig, dir: &Path) -> ContainerConfig {
         }
     }
     config
+}
+
+/// SIGKILL `pid`'s descendants (found by `/proc/<pid>/task/*/children`),
+/// deepest first, then `pid`'s own children are gone before it is.
+fn kill_tree(pid: i32) {
+    let mut children = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                children.extend(
+                    text.split_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    for child in children {
+        kill_tree(child);
+        if let Some(p) = rustix::process::Pid::from_raw(child) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 fn now_nanos() -> i64 {
