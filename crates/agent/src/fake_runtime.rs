@@ -140,6 +140,9 @@ impl RuntimeService for FakeRuntime {
     ) -> Result<ExecSyncResult, ServiceError> {
         Err(unused("ExecSync"))
     }
+    fn reopen_container_log(&self, _: &str) -> Result<(), ServiceError> {
+        Err(unused("ReopenContainerLog"))
+    }
     fn container_stats(
         &self,
         _: &str,

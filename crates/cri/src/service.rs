@@ -572,12 +572,16 @@ impl PbRuntimeService for Cri {
 
     async fn reopen_container_log(
         &self,
-        _: Request<pb::ReopenContainerLogRequest>,
+        request: Request<pb::ReopenContainerLogRequest>,
     ) -> Result<Response<pb::ReopenContainerLogResponse>, Status> {
-        unimplemented(
-            "ReopenContainerLog",
-            "podrun's monitors cannot reopen a container's log yet",
-        )
+        let id = required(&request.get_ref().container_id, "container_id")?.to_owned();
+        let runtime = self.runtime.clone();
+        blocking(move || {
+            container(runtime.as_ref(), &id)?;
+            runtime.reopen_container_log(&id).map_err(status)
+        })
+        .await?;
+        Ok(Response::new(pb::ReopenContainerLogResponse {}))
     }
 
     async fn container_stats(

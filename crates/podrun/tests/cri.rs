@@ -254,7 +254,8 @@ fn a_pod_lives_and_goes_through_the_cri() {
             config: Some(container_config(
                 "app",
                 &busybox,
-                "echo hello from the cri; trap 'exit 3' TERM; while true; do sleep 0.1; done",
+                "echo hello from the cri; trap 'exit 3' TERM; \
+                 while true; do [ -f /tmp/say ] && cat /tmp/say && rm /tmp/say; sleep 0.1; done",
             )),
             sandbox_config: Some(config.clone()),
         }))
@@ -449,6 +450,37 @@ fn a_pod_lives_and_goes_through_the_cri() {
         chrono::DateTime::parse_from_rfc3339(fields[0]).is_ok(),
         "{line}"
     );
+    // kubelet's rotation: rename the file, ReopenContainerLog, and what the
+    // container writes next is in a new file at the path.
+    std::fs::rename(logs.join("app/0.log"), logs.join("app/0.log.1")).unwrap();
+    cri.run(
+        cri.rs()
+            .reopen_container_log(pb::ReopenContainerLogRequest {
+                container_id: container.clone(),
+            }),
+    )
+    .unwrap();
+    cri.run(cri.rs().exec_sync(pb::ExecSyncRequest {
+        container_id: container.clone(),
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo after rotation > /tmp/say".into(),
+        ],
+        timeout: 10,
+    }))
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let new = std::fs::read_to_string(logs.join("app/0.log")).unwrap_or_default();
+        if new.contains("stdout F after rotation") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new log has {new:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let old = std::fs::read_to_string(logs.join("app/0.log.1")).unwrap();
+    assert!(!old.contains("after rotation"), "{old}");
 
     // Stop with a timeout: the trap makes it exit 3 on SIGTERM.
     cri.run(cri.rs().stop_container(pb::StopContainerRequest {

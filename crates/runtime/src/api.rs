@@ -351,6 +351,9 @@ pub trait RuntimeService: Send + Sync {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecSyncResult, ServiceError>;
+    /// Reopen a running container's log file at its path (kubelet renamed
+    /// it to rotate it).
+    fn reopen_container_log(&self, id: &str) -> Result<(), ServiceError>;
     /// What a container uses now.
     fn container_stats(&self, id: &str) -> Result<ContainerStats, ServiceError>;
     /// What a sandbox uses now.

@@ -276,6 +276,22 @@ pub enum RequestError {
         /// Its init.
         pid: i32,
     },
+    /// No running container of that name.
+    #[error("container {name}: reopen log: not running")]
+    NotRunning {
+        /// The name asked for.
+        name: String,
+    },
+    /// Its log file could not be opened again.
+    #[error("container {name}: reopen log {}: {source}", .path.display())]
+    ReopenLog {
+        /// The container.
+        name: String,
+        /// Its log file.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
     /// No container of that name.
     #[error("container {name}: stop: no such container")]
     NoSuchContainer {
@@ -295,6 +311,21 @@ pub enum RequestError {
     /// Starting it failed before the OCI runtime was asked.
     #[error(transparent)]
     Start(#[from] MonitorError),
+}
+
+/// Open (appending, creating it and its directory) a container's log file.
+/// A container without a log path (a CRI client that asked for none) has its
+/// output read and dropped.
+fn open_log(path: &Path) -> std::io::Result<File> {
+    let path = if path.as_os_str().is_empty() {
+        Path::new("/dev/null")
+    } else {
+        path
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    File::options().create(true).append(true).open(path)
 }
 
 fn step(pod: &str, step: &str, cause: impl std::fmt::Display) -> MonitorError {
@@ -524,6 +555,7 @@ impl Monitor<'_> {
                 grace_period_ms,
             } => self.stop_request(&name, signal, grace_period_ms),
             Request::Remove { name } => self.remove_request(&name),
+            Request::ReopenLog { name } => self.reopen_log_request(&name),
             Request::State => Ok(Response::State {
                 containers: self.state(),
             }),
@@ -636,6 +668,22 @@ impl Monitor<'_> {
         Ok(Response::Ok)
     }
 
+    /// Reopen a running container's log file at its path (CRI
+    /// ReopenContainerLog: kubelet renamed it to rotate it); what it writes
+    /// from now on goes to the new file.
+    fn reopen_log_request(&mut self, name: &str) -> Result<Response, RequestError> {
+        let Some(i) = self.current(name).filter(|&i| !self.containers[i].done) else {
+            return Err(RequestError::NotRunning { name: name.into() });
+        };
+        let c = &mut self.containers[i];
+        c.log = open_log(&c.plan.log_path).map_err(|source| RequestError::ReopenLog {
+            name: name.into(),
+            path: c.plan.log_path.clone(),
+            source,
+        })?;
+        Ok(Response::Ok)
+    }
+
     fn remove_request(&mut self, name: &str) -> Result<Response, RequestError> {
         let Some(i) = self.current(name) else {
             return Ok(Response::Ok);
@@ -722,21 +770,7 @@ fn start(
 ) -> Result<Running, MonitorError> {
     let pod = plan.pod_id.as_str();
     let what = format!("container {}", c.name);
-    // A container without a log path (a CRI client that asked for none) has
-    // its output read and dropped.
-    let log_path = if c.log_path.as_os_str().is_empty() {
-        Path::new("/dev/null")
-    } else {
-        c.log_path.as_path()
-    };
-    if let Some(dir) = log_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| step(pod, &what, e))?;
-    }
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .map_err(|e| step(pod, &format!("{what}: open log"), e))?;
+    let log = open_log(&c.log_path).map_err(|e| step(pod, &format!("{what}: open log"), e))?;
     let (out_r, out_w) = pipe().map_err(|e| step(pod, &what, e))?;
     let (err_r, err_w) = pipe().map_err(|e| step(pod, &what, e))?;
     let mut running = Running {

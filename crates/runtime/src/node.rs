@@ -684,6 +684,28 @@ impl NodeRuntime {
 }
 
 impl RuntimeService for NodeRuntime {
+    fn reopen_container_log(&self, id: &str) -> Result<(), ServiceError> {
+        let (record, dir) = self.container(id)?;
+        let what = format!("container {id}");
+        if self.container_status(id)?.state != ContainerState::Running {
+            return Err(ServiceError::NotRunning {
+                call: "ReopenContainerLog",
+                what,
+            });
+        }
+        let request = Request::ReopenLog {
+            name: record.plan.name,
+        };
+        match self.ask("ReopenContainerLog", &what, &dir, &request)? {
+            Response::Ok => Ok(()),
+            other => Err(failed(
+                "ReopenContainerLog",
+                &what,
+                format!("unexpected answer {other:?}"),
+            )),
+        }
+    }
+
     fn container_stats(&self, id: &str) -> Result<crate::api::ContainerStats, ServiceError> {
         let (record, _) = self.container(id)?;
         let (sandbox, _) = self.record(&record.sandbox_id)?;

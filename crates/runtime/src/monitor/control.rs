@@ -105,6 +105,13 @@ pub enum Request {
         /// The container's name.
         name: String,
     },
+    /// Reopen a running container's log file at its path (CRI
+    /// ReopenContainerLog, after kubelet renamed it); an error if it does
+    /// not run.
+    ReopenLog {
+        /// The container's name.
+        name: String,
+    },
     /// Every container the monitor holds: [`Response::State`].
     State,
     /// Stop the pod as SIGTERM does: every running container gets its stop
