@@ -474,7 +474,13 @@ pub fn container_status_out(c: &api::ContainerStatus) -> pb::ContainerStatus {
                 windows: None,
             }),
         image_id: c.image_ref.clone(),
-        user: None,
+        user: c.user.as_ref().map(|u| pb::ContainerUser {
+            linux: Some(pb::LinuxContainerUser {
+                uid: u.uid,
+                gid: u.gid,
+                supplemental_groups: u.supplemental_groups.clone(),
+            }),
+        }),
         stop_signal: c
             .config
             .stop_signal

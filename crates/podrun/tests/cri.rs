@@ -288,6 +288,8 @@ fn a_pod_lives_and_goes_through_the_cri() {
     assert_eq!(running.image.unwrap().image, busybox);
     assert_eq!(running.image_ref, pulled.image_ref);
     assert_eq!(running.metadata.unwrap().name, "app");
+    let user = running.user.unwrap().linux.unwrap();
+    assert_eq!((user.uid, user.gid), (0, 0), "who its process runs as");
     assert_eq!(running.labels["io.kubernetes.container.name"], "app");
     assert_eq!(
         Path::new(&running.log_path),

@@ -134,6 +134,20 @@ pub struct ContainerStatus {
     pub config: ContainerConfig,
     /// The ID of the image it was created from (`sha256:…`).
     pub image_ref: String,
+    /// Who its process runs as (CRI's `ContainerUser`), when known.
+    pub user: Option<ProcessUser>,
+}
+
+/// The identity a container's process runs with: the user and groups its
+/// OCI spec gives it (image groups merged or not, by its policy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessUser {
+    /// Its uid.
+    pub uid: i64,
+    /// Its gid.
+    pub gid: i64,
+    /// Its supplementary groups.
+    pub supplemental_groups: Vec<i64>,
 }
 
 /// Which containers ListContainers returns (`ContainerFilter`); empty: all.

@@ -499,7 +499,7 @@ impl NodeRuntime {
         dir: &Path,
         id: &str,
         config: &ContainerConfig,
-    ) -> Result<ContainerPlan, String> {
+    ) -> Result<(ContainerPlan, Option<crate::api::ProcessUser>), String> {
         let image = &config.image.image;
         let image_config = self
             .images
@@ -586,6 +586,19 @@ impl NodeRuntime {
             host: &host,
         };
         let generated = podrun_oci::build(&input).map_err(|e| e.kind.to_string())?;
+        let user = generated.spec.process().as_ref().map(|p| {
+            let u = p.user();
+            crate::api::ProcessUser {
+                uid: i64::from(u.uid()),
+                gid: i64::from(u.gid()),
+                supplemental_groups: u
+                    .additional_gids()
+                    .iter()
+                    .flatten()
+                    .map(|g| i64::from(*g))
+                    .collect(),
+            }
+        });
         for w in &generated.warnings {
             warn_once(w);
         }
@@ -597,19 +610,22 @@ impl NodeRuntime {
             .get(GRACE_ANNOTATION)
             .and_then(|v| v.parse().ok())
             .unwrap_or(30);
-        Ok(ContainerPlan {
-            id: id.into(),
-            name: config.metadata.name.clone(),
-            bundle,
-            // No log_path: no log file (what it writes is dropped), as containerd does.
-            log_path: if config.log_path.is_empty() {
-                PathBuf::new()
-            } else {
-                Path::new(&sandbox.config.log_directory).join(&config.log_path)
+        Ok((
+            ContainerPlan {
+                id: id.into(),
+                name: config.metadata.name.clone(),
+                bundle,
+                // No log_path: no log file (what it writes is dropped), as containerd does.
+                log_path: if config.log_path.is_empty() {
+                    PathBuf::new()
+                } else {
+                    Path::new(&sandbox.config.log_directory).join(&config.log_path)
+                },
+                stop_signal: generated.stop_signal,
+                grace_period_ms: grace_s.saturating_mul(1000),
             },
-            stop_signal: generated.stop_signal,
-            grace_period_ms: grace_s.saturating_mul(1000),
-        })
+            user,
+        ))
     }
 
     /// `config` with its image mounts' images mounted (read-only, under the
@@ -1014,8 +1030,8 @@ impl RuntimeService for NodeRuntime {
                 ));
             }
         }
-        let container = match self.make_container(&sandbox, &dir, &id, config) {
-            Ok(plan) => plan,
+        let (container, user) = match self.make_container(&sandbox, &dir, &id, config) {
+            Ok(made) => made,
             Err(cause) => {
                 // Nothing of a container that could not be made is kept.
                 let _ = self.images.remove_rootfs(&id);
@@ -1032,6 +1048,7 @@ impl RuntimeService for NodeRuntime {
                 .get(&config.image.image)
                 .map(|r| r.id.to_string())
                 .unwrap_or_default(),
+            user,
         };
         self.store
             .add_container(&record)
@@ -1422,6 +1439,7 @@ fn status_of(
         log_path: record.plan.log_path.clone(),
         config: record.config.clone(),
         image_ref: record.image_ref.clone(),
+        user: record.user.clone(),
     };
     let ended = |status: &mut ContainerStatus, exit: monitor::ExitRecord| {
         status.state = ContainerState::Exited;

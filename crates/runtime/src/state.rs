@@ -57,6 +57,9 @@ pub struct ContainerRecord {
     /// The ID of its image (`sha256:…`), when the store knew it.
     #[serde(default)]
     pub image_ref: String,
+    /// Who its process runs as (from its OCI spec).
+    #[serde(default)]
+    pub user: Option<crate::api::ProcessUser>,
 }
 
 /// Why a record could not be read or written.
@@ -357,6 +360,7 @@ mod tests {
             created_at: created_at.into(),
             config: Default::default(),
             image_ref: String::new(),
+            user: None,
         }
     }
 

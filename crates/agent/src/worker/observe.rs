@@ -114,6 +114,7 @@ mod tests {
             log_path: "/nonexistent".into(),
             config: Default::default(),
             image_ref: String::new(),
+            user: None,
         }
     }
 

@@ -122,6 +122,7 @@ fn record() -> ContainerRecord {
         created_at: "t0".into(),
         config: Default::default(),
         image_ref: String::new(),
+        user: None,
     }
 }
 

@@ -101,6 +101,7 @@ fn reported(name: &str, running: bool) -> ContainerStatus {
         log_path: PathBuf::from("/nonexistent"),
         config: Default::default(),
         image_ref: String::new(),
+        user: None,
     }
 }
 
