@@ -432,6 +432,7 @@ impl NodeRuntime {
     /// Wait until the monitor answers (its sandbox is made then), or fails.
     fn wait_ready(&self, child: &mut Child, dir: &Path, what: &str) -> Result<(), ServiceError> {
         let deadline = Instant::now() + self.config.ready_timeout;
+        let mut pause = Duration::from_millis(1);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
@@ -463,8 +464,12 @@ impl NodeRuntime {
                         format!("unexpected answer {other:?}"),
                     ))
                 }
-                // Not listening yet (or no more: the next turn sees it exit).
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                // Not listening yet (or no more: the next turn sees it exit);
+                // asked again after 1, 2, 4, 8, then every 10 ms.
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
             }
         }
     }
@@ -806,6 +811,7 @@ impl RuntimeService for NodeRuntime {
             let _ = kill_process(pid, if now { Signal::KILL } else { Signal::TERM });
             let started = Instant::now();
             let deadline = started + self.own_grace(id) + Duration::from_secs(15);
+            let mut pause = Duration::from_millis(1);
             while monitor_of(&dir).is_some() {
                 if grace.is_some_and(|g| started.elapsed() >= g) {
                     let _ = kill_process(pid, Signal::KILL);
@@ -821,7 +827,10 @@ impl RuntimeService for NodeRuntime {
                     ));
                 }
                 self.reap();
-                std::thread::sleep(Duration::from_millis(20));
+                // A back-off from 1 ms: a monitor with nothing left to wait
+                // for ends within milliseconds (CRI StopPodSandbox's latency).
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
             }
         }
         self.reap();
