@@ -140,6 +140,13 @@ impl RuntimeService for FakeRuntime {
     ) -> Result<ExecSyncResult, ServiceError> {
         Err(unused("ExecSync"))
     }
+    fn update_container_resources(
+        &self,
+        _: &str,
+        _: &podrun_runtime::LinuxContainerResources,
+    ) -> Result<(), ServiceError> {
+        Err(unused("UpdateContainerResources"))
+    }
     fn reopen_container_log(&self, _: &str) -> Result<(), ServiceError> {
         Err(unused("ReopenContainerLog"))
     }

@@ -122,7 +122,7 @@ fn profile(p: Option<pb::SecurityProfile>) -> Option<rt::SecurityProfile> {
     })
 }
 
-fn resources(r: Option<pb::LinuxContainerResources>) -> Option<rt::LinuxContainerResources> {
+pub fn resources(r: Option<pb::LinuxContainerResources>) -> Option<rt::LinuxContainerResources> {
     r.map(|r| rt::LinuxContainerResources {
         cpu_period: r.cpu_period,
         cpu_quota: r.cpu_quota,

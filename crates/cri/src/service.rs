@@ -562,12 +562,22 @@ impl PbRuntimeService for Cri {
 
     async fn update_container_resources(
         &self,
-        _: Request<pb::UpdateContainerResourcesRequest>,
+        request: Request<pb::UpdateContainerResourcesRequest>,
     ) -> Result<Response<pb::UpdateContainerResourcesResponse>, Status> {
-        unimplemented(
-            "UpdateContainerResources",
-            "podrun cannot change a running container's resources yet",
-        )
+        let request = request.into_inner();
+        let id = required(&request.container_id, "container_id")?.to_owned();
+        let resources = convert::resources(request.linux).ok_or_else(|| {
+            Status::invalid_argument("linux: required (no Windows resources here)")
+        })?;
+        let runtime = self.runtime.clone();
+        blocking(move || {
+            container(runtime.as_ref(), &id)?;
+            runtime
+                .update_container_resources(&id, &resources)
+                .map_err(status)
+        })
+        .await?;
+        Ok(Response::new(pb::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(

@@ -424,6 +424,36 @@ fn a_pod_lives_and_goes_through_the_cri() {
         .value;
     assert!(pod_cpu > 0, "the pod cgroup counts its containers");
 
+    // New limits into the running container's cgroup (in-place resize).
+    cri.run(
+        cri.rs()
+            .update_container_resources(pb::UpdateContainerResourcesRequest {
+                container_id: container.clone(),
+                linux: Some(pb::LinuxContainerResources {
+                    memory_limit_in_bytes: 64 << 20,
+                    cpu_shares: 512,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+    )
+    .unwrap();
+    let cgroup = format!("{}/besteffort/pod{uid}/app", qos.top);
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(&cgroup)
+        .join("memory.limit_in_bytes");
+    let limit = std::fs::read_to_string(&v1)
+        .or_else(|_| {
+            std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(&cgroup).join("memory.max"))
+        })
+        .unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let resized = state_of(&mut cri).resources.unwrap().linux.unwrap();
+    assert_eq!(
+        (resized.memory_limit_in_bytes, resized.cpu_shares),
+        (64 << 20, 512)
+    );
+
     // The sandbox's /etc files, as containerd writes them: the DNS config
     // kubelet sends, the hostname.
     let files = cri

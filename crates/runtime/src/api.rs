@@ -365,6 +365,13 @@ pub trait RuntimeService: Send + Sync {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecSyncResult, ServiceError>;
+    /// Write new CPU and memory limits into a running container's cgroup
+    /// (and its record, so its status shows them).
+    fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &crate::LinuxContainerResources,
+    ) -> Result<(), ServiceError>;
     /// Reopen a running container's log file at its path (kubelet renamed
     /// it to rotate it).
     fn reopen_container_log(&self, id: &str) -> Result<(), ServiceError>;

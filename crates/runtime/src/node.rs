@@ -705,6 +705,38 @@ impl NodeRuntime {
 }
 
 impl RuntimeService for NodeRuntime {
+    fn update_container_resources(
+        &self,
+        id: &str,
+        resources: &LinuxContainerResources,
+    ) -> Result<(), ServiceError> {
+        let (mut record, _) = self.container(id)?;
+        let what = format!("container {id}");
+        let (sandbox, _) = self.record(&record.sandbox_id)?;
+        let parent = &sandbox.config.linux.cgroup_parent;
+        if parent.is_empty() {
+            return Err(failed(
+                "UpdateContainerResources",
+                &what,
+                "its sandbox has no cgroup parent: the container has no cgroup of podrun's",
+            ));
+        }
+        if self.container_status(id)?.state != ContainerState::Running {
+            return Err(ServiceError::NotRunning {
+                call: "UpdateContainerResources",
+                what,
+            });
+        }
+        // The container's cgroup exists: this only writes the limits into it.
+        let path = format!("{parent}/{}", record.plan.name);
+        cgroups::create_pod_cgroup(&path, &cgroup_limits(Some(resources)))
+            .map_err(|e| failed("UpdateContainerResources", &what, e))?;
+        record.config.linux.resources = Some(resources.clone());
+        self.store
+            .add_container(&record)
+            .map_err(|e| state_error("UpdateContainerResources", id, e))
+    }
+
     fn reopen_container_log(&self, id: &str) -> Result<(), ServiceError> {
         let (record, dir) = self.container(id)?;
         let what = format!("container {id}");
