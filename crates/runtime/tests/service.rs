@@ -296,7 +296,10 @@ fn a_sandbox_runs_a_container_that_execs_then_stops_and_leaves_nothing() {
     // A second sandbox of the same UID and attempt is refused, and the
     // first one stays.
     let e = rt.run_pod_sandbox(&node.sandbox_config(), "").unwrap_err();
-    assert!(e.to_string().contains("File exists"), "{e}");
+    assert!(
+        matches!(&e, podrun_runtime::api::ServiceError::Exists { call: "RunPodSandbox", what } if *what == id),
+        "{e}"
+    );
     assert_eq!(
         rt.pod_sandbox_status(&id).unwrap().sandbox.state,
         SandboxState::Ready
