@@ -131,7 +131,17 @@ fn container_config(name: &str, image: &str, script: &str) -> pb::ContainerConfi
         log_path: format!("{name}/0.log"),
         labels: HashMap::from([("io.kubernetes.container.name".into(), name.into())]),
         annotations: HashMap::from([("io.kubernetes.container.restartCount".into(), "0".into())]),
-        linux: Some(pb::LinuxContainerConfig::default()),
+        // kubelet's default: a PID namespace of its own (CRI's zero value is POD).
+        linux: Some(pb::LinuxContainerConfig {
+            security_context: Some(pb::LinuxContainerSecurityContext {
+                namespace_options: Some(pb::NamespaceOption {
+                    pid: pb::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -513,6 +523,50 @@ fn a_pod_lives_and_goes_through_the_cri() {
     }
     let old = std::fs::read_to_string(logs.join("app/0.log.1")).unwrap();
     assert!(!old.contains("after rotation"), "{old}");
+
+    // A container whose init reaps nothing (sleep as PID 1): a timed-out
+    // command is gone, not left a zombie of it.
+    let quiet = cri
+        .run(cri.rs().create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(pb::ContainerConfig {
+                command: vec!["sleep".into(), "3600".into()],
+                ..container_config("quiet", &busybox, "")
+            }),
+            sandbox_config: Some(config.clone()),
+        }))
+        .unwrap()
+        .into_inner()
+        .container_id;
+    cri.run(cri.rs().start_container(pb::StartContainerRequest {
+        container_id: quiet.clone(),
+    }))
+    .unwrap();
+    let e = cri
+        .run(cri.rs().exec_sync(pb::ExecSyncRequest {
+            container_id: quiet.clone(),
+            cmd: vec!["sleep".into(), "4321".into()],
+            timeout: 1,
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+    let sleeps = cri
+        .run(cri.rs().exec_sync(pb::ExecSyncRequest {
+            container_id: quiet.clone(),
+            cmd: vec!["pidof".into(), "sleep".into()],
+            timeout: 10,
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&sleeps.stdout),
+        "1\n",
+        "only its init sleeps"
+    );
+    cri.run(cri.rs().remove_container(pb::RemoveContainerRequest {
+        container_id: quiet.clone(),
+    }))
+    .unwrap();
 
     // Stop with a timeout: the trap makes it exit 3 on SIGTERM.
     cri.run(cri.rs().stop_container(pb::StopContainerRequest {

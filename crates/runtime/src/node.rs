@@ -1290,13 +1290,27 @@ impl RuntimeService for NodeRuntime {
                     // in a session of its own: kill it and what it started
                     // first, then the group.
                     kill_tree(child.id() as i32);
-                    if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
-                        let _ = rustix::process::kill_process_group(
-                            group,
-                            rustix::process::Signal::KILL,
-                        );
+                    // The helper reaps what it ran and exits: let it (killed
+                    // first, its killed child would be left a zombie of the
+                    // container's init, which need not reap it).
+                    let reaped = Instant::now() + Duration::from_secs(2);
+                    let mut ended = false;
+                    while Instant::now() < reaped {
+                        if !matches!(child.try_wait(), Ok(None)) {
+                            ended = true;
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
                     }
-                    let _ = child.wait();
+                    if !ended {
+                        if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                            let _ = rustix::process::kill_process_group(
+                                group,
+                                rustix::process::Signal::KILL,
+                            );
+                        }
+                        let _ = child.wait();
+                    }
                     return Err(ServiceError::ExecTimeout {
                         id: id.into(),
                         cmd: cmd.to_vec(),
