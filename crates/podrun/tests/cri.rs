@@ -155,6 +155,9 @@ fn image(name: &str) -> Option<pb::ImageSpec> {
 
 #[test]
 fn a_pod_lives_and_goes_through_the_cri() {
+    // Made first, so dropped last: after the environment has removed the pod
+    // (and its cgroup under the QoS one), even when the test fails.
+    let qos = QosCgroup::new(&format!("podrun-cri-test-{}", std::process::id()));
     let env = Env::new(&SUITE, "life");
     let mut cri = Cri::start(&env);
     let busybox = format!("{}/busybox:latest", registry());
@@ -220,7 +223,6 @@ fn a_pod_lives_and_goes_through_the_cri() {
     let uid = "0f7a61a0-6b1e-4f52-9a53-000000000001";
     let mut config = sandbox_config(&env, "cri-life", uid, &logs);
     // kubelet's cgroups: the QoS parent is its own and must outlive the pod.
-    let qos = QosCgroup::new(&format!("podrun-cri-test-{}", std::process::id()));
     config.dns_config = Some(pb::DnsConfig {
         servers: vec!["10.96.0.10".into()],
         searches: vec!["cri.test".into(), "svc.cri.test".into()],
@@ -664,9 +666,19 @@ impl QosCgroup {
 
 impl Drop for QosCgroup {
     fn drop(&mut self) {
-        for dir in &self.dirs {
-            let _ = std::fs::remove_dir(dir.join("besteffort"));
+        // Deepest first: a pod cgroup a failed test left is removed too.
+        fn rmdir_tree(dir: &Path) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        rmdir_tree(&e.path());
+                    }
+                }
+            }
             let _ = std::fs::remove_dir(dir);
+        }
+        for dir in &self.dirs {
+            rmdir_tree(dir);
         }
     }
 }
