@@ -171,6 +171,38 @@ fn owned_sandboxes(runtime: &dyn RuntimeService) -> Result<Vec<api::PodSandbox>,
         .collect())
 }
 
+/// The containers of the CRI's sandboxes that ListContainers' (and
+/// ListContainerStats') filter lets through: an ID, a sandbox, a state and
+/// labels, each only when given.
+fn owned_containers(
+    runtime: &dyn RuntimeService,
+    id: &str,
+    sandbox_id: &str,
+    state: Option<api::ContainerState>,
+    labels: &HashMap<String, String>,
+) -> Result<Vec<api::ContainerStatus>, Status> {
+    let sandboxes: std::collections::HashSet<String> = owned_sandboxes(runtime)?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let by = api::ContainerFilter {
+        id: (!id.is_empty()).then(|| id.to_owned()),
+        sandbox_id: (!sandbox_id.is_empty()).then(|| sandbox_id.to_owned()),
+        state,
+    };
+    Ok(runtime
+        .list_containers(&by)
+        .map_err(status)?
+        .into_iter()
+        .filter(|c| sandboxes.contains(&c.sandbox_id))
+        .filter(|c| {
+            labels
+                .iter()
+                .all(|(k, v)| c.config.labels.get(k) == Some(v))
+        })
+        .collect())
+}
+
 fn verbose_info(verbose: bool, info: impl FnOnce() -> String) -> HashMap<String, String> {
     if verbose {
         HashMap::from([("info".to_owned(), info())])
@@ -454,35 +486,23 @@ impl PbRuntimeService for Cri {
         let filter = request.into_inner().filter.unwrap_or_default();
         let runtime = self.runtime.clone();
         let containers = blocking(move || {
-            let sandboxes: std::collections::HashSet<String> = owned_sandboxes(runtime.as_ref())?
-                .into_iter()
-                .map(|s| s.id)
-                .collect();
-            let by = api::ContainerFilter {
-                id: (!filter.id.is_empty()).then(|| filter.id.clone()),
-                sandbox_id: (!filter.pod_sandbox_id.is_empty())
-                    .then(|| filter.pod_sandbox_id.clone()),
-                state: match &filter.state {
-                    Some(s) => Some(
-                        convert::container_state(s.state)
-                            .ok_or_else(|| Status::invalid_argument("filter.state: unknown"))?,
-                    ),
-                    None => None,
-                },
+            let state = match &filter.state {
+                Some(s) => Some(
+                    convert::container_state(s.state)
+                        .ok_or_else(|| Status::invalid_argument("filter.state: unknown"))?,
+                ),
+                None => None,
             };
-            Ok(runtime
-                .list_containers(&by)
-                .map_err(status)?
-                .into_iter()
-                .filter(|c| sandboxes.contains(&c.sandbox_id))
-                .filter(|c| {
-                    filter
-                        .label_selector
-                        .iter()
-                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
-                })
-                .map(|c| convert::container_out(&c))
-                .collect())
+            Ok(owned_containers(
+                runtime.as_ref(),
+                &filter.id,
+                &filter.pod_sandbox_id,
+                state,
+                &filter.label_selector,
+            )?
+            .iter()
+            .map(convert::container_out)
+            .collect())
         })
         .await?;
         Ok(Response::new(pb::ListContainersResponse { containers }))
@@ -617,29 +637,16 @@ impl PbRuntimeService for Cri {
         let filter = request.into_inner().filter.unwrap_or_default();
         let runtime = self.runtime.clone();
         let stats = blocking(move || {
-            let sandboxes: std::collections::HashSet<String> = owned_sandboxes(runtime.as_ref())?
-                .into_iter()
-                .map(|s| s.id)
-                .collect();
-            let by = api::ContainerFilter {
-                id: (!filter.id.is_empty()).then(|| filter.id.clone()),
-                sandbox_id: (!filter.pod_sandbox_id.is_empty())
-                    .then(|| filter.pod_sandbox_id.clone()),
-                state: Some(api::ContainerState::Running),
-            };
-            runtime
-                .list_containers(&by)
-                .map_err(status)?
-                .into_iter()
-                .filter(|c| sandboxes.contains(&c.sandbox_id))
-                .filter(|c| {
-                    filter
-                        .label_selector
-                        .iter()
-                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
-                })
-                .map(|c| container_stats(runtime.as_ref(), &c))
-                .collect::<Result<Vec<_>, _>>()
+            owned_containers(
+                runtime.as_ref(),
+                &filter.id,
+                &filter.pod_sandbox_id,
+                Some(api::ContainerState::Running),
+                &filter.label_selector,
+            )?
+            .iter()
+            .map(|c| container_stats(runtime.as_ref(), c))
+            .collect::<Result<Vec<_>, _>>()
         })
         .await?;
         Ok(Response::new(pb::ListContainerStatsResponse { stats }))
