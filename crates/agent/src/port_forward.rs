@@ -15,10 +15,11 @@ use crate::db::Db;
 use crate::{pods, Settings};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use podrun_runtime::api::{SandboxState, ServiceError};
+use podrun_runtime::port_forward::{self, go_error, pipe};
 use podrun_runtime::{NamespaceMode, RuntimeService};
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -479,20 +480,6 @@ fn klog_error(text: &str, now: chrono::DateTime<chrono::Local>, pid: u32) -> Str
     )
 }
 
-/// The system's error as Go prints it: `connection refused`.
-fn go_error(e: &io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" (os error") {
-        Some(at) => &text[..at],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
 fn tcp(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() {
         "tcp4"
@@ -623,7 +610,7 @@ fn serve(listener: TcpListener, port: ForwardedPort, target: &Arc<Target>, outpu
 
 /// One connection: dial the pod's port, then copy both ways.
 fn handle(client: TcpStream, port: ForwardedPort, target: &Target, output: &Output) {
-    let pod = match dial(target, port.remote) {
+    let pod = match port_forward::dial(target.netns.as_deref(), port.remote) {
         Ok(pod) => pod,
         Err(cause) => {
             // kubelet's and containerd's words under kubectl's.
@@ -642,69 +629,6 @@ fn handle(client: TcpStream, port: ForwardedPort, target: &Target, output: &Outp
             target.pod,
             go_error(&e)
         ));
-    }
-}
-
-/// `localhost:port` in the pod's network namespace, IPv4 first, then IPv6
-/// (containerd: the dials are serial, in the namespace, no Happy Eyeballs).
-fn dial(target: &Target, port: u16) -> Result<TcpStream, String> {
-    let dialed = podrun_net::in_network_namespace(target.netns.as_deref(), || {
-        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
-        TcpStream::connect(v4).or_else(|e4| {
-            TcpStream::connect(v6).map_err(|e6| {
-                format!(
-                    "IPv4: dial tcp4 {v4}: connect: {} IPv6 dial tcp6 {v6}: connect: {}",
-                    go_error(&e4),
-                    go_error(&e6)
-                )
-            })
-        })
-    });
-    let namespace = match &target.netns {
-        Some(path) => path.display().to_string(),
-        None => "host".into(),
-    };
-    match dialed {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(both)) => Err(format!(
-            "failed to connect to localhost:{port} inside namespace \"{namespace}\", {both}"
-        )),
-        Err(e) => Err(format!(
-            "failed to execute portforward in network namespace \"{namespace}\": {e}"
-        )),
-    }
-}
-
-/// Copies both ways until both sides have finished sending: each side's end
-/// of data becomes a shutdown of writing on the other (a half-close), so a
-/// client that half-closes still gets the whole answer. An error on either
-/// way shuts both connections down, which ends the other way too.
-fn pipe(client: TcpStream, pod: TcpStream) -> io::Result<()> {
-    let (client_in, pod_out) = (client.try_clone()?, pod.try_clone()?);
-    let up = std::thread::Builder::new()
-        .name("conn-up".into())
-        .spawn(move || one_way(client_in, pod_out))?;
-    let down = one_way(pod, client);
-    let up = up
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the copying thread panicked")));
-    down.and(up)
-}
-
-/// Copies `from` to `to` until `from` ends, then half-closes `to`.
-fn one_way(mut from: TcpStream, mut to: TcpStream) -> io::Result<()> {
-    match io::copy(&mut from, &mut to) {
-        Ok(_) => {
-            // The peer may be gone already; its side reports that.
-            let _ = to.shutdown(Shutdown::Write);
-            Ok(())
-        }
-        Err(e) => {
-            let _ = from.shutdown(Shutdown::Both);
-            let _ = to.shutdown(Shutdown::Both);
-            Err(e)
-        }
     }
 }
 

@@ -10,11 +10,14 @@
 //! - `convert`: protobuf messages to the runtime's configs and back;
 //! - [`authority`]: the front every connection passes through, so clients
 //!   that send the socket path as HTTP/2 `:authority` (which the `h2` crate
-//!   refuses) are served.
+//!   refuses) are served;
+//! - [`streaming`]: the HTTP server behind Exec, Attach and PortForward's URLs
+//!   (SPDY/3.1 and WebSocket).
 
 pub mod authority;
 mod convert;
 pub mod service;
+pub mod streaming;
 
 pub use service::Cri;
 

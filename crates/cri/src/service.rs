@@ -36,6 +36,8 @@ pub struct Cri {
     images: Arc<dyn ImageService>,
     /// Where the image store keeps its content (ImageFsInfo).
     image_fs: PathBuf,
+    /// The server behind Exec, Attach and PortForward's URLs.
+    streaming: Option<Arc<crate::streaming::Server>>,
 }
 
 impl Cri {
@@ -49,8 +51,57 @@ impl Cri {
             runtime,
             images,
             image_fs,
+            streaming: None,
         }
     }
+
+    /// Serves Exec, Attach and PortForward through `server` (without one
+    /// they answer Unimplemented).
+    pub fn with_streaming(mut self, server: Arc<crate::streaming::Server>) -> Self {
+        self.streaming = Some(server);
+        self
+    }
+
+    /// A URL of the streaming server for `request`.
+    fn stream_url(&self, rpc: &str, request: crate::streaming::Pending) -> Result<String, Status> {
+        let Some(server) = &self.streaming else {
+            return Err(Status::unimplemented(format!("{rpc}: {NO_STREAMING}")));
+        };
+        server.url(request).map_err(|e| match e {
+            crate::streaming::StreamingError::Busy => Status::resource_exhausted(e.to_string()),
+            e => Status::internal(e.to_string()),
+        })
+    }
+}
+
+/// kubelet's checks of a remote command's streams (cri-streaming server.go
+/// `validateExecRequest`).
+fn remote_streams(
+    id: &str,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+) -> Result<crate::streaming::Streams, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("missing required container_id"));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be true",
+        ));
+    }
+    if !stdin && !stdout && !stderr {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout, or stderr must be set",
+        ));
+    }
+    Ok(crate::streaming::Streams {
+        stdin,
+        stdout,
+        stderr,
+        tty,
+    })
 }
 
 /// The gRPC status of a runtime error.
@@ -115,6 +166,18 @@ fn container(runtime: &dyn RuntimeService, id: &str) -> Result<api::ContainerSta
         Ok(_) => Ok(c),
         Err(_) => Err(status(ServiceError::ContainerNotFound(id.into()))),
     }
+}
+
+/// Container `id`, one of the CRI's, if it is running (`rpc` needs it to be).
+fn running(runtime: &dyn RuntimeService, id: &str, rpc: &'static str) -> Result<(), Status> {
+    let c = container(runtime, id)?;
+    if c.state != api::ContainerState::Running {
+        return Err(status(ServiceError::NotRunning {
+            call: rpc,
+            what: format!("container {id}"),
+        }));
+    }
+    Ok(())
 }
 
 /// How long past its grace period a stopped container may take to be
@@ -216,7 +279,8 @@ fn unimplemented<T>(rpc: &str, why: &str) -> Result<Response<T>, Status> {
     Err(Status::unimplemented(format!("{rpc}: {why}")))
 }
 
-const NO_STREAMING: &str = "podrun's CRI streaming server is not implemented yet (crictl exec without -s, attach and port-forward need it)";
+const NO_STREAMING: &str = "this CRI server runs without a streaming server";
+const NO_ATTACH: &str = "podrun does not keep a container's stdin open for attaching yet";
 const NO_METRICS: &str =
     "podrun serves statistics (ContainerStats, PodSandboxStats), not the metrics API";
 
@@ -561,23 +625,59 @@ impl PbRuntimeService for Cri {
 
     async fn exec(
         &self,
-        _: Request<pb::ExecRequest>,
+        request: Request<pb::ExecRequest>,
     ) -> Result<Response<pb::ExecResponse>, Status> {
-        unimplemented("Exec", NO_STREAMING)
+        let r = request.into_inner();
+        let streams = remote_streams(&r.container_id, r.stdin, r.stdout, r.stderr, r.tty)?;
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd: required"));
+        }
+        let (runtime, id) = (self.runtime.clone(), r.container_id.clone());
+        blocking(move || running(runtime.as_ref(), &id, "Exec")).await?;
+        let url = self.stream_url(
+            "Exec",
+            crate::streaming::Pending::Exec {
+                container_id: r.container_id,
+                cmd: r.cmd,
+                streams,
+            },
+        )?;
+        Ok(Response::new(pb::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
         _: Request<pb::AttachRequest>,
     ) -> Result<Response<pb::AttachResponse>, Status> {
-        unimplemented("Attach", NO_STREAMING)
+        unimplemented("Attach", NO_ATTACH)
     }
 
     async fn port_forward(
         &self,
-        _: Request<pb::PortForwardRequest>,
+        request: Request<pb::PortForwardRequest>,
     ) -> Result<Response<pb::PortForwardResponse>, Status> {
-        unimplemented("PortForward", NO_STREAMING)
+        let r = request.into_inner();
+        if r.pod_sandbox_id.is_empty() {
+            return Err(Status::invalid_argument("missing required pod_sandbox_id"));
+        }
+        let (runtime, id) = (self.runtime.clone(), r.pod_sandbox_id.clone());
+        blocking(move || {
+            let s = sandbox(runtime.as_ref(), &id)?;
+            if s.sandbox.state != api::SandboxState::Ready {
+                return Err(Status::failed_precondition(format!(
+                    "sandbox {id}: not ready"
+                )));
+            }
+            Ok(())
+        })
+        .await?;
+        let url = self.stream_url(
+            "PortForward",
+            crate::streaming::Pending::PortForward {
+                sandbox_id: r.pod_sandbox_id,
+            },
+        )?;
+        Ok(Response::new(pb::PortForwardResponse { url }))
     }
 
     async fn update_container_resources(

@@ -99,13 +99,21 @@ enum Command {
 /// The CRI server of `podrun serve --cri`: its socket bound now (so a
 /// socket that cannot be made fails the command at once), served on the
 /// agent's runtime once it is open.
-fn cri_server(socket: &std::path::Path, root: PathBuf) -> anyhow::Result<podrun_agent::Beside> {
+fn cri_server(
+    socket: &std::path::Path,
+    stream_address: std::net::SocketAddr,
+    root: PathBuf,
+) -> anyhow::Result<podrun_agent::Beside> {
     let listener = podrun_cri::bind(socket)?;
     let socket = socket.to_path_buf();
     Ok(Box::new(move |runtime, images, mut stop| {
         Box::pin(async move {
             tracing::info!("serving CRI v1 on {}", socket.display());
-            let cri = podrun_cri::Cri::new(runtime, images, root);
+            let streaming =
+                podrun_cri::streaming::Server::start(runtime.clone(), stream_address)
+                    .map_err(|e| format!("CRI streaming server on {stream_address}: {e}"))?;
+            tracing::info!("CRI streaming server on {}", streaming.address());
+            let cri = podrun_cri::Cri::new(runtime, images, root).with_streaming(streaming);
             let stopped = async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             };
@@ -130,6 +138,15 @@ struct ServeArgs {
     /// The CRI socket.
     #[arg(long, value_name = "PATH", default_value = podrun_cri::DEFAULT_SOCKET, requires = "cri")]
     cri_socket: PathBuf,
+    /// Where the CRI's streaming server (the URLs of Exec, Attach and
+    /// PortForward) listens; port 0 picks a free one (containerd's default).
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:0",
+        requires = "cri"
+    )]
+    cri_stream_address: std::net::SocketAddr,
 }
 
 impl Cli {
@@ -222,7 +239,11 @@ async fn run(cli: &'static Cli) -> Result<()> {
                 manifests: a.manifests.clone(),
             };
             let beside = match a.cri {
-                true => Some(cri_server(&a.cri_socket, cli.root.clone())?),
+                true => Some(cri_server(
+                    &a.cri_socket,
+                    a.cri_stream_address,
+                    cli.root.clone(),
+                )?),
                 false => None,
             };
             Ok(podrun_agent::serve_with(cli.settings(), &options, beside).await?)

@@ -444,6 +444,18 @@ fn a_pod_joins_a_user_conflist_and_a_failing_plugin_is_an_event() {
     env.reboot();
     assert!(leases.join(ip.to_string()).exists());
     let _agent = env.serve(None, &[], &[]);
+    // Until the agent has taken the pod up again, `get` shows the status
+    // reported before the reboot (as the API server does until kubelet's
+    // first sync): wait for the new sandbox's run directory first.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.pod_ids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no sandbox made again after the reboot\n{}",
+            env.diag()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     env.wait_running(&[("default", &name)], 30);
     let new_ip = env.pod_ip(&name);
     let held: Vec<String> = std::fs::read_dir(&leases)

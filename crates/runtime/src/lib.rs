@@ -30,6 +30,7 @@ pub mod images;
 pub mod monitor;
 pub mod network;
 pub mod node;
+pub mod port_forward;
 pub mod sandbox;
 pub mod state;
 pub mod stats;

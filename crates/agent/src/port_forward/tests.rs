@@ -3,6 +3,7 @@
 
 use super::*;
 use std::io::Read;
+use std::net::Shutdown;
 
 fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|s| s.to_string()).collect()

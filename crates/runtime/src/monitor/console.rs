@@ -178,6 +178,26 @@ impl Drop for RawMode {
     }
 }
 
+/// Set when our terminal's size changed (SIGWINCH).
+static RESIZED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_resize(_: libc::c_int) {
+    RESIZED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Note SIGWINCH (without SA_RESTART, so it interrupts poll): our terminal's
+/// new size is passed on to the container's.
+fn watch_resizes() {
+    // SAFETY: the handler only stores to an atomic; the struct is zeroed
+    // then filled as sigaction wants it.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_resize as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGWINCH, &action, std::ptr::null_mut());
+    }
+}
+
 /// Copy stdin to `master` and `master` to stdout until the terminal hangs up
 /// (every holder of the slave closed it) or `exited` says the process is gone
 /// (then what is left in the master is still copied).
@@ -187,6 +207,10 @@ fn copy(master: &OwnedFd, mut exited: impl FnMut() -> bool) -> std::io::Result<(
     let stdout = std::io::stdout();
     let mut stdin_open = true;
     let mut buf = vec![0u8; 16 * 1024];
+    let terminal = rustix::termios::isatty(&stdin);
+    if terminal {
+        watch_resizes();
+    }
     loop {
         let mut fds = vec![libc::pollfd {
             fd: master.as_raw_fd(),
@@ -203,6 +227,11 @@ fn copy(master: &OwnedFd, mut exited: impl FnMut() -> bool) -> std::io::Result<(
         let timeout = Duration::from_millis(100).as_millis() as i32;
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if terminal && RESIZED.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(size) = tcgetwinsize(&stdin) {
+                let _ = tcsetwinsize(master, size);
+            }
+        }
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
