@@ -5,12 +5,16 @@
 //! whole life (status, list filters, ExecSync, the CRI log file, stop with a
 //! timeout, removal) leaving nothing behind; the gRPC codes and messages of
 //! bad requests; the agent's pods kept out of the CRI's sight and the CRI's
-//! out of `podrun get`.
+//! out of `podrun get`; Exec and PortForward through the streaming server
+//! (SPDY/3.1 and WebSocket, with a terminal and its resizes), a client that
+//! hangs up leaving nothing running.
 //!
 //! Needs root and the local registries (scripts/registry.sh).
 
 #[path = "support/agent_env.rs"]
 mod agent_env;
+#[path = "support/stream_client.rs"]
+mod stream_client;
 mod support;
 
 use agent_env::{registry, Agent, Env, Suite};
@@ -963,5 +967,315 @@ fn a_pull_carries_the_requests_credentials() {
         .unwrap()
         .into_inner();
     assert!(gone.image.is_none());
+    env.assert_nothing_left();
+}
+
+/// Whether a process of this machine runs `cmdline` (its arguments joined by
+/// spaces).
+fn runs(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == cmdline)
+            .unwrap_or(false)
+    })
+}
+
+/// Waits (at most 10 s) for `cond`.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "waited 10 s for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn exec_and_port_forward_go_through_the_streaming_server() {
+    use stream_client::{upgrade, Spdy, WebSocket};
+    let env = Env::new(&SUITE, "stream");
+    let mut cri = Cri::start(&env);
+    let busybox = format!("{}/busybox:latest", registry());
+    cri.run(cri.is().pull_image(pb::PullImageRequest {
+        image: image(&busybox),
+        ..Default::default()
+    }))
+    .unwrap();
+    let logs = env.dir.path().join("logs");
+    let config = sandbox_config(
+        &env,
+        "cri-stream",
+        "0f7a61a0-6b1e-4f52-9a53-000000000005",
+        &logs,
+    );
+    let sandbox = cri
+        .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        }))
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let container = cri
+        .run(cri.rs().create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config(
+                "web",
+                &busybox,
+                "mkdir -p /www && echo hi-streaming > /www/index.html && exec httpd -f -p 8080 -h /www",
+            )),
+            sandbox_config: Some(config.clone()),
+        }))
+        .unwrap()
+        .into_inner()
+        .container_id;
+    cri.run(cri.rs().start_container(pb::StartContainerRequest {
+        container_id: container.clone(),
+    }))
+    .unwrap();
+    let exec = |cri: &mut Cri, cmd: &[&str], stdin: bool, stderr: bool, tty: bool| -> String {
+        cri.run(cri.rs().exec(pb::ExecRequest {
+            container_id: container.clone(),
+            cmd: cmd.iter().map(|c| c.to_string()).collect(),
+            stdin,
+            stdout: true,
+            stderr,
+            tty,
+        }))
+        .unwrap()
+        .into_inner()
+        .url
+    };
+
+    // SPDY, v4: stdin in, stdout and stderr apart, the exit code in the
+    // status on the error stream.
+    let url = exec(
+        &mut cri,
+        &[
+            "sh",
+            "-c",
+            "echo out; echo err >&2; read x; echo got:$x; exit 3",
+        ],
+        true,
+        true,
+        false,
+    );
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (conn, code, headers) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v5.channel.k8s.io"),
+            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+            ("X-Stream-Protocol-Version", "channel.k8s.io"),
+        ],
+    );
+    assert_eq!(code, 101, "{headers:?}");
+    assert_eq!(headers["x-stream-protocol-version"], "v4.channel.k8s.io");
+    let mut spdy = Spdy::new(conn);
+    let error = spdy.open(&[("streamType", "error")]);
+    let stdin = spdy.open(&[("streamType", "stdin")]);
+    let stdout = spdy.open(&[("streamType", "stdout")]);
+    let stderr = spdy.open(&[("streamType", "stderr")]);
+    spdy.send(stdin, b"hello\n", true);
+    let got = spdy.collect(&[error, stdout, stderr]);
+    assert_eq!(String::from_utf8_lossy(&got[&stdout]), "out\ngot:hello\n");
+    assert_eq!(String::from_utf8_lossy(&got[&stderr]), "err\n");
+    let status: serde_json::Value = serde_json::from_slice(&got[&error]).unwrap();
+    assert_eq!(status["status"], "Failure", "{status}");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+    // A URL serves one connection.
+    let (_, code, _) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+        ],
+    );
+    assert_eq!(code, 404);
+
+    // WebSocket, v5, with a terminal: the resize reaches the command's
+    // terminal, and the exit status comes on channel 3.
+    let url = exec(&mut cri, &["sh"], true, false, true);
+    let (conn, code, headers) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            (
+                "Sec-WebSocket-Protocol",
+                "v5.channel.k8s.io, v4.channel.k8s.io",
+            ),
+        ],
+    );
+    assert_eq!(code, 101, "{headers:?}");
+    assert_eq!(
+        headers["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    assert_eq!(headers["sec-websocket-protocol"], "v5.channel.k8s.io");
+    let mut ws = WebSocket { conn };
+    let mut resize = vec![4u8];
+    resize.extend_from_slice(br#"{"Width":123,"Height":45}"#);
+    ws.send(&resize);
+    let mut output = Vec::new();
+    let mut tries = 0;
+    while !String::from_utf8_lossy(&output).contains("45 123") {
+        tries += 1;
+        assert!(
+            tries < 50,
+            "no terminal size in {:?}",
+            String::from_utf8_lossy(&output)
+        );
+        ws.send(b"\x00stty size\n");
+        let deadline = Instant::now() + Duration::from_millis(300);
+        ws.conn
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        while Instant::now() < deadline {
+            match ws.message() {
+                Some((_, m)) if m.first() == Some(&1) => output.extend_from_slice(&m[1..]),
+                _ => {}
+            }
+        }
+    }
+    ws.conn
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    ws.send(b"\x00exit 7\n");
+    let mut status = Vec::new();
+    while let Some((_, m)) = ws.message() {
+        if m.first() == Some(&3) {
+            status.extend_from_slice(&m[1..]);
+        }
+    }
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
+
+    // A client that hangs up: what it ran is killed.
+    let url = exec(&mut cri, &["sleep", "3171"], false, false, false);
+    let (conn, code, _) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+        ],
+    );
+    assert_eq!(code, 101);
+    let mut spdy = Spdy::new(conn);
+    spdy.open(&[("streamType", "error")]);
+    spdy.open(&[("streamType", "stdout")]);
+    eventually("the exec to run", || runs("sleep 3171"));
+    drop(spdy);
+    eventually("the exec to be killed", || !runs("sleep 3171"));
+
+    // Port forwarding over SPDY: a request's data and error streams; a port
+    // nothing listens on is an error on the error stream.
+    let url = cri
+        .run(cri.rs().port_forward(pb::PortForwardRequest {
+            pod_sandbox_id: sandbox.clone(),
+            port: vec![8080],
+        }))
+        .unwrap()
+        .into_inner()
+        .url;
+    let (conn, code, headers) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "portforward.k8s.io"),
+        ],
+    );
+    assert_eq!(code, 101, "{headers:?}");
+    let mut spdy = Spdy::new(conn);
+    let mut page = String::new();
+    for _ in 0..50 {
+        let error = spdy.open(&[
+            ("streamType", "error"),
+            ("port", "8080"),
+            ("requestID", "0"),
+        ]);
+        let data = spdy.open(&[("streamType", "data"), ("port", "8080"), ("requestID", "0")]);
+        spdy.send(data, b"GET /index.html HTTP/1.0\r\n\r\n", true);
+        let got = spdy.collect(&[error, data]);
+        page = String::from_utf8_lossy(&got[&data]).into_owned();
+        if page.contains("hi-streaming") {
+            break;
+        }
+        // httpd may not listen yet.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(page.contains("hi-streaming"), "{page}");
+    let error = spdy.open(&[("streamType", "error"), ("port", "9"), ("requestID", "1")]);
+    let data = spdy.open(&[("streamType", "data"), ("port", "9"), ("requestID", "1")]);
+    let got = spdy.collect(&[error, data]);
+    let message = String::from_utf8_lossy(&got[&error]);
+    assert!(
+        message.contains("error forwarding port 9") && message.contains("connection refused"),
+        "{message}"
+    );
+    // A stream without a port is refused.
+    let bad = spdy.open(&[("streamType", "data")]);
+    loop {
+        match spdy.frame() {
+            Some(stream_client::Frame::Reset(id)) if id == bad => break,
+            Some(_) => {}
+            None => panic!("no reset of a stream without a port"),
+        }
+    }
+    drop(spdy);
+
+    // The RPCs' own checks.
+    let refused = |r: Result<tonic::Response<pb::ExecResponse>, tonic::Status>| {
+        let e = r.unwrap_err();
+        (e.code(), e.message().to_owned())
+    };
+    let (code, message) = refused(cri.run(cri.rs().exec(pb::ExecRequest {
+        container_id: container.clone(),
+        cmd: vec!["true".into()],
+        stdout: true,
+        stderr: true,
+        tty: true,
+        ..Default::default()
+    })));
+    assert_eq!(
+        (code, message.as_str()),
+        (
+            tonic::Code::InvalidArgument,
+            "tty and stderr cannot both be true"
+        )
+    );
+    let (code, message) = refused(cri.run(cri.rs().exec(pb::ExecRequest {
+        container_id: "nope".into(),
+        cmd: vec!["true".into()],
+        stdout: true,
+        ..Default::default()
+    })));
+    assert_eq!(code, tonic::Code::NotFound, "{message}");
+    assert!(message.contains("nope"), "{message}");
+    let e = cri
+        .run(cri.rs().port_forward(pb::PortForwardRequest {
+            pod_sandbox_id: "nope".into(),
+            port: vec![],
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    // httpd, PID 1 of its namespace, ignores SIGTERM: kubelet's order, the
+    // container stopped (here at once) before its sandbox.
+    cri.run(cri.rs().stop_container(pb::StopContainerRequest {
+        container_id: container.clone(),
+        timeout: 0,
+    }))
+    .unwrap();
+    cri.run(cri.rs().stop_pod_sandbox(pb::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap();
+    cri.run(cri.rs().remove_pod_sandbox(pb::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap();
     env.assert_nothing_left();
 }

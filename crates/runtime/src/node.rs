@@ -1606,8 +1606,9 @@ fn with_sandbox_files(config: &ContainerConfig, dir: &Path) -> ContainerConfig {
 }
 
 /// SIGKILL `pid`'s descendants (found by `/proc/<pid>/task/*/children`),
-/// deepest first, then `pid`'s own children are gone before it is.
-fn kill_tree(pid: i32) {
+/// deepest first, then `pid`'s own children are gone before it is. (An exec
+/// whose caller gave up: the helper then reaps what it ran and exits.)
+pub fn kill_tree(pid: i32) {
     let mut children = Vec::new();
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {

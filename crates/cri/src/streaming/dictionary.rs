@@ -84,7 +84,7 @@ const VALUES: &str = concat!(
 );
 
 /// The dictionary's bytes.
-pub(crate) fn dictionary() -> Vec<u8> {
+pub fn dictionary() -> Vec<u8> {
     let mut d = Vec::with_capacity(1423);
     for name in NAMES {
         d.extend_from_slice(&(name.len() as u32).to_be_bytes());

@@ -16,7 +16,7 @@
 //! cache: 1,000 at most in flight). Each connection is served on threads of
 //! its own, blocking; nothing here polls.
 
-mod dictionary;
+pub mod dictionary;
 mod remote;
 pub mod spdy;
 pub mod websocket;

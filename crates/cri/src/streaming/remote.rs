@@ -14,7 +14,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The remote command protocols served over SPDY, in kubelet's order
@@ -36,6 +36,58 @@ pub(super) struct Io {
     pub stdout: Option<Box<dyn Write + Send>>,
     pub stderr: Option<Box<dyn Write + Send>>,
     pub resize: Option<Box<dyn Read + Send>>,
+    /// Disconnects when the client hangs up: a command still running then
+    /// is killed (containerd kills an exec whose request ended).
+    pub hangup: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+/// Kills the exec helper's tree if the client hangs up before it exits.
+/// [`wait`] reaps the helper only after marking it done, under the same
+/// lock, so a PID is never signalled after it was reaped.
+fn watch_hangup(hangup: Option<std::sync::mpsc::Receiver<()>>, pid: i32) -> Arc<Mutex<bool>> {
+    let done = Arc::new(Mutex::new(false));
+    if let Some(hangup) = hangup {
+        let done = done.clone();
+        let _ = std::thread::Builder::new()
+            .name("exec-hangup".into())
+            .spawn(move || {
+                let _ = hangup.recv();
+                let done = done.lock().unwrap_or_else(|e| e.into_inner());
+                if !*done {
+                    tracing::info!(
+                        "streaming: the client hung up: killing exec helper {pid} and what it runs"
+                    );
+                    podrun_runtime::node::kill_tree(pid);
+                }
+            });
+    }
+    done
+}
+
+/// Waits for the helper to exit without reaping it (WNOWAIT), marks it done,
+/// then reaps it.
+fn wait(
+    child: &mut std::process::Child,
+    done: &Mutex<bool>,
+) -> io::Result<std::process::ExitStatus> {
+    loop {
+        // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes one siginfo_t into `info`, which is valid.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    child.wait()
 }
 
 /// How a remote command ended.
@@ -149,6 +201,7 @@ fn exec_pipes(mut command: Command, io: Io) -> Outcome {
         Ok(child) => child,
         Err(e) => return Outcome::Failed(format!("start the exec helper: {e}")),
     };
+    let done = watch_hangup(io.hangup, child.id() as i32);
     // stdin is not waited for: the client may keep it open after the
     // command has exited; its copy ends with the connection.
     if let (Some(from), Some(to)) = (io.stdin, child.stdin.take()) {
@@ -161,7 +214,7 @@ fn exec_pipes(mut command: Command, io: Io) -> Outcome {
     if let (Some(to), Some(from)) = (io.stderr, child.stderr.take()) {
         outputs.extend(copy_thread("exec-stderr", from, to).ok());
     }
-    let status = child.wait();
+    let status = wait(&mut child, &done);
     for output in outputs {
         let _ = output.join();
     }
@@ -245,6 +298,7 @@ fn exec_tty(mut command: Command, io: Io) -> Outcome {
     };
     drop(command);
     drop(slave);
+    let done = watch_hangup(io.hangup, child.id() as i32);
     if let Some(sizes) = resize.take() {
         if let Ok(master) = master.try_clone() {
             let _ = std::thread::Builder::new()
@@ -265,7 +319,7 @@ fn exec_tty(mut command: Command, io: Io) -> Outcome {
         }
         _ => None,
     };
-    let status = child.wait();
+    let status = wait(&mut child, &done);
     if let Some(output) = output {
         // It ends when the helper, the last holder of the slave, is gone.
         let _ = output.join();
@@ -406,6 +460,7 @@ fn remote_command(
         }
         received += 1;
     }
+    io.hangup = spdy.hangup();
     let outcome = run(runtime, pending, io);
     if let Some(mut error) = error {
         let status = match protocol {

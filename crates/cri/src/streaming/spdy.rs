@@ -340,6 +340,7 @@ impl Drop for StreamWriter {
 pub struct Connection {
     streams: Receiver<Stream>,
     frames: Frames,
+    hangup: Mutex<Option<Receiver<()>>>,
 }
 
 impl Connection {
@@ -357,7 +358,9 @@ impl Connection {
             gone: false,
         })));
         let (tx, streams) = channel();
+        let (hangup_tx, hangup) = channel();
         let reading = Reading {
+            _hangup: hangup_tx,
             reader: Box::new(reader),
             frames: frames.clone(),
             inflate: Decompress::new(true),
@@ -369,7 +372,17 @@ impl Connection {
         std::thread::Builder::new()
             .name("spdy-read".into())
             .spawn(move || reading.run())?;
-        Ok(Self { streams, frames })
+        Ok(Self {
+            streams,
+            frames,
+            hangup: Mutex::new(Some(hangup)),
+        })
+    }
+
+    /// A receiver that disconnects when the client has hung up (the
+    /// connection's reading ended); once.
+    pub fn hangup(&self) -> Option<Receiver<()>> {
+        self.hangup.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The next stream the client opened; None once the connection has ended.
@@ -399,6 +412,8 @@ impl Connection {
 
 /// The reader thread's state.
 struct Reading {
+    /// Dropped when reading ends: the client hung up.
+    _hangup: Sender<()>,
     reader: Box<dyn Read + Send>,
     frames: Frames,
     inflate: Decompress,

@@ -354,9 +354,12 @@ fn channels(
     };
     let _ = writer(first).message(&[]);
     let v5 = protocol == "v5.channel.k8s.io";
+    let (hangup_tx, hangup) = channel::<()>();
+    io.hangup = Some(hangup);
     let reading = std::thread::Builder::new()
         .name("ws-read".into())
         .spawn(move || {
+            let _hangup = hangup_tx;
             let (mut stdin_tx, mut resize_tx) = (Some(stdin_tx), Some(resize_tx));
             while let Ok(Some((opcode, payload))) = messages.next() {
                 let decoded = match opcode {
