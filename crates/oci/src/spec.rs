@@ -76,9 +76,16 @@ fn namespaces(
     privileged: bool,
 ) -> Result<(Vec<LinuxNamespace>, bool), ErrorKind> {
     let modes = &input.config.linux.security_context.namespace_options;
-    let host_net = modes.network == NamespaceMode::Node;
-    let host_ipc = modes.ipc == NamespaceMode::Node;
-    let host_pid = modes.pid == NamespaceMode::Node;
+    // A container joins its sandbox's network, IPC and PID namespaces; a
+    // sandbox on the node's has none of its own, so the container is on the
+    // node's too, whatever its own config says (containerd joins the
+    // sandbox process's namespaces: the node's for a hostNetwork pod; crictl
+    // sends container configs without namespace options).
+    let pod = &input.sandbox.linux.security_context.namespace_options;
+    let host_net = modes.network == NamespaceMode::Node || pod.network == NamespaceMode::Node;
+    let host_ipc = modes.ipc == NamespaceMode::Node || pod.ipc == NamespaceMode::Node;
+    let host_pid = modes.pid == NamespaceMode::Node
+        || (pod.pid == NamespaceMode::Node && modes.pid != NamespaceMode::Container);
     let share_pid = modes.pid == NamespaceMode::Pod;
     let ns = |typ: LinuxNamespaceType, path: Option<&std::path::PathBuf>| {
         let mut n = LinuxNamespace::default();
@@ -257,13 +264,9 @@ fn config_mounts(config: &cri::ContainerConfig) -> Vec<Mount> {
 /// the sandbox's container; podrun's pause is not an OCI container, so every
 /// container of the pod carries them (the namespaces are the same).
 fn sysctls(input: &ContainerInput) -> HashMap<String, String> {
-    let host_net = input
-        .config
-        .linux
-        .security_context
-        .namespace_options
-        .network
-        == NamespaceMode::Node;
+    let on_node = |modes: &cri::NamespaceOption| modes.network == NamespaceMode::Node;
+    let host_net = on_node(&input.config.linux.security_context.namespace_options)
+        || on_node(&input.sandbox.linux.security_context.namespace_options);
     let mut out = HashMap::new();
     if !host_net && input.host.unprivileged_net {
         out.extend(

@@ -120,7 +120,19 @@ impl Fixture {
         &self,
         tweak: impl FnOnce(&mut ContainerConfig),
     ) -> Result<GeneratedSpec, String> {
-        let (sandbox, mut config) = self.configs()?;
+        self.try_build_in(|_| {}, tweak)
+    }
+
+    /// The spec, with `sandbox` applied to the sandbox's config and `tweak`
+    /// to the container's first.
+    fn try_build_in(
+        &self,
+        sandbox: impl FnOnce(&mut PodSandboxConfig),
+        tweak: impl FnOnce(&mut ContainerConfig),
+    ) -> Result<GeneratedSpec, String> {
+        let (mut pod_sandbox, mut config) = self.configs()?;
+        sandbox(&mut pod_sandbox);
+        let sandbox = pod_sandbox;
         tweak(&mut config);
         let input = ContainerInput {
             sandbox: &sandbox,
@@ -332,6 +344,26 @@ fn namespace_table() {
         setup(&mut f);
         assert_eq!(namespaces(&f.build().spec), want, "{name}");
     }
+}
+
+#[test]
+fn a_container_in_a_sandbox_on_the_nodes_namespaces_is_on_them_too() {
+    // crictl's container configs carry no namespace options (POD): the
+    // sandbox's modes decide, as containerd joins the sandbox's namespaces.
+    let spec = Fixture::new()
+        .try_build_in(
+            |s| {
+                let modes = &mut s.linux.security_context.namespace_options;
+                modes.network = podrun_runtime::NamespaceMode::Node;
+                modes.ipc = podrun_runtime::NamespaceMode::Node;
+            },
+            |c| c.linux.security_context.namespace_options = Default::default(),
+        )
+        .unwrap()
+        .spec;
+    // CRI's zero value for PID is POD: the pod's PID namespace.
+    let pid = Some(PathBuf::from("/proc/42/ns/pid"));
+    assert_eq!(namespaces(&spec), vec![(Ns::Pid, pid), (Ns::Mount, None)]);
 }
 
 #[test]
