@@ -150,6 +150,9 @@ impl RuntimeService for FakeRuntime {
     fn reopen_container_log(&self, _: &str) -> Result<(), ServiceError> {
         Err(unused("ReopenContainerLog"))
     }
+    fn attach(&self, _: &str) -> Result<podrun_runtime::api::Attached, ServiceError> {
+        Err(unused("Attach"))
+    }
     fn container_stats(
         &self,
         _: &str,

@@ -280,7 +280,6 @@ fn unimplemented<T>(rpc: &str, why: &str) -> Result<Response<T>, Status> {
 }
 
 const NO_STREAMING: &str = "this CRI server runs without a streaming server";
-const NO_ATTACH: &str = "podrun does not keep a container's stdin open for attaching yet";
 const NO_METRICS: &str =
     "podrun serves statistics (ContainerStats, PodSandboxStats), not the metrics API";
 
@@ -647,9 +646,20 @@ impl PbRuntimeService for Cri {
 
     async fn attach(
         &self,
-        _: Request<pb::AttachRequest>,
+        request: Request<pb::AttachRequest>,
     ) -> Result<Response<pb::AttachResponse>, Status> {
-        unimplemented("Attach", NO_ATTACH)
+        let r = request.into_inner();
+        let streams = remote_streams(&r.container_id, r.stdin, r.stdout, r.stderr, r.tty)?;
+        let (runtime, id) = (self.runtime.clone(), r.container_id.clone());
+        blocking(move || running(runtime.as_ref(), &id, "Attach")).await?;
+        let url = self.stream_url(
+            "Attach",
+            crate::streaming::Pending::Attach {
+                container_id: r.container_id,
+                streams,
+            },
+        )?;
+        Ok(Response::new(pb::AttachResponse { url }))
     }
 
     async fn port_forward(

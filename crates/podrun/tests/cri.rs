@@ -1226,6 +1226,72 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
     }
     drop(spdy);
 
+    // Attach to a container made with stdin and stdin_once: what it writes
+    // from now on comes to the client, the client's stdin goes to it, and
+    // the client's end of stdin is the container's (sh exits).
+    let mut shell = container_config("shell", &busybox, "");
+    shell.command = vec!["sh".into()];
+    shell.stdin = true;
+    shell.stdin_once = true;
+    let shell = cri
+        .run(cri.rs().create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(shell),
+            sandbox_config: Some(config.clone()),
+        }))
+        .unwrap()
+        .into_inner()
+        .container_id;
+    cri.run(cri.rs().start_container(pb::StartContainerRequest {
+        container_id: shell.clone(),
+    }))
+    .unwrap();
+    let url = cri
+        .run(cri.rs().attach(pb::AttachRequest {
+            container_id: shell.clone(),
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        }))
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.contains("/attach/"), "{url}");
+    let (conn, code, _) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+        ],
+    );
+    assert_eq!(code, 101);
+    let mut spdy = Spdy::new(conn);
+    let error = spdy.open(&[("streamType", "error")]);
+    let stdin = spdy.open(&[("streamType", "stdin")]);
+    let stdout = spdy.open(&[("streamType", "stdout")]);
+    let stderr = spdy.open(&[("streamType", "stderr")]);
+    spdy.send(stdin, b"echo attached; echo oops >&2\n", true);
+    let got = spdy.collect(&[error, stdout, stderr]);
+    assert_eq!(String::from_utf8_lossy(&got[&stdout]), "attached\n");
+    assert_eq!(String::from_utf8_lossy(&got[&stderr]), "oops\n");
+    assert_eq!(
+        String::from_utf8_lossy(&got[&error]),
+        r#"{"status":"Success"}"#
+    );
+    eventually("the shell to exit at the end of its stdin", || {
+        cri.run(cri.rs().container_status(pb::ContainerStatusRequest {
+            container_id: shell.clone(),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .state
+            == pb::ContainerState::ContainerExited as i32
+    });
+
     // The RPCs' own checks.
     let refused = |r: Result<tonic::Response<pb::ExecResponse>, tonic::Status>| {
         let e = r.unwrap_err();

@@ -205,6 +205,8 @@ impl TestPod {
             log_path: self.plan.run_dir.join("logs").join(format!("{name}.log")),
             stop_signal: generated.stop_signal,
             grace_period_ms: grace_ms,
+            stdin: false,
+            stdin_once: false,
         }
     }
 

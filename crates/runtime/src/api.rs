@@ -221,6 +221,20 @@ pub struct ExecSyncResult {
     pub exit_code: i32,
 }
 
+/// A container's standard streams, attached (CRI Attach): what it writes on
+/// stdout and stderr from now on (end-of-file when it exits), and its stdin
+/// when it was made with `stdin` (closing it ends the container's stdin when
+/// it was made with `stdin_once`).
+#[derive(Debug)]
+pub struct Attached {
+    /// Its stdin's write end.
+    pub stdin: Option<std::fs::File>,
+    /// Its stdout, from now on.
+    pub stdout: std::fs::File,
+    /// Its stderr, from now on.
+    pub stderr: std::fs::File,
+}
+
 /// Why a RuntimeService call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -358,6 +372,9 @@ pub trait RuntimeService: Send + Sync {
         cmd: &[String],
         tty: bool,
     ) -> Result<std::process::Command, ServiceError>;
+    /// CRI's Attach, for a caller on this machine: the running container's
+    /// standard streams.
+    fn attach(&self, id: &str) -> Result<Attached, ServiceError>;
     /// Run `cmd` in a running container and wait for it, at most `timeout`.
     fn exec_sync(
         &self,

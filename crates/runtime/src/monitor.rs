@@ -33,7 +33,8 @@ mod recover;
 pub use backend::{BackendError, ExecFailure, OciBackend, OciCli};
 pub use console::ConsoleError;
 pub use control::{
-    monitor_alive, monitor_pid, request, ContainerState, ControlError, Request, Response,
+    monitor_alive, monitor_pid, request, request_with_fds, ContainerState, ControlError, Request,
+    Response,
 };
 pub use embedded::{Embedded, EmbeddedError};
 pub use forked::ForkedError;
@@ -113,6 +114,14 @@ pub struct ContainerPlan {
     pub stop_signal: i32,
     /// How long it may take to stop before SIGKILL, in milliseconds.
     pub grace_period_ms: u64,
+    /// Its stdin is a pipe the monitor keeps open for attaching (CRI
+    /// `stdin`); otherwise /dev/null.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+    /// Its stdin closes after the first attach that took it (CRI
+    /// `stdin_once`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin_once: bool,
 }
 
 impl PodPlan {
@@ -277,10 +286,20 @@ pub enum RequestError {
         pid: i32,
     },
     /// No running container of that name.
-    #[error("container {name}: reopen log: not running")]
+    #[error("container {name}: {call}: not running")]
     NotRunning {
         /// The name asked for.
         name: String,
+        /// What was asked: `reopen log`, `attach`.
+        call: &'static str,
+    },
+    /// Attaching failed (no pipe could be made).
+    #[error("container {name}: attach: {source}")]
+    Attach {
+        /// The container.
+        name: String,
+        /// The system's error.
+        source: std::io::Error,
     },
     /// Its log file could not be opened again.
     #[error("container {name}: reopen log {}: {source}", .path.display())]
@@ -341,6 +360,8 @@ struct Running {
     plan: ContainerPlan,
     log: File,
     streams: Vec<LogStream>,
+    /// The write end of its stdin, kept for attaching (`stdin`).
+    stdin: Option<OwnedFd>,
     pid: i32,
     started_at: String,
     /// Exited (its record written) or never started.
@@ -406,6 +427,7 @@ pub fn run_monitor(plan: &PodPlan) -> Result<(), MonitorError> {
         containers: Vec::new(),
         stopping: false,
         starts: HashMap::new(),
+        outgoing: Vec::new(),
     };
     let result = monitor.supervise(&signals, &mut sandbox, &mut server);
     // No request is taken while the pod is torn down: clients see it gone.
@@ -433,6 +455,8 @@ struct Monitor<'a> {
     stopping: bool,
     /// How many containers of each name were started.
     starts: HashMap<String, u32>,
+    /// Descriptors to pass with the answer being made (attach).
+    outgoing: Vec<OwnedFd>,
 }
 
 impl Monitor<'_> {
@@ -519,7 +543,10 @@ impl Monitor<'_> {
             if fds[0].revents != 0 && read_signals(signals) {
                 self.stop_pod();
             }
-            server.service(&fds[1..pipes_from], |req| self.handle(req));
+            server.service(&fds[1..pipes_from], |req| {
+                let response = self.handle(req);
+                (response, std::mem::take(&mut self.outgoing))
+            });
         }
     }
 
@@ -556,6 +583,7 @@ impl Monitor<'_> {
             } => self.stop_request(&name, signal, grace_period_ms),
             Request::Remove { name } => self.remove_request(&name),
             Request::ReopenLog { name } => self.reopen_log_request(&name),
+            Request::Attach { name } => self.attach_request(&name),
             Request::State => Ok(Response::State {
                 containers: self.state(),
             }),
@@ -671,9 +699,51 @@ impl Monitor<'_> {
     /// Reopen a running container's log file at its path (CRI
     /// ReopenContainerLog: kubelet renamed it to rotate it); what it writes
     /// from now on goes to the new file.
+    /// Two new pipes subscribed to the container's output, and its stdin's
+    /// write end (given away for good with `stdin_once`); passed with the
+    /// answer.
+    fn attach_request(&mut self, name: &str) -> Result<Response, RequestError> {
+        let Some(i) = self.current(name).filter(|&i| !self.containers[i].done) else {
+            return Err(RequestError::NotRunning {
+                name: name.into(),
+                call: "attach",
+            });
+        };
+        let attach = |e: std::io::Error| RequestError::Attach {
+            name: name.into(),
+            source: e,
+        };
+        let c = &mut self.containers[i];
+        let mut fds = Vec::new();
+        for stream in &mut c.streams {
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| attach(e.into()))?;
+            rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::NONBLOCK)
+                .map_err(|e| attach(e.into()))?;
+            stream.subscribers.push(w);
+            fds.push(r);
+        }
+        let stdin = match c.plan.stdin_once {
+            true => c.stdin.take(),
+            false => c
+                .stdin
+                .as_ref()
+                .map(|w| w.try_clone())
+                .transpose()
+                .map_err(attach)?,
+        };
+        let has_stdin = stdin.is_some();
+        fds.extend(stdin);
+        self.outgoing = fds;
+        Ok(Response::Attached { stdin: has_stdin })
+    }
+
     fn reopen_log_request(&mut self, name: &str) -> Result<Response, RequestError> {
         let Some(i) = self.current(name).filter(|&i| !self.containers[i].done) else {
-            return Err(RequestError::NotRunning { name: name.into() });
+            return Err(RequestError::NotRunning {
+                name: name.into(),
+                call: "reopen log",
+            });
         };
         let c = &mut self.containers[i];
         c.log = open_log(&c.plan.log_path).map_err(|source| RequestError::ReopenLog {
@@ -773,6 +843,13 @@ fn start(
     let log = open_log(&c.log_path).map_err(|e| step(pod, &format!("{what}: open log"), e))?;
     let (out_r, out_w) = pipe().map_err(|e| step(pod, &what, e))?;
     let (err_r, err_w) = pipe().map_err(|e| step(pod, &what, e))?;
+    // Both ends blocking: the container reads, attached clients write.
+    let (in_r, in_w) = match c.stdin {
+        true => rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map(|(r, w)| (Some(r), Some(w)))
+            .map_err(|e| step(pod, &what, e))?,
+        false => (None, None),
+    };
     let mut running = Running {
         plan: c.clone(),
         log,
@@ -780,6 +857,7 @@ fn start(
             LogStream::new(out_r, "stdout"),
             LogStream::new(err_r, "stderr"),
         ],
+        stdin: in_w,
         pid: 0,
         started_at: String::new(),
         done: false,
@@ -789,7 +867,7 @@ fn start(
         exit: None,
         removed: false,
     };
-    match backend.create_and_start(&c.id, &c.bundle, out_w, err_w) {
+    match backend.create_and_start(&c.id, &c.bundle, in_r, out_w, err_w) {
         Ok(pid) => {
             running.pid = pid;
             running.started_at = now_rfc3339_nano();

@@ -628,6 +628,8 @@ impl NodeRuntime {
                 },
                 stop_signal: generated.stop_signal,
                 grace_period_ms: grace_s.saturating_mul(1000),
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
             },
             user,
         ))
@@ -735,6 +737,54 @@ impl RuntimeService for NodeRuntime {
         self.store
             .add_container(&record)
             .map_err(|e| state_error("UpdateContainerResources", id, e))
+    }
+
+    fn attach(&self, id: &str) -> Result<crate::api::Attached, ServiceError> {
+        let (record, dir) = self.container(id)?;
+        let what = format!("container {id}");
+        if self.container_status(id)?.state != ContainerState::Running {
+            return Err(ServiceError::NotRunning {
+                call: "Attach",
+                what,
+            });
+        }
+        let request = Request::Attach {
+            name: record.plan.name,
+        };
+        let answer = monitor::request_with_fds(&dir, &request, self.config.request_timeout);
+        let (stdin, mut fds) = match answer {
+            Ok((Response::Attached { stdin }, fds)) => (stdin, fds),
+            Ok((Response::Error { message }, _)) => return Err(failed("Attach", &what, message)),
+            Ok((other, _)) => {
+                return Err(failed(
+                    "Attach",
+                    &what,
+                    format!("unexpected answer {other:?}"),
+                ))
+            }
+            Err(monitor::ControlError::NotListening { .. }) => {
+                return Err(ServiceError::NotRunning {
+                    call: "Attach",
+                    what,
+                })
+            }
+            Err(e) => return Err(failed("Attach", &what, e)),
+        };
+        if fds.len() != 2 + usize::from(stdin) {
+            return Err(failed(
+                "Attach",
+                &what,
+                format!("the monitor passed {} descriptors", fds.len()),
+            ));
+        }
+        let stdin = stdin.then(|| std::fs::File::from(fds.remove(2)));
+        let stderr = std::fs::File::from(fds.remove(1));
+        let stdout = std::fs::File::from(fds.remove(0));
+        Ok(crate::api::Attached {
+            stdin,
+            stdout,
+            stderr,
+        })
     }
 
     fn reopen_container_log(&self, id: &str) -> Result<(), ServiceError> {

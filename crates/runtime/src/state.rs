@@ -356,6 +356,8 @@ mod tests {
                 log_path: "/l".into(),
                 stop_signal: 15,
                 grace_period_ms: 0,
+                stdin: false,
+                stdin_once: false,
             },
             created_at: created_at.into(),
             config: Default::default(),

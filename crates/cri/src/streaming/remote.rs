@@ -149,11 +149,73 @@ pub(super) fn run(runtime: &dyn RuntimeService, pending: &Pending, io: Io) -> Ou
             Ok(command) => exec_pipes(command, io),
             Err(e) => Outcome::Failed(e.to_string()),
         },
-        Pending::Attach { container_id, .. } => Outcome::Failed(format!(
-            "container {container_id}: attach: podrun does not keep a container's stdin open for attaching yet"
-        )),
+        Pending::Attach {
+            container_id,
+            streams,
+        } => attach(runtime, container_id, *streams, io),
         Pending::PortForward { .. } => Outcome::Failed("not a remote command".into()),
     }
+}
+
+/// Attach: the container's output from now on to the client, the client's
+/// stdin to the container's (when it was made with `stdin`), until the
+/// container's output ends (it exited) or the client hangs up.
+fn attach(runtime: &dyn RuntimeService, id: &str, streams: Streams, io: Io) -> Outcome {
+    if streams.tty {
+        return Outcome::Failed(format!(
+            "container {id}: attach: containers with a terminal are not supported"
+        ));
+    }
+    let attached = match runtime.attach(id) {
+        Ok(attached) => attached,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    // true: an output (or, without outputs, stdin) ended; false: hung up.
+    let (tx, ended) = std::sync::mpsc::channel::<bool>();
+    let mut waiting = 0;
+    for (to, from) in [(io.stdout, attached.stdout), (io.stderr, attached.stderr)] {
+        // An output nobody reads is closed: the monitor stops sending it.
+        let Some(mut to) = to else { continue };
+        let (tx, mut from) = (tx.clone(), from);
+        let spawned = std::thread::Builder::new()
+            .name("attach-output".into())
+            .spawn(move || {
+                let _ = io::copy(&mut from, &mut to);
+                let _ = tx.send(true);
+            });
+        waiting += usize::from(spawned.is_ok());
+    }
+    if let (Some(mut from), Some(mut to)) = (io.stdin, attached.stdin) {
+        let tx = (waiting == 0).then(|| tx.clone());
+        waiting += usize::from(tx.is_some());
+        let _ = std::thread::Builder::new()
+            .name("attach-stdin".into())
+            .spawn(move || {
+                let _ = io::copy(&mut from, &mut to);
+                // Ours closed: with stdin_once the container sees end-of-file.
+                drop(to);
+                if let Some(tx) = tx {
+                    let _ = tx.send(true);
+                }
+            });
+    }
+    if let Some(hangup) = io.hangup {
+        let tx = tx.clone();
+        let _ = std::thread::Builder::new()
+            .name("attach-hangup".into())
+            .spawn(move || {
+                let _ = hangup.recv();
+                let _ = tx.send(false);
+            });
+    }
+    drop(tx);
+    while waiting > 0 {
+        match ended.recv() {
+            Ok(true) => waiting -= 1,
+            _ => break,
+        }
+    }
+    Outcome::Exited(0)
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {

@@ -65,12 +65,14 @@ pub enum BackendError {
 /// single-threaded and calls them one at a time.
 pub trait OciBackend {
     /// Create and start container `id` from `bundle` (its config.json written),
-    /// with `stdout` and `stderr` as the container's; return the pid of its init,
-    /// which the monitor (a child-subreaper) inherits and reaps.
+    /// with `stdin` (or /dev/null), `stdout` and `stderr` as the container's;
+    /// return the pid of its init, which the monitor (a child-subreaper)
+    /// inherits and reaps.
     fn create_and_start(
         &self,
         id: &str,
         bundle: &Path,
+        stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32, BackendError>;
@@ -156,6 +158,7 @@ impl OciBackend for OciCli {
         &self,
         id: &str,
         bundle: &Path,
+        stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32, BackendError> {
@@ -174,7 +177,7 @@ impl OciBackend for OciCli {
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(id)
-            .stdin(Stdio::null())
+            .stdin(stdin.map_or_else(Stdio::null, Stdio::from))
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
         let status = cmd.status().map_err(|e| self.spawn_error(e));

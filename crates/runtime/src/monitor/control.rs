@@ -112,6 +112,17 @@ pub enum Request {
         /// The container's name.
         name: String,
     },
+    /// Attach to a running container's standard streams (CRI Attach):
+    /// answered with [`Response::Attached`] and, passed with the answer
+    /// (SCM_RIGHTS), the read ends of two pipes that get what the container
+    /// writes on stdout and stderr from now on, then its stdin's write end
+    /// when it has one (a container made with `stdin`). A container made with
+    /// `stdin_once` gives its stdin to the first attach only: it sees
+    /// end-of-file when that client closes it.
+    Attach {
+        /// The container's name.
+        name: String,
+    },
     /// Every container the monitor holds: [`Response::State`].
     State,
     /// Stop the pod as SIGTERM does: every running container gets its stop
@@ -138,6 +149,11 @@ pub enum Response {
     StartFailed {
         /// The runtime's reason.
         message: String,
+    },
+    /// Attached: the descriptors come with the answer.
+    Attached {
+        /// Its stdin's write end came too.
+        stdin: bool,
     },
     /// The containers the monitor holds, in the order they were started.
     State {
@@ -207,6 +223,15 @@ pub enum ControlError {
 /// wait, at most `timeout` in all, for its answer. Blocking (std sockets):
 /// call it from a blocking thread.
 pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
+    request_with_fds(run_dir, req, timeout).map(|(response, _)| response)
+}
+
+/// [`request`], and the descriptors that came with the answer.
+pub fn request_with_fds(
+    run_dir: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<(Response, Vec<std::os::fd::OwnedFd>), ControlError> {
     let socket = socket_path(run_dir);
     let deadline = Instant::now() + timeout;
     let io = |step: &'static str, cause: &dyn std::fmt::Display| ControlError::Io {
@@ -257,11 +282,12 @@ pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Respo
     })?;
     let mut answer = Vec::new();
     let mut chunk = [0u8; 8192];
+    let mut fds = Vec::new();
     while !answer.contains(&b'\n') {
         stream
             .set_read_timeout(Some(left().ok_or_else(timed_out)?))
             .map_err(|e| io("set timeout", &e))?;
-        match stream.read(&mut chunk) {
+        match receive(&stream, &mut chunk, &mut fds) {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -283,7 +309,27 @@ pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Respo
             &"the monitor closed the connection without answering",
         ));
     };
-    serde_json::from_slice(&answer[..end]).map_err(|e| io("decode answer", &e))
+    let response = serde_json::from_slice(&answer[..end]).map_err(|e| io("decode answer", &e))?;
+    Ok((response, fds))
+}
+
+/// Reads what `stream` has into `buf`, keeping descriptors passed with it.
+fn receive(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut Vec<std::os::fd::OwnedFd>,
+) -> std::io::Result<usize> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let got = rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(passed) = message {
+            fds.extend(passed);
+        }
+    }
+    Ok(got.bytes)
 }
 
 /// Whether a monitor runs for the pod whose run directory is `run_dir`: it
@@ -383,6 +429,8 @@ struct Connection {
     input: Vec<u8>,
     /// The answer, once there is one, and how much of it was sent.
     output: Option<(Vec<u8>, usize)>,
+    /// Descriptors to pass with the answer's first bytes.
+    fds: Vec<std::os::fd::OwnedFd>,
     deadline: Instant,
     /// Finished (answered, or given up on): closed by the next sweep.
     closed: bool,
@@ -443,7 +491,7 @@ impl Server {
     pub(crate) fn service(
         &mut self,
         fds: &[libc::pollfd],
-        mut handle: impl FnMut(Request) -> Response,
+        mut handle: impl FnMut(Request) -> (Response, Vec<std::os::fd::OwnedFd>),
     ) {
         for (c, pfd) in self.connections.iter_mut().zip(&fds[1..]) {
             if pfd.revents == 0 {
@@ -452,12 +500,16 @@ impl Server {
             if c.output.is_none() {
                 c.read();
                 if let Some(request) = c.request() {
-                    let response = match request {
+                    let (response, fds) = match request {
                         Ok(request) => handle(request),
-                        Err(e) => Response::Error {
-                            message: format!("bad request: {e}"),
-                        },
+                        Err(e) => (
+                            Response::Error {
+                                message: format!("bad request: {e}"),
+                            },
+                            Vec::new(),
+                        ),
                     };
+                    c.fds = fds;
                     let mut line = serde_json::to_vec(&response).unwrap_or_else(|e| {
                         format!(r#"{{"result":"error","message":"encode answer: {e}"}}"#)
                             .into_bytes()
@@ -479,6 +531,7 @@ impl Server {
                                 stream,
                                 input: Vec::new(),
                                 output: None,
+                                fds: Vec::new(),
                                 deadline: Instant::now() + CONNECTION_LIMIT,
                                 closed: false,
                             });
@@ -492,6 +545,28 @@ impl Server {
         let now = Instant::now();
         self.connections.retain(|c| !c.closed && c.deadline > now);
     }
+}
+
+/// Writes `data` with `fds` passed alongside (SCM_RIGHTS).
+fn send_with_fds(
+    stream: &UnixStream,
+    data: &[u8],
+    fds: &[std::os::fd::OwnedFd],
+) -> std::io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(std::io::Error::other("too many descriptors to pass"));
+    }
+    let iov = [std::io::IoSlice::new(data)];
+    Ok(rustix::net::sendmsg(
+        stream,
+        &iov,
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?)
 }
 
 impl Drop for Server {
@@ -548,7 +623,16 @@ impl Connection {
             return;
         };
         while *sent < line.len() {
-            match self.stream.write(&line[*sent..]) {
+            let written = if self.fds.is_empty() {
+                self.stream.write(&line[*sent..])
+            } else {
+                send_with_fds(&self.stream, &line[*sent..], &self.fds)
+            };
+            if written.is_ok() {
+                // Passed (the peer has its own copies): ours go.
+                self.fds.clear();
+            }
+            match written {
                 Ok(n) => *sent += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -633,6 +717,17 @@ mod tests {
             raw.write_all(b"{\"op\":\"bogus\"}\n").unwrap();
             let mut answer = String::new();
             raw.read_to_string(&mut answer).unwrap();
+            // An answer with descriptors: a pipe's read end comes along.
+            let attach = Request::Attach { name: "app".into() };
+            let (attached, fds) =
+                request_with_fds(&run_dir, &attach, Duration::from_secs(5)).unwrap();
+            assert_eq!(attached, Response::Attached { stdin: false });
+            assert_eq!(fds.len(), 1);
+            let mut passed = String::new();
+            File::from(fds.into_iter().next().unwrap())
+                .read_to_string(&mut passed)
+                .unwrap();
+            assert_eq!(passed, "through the socket");
             (state.unwrap(), answer)
         });
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -643,10 +738,21 @@ mod tests {
             // SAFETY: `fds` is a valid array of pollfd structures.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
             server.service(&fds, |r| {
+                let answer = match r {
+                    Request::Attach { .. } => {
+                        let (r, w) = rustix::pipe::pipe().unwrap();
+                        File::from(w).write_all(b"through the socket").unwrap();
+                        (Response::Attached { stdin: false }, vec![r])
+                    }
+                    _ => (
+                        Response::State {
+                            containers: Vec::new(),
+                        },
+                        Vec::new(),
+                    ),
+                };
                 seen.push(r);
-                Response::State {
-                    containers: Vec::new(),
-                }
+                answer
             });
         }
         let (state, bogus) = client.join().unwrap();
@@ -658,7 +764,10 @@ mod tests {
         );
         assert!(bogus.starts_with(r#"{"result":"error","message":"bad request: "#));
         assert!(bogus.ends_with("}\n"), "{bogus}");
-        assert_eq!(seen, [Request::State]);
+        assert_eq!(
+            seen,
+            [Request::State, Request::Attach { name: "app".into() }]
+        );
         drop(server);
         assert!(!socket_path(dir.path()).exists());
         let e = request(dir.path(), &Request::State, Duration::from_secs(1)).unwrap_err();

@@ -167,15 +167,21 @@ impl Embedded {
         &self,
         id: &str,
         bundle: &Path,
+        stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32, EmbeddedError> {
-        let null = std::fs::File::open("/dev/null").map_err(EmbeddedError::DevNull)?;
+        let stdin = match stdin {
+            Some(fd) => fd,
+            None => std::fs::File::open("/dev/null")
+                .map_err(EmbeddedError::DevNull)?
+                .into(),
+        };
         // The builder owns the descriptors and drops them once the init has
         // its copies: the log pipes then see end-of-file with the container.
         let mut container = self
             .builder(id)?
-            .with_stdin(null)
+            .with_stdin(stdin)
             .with_stdout(stdout)
             .with_stderr(stderr)
             .as_init(bundle)
@@ -207,11 +213,12 @@ impl OciBackend for Embedded {
         &self,
         id: &str,
         bundle: &Path,
+        stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32, BackendError> {
         Ok(in_child(|| {
-            self.create_and_start_here(id, bundle, stdout, stderr)
+            self.create_and_start_here(id, bundle, stdin, stdout, stderr)
         })?)
     }
 

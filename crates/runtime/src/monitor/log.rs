@@ -22,6 +22,11 @@ pub struct LogStream {
     pub pipe: Option<OwnedFd>,
     /// `stdout` or `stderr`.
     pub name: &'static str,
+    /// Attached clients' pipes (non-blocking write ends): each gets what is
+    /// read from now on, raw; one that cannot take a chunk at once is
+    /// dropped (the monitor never waits for a client), and all are closed
+    /// at end-of-file.
+    pub subscribers: Vec<OwnedFd>,
     buf: Vec<u8>,
 }
 
@@ -31,6 +36,7 @@ impl LogStream {
         Self {
             pipe: Some(pipe),
             name,
+            subscribers: Vec::new(),
             buf: Vec::new(),
         }
     }
@@ -52,6 +58,7 @@ impl LogStream {
             // SAFETY: `chunk` is a writable buffer of the length passed; fd is open.
             let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
             if n > 0 {
+                self.fan_out(&chunk[..n as usize]);
                 self.buf.extend_from_slice(&chunk[..n as usize]);
                 self.write_lines(log, false)?;
                 continue;
@@ -67,8 +74,18 @@ impl LogStream {
             // End-of-file (or a broken pipe): flush the rest as partial.
             self.write_lines(log, true)?;
             self.pipe = None;
+            self.subscribers.clear();
             return Ok(());
         }
+    }
+
+    /// Give `data` to every attached client that takes all of it now.
+    fn fan_out(&mut self, data: &[u8]) {
+        self.subscribers.retain(|fd| {
+            // SAFETY: `data` is a readable buffer of the length passed; fd is open.
+            let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+            n == data.len() as isize
+        });
     }
 
     fn write_lines(&mut self, log: &mut File, eof: bool) -> std::io::Result<()> {

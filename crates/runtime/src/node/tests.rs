@@ -118,6 +118,8 @@ fn record() -> ContainerRecord {
             log_path: "/l/app.log".into(),
             stop_signal: 15,
             grace_period_ms: 1000,
+            stdin: false,
+            stdin_once: false,
         },
         created_at: "t0".into(),
         config: Default::default(),
