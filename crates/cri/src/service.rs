@@ -38,7 +38,15 @@ pub struct Cri {
     image_fs: PathBuf,
     /// The server behind Exec, Attach and PortForward's URLs.
     streaming: Option<Arc<crate::streaming::Server>>,
+    /// The image kubelet and containerd name for sandboxes (containerd's
+    /// `sandbox_image`): every sandbox runs podrun's own pause process, so it
+    /// is reported present (and pinned) without a pull.
+    sandbox_image: String,
 }
+
+/// The sandbox image reported present unless told otherwise: kubeadm's for
+/// Kubernetes 1.36 (cmd/kubeadm/app/constants: PauseVersion 3.10.2).
+pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.10.2";
 
 impl Cri {
     /// The services over `runtime` and `images`, whose store is under `image_fs`.
@@ -52,7 +60,39 @@ impl Cri {
             images,
             image_fs,
             streaming: None,
+            sandbox_image: SANDBOX_IMAGE.into(),
         }
+    }
+
+    /// Reports `image` as the sandbox image (present, pinned, never pulled).
+    pub fn with_sandbox_image(mut self, image: &str) -> Self {
+        self.sandbox_image = image.into();
+        self
+    }
+
+    /// The sandbox image as an image of the store would be reported, when
+    /// `name` names it (as given, or with docker.io's and latest's defaults
+    /// written out, or by its ID).
+    fn sandbox_image_named(&self, name: &str) -> Option<pb::Image> {
+        let id = sandbox_image_id(&self.sandbox_image);
+        let named = name == self.sandbox_image || name == id || {
+            let full = |n: &str| match n.rsplit_once('/').map_or(n, |(_, last)| last).contains(':')
+            {
+                true => n.to_owned(),
+                false => format!("{n}:latest"),
+            };
+            full(name) == full(&self.sandbox_image)
+        };
+        named.then(|| pb::Image {
+            id: id.clone(),
+            repo_tags: vec![self.sandbox_image.clone()],
+            spec: Some(pb::ImageSpec {
+                image: id,
+                ..Default::default()
+            }),
+            pinned: true,
+            ..Default::default()
+        })
     }
 
     /// Serves Exec, Attach and PortForward through `server` (without one
@@ -72,6 +112,22 @@ impl Cri {
             e => Status::internal(e.to_string()),
         })
     }
+}
+
+/// The sandbox image's ID: a digest of its name (it has no content here).
+fn sandbox_image_id(name: &str) -> String {
+    use std::fmt::Write;
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("podrun sandbox image {name}").as_bytes(),
+    );
+    digest
+        .as_ref()
+        .iter()
+        .fold("sha256:".to_owned(), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// kubelet's checks of a remote command's streams (cri-streaming server.go
@@ -1048,6 +1104,7 @@ impl PbImageService for Cri {
             .and_then(|f| f.image)
             .filter(|i| !i.image.is_empty())
             .map(|i| convert::image_spec(Some(i)));
+        let wanted = filter.as_ref().map(|f| f.image.clone());
         let images = self.images.clone();
         let list = blocking(move || {
             images
@@ -1055,9 +1112,15 @@ impl PbImageService for Cri {
                 .map_err(image_status_error)
         })
         .await?;
-        Ok(Response::new(pb::ListImagesResponse {
-            images: list.iter().map(convert::image_out).collect(),
-        }))
+        let mut images: Vec<pb::Image> = list.iter().map(convert::image_out).collect();
+        let pause = match &wanted {
+            Some(name) => self.sandbox_image_named(name),
+            None => self.sandbox_image_named(&self.sandbox_image),
+        };
+        images.extend(
+            pause.filter(|p| !images.iter().any(|i| i.repo_tags.contains(&p.repo_tags[0]))),
+        );
+        Ok(Response::new(pb::ListImagesResponse { images }))
     }
 
     async fn image_status(
@@ -1069,17 +1132,19 @@ impl PbImageService for Cri {
         if spec.image.is_empty() {
             return Err(Status::invalid_argument("image.image: required"));
         }
+        let name = spec.image.clone();
         let images = self.images.clone();
         let found =
             blocking(move || images.image_status(&spec).map_err(image_status_error)).await?;
-        let info = match &found {
+        let image = match &found {
+            Some(i) => Some(convert::image_out(i)),
+            None => self.sandbox_image_named(&name),
+        };
+        let info = match &image {
             Some(i) => verbose_info(request.verbose, || format!("{{\"id\":{:?}}}", i.id)),
             None => HashMap::new(),
         };
-        Ok(Response::new(pb::ImageStatusResponse {
-            image: found.as_ref().map(convert::image_out),
-            info,
-        }))
+        Ok(Response::new(pb::ImageStatusResponse { image, info }))
     }
 
     async fn pull_image(
@@ -1090,6 +1155,12 @@ impl PbImageService for Cri {
         let spec = convert::image_spec(request.image);
         if spec.image.is_empty() {
             return Err(Status::invalid_argument("image.image: required"));
+        }
+        if let Some(pause) = self.sandbox_image_named(&spec.image) {
+            // Never pulled: sandboxes run podrun's own pause process.
+            return Ok(Response::new(pb::PullImageResponse {
+                image_ref: pause.id,
+            }));
         }
         let credentials = match request.auth {
             Some(a) => auth(a)?,
@@ -1112,6 +1183,10 @@ impl PbImageService for Cri {
         let spec = convert::image_spec(request.into_inner().image);
         if spec.image.is_empty() {
             return Err(Status::invalid_argument("image.image: required"));
+        }
+        if self.sandbox_image_named(&spec.image).is_some() {
+            // Pinned, and nothing stored: as containerd keeps its sandbox image.
+            return Ok(Response::new(pb::RemoveImageResponse {}));
         }
         let images = self.images.clone();
         blocking(move || images.remove_image(&spec).map_err(image_status_error)).await?;

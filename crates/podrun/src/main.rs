@@ -102,6 +102,7 @@ enum Command {
 fn cri_server(
     socket: &std::path::Path,
     stream_address: std::net::SocketAddr,
+    sandbox_image: String,
     root: PathBuf,
 ) -> anyhow::Result<podrun_agent::Beside> {
     let listener = podrun_cri::bind(socket)?;
@@ -113,7 +114,9 @@ fn cri_server(
                 podrun_cri::streaming::Server::start(runtime.clone(), stream_address)
                     .map_err(|e| format!("CRI streaming server on {stream_address}: {e}"))?;
             tracing::info!("CRI streaming server on {}", streaming.address());
-            let cri = podrun_cri::Cri::new(runtime, images, root).with_streaming(streaming);
+            let cri = podrun_cri::Cri::new(runtime, images, root)
+                .with_streaming(streaming)
+                .with_sandbox_image(&sandbox_image);
             let stopped = async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             };
@@ -147,6 +150,11 @@ struct ServeArgs {
         requires = "cri"
     )]
     cri_stream_address: std::net::SocketAddr,
+    /// The sandbox image kubelet names (containerd's `sandbox_image`): every
+    /// sandbox runs podrun's own pause process, so this image is reported
+    /// present and pinned, and never pulled.
+    #[arg(long, value_name = "IMAGE", default_value = podrun_cri::service::SANDBOX_IMAGE, requires = "cri")]
+    cri_sandbox_image: String,
 }
 
 impl Cli {
@@ -242,6 +250,7 @@ async fn run(cli: &'static Cli) -> Result<()> {
                 true => Some(cri_server(
                     &a.cri_socket,
                     a.cri_stream_address,
+                    a.cri_sandbox_image.clone(),
                     cli.root.clone(),
                 )?),
                 false => None,

@@ -1345,3 +1345,56 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
     .unwrap();
     env.assert_nothing_left();
 }
+
+#[test]
+fn the_sandbox_image_is_present_pinned_and_never_pulled() {
+    let env = Env::new(&SUITE, "pause");
+    let cri = Cri::start(&env);
+    // kubeadm 1.36's pause image; nothing here could pull it (no internet).
+    let pause = "registry.k8s.io/pause:3.10.2";
+    let status = cri
+        .run(cri.is().image_status(pb::ImageStatusRequest {
+            image: image(pause),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner()
+        .image
+        .expect("the sandbox image is present");
+    assert!(status.pinned);
+    assert_eq!(status.repo_tags, [pause]);
+    let pulled = cri
+        .run(cri.is().pull_image(pb::PullImageRequest {
+            image: image(pause),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_inner();
+    assert_eq!(pulled.image_ref, status.id);
+    let listed = cri
+        .run(cri.is().list_images(pb::ListImagesRequest::default()))
+        .unwrap()
+        .into_inner();
+    assert!(listed.images.iter().any(|i| i.id == status.id && i.pinned));
+    cri.run(cri.is().remove_image(pb::RemoveImageRequest {
+        image: image(pause),
+    }))
+    .unwrap();
+    let again = cri
+        .run(cri.is().image_status(pb::ImageStatusRequest {
+            image: image(&status.id),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(again.image.is_some(), "a pinned sandbox image stays");
+    // Another pause tag is an image like any other: not present until pulled.
+    let other = cri
+        .run(cri.is().image_status(pb::ImageStatusRequest {
+            image: image("registry.k8s.io/pause:3.9"),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner();
+    assert!(other.image.is_none());
+}
