@@ -82,10 +82,12 @@ suite "runtime cgroups (systemd)" -- cgroups \
 suite "systemd driver (embedded)" PODRUN_RUNTIME=embedded -- systemd \
     a_pod_is_a_slice_and_its_container_a_scope_with_their_limits \
     a_besteffort_pod_slice_is_stopped_with_what_runs_in_it \
+    a_killed_monitors_pod_leaves_no_unit \
     the_cgroup_driver_is_checked_at_start
 suite "systemd driver (crun)" PODRUN_RUNTIME=crun -- systemd \
     a_pod_is_a_slice_and_its_container_a_scope_with_their_limits \
-    a_besteffort_pod_slice_is_stopped_with_what_runs_in_it
+    a_besteffort_pod_slice_is_stopped_with_what_runs_in_it \
+    a_killed_monitors_pod_leaves_no_unit
 else
 suite "runtime cgroups" -- cgroups \
     creates_limits_fills_and_removes_a_burstable_pod_cgroup \

@@ -68,8 +68,7 @@ async fn foreground(
     // SIGINT is ours from now on: `tokio::signal::ctrl_c()` registers only when
     // first polled, and a Ctrl-C before that (while the pod starts, or right after
     // its first log line) killed this process and left the pod running.
-    let mut interrupt =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let manager = agent::Agent::in_process(cli.settings())?;
     let applied = agent::apply(
         &manager,
