@@ -127,7 +127,7 @@ pub enum CgroupError {
         /// The slice or scope.
         path: String,
         /// What systemd (or the bus) said.
-        source: SystemdError,
+        source: Box<SystemdError>,
     },
     /// remove cgroup {path}: every failure, in order
     #[error("remove cgroup {path}: {}", join_errors(.errors))]
@@ -401,7 +401,7 @@ pub fn hierarchy_path(path: &str) -> Result<String, CgroupError> {
     if systemd::is_systemd_path(path) {
         systemd::cgroup_path(path).map_err(|source| CgroupError::Systemd {
             path: path.into(),
-            source,
+            source: Box::new(source),
         })
     } else {
         Ok(path.into())
@@ -467,7 +467,7 @@ pub fn create_pod_cgroup(path: &str, limits: &CgroupLimits) -> Result<(), Cgroup
     if systemd::is_systemd_path(path) {
         return create_unit(path, limits).map_err(|source| CgroupError::Systemd {
             path: path.into(),
-            source,
+            source: Box::new(source),
         });
     }
     let parts = components(path)?;
@@ -513,7 +513,7 @@ fn remove_unit(path: &str, errors: &mut Vec<CgroupError>) {
     if let Err(source) = stopped {
         errors.push(CgroupError::Systemd {
             path: path.into(),
-            source,
+            source: Box::new(source),
         });
         return;
     }

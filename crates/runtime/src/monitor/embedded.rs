@@ -120,7 +120,7 @@ pub enum EmbeddedError {
     },
     /// The scope's cgroup path.
     #[error("cgroupsPath: {0}")]
-    CgroupsPath(#[source] crate::cgroups::SystemdError),
+    CgroupsPath(#[source] Box<crate::cgroups::SystemdError>),
     /// The exec's terminal or wait failed.
     #[error(transparent)]
     Console(#[from] super::console::ConsoleError),
@@ -402,7 +402,7 @@ fn write_unified(bundle: &Path) -> Result<(), EmbeddedError> {
         return Ok(());
     };
     let dir = crate::cgroups::systemd::cgroup_dir(&path.to_string_lossy())
-        .map_err(EmbeddedError::CgroupsPath)?;
+        .map_err(|e| EmbeddedError::CgroupsPath(Box::new(e)))?;
     let mut keys: Vec<_> = unified.into_iter().collect();
     keys.sort();
     for (key, value) in keys {
