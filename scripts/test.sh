@@ -10,6 +10,7 @@
 #      cargo test --workspace   (embedded OCI backend; extra arguments go to cargo test)
 #      cargo test -p podrun --test run --test monitor --test agent   again with PODRUN_RUNTIME=crun
 #      scripts/vm-v2.sh         the cgroup v2 suite in a qemu VM (scripts/vm-v2-suite.sh)
+#      scripts/vm-v2.sh --systemd   the systemd cgroup driver's suite, systemd as the VM's PID 1
 #
 # All steps of 4 run even when one fails; the exit status is non-zero if any failed.
 # Registries that were already running before this script started are left running
@@ -86,6 +87,8 @@ step "cargo test (crun backend: run, monitor, agent)" run_crun_tests "$@"
 # The cgroup v2 suite in a qemu VM (this machine is v1 hybrid): Debian's kernel with
 # cgroup2 alone at /sys/fs/cgroup, the test binaries built above (~40 s under TCG).
 step "cgroup v2 suite (VM, scripts/vm-v2.sh)" bash scripts/vm-v2.sh
+# The same VM booting systemd as PID 1: the systemd cgroup driver, both backends.
+step "systemd cgroup driver suite (VM, scripts/vm-v2.sh --systemd)" bash scripts/vm-v2.sh --systemd
 
 # One closing line for the whole suite (cargo prints one per test binary, and the
 # last is usually a doc-test run with nothing in it).

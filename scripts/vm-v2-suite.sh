@@ -8,7 +8,15 @@
 # The test registries run in the guest on loopback, serving the storage the host's
 # registries filled (the host's /tmp, seen read-only below the overlay); the images are
 # pushed again only when that storage is missing.
+#
+# With --systemd (in `scripts/vm-v2.sh --systemd`, systemd as PID 1): the systemd cgroup
+# driver's tests instead, with both backends; they are #[ignore]d on ordinary hosts and
+# run here with --include-ignored.
 set -uo pipefail
+mode=cgroupfs
+if [[ "${1:-}" == --systemd ]]; then
+    mode=systemd
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -21,6 +29,10 @@ export PODRUN_TEST_CGROUP=v2
 log() { printf 'vm-v2-suite: %s\n' "$*" >&2; }
 
 [[ "$(stat -f -c %T /sys/fs/cgroup)" == cgroup2fs ]] || { log "/sys/fs/cgroup is not cgroup2"; exit 1; }
+if [[ $mode == systemd && ! -d /run/systemd/system ]]; then
+    log "--systemd: systemd is not PID 1 here"
+    exit 1
+fi
 
 host_state="/run/vm-v2/host-tmp/${PODRUN_TEST_STATE#/tmp/}"
 if [[ "$PODRUN_TEST_STATE" == /tmp/* && -d "$host_state" ]]; then
@@ -40,6 +52,8 @@ while read -r name path; do exe[$name]=$path; done <<<"${VM_V2_TESTS:-}"
 
 failed=()
 passed=0
+test_args=()
+[[ $mode == systemd ]] && test_args=(--include-ignored)
 suite() { # label env... -- target test-name...
     local label=$1 start=$SECONDS envs=() target bin rc
     shift
@@ -55,13 +69,26 @@ suite() { # label env... -- target test-name...
     fi
     printf '\n=== v2: %s\n' "$label" >&2
     for t in "$@"; do
-        env "${envs[@]}" "$bin" --exact "$t" --test-threads=1 --color never
+        env "${envs[@]}" "$bin" --exact "$t" --test-threads=1 --color never "${test_args[@]}"
         rc=$?
         if ((rc == 0)); then ((passed++)); else failed+=("$label: $t"); fi
     done
     printf '=== v2: %s (%ss)\n' "$label" $((SECONDS - start)) >&2
 }
 
+if [[ $mode == systemd ]]; then
+suite "runtime cgroups (systemd)" -- cgroups \
+    a_systemd_pod_slice_gets_the_limits_and_is_stopped
+suite "systemd driver (embedded)" PODRUN_RUNTIME=embedded -- systemd \
+    a_pod_is_a_slice_and_its_container_a_scope_with_their_limits \
+    a_besteffort_pod_slice_is_stopped_with_what_runs_in_it \
+    a_killed_monitors_pod_leaves_no_unit \
+    the_cgroup_driver_is_checked_at_start
+suite "systemd driver (crun)" PODRUN_RUNTIME=crun -- systemd \
+    a_pod_is_a_slice_and_its_container_a_scope_with_their_limits \
+    a_besteffort_pod_slice_is_stopped_with_what_runs_in_it \
+    a_killed_monitors_pod_leaves_no_unit
+else
 suite "runtime cgroups" -- cgroups \
     creates_limits_fills_and_removes_a_burstable_pod_cgroup \
     a_failed_create_leaves_nothing_behind
@@ -81,11 +108,26 @@ suite "lifecycle (embedded)" PODRUN_RUNTIME=embedded -- lifecycle \
 # Not here: lifecycle's crash_loop_backs_off_exponentially. It passes the v2 part (the
 # pod restarts, CrashLoopBackOff) but measures the gaps between starts to 1.5 s, and
 # under software emulation each restart's image pull alone takes 1-1.6 s.
+fi
 
 bash scripts/registry.sh stop >/dev/null 2>&1
 # Every test removed its pods: no cgroup may be left in the whole hierarchy (nothing
 # but the tests made any in this VM).
+if [[ $mode == systemd ]]; then
+    # systemd's own cgroups stay; of podrun's only the QoS parent slices may (as
+    # kubelet's kubepods.slice stays), and no podrun unit but them may be loaded.
+    left=$(find /sys/fs/cgroup/podrun.slice -mindepth 1 -type d 2>/dev/null |
+        grep -vxE '/sys/fs/cgroup/podrun.slice/podrun-(burstable|besteffort).slice')
+    units=$(systemctl list-units --all --plain --no-legend 'podrun-*' | awk '{print $1}' |
+        grep -vxE 'podrun-(burstable|besteffort).slice')
+    if [[ -n "$units" ]]; then
+        log "units left after the suite:"
+        printf '  %s\n' $units >&2
+        failed+=("units left")
+    fi
+else
 left=$(find /sys/fs/cgroup -mindepth 1 -type d)
+fi
 if [[ -n "$left" ]]; then
     log "cgroups left after the suite:"
     printf '  %s\n' $left >&2

@@ -4,6 +4,9 @@
 #
 #   scripts/vm-v2.sh                  the v2 suite (scripts/vm-v2-suite.sh) in the guest
 #   scripts/vm-v2.sh -- CMD ARGS...   CMD in the guest (run by bash, cwd = this checkout)
+#   scripts/vm-v2.sh --systemd [-- CMD ARGS...]
+#                                     the same with systemd as PID 1 (the systemd cgroup
+#                                     driver's suite: scripts/vm-v2-suite.sh --systemd)
 #
 # The guest is Debian's own kernel (linux-image-amd64, /boot/vmlinuz-<newest>) with a small
 # initramfs built here (busybox-static + the 9p/virtio/overlay modules of that kernel). Its
@@ -15,6 +18,12 @@
 # console; its exit status comes back through a small writable 9p share, and is this
 # script's exit status. The VM is always stopped: on exit, on a signal, and after
 # PODRUN_VM_TIMEOUT seconds (default 900). It gets 1 vCPU and PODRUN_VM_MEM (default 2G).
+#
+# With --systemd, stage 2 execs the host's /lib/systemd/systemd as PID 1 instead, into
+# a target of its own (vm-v2.target) that wants only the system bus (dbus.socket, whose
+# default dependencies are dropped) and the command's service; every generator is
+# masked, so nothing of the host's boot (fstab, getty, udev) runs. The command runs in
+# that service with its output on the serial console; it powers the VM off when done.
 #
 # /dev/kvm is used when it works; otherwise qemu emulates the CPU (TCG), which is slow.
 # Environment variables named PODRUN_* are passed into the guest.
@@ -107,6 +116,13 @@ chmod +x "$ird/init"
 # --- the results share: stage 2, the command, the exit status --------------------------------
 res="$work/results"
 mkdir -p "$res"
+systemd=0
+if (($# > 0)) && [[ "$1" == --systemd ]]; then
+    systemd=1
+    shift
+    [[ -x /lib/systemd/systemd ]] || die "--systemd: /lib/systemd/systemd is missing (apt-get install systemd)"
+    command -v dbus-daemon >/dev/null || die "--systemd: dbus-daemon is missing (apt-get install dbus)"
+fi
 if (($# > 0)) && [[ "$1" == -- ]]; then shift; fi
 if (($# == 0)); then
     # The v2 suite: the test binaries are built here on the host (a no-op after
@@ -124,7 +140,11 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])
 ') || die "cargo test --no-run failed (run it to see why)"
     export VM_V2_TESTS
-    set -- bash scripts/vm-v2-suite.sh
+    if ((systemd)); then
+        set -- bash scripts/vm-v2-suite.sh --systemd
+    else
+        set -- bash scripts/vm-v2-suite.sh
+    fi
 fi
 {
     # The guest's /tmp is a fresh tmpfs (overlayfs cannot use an overlay for its upper
@@ -144,9 +164,64 @@ fi
     printf '%q ' "$@"
     printf '\n'
 } >"$res/cmd.sh"
+((systemd)) && : >"$res/systemd"
 cat >"$res/guest-init.sh" <<'EOF'
 # Stage 2 (PID 1 on the overlay root): the usual mounts, cgroup2 alone, then the command.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+if [[ -e /vm-v2/systemd ]]; then
+    # systemd as PID 1: it mounts /proc, /sys, /dev, cgroup2 … itself. Only what it
+    # would not: the host's /tmp kept visible, a fresh /tmp.
+    mount -t proc proc /proc
+    mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+    mkdir -p /run/vm-v2/host-tmp
+    mount --bind /tmp /run/vm-v2/host-tmp
+    mount -t tmpfs -o mode=1777 tmpfs /tmp
+    umount /proc
+    mkdir -p /etc/systemd/system-generators /etc/systemd/system/dbus.socket.d \
+        /etc/systemd/system/dbus.service.d
+    for g in /lib/systemd/system-generators/* /usr/lib/systemd/system-generators/*; do
+        [[ -e "$g" ]] && ln -sf /dev/null "/etc/systemd/system-generators/${g##*/}"
+    done
+    # The system bus without sysinit.target (udev, tmpfiles, journald …).
+    for u in dbus.socket dbus.service; do
+        printf '[Unit]\nDefaultDependencies=no\n' >"/etc/systemd/system/$u.d/vm-v2.conf"
+    done
+    # No journald here: the bus's messages would only warn that it is missing.
+    printf '[Service]\nStandardOutput=null\n' >>/etc/systemd/system/dbus.service.d/vm-v2.conf
+    cat >/etc/systemd/system/vm-v2.target <<'UNIT'
+[Unit]
+Description=podrun vm-v2 command
+DefaultDependencies=no
+Wants=dbus.socket vm-v2-cmd.service
+UNIT
+    cat >/etc/systemd/system/vm-v2-cmd.service <<'UNIT'
+[Unit]
+Description=podrun vm-v2 command
+DefaultDependencies=no
+Requires=dbus.socket
+After=dbus.socket
+[Service]
+Type=exec
+ExecStart=/bin/bash /vm-v2/systemd-cmd.sh
+StandardInput=null
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+Environment=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+UNIT
+    cat >/vm-v2/systemd-cmd.sh <<'CMD'
+echo "vm-v2: systemd up after $(cut -d' ' -f1 /proc/uptime)s (kernel $(uname -r), /sys/fs/cgroup: $(stat -f -c %T /sys/fs/cgroup), controllers: $(cat /sys/fs/cgroup/cgroup.controllers))"
+ip link set lo up
+hostname podrun-v2
+rc=0
+bash /vm-v2/cmd.sh </dev/null || rc=$?
+echo "$rc" >/vm-v2/rc
+sync
+echo "vm-v2: command exited $rc after $(cut -d' ' -f1 /proc/uptime)s"
+systemctl poweroff --force --force
+CMD
+    exec /lib/systemd/systemd --unit=vm-v2.target --log-level=warning --show-status=false
+fi
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

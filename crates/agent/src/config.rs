@@ -9,6 +9,9 @@
 //! [runtimes.compat]
 //! path = "runc"                       # a name on PATH
 //!
+//! cgroup_driver = "cgroupfs"          # or "systemd" (kubelet's cgroupDriver; also
+//!                                     # spelt cgroupDriver): must match kubelet's
+//!
 //! [network]                           # every key optional; these are the defaults
 //! cni_conf_dir = "/etc/cni/net.d"     # a config here: pods join that CNI network
 //! cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
@@ -52,6 +55,14 @@ pub enum ConfigFileError {
         /// The handler.
         name: String,
     },
+    /// {path}: cgroup_driver: the driver's error
+    #[error("{}: cgroup_driver: {source}", .path.display())]
+    CgroupDriver {
+        /// The file.
+        path: PathBuf,
+        /// Why the value cannot be used.
+        source: podrun_runtime::cgroups::SystemdError,
+    },
     /// {path}: network.{key} {value:?}: {reason}
     #[error("{}: network.{key} {value:?}: {reason}", .path.display())]
     Network {
@@ -89,6 +100,10 @@ pub struct Config {
     /// The pod network.
     #[serde(default)]
     pub network: Network,
+    /// kubelet's `cgroupDriver`: `cgroupfs` (the default) or `systemd`
+    /// (checked by [`Config::cgroup_driver`]).
+    #[serde(alias = "cgroupDriver")]
+    pub cgroup_driver: Option<String>,
 }
 
 /// The `[network]` table: where CNI's config and plugins are, and the
@@ -147,6 +162,36 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// The cgroup driver the file names (cgroupfs when it names none), checked
+    /// against this machine: `systemd` needs systemd as PID 1. `path` names the
+    /// file in errors.
+    pub fn cgroup_driver(
+        &self,
+        path: &Path,
+    ) -> Result<podrun_runtime::cgroups::CgroupDriver, ConfigFileError> {
+        self.cgroup_driver_with(path, podrun_runtime::cgroups::CgroupDriver::check)
+    }
+
+    /// [`Config::cgroup_driver`] with the machine's check given.
+    pub fn cgroup_driver_with(
+        &self,
+        path: &Path,
+        check: impl FnOnce(
+            podrun_runtime::cgroups::CgroupDriver,
+        ) -> Result<(), podrun_runtime::cgroups::SystemdError>,
+    ) -> Result<podrun_runtime::cgroups::CgroupDriver, ConfigFileError> {
+        let bad = |source| ConfigFileError::CgroupDriver {
+            path: path.into(),
+            source,
+        };
+        let driver = match &self.cgroup_driver {
+            None => Default::default(),
+            Some(value) => value.parse().map_err(bad)?,
+        };
+        check(driver).map_err(bad)?;
+        Ok(driver)
     }
 
     /// The runtime's network config: the file's `[network]` over the
@@ -300,6 +345,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("network.bridge"), "{e}");
+    }
+
+    #[test]
+    fn the_cgroup_driver_is_kubelets_and_checked() {
+        use podrun_runtime::cgroups::{CgroupDriver, SystemdError};
+        let f = Path::new("/etc/podrun/podrun.toml");
+        let booted = |_| Ok(());
+        assert_eq!(
+            config("").cgroup_driver_with(f, booted).unwrap(),
+            CgroupDriver::Cgroupfs
+        );
+        assert_eq!(
+            config("cgroup_driver = \"systemd\"\n")
+                .cgroup_driver_with(f, booted)
+                .unwrap(),
+            CgroupDriver::Systemd
+        );
+        assert_eq!(
+            config("cgroupDriver = \"cgroupfs\"\n")
+                .cgroup_driver_with(f, booted)
+                .unwrap(),
+            CgroupDriver::Cgroupfs
+        );
+        let e = config("cgroup_driver = \"cgroups\"\n")
+            .cgroup_driver_with(f, booted)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/etc/podrun/podrun.toml: cgroup_driver: cgroup driver \"cgroups\": must be \"cgroupfs\" or \"systemd\""
+        );
+        let not_booted = |d: CgroupDriver| d.check_with(false);
+        let e = config("cgroup_driver = \"systemd\"\n")
+            .cgroup_driver_with(f, not_booted)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigFileError::CgroupDriver {
+                    source: SystemdError::NotBooted,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("systemd is not running as PID 1"),
+            "{e}"
+        );
+        assert!(config("").cgroup_driver_with(f, not_booted).is_ok());
     }
 
     #[test]

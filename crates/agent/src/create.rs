@@ -178,7 +178,7 @@ pub fn start_pod(runtime: &Arc<dyn RuntimeService>, pod: &Pod, state: PodState) 
         runtime: runtime.clone(),
         state: Some(state.clone()),
     };
-    let mut config = sandbox_config(pod, &state)?;
+    let mut config = sandbox_config(pod, &state, runtime.cgroup_driver())?;
     let host_network = config.linux.security_context.namespace_options.network
         == podrun_runtime::NamespaceMode::Node;
     let pod_files_error = |e| CreateError::PodFiles {
@@ -241,7 +241,11 @@ pub fn start_pod(runtime: &Arc<dyn RuntimeService>, pod: &Pod, state: PodState) 
 /// UID is the pod's ID, which names the sandbox), hostname, labels and
 /// annotations, the pod cgroup with the pod-level limits, and whose
 /// namespaces the sandbox has.
-pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
+pub fn sandbox_config(
+    pod: &Pod,
+    state: &PodState,
+    cgroup_driver: podrun_runtime::cgroups::CgroupDriver,
+) -> Result<PodSandboxConfig> {
     use podrun_runtime::{LinuxContainerResources, PodSandboxMetadata};
     let spec = pod.spec.as_ref().ok_or(CreateError::NoSpec)?;
     let record = &state.record;
@@ -291,7 +295,7 @@ pub fn sandbox_config(pod: &Pod, state: &PodState) -> Result<PodSandboxConfig> {
         ..Default::default()
     };
     config.port_mappings = port_mappings(pod);
-    config.linux.cgroup_parent = pods::pod_cgroup(pod, &record.pod_id);
+    config.linux.cgroup_parent = pods::pod_cgroup(pod, &record.pod_id, cgroup_driver);
     config.linux.resources = Some(LinuxContainerResources {
         cpu_shares: i64::try_from(limits.cpu_shares).unwrap_or(i64::MAX),
         cpu_quota: limits.cpu_quota.unwrap_or(0),

@@ -359,6 +359,7 @@ fn node_runtime(settings: &Settings) -> Result<podrun_runtime::NodeRuntime> {
         .map(|(name, h)| (name.clone(), h.path.clone()))
         .collect();
     runtime.network = Some(config.network_config(&settings.config, &settings.root)?);
+    runtime.cgroup_driver = config.cgroup_driver(&settings.config)?;
     Ok(podrun_runtime::NodeRuntime::open(runtime, &settings.root)?)
 }
 

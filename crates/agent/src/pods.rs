@@ -410,10 +410,23 @@ pub fn teardown(runtime: &dyn RuntimeService, state: &PodState) -> Result<()> {
     }
 }
 
-/// The pod's cgroup: under `/podrun`, by its QoS class, as kubelet places pods
-/// under `kubepods`.
-pub fn pod_cgroup(pod: &Pod, pod_id: &str) -> String {
-    podrun_spec::pod_cgroup_path(podrun_spec::qos_class(pod).as_str(), pod_id)
+/// The pod's cgroup: under `/podrun` by its QoS class, as kubelet places pods
+/// under `kubepods`; with the systemd driver the slice of the same place
+/// (`podrun-burstable-pod<id>.slice`), as kubelet names it.
+pub fn pod_cgroup(
+    pod: &Pod,
+    pod_id: &str,
+    driver: podrun_runtime::cgroups::CgroupDriver,
+) -> String {
+    let qos = podrun_spec::qos_class(pod);
+    match driver {
+        podrun_runtime::cgroups::CgroupDriver::Cgroupfs => {
+            podrun_spec::pod_cgroup_path(qos.as_str(), pod_id)
+        }
+        podrun_runtime::cgroups::CgroupDriver::Systemd => {
+            podrun_spec::pod_slice_name(qos.as_str(), pod_id)
+        }
+    }
 }
 
 /// Where container `name`'s termination message file lives on the host.

@@ -917,7 +917,10 @@ impl PbRuntimeService for Cri {
     ) -> Result<Response<pb::RuntimeConfigResponse>, Status> {
         Ok(Response::new(pb::RuntimeConfigResponse {
             linux: Some(pb::LinuxRuntimeConfiguration {
-                cgroup_driver: pb::CgroupDriver::Cgroupfs as i32,
+                cgroup_driver: match self.runtime.cgroup_driver() {
+                    podrun_runtime::cgroups::CgroupDriver::Cgroupfs => pb::CgroupDriver::Cgroupfs,
+                    podrun_runtime::cgroups::CgroupDriver::Systemd => pb::CgroupDriver::Systemd,
+                } as i32,
             }),
         }))
     }

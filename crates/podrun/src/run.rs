@@ -65,6 +65,10 @@ async fn foreground(
     name: &str,
 ) -> Result<i32> {
     use podrun_agent::{self as agent, api::Response};
+    // SIGINT is ours from now on: `tokio::signal::ctrl_c()` registers only when
+    // first polled, and a Ctrl-C before that (while the pod starts, or right after
+    // its first log line) killed this process and left the pod running.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let manager = agent::Agent::in_process(cli.settings())?;
     let applied = agent::apply(
         &manager,
@@ -127,7 +131,7 @@ async fn foreground(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 eprintln!("podrun: stopping pod/{name}");
                 break;
             }

@@ -396,6 +396,11 @@ pub trait RuntimeService: Send + Sync {
     fn container_stats(&self, id: &str) -> Result<ContainerStats, ServiceError>;
     /// What a sandbox uses now.
     fn pod_sandbox_stats(&self, id: &str) -> Result<SandboxStats, ServiceError>;
+    /// The cgroup driver of the runtime's pods: the form their cgroup parent
+    /// must have (CRI's RuntimeConfig reports it, so kubelet can check its own).
+    fn cgroup_driver(&self) -> crate::cgroups::CgroupDriver {
+        crate::cgroups::CgroupDriver::Cgroupfs
+    }
 }
 
 /// Credentials for a pull (`AuthConfig`).

@@ -15,6 +15,14 @@
 //!
 //! What to write is decided by pure functions ([`v1_settings`], [`v2_settings`],
 //! [`shares_to_weight`]); [`create_pod_cgroup`] and [`remove_pod_cgroup`] do it.
+//!
+//! The systemd driver ([`systemd`]): a path in systemd's form (a slice name, or an
+//! OCI `slice:prefix:name`) is a unit, made, changed and stopped through systemd
+//! by the same two functions; [`hierarchy_path`] says where its cgroup is.
+
+pub mod systemd;
+
+pub use systemd::{CgroupDriver, SystemdError};
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -112,6 +120,14 @@ pub enum CgroupError {
         source: Box<CgroupError>,
         /// The directories this call made that could not be removed again.
         undo: Vec<CgroupError>,
+    },
+    /// cgroup {path}: the systemd driver's error
+    #[error("cgroup {path}: {source}")]
+    Systemd {
+        /// The slice or scope.
+        path: String,
+        /// What systemd (or the bus) said.
+        source: Box<SystemdError>,
     },
     /// remove cgroup {path}: every failure, in order
     #[error("remove cgroup {path}: {}", join_errors(.errors))]
@@ -378,10 +394,26 @@ pub fn v1_hierarchies() -> Result<Vec<Hierarchy>, CgroupError> {
     Ok(found)
 }
 
-/// The directories that make up cgroup `path` (`/podrun/burstable/<pod>`): one per v1
-/// hierarchy crun uses, or the one under the unified mount. They need not exist.
+/// Where cgroup `path` is in the hierarchy: a cgroupfs path as it is, a systemd
+/// unit's expanded (`podrun-pod1.slice:podrun:c` is
+/// `/podrun.slice/podrun-pod1.slice/podrun-c.scope`).
+pub fn hierarchy_path(path: &str) -> Result<String, CgroupError> {
+    if systemd::is_systemd_path(path) {
+        systemd::cgroup_path(path).map_err(|source| CgroupError::Systemd {
+            path: path.into(),
+            source: Box::new(source),
+        })
+    } else {
+        Ok(path.into())
+    }
+}
+
+/// The directories that make up cgroup `path` (`/podrun/burstable/<pod>`, or a
+/// systemd unit's, see [`hierarchy_path`]): one per v1 hierarchy crun uses, or the
+/// one under the unified mount. They need not exist.
 pub fn cgroup_dirs(path: &str) -> Result<Vec<PathBuf>, CgroupError> {
-    let parts = components(path)?;
+    let path = hierarchy_path(path)?;
+    let parts = components(&path)?;
     let bases = match detect() {
         CgroupMode::V2 => vec![PathBuf::from(CGROUP_ROOT)],
         CgroupMode::V1 => v1_hierarchies()?.into_iter().map(|h| h.dir).collect(),
@@ -427,7 +459,17 @@ fn join(base: &Path, parts: &[&str]) -> PathBuf {
 /// is reused and gets `limits`. On failure every directory this call created is
 /// removed again (controllers it enabled in v2 ancestors stay enabled, as runc and crun
 /// leave them); the error names the file and the cause.
+///
+/// A systemd path: a slice is started as a transient unit with the limits as its
+/// properties (an existing one gets them); a scope (a container's, made by the OCI
+/// runtime) gets them.
 pub fn create_pod_cgroup(path: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
+    if systemd::is_systemd_path(path) {
+        return create_unit(path, limits).map_err(|source| CgroupError::Systemd {
+            path: path.into(),
+            source: Box::new(source),
+        });
+    }
     let parts = components(path)?;
     let mut created = Vec::new();
     let result = match detect() {
@@ -448,6 +490,38 @@ pub fn create_pod_cgroup(path: &str, limits: &CgroupLimits) -> Result<(), Cgroup
             })
             .collect(),
     })
+}
+
+fn create_unit(path: &str, limits: &CgroupLimits) -> Result<(), SystemdError> {
+    let unit = systemd::unit_name(path)?;
+    let bus = systemd::Systemd::connect()?;
+    if unit.ends_with(".slice") {
+        let description = format!("podrun pod cgroup {unit}");
+        bus.start_transient(&unit, &systemd::slice_properties(limits, &description))
+    } else {
+        bus.set_properties(&unit, &systemd::limit_properties(limits))
+    }
+}
+
+/// Stop a systemd path's unit, then remove what is left of its cgroup (a unit
+/// systemd no longer knew, as after a reboot of systemd's state).
+fn remove_unit(path: &str, errors: &mut Vec<CgroupError>) {
+    let stopped = systemd::unit_name(path).and_then(|unit| {
+        let bus = systemd::Systemd::connect()?;
+        bus.stop(&unit)
+    });
+    if let Err(source) = stopped {
+        errors.push(CgroupError::Systemd {
+            path: path.into(),
+            source: Box::new(source),
+        });
+        return;
+    }
+    if let Ok(dirs) = cgroup_dirs(path) {
+        for dir in dirs {
+            remove_pod_dir(&dir, errors);
+        }
+    }
 }
 
 fn create_v1(
@@ -635,8 +709,21 @@ fn write_file(file: &Path, value: &str) -> Result<(), CgroupError> {
 /// parents of a cgroup kubelet chose (`/kubepods/besteffort/pod<uid>`) are kubelet's:
 /// it keeps its QoS cgroups and writes to them, so they stay. A hierarchy where it is
 /// absent is fine. Goes on past failures and reports them all; a cgroup that still
-/// holds processes cannot be removed (EBUSY).
+/// holds processes cannot be removed (EBUSY). A systemd path's unit is stopped
+/// (which kills what it still holds); its parent slices stay, as kubelet's do.
 pub fn remove_pod_cgroup(path: &str) -> Result<(), CgroupError> {
+    if systemd::is_systemd_path(path) {
+        let mut errors = Vec::new();
+        remove_unit(path, &mut errors);
+        return if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CgroupError::Remove {
+                path: path.into(),
+                errors,
+            })
+        };
+    }
     let dirs = cgroup_dirs(path)?;
     let parts = components(path)?;
     let depth = if parts.first() == Some(&"podrun") {

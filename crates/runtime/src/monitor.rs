@@ -82,8 +82,9 @@ pub struct PodPlan {
     /// `shareProcessNamespace: true`.
     #[serde(default)]
     pub share_pid: bool,
-    /// The pod's cgroup (`/podrun/<pod>`), which the containers' cgroups are
-    /// under: removed from every hierarchy at the end.
+    /// The pod's cgroup (`/podrun/<pod>`, or a systemd slice name), which the
+    /// containers' cgroups are under: removed from every hierarchy (the slice
+    /// stopped) at the end.
     pub cgroup_parent: Option<String>,
     /// The containers made for the pod, as its pod manager keeps them (the
     /// files that read a pod's records fill this in). Empty in the plan a
@@ -148,11 +149,20 @@ impl PodPlan {
 
     /// The backend [`PodPlan::runtime`] names.
     pub fn backend(&self) -> Box<dyn OciBackend> {
+        let systemd = self.systemd_cgroup();
         if self.runtime == EMBEDDED {
-            Box::new(Embedded::new(&self.run_root))
+            Box::new(Embedded::new(&self.run_root).with_systemd_cgroup(systemd))
         } else {
-            Box::new(OciCli::new(&self.runtime, &self.run_root))
+            Box::new(OciCli::new(&self.runtime, &self.run_root).with_systemd_cgroup(systemd))
         }
+    }
+
+    /// Whether the pod's cgroups are systemd units (its cgroup parent is a slice
+    /// name): the backend then makes each container's as a scope.
+    pub fn systemd_cgroup(&self) -> bool {
+        self.cgroup_parent
+            .as_deref()
+            .is_some_and(crate::cgroups::systemd::is_systemd_path)
     }
 
     /// Where the runtime keeps its containers' state (shared by every pod).

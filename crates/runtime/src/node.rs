@@ -60,6 +60,11 @@ pub struct RuntimeConfig {
     /// The pod networks; `None`: a sandbox's network namespace has only its
     /// loopback (a runtime that only runs hostNetwork pods, and tests).
     pub network: Option<NetworkConfig>,
+    /// How pod and container cgroups are made: the form a sandbox's
+    /// `cgroup_parent` must have (a path, or a slice name for systemd), and how
+    /// the OCI runtime is told to make the containers' (the bundle's
+    /// `cgroupsPath`).
+    pub cgroup_driver: cgroups::CgroupDriver,
 }
 
 impl RuntimeConfig {
@@ -75,6 +80,7 @@ impl RuntimeConfig {
             request_timeout: Duration::from_secs(30),
             ready_timeout: Duration::from_secs(60),
             network: None,
+            cgroup_driver: cgroups::CgroupDriver::Cgroupfs,
         })
     }
 
@@ -371,6 +377,8 @@ impl NodeRuntime {
             &record.oci_runtime,
         );
         if let Some(path) = &plan.cgroup_parent {
+            check_cgroup_parent(self.config.cgroup_driver, path)
+                .map_err(|reason| failed("RunPodSandbox", &what, reason))?;
             let limits = cgroup_limits(record.config.linux.resources.as_ref());
             cgroups::create_pod_cgroup(path, &limits).map_err(|e| {
                 failed(
@@ -585,7 +593,7 @@ impl NodeRuntime {
             },
             cgroups_path: Some(cgroup_parent)
                 .filter(|p| !p.is_empty())
-                .map(|p| format!("{p}/{}", config.metadata.name).into()),
+                .map(|p| container_cgroup(p, &config.metadata.name, id).into()),
             seccomp_localhost_profile: localhost_profile.as_deref(),
             honor_image_group: false,
             host: &host,
@@ -707,6 +715,10 @@ impl NodeRuntime {
 }
 
 impl RuntimeService for NodeRuntime {
+    fn cgroup_driver(&self) -> cgroups::CgroupDriver {
+        self.config.cgroup_driver
+    }
+
     fn update_container_resources(
         &self,
         id: &str,
@@ -730,7 +742,7 @@ impl RuntimeService for NodeRuntime {
             });
         }
         // The container's cgroup exists: this only writes the limits into it.
-        let path = format!("{parent}/{}", record.plan.name);
+        let path = container_cgroup(parent, &record.plan.name, id);
         cgroups::create_pod_cgroup(&path, &cgroup_limits(Some(resources)))
             .map_err(|e| failed("UpdateContainerResources", &what, e))?;
         record.config.linux.resources = Some(resources.clone());
@@ -816,7 +828,7 @@ impl RuntimeService for NodeRuntime {
         let usage = if parent.is_empty() {
             crate::stats::Usage::default()
         } else {
-            crate::stats::cgroup_usage(&format!("{parent}/{}", record.plan.name))
+            crate::stats::cgroup_usage(&container_cgroup(parent, &record.plan.name, id))
         };
         let writable_layer = self.images.rootfs.upper_dir(id).ok().and_then(|dir| {
             crate::stats::tree_usage(&dir).map(|(bytes, inodes)| (dir, bytes, inodes))
@@ -1448,6 +1460,37 @@ fn warn_once(warning: &str) -> bool {
         tracing::warn!("{warning} (said once)");
     }
     new
+}
+
+/// Whether `cgroup_parent` has the form `driver` needs: a slice name for systemd
+/// (kubelet's `kubepods-burstable-pod<uid>.slice`), an absolute path for
+/// cgroupfs. containerd refuses a mismatch likewise: a slice name taken as a
+/// directory would make a cgroup systemd does not know of. The error is the cause.
+pub fn check_cgroup_parent(
+    driver: cgroups::CgroupDriver,
+    cgroup_parent: &str,
+) -> Result<(), String> {
+    let systemd_form = cgroups::systemd::is_systemd_path(cgroup_parent);
+    match driver {
+        cgroups::CgroupDriver::Systemd if !cgroup_parent.ends_with(".slice") || cgroup_parent.contains(':') => Err(format!(
+            "cgroup parent {cgroup_parent:?}: the systemd cgroup driver needs a slice name (like kubepods-burstable-pod<uid>.slice); is kubelet's cgroupDriver cgroupfs?"
+        )),
+        cgroups::CgroupDriver::Cgroupfs if systemd_form => Err(format!(
+            "cgroup parent {cgroup_parent:?} is a systemd slice, but podrun's cgroup driver is cgroupfs (set cgroup_driver = \"systemd\" in podrun's config)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The cgroup of container `name` (ID `id`) in pod cgroup `parent`:
+/// `<parent>/<name>` with cgroupfs, the scope `<parent>:podrun:<id>` with
+/// systemd (containerd's `<slice>:cri-containerd:<id>`).
+pub fn container_cgroup(parent: &str, name: &str, id: &str) -> String {
+    if cgroups::systemd::is_systemd_path(parent) {
+        cgroups::systemd::container_cgroups_path(parent, id)
+    } else {
+        format!("{parent}/{name}")
+    }
 }
 
 /// The monitor's plan for sandbox `id` of `config`.

@@ -28,9 +28,13 @@ pub struct Usage {
     pub major_page_faults: Option<u64>,
 }
 
-/// The use of cgroup `path` (`/kubepods/besteffort/pod<uid>/app`).
+/// The use of cgroup `path` (`/kubepods/besteffort/pod<uid>/app`, or a systemd
+/// slice or `slice:prefix:name`).
 pub fn cgroup_usage(path: &str) -> Usage {
-    let Ok(parts) = cgroups::components(path) else {
+    let Ok(path) = cgroups::hierarchy_path(path) else {
+        return Usage::default();
+    };
+    let Ok(parts) = cgroups::components(&path) else {
         return Usage::default();
     };
     match cgroups::detect() {

@@ -275,3 +275,78 @@ fn refuses_paths_outside_a_cgroup() {
     assert!(remove_pod_cgroup("").is_err());
     assert!(remove_pod_cgroup("relative").is_err());
 }
+
+/// The systemd driver's pod slice: started through systemd's D-Bus API with the
+/// limits as properties (the same files as the cgroupfs driver writes), updated
+/// in place when started again, stopped with the process in it. Needs systemd as
+/// PID 1 on cgroup v2: runs in `scripts/vm-v2.sh --systemd`.
+#[test]
+#[ignore = "needs systemd as PID 1 on cgroup v2: runs in scripts/vm-v2.sh --systemd"]
+fn a_systemd_pod_slice_gets_the_limits_and_is_stopped() {
+    use podrun_runtime::cgroups::systemd::{cgroup_dir, Systemd};
+    require_root();
+    assert!(
+        Path::new("/run/systemd/system").is_dir() && detect() == CgroupMode::V2,
+        "needs systemd as PID 1 on cgroup v2 (scripts/vm-v2.sh --systemd)"
+    );
+    let slice = format!(
+        "podrun-burstable-pod{}.slice",
+        unique_pod_id().replace('-', "_")
+    );
+    /// Stops the slice even when an assertion fails.
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = remove_pod_cgroup(&self.0);
+        }
+    }
+    let _stop = Stop(slice.clone());
+    create_pod_cgroup(&slice, &limits()).unwrap();
+    let dir = cgroup_dir(&slice).unwrap();
+    assert_eq!(
+        dir,
+        Path::new(CGROUP_ROOT).join(format!("podrun.slice/podrun-burstable.slice/{slice}"))
+    );
+    let bus = Systemd::connect().unwrap();
+    assert_eq!(bus.active_state(&slice).unwrap().as_deref(), Some("active"));
+    assert_eq!(read(&dir, "cpu.weight"), "20");
+    assert_eq!(read(&dir, "cpu.max"), "50000 100000");
+    assert_eq!(read(&dir, "memory.max"), (256 << 20).to_string());
+    assert_eq!(read(&dir, "pids.max"), "100");
+    // Again, relaxed: the existing slice gets the new limits.
+    let relaxed = CgroupLimits {
+        cpu_quota: None,
+        memory_limit: None,
+        pids_limit: None,
+        ..limits()
+    };
+    create_pod_cgroup(&slice, &relaxed).unwrap();
+    assert_eq!(read(&dir, "cpu.max"), "max 100000");
+    assert_eq!(read(&dir, "memory.max"), "max");
+    assert_eq!(read(&dir, "pids.max"), "max");
+    // A process in a scope of it (as a container's) is killed by the stop, and
+    // nothing is left.
+    let mut sleeper = Command::new("systemd-run")
+        .args(["--scope", "--quiet", "--slice", &slice, "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_dir(&dir).unwrap().flatten().any(|e| {
+        e.file_name().to_string_lossy().ends_with(".scope")
+            && !read(&e.path(), "cgroup.procs").is_empty()
+    }) {
+        assert!(std::time::Instant::now() < deadline, "no scope in {slice}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    remove_pod_cgroup(&slice).unwrap();
+    let status = sleeper.wait().unwrap();
+    assert!(!status.success(), "{status}");
+    assert!(!dir.exists(), "{} left", dir.display());
+    let state = bus.active_state(&slice).unwrap();
+    assert!(
+        matches!(state.as_deref(), None | Some("inactive")),
+        "{state:?}"
+    );
+    // Stopping what is gone is not an error.
+    remove_pod_cgroup(&slice).unwrap();
+}

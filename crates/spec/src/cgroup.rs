@@ -23,6 +23,9 @@ pub const QUOTA_PERIOD: u64 = 100_000;
 pub const MIN_QUOTA: i64 = 1_000;
 /// The cgroup under which podrun puts every pod (kubelet's `kubepods`).
 pub const POD_CGROUP_ROOT: &str = "/podrun";
+/// The slice under which podrun puts every pod with the systemd cgroup driver
+/// (`podrun.slice`, kubelet's `kubepods.slice`), without its `.slice`.
+pub const POD_SLICE_PREFIX: &str = "podrun";
 
 /// The limits of a pod's cgroup, as kubelet sets them.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -133,6 +136,22 @@ pub fn pod_cgroup_path(qos: &str, pod_id: &str) -> String {
         format!("{POD_CGROUP_ROOT}/burstable/{pod_id}")
     } else {
         format!("{POD_CGROUP_ROOT}/besteffort/{pod_id}")
+    }
+}
+
+/// The pod's slice under the systemd cgroup driver: kubelet's names for the same
+/// layout (`cgroup_manager_linux.go` `ToSystemd`), under podrun's own `podrun.slice`:
+/// `podrun-pod<id>.slice` (Guaranteed), `podrun-burstable-pod<id>.slice`,
+/// `podrun-besteffort-pod<id>.slice`. A dash in a slice name makes a level of the
+/// hierarchy, so the ID's dashes become underscores, as kubelet escapes a pod UID.
+pub fn pod_slice_name(qos: &str, pod_id: &str) -> String {
+    let id = pod_id.replace('-', "_");
+    if qos.eq_ignore_ascii_case(QosClass::Guaranteed.as_str()) {
+        format!("{POD_SLICE_PREFIX}-pod{id}.slice")
+    } else if qos.eq_ignore_ascii_case(QosClass::Burstable.as_str()) {
+        format!("{POD_SLICE_PREFIX}-burstable-pod{id}.slice")
+    } else {
+        format!("{POD_SLICE_PREFIX}-besteffort-pod{id}.slice")
     }
 }
 
@@ -547,6 +566,26 @@ mod tests {
         assert_eq!(
             pod_cgroup_path(QosClass::Burstable.as_str(), "x"),
             "/podrun/burstable/x"
+        );
+    }
+
+    #[test]
+    fn slices_follow_kubelets_systemd_names() {
+        assert_eq!(
+            pod_slice_name("Guaranteed", "0c1a-2b"),
+            "podrun-pod0c1a_2b.slice"
+        );
+        assert_eq!(
+            pod_slice_name("burstable", "u-1-2"),
+            "podrun-burstable-podu_1_2.slice"
+        );
+        assert_eq!(
+            pod_slice_name("BestEffort", "x"),
+            "podrun-besteffort-podx.slice"
+        );
+        assert_eq!(
+            pod_slice_name("Whatever", "x"),
+            "podrun-besteffort-podx.slice"
         );
     }
 

@@ -96,6 +96,9 @@ pub struct OciCli {
     pub binary: PathBuf,
     /// The runtime's `--root`.
     pub root: PathBuf,
+    /// `--systemd-cgroup`: the containers' cgroups are systemd scopes (their
+    /// `cgroupsPath` is `slice:prefix:name`).
+    pub systemd_cgroup: bool,
 }
 
 impl OciCli {
@@ -106,7 +109,14 @@ impl OciCli {
         Self {
             root: run_root.join(cli_state_dir(runtime)),
             binary,
+            systemd_cgroup: false,
         }
+    }
+
+    /// The same, with `--systemd-cgroup` when `systemd` says so.
+    pub fn with_systemd_cgroup(mut self, systemd: bool) -> Self {
+        self.systemd_cgroup = systemd;
+        self
     }
 
     fn name(&self) -> String {
@@ -118,6 +128,11 @@ impl OciCli {
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root);
+        // A global option of crun and runc, given to every command: runc reads
+        // the manager from its state, crun from the flag.
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
         cmd
     }
 

@@ -4,12 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// `linux.cgroupsPath` of a bundle's config.json, when it is a cgroupfs path.
+/// `linux.cgroupsPath` of a bundle's config.json, when it is a cgroupfs path or
+/// a systemd `slice:prefix:name`.
 pub fn cgroups_path(bundle: &Path) -> Option<String> {
     let text = std::fs::read(bundle.join("config.json")).ok()?;
     let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
     let path = spec.pointer("/linux/cgroupsPath")?.as_str()?;
-    path.starts_with('/').then(|| path.to_string())
+    (path.starts_with('/') || crate::cgroups::systemd::is_systemd_path(path))
+        .then(|| path.to_string())
 }
 
 /// Remove the cgroups of the plan's containers and the pod's own (with

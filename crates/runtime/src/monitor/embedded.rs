@@ -1,5 +1,7 @@
 //! The embedded OCI backend: youki's libcontainer in the monitor's own process,
-//! its state under `<run-root>/libcontainer`, cgroups through cgroupfs.
+//! its state under `<run-root>/libcontainer`, cgroups through cgroupfs or, for a
+//! pod under the systemd cgroup driver, through libcontainer's systemd manager (a
+//! transient scope per container).
 //!
 //! libcontainer forks with raw clone3 and runs Rust code in the child, so only
 //! a single-threaded process may call it (the monitor, or `podrun-monitor
@@ -106,6 +108,19 @@ pub enum EmbeddedError {
     /// process: {0}
     #[error("process: {0}")]
     EncodeProcess(#[source] serde_json::Error),
+    /// write {value:?} to {file}: {source}
+    #[error("write {value:?} to {}: {source}", .file.display())]
+    CgroupFile {
+        /// The scope's control file.
+        file: PathBuf,
+        /// The value.
+        value: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The scope's cgroup path.
+    #[error("cgroupsPath: {0}")]
+    CgroupsPath(#[source] Box<crate::cgroups::SystemdError>),
     /// The exec's terminal or wait failed.
     #[error(transparent)]
     Console(#[from] super::console::ConsoleError),
@@ -139,14 +154,24 @@ fn with_step(step: &str, source: &(dyn std::error::Error + 'static)) -> String {
 pub struct Embedded {
     /// Where the containers' state lives (`<run-root>/libcontainer`).
     pub root: PathBuf,
+    /// The containers' cgroups are systemd scopes (their `cgroupsPath` is
+    /// `slice:prefix:name`), not directories libcontainer makes itself.
+    pub systemd_cgroup: bool,
 }
 
 impl Embedded {
-    /// The backend for run root `run_root`.
+    /// The backend for run root `run_root`, on cgroupfs.
     pub fn new(run_root: &Path) -> Self {
         Self {
             root: run_root.join("libcontainer"),
+            systemd_cgroup: false,
         }
+    }
+
+    /// The same, with the systemd cgroup manager when `systemd` says so.
+    pub fn with_systemd_cgroup(mut self, systemd: bool) -> Self {
+        self.systemd_cgroup = systemd;
+        self
     }
 
     fn builder(&self, id: &str) -> Result<ContainerBuilder, EmbeddedError> {
@@ -185,10 +210,16 @@ impl Embedded {
             .with_stdout(stdout)
             .with_stderr(stderr)
             .as_init(bundle)
-            .with_systemd(false)
+            .with_systemd(self.systemd_cgroup)
             .with_detach(true)
             .build()
             .map_err(|e| start_error(e.into()))?;
+        if self.systemd_cgroup {
+            if let Err(e) = write_unified(bundle) {
+                let _ = container.delete(true);
+                return Err(e);
+            }
+        }
         if let Err(e) = container.start() {
             let _ = container.delete(true);
             return Err(EmbeddedError::libcontainer("start")(e.into()));
@@ -354,6 +385,51 @@ impl Executor for UnblockSignals {
 
 /// Why a container did not start: a missing executable as runc says it,
 /// anything else with libcontainer's causes.
+/// libcontainer 0.7's systemd manager turns the spec's resources into the scope's
+/// properties, but reads a unified `cpu.weight` as if it were shares (converting it
+/// again) and drops the unified keys it has no property for (`memory.oom.group`,
+/// `memory.swap.max`). Write the unified values into the scope's own files after
+/// it is made, before the container starts: runc's systemd manager likewise writes
+/// every resource through its cgroupfs manager after setting the unit's properties
+/// (libcontainer/cgroups/systemd/v2.go `Set`). The scope is delegated to the
+/// container, so systemd leaves these files alone.
+fn write_unified(bundle: &Path) -> Result<(), EmbeddedError> {
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|source| EmbeddedError::Spec {
+        config: config.clone(),
+        source,
+    })?;
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
+    let (Some(path), Some(unified)) = (
+        linux.cgroups_path(),
+        linux.resources().as_ref().and_then(|r| r.unified().clone()),
+    ) else {
+        return Ok(());
+    };
+    let dir = crate::cgroups::systemd::cgroup_dir(&path.to_string_lossy())
+        .map_err(|e| EmbeddedError::CgroupsPath(Box::new(e)))?;
+    let mut keys: Vec<_> = unified.into_iter().collect();
+    keys.sort();
+    for (key, value) in keys {
+        if key.contains('/') {
+            continue;
+        }
+        let file = dir.join(&key);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
+            .map_err(|source| EmbeddedError::CgroupFile {
+                file,
+                value,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 fn start_error(source: Cause) -> EmbeddedError {
     match ExecFailure::parse(&error_chain(source.as_ref())) {
         Some(failure) => EmbeddedError::Executable { failure, source },

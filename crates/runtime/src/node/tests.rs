@@ -12,6 +12,7 @@ fn config() -> RuntimeConfig {
         request_timeout: Duration::from_secs(1),
         network: None,
         ready_timeout: Duration::from_secs(1),
+        cgroup_driver: cgroups::CgroupDriver::Cgroupfs,
     }
 }
 
@@ -219,4 +220,29 @@ fn a_node_warning_is_said_once() {
     assert!(warn_once(w));
     assert!(!warn_once(w));
     assert!(warn_once("another warning (test)"));
+}
+
+#[test]
+fn the_cgroup_parent_has_the_drivers_form() {
+    use cgroups::CgroupDriver::{Cgroupfs, Systemd};
+    assert!(check_cgroup_parent(Cgroupfs, "/podrun/burstable/p1").is_ok());
+    assert!(check_cgroup_parent(Cgroupfs, "/kubepods/besteffort/pod1").is_ok());
+    assert!(check_cgroup_parent(Systemd, "kubepods-burstable-pod1.slice").is_ok());
+    let e = check_cgroup_parent(Cgroupfs, "kubepods-pod1.slice").unwrap_err();
+    assert!(e.contains("podrun's cgroup driver is cgroupfs"), "{e}");
+    let e = check_cgroup_parent(Systemd, "/kubepods/pod1").unwrap_err();
+    assert!(e.contains("needs a slice name"), "{e}");
+    assert!(check_cgroup_parent(Systemd, "a.slice:p:n").is_err());
+}
+
+#[test]
+fn container_cgroups_follow_the_pods_form() {
+    assert_eq!(
+        container_cgroup("/podrun/burstable/p1", "web", "p1-web"),
+        "/podrun/burstable/p1/web"
+    );
+    assert_eq!(
+        container_cgroup("podrun-burstable-podp1.slice", "web", "p1-web"),
+        "podrun-burstable-podp1.slice:podrun:p1-web"
+    );
 }
