@@ -196,6 +196,43 @@ impl Server {
     }
 }
 
+/// Chunks from a channel read as one byte stream; end-of-file once every
+/// sender is gone (a stream's FIN, a channel closed, the connection's end).
+pub struct ChunkReader {
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl ChunkReader {
+    /// A reader of what `chunks` receives.
+    pub fn new(chunks: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        ChunkReader {
+            chunks,
+            pending: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.pending.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.pending = chunk;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// 8 random bytes, base64url without padding (kubelet's tokens).
 fn token() -> io::Result<String> {
     use base64::Engine;

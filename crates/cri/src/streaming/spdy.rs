@@ -245,11 +245,7 @@ impl Stream {
     /// Its reading and writing halves.
     pub fn split(self) -> (StreamReader, StreamWriter) {
         (
-            StreamReader {
-                data: self.data,
-                pending: Vec::new(),
-                at: 0,
-            },
+            StreamReader::new(self.data),
             StreamWriter {
                 id: self.id,
                 frames: self.frames,
@@ -261,29 +257,7 @@ impl Stream {
 
 /// What the client sends on a stream; EOF at its FIN (or a reset, or the
 /// connection's end).
-pub struct StreamReader {
-    data: Receiver<Vec<u8>>,
-    pending: Vec<u8>,
-    at: usize,
-}
-
-impl Read for StreamReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.pending.len() {
-            match self.data.recv() {
-                Ok(chunk) => {
-                    self.pending = chunk;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.pending.len() - self.at);
-        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
+pub type StreamReader = super::ChunkReader;
 
 /// Our side of a stream: DATA frames; [`StreamWriter::close`] (or dropping it)
 /// sends FIN.

@@ -14,11 +14,11 @@
 
 use super::remote::{self, Io, Outcome};
 use super::spdy::Connection;
-use super::{negotiate, respond, Pending, Request};
+use super::{negotiate, respond, ChunkReader, Pending, Request};
 use podrun_runtime::RuntimeService;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 
 /// The remote command protocols, in the order podrun prefers them.
@@ -277,40 +277,9 @@ impl Write for ChannelWriter {
 
 /// A channel the client writes, as a byte stream; EOF when the client closes
 /// it (v5) or the connection ends.
-struct ChannelReader {
-    data: Receiver<Vec<u8>>,
-    pending: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.pending.len() {
-            match self.data.recv() {
-                Ok(chunk) => {
-                    self.pending = chunk;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.pending.len() - self.at);
-        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-fn channel_reader() -> (Sender<Vec<u8>>, ChannelReader) {
-    let (tx, data) = channel();
-    (
-        tx,
-        ChannelReader {
-            data,
-            pending: Vec::new(),
-            at: 0,
-        },
-    )
+fn channel_reader() -> (Sender<Vec<u8>>, ChunkReader) {
+    let (tx, chunks) = channel();
+    (tx, ChunkReader::new(chunks))
 }
 
 /// A remote command over the channel protocols.
