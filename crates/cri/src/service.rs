@@ -393,6 +393,22 @@ impl PbRuntimeService for Cri {
         let runtime = self.runtime.clone();
         blocking(move || {
             if if_found(sandbox(runtime.as_ref(), &id))?.is_some() {
+                // containerd stops what still runs in the sandbox at once
+                // (internal/cri/server/sandbox_stop.go: stopContainer with
+                // timeout 0): kubelet has given each its grace period already.
+                let running = runtime
+                    .list_containers(&api::ContainerFilter {
+                        sandbox_id: Some(id.clone()),
+                        state: Some(api::ContainerState::Running),
+                        ..Default::default()
+                    })
+                    .map_err(status)?;
+                for c in running {
+                    match runtime.stop_container(&c.id, Some(Duration::ZERO)) {
+                        Ok(()) | Err(ServiceError::ContainerNotFound(_)) => {}
+                        Err(e) => return Err(status(e)),
+                    }
+                }
                 runtime.stop_pod_sandbox(&id, None).map_err(status)?;
             }
             Ok(())

@@ -1333,17 +1333,43 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
 
-    // httpd, PID 1 of its namespace, ignores SIGTERM: kubelet's order, the
-    // container stopped (here at once) before its sandbox.
-    cri.run(cri.rs().stop_container(pb::StopContainerRequest {
-        container_id: container.clone(),
-        timeout: 0,
+    // StopPodSandbox kills what still runs at once, as containerd does: a
+    // container that would exit 3 on SIGTERM is SIGKILLed (137).
+    let term = cri
+        .run(cri.rs().create_container(pb::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config(
+                "term",
+                &busybox,
+                "trap 'exit 3' TERM; while true; do sleep 0.1; done",
+            )),
+            sandbox_config: Some(config.clone()),
+        }))
+        .unwrap()
+        .into_inner()
+        .container_id;
+    cri.run(cri.rs().start_container(pb::StartContainerRequest {
+        container_id: term.clone(),
     }))
     .unwrap();
     cri.run(cri.rs().stop_pod_sandbox(pb::StopPodSandboxRequest {
         pod_sandbox_id: sandbox.clone(),
     }))
     .unwrap();
+    let exited = cri
+        .run(cri.rs().container_status(pb::ContainerStatusRequest {
+            container_id: term.clone(),
+            verbose: false,
+        }))
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        (exited.state, exited.exit_code),
+        (pb::ContainerState::ContainerExited as i32, 137),
+        "{exited:?}"
+    );
     cri.run(cri.rs().remove_pod_sandbox(pb::RemovePodSandboxRequest {
         pod_sandbox_id: sandbox.clone(),
     }))
