@@ -73,11 +73,13 @@ impl Frames {
         conn.write_all(&frame)
     }
 
-    /// A close frame (1000, normal) and our side shut.
+    /// A close frame (1000, normal) and our side shut; the client is given
+    /// a little while to answer and hang up before our reading gives up.
     fn close(&self) {
         let _ = self.send(CLOSE, &1000u16.to_be_bytes());
         let conn = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let _ = conn.shutdown(Shutdown::Write);
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     }
 }
 
