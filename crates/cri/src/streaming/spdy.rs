@@ -60,27 +60,36 @@ struct Out {
     gone: bool,
 }
 
+impl Out {
+    /// Writes one whole frame; once a write failed, the connection is gone.
+    fn write(&mut self, frame: &[u8]) -> io::Result<()> {
+        if self.gone {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the SPDY connection is closed",
+            ));
+        }
+        let sent = self
+            .writer
+            .write_all(frame)
+            .and_then(|()| self.writer.flush());
+        if sent.is_err() {
+            self.gone = true;
+        }
+        sent
+    }
+}
+
 /// Sends frames; cloned into every stream.
 #[derive(Clone)]
 struct Frames(Arc<Mutex<Out>>);
 
 impl Frames {
     fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if out.gone {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the SPDY connection is closed",
-            ));
-        }
-        let sent = out
-            .writer
-            .write_all(frame)
-            .and_then(|()| out.writer.flush());
-        if sent.is_err() {
-            out.gone = true;
-        }
-        sent
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(frame)
     }
 
     fn control(&self, kind: u16, flags: u8, payload: &[u8]) -> io::Result<()> {
@@ -101,24 +110,10 @@ impl Frames {
     /// our zlib stream made them.
     fn reply(&self, id: u32) -> io::Result<()> {
         let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if out.gone {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the SPDY connection is closed",
-            ));
-        }
         let block = deflate(&mut out.deflate, &encode_headers(&[]))?;
         let mut payload = id.to_be_bytes().to_vec();
         payload.extend_from_slice(&block);
-        let frame = control_frame(SYN_REPLY, 0, &payload);
-        let sent = out
-            .writer
-            .write_all(&frame)
-            .and_then(|()| out.writer.flush());
-        if sent.is_err() {
-            out.gone = true;
-        }
-        sent
+        out.write(&control_frame(SYN_REPLY, 0, &payload))
     }
 
     fn reset(&self, id: u32, status: u32) -> io::Result<()> {
