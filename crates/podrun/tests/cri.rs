@@ -85,6 +85,29 @@ impl Cri {
     fn is(&self) -> ImageServiceClient<Channel> {
         self.images.clone()
     }
+
+    /// Creates a container from `config` in `sandbox` and starts it; its ID.
+    fn started(
+        &self,
+        sandbox: &str,
+        config: pb::ContainerConfig,
+        sandbox_config: &pb::PodSandboxConfig,
+    ) -> String {
+        let id = self
+            .run(self.rs().create_container(pb::CreateContainerRequest {
+                pod_sandbox_id: sandbox.into(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config.clone()),
+            }))
+            .unwrap()
+            .into_inner()
+            .container_id;
+        self.run(self.rs().start_container(pb::StartContainerRequest {
+            container_id: id.clone(),
+        }))
+        .unwrap();
+        id
+    }
 }
 
 /// A gRPC channel over the unix socket at `path`.
@@ -532,22 +555,14 @@ fn a_pod_lives_and_goes_through_the_cri() {
 
     // A container whose init reaps nothing (sleep as PID 1): a timed-out
     // command is gone, not left a zombie of it.
-    let quiet = cri
-        .run(cri.rs().create_container(pb::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(pb::ContainerConfig {
-                command: vec!["sleep".into(), "3600".into()],
-                ..container_config("quiet", &busybox, "")
-            }),
-            sandbox_config: Some(config.clone()),
-        }))
-        .unwrap()
-        .into_inner()
-        .container_id;
-    cri.run(cri.rs().start_container(pb::StartContainerRequest {
-        container_id: quiet.clone(),
-    }))
-    .unwrap();
+    let quiet = cri.started(
+        &sandbox,
+        pb::ContainerConfig {
+            command: vec!["sleep".into(), "3600".into()],
+            ..container_config("quiet", &busybox, "")
+        },
+        &config,
+    );
     let e = cri
         .run(cri.rs().exec_sync(pb::ExecSyncRequest {
             container_id: quiet.clone(),
@@ -1020,23 +1035,15 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    let container = cri
-        .run(cri.rs().create_container(pb::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(container_config(
-                "web",
-                &busybox,
-                "mkdir -p /www && echo hi-streaming > /www/index.html && exec httpd -f -p 8080 -h /www",
-            )),
-            sandbox_config: Some(config.clone()),
-        }))
-        .unwrap()
-        .into_inner()
-        .container_id;
-    cri.run(cri.rs().start_container(pb::StartContainerRequest {
-        container_id: container.clone(),
-    }))
-    .unwrap();
+    let container = cri.started(
+        &sandbox,
+        container_config(
+            "web",
+            &busybox,
+            "mkdir -p /www && echo hi-streaming > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ),
+        &config,
+    );
     let exec = |cri: &mut Cri, cmd: &[&str], stdin: bool, stderr: bool, tty: bool| -> String {
         cri.run(cri.rs().exec(pb::ExecRequest {
             container_id: container.clone(),
@@ -1238,19 +1245,7 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
     shell.command = vec!["sh".into()];
     shell.stdin = true;
     shell.stdin_once = true;
-    let shell = cri
-        .run(cri.rs().create_container(pb::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(shell),
-            sandbox_config: Some(config.clone()),
-        }))
-        .unwrap()
-        .into_inner()
-        .container_id;
-    cri.run(cri.rs().start_container(pb::StartContainerRequest {
-        container_id: shell.clone(),
-    }))
-    .unwrap();
+    let shell = cri.started(&sandbox, shell, &config);
     let url = cri
         .run(cri.rs().attach(pb::AttachRequest {
             container_id: shell.clone(),
@@ -1335,23 +1330,15 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
 
     // StopPodSandbox kills what still runs at once, as containerd does: a
     // container that would exit 3 on SIGTERM is SIGKILLed (137).
-    let term = cri
-        .run(cri.rs().create_container(pb::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(container_config(
-                "term",
-                &busybox,
-                "trap 'exit 3' TERM; while true; do sleep 0.1; done",
-            )),
-            sandbox_config: Some(config.clone()),
-        }))
-        .unwrap()
-        .into_inner()
-        .container_id;
-    cri.run(cri.rs().start_container(pb::StartContainerRequest {
-        container_id: term.clone(),
-    }))
-    .unwrap();
+    let term = cri.started(
+        &sandbox,
+        container_config(
+            "term",
+            &busybox,
+            "trap 'exit 3' TERM; while true; do sleep 0.1; done",
+        ),
+        &config,
+    );
     cri.run(cri.rs().stop_pod_sandbox(pb::StopPodSandboxRequest {
         pod_sandbox_id: sandbox.clone(),
     }))

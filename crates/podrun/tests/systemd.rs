@@ -276,13 +276,18 @@ spec:
     assert_eq!(pod_slices(&tag), Vec::<PathBuf>::new());
 }
 
-#[test]
-#[ignore = "needs systemd as PID 1 on cgroup v2: runs in scripts/vm-v2.sh --systemd"]
-fn a_besteffort_pod_slice_is_stopped_with_what_runs_in_it() {
-    assert_systemd();
-    let env = Env::new("systemd");
+/// `podrun run` of a BestEffort pod named `tag` whose container sleeps, once
+/// its container said it is ready: the process, its stdout (kept open, so
+/// what podrun prints still has a reader) and the pod's one slice.
+fn sleeping_pod(
+    env: &Env,
+    tag: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    PathBuf,
+) {
     let r = registry();
-    let tag = format!("sdkill{}", std::process::id());
     let mut child = env
         .run(&format!(
             r#"apiVersion: v1
@@ -303,9 +308,18 @@ spec:
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     wait_line(&mut lines, "app | ready");
-    let slices = pod_slices(&tag);
+    let slices = pod_slices(tag);
     assert_eq!(slices.len(), 1, "{slices:?}");
-    let slice = slices[0].clone();
+    (child, lines, slices[0].clone())
+}
+
+#[test]
+#[ignore = "needs systemd as PID 1 on cgroup v2: runs in scripts/vm-v2.sh --systemd"]
+fn a_besteffort_pod_slice_is_stopped_with_what_runs_in_it() {
+    assert_systemd();
+    let env = Env::new("systemd");
+    let tag = format!("sdkill{}", std::process::id());
+    let (mut child, _stdout, slice) = sleeping_pod(&env, &tag);
     assert_eq!(
         slice.parent().unwrap(),
         Path::new(SLICE_ROOT).join("podrun-besteffort.slice")
@@ -342,31 +356,8 @@ spec:
 fn a_killed_monitors_pod_leaves_no_unit() {
     assert_systemd();
     let env = Env::new("systemd");
-    let r = registry();
     let tag = format!("sdmon{}", std::process::id());
-    let mut child = env
-        .run(&format!(
-            r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {tag}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: app
-    image: {r}/busybox:latest
-    command: ["sh", "-c", "echo ready; sleep 1000"]
-"#
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    wait_line(&mut lines, "app | ready");
-    let slices = pod_slices(&tag);
-    assert_eq!(slices.len(), 1, "{slices:?}");
-    let slice = slices[0].clone();
+    let (mut child, _stdout, slice) = sleeping_pod(&env, &tag);
     // This test's monitor: its command line names the test's directory.
     let dir = env.dir.path().to_string_lossy().into_owned();
     let monitors: Vec<i32> = std::fs::read_dir("/proc")
