@@ -79,14 +79,20 @@ suite() { # label env... -- target test-name...
 if [[ $mode == systemd ]]; then
 suite "runtime cgroups (systemd)" -- cgroups \
     a_systemd_pod_slice_gets_the_limits_and_is_stopped
-suite "systemd driver (embedded)" PODRUN_RUNTIME=embedded -- systemd \
+suite "systemd driver (embedded)" PODRUN_RUNTIME=embedded -- cgroup_drivers \
     a_pod_is_a_slice_and_its_container_a_scope_with_their_limits \
+    each_qos_class_has_its_slice \
     a_besteffort_pod_slice_is_stopped_with_what_runs_in_it \
+    an_oom_kill_in_a_scope_is_reported_and_the_container_restarted \
+    a_crash_loop_in_scopes_restarts_until_the_pod_is_deleted \
     a_killed_monitors_pod_leaves_no_unit \
     the_cgroup_driver_is_checked_at_start
-suite "systemd driver (crun)" PODRUN_RUNTIME=crun -- systemd \
+suite "systemd driver (crun)" PODRUN_RUNTIME=crun -- cgroup_drivers \
     a_pod_is_a_slice_and_its_container_a_scope_with_their_limits \
+    each_qos_class_has_its_slice \
     a_besteffort_pod_slice_is_stopped_with_what_runs_in_it \
+    an_oom_kill_in_a_scope_is_reported_and_the_container_restarted \
+    a_crash_loop_in_scopes_restarts_until_the_pod_is_deleted \
     a_killed_monitors_pod_leaves_no_unit
 else
 suite "runtime cgroups" -- cgroups \
@@ -105,9 +111,15 @@ suite "monitor (embedded)" PODRUN_RUNTIME=embedded -- monitor \
     containers_outlive_a_killed_monitor_and_the_guard_cleans_up
 suite "lifecycle (embedded)" PODRUN_RUNTIME=embedded -- lifecycle \
     out_of_memory_is_oom_killed
-# Not here: lifecycle's crash_loop_backs_off_exponentially. It passes the v2 part (the
-# pod restarts, CrashLoopBackOff) but measures the gaps between starts to 1.5 s, and
-# under software emulation each restart's image pull alone takes 1-1.6 s.
+for backend in embedded crun; do
+suite "cgroupfs driver ($backend)" PODRUN_RUNTIME=$backend -- cgroup_drivers \
+    each_qos_class_has_its_cgroupfs_parent \
+    an_oom_kill_in_a_cgroupfs_cgroup_is_reported_and_the_container_restarted \
+    a_crash_loop_in_cgroupfs_cgroups_restarts_until_the_pod_is_deleted
+done
+# Not here: lifecycle's crash_loop_backs_off_exponentially, which measures the gaps
+# between starts to 1.5 s; under software emulation each restart's image pull alone
+# takes 1-1.6 s. The crash loop is cgroup_drivers' (restarts and cleanup, no timing).
 fi
 
 bash scripts/registry.sh stop >/dev/null 2>&1

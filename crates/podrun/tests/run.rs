@@ -98,35 +98,9 @@ impl Env {
         command
     }
 
-    /// Stop the agent a detached run started (SIGTERM; it leaves the pods to
-    /// their monitors) and wait until it is gone.
+    /// Stop the agent a detached run started.
     fn stop_agent(&self) {
-        let lock = self.dir.path().join("root/agent.lock");
-        let Some(pid) = std::fs::read_to_string(lock)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        else {
-            return;
-        };
-        // Only our own agent: its command line names this environment's root.
-        let ours = || {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c).contains(&*self.dir.path().to_string_lossy())
-            })
-        };
-        if !ours() {
-            return;
-        }
-        // SAFETY: kill sends a signal to a process checked to be this test's agent.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while ours() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the agent (pid {pid}) did not stop"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        support::stop_agent(self.dir.path());
     }
 
     /// `podrun <args…>`, which must succeed; its stdout.

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::{Namespace, Sandbox, SandboxConfig};
-use cgroup::{oom_file, oom_killed, remove_plan_cgroups};
+use cgroup::{oom_file, remove_plan_cgroups, PodOomKills};
 use control::{MonitorLock, Server};
 use log::{now_rfc3339_nano, LogStream};
 
@@ -438,6 +438,7 @@ pub fn run_monitor(plan: &PodPlan) -> Result<(), MonitorError> {
         stopping: false,
         starts: HashMap::new(),
         outgoing: Vec::new(),
+        oom_kills: PodOomKills::new(plan.cgroup_parent.as_deref()),
     };
     let result = monitor.supervise(&signals, &mut sandbox, &mut server);
     // No request is taken while the pod is torn down: clients see it gone.
@@ -467,6 +468,8 @@ struct Monitor<'a> {
     starts: HashMap<String, u32>,
     /// Descriptors to pass with the answer being made (attach).
     outgoing: Vec<OwnedFd>,
+    /// The pod's OOM kills, for containers whose cgroup is gone at exit.
+    oom_kills: PodOomKills,
 }
 
 impl Monitor<'_> {
@@ -480,7 +483,7 @@ impl Monitor<'_> {
         let pod = plan.pod_id.as_str();
         let mut drain_until: Option<Instant> = None;
         loop {
-            reap(plan, sandbox, &mut self.containers)?;
+            reap(plan, sandbox, &mut self.containers, &mut self.oom_kills)?;
             // Replaced or removed containers are kept only while their logs are open.
             self.containers
                 .retain(|c| !c.removed || c.streams.iter().any(|s| s.pipe.is_some()));
@@ -921,6 +924,7 @@ fn reap(
     plan: &PodPlan,
     sandbox: &mut Sandbox,
     containers: &mut [Running],
+    oom_kills: &mut PodOomKills,
 ) -> Result<(), MonitorError> {
     use rustix::process::{wait, WaitOptions};
     while let Ok(Some((pid, status))) = wait(WaitOptions::NOHANG) {
@@ -935,7 +939,8 @@ fn reap(
         };
         let signal = status.terminating_signal();
         let code = status.exit_status().unwrap_or(0);
-        let oom_killed = c.oom_file.as_deref().is_some_and(oom_killed);
+        let oom_killed =
+            oom_kills.container_killed(c.oom_file.as_deref(), signal == Some(libc::SIGKILL));
         let exit_code = signal.map_or(code, |s| 128 + s);
         let reason = if oom_killed {
             "OOMKilled"

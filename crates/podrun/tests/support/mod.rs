@@ -185,3 +185,34 @@ impl Drop for TestNetwork {
         }
     }
 }
+
+/// Stop the agent a detached `podrun run` started with its root at `dir/root`
+/// (SIGTERM; it leaves the pods to their monitors) and wait until it is gone.
+#[allow(dead_code)] // not every test target starts an agent
+pub fn stop_agent(dir: &Path) {
+    let lock = dir.join("root/agent.lock");
+    let Some(pid) = std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    // Only our own agent: its command line names this environment's root.
+    let ours = || {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()))
+    };
+    if !ours() {
+        return;
+    }
+    // SAFETY: kill sends a signal to a process checked to be this test's agent.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ours() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent (pid {pid}) did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
