@@ -362,7 +362,11 @@ fn build_inner(input: &ContainerInput) -> Result<GeneratedSpec, ErrorKind> {
     proc.set_cwd(process::working_dir(&config.working_dir, input.image).into());
     proc.set_capabilities(Some(caps_value(&caps)));
     proc.set_rlimits(Some(rlimits));
-    proc.set_no_new_privileges(Some(sec.no_new_privs));
+    // Left out when false (its default), not written as false: libcontainer 0.7
+    // takes any value as "set" and then loads the seccomp filter after dropping
+    // capabilities, which fails with EACCES without no_new_privs
+    // (libcontainer src/process/init/process.rs). runc and crun read it as a bool.
+    proc.set_no_new_privileges(sec.no_new_privs.then_some(true));
     // kubelet's QoS score (zero: none given), never below the runtime's own.
     let oom_score_adj = config
         .linux

@@ -816,6 +816,74 @@ spec:
     env.assert_nothing_left();
 }
 
+/// A process exec'd in a container has the container's seccomp filter and
+/// capabilities, as runc gives it (libcontainer's exec alone loads no filter):
+/// with the RuntimeDefault profile, `Seccomp: 2` and the same capability sets
+/// as the container's process, with no_new_privs too where the container has
+/// it (allowPrivilegeEscalation: false).
+#[test]
+fn an_exec_has_the_containers_seccomp_filter_and_capabilities() {
+    let env = Env::new();
+    let r = registry();
+    let out = env.run_with(
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: secexec
+spec:
+  securityContext:
+    seccompProfile: {{type: RuntimeDefault}}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sleep", "600"]
+  - name: nnp
+    image: {r}/busybox:latest
+    command: ["sleep", "600"]
+    securityContext: {{allowPrivilegeEscalation: false}}
+"#
+        ),
+        &["--detach"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields = "^(Seccomp|NoNewPrivs|CapEff|CapPrm|CapBnd):";
+    for (container, nnp) in [("app", "0"), ("nnp", "1")] {
+        let show = |pid: &str| {
+            env.ok(&[
+                "exec",
+                "secexec",
+                "-c",
+                container,
+                "--",
+                "grep",
+                "-E",
+                fields,
+                &format!("/proc/{pid}/status"),
+            ])
+        };
+        let init = show("1");
+        let exec = show("self");
+        assert_eq!(exec, init, "{container}: exec'd process vs the container's");
+        assert!(exec.contains("Seccomp:\t2\n"), "{container}: {exec}");
+        assert!(
+            exec.contains(&format!("NoNewPrivs:\t{nnp}\n")),
+            "{container}: {exec}"
+        );
+        // The filter works: RuntimeDefault refuses sethostname without
+        // CAP_SYS_ADMIN, which the exec'd process held only to load it.
+        let out = env.podrun(&["exec", "secexec", "-c", container, "--", "hostname", "x"]);
+        assert_eq!(out.status.code(), Some(1), "{container}");
+    }
+    env.ok(&["delete", "pod", "secexec"]);
+    env.assert_nothing_left();
+}
+
 #[test]
 fn exec_runs_in_the_container_and_a_missing_executable_is_named() {
     let env = Env::new();

@@ -199,7 +199,8 @@ fn json_has_what_runtimes_need() {
         json["process"]["user"],
         serde_json::json!({"uid": 0, "gid": 0, "additionalGids": [0]})
     );
-    assert_eq!(json["process"]["noNewPrivileges"], false);
+    // False is left out (libcontainer takes any value as set).
+    assert_eq!(json["process"].get("noNewPrivileges"), None);
     assert_eq!(json["process"]["terminal"], false);
     assert_eq!(
         json["process"]["env"],

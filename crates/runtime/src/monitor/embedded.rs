@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{Capability, LinuxCapabilities, LinuxSeccomp, Spec};
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
@@ -175,12 +175,20 @@ impl Embedded {
     }
 
     fn builder(&self, id: &str) -> Result<ContainerBuilder, EmbeddedError> {
+        self.builder_with(id, UnblockSignals::default())
+    }
+
+    fn builder_with(
+        &self,
+        id: &str,
+        executor: UnblockSignals,
+    ) -> Result<ContainerBuilder, EmbeddedError> {
         std::fs::create_dir_all(&self.root).map_err(|source| EmbeddedError::CreateRoot {
             dir: self.root.clone(),
             source,
         })?;
         ContainerBuilder::new(id.to_string(), SyscallType::Linux)
-            .with_executor(UnblockSignals)
+            .with_executor(executor)
             .with_root_path(&self.root)
             .and_then(ContainerBuilder::validate_id)
             .map_err(|e| EmbeddedError::libcontainer("")(e.into()))
@@ -309,6 +317,7 @@ impl Embedded {
         process
             .set_args(Some(args.to_vec()))
             .set_terminal(Some(tty));
+        let executor = exec_seccomp(&spec, &mut process);
         let me = std::process::id();
         let process_file = self.root.join(format!("exec-{me}.json"));
         let socket = self.root.join(format!("exec-{me}.sock"));
@@ -331,7 +340,7 @@ impl Embedded {
         // A console socket is only accepted for a "detached" process; the
         // process is ours to wait for either way.
         let built = self
-            .builder(id)?
+            .builder_with(id, executor)?
             .with_console_socket(tty.then_some(&socket))
             .as_tenant()
             .with_process(Some(&process_file))
@@ -362,9 +371,63 @@ impl Embedded {
 /// libcontainer's default executor, after emptying the signal mask: its
 /// processes inherit the caller's, and the monitor blocks SIGTERM, SIGINT and
 /// SIGCHLD (for its signalfd), which would stay blocked in the container's
-/// process across execve (a shell's `trap … TERM` would never run).
+/// process across execve (a shell's `trap … TERM` would never run). For an
+/// exec'd process it also loads the container's seccomp filter (see
+/// [`exec_seccomp`]).
+#[derive(Clone, Default)]
+struct UnblockSignals {
+    seccomp: Option<ExecSeccomp>,
+}
+
+/// The container's seccomp filter for an exec'd process, and the capabilities
+/// the process is to keep once the filter is loaded (None: what it has).
 #[derive(Clone)]
-struct UnblockSignals;
+struct ExecSeccomp {
+    filter: LinuxSeccomp,
+    keep: Option<LinuxCapabilities>,
+}
+
+/// The executor for a process exec'd in a container of `spec`, whose process
+/// `process` (the exec's) may be changed for it. libcontainer 0.7 runs an exec
+/// without the container's seccomp filter (its tenant builder keeps only the
+/// namespaces, cgroup, personality and time offsets of the container's `linux`:
+/// container/tenant_builder.rs); runc loads it into every exec'd process
+/// (setns_init_linux.go). So the executor loads it, right before execve. Without
+/// no_new_privs that needs CAP_SYS_ADMIN, as it does for runc, which loads it
+/// before dropping capabilities: the process is given CAP_SYS_ADMIN (and
+/// CAP_SETPCAP, to drop from the bounding set) until the filter is loaded, then
+/// dropped to the capabilities asked for.
+fn exec_seccomp(
+    spec: &Spec,
+    process: &mut libcontainer::oci_spec::runtime::Process,
+) -> UnblockSignals {
+    let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return UnblockSignals::default();
+    };
+    let keep = process.capabilities().clone();
+    if process.no_new_privileges() != Some(true) {
+        if let Some(mut caps) = keep.clone() {
+            let more = |set: &Option<libcontainer::oci_spec::runtime::Capabilities>| {
+                let mut set = set.clone().unwrap_or_default();
+                set.insert(Capability::SysAdmin);
+                set.insert(Capability::Setpcap);
+                Some(set)
+            };
+            let (bounding, effective, permitted) = (
+                more(caps.bounding()),
+                more(caps.effective()),
+                more(caps.permitted()),
+            );
+            caps.set_bounding(bounding)
+                .set_effective(effective)
+                .set_permitted(permitted);
+            process.set_capabilities(Some(caps));
+        }
+    }
+    UnblockSignals {
+        seccomp: Some(ExecSeccomp { filter, keep }),
+    }
+}
 
 impl Executor for UnblockSignals {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
@@ -374,6 +437,20 @@ impl Executor for UnblockSignals {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        }
+        if let Some(seccomp) = &self.seccomp {
+            let listener = libcontainer::seccomp::initialize_seccomp(&seccomp.filter)
+                .map_err(|e| ExecutorError::Other(format!("load the seccomp filter: {e}")))?;
+            if let Some(fd) = listener {
+                // SAFETY: the listener's descriptor is ours, and no one else's:
+                // an exec has no seccomp agent to hand it to.
+                drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            }
+            if let Some(keep) = &seccomp.keep {
+                let syscall = libcontainer::syscall::syscall::create_syscall();
+                libcontainer::capabilities::drop_privileges(keep, syscall.as_ref())
+                    .map_err(|e| ExecutorError::Other(format!("drop capabilities: {e}")))?;
+            }
         }
         DefaultExecutor {}.exec(spec)
     }
