@@ -7,6 +7,7 @@
 //!   k8s.io/cri-api v0.36.3, vendored in `proto/api.proto`), compiled at build
 //!   time with tonic/prost;
 //! - [`service`]: the RPCs on the runtime;
+//! - [`events`]: GetContainerEvents' stream;
 //! - `convert`: protobuf messages to the runtime's configs and back;
 //! - [`authority`]: the front every connection passes through, so clients
 //!   that send the socket path as HTTP/2 `:authority` (which the `h2` crate
@@ -16,6 +17,7 @@
 
 pub mod authority;
 mod convert;
+pub mod events;
 pub mod service;
 pub mod streaming;
 

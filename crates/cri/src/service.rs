@@ -42,6 +42,9 @@ pub struct Cri {
     /// `sandbox_image`): every sandbox runs podrun's own pause process, so it
     /// is reported present (and pinned) without a pull.
     sandbox_image: String,
+    /// GetContainerEvents' broadcast, kicked by every RPC that changes a
+    /// sandbox or a container.
+    events: Arc<crate::events::Events>,
 }
 
 /// The sandbox image reported present unless told otherwise: kubeadm's for
@@ -61,6 +64,7 @@ impl Cri {
             image_fs,
             streaming: None,
             sandbox_image: SANDBOX_IMAGE.into(),
+            events: Default::default(),
         }
     }
 
@@ -330,6 +334,61 @@ fn verbose_info(verbose: bool, info: impl FnOnce() -> String) -> HashMap<String,
     }
 }
 
+/// A sandbox's status as PodSandboxStatus (and GetContainerEvents) report it.
+fn sandbox_status_out(s: api::PodSandboxStatus) -> pb::PodSandboxStatus {
+    let sandbox = shown(s.sandbox);
+    let mut ips = s.ips.iter().map(|ip| ip.to_string());
+    let network = ips.next().map(|ip| pb::PodSandboxNetworkStatus {
+        ip,
+        additional_ips: ips.map(|ip| pb::PodIp { ip }).collect(),
+    });
+    pb::PodSandboxStatus {
+        id: sandbox.id.clone(),
+        metadata: Some(convert::sandbox_metadata_out(&sandbox.metadata)),
+        state: convert::sandbox_state_out(sandbox.state),
+        created_at: convert::nanos(&sandbox.created_at),
+        network: Some(network.unwrap_or_default()),
+        linux: Some(pb::LinuxPodSandboxStatus {
+            namespaces: Some(pb::Namespace {
+                options: Some(convert::namespace_options_out(
+                    &s.config.linux.security_context.namespace_options,
+                )),
+            }),
+        }),
+        labels: sandbox.labels.into_iter().collect(),
+        annotations: sandbox.annotations.into_iter().collect(),
+        runtime_handler: sandbox.runtime_handler,
+    }
+}
+
+/// One look at the CRI's sandboxes and containers for GetContainerEvents.
+fn snapshot(runtime: &dyn RuntimeService) -> Result<crate::events::Snapshot, Status> {
+    use crate::events::Seen;
+    let mut out = crate::events::Snapshot {
+        seen: Default::default(),
+        sandbox_of: Default::default(),
+        sandboxes: Default::default(),
+        containers: Default::default(),
+    };
+    for s in owned_sandboxes(runtime)? {
+        out.seen.insert(s.id.clone(), Seen::sandbox(&s));
+        // Gone since it was listed: its events say so at the next look.
+        if let Ok(status) = runtime.pod_sandbox_status(&s.id) {
+            out.sandboxes
+                .insert(s.id.clone(), sandbox_status_out(status));
+        }
+    }
+    for c in owned_containers(runtime, "", "", None, &HashMap::new())? {
+        out.seen.insert(c.id.clone(), Seen::container(&c));
+        out.sandbox_of.insert(c.id.clone(), c.sandbox_id.clone());
+        out.containers
+            .entry(c.sandbox_id.clone())
+            .or_default()
+            .push(convert::container_status_out(&c));
+    }
+    Ok(out)
+}
+
 /// An RPC podrun does not serve yet, with the reason.
 fn unimplemented<T>(rpc: &str, why: &str) -> Result<Response<T>, Status> {
     Err(Status::unimplemented(format!("{rpc}: {why}")))
@@ -380,6 +439,7 @@ impl PbRuntimeService for Cri {
             })
         })
         .await?;
+        self.events.kick();
         Ok(Response::new(pb::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -414,6 +474,7 @@ impl PbRuntimeService for Cri {
             Ok(())
         })
         .await?;
+        self.events.kick();
         Ok(Response::new(pb::StopPodSandboxResponse {}))
     }
 
@@ -430,6 +491,7 @@ impl PbRuntimeService for Cri {
             Ok(())
         })
         .await?;
+        self.events.kick();
         Ok(Response::new(pb::RemovePodSandboxResponse {}))
     }
 
@@ -452,30 +514,8 @@ impl PbRuntimeService for Cri {
                     .collect::<Vec<_>>()
             )
         });
-        let sandbox = shown(s.sandbox);
-        let mut ips = s.ips.iter().map(|ip| ip.to_string());
-        let network = ips.next().map(|ip| pb::PodSandboxNetworkStatus {
-            ip,
-            additional_ips: ips.map(|ip| pb::PodIp { ip }).collect(),
-        });
         Ok(Response::new(pb::PodSandboxStatusResponse {
-            status: Some(pb::PodSandboxStatus {
-                id: sandbox.id.clone(),
-                metadata: Some(convert::sandbox_metadata_out(&sandbox.metadata)),
-                state: convert::sandbox_state_out(sandbox.state),
-                created_at: convert::nanos(&sandbox.created_at),
-                network: Some(network.unwrap_or_default()),
-                linux: Some(pb::LinuxPodSandboxStatus {
-                    namespaces: Some(pb::Namespace {
-                        options: Some(convert::namespace_options_out(
-                            &s.config.linux.security_context.namespace_options,
-                        )),
-                    }),
-                }),
-                labels: sandbox.labels.into_iter().collect(),
-                annotations: sandbox.annotations.into_iter().collect(),
-                runtime_handler: sandbox.runtime_handler,
-            }),
+            status: Some(sandbox_status_out(s)),
             info,
             containers_statuses: Vec::new(),
             timestamp: 0,
@@ -535,6 +575,7 @@ impl PbRuntimeService for Cri {
                 .map_err(status)
         })
         .await?;
+        self.events.kick();
         Ok(Response::new(pb::CreateContainerResponse {
             container_id: id,
         }))
@@ -562,6 +603,7 @@ impl PbRuntimeService for Cri {
             }
         })
         .await?;
+        self.events.kick();
         Ok(Response::new(pb::StartContainerResponse {}))
     }
 
@@ -587,6 +629,7 @@ impl PbRuntimeService for Cri {
             wait_stopped(runtime.as_ref(), &id, grace)
         })
         .await?;
+        self.events.kick();
         Ok(Response::new(pb::StopContainerResponse {}))
     }
 
@@ -611,6 +654,7 @@ impl PbRuntimeService for Cri {
             runtime.remove_container(&id).map_err(status)
         })
         .await?;
+        self.events.kick();
         Ok(Response::new(pb::RemoveContainerResponse {}))
     }
 
@@ -939,6 +983,26 @@ impl PbRuntimeService for Cri {
                 } as i32,
             }),
         }))
+    }
+
+    async fn get_container_events(
+        &self,
+        _: Request<pb::GetEventsRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::ContainerEventResponse>>, Status> {
+        use tokio_stream::StreamExt;
+        let runtime = self.runtime.clone();
+        let rx = self
+            .events
+            .subscribe(Arc::new(move || snapshot(runtime.as_ref())))
+            .await?;
+        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).map(|item| {
+            item.map_err(|e| {
+                // The client fell behind: it is told, and the stream ends (kubelet
+                // then relists, as it does when the stream breaks).
+                Status::data_loss(format!("GetContainerEvents: {e}: relist"))
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn checkpoint_container(

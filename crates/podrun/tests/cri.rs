@@ -1416,3 +1416,137 @@ fn the_sandbox_image_is_present_pinned_and_never_pulled() {
         .into_inner();
     assert!(other.image.is_none());
 }
+
+/// GetContainerEvents: a client listening while a pod lives reads its sandbox's
+/// and its container's events in order (created, started, stopped, deleted;
+/// the sandbox's under its own ID), each with the sandbox's status and its
+/// containers' (an exit among them, with its code), as kubelet's evented PLEG
+/// reads them.
+#[test]
+fn container_events_follow_a_pods_life() {
+    use pb::ContainerEventType as E;
+    let env = Env::new(&SUITE, "events");
+    let cri = Cri::start(&env);
+    let busybox = format!("{}/busybox:latest", registry());
+    cri.run(cri.is().pull_image(pb::PullImageRequest {
+        image: image(&busybox),
+        ..Default::default()
+    }))
+    .unwrap();
+    let mut stream = cri
+        .run(cri.rs().get_container_events(pb::GetEventsRequest {}))
+        .unwrap()
+        .into_inner();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = events.clone();
+    // Read on the test's runtime, whenever it runs a call (or a pause).
+    cri.rt.spawn(async move {
+        while let Ok(Some(event)) = stream.message().await {
+            into.lock().unwrap().push(event);
+        }
+    });
+    let wait_for = |what: &str, id: &str, kind: E| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = events
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e: &pb::ContainerEventResponse| {
+                    e.container_id == id && e.container_event_type == kind as i32
+                });
+            if found {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind:?} for {what} in 20 s: {:?}",
+                events
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.container_id.clone(), e.container_event_type))
+                    .collect::<Vec<_>>()
+            );
+            cri.run(async { tokio::time::sleep(Duration::from_millis(50)).await });
+        }
+    };
+    let logs = env.dir.path().join("logs");
+    let config = sandbox_config(
+        &env,
+        "cri-events",
+        "0f7a61a0-6b1e-4f52-9a53-000000000007",
+        &logs,
+    );
+    let sandbox = cri
+        .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        }))
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    // It exits by itself: no RPC tells the server, the watcher finds it.
+    let container = cri.started(
+        &sandbox,
+        container_config("app", &busybox, "sleep 1; exit 3"),
+        &config,
+    );
+    wait_for("the container", &container, E::ContainerStoppedEvent);
+    let stopped = events
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e.container_id == container && e.container_event_type == E::ContainerStoppedEvent as i32
+        })
+        .cloned()
+        .unwrap();
+    let pod = stopped.pod_sandbox_status.expect("the sandbox's status");
+    assert_eq!(pod.id, sandbox);
+    assert_eq!(pod.state, pb::PodSandboxState::SandboxReady as i32);
+    let statuses = &stopped.containers_statuses;
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
+    assert_eq!(statuses[0].id, container);
+    assert_eq!(
+        statuses[0].state,
+        pb::ContainerState::ContainerExited as i32
+    );
+    assert_eq!(statuses[0].exit_code, 3);
+    assert!(stopped.created_at > 0);
+
+    cri.run(cri.rs().remove_container(pb::RemoveContainerRequest {
+        container_id: container.clone(),
+    }))
+    .unwrap();
+    cri.run(cri.rs().stop_pod_sandbox(pb::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap();
+    cri.run(cri.rs().remove_pod_sandbox(pb::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    }))
+    .unwrap();
+    wait_for("the sandbox", &sandbox, E::ContainerDeletedEvent);
+    let seen: Vec<(String, i32)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.container_id.clone(), e.container_event_type))
+        .collect();
+    let s = |kind: E| (sandbox.clone(), kind as i32);
+    let c = |kind: E| (container.clone(), kind as i32);
+    assert_eq!(
+        seen,
+        [
+            s(E::ContainerCreatedEvent),
+            s(E::ContainerStartedEvent),
+            c(E::ContainerCreatedEvent),
+            c(E::ContainerStartedEvent),
+            c(E::ContainerStoppedEvent),
+            c(E::ContainerDeletedEvent),
+            s(E::ContainerStoppedEvent),
+            s(E::ContainerDeletedEvent),
+        ]
+    );
+}
