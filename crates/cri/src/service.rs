@@ -949,6 +949,18 @@ impl PbRuntimeService for Cri {
             reason: String::new(),
             message: String::new(),
         };
+        let runtime = self.runtime.clone();
+        let network = blocking(move || Ok(runtime.network_ready())).await?;
+        // containerd's reason and wording (internal/cri/server/status.go).
+        let network = match network {
+            Ok(()) => condition("NetworkReady"),
+            Err(e) => pb::RuntimeCondition {
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: format!("Network plugin returns error: {e}"),
+                ..condition("NetworkReady")
+            },
+        };
         let handler = |name: &str| pb::RuntimeHandler {
             name: name.into(),
             features: Some(pb::RuntimeHandlerFeatures {
@@ -958,7 +970,7 @@ impl PbRuntimeService for Cri {
         };
         Ok(Response::new(pb::StatusResponse {
             status: Some(pb::RuntimeStatus {
-                conditions: vec![condition("RuntimeReady"), condition("NetworkReady")],
+                conditions: vec![condition("RuntimeReady"), network],
             }),
             info: verbose_info(request.into_inner().verbose, || {
                 format!("{{\"runtime\":\"podrun {}\"}}", env!("CARGO_PKG_VERSION"))

@@ -1550,3 +1550,43 @@ fn container_events_follow_a_pods_life() {
         ]
     );
 }
+
+/// Status' NetworkReady follows the network a new sandbox would join: the
+/// default network here (ready), a CNI config naming a plugin that is not
+/// installed (not ready, in containerd's words, naming the plugin), and ready
+/// again once that config is gone.
+#[test]
+fn network_ready_follows_the_cni_config() {
+    let env = Env::new(&SUITE, "netready");
+    let cri = Cri::start(&env);
+    let network = || {
+        cri.run(cri.rs().status(pb::StatusRequest { verbose: false }))
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "NetworkReady")
+            .expect("a NetworkReady condition")
+    };
+    assert!(network().status, "{:?}", network());
+    let conflist = env.dir.path().join("cni-conf.d/10-broken.conflist");
+    std::fs::write(
+        &conflist,
+        r#"{"cniVersion": "1.0.0", "name": "broken", "plugins": [{"type": "podrun-test-no-such-plugin"}]}"#,
+    )
+    .unwrap();
+    let broken = network();
+    assert!(!broken.status, "{broken:?}");
+    assert_eq!(broken.reason, "NetworkPluginNotReady");
+    assert!(
+        broken.message.starts_with(
+            "Network plugin returns error: broken: plugin type=\"podrun-test-no-such-plugin\": no executable"
+        ),
+        "{}",
+        broken.message
+    );
+    std::fs::remove_file(&conflist).unwrap();
+    assert!(network().status, "{:?}", network());
+}

@@ -401,6 +401,12 @@ pub trait RuntimeService: Send + Sync {
     fn cgroup_driver(&self) -> crate::cgroups::CgroupDriver {
         crate::cgroups::CgroupDriver::Cgroupfs
     }
+    /// Whether the network a new sandbox would join can serve it (CRI's
+    /// NetworkReady), and why not: the CNI config and its plugins, or the
+    /// default network's tools.
+    fn network_ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Credentials for a pull (`AuthConfig`).

@@ -719,6 +719,17 @@ impl RuntimeService for NodeRuntime {
         self.config.cgroup_driver
     }
 
+    fn network_ready(&self) -> Result<(), String> {
+        match &self.networks {
+            // Sandboxes get a namespace with only loopback: nothing to fail.
+            None => Ok(()),
+            Some(networks) => networks
+                .get(networks.choose())
+                .ready()
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     fn update_container_resources(
         &self,
         id: &str,
