@@ -82,6 +82,7 @@ mod execute;
 mod observe;
 mod probing;
 mod record;
+mod terminating;
 use execute::Unmade;
 use observe::parse_time;
 
@@ -450,14 +451,21 @@ async fn remove(agent: &Arc<Agent>, row: &PodRow) -> Result<()> {
     let own = Instant::now() + podrun_kubelet::grace::pod_grace_period(&state.record.manifest);
     let runtime = agent.runtime.clone();
     let agent2 = agent.clone();
+    let deleting = row.state == PodPhase::Deleting;
     // A thread of its own, not the blocking pool: stopping waits out grace periods.
     on_thread(move || -> Result<()> {
         let had = ready(runtime.as_ref(), &state.record.pod_id).is_some();
         let pod = state.record.manifest.clone();
         let events = |t: &str, r: &str, m: String| agent2.event(&ns, &name, t, r, &m);
         let until = || deadline(&ns, &name).unwrap_or(own);
-        if let Err(e) = super::terminate::terminate(runtime.as_ref(), &state, &pod, &until, &events)
-        {
+        let stop = || super::terminate::terminate(runtime.as_ref(), &state, &pod, &until, &events);
+        // A pod being deleted shows each container's end as it comes.
+        let stopped = if deleting && had {
+            terminating::recording(&agent2, &ns, &name, stop)
+        } else {
+            stop()
+        };
+        if let Err(e) = stopped {
             tracing::warn!("pod/{name}: graceful stop: {e}");
         }
         let grace = until().saturating_duration_since(Instant::now());
@@ -603,18 +611,34 @@ fn ready(runtime: &dyn podrun_runtime::RuntimeService, id: &str) -> Option<PodSa
         .filter(|s| s.sandbox.state == SandboxState::Ready)
 }
 
-/// One sync of a running pod (blocking: it asks the runtime).
-/// kubelet's SyncPod: observe, `compute_pod_actions`, kill, start, record.
-fn drive(
+/// What a look at a running pod finds: kubelet's relist (the runtime's
+/// statuses of the sandbox's containers) merged into what the agent
+/// remembers of each container.
+struct Seen {
+    /// The node's facts with the pod's IPs.
+    node: crate::env::NodeFacts,
+    /// The observation, the runtime's answer merged in.
+    observed: podrun_kubelet::PodObservation,
+    /// The containers' probe state.
+    probes: HashMap<String, ContainerProbes>,
+    /// Each container's memory as stored (None: never stored).
+    stored: HashMap<String, Option<String>>,
+    /// The runtime's answer.
+    containers: Vec<podrun_runtime::api::ContainerStatus>,
+}
+
+/// Look at pod `row` (its sandbox ready) at `now` (blocking: it asks the
+/// runtime): SyncPod's observe step, and what a terminating pod's status
+/// is made from.
+fn see(
     agent: &Agent,
     row: &PodRow,
+    pod: &Pod,
     state: &PodState,
     sandbox: &PodSandboxStatus,
-) -> Result<Round> {
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Seen> {
     let (ns, name) = (row.namespace.as_str(), row.name.as_str());
-    let pod: Pod = decode(&row.manifest, "the stored manifest")?;
-    let config = kubelet_config();
-    let now = chrono::Utc::now();
     // The pod's IPs as its sandbox's status gives them (kubelet's
     // GetPodStatus), the node's for a hostNetwork pod, and the node's own: for
     // the status and the containers' environment.
@@ -624,7 +648,7 @@ fn drive(
         .iter()
         .filter_map(|ip| ip.parse().ok())
         .collect();
-    let pod_ips = podrun_kubelet::network::pod_ips(&pod, &sandbox.ips, &node_ips);
+    let pod_ips = podrun_kubelet::network::pod_ips(pod, &sandbox.ips, &node_ips);
     node.pod_ips = pod_ips.iter().map(ToString::to_string).collect();
     let mut observed = podrun_kubelet::PodObservation {
         sandbox: podrun_kubelet::SandboxState::Ready,
@@ -636,8 +660,7 @@ fn drive(
     };
     // What the agent remembers of each container (restarts, back-off, last
     // exit, its probes' state).
-    let specs: Vec<&k8s_openapi::api::core::v1::Container> =
-        podrun_spec::containers(&pod).collect();
+    let specs: Vec<&k8s_openapi::api::core::v1::Container> = podrun_spec::containers(pod).collect();
     let mut stored = HashMap::new();
     let mut probes: HashMap<String, ContainerProbes> = HashMap::new();
     for c in &specs {
@@ -657,22 +680,18 @@ fn drive(
         );
     }
     // What the runtime holds now: an exit while the agent was down is here too.
-    let rt = agent.runtime.as_ref();
-    let in_sandbox = pods::InSandbox {
-        state,
-        runtime: rt,
-        sandbox,
-    };
     let filter = ContainerFilter {
         sandbox_id: Some(sandbox.sandbox.id.clone()),
         ..Default::default()
     };
-    let containers = rt
-        .list_containers(&filter)
-        .map_err(|source| WorkerError::Runtime {
-            pod: name.into(),
-            source,
-        })?;
+    let containers =
+        agent
+            .runtime
+            .list_containers(&filter)
+            .map_err(|source| WorkerError::Runtime {
+                pod: name.into(),
+                source,
+            })?;
     observe::merge(&mut observed, &mut probes, &containers, now, |cs| {
         pods::termination_message(&state.record.data_dir, &cs.name).or_else(|| {
             // A failed container of FallbackToLogsOnError that left no
@@ -684,6 +703,40 @@ fn drive(
             pods::log_tail_message(&state.log_path(&cs.name), parse_time(&cs.started_at))
         })
     });
+    Ok(Seen {
+        node,
+        observed,
+        probes,
+        stored,
+        containers,
+    })
+}
+
+/// One sync of a running pod (blocking: it asks the runtime).
+/// kubelet's SyncPod: observe, `compute_pod_actions`, kill, start, record.
+fn drive(
+    agent: &Agent,
+    row: &PodRow,
+    state: &PodState,
+    sandbox: &PodSandboxStatus,
+) -> Result<Round> {
+    let (ns, name) = (row.namespace.as_str(), row.name.as_str());
+    let pod: Pod = decode(&row.manifest, "the stored manifest")?;
+    let config = kubelet_config();
+    let now = chrono::Utc::now();
+    let Seen {
+        node,
+        mut observed,
+        mut probes,
+        stored,
+        containers,
+    } = see(agent, row, &pod, state, sandbox, now)?;
+    let rt = agent.runtime.as_ref();
+    let in_sandbox = pods::InSandbox {
+        state,
+        runtime: rt,
+        sandbox,
+    };
     // The volume manager's part of a sync: a changed ConfigMap or Secret (or
     // labels) reaches the volumes of the running containers.
     let mut sources = None;

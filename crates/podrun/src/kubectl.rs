@@ -500,16 +500,36 @@ pub fn delete(cli: &Cli, args: &DeleteArgs) -> Result<()> {
 pub fn apply(cli: &Cli, args: &ApplyArgs) -> Result<()> {
     let files = read_manifests(&args.filename)?;
     ensure_agent(cli)?;
-    done(call(
+    let response = call(
         cli,
         &Request::Apply {
             files,
             create: false,
         },
-    )?)
+    )?;
+    // As `kubectl apply`: once the objects are stored the command succeeded;
+    // a container that cannot be made (CreateContainerConfigError, a bad
+    // image) shows its reason in the pod's status and events, and is retried
+    // with back-off. What the first sync met is said as a warning.
+    match response {
+        Response::Done {
+            lines, warnings, ..
+        } => {
+            for l in &lines {
+                println!("{l}");
+            }
+            for w in &warnings {
+                eprintln!("Warning: {w}");
+            }
+            Ok(())
+        }
+        other => done(other),
+    }
 }
 
-/// `podrun run --detach`: `apply` of a file whose pods must be new.
+/// `podrun run --detach`: `apply` of a file whose pods must be new; as
+/// `podman kube play`, a container that cannot be made fails the command
+/// (the pod stays, showing why).
 pub fn create(cli: &Cli, files: Vec<(String, String)>) -> Result<()> {
     ensure_agent(cli)?;
     done(call(

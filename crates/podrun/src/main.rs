@@ -55,8 +55,14 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pod from its manifest in the foreground (Ctrl-C stops it), or detached.
+    ///
+    /// As `podman kube play`, a container that cannot be made (its image, a
+    /// ConfigMap key, its root filesystem) fails the command.
     Run(run::RunArgs),
     /// Create or update the pods, ConfigMaps and Secrets of manifests (through the agent).
+    ///
+    /// As `kubectl apply`, it succeeds once they are stored: a container that
+    /// cannot be made is a warning here, its reason in the pod's status.
     Apply(kubectl::ApplyArgs),
     /// Show a pod in detail, with its events.
     Describe(kubectl::DescribeArgs),

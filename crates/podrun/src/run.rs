@@ -100,6 +100,7 @@ async fn foreground(
         .map_err(|e| tracing::warn!("pod/{name}: {e:#}: get will show it Unknown"))
         .ok();
     let mut reported: Option<String> = None;
+    let mut unmade = None;
     let log_dir = run_dir.join("logs");
     let mut tails: Vec<(String, pods::Tail)> = pod
         .spec
@@ -122,6 +123,12 @@ async fn foreground(
             break;
         }
         if let Some(status) = row.and_then(|r| r.status) {
+            // As `podman kube play`: a container that cannot be made ends
+            // the run (the agent would retry it with back-off forever).
+            unmade = cannot_be_made(name, &status);
+            if unmade.is_some() {
+                break;
+            }
             if reported.as_ref() != Some(&status) {
                 if let Err(e) = pods::write_status(&run_dir, &status) {
                     tracing::warn!("pod/{name}: report its status: {e:#}");
@@ -167,10 +174,41 @@ async fn foreground(
                 )
             })
         });
-    if let Some(e) = start_error {
+    if let Some(e) = unmade.or(start_error) {
         bail!("{e}");
     }
     Ok(code)
+}
+
+/// The reasons kubelet gives a container it could not make (its image, its
+/// environment, its root filesystem); the run's first sync reports the same
+/// in its answer, a later one (a container after the init containers) only
+/// in the status.
+const UNMADE: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// The first container of pod `name` that its v1 `status` (JSON) shows
+/// waiting for one of the [`UNMADE`] reasons, as the run's error:
+/// `pod/NAME: container C: cause`.
+fn cannot_be_made(name: &str, status: &str) -> Option<String> {
+    let status: k8s_openapi::api::core::v1::PodStatus = serde_json::from_str(status).ok()?;
+    let statuses = status.init_container_statuses.iter().flatten();
+    statuses
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            UNMADE.contains(&reason).then(|| {
+                let cause = waiting.message.as_deref().unwrap_or(reason);
+                format!("pod/{name}: container {}: {cause}", c.name)
+            })
+        })
 }
 
 fn pump(tails: &mut [(String, pods::Tail)]) {
@@ -187,5 +225,43 @@ fn pump(tails: &mut [(String, pods::Tail)]) {
                 let _ = std::io::stdout().write_all(out.as_bytes());
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cannot_be_made;
+
+    /// A container waiting for a reason of its making is the run's error;
+    /// one waiting for its turn or a restart is not.
+    #[test]
+    fn a_container_that_cannot_be_made_is_named() {
+        let status = |reason: &str, message: &str| {
+            serde_json::json!({
+                "initContainerStatuses": [{"name": "init", "ready": false, "restartCount": 0,
+                    "image": "", "imageID": "",
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+                "containerStatuses": [{"name": "app", "ready": false, "restartCount": 0,
+                    "image": "", "imageID": "",
+                    "state": {"waiting": {"reason": reason, "message": message}}}],
+            })
+            .to_string()
+        };
+        assert_eq!(
+            cannot_be_made(
+                "web",
+                &status(
+                    "CreateContainerConfigError",
+                    "couldn't find key k in ConfigMap default/cfg"
+                )
+            )
+            .as_deref(),
+            Some("pod/web: container app: couldn't find key k in ConfigMap default/cfg")
+        );
+        assert_eq!(cannot_be_made("web", &status("PodInitializing", "")), None);
+        assert_eq!(
+            cannot_be_made("web", &status("CrashLoopBackOff", "back-off")),
+            None
+        );
     }
 }

@@ -661,6 +661,96 @@ fn native_sidecar_outlives_the_main_container() {
     env.assert_nothing_left();
 }
 
+/// While a pod terminates, its containers' statuses move as they stop, as
+/// kubelet's pod worker reports them (pkg/kubelet/kubelet.go
+/// SyncTerminatingPod): after `delete --wait=false` the main container, which
+/// exits on TERM at once, shows terminated (Completed, exit code 0,
+/// finishedAt) while its native sidecar, which takes 3 s over TERM, still
+/// shows running, in `get -o json` and in `describe`; then the pod is gone.
+#[test]
+fn container_statuses_move_while_the_pod_terminates() {
+    let env = Env::new(&SUITE, "termstatus");
+    let name = env.name("lc4-term-status");
+    let _agent = env.serve(None, &[], &[]);
+    let sidecar = container(
+        "side",
+        "trap 'sleep 3; exit 0' TERM; while true; do sleep 0.1; done",
+        "    restartPolicy: Always\n",
+    );
+    let main = container(
+        "main",
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        "",
+    );
+    env.apply(&pod(
+        &name,
+        &format!("  terminationGracePeriodSeconds: 20\n  initContainers:\n{sidecar}"),
+        &main,
+    ));
+    env.wait_row(&name, "2/2 Running", 15, |r| {
+        r[2] == "2/2" && r[3] == "Running"
+    });
+    env.ok(&["delete", "pod", &name, "--wait=false"]);
+    let state_of = |pod: &serde_json::Value, list: &str, c: &str| -> serde_json::Value {
+        pod["status"][list]
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["name"] == c))
+            .map(|s| s["state"].clone())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let mut between = None;
+    loop {
+        let out = env.podrun(&["get", "pod", &name, "-o", "json"]);
+        if !out.status.success() {
+            break;
+        }
+        let pod: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (main, side) = (
+            state_of(&pod, "containerStatuses", "main"),
+            state_of(&pod, "initContainerStatuses", "side"),
+        );
+        let pair = (
+            main.as_object().and_then(|o| o.keys().next().cloned()),
+            side.as_object().and_then(|o| o.keys().next().cloned()),
+        );
+        if seen.last() != Some(&pair) {
+            seen.push(pair.clone());
+        }
+        if between.is_none() && pair == (Some("terminated".into()), Some("running".into())) {
+            let describe = env.podrun(&["describe", "pod", &name]);
+            between = Some((main, describe));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {name} not gone 20 s after its deletion; states seen {seen:?}\n{}",
+            env.diag()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("(main, side) states seen while {name} terminated: {seen:?}");
+    let Some((main, describe)) = between else {
+        panic!(
+            "main never showed terminated while its sidecar ran; (main, side) states seen: {seen:?}\n{}",
+            env.diag()
+        );
+    };
+    let t = &main["terminated"];
+    assert_eq!(t["exitCode"], 0, "{main}");
+    assert_eq!(t["reason"], "Completed", "{main}");
+    assert!(t["finishedAt"].is_string(), "{main}");
+    // describe, read at the same moment (unless the pod went in between).
+    if describe.status.success() {
+        let d = String::from_utf8_lossy(&describe.stdout);
+        let state = |c: &str| value(&sub(&section(&d, c), "State"), "State");
+        assert_eq!(state("main").as_deref(), Some("Terminated"), "{d}");
+        assert_eq!(state("side").as_deref(), Some("Running"), "{d}");
+    }
+    assert!(env.row(&name).is_none(), "{name} still listed");
+    env.assert_nothing_left();
+}
+
 /// A failing liveness probe (exec; httpGet against busybox httpd) restarts
 /// the container, with an Unhealthy "Liveness probe failed" event.
 #[test]

@@ -644,6 +644,69 @@ spec:
     env.assert_nothing_left();
 }
 
+/// A container that cannot be made after the init containers ran (a key its
+/// ConfigMap lacks: kubelet's CreateContainerConfigError, retried with
+/// back-off forever) ends a foreground run, as `podman kube play` fails:
+/// exit code 1, the error naming the pod, the container and the cause, and
+/// nothing left. (Made in the run's first sync, it is reported from there.)
+#[test]
+fn a_container_that_cannot_be_made_after_the_init_containers_fails_the_run() {
+    let env = Env::new();
+    let r = registry();
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: nokey
+spec:
+  initContainers:
+  - name: init
+    image: {r}/busybox:latest
+    command: ["true"]
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    env:
+    - name: X
+      valueFrom: {{configMapKeyRef: {{name: cfg, key: absent}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data: {{present: "1"}}
+"#
+    );
+    let args = env.run_args(&manifest);
+    let mut child = env
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            // Ctrl-C: the run stops and removes the pod.
+            // SAFETY: kill signals the child this test spawned, not yet reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "podrun run still ran 30 s after its container could not be made\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pod/nokey: container app: ") && stderr.contains("absent"),
+        "{stderr}"
+    );
+    env.assert_nothing_left();
+}
+
 #[test]
 fn the_pod_has_its_files_shm_memory_volumes_and_qos_cgroup() {
     let env = Env::new();
