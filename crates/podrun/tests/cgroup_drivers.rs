@@ -475,7 +475,8 @@ fn a_killed_monitors_pod_leaves_no_unit() {
 /// With `driver`: each QoS class's pod cgroup is where kubelet puts it
 /// (Guaranteed: the root's own child, podrun.slice or /podrun; Burstable and
 /// BestEffort in their class's), a Guaranteed pod's with its limits, and none
-/// is left once the pod ends.
+/// is left once the pod ends. Its CPU and memory use read as the CRI's stats
+/// report them.
 fn each_qos_class_has_its_parent(driver: &str, tag: &str) {
     let env = Env::new(driver);
     let (guaranteed, burstable, besteffort) = if driver == "systemd" {
@@ -499,6 +500,23 @@ fn each_qos_class_has_its_parent(driver: &str, tag: &str) {
             cgroup.parent().unwrap().ends_with(parent),
             "{name}: {} is not in {parent}",
             cgroup.display()
+        );
+        // What ContainerStats and PodSandboxStats report of it (the runtime's
+        // reading of cpu.stat/cpuacct and memory.current/usage_in_bytes, the
+        // working set as kubelet computes it: usage less inactive_file).
+        let root = if support::cgroup_v2() {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/memory"
+        };
+        let relative = cgroup.to_string_lossy()[root.len()..].to_string();
+        let usage = podrun_runtime::stats::cgroup_usage(&relative);
+        assert!(usage.cpu_ns.is_some_and(|n| n > 0), "{name}: {usage:?}");
+        let memory = usage.memory_bytes.unwrap_or(0);
+        assert!(memory > 0, "{name}: {usage:?}");
+        assert!(
+            usage.working_set_bytes.is_some_and(|w| w <= memory),
+            "{name}: {usage:?}"
         );
         if class == "g" && support::cgroup_v2() {
             assert_eq!(read(&cgroup, "cpu.weight"), "10");
