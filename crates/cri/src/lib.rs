@@ -8,7 +8,6 @@
 //!   time with tonic/prost;
 //! - [`service`]: the RPCs on the runtime;
 //! - [`events`]: GetContainerEvents' stream;
-//! - [`metrics`]: ListMetricDescriptors and ListPodSandboxMetrics;
 //! - `convert`: protobuf messages to the runtime's configs and back;
 //! - [`authority`]: the front every connection passes through, so clients
 //!   that send the socket path as HTTP/2 `:authority` (which the `h2` crate
@@ -19,7 +18,6 @@
 pub mod authority;
 mod convert;
 pub mod events;
-pub mod metrics;
 pub mod service;
 pub mod streaming;
 

@@ -395,6 +395,9 @@ fn unimplemented<T>(rpc: &str, why: &str) -> Result<Response<T>, Status> {
 }
 
 const NO_STREAMING: &str = "this CRI server runs without a streaming server";
+const NO_METRICS: &str =
+    "podrun serves statistics (ContainerStats, PodSandboxStats), not the metrics API";
+
 #[tonic::async_trait]
 impl PbRuntimeService for Cri {
     async fn version(
@@ -1028,56 +1031,14 @@ impl PbRuntimeService for Cri {
         &self,
         _: Request<pb::ListMetricDescriptorsRequest>,
     ) -> Result<Response<pb::ListMetricDescriptorsResponse>, Status> {
-        Ok(Response::new(pb::ListMetricDescriptorsResponse {
-            descriptors: crate::metrics::descriptors(),
-        }))
+        unimplemented("ListMetricDescriptors", NO_METRICS)
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<pb::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<pb::ListPodSandboxMetricsResponse>, Status> {
-        let runtime = self.runtime.clone();
-        let pod_metrics = blocking(move || {
-            let running = owned_containers(
-                runtime.as_ref(),
-                "",
-                "",
-                Some(api::ContainerState::Running),
-                &HashMap::new(),
-            )?;
-            let mut out = Vec::new();
-            for s in owned_sandboxes(runtime.as_ref())? {
-                if s.state != api::SandboxState::Ready {
-                    continue;
-                }
-                // Gone since it was listed: not reported.
-                let Ok(stats) = runtime.pod_sandbox_stats(&s.id) else {
-                    continue;
-                };
-                let container_metrics = running
-                    .iter()
-                    .filter(|c| c.sandbox_id == s.id)
-                    .filter_map(|c| {
-                        let stats = runtime.container_stats(&c.id).ok()?;
-                        Some(pb::ContainerMetrics {
-                            container_id: c.id.clone(),
-                            metrics: crate::metrics::metrics(&c.id, &c.name, &stats.usage),
-                        })
-                    })
-                    .collect();
-                out.push(pb::PodSandboxMetrics {
-                    metrics: crate::metrics::metrics(&s.id, &s.metadata.name, &stats.usage),
-                    pod_sandbox_id: s.id,
-                    container_metrics,
-                });
-            }
-            Ok(out)
-        })
-        .await?;
-        Ok(Response::new(pb::ListPodSandboxMetricsResponse {
-            pod_metrics,
-        }))
+        unimplemented("ListPodSandboxMetrics", NO_METRICS)
     }
 
     async fn update_pod_sandbox_resources(

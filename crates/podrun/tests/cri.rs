@@ -462,42 +462,6 @@ fn a_pod_lives_and_goes_through_the_cri() {
         .unwrap()
         .value;
     assert!(pod_cpu > 0, "the pod cgroup counts its containers");
-    // The same as cAdvisor-named metrics, with the descriptors they name.
-    let described = cri
-        .run(
-            cri.rs()
-                .list_metric_descriptors(pb::ListMetricDescriptorsRequest::default()),
-        )
-        .unwrap()
-        .into_inner()
-        .descriptors;
-    let metrics = cri
-        .run(
-            cri.rs()
-                .list_pod_sandbox_metrics(pb::ListPodSandboxMetricsRequest::default()),
-        )
-        .unwrap()
-        .into_inner()
-        .pod_metrics;
-    assert_eq!(metrics.len(), 1);
-    assert_eq!(metrics[0].pod_sandbox_id, sandbox);
-    assert_eq!(metrics[0].container_metrics.len(), 1);
-    let app = &metrics[0].container_metrics[0];
-    assert_eq!(app.container_id, container);
-    let working_set = app
-        .metrics
-        .iter()
-        .find(|m| m.name == "container_memory_working_set_bytes")
-        .expect("the working set");
-    assert!(working_set.value.unwrap().value > 0);
-    assert_eq!(working_set.label_values, [container.as_str(), "app"]);
-    for m in app.metrics.iter().chain(&metrics[0].metrics) {
-        let d = described
-            .iter()
-            .find(|d| d.name == m.name)
-            .unwrap_or_else(|| panic!("{} is not described", m.name));
-        assert_eq!(d.label_keys, ["id", "name"]);
-    }
 
     // New limits into the running container's cgroup (in-place resize).
     cri.run(
