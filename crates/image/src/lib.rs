@@ -185,7 +185,20 @@ impl Images {
             .map_err(wrap)
     }
 
+    /// Write `record`, unless the store holds it already as it is: a pull that
+    /// found nothing new keeps the record (its `pulled_at`, when this machine
+    /// got the image, included) and costs no durable write, which a pod with
+    /// pull policy Always would otherwise pay at every start.
     pub(crate) fn put_record(&self, record: ImageRecord) -> io::Result<ImageRecord> {
+        if let Ok(Some(old)) = self.records.get(&record.name) {
+            let same = ImageRecord {
+                pulled_at: old.pulled_at.clone(),
+                ..record.clone()
+            };
+            if same == old {
+                return Ok(old);
+            }
+        }
         self.records.put(&record)?;
         Ok(record)
     }

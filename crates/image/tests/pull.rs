@@ -76,10 +76,23 @@ async fn docker_and_oci_manifests_share_one_snapshot() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_pull_downloads_nothing() {
     let t = TestRoot::new();
-    t.images
+    let first = t
+        .images
         .pull(&image("layers:latest"), &t.options())
         .await
         .unwrap();
+    let records = || -> Vec<(std::path::PathBuf, std::fs::Metadata)> {
+        std::fs::read_dir(t.root().join("images"))
+            .unwrap()
+            .flatten()
+            .map(|e| (e.path(), e.metadata().unwrap()))
+            .collect()
+    };
+    let before = records();
+    assert_eq!(before.len(), 1, "{before:?}");
+    // The record too is kept as it is: its time of pull stays, and it is not
+    // rewritten (no durable write for a pull that finds nothing new).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     let options = PullOptions {
@@ -90,6 +103,15 @@ async fn a_second_pull_downloads_nothing() {
         .pull(&image("layers:latest"), &options)
         .await
         .unwrap();
+    let again = t.images.find(&image("layers:latest")).unwrap();
+    assert_eq!(again, [first]);
+    let after = records();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (after[0].1.ino(), after[0].1.mtime_nsec()),
+        (before[0].1.ino(), before[0].1.mtime_nsec()),
+        "the record was rewritten"
+    );
     let events = events.lock().unwrap();
     assert!(
         !events.iter().any(|p| matches!(p, Progress::LayerBytes(..))),
