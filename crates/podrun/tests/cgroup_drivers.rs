@@ -57,25 +57,8 @@ impl Env {
 
     /// `podrun` with this test's roots and config, not yet given a command.
     fn podrun(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_podrun"));
-        command
-            .arg("--root")
-            .arg(self.dir.path().join("root"))
-            .arg("--run-root")
-            .arg(self.dir.path().join("run"))
-            .arg("--config")
-            .arg(&self.network.config_file)
-            .arg("--registries-conf")
-            .arg(self.dir.path().join("none.conf"))
-            .arg("--hosts-dir")
-            .arg(self.dir.path().join("none.d"))
-            .env("HOME", self.dir.path())
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            // For the agent `run --detach` starts: restarts within a test's patience.
-            .env("PODRUN_SYNC_INTERVAL_MS", "200")
-            .env("PODRUN_BACKOFF_INITIAL_MS", "500")
-            .env("PODRUN_BACKOFF_MAX_MS", "1000")
-            .stdin(Stdio::null());
+        let mut command = support::podrun_in(self.dir.path(), &self.network.config_file);
+        command.env("PODRUN_BACKOFF_MAX_MS", "1000");
         command
     }
 

@@ -86,6 +86,28 @@ impl Cri {
         self.images.clone()
     }
 
+    /// Pulls the test registry's busybox; its name.
+    fn busybox(&self) -> String {
+        let busybox = format!("{}/busybox:latest", registry());
+        self.run(self.is().pull_image(pb::PullImageRequest {
+            image: image(&busybox),
+            ..Default::default()
+        }))
+        .unwrap();
+        busybox
+    }
+
+    /// Runs a sandbox of `config`; its ID.
+    fn sandbox(&self, config: &pb::PodSandboxConfig) -> String {
+        self.run(self.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        }))
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+    }
+
     /// Creates a container from `config` in `sandbox` and starts it; its ID.
     fn started(
         &self,
@@ -259,14 +281,7 @@ fn a_pod_lives_and_goes_through_the_cri() {
         cgroup_parent: format!("/{}/besteffort/pod{uid}", qos.top),
         ..Default::default()
     });
-    let sandbox = cri
-        .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        }))
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sandbox = cri.sandbox(&config);
     assert_eq!(sandbox, uid, "the sandbox ID is the pod UID");
     let status = cri
         .run(cri.rs().pod_sandbox_status(pb::PodSandboxStatusRequest {
@@ -913,14 +928,7 @@ fn the_agents_pods_and_the_cris_do_not_see_each_other() {
         "0f7a61a0-6b1e-4f52-9a53-000000000004",
         &logs,
     );
-    let sandbox = cri
-        .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        }))
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sandbox = cri.sandbox(&config);
     assert_eq!(listed(&mut cri), (1, 0));
     let names: Vec<String> = env.rows().into_iter().map(|r| r[1].clone()).collect();
     assert_eq!(
@@ -1014,12 +1022,7 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
     use stream_client::{upgrade, Spdy, WebSocket};
     let env = Env::new(&SUITE, "stream");
     let mut cri = Cri::start(&env);
-    let busybox = format!("{}/busybox:latest", registry());
-    cri.run(cri.is().pull_image(pb::PullImageRequest {
-        image: image(&busybox),
-        ..Default::default()
-    }))
-    .unwrap();
+    let busybox = cri.busybox();
     let logs = env.dir.path().join("logs");
     let config = sandbox_config(
         &env,
@@ -1027,14 +1030,7 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
         "0f7a61a0-6b1e-4f52-9a53-000000000005",
         &logs,
     );
-    let sandbox = cri
-        .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        }))
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sandbox = cri.sandbox(&config);
     let container = cri.started(
         &sandbox,
         container_config(
@@ -1427,12 +1423,7 @@ fn container_events_follow_a_pods_life() {
     use pb::ContainerEventType as E;
     let env = Env::new(&SUITE, "events");
     let cri = Cri::start(&env);
-    let busybox = format!("{}/busybox:latest", registry());
-    cri.run(cri.is().pull_image(pb::PullImageRequest {
-        image: image(&busybox),
-        ..Default::default()
-    }))
-    .unwrap();
+    let busybox = cri.busybox();
     let mut stream = cri
         .run(cri.rs().get_container_events(pb::GetEventsRequest {}))
         .unwrap()
@@ -1478,14 +1469,7 @@ fn container_events_follow_a_pods_life() {
         "0f7a61a0-6b1e-4f52-9a53-000000000007",
         &logs,
     );
-    let sandbox = cri
-        .run(cri.rs().run_pod_sandbox(pb::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        }))
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let sandbox = cri.sandbox(&config);
     // It exits by itself: no RPC tells the server, the watcher finds it.
     let container = cri.started(
         &sandbox,

@@ -75,26 +75,8 @@ impl Env {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_podrun"));
-        command
-            .arg("--root")
-            .arg(self.dir.path().join("root"))
-            .arg("--run-root")
-            .arg(self.dir.path().join("run"))
-            .arg("--config")
-            .arg(&self.network.config_file)
-            .arg("--registries-conf")
-            .arg(self.dir.path().join("none.conf"))
-            .arg("--hosts-dir")
-            .arg(self.dir.path().join("none.d"))
-            .args(args)
-            .env("HOME", self.dir.path())
-            .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
-            // For the agent a detached run starts (and the in-process one):
-            // restarts and syncs within a test's patience.
-            .env("PODRUN_SYNC_INTERVAL_MS", "200")
-            .env("PODRUN_BACKOFF_INITIAL_MS", "500")
-            .stdin(Stdio::null());
+        let mut command = support::podrun_in(self.dir.path(), &self.network.config_file);
+        command.args(args);
         command
     }
 

@@ -216,3 +216,31 @@ pub fn stop_agent(dir: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `podrun` with a test's own roots under `dir` (`root`, `run`), its config
+/// file, no registries.conf, hosts dir or credentials of the machine's, and the
+/// agent's sync and back-off scaled to a test's patience; not yet given a
+/// command.
+#[allow(dead_code)] // not every test target runs podrun this way
+pub fn podrun_in(dir: &Path, config_file: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_podrun"));
+    command
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--run-root")
+        .arg(dir.join("run"))
+        .arg("--config")
+        .arg(config_file)
+        .arg("--registries-conf")
+        .arg(dir.join("none.conf"))
+        .arg("--hosts-dir")
+        .arg(dir.join("none.d"))
+        .env("HOME", dir)
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        // For the agent a detached run starts (and the in-process one):
+        // restarts and syncs within a test's patience.
+        .env("PODRUN_SYNC_INTERVAL_MS", "200")
+        .env("PODRUN_BACKOFF_INITIAL_MS", "500")
+        .stdin(std::process::Stdio::null());
+    command
+}
