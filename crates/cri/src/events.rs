@@ -109,6 +109,7 @@ pub fn changes(
 /// What one look at the runtime found: every sandbox and container of the CRI
 /// as seen, and for each sandbox its status and its containers' (what the
 /// events carry).
+#[derive(Default)]
 pub struct Snapshot {
     pub seen: BTreeMap<String, Seen>,
     /// A container's sandbox.

@@ -364,12 +364,7 @@ fn sandbox_status_out(s: api::PodSandboxStatus) -> pb::PodSandboxStatus {
 /// One look at the CRI's sandboxes and containers for GetContainerEvents.
 fn snapshot(runtime: &dyn RuntimeService) -> Result<crate::events::Snapshot, Status> {
     use crate::events::Seen;
-    let mut out = crate::events::Snapshot {
-        seen: Default::default(),
-        sandbox_of: Default::default(),
-        sandboxes: Default::default(),
-        containers: Default::default(),
-    };
+    let mut out = crate::events::Snapshot::default();
     for s in owned_sandboxes(runtime)? {
         out.seen.insert(s.id.clone(), Seen::sandbox(&s));
         // Gone since it was listed: its events say so at the next look.

@@ -12,7 +12,7 @@ use super::{decode, pods, ready, record, see, DbRecords, Result, Seen};
 use crate::db::PodPhase;
 use crate::Agent;
 use k8s_openapi::api::core::v1::Pod;
-use std::time::{Duration, Instant};
+use std::sync::mpsc::RecvTimeoutError;
 
 /// Run `stop` (the pod's termination) and, until it returns, record the
 /// status of pod `namespace/name` every `agent.sync_interval`; then once
@@ -24,14 +24,16 @@ pub(super) fn recording<T: Send>(
     stop: impl FnOnce() -> T + Send,
 ) -> T {
     std::thread::scope(|s| {
-        let stopping = s.spawn(stop);
-        let mut next = Instant::now() + agent.sync_interval;
-        while !stopping.is_finished() {
-            if Instant::now() >= next {
-                look(agent, namespace, name);
-                next = Instant::now() + agent.sync_interval;
-            }
-            std::thread::sleep(POLL);
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let stopping = s.spawn(move || {
+            let out = stop();
+            let _ = done.send(());
+            out
+        });
+        // A look each interval until the stop says it is done (or its thread
+        // ended without saying so: it panicked, and the join passes that on).
+        while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(agent.sync_interval) {
+            look(agent, namespace, name);
         }
         look(agent, namespace, name);
         stopping
@@ -39,9 +41,6 @@ pub(super) fn recording<T: Send>(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
-
-/// How often the stopping thread is asked whether it is done.
-const POLL: Duration = Duration::from_millis(25);
 
 /// Record what the runtime says now of the containers of `namespace/name`,
 /// a pod being deleted; a failure only costs this look.

@@ -59,7 +59,8 @@ fn oom_kills(file: &Path) -> Option<u64> {
 /// driver that is the rule, not the exception: systemd stops a scope as soon as
 /// it is empty and removes its cgroup, before the monitor reaps the exit.
 pub struct PodOomKills {
-    /// The pod cgroup's `memory.events` (None on v1, or with no pod cgroup).
+    /// The pod cgroup's `memory.events` on the unified hierarchy (None with
+    /// no pod cgroup; absent on v1).
     file: Option<PathBuf>,
     /// Its count when the monitor started, plus the kills put down since.
     accounted: u64,
@@ -68,8 +69,9 @@ pub struct PodOomKills {
 impl PodOomKills {
     /// For the pod whose cgroup is `cgroup_parent` (a cgroupfs path or a slice).
     pub fn new(cgroup_parent: Option<&str>) -> Self {
+        // On v1 there is no such file (the controllers' hierarchies are below
+        // /sys/fs/cgroup/<controller>): every read of it finds nothing.
         let file = cgroup_parent
-            .filter(|_| crate::cgroups::detect() == crate::cgroups::CgroupMode::V2)
             .and_then(|p| crate::cgroups::hierarchy_path(p).ok())
             .map(|p| {
                 Path::new(crate::cgroups::CGROUP_ROOT)
