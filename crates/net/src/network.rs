@@ -112,6 +112,13 @@ pub trait PodNetwork: Send + Sync {
     /// Detaches it and releases what `add` took (leases, rules, interfaces).
     /// Idempotent; success when there is nothing left to release.
     fn del(&self, attachment: &Attachment) -> Result<(), NetworkError>;
+    /// [`del`](Self::del) for a caller that drops its pin of the namespace
+    /// right after, when nothing else holds it (the sandbox's processes have
+    /// ended): what the kernel removes with the namespace may be left to it.
+    /// The default is `del`.
+    fn del_then_drop_netns(&self, attachment: &Attachment) -> Result<(), NetworkError> {
+        self.del(attachment)
+    }
     /// Whether the network is ready to serve pods (CRI `NetworkReady`), and why not.
     fn ready(&self) -> Result<(), NetworkError>;
 }

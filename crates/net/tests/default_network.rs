@@ -793,3 +793,49 @@ fn a_pod_without_host_ports_runs_no_iptables_and_a_failed_rule_batch_is_undone()
         0
     );
 }
+
+/// Whether link `name` exists; its `ip -d link show` line otherwise empty.
+fn link_line(name: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", name])
+        .stderr(Stdio::null())
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_del_before_the_namespace_goes_leaves_the_veth_to_end_with_it() {
+    let mut env = Env::new();
+    let network = env.network();
+    let ns = env.netns();
+    let pod = env.attachment(&ns, "ending", &[]);
+    let veth = host_veth_name(&pod.sandbox_id);
+    network.add(&pod).expect("add");
+    network.del_then_drop_netns(&pod).expect("del");
+    // Off the bridge and down at once, its lease released.
+    let line = link_line(&veth);
+    assert!(line.contains(&veth), "the namespace still holds it: {line}");
+    assert!(!line.contains(&format!("master {}", env.name)), "{line}");
+    assert!(!line.contains(",UP"), "{line}");
+    assert!(env.lease_files().is_empty(), "the lease was released");
+    // The same sandbox attached again before the namespace went: the
+    // leftover goes and the pair is made again.
+    network.add(&pod).expect("add over a released leftover");
+    let line = link_line(&veth);
+    assert!(line.contains(&format!("master {}", env.name)), "{line}");
+    network.del_then_drop_netns(&pod).expect("del again");
+    // The kernel removes the pair with the namespace, asynchronously.
+    run("ip", &["netns", "del", &ns]);
+    env.namespaces.retain(|n| *n != ns);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(5);
+    while links().contains(&veth) {
+        assert!(
+            Instant::now() < deadline,
+            "{veth} was not removed with its namespace within 10 s"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}

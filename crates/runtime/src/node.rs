@@ -28,6 +28,7 @@ use crate::{ContainerConfig, LinuxContainerResources, NamespaceMode, PodSandboxC
 use podrun_oci::{ContainerInput, Host, ImageConfig, NamespacePaths, UserFiles};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -145,15 +146,78 @@ pub struct NodeRuntime {
 /// reaps them.
 #[derive(Default)]
 struct Monitors {
-    children: HashMap<String, Child>,
+    children: HashMap<String, Monitor>,
     reaper: bool,
+    /// The reaper's wake-up: a byte written here makes it look again (a new
+    /// child to wait for).
+    wake: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// A monitor this process started, and a pidfd that turns readable when it
+/// ends (none before Linux 5.3).
+struct Monitor {
+    child: Child,
+    pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl Monitors {
     /// Reap the children that ended.
     fn reap(&mut self) {
         self.children
-            .retain(|_, child| matches!(child.try_wait(), Ok(None)));
+            .retain(|_, m| matches!(m.child.try_wait(), Ok(None)));
+    }
+
+    /// Wake the reaper: there is a new child to wait for.
+    fn wake(&self) {
+        if let Some((_, write)) = &self.wake {
+            let _ = rustix::io::write(write, &[1]);
+        }
+    }
+}
+
+/// The reaper's loop: reap the monitors that ended, then sleep until one of
+/// them ends (its pidfd) or a new one comes (the wake pipe). Without pidfds
+/// it looks every 250 ms. It ends when no monitor is left.
+fn reap_monitors(shared: &Mutex<Monitors>) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    loop {
+        let (pidfds, wake) = {
+            let mut monitors = lock(shared);
+            monitors.reap();
+            if monitors.children.is_empty() {
+                monitors.reaper = false;
+                return;
+            }
+            let pidfds: Option<Vec<Arc<OwnedFd>>> = monitors
+                .children
+                .values()
+                .map(|m| m.pidfd.clone())
+                .collect();
+            let wake = monitors
+                .wake
+                .as_ref()
+                .and_then(|(read, _)| read.try_clone().ok());
+            (pidfds, wake)
+        };
+        match (pidfds, wake) {
+            (Some(pidfds), Some(wake)) => {
+                let mut fds: Vec<PollFd<'_>> = pidfds
+                    .iter()
+                    .map(|fd| PollFd::new(fd.as_ref(), PollFlags::IN))
+                    .collect();
+                fds.push(PollFd::new(&wake, PollFlags::IN));
+                let minute = Timespec {
+                    tv_sec: 60,
+                    tv_nsec: 0,
+                };
+                let _ = poll(&mut fds, Some(&minute));
+                if fds.last().is_some_and(|fd| !fd.revents().is_empty()) {
+                    let mut drained = [0u8; 64];
+                    let _ = rustix::io::read(&wake, &mut drained);
+                }
+            }
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
     }
 }
 
@@ -261,14 +325,17 @@ impl NodeRuntime {
                 ))
             })?;
             let mut attachment = net.attachment.clone();
-            if !network::is_pinned(&pin) {
+            let network = networks.get(net.kind);
+            let deleted = if network::is_pinned(&pin) {
+                // The pin goes right after: what ends with the namespace
+                // may end with it.
+                network.del_then_drop_netns(&attachment)
+            } else {
                 // Gone (a reboot): CNI's rule is an empty CNI_NETNS.
                 attachment.netns = PathBuf::new();
-            }
-            networks
-                .get(net.kind)
-                .del(&attachment)
-                .map_err(|e| fail(format!("failed to tear down the pod network: {e}")))?;
+                network.del(&attachment)
+            };
+            deleted.map_err(|e| fail(format!("failed to tear down the pod network: {e}")))?;
             NetworkRecord::remove(dir)
                 .map_err(|e| fail(format!("remove its network record: {e}")))?;
         }
@@ -293,23 +360,27 @@ impl NodeRuntime {
     /// the monitors while there are any, so none stays a zombie while the
     /// runtime is not asked.
     fn adopt(&self, id: String, child: Child) {
+        use rustix::process::{pidfd_open, PidfdFlags};
+        let pidfd = pidfd_open(
+            rustix::process::Pid::from_child(&child),
+            PidfdFlags::empty(),
+        )
+        .ok()
+        .map(Arc::new);
         let mut monitors = self.monitors();
-        monitors.children.insert(id, child);
+        monitors.children.insert(id, Monitor { child, pidfd });
+        if monitors.wake.is_none() {
+            use rustix::pipe::{pipe_with, PipeFlags};
+            monitors.wake = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).ok();
+        }
         if monitors.reaper {
+            monitors.wake();
             return;
         }
         let shared = self.monitors.clone();
         let reaper = std::thread::Builder::new()
             .name("podrun-reap".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(250));
-                let mut monitors = lock(&shared);
-                monitors.reap();
-                if monitors.children.is_empty() {
-                    monitors.reaper = false;
-                    return;
-                }
-            });
+            .spawn(move || reap_monitors(&shared));
         monitors.reaper = reaper.is_ok();
     }
 
@@ -916,10 +987,17 @@ impl RuntimeService for NodeRuntime {
             let _ = kill_process(pid, if now { Signal::KILL } else { Signal::TERM });
             let started = Instant::now();
             let deadline = started + self.own_grace(id) + Duration::from_secs(15);
-            let mut pause = Duration::from_millis(1);
+            let mut exit = ExitWait::new(pid);
+            let mut killed = now;
             while monitor_of(&dir).is_some() {
-                if grace.is_some_and(|g| started.elapsed() >= g) {
-                    let _ = kill_process(pid, Signal::KILL);
+                let mut until = deadline;
+                if let Some(g) = grace.filter(|_| !killed) {
+                    if started.elapsed() >= g {
+                        let _ = kill_process(pid, Signal::KILL);
+                        killed = true;
+                    } else {
+                        until = until.min(started + g);
+                    }
                 }
                 if Instant::now() >= deadline {
                     return Err(failed(
@@ -932,10 +1010,7 @@ impl RuntimeService for NodeRuntime {
                     ));
                 }
                 self.reap();
-                // A back-off from 1 ms: a monitor with nothing left to wait
-                // for ends within milliseconds (CRI StopPodSandbox's latency).
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
+                exit.wait_until(until);
             }
         }
         self.reap();
@@ -1434,6 +1509,12 @@ fn monitor_of(dir: &Path) -> Option<i32> {
     if let Some(pid) = monitor::monitor_pid(dir) {
         return Some(pid);
     }
+    // A monitor that wrote its pid in the lock ran and has ended (a sandbox
+    // has one monitor, started once): no other can be starting.
+    let recorded = std::fs::read_to_string(dir.join(monitor::control::LOCK)).unwrap_or_default();
+    if recorded.trim().parse::<i32>().is_ok() {
+        return None;
+    }
     let plan = dir.join("plan.json");
     std::fs::read_dir("/proc")
         .ok()?
@@ -1453,6 +1534,45 @@ fn monitor_of(dir: &Path) -> Option<i32> {
                     .get(2)
                     .is_some_and(|a| Path::new(std::ffi::OsStr::from_bytes(a)) == plan)
         })
+}
+
+/// Waits for a process (not necessarily a child) to end: a pidfd turns
+/// readable when it does, so the wait wakes at its exit instead of polling;
+/// kernels before 5.3 have no pidfd, and there it backs off from 1 ms to 20.
+struct ExitWait {
+    pidfd: Option<OwnedFd>,
+    pause: Duration,
+}
+
+impl ExitWait {
+    fn new(pid: rustix::process::Pid) -> Self {
+        use rustix::process::{pidfd_open, PidfdFlags};
+        Self {
+            pidfd: pidfd_open(pid, PidfdFlags::empty()).ok(),
+            pause: Duration::from_millis(1),
+        }
+    }
+
+    /// Return when the process has ended or at `until`, whichever is first
+    /// (or, without a pidfd, after the next pause of the back-off).
+    fn wait_until(&mut self, until: Instant) {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let left = until.saturating_duration_since(Instant::now());
+        match &self.pidfd {
+            Some(pidfd) => {
+                let timeout = Timespec {
+                    tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+                    tv_nsec: left.subsec_nanos().into(),
+                };
+                let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+                let _ = poll(&mut fds, Some(&timeout));
+            }
+            None => {
+                std::thread::sleep(self.pause.min(left));
+                self.pause = (self.pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 /// The annotation kubelet gives a container with its pod's grace period
