@@ -778,13 +778,14 @@ fn volume_mounts(
             .expect("validated: the volume exists");
         let mut read_only = m.read_only.unwrap_or(false);
         let mut source = if let Some(empty_dir) = &v.empty_dir {
-            let medium = if empty_dir.medium.as_deref() == Some("Memory") {
-                memory_volume(pod, empty_dir).map_err(|cause| CreateError::VolumeSpec {
-                    volume: v.name.clone(),
-                    cause,
-                })?
-            } else {
-                Medium::Disk
+            let spec_error = |cause| CreateError::VolumeSpec {
+                volume: v.name.clone(),
+                cause,
+            };
+            let medium = match empty_dir.medium.as_deref().unwrap_or("") {
+                "Memory" => memory_volume(pod, empty_dir).map_err(spec_error)?,
+                m if m.starts_with("HugePages") => hugepages_volume(pod, m).map_err(spec_error)?,
+                _ => Medium::Disk,
             };
             // kubelet's emptyDir SetUpAt applies the pod's fsGroup once, when
             // it makes the volume (pkg/volume/emptydir/empty_dir.go).
@@ -953,6 +954,72 @@ fn recursive_read_only(
         ));
     }
     Ok(supported)
+}
+
+/// A hugepages emptyDir's medium (`HugePages` or `HugePages-<size>`): its page
+/// size from the pod's hugepages requests, as kubelet's
+/// `getPageSizeMountOption` (pkg/volume/emptydir/empty_dir.go) picks it, with
+/// its errors; and the node must have huge pages of that size (kubelet would
+/// reject the pod's request of them at admission).
+fn hugepages_volume(pod: &Pod, medium: &str) -> Result<podrun_volume::Medium, String> {
+    let size_of = |text: &str| {
+        podrun_spec::parse_quantity(text)
+            .ok()
+            .and_then(|q| u64::try_from(q.value()).ok())
+            .filter(|b| *b > 0)
+    };
+    let wanted = match medium.strip_prefix("HugePages-") {
+        Some(size) => Some(
+            size_of(size)
+                .ok_or_else(|| format!("medium {medium}: {size:?} is not a valid page size"))?,
+        ),
+        None => None,
+    };
+    let spec = pod.spec.as_ref();
+    let containers = spec.into_iter().flat_map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+    });
+    let mut requested: Vec<u64> = containers
+        .flat_map(|c| c.resources.iter())
+        .flat_map(|r| r.requests.iter().chain(r.limits.iter()).flatten())
+        .filter_map(|(name, _)| size_of(name.strip_prefix("hugepages-")?))
+        .collect();
+    requested.sort_unstable();
+    requested.dedup();
+    let page_size = match wanted {
+        Some(size) if requested.contains(&size) => size,
+        None if requested.len() > 1 => {
+            return Err(format!(
+                "medium: {medium} can't be used if container requests multiple huge page sizes"
+            ))
+        }
+        None if requested.len() == 1 => requested[0],
+        _ => {
+            return Err(format!(
+                "medium {medium}: hugePages storage requested, but there is no resource request for huge pages"
+            ))
+        }
+    };
+    let pool = format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages",
+        page_size / 1024
+    );
+    let name = match page_size {
+        s if s % (1 << 30) == 0 => format!("{}Gi", s >> 30),
+        s if s % (1 << 20) == 0 => format!("{}Mi", s >> 20),
+        s => format!("{}Ki", s >> 10),
+    };
+    match std::fs::read_to_string(&pool).map(|t| t.trim().parse::<u64>()) {
+        Ok(Ok(pages)) if pages > 0 => Ok(podrun_volume::Medium::HugePages { page_size }),
+        Ok(_) => Err(format!(
+            "medium {medium}: the node has no huge pages of size {name} ({pool} is 0)"
+        )),
+        Err(_) => Err(format!(
+            "medium {medium}: the node has no huge pages of size {name} (no {pool})"
+        )),
+    }
 }
 
 /// A memory-backed emptyDir's medium: a tmpfs as large as kubelet makes it (the

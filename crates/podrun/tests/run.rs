@@ -1073,3 +1073,94 @@ fn the_config_volume_example_runs() {
     );
     env.assert_nothing_left();
 }
+
+/// The node's pool of 2 MiB huge pages, set for a test and put back on drop
+/// (also when the test fails).
+struct HugePages {
+    before: String,
+}
+
+impl HugePages {
+    const POOL: &'static str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+    fn set(pages: u32) -> HugePages {
+        let before = std::fs::read_to_string(Self::POOL)
+            .unwrap_or_else(|e| panic!("{}: {e} (a kernel without 2 MiB huge pages)", Self::POOL));
+        let pool = HugePages { before };
+        std::fs::write(Self::POOL, pages.to_string()).expect("set the huge page pool (root)");
+        let now = std::fs::read_to_string(Self::POOL).unwrap();
+        assert_eq!(now.trim(), pages.to_string(), "the kernel gave fewer huge pages");
+        pool
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::POOL, self.before.trim());
+    }
+}
+
+fn hugepages_pod(r: &str, medium: &str, resources: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: huge
+spec:
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "grep ' /hp ' /proc/mounts"]
+    resources: {resources}
+    volumeMounts:
+    - name: hp
+      mountPath: /hp
+  volumes:
+  - name: hp
+    emptyDir: {{medium: {medium}}}
+"#
+    )
+}
+
+/// A hugepages emptyDir is a hugetlbfs of the page size the pod requests, as
+/// kubelet mounts it (`HugePages-2Mi`, or `HugePages` with the size taken from
+/// the requests); a node without huge pages of that size, or a pod that
+/// requests none, gets a clear error and nothing is left.
+#[test]
+fn a_hugepages_empty_dir_is_a_hugetlbfs_where_the_node_has_them() {
+    let env = Env::new();
+    let r = registry();
+    let requests = "{limits: {hugepages-2Mi: 2Mi, memory: 16Mi}}";
+    {
+        let _none = HugePages::set(0);
+        let out = env.run(&hugepages_pod(&r, "HugePages-2Mi", requests));
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{e}");
+        assert!(
+            e.contains("volume hp: medium HugePages-2Mi: the node has no huge pages of size 2Mi"),
+            "{e}"
+        );
+        env.assert_nothing_left();
+    }
+    let _pool = HugePages::set(2);
+    let out = env.run(&hugepages_pod(&r, "HugePages", "{limits: {memory: 16Mi}}"));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{e}");
+    assert!(
+        e.contains("medium HugePages: hugePages storage requested, but there is no resource request for huge pages"),
+        "{e}"
+    );
+    env.assert_nothing_left();
+    for medium in ["HugePages-2Mi", "HugePages"] {
+        let out = env.run(&hugepages_pod(&r, medium, requests));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(" /hp hugetlbfs ") && stdout.contains("pagesize=2M"),
+            "{medium}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0));
+        env.assert_nothing_left();
+    }
+}

@@ -31,6 +31,13 @@ pub enum Medium {
         /// The tmpfs's size in bytes; 0 is refused (tmpfs would read it as unlimited).
         size: u64,
     },
+    /// A hugetlbfs of pages of `page_size` bytes (`medium: HugePages` or
+    /// `HugePages-<size>`; the size from the pod's hugepages requests, as
+    /// kubelet's `getPageSizeMountOption` picks it).
+    HugePages {
+        /// The page size in bytes (2 MiB, 1 GiB).
+        page_size: u64,
+    },
 }
 
 /// A hostPath volume's `type`: what must be at the path before the pod starts.
@@ -132,14 +139,22 @@ impl<S: Syscall> PodVolumes<S> {
         let owner = || Owner::Volume(name.to_string());
         let dir = self.empty_dir_path(name)?;
         make_dir(&dir, EMPTY_DIR_MODE, owner)?;
-        if let Medium::Memory { size } = medium {
-            let data = tmpfs_options(Some(size), EMPTY_DIR_MODE).map_err(|source| {
-                VolumeError::TmpfsOptions {
-                    owner: owner(),
-                    source,
-                }
-            })?;
-            self.mount_tmpfs_once(&dir, MountFlags::NOSUID | MountFlags::NODEV, &data, owner)?;
+        match medium {
+            Medium::Disk => {}
+            Medium::Memory { size } => {
+                let data = tmpfs_options(Some(size), EMPTY_DIR_MODE).map_err(|source| {
+                    VolumeError::TmpfsOptions {
+                        owner: owner(),
+                        source,
+                    }
+                })?;
+                let flags = MountFlags::NOSUID | MountFlags::NODEV;
+                self.mount_once(&dir, Fs::Tmpfs(flags, &data), owner)?;
+            }
+            Medium::HugePages { page_size } => {
+                let data = format!("pagesize={page_size}");
+                self.mount_once(&dir, Fs::Hugetlbfs(&data), owner)?;
+            }
         }
         Ok(dir)
     }
@@ -158,7 +173,7 @@ impl<S: Syscall> PodVolumes<S> {
             }
         })?;
         let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-        self.mount_tmpfs_once(&dir, flags, &data, owner)?;
+        self.mount_once(&dir, Fs::Tmpfs(flags, &data), owner)?;
         Ok(dir)
     }
 
@@ -368,12 +383,11 @@ impl<S: Syscall> PodVolumes<S> {
         }
     }
 
-    /// Mounts a tmpfs on `dir` unless the mount table shows one there already.
-    fn mount_tmpfs_once(
+    /// Mounts `fs` on `dir` unless the mount table shows a mount there already.
+    fn mount_once(
         &self,
         dir: &Path,
-        flags: MountFlags,
-        data: &str,
+        fs: Fs<'_>,
         owner: impl Fn() -> Owner,
     ) -> Result<(), VolumeError> {
         // Resolved, to compare with the kernel's table (and to mount there).
@@ -392,14 +406,23 @@ impl<S: Syscall> PodVolumes<S> {
         if points.contains(&dir) {
             return Ok(());
         }
-        self.sys
-            .mount_tmpfs(&dir, flags, data)
-            .map_err(|source| VolumeError::Mount {
-                owner: owner(),
-                target: dir.clone(),
-                source,
-            })
+        let mounted = match fs {
+            Fs::Tmpfs(flags, data) => self.sys.mount_tmpfs(&dir, flags, data),
+            Fs::Hugetlbfs(data) => self.sys.mount_hugetlbfs(&dir, data),
+        };
+        mounted.map_err(|source| VolumeError::Mount {
+            owner: owner(),
+            target: dir.clone(),
+            source,
+        })
     }
+}
+
+/// A file system a volume mounts, with its flags and options.
+#[derive(Debug, Clone, Copy)]
+enum Fs<'a> {
+    Tmpfs(MountFlags, &'a str),
+    Hugetlbfs(&'a str),
 }
 
 /// Makes `dir` (and its parents) when missing and gives it `mode` past the umask.

@@ -15,6 +15,10 @@ pub trait Syscall {
     /// (`data`, such as `mode=777,size=1048576`).
     fn mount_tmpfs(&self, target: &Path, flags: MountFlags, data: &str) -> io::Result<()>;
 
+    /// Mounts a new hugetlbfs on `target` (`nosuid,nodev`), with its options
+    /// (`data`: `pagesize=2097152`), as kubelet's hugepages emptyDir.
+    fn mount_hugetlbfs(&self, target: &Path, data: &str) -> io::Result<()>;
+
     /// Bind-mounts `source` (not recursively: kubelet's subPath bind) on `target`,
     /// which must be of the same kind (a directory on a directory, a file on a file).
     fn bind_mount(&self, source: &Path, target: &Path) -> io::Result<()>;
@@ -39,6 +43,15 @@ impl Syscall for LinuxSyscall {
         let data = std::ffi::CString::new(data)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in tmpfs options"))?;
         rustix::mount::mount("tmpfs", target, "tmpfs", flags, Some(data.as_c_str()))?;
+        Ok(())
+    }
+
+    fn mount_hugetlbfs(&self, target: &Path, data: &str) -> io::Result<()> {
+        let data = std::ffi::CString::new(data).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a NUL in hugetlbfs options")
+        })?;
+        let flags = MountFlags::NOSUID | MountFlags::NODEV;
+        rustix::mount::mount("nodev", target, "hugetlbfs", flags, Some(data.as_c_str()))?;
         Ok(())
     }
 
@@ -91,6 +104,13 @@ pub enum Call {
         target: PathBuf,
         /// With which flags.
         flags: MountFlags,
+        /// With which options.
+        data: String,
+    },
+    /// [`Syscall::mount_hugetlbfs`].
+    MountHugetlbfs {
+        /// Where.
+        target: PathBuf,
         /// With which options.
         data: String,
     },
@@ -175,6 +195,19 @@ impl Syscall for RecordingSyscall {
         state.calls.push(Call::MountTmpfs {
             target: target.to_path_buf(),
             flags,
+            data: data.to_string(),
+        });
+        if let Some(errno) = state.mount_errors.get(target) {
+            return Err((*errno).into());
+        }
+        state.table.push(target.to_path_buf());
+        Ok(())
+    }
+
+    fn mount_hugetlbfs(&self, target: &Path, data: &str) -> io::Result<()> {
+        let mut state = self.lock();
+        state.calls.push(Call::MountHugetlbfs {
+            target: target.to_path_buf(),
             data: data.to_string(),
         });
         if let Some(errno) = state.mount_errors.get(target) {

@@ -196,10 +196,23 @@ fn volume_source(e: &mut Errors, v: &Volume, vp: &str, containers: &HashSet<&str
         let dp = at(vp, "emptyDir");
         match dir.medium.as_deref().unwrap_or("") {
             "" | "Memory" => {}
-            medium if medium.starts_with("HugePages") => {
-                e.unsupported_by_podrun(&at(&dp, "medium"), "a hugepages emptyDir")
+            "HugePages" => {}
+            medium if medium.starts_with("HugePages-") => {
+                // kubelet's HugePageSizeFromMedium, at apply rather than at mount.
+                let size = &medium["HugePages-".len()..];
+                let valid = crate::parse_quantity(size).is_ok_and(|q| q.value() > 0);
+                if !valid {
+                    e.add(
+                        at(&dp, "medium"),
+                        format!("{medium:?}: HugePages-<size> needs a positive page size (HugePages-2Mi)"),
+                    );
+                }
             }
-            medium => e.one_of(&at(&dp, "medium"), medium, &["", "Memory"]),
+            medium => e.one_of(
+                &at(&dp, "medium"),
+                medium,
+                &["", "Memory", "HugePages", "HugePages-<size>"],
+            ),
         }
         if let Some(limit) = &dir.size_limit {
             let lp = at(&dp, "sizeLimit");
