@@ -1,5 +1,6 @@
 //! A pod's volumes on the host, kubelet's volume manager for the types podrun has
-//! so far: emptyDir on the node's disk or as a sized tmpfs (`medium: Memory`),
+//! so far: emptyDir on the node's disk, as a sized tmpfs (`medium: Memory`) or a
+//! hugetlbfs (`medium: HugePages`),
 //! hostPath (its `type` checked as kubelet's checkType, [`host_path`]), a volumeMount's
 //! subPath (resolved safely and bind-mounted by descriptor, [`subpath`]), the pod's
 //! fsGroup ([`ownership`]), and the pod's `/dev/shm`. Each answers with
