@@ -72,6 +72,21 @@ pub enum Request {
         /// Their names.
         names: Vec<String>,
     },
+    /// kubectl top pod's table: CPU and memory of the running pods.
+    TopPods {
+        /// One namespace, or every one (None).
+        namespace: Option<String>,
+        /// Only this pod.
+        name: Option<String>,
+        /// A row per container.
+        #[serde(default)]
+        containers: bool,
+        /// `cpu`, `memory`, or empty (by name).
+        #[serde(default)]
+        sort_by: String,
+    },
+    /// kubectl top node's table: the node's CPU and memory.
+    TopNode,
     /// kubectl describe's text of a pod.
     Describe {
         /// Namespace.

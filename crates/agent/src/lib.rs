@@ -30,6 +30,7 @@ mod probe;
 pub mod projection;
 pub mod table;
 mod terminate;
+mod top;
 pub mod volumes;
 mod worker;
 
@@ -230,6 +231,8 @@ pub struct Agent {
     /// The evictions decided by the eviction manager, by pod ID, until the
     /// pod's worker has recorded them in its status.
     evictions: Mutex<HashMap<String, podrun_kubelet::eviction::Eviction>>,
+    /// The CPU samples `top` takes its rates from.
+    samples: top::Samples,
 }
 
 impl Agent {
@@ -246,6 +249,7 @@ impl Agent {
             run_mode: true,
             started_at: chrono::Utc::now(),
             evictions: Mutex::new(HashMap::new()),
+            samples: top::Samples::default(),
         }))
         .inspect(|agent| {
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -403,9 +407,11 @@ pub async fn serve_with(
         run_mode: false,
         started_at: chrono::Utc::now(),
         evictions: Mutex::new(HashMap::new()),
+        samples: top::Samples::default(),
     });
     adopt(&agent)?;
     tokio::spawn(eviction::run(Arc::downgrade(&agent)));
+    tokio::spawn(top::run(Arc::downgrade(&agent)));
     let listener = bind(&run_root)?;
     let handle = tokio::runtime::Handle::current();
     {
@@ -572,12 +578,63 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
         Request::DeleteClaims { namespace, names } => {
             claims_apply::delete(agent, &namespace, &names)
         }
+        Request::TopPods {
+            namespace,
+            name,
+            containers,
+            sort_by,
+        } => top_pods(agent, namespace, name, containers, sort_by).await,
+        Request::TopNode => {
+            let agent2 = agent.clone();
+            let usage = tokio::task::spawn_blocking(move || top::node(&agent2)).await;
+            match usage {
+                Ok(usage) => Ok(top::node_table(&agent.node, &usage)
+                    .map(|text| Response::Text { text })
+                    .unwrap_or_else(|message| Response::Error { message })),
+                Err(e) => Err(AgentError::Refused(format!("top node: {e}"))),
+            }
+        }
         Request::Describe { namespace, name } => describe::describe(agent, &namespace, &name)
             .map(|text| Response::Text { text })
             .map_err(AgentError::from),
     };
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),
+    })
+}
+
+/// `top pod`: kubectl's table, or its error, from a sample taken now.
+async fn top_pods(
+    agent: &Arc<Agent>,
+    namespace: Option<String>,
+    name: Option<String>,
+    containers: bool,
+    sort_by: String,
+) -> Result<Response> {
+    let sort_by: top::SortBy = match sort_by.parse() {
+        Ok(s) => s,
+        Err(message) => return Ok(Response::Error { message }),
+    };
+    let agent2 = agent.clone();
+    let ns = namespace.clone();
+    let usage = tokio::task::spawn_blocking(move || top::pods(&agent2, ns.as_deref()))
+        .await
+        .map_err(|e| AgentError::Refused(format!("top pod: {e}")))??;
+    let query = top::PodQuery {
+        namespace: namespace.as_deref(),
+        name: name.as_deref(),
+        containers,
+        sort_by,
+    };
+    Ok(match top::pod_table(usage, &query) {
+        Ok(text) => Response::Text { text },
+        // kubectl says so on stderr and succeeds.
+        Err(message) if message.starts_with("No resources found") => Response::Done {
+            lines: vec![],
+            warnings: vec![message],
+            failed: false,
+        },
+        Err(message) => Response::Error { message },
     })
 }
 

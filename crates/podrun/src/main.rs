@@ -5,6 +5,7 @@ mod images;
 mod kubectl;
 mod port_forward;
 mod run;
+mod top;
 mod yaml;
 
 use anyhow::Result;
@@ -72,6 +73,8 @@ enum Command {
     Get(kubectl::GetArgs),
     /// Print a container's log.
     Logs(kubectl::LogsArgs),
+    /// Show the CPU and memory of pods or the node (kubectl top's columns).
+    Top(top::TopArgs),
     /// Run a command in a running container.
     Exec(kubectl::ExecArgs),
     /// Forward local ports to a pod's ports (TCP), as kubectl port-forward.
@@ -268,6 +271,7 @@ async fn run(cli: &'static Cli) -> Result<()> {
             std::process::exit(code);
         }
         Command::Get(a) => kubectl::get(cli, a),
+        Command::Top(a) => top::top(cli, a),
         Command::Logs(a) => kubectl::logs(cli, a).await,
         Command::Exec(a) => {
             let code = kubectl::exec(cli, a)?;

@@ -2470,3 +2470,121 @@ spec:
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
 }
+
+/// `top pod` and `top node` print kubectl top's tables from the cgroups: a
+/// container that spins uses about a CPU, one that sleeps next to none; with
+/// `--containers` a row per container. Before a pod has a window of samples,
+/// `top` says what kubectl says of a new pod; the agent's housekeeping
+/// samples give one.
+#[test]
+fn top_shows_the_cpu_and_memory_of_pods_and_the_node() {
+    let env = Env::new(&SUITE, "top");
+    let pod = env.name("ag17-top");
+    let mut agent = env.serve(None, &[], &[("PODRUN_HOUSEKEEPING_INTERVAL_MS", "60000")]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: spin
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "while :; do :; done"]
+  - name: idle
+    image: {r}/busybox:latest
+    command: ["sleep", "3600"]
+"#
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("the pod Running", 30, |rows| {
+        rows.iter()
+            .any(|r| r[1] == pod && r[2] == "2/2" && r[3] == "Running")
+    });
+    // The first look: no window yet (the housekeeping period is a minute).
+    let first = env.podrun(&["top", "pod", &pod]);
+    let e = String::from_utf8_lossy(&first.stderr);
+    assert!(!first.status.success(), "{}", text(&first));
+    assert!(
+        e.contains(&format!(
+            "Metrics not available for pod default/{pod}, age: "
+        )),
+        "{e}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let table = env.ok(&["top", "pod", &pod]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    let head: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(head, ["NAME", "CPU(cores)", "MEMORY(bytes)"], "{table}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[0], pod, "{table}");
+    let millis = |cell: &str| -> u64 {
+        cell.strip_suffix('m')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{cell:?} is not a CPU cell"))
+    };
+    assert!(
+        millis(row[1]) >= 300,
+        "a spinning shell uses about a CPU: {table}"
+    );
+    assert!(row[2].ends_with("Mi"), "{table}");
+    let table = env.ok(&["top", "pod", "--containers", "-A", "--sort-by", "cpu"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAMESPACE", "POD", "NAME", "CPU(cores)", "MEMORY(bytes)"],
+        "{table}"
+    );
+    let spin = rows
+        .iter()
+        .find(|r| r[2] == "spin")
+        .expect("a row for spin");
+    let idle = rows
+        .iter()
+        .find(|r| r[2] == "idle")
+        .expect("a row for idle");
+    assert_eq!((spin[0], spin[1]), ("default", pod.as_str()), "{table}");
+    assert!(millis(spin[3]) >= 300, "{table}");
+    assert!(millis(idle[3]) < 50, "sleep uses next to no CPU: {table}");
+    assert_eq!(rows[1][2], "spin", "sorted by CPU, most first: {table}");
+    // The node: the first look made its first sample.
+    let _ = env.podrun(&["top", "node"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let table = env.ok(&["top", "node"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"],
+        "{table}"
+    );
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(rows[1][0], hostname.trim(), "{table}");
+    assert!(
+        millis(rows[1][1]) >= 300,
+        "the node runs the spinning shell: {table}"
+    );
+    assert!(
+        rows[1][2].ends_with('%') && rows[1][4].ends_with('%'),
+        "{table}"
+    );
+    // Errors as kubectl's.
+    let missing = env.podrun(&["top", "pod", "nope"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("pods \"nope\" not found"));
+    let empty = env.podrun(&["top", "pod", "-n", "empty"]);
+    assert!(empty.status.success(), "{}", text(&empty));
+    assert_eq!(
+        String::from_utf8_lossy(&empty.stderr).trim(),
+        "No resources found in empty namespace."
+    );
+    env.ok(&["delete", "pod", &pod]);
+    env.assert_nothing_left();
+    agent.kill();
+}

@@ -1089,7 +1089,11 @@ impl HugePages {
         let pool = HugePages { before };
         std::fs::write(Self::POOL, pages.to_string()).expect("set the huge page pool (root)");
         let now = std::fs::read_to_string(Self::POOL).unwrap();
-        assert_eq!(now.trim(), pages.to_string(), "the kernel gave fewer huge pages");
+        assert_eq!(
+            now.trim(),
+            pages.to_string(),
+            "the kernel gave fewer huge pages"
+        );
         pool
     }
 }
