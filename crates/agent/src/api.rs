@@ -87,6 +87,11 @@ pub enum Request {
     },
     /// kubectl top node's table: the node's CPU and memory.
     TopNode,
+    /// kubectl describe's text of this node.
+    DescribeNode {
+        /// The node's name, if given (it must be this node's).
+        name: Option<String>,
+    },
     /// kubectl describe's text of a pod.
     Describe {
         /// Namespace.

@@ -18,6 +18,7 @@ pub mod container_config;
 pub mod create;
 pub mod db;
 mod describe;
+mod describe_node;
 pub mod env;
 mod eviction;
 #[cfg(test)]
@@ -594,6 +595,14 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
                 Err(e) => Err(AgentError::Refused(format!("top node: {e}"))),
             }
         }
+        Request::DescribeNode { name } => match name {
+            Some(n) if n != agent.node => Ok(Response::Error {
+                message: format!("nodes \"{n}\" not found"),
+            }),
+            _ => describe_node::view(agent).map(|v| Response::Text {
+                text: describe_node::render(&v),
+            }),
+        },
         Request::Describe { namespace, name } => describe::describe(agent, &namespace, &name)
             .map(|text| Response::Text { text })
             .map_err(AgentError::from),

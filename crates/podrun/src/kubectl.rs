@@ -108,9 +108,9 @@ pub struct ApplyArgs {
 
 #[derive(clap::Args)]
 pub struct DescribeArgs {
-    /// What: pod (pods, po).
+    /// What: pod (pods, po) or node (nodes, no).
     resource: String,
-    /// The pod's name.
+    /// The pod's name (a node's is optional: this node).
     name: Option<String>,
     #[command(flatten)]
     ns: NamespaceArgs,
@@ -543,6 +543,26 @@ pub fn create(cli: &Cli, files: Vec<(String, String)>) -> Result<()> {
 
 /// `podrun describe pod NAME`.
 pub fn describe(cli: &Cli, args: &DescribeArgs) -> Result<()> {
+    let node = args
+        .resource
+        .split_once('/')
+        .map_or(args.resource.as_str(), |(r, _)| r);
+    if matches!(node, "node" | "nodes" | "no") {
+        let name = args
+            .resource
+            .split_once('/')
+            .map(|(_, n)| n.to_string())
+            .or_else(|| args.name.clone());
+        ensure_agent(cli)?;
+        return match call(cli, &Request::DescribeNode { name })? {
+            Response::Text { text } => {
+                print!("{text}");
+                Ok(())
+            }
+            Response::Error { message } => bail!("{message}"),
+            other => bail!("unexpected answer from the agent: {other:?}"),
+        };
+    }
     let (resource, name) = match (args.resource.split_once('/'), &args.name) {
         (Some((r, n)), None) => (r, n.to_string()),
         (None, Some(n)) => (args.resource.as_str(), n.clone()),

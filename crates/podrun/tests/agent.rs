@@ -2495,6 +2495,7 @@ spec:
   - name: idle
     image: {r}/busybox:latest
     command: ["sleep", "3600"]
+    resources: {{requests: {{cpu: 100m, memory: 16Mi}}, limits: {{memory: 32Mi}}}}
 "#
     ));
     assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
@@ -2584,6 +2585,39 @@ spec:
         String::from_utf8_lossy(&empty.stderr).trim(),
         "No resources found in empty namespace."
     );
+    // describe node: kubectl's layout, with this pod's requests and limits.
+    let d = env.ok(&["describe", "node"]);
+    assert!(
+        d.starts_with(&format!("Name:               {}\n", hostname.trim())),
+        "{d}"
+    );
+    for want in [
+        "Roles:              <none>\n",
+        "  Ready            True    ",
+        "Non-terminated Pods:          (1 in total)\n",
+        "  Namespace                   Name",
+        "Allocated resources:\n  (Total limits may be over 100 percent, i.e., overcommitted.)\n",
+        "Events:              <none>\n",
+    ] {
+        assert!(d.contains(want), "{want:?} in\n{d}");
+    }
+    let line = d
+        .lines()
+        .find(|l| l.starts_with("  default ") && l.contains(&pod))
+        .unwrap_or_else(|| panic!("a line for the pod in\n{d}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        &cells[..4],
+        ["default", pod.as_str(), "100m", "(5%)"],
+        "{line}"
+    );
+    assert_eq!(
+        (cells[4], cells[6], cells[8]),
+        ("0", "16Mi", "32Mi"),
+        "{line}"
+    );
+    let other = env.podrun(&["describe", "node", "elsewhere"]);
+    assert!(String::from_utf8_lossy(&other.stderr).contains("nodes \"elsewhere\" not found"));
     env.ok(&["delete", "pod", &pod]);
     env.assert_nothing_left();
     agent.kill();

@@ -124,6 +124,39 @@ pub fn pod_cgroup_limits(pod: &Pod) -> PodLimits {
     limits
 }
 
+/// A pod's requests and limits as kubectl describe node totals them
+/// (component-helpers `PodRequests` and `PodLimits`): the containers' by the
+/// init-container max rule, the sidecars counted with the containers, the
+/// pod-level `spec.resources` replacing the sum for what it names; the API
+/// server's defaulting (requests from limits) first. Nanounits by resource name.
+pub fn pod_requests_and_limits(pod: &Pod) -> (BTreeMap<String, i128>, BTreeMap<String, i128>) {
+    let mut pod = pod.clone();
+    crate::defaults::default_requests_from_limits(&mut pod);
+    let mut requests: Amounts = aggregate_container_requests(&pod)
+        .into_iter()
+        .map(|(name, q)| (name, q.nanos()))
+        .collect();
+    let mut limits = aggregate_limits(&pod).amounts;
+    if let Some(resources) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .filter(|_| pod_level_resources_set(&pod))
+    {
+        for (name, amount) in parsed(resources.requests.as_ref()) {
+            if is_pod_level_resource(&name) {
+                requests.insert(name, amount);
+            }
+        }
+        for (name, amount) in parsed(resources.limits.as_ref()) {
+            if is_pod_level_resource(&name) {
+                limits.insert(name, amount);
+            }
+        }
+    }
+    (requests, limits)
+}
+
 /// kubelet's cgroup layout under podrun's root: Guaranteed pods directly under it,
 /// the others under a cgroup per QoS class (`pod_container_manager_linux.go`
 /// `GetPodContainerName`): `/podrun/<pod_id>`, `/podrun/burstable/<pod_id>`,

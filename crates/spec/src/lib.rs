@@ -28,8 +28,9 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 
 pub use cgroup::{
-    milli_cpu_to_quota, milli_cpu_to_shares, pod_cgroup_limits, pod_cgroup_path, pod_slice_name,
-    PodLimits, MAX_SHARES, MIN_QUOTA, MIN_SHARES, POD_CGROUP_ROOT, POD_SLICE_PREFIX, QUOTA_PERIOD,
+    milli_cpu_to_quota, milli_cpu_to_shares, pod_cgroup_limits, pod_cgroup_path,
+    pod_requests_and_limits, pod_slice_name, PodLimits, MAX_SHARES, MIN_QUOTA, MIN_SHARES,
+    POD_CGROUP_ROOT, POD_SLICE_PREFIX, QUOTA_PERIOD,
 };
 pub use defaults::{apply_defaults, apply_object_defaults, default_pull_policy};
 pub use k8s_openapi;
