@@ -289,6 +289,8 @@ fn get_w_prints_the_table_then_a_row_per_change_and_the_last_row_of_a_deleted_po
     });
     let _ = watch.child.kill();
     let _ = only.child.kill();
+    eprintln!("get pods -w printed:\n{}", watch.seen.join("\n"));
+    eprintln!("get pods --watch-only printed:\n{}", only.seen.join("\n"));
     assert_layout(&watch.seen, 2);
     assert_layout(&only.seen, 2);
     env.wait_watches(0);
@@ -446,6 +448,7 @@ fn get_events_lists_them_sorted_and_watches_new_ones() {
         &env,
         &["get", "events", "-n", "shop", "-w", "--for", "pod/web"],
     );
+    eprintln!("get events -n shop printed:\n{out}{all}{ev}");
     let listed = watch.until(&env, 10, |l| l.contains(" Started "));
     assert_eq!(listed.len(), 6, "{listed:?}");
     env.ok(&["delete", "pod", &web, "-n", "shop", "--wait=false"]);
@@ -598,6 +601,31 @@ fn killed_clients_free_their_watches_and_a_stopped_agent_ends_them() {
         stderr,
         "Error: the agent closed the watch: it stopped or restarted (see its log)\n"
     );
+    // Stopped (SIGTERM) under a watch: the same.
+    let mut agent = env.serve(None, &[], &[]);
+    let mut watch = Running::start(&env, &["get", "events", "-w"]);
+    watch.line(&env, 10);
+    env.wait_watches(1);
+    kill(agent.child.id() as i32, libc::SIGTERM);
+    let (status, stderr) = watch.end(10);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        "Error: the agent closed the watch: it stopped or restarted (see its log)\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stopped = loop {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not stop\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(stopped.success(), "{stopped}\n{}", agent.log());
     // A new agent takes the pod over; clean up through it.
     let _agent = env.serve(None, &[], &[]);
     env.ok(&["delete", "pod", &web]);
