@@ -235,7 +235,7 @@ pub fn events(cli: &Cli, q: &EventQuery) -> Result<()> {
 
 /// What `wait --for` waits for.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Condition {
+pub enum WaitFor {
     /// `delete`: the pod is gone.
     Delete,
     /// `condition=NAME[=VALUE]`: status.conditions has NAME with status
@@ -255,15 +255,15 @@ pub enum Condition {
     },
 }
 
-impl Condition {
+impl WaitFor {
     /// kubectl's `--for` (conditionFuncFor in kubectl's wait.go).
-    pub fn parse(text: &str) -> Result<Condition, String> {
+    pub fn parse(text: &str) -> Result<WaitFor, String> {
         if text.eq_ignore_ascii_case("delete") {
-            return Ok(Condition::Delete);
+            return Ok(WaitFor::Delete);
         }
         if let Some(rest) = text.strip_prefix("condition=") {
             let (name, value) = rest.split_once('=').unwrap_or((rest, "true"));
-            return Ok(Condition::Condition {
+            return Ok(WaitFor::Condition {
                 name: name.into(),
                 value: value.into(),
             });
@@ -275,7 +275,7 @@ impl Condition {
             }
             let value = value.map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string());
             let path = crate::jsonpath::Path::parse(expr)?;
-            return Ok(Condition::JsonPath { path, value });
+            return Ok(WaitFor::JsonPath { path, value });
         }
         Err(format!("unrecognized condition: {text:?}"))
     }
@@ -283,8 +283,8 @@ impl Condition {
     /// Whether `pod` (a v1 Pod) meets it.
     pub fn met(&self, pod: &serde_json::Value) -> Result<bool, String> {
         match self {
-            Condition::Delete => Ok(false),
-            Condition::Condition { name, value } => Ok(pod["status"]["conditions"]
+            WaitFor::Delete => Ok(false),
+            WaitFor::Condition { name, value } => Ok(pod["status"]["conditions"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -295,7 +295,7 @@ impl Condition {
                 })
                 .and_then(|c| c["status"].as_str())
                 .is_some_and(|s| s.eq_ignore_ascii_case(value))),
-            Condition::JsonPath { path, value } => {
+            WaitFor::JsonPath { path, value } => {
                 let found = path.find(pod);
                 let Some(first) = found.first() else {
                     return Ok(false);
@@ -416,7 +416,7 @@ enum WaitError {
 /// `podrun wait`: each pod in turn, within one timeout for all, as kubectl
 /// waits; exit 1 at the first that fails, with kubectl's message.
 pub fn wait(cli: &Cli, args: &WaitArgs) -> Result<i32> {
-    let condition = match Condition::parse(&args.for_) {
+    let condition = match WaitFor::parse(&args.for_) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -464,7 +464,7 @@ fn wait_one(
     cli: &Cli,
     namespace: &str,
     name: &str,
-    condition: &Condition,
+    condition: &WaitFor,
     timeout: Duration,
     deadline: Instant,
 ) -> Result<Waited, WaitError> {
@@ -481,7 +481,7 @@ fn wait_one(
         WatchObject::Event(_) => None,
     };
     let mut current = now.into_iter().find_map(pod);
-    let delete = *condition == Condition::Delete;
+    let delete = *condition == WaitFor::Delete;
     match &current {
         None if delete => return Ok(Waited::Absent),
         None => return Err(WaitError::NotFound(name.into())),
@@ -542,14 +542,14 @@ mod tests {
             {"type": "Initialized", "status": "True"},
             {"type": "Ready", "status": "False"},
         ]));
-        let c = |t: &str| Condition::parse(t).unwrap().met(&p).unwrap();
+        let c = |t: &str| WaitFor::parse(t).unwrap().met(&p).unwrap();
         assert!(c("condition=initialized"));
         assert!(!c("condition=Ready"));
         assert!(c("condition=Ready=false"));
         assert!(!c("condition=PodScheduled"));
-        assert_eq!(Condition::parse("delete"), Ok(Condition::Delete));
+        assert_eq!(WaitFor::parse("delete"), Ok(WaitFor::Delete));
         assert_eq!(
-            Condition::parse("ready"),
+            WaitFor::parse("ready"),
             Err("unrecognized condition: \"ready\"".into())
         );
     }
@@ -557,7 +557,7 @@ mod tests {
     #[test]
     fn jsonpath_conditions_compare_the_value_as_text() {
         let p = pod(serde_json::json!([{"type": "Ready", "status": "True"}]));
-        let c = |t: &str| Condition::parse(t).and_then(|c| c.met(&p));
+        let c = |t: &str| WaitFor::parse(t).and_then(|c| c.met(&p));
         assert_eq!(c("jsonpath={.status.phase}=Running"), Ok(true));
         assert_eq!(c("jsonpath={.status.phase}='Running'"), Ok(true));
         assert_eq!(c("jsonpath={.status.phase}=Pending"), Ok(false));
