@@ -1,12 +1,16 @@
 //! The agent's local API: a unix socket, `<run-root>/podrun.sock` (mode 0600,
 //! and every peer's uid checked to be root). One request per connection: a
-//! JSON line in, a JSON line out. The CLI is its only client.
+//! JSON line in, a JSON line out; or, for a [`Request::Watch`], a JSON line
+//! ([`WatchEvent`]) each time what is watched changes, until either side
+//! closes the connection. The CLI is its only client.
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+pub use crate::db::StoredEvent;
 
 /// Where the agent of a run root listens.
 pub fn socket_path(run_root: &Path) -> PathBuf {
@@ -99,6 +103,98 @@ pub enum Request {
         /// Name.
         name: String,
     },
+    /// The pods' events (`get events`), in the order they were first recorded.
+    Events {
+        /// One namespace, or every one (None).
+        namespace: Option<String>,
+        /// Only those of this pod.
+        #[serde(default)]
+        pod: Option<String>,
+    },
+    /// Watch pods or events: the agent answers with a line for each object
+    /// there now ([`WatchEvent::Added`]), then [`WatchEvent::Synced`], then a
+    /// line each time one is added, changes or (a pod) is gone, pushed as the
+    /// agent records it, for as long as the connection stays open.
+    Watch {
+        /// Pods or events.
+        what: Watched,
+        /// One namespace, or every one (None).
+        namespace: Option<String>,
+        /// Only this pod (or the events of this pod).
+        #[serde(default)]
+        pod: Option<String>,
+        /// With each pod as a v1 Pod; then any change of its status is sent,
+        /// not only one of its `get pods` row (`podrun wait`).
+        #[serde(default)]
+        full: bool,
+    },
+    /// What the agent holds now (its pid and open watches), for tests and diagnosis.
+    Info,
+}
+
+/// What a [`Request::Watch`] watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Watched {
+    /// Pods, as `get pods` shows them.
+    Pods,
+    /// The pods' events.
+    Events,
+}
+
+/// One line of a watch, as the Kubernetes watch API's events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WatchEvent {
+    /// An object there when the watch started, or new since.
+    Added {
+        /// The object.
+        object: WatchObject,
+    },
+    /// An object that changed: a pod whose row (or, with `full`, status)
+    /// changed, an event counted up.
+    Modified {
+        /// The object now.
+        object: WatchObject,
+    },
+    /// A pod that is gone, as it last was.
+    Deleted {
+        /// The object as it last was.
+        object: WatchObject,
+    },
+    /// Every object there when the watch started has been sent.
+    Synced,
+    /// The watch failed; the agent closes it.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a watch sends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum WatchObject {
+    /// A pod.
+    Pod(PodSummary),
+    /// An event of a pod.
+    Event(StoredEvent),
+}
+
+impl PodSummary {
+    /// Whether `other` prints the same `get pods` row (AGE aside, which
+    /// changes by itself) and, when both carry their v1 Pod, has the same one.
+    pub fn same_as(&self, other: &PodSummary) -> bool {
+        self.namespace == other.namespace
+            && self.name == other.name
+            && self.ready == other.ready
+            && self.status == other.status
+            && self.restarts == other.restarts
+            && self.ip == other.ip
+            && self.nominated_node == other.nominated_node
+            && self.readiness_gates == other.readiness_gates
+            && self.pod == other.pod
+    }
 }
 
 /// One pod as `get pods` prints it.
@@ -194,6 +290,18 @@ pub enum Response {
         /// The text.
         text: String,
     },
+    /// The events asked for ([`Request::Events`]).
+    Events {
+        /// In the order they were first recorded.
+        events: Vec<StoredEvent>,
+    },
+    /// What the agent holds ([`Request::Info`]).
+    Info {
+        /// Its pid.
+        pid: u32,
+        /// How many watches it serves now.
+        watches: usize,
+    },
     /// The request failed; nothing changed.
     Error {
         /// Why.
@@ -243,6 +351,12 @@ pub enum ApiError {
     /// unexpected answer from the agent: {0}
     #[error("unexpected answer from the agent: {0}")]
     Unexpected(String),
+    /// The agent closed a watch (it stopped, or restarted).
+    #[error("the agent closed the watch: it stopped or restarted (see its log)")]
+    WatchClosed,
+    /// A watch's deadline passed before the next change.
+    #[error("timed out waiting for the next change")]
+    TimedOut,
 }
 
 fn connect_error(path: &Path, e: std::io::Error) -> ApiError {
@@ -337,4 +451,74 @@ pub fn write_response(mut stream: &UnixStream, response: &Response) -> std::io::
 /// `true`, for serde defaults.
 fn yes() -> bool {
     true
+}
+
+/// A watch the agent pushes changes to ([`Request::Watch`]).
+pub struct Watch {
+    reader: BufReader<UnixStream>,
+    /// What was read of the next line (a read that timed out keeps its part).
+    line: String,
+}
+
+impl Watch {
+    /// Open a watch: send `request` (a [`Request::Watch`]).
+    pub fn open(run_root: &Path, request: &Request) -> Result<Watch, ApiError> {
+        let path = socket_path(run_root);
+        let mut stream = UnixStream::connect(&path).map_err(|e| connect_error(&path, e))?;
+        let mut line = serde_json::to_vec(request).map_err(|source| ApiError::Parse {
+            what: "the request",
+            source,
+        })?;
+        line.push(b'\n');
+        stream
+            .write_all(&line)
+            .map_err(io("send the request to the agent"))?;
+        Ok(Watch {
+            reader: BufReader::new(stream),
+            line: String::new(),
+        })
+    }
+
+    /// The next line of the watch, waiting at most until `deadline` (None:
+    /// as long as it takes). The agent closing the connection, as when it
+    /// stops or restarts, is [`ApiError::WatchClosed`]; the deadline passing
+    /// is [`ApiError::TimedOut`], and the watch can still be read after it.
+    pub fn next(&mut self, deadline: Option<Instant>) -> Result<WatchEvent, ApiError> {
+        let timeout = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ApiError::TimedOut);
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        self.reader
+            .get_ref()
+            .set_read_timeout(timeout)
+            .map_err(io("set a timeout"))?;
+        match self.reader.read_line(&mut self.line) {
+            Ok(0) => return Err(ApiError::WatchClosed),
+            Ok(_) if !self.line.ends_with('\n') => return Err(ApiError::WatchClosed),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ApiError::TimedOut)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Err(ApiError::WatchClosed)
+            }
+            Err(e) => return Err(io("read the watch")(e)),
+        }
+        let line = std::mem::take(&mut self.line);
+        serde_json::from_str(&line).map_err(|source| ApiError::Parse {
+            what: "the agent's watch",
+            source,
+        })
+    }
 }

@@ -212,6 +212,21 @@ pub struct EventRow {
     pub last: String,
 }
 
+/// An event with the pod it is about and its row ID (a watch tells a new
+/// event from one counted up by it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredEvent {
+    /// The row's ID.
+    pub id: i64,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: EventRow,
+}
+
 /// One change of an apply, committed together with the others.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -249,6 +264,9 @@ pub enum Change {
 pub struct Db {
     conn: Connection,
     path: PathBuf,
+    /// Counts the commits that changed a pod or an event: the agent's
+    /// watches (`get -w`, `wait`) wait on it instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Db {
@@ -293,7 +311,11 @@ impl Db {
             .map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql)?;
-        let mut db = Db { conn, path };
+        let mut db = Db {
+            conn,
+            path,
+            changes: tokio::sync::watch::Sender::new(0),
+        };
         db.migrate(version)?;
         Ok(db)
     }
@@ -306,9 +328,28 @@ impl Db {
             path: path.clone(),
             cause,
         })?;
-        let mut db = Db { conn, path };
+        let mut db = Db {
+            conn,
+            path,
+            changes: tokio::sync::watch::Sender::new(0),
+        };
         db.migrate(0)?;
         Ok(db)
+    }
+
+    /// A receiver that is told of every committed change of a pod or an
+    /// event (the value only counts them: a watcher that wakes reads what is
+    /// there now, so changes close together reach it as one).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tell the watchers that a pod or an event changed (after the commit).
+    fn changed<T>(&self, result: Result<T, DbError>) -> Result<T, DbError> {
+        if result.is_ok() {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        result
     }
 
     fn err(&self, cause: rusqlite::Error) -> DbError {
@@ -389,18 +430,21 @@ impl Db {
             };
             r.map_err(|e| self_err(&path, e))?;
         }
-        tx.commit().map_err(|e| self_err(&path, e))
+        let r = tx.commit().map_err(|e| self_err(&path, e));
+        self.changed(r)
     }
 
     /// Move a pod to `state` (a new sandbox is [`Db::new_sandbox`]).
     pub fn set_state(&self, namespace: &str, name: &str, state: PodPhase) -> Result<(), DbError> {
-        self.conn
+        let r = self
+            .conn
             .execute(
                 "UPDATE pods SET state = ?3 WHERE namespace = ?1 AND name = ?2",
                 params![namespace, name, state.as_str()],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e));
+        self.changed(r)
     }
 
     /// Give a pod a new sandbox ID (state `creating`), and rewrite what is kept
@@ -444,19 +488,21 @@ impl Db {
             params![namespace, name, pod_id],
         )
         .map_err(e)?;
-        tx.commit().map_err(e)
+        let r = tx.commit().map_err(e);
+        self.changed(r)
     }
 
     /// Record that the pod's sandbox started now: clears the creation error.
     pub fn set_running(&self, namespace: &str, name: &str, started: &str) -> Result<(), DbError> {
-        self.conn
+        let r = self.conn
             .execute(
                 "UPDATE pods SET state = 'running', started = ?3, error = NULL, retry_at = NULL, attempts = 0
                  WHERE namespace = ?1 AND name = ?2",
                 params![namespace, name, started],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e));
+        self.changed(r)
     }
 
     /// Record a failed creation and when to try again.
@@ -467,24 +513,27 @@ impl Db {
         error: &str,
         retry_at: &str,
     ) -> Result<(), DbError> {
-        self.conn
+        let r = self.conn
             .execute(
                 "UPDATE pods SET error = ?3, retry_at = ?4, attempts = attempts + 1 WHERE namespace = ?1 AND name = ?2",
                 params![namespace, name, error, retry_at],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e));
+        self.changed(r)
     }
 
     /// Store the status last reported.
     pub fn set_status(&self, namespace: &str, name: &str, status: &str) -> Result<(), DbError> {
-        self.conn
+        let r = self
+            .conn
             .execute(
                 "UPDATE pods SET status = ?3 WHERE namespace = ?1 AND name = ?2",
                 params![namespace, name, status],
             )
             .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e));
+        self.changed(r)
     }
 
     /// Mark pods for deletion; returns how many were.
@@ -517,8 +566,8 @@ impl Db {
                 params![namespace, name, mark(&manifest)],
             )
             .map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(n)
+        let r = tx.commit().map_err(e).map(|()| n);
+        self.changed(r)
     }
 
     /// Forget a pod (its sandbox is gone), with its containers and events.
@@ -533,7 +582,8 @@ impl Db {
             )
             .map_err(|e| self_err(&path, e))?;
         }
-        tx.commit().map_err(|e| self_err(&path, e))
+        let r = tx.commit().map_err(|e| self_err(&path, e));
+        self.changed(r)
     }
 
     /// A ConfigMap or Secret.
@@ -660,7 +710,7 @@ impl Db {
                 )
                 .map_err(|e| self.err(e))?;
         }
-        Ok(())
+        self.changed(Ok(()))
     }
 
     /// A pod's events, oldest first.
@@ -681,6 +731,37 @@ impl Db {
                     count: r.get(3)?,
                     first: r.get(4)?,
                     last: r.get(5)?,
+                })
+            })
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Every event of a namespace's pods (or of every namespace), with
+    /// where it is from, in the order they were first recorded.
+    pub fn all_events(&self, namespace: Option<&str>) -> Result<Vec<StoredEvent>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, namespace, pod, type, reason, message, count, first, last FROM events
+                 WHERE ?1 IS NULL OR namespace = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![namespace], |r| {
+                Ok(StoredEvent {
+                    id: r.get(0)?,
+                    namespace: r.get(1)?,
+                    pod: r.get(2)?,
+                    event: EventRow {
+                        type_: r.get(3)?,
+                        reason: r.get(4)?,
+                        message: r.get(5)?,
+                        count: r.get(6)?,
+                        first: r.get(7)?,
+                        last: r.get(8)?,
+                    },
                 })
             })
             .and_then(|r| r.collect::<Result<Vec<_>, _>>())

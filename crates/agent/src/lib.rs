@@ -2,7 +2,8 @@
 //! the state database (`db`), runs one worker per pod (`worker`: creation,
 //! supervision, replacement, deletion, each step committed before it is
 //! reported; its SyncPod split into observe, probe, compute, execute and
-//! record), serves the CLI on a unix socket (`api`), and watches a directory
+//! record), serves the CLI on a unix socket (`api`, with watches the agent
+//! pushes changes to: `watch`), and watches a directory
 //! of static pod manifests (`manifests`). `podrun run` in the foreground runs
 //! the same pod manager in its own process ([`Agent::in_process`]).
 //!
@@ -20,6 +21,7 @@ pub mod db;
 mod describe;
 mod describe_node;
 pub mod env;
+pub mod events;
 mod eviction;
 #[cfg(test)]
 mod fake_runtime;
@@ -33,6 +35,7 @@ pub mod table;
 mod terminate;
 mod top;
 pub mod volumes;
+mod watch;
 mod worker;
 
 use api::{PodSummary, Request, Response};
@@ -531,7 +534,14 @@ fn accept(
             .spawn(move || {
                 let response = match api::peer_uid(&stream) {
                     Ok(0) => match api::read_request(&stream) {
-                        Ok(request) => handle.block_on(answer(&agent, request)),
+                        Ok(request) => match watch::Spec::of(&request) {
+                            // A watch keeps the connection (and this thread).
+                            Some(spec) => {
+                                handle.block_on(watch::serve(agent, stream, spec));
+                                return;
+                            }
+                            None => handle.block_on(answer(&agent, request)),
+                        },
                         Err(e) => Response::Error {
                             message: e.to_string(),
                         },
@@ -606,6 +616,23 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
         Request::Describe { namespace, name } => describe::describe(agent, &namespace, &name)
             .map(|text| Response::Text { text })
             .map_err(AgentError::from),
+        Request::Events { namespace, pod } => agent
+            .db()
+            .all_events(namespace.as_deref())
+            .map(|events| Response::Events {
+                events: events
+                    .into_iter()
+                    .filter(|e| pod.as_deref().is_none_or(|p| p == e.pod))
+                    .collect(),
+            })
+            .map_err(AgentError::from),
+        Request::Info => Ok(Response::Info {
+            pid: std::process::id(),
+            watches: watch::open_watches(),
+        }),
+        Request::Watch { .. } => Ok(Response::Error {
+            message: "a watch is served on a connection of its own".into(),
+        }),
     };
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),

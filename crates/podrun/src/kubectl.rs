@@ -22,7 +22,8 @@ pub struct NamespaceArgs {
 
 #[derive(clap::Args)]
 pub struct GetArgs {
-    /// What to list: pods (pod, po) or persistentvolumeclaims (pvc).
+    /// What to list: pods (pod, po), events (event, ev) or
+    /// persistentvolumeclaims (pvc).
     resource: String,
     /// Only these pods.
     names: Vec<String>,
@@ -34,6 +35,46 @@ pub struct GetArgs {
     /// Output format: the table (default), wide, name, yaml or json.
     #[arg(short = 'o', long = "output")]
     output: Option<String>,
+    /// After the list, watch: print a pod's row again each time it changes
+    /// (and once more when it is gone), or each new or repeated event.
+    #[arg(short = 'w', long)]
+    watch: bool,
+    /// Watch without listing first: only the changes from now on.
+    #[arg(long = "watch-only")]
+    watch_only: bool,
+    /// `get events`: only the events of this object (pod/NAME).
+    #[arg(long = "for", value_name = "pod/NAME")]
+    for_: Option<String>,
+}
+
+/// `podrun events`: kubectl's newer `kubectl events`.
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    ns: NamespaceArgs,
+    /// Every namespace.
+    #[arg(short = 'A', long = "all-namespaces")]
+    all_namespaces: bool,
+    /// Only the events of this object (pod/NAME).
+    #[arg(long = "for", value_name = "pod/NAME")]
+    for_: Option<String>,
+    /// After the list, print each new or repeated event as it comes.
+    #[arg(short = 'w', long)]
+    watch: bool,
+}
+
+/// `podrun events`.
+pub fn events(cli: &Cli, args: &EventsArgs) -> Result<()> {
+    crate::watch::events(
+        cli,
+        &crate::watch::EventQuery {
+            namespace: (!args.all_namespaces).then(|| args.ns.namespace.clone()),
+            pod: args.for_.clone(),
+            watch: args.watch,
+            watch_only: false,
+            style: podrun_agent::events::Style::Events,
+        },
+    )
 }
 
 #[derive(clap::Args)]
@@ -118,6 +159,10 @@ pub struct DescribeArgs {
 
 fn is_pods(resource: &str) -> bool {
     matches!(resource, "pods" | "pod" | "po")
+}
+
+fn is_events(resource: &str) -> bool {
+    matches!(resource, "events" | "event" | "ev")
 }
 
 fn is_claims(resource: &str) -> bool {
@@ -214,14 +259,47 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
     if !matches!(output, "" | "wide" | "name" | "yaml" | "json") {
         bail!("output format {output:?} is not supported (use wide, name, yaml or json)");
     }
+    let watching = args.watch || args.watch_only;
+    if args.for_.is_some() && !is_events(resource) {
+        bail!("--for is for get events (the events of pod/NAME)");
+    }
+    if is_events(resource) {
+        if !names.is_empty() || !output.is_empty() {
+            bail!("get events: podrun lists events as a table (use --for pod/NAME for one pod's)");
+        }
+        return crate::watch::events(
+            cli,
+            &crate::watch::EventQuery {
+                namespace: (!args.all_namespaces).then(|| args.ns.namespace.clone()),
+                pod: args.for_.clone(),
+                watch: args.watch,
+                watch_only: args.watch_only,
+                style: podrun_agent::events::Style::Get,
+            },
+        );
+    }
     if is_claims(resource) {
+        if watching {
+            bail!("--watch is supported for pods and events");
+        }
         return get_claims(cli, args, &names, output);
     }
     if !is_pods(resource) {
-        bail!("the server doesn't have a resource type \"{resource}\" (podrun knows pods and persistentvolumeclaims)");
+        bail!("the server doesn't have a resource type \"{resource}\" (podrun knows pods, events and persistentvolumeclaims)");
     }
     let full = matches!(output, "yaml" | "json");
     let namespace = (!args.all_namespaces).then(|| args.ns.namespace.clone());
+    if watching {
+        return crate::watch::watch_pods(
+            cli,
+            &crate::watch::PodWatch {
+                namespace,
+                names: &names,
+                output,
+                watch_only: args.watch_only,
+            },
+        );
+    }
     ensure_agent(cli)?;
     let mut pods: Vec<PodSummary> = match call(cli, &Request::Get { namespace, full })? {
         Response::Pods { pods } => pods,
@@ -281,7 +359,12 @@ pub fn get(cli: &Cli, args: &GetArgs) -> Result<()> {
 
 /// The `get pods` table: kubectl's columns, and with `-o wide` the IP
 /// (`<none>` without one), node, nominated node and readiness gates.
-fn pod_rows(pods: &[PodSummary], all_namespaces: bool, wide: bool, node: &str) -> Vec<Vec<String>> {
+pub(crate) fn pod_rows(
+    pods: &[PodSummary],
+    all_namespaces: bool,
+    wide: bool,
+    node: &str,
+) -> Vec<Vec<String>> {
     let mut header = vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"];
     if all_namespaces {
         header.insert(0, "NAMESPACE");

@@ -2,10 +2,12 @@
 //! the work is done by the library crates (see ARCHITECTURE.md).
 
 mod images;
+mod jsonpath;
 mod kubectl;
 mod port_forward;
 mod run;
 mod top;
+mod watch;
 mod yaml;
 
 use anyhow::Result;
@@ -69,8 +71,16 @@ enum Command {
     Describe(kubectl::DescribeArgs),
     /// Run the node agent in the foreground (the CLI starts one when needed).
     Serve(ServeArgs),
-    /// List pods (kubectl's columns).
+    /// List pods, events or claims (kubectl's columns); -w watches them.
     Get(kubectl::GetArgs),
+    /// List events as kubectl events does (`2m (x3 over 5m)`); -w watches them.
+    Events(kubectl::EventsArgs),
+    /// Wait for a condition of pods: Ready, a jsonpath value, or their deletion.
+    ///
+    /// As kubectl wait: `pod/NAME condition met` for each; exit 1 with
+    /// `error: timed out waiting for the condition on pods/NAME` when the
+    /// timeout passes first.
+    Wait(watch::WaitArgs),
     /// Print a container's log.
     Logs(kubectl::LogsArgs),
     /// Show the CPU and memory of pods or the node (kubectl top's columns).
@@ -272,6 +282,11 @@ async fn run(cli: &'static Cli) -> Result<()> {
         }
         Command::Get(a) => kubectl::get(cli, a),
         Command::Top(a) => top::top(cli, a),
+        Command::Events(a) => kubectl::events(cli, a),
+        Command::Wait(a) => {
+            let code = watch::wait(cli, a)?;
+            std::process::exit(code);
+        }
         Command::Logs(a) => kubectl::logs(cli, a).await,
         Command::Exec(a) => {
             let code = kubectl::exec(cli, a)?;
