@@ -454,11 +454,14 @@ fn ensure(
                 message: e,
             });
         }
-        events(
-            "Normal",
-            "Pulled",
-            pulled_message(image_service, &spec, started.elapsed()),
-        );
+        let took = started.elapsed();
+        let size = image_service
+            .image_status(&spec)
+            .ok()
+            .flatten()
+            .map_or(0, |i| i.size);
+        crate::metrics::image_pulled(size, took);
+        events("Normal", "Pulled", pulled_message(image, size, took));
         Ok(())
     } else if present {
         events(
@@ -483,18 +486,8 @@ fn ensure(
 /// runtime reports it (its blobs, as containerd counts them). podrun has no
 /// pull queue: the time including waiting is the same, but for a pull this
 /// sync joined, which it waited for.
-fn pulled_message(
-    image_service: &dyn ImageService,
-    spec: &podrun_runtime::ImageSpec,
-    took: std::time::Duration,
-) -> String {
-    let image = &spec.image;
+fn pulled_message(image: &str, size: u64, took: std::time::Duration) -> String {
     let ms = std::time::Duration::from_millis(took.as_millis() as u64);
-    let size = image_service
-        .image_status(spec)
-        .ok()
-        .flatten()
-        .map_or(0, |i| i.size);
     let d = podrun_kubelet::backoff::go_duration(ms);
     format!("Successfully pulled image \"{image}\" in {d} ({d} including waiting). Image size: {size} bytes.")
 }

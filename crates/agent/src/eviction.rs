@@ -156,6 +156,9 @@ async fn synchronize(agent: &Arc<Agent>) {
             "Evicted",
             &eviction.message,
         );
+        // kubelet's signal of an emptyDir over its sizeLimit
+        // (pkg/kubelet/eviction/eviction_manager.go signalEmptyDirFsLimit).
+        crate::metrics::evicted("emptydirfs.limit");
         agent.evictions().insert(c.pod_id, eviction);
         agent.kick(&c.namespace, &c.name, None);
     }

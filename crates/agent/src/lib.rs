@@ -26,6 +26,7 @@ mod eviction;
 #[cfg(test)]
 mod fake_runtime;
 mod manifests;
+mod metrics;
 mod node_ips;
 pub mod pods;
 pub mod port_forward;
@@ -86,6 +87,9 @@ pub struct ServeOptions {
     /// Watch this directory of Pod manifests, as kubelet's staticPodPath: a
     /// file added starts its pods, changed replaces them, removed stops them.
     pub manifests: Option<PathBuf>,
+    /// Serve metrics for Prometheus on this address (`/metrics`), as kubelet's
+    /// `/metrics` (kubelet's names; see the README).
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Why the agent, or one of its requests, failed.
@@ -391,6 +395,18 @@ pub async fn serve_with(
         })?;
     }
     let _lock = AgentLock::take(&settings.root)?;
+    // Bound first: an address that cannot be had fails the command at once.
+    let metrics_listener =
+        match options.metrics_address {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(
+                |source| AgentError::Io {
+                    verb: "listen for metrics on",
+                    path: PathBuf::from(address.to_string()),
+                    source,
+                },
+            )?),
+            None => None,
+        };
     let db = Db::open(&settings.root)?;
     let run_root = settings.run_root.clone();
     let root = settings.root.clone();
@@ -427,6 +443,12 @@ pub async fn serve_with(
     }
     if let Some(dir) = &options.manifests {
         tokio::spawn(manifests::watch(agent.clone(), dir.clone()));
+    }
+    if let Some(listener) = metrics_listener {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!("metrics for Prometheus on http://{address}/metrics");
+        }
+        tokio::spawn(metrics::serve(listener, Arc::downgrade(&agent)));
     }
     tracing::info!(
         "podrun agent (pid {}) serves {} on {}",

@@ -187,6 +187,22 @@ fn jitter(d: Duration) -> Duration {
 }
 
 async fn sync(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
+    // kubelet's pod worker duration: `create` for a pod whose sandbox is
+    // being made, else `sync`.
+    let creating = agent
+        .db()
+        .pod(namespace, name)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.state == PodPhase::Creating);
+    let started = std::time::Instant::now();
+    let step = sync_once(agent, namespace, name).await;
+    let operation = if creating { "create" } else { "sync" };
+    crate::metrics::pod_worker(operation, started.elapsed());
+    step
+}
+
+async fn sync_once(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
     match sync_steps(agent, namespace, name).await {
         Ok(step) => step,
         Err(e) => {
@@ -800,7 +816,13 @@ fn drive(
         now,
         config: &config,
     };
-    record::record(&outcome, &mut DbRecords { agent, ns, name })?;
+    if record::record(&outcome, &mut DbRecords { agent, ns, name })? {
+        // kubelet: from first seeing the pod to its phase Running.
+        if let Some(seen) = observe::parse_time(&row.created) {
+            let since = (chrono::Utc::now() - seen).to_std().unwrap_or_default();
+            crate::metrics::pod_started(since);
+        }
+    }
     let wake = probing::next_wake(
         &pod,
         &observed,

@@ -152,6 +152,10 @@ struct ServeArgs {
     /// file added starts its pods, changed replaces them, removed stops them.
     #[arg(long)]
     manifests: Option<PathBuf>,
+    /// Serve metrics for Prometheus at http://ADDR:PORT/metrics (kubelet's
+    /// names: kubelet_running_pods, kubelet_pod_start_duration_seconds, …).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_address: Option<std::net::SocketAddr>,
     /// Also serve the Container Runtime Interface (CRI v1) for a kubelet,
     /// crictl or critest, on the same runtime. Its pods are its own: the
     /// agent's are not shown to it, nor its to `podrun get`.
@@ -264,6 +268,7 @@ async fn run(cli: &'static Cli) -> Result<()> {
         Command::Serve(a) => {
             let options = podrun_agent::ServeOptions {
                 manifests: a.manifests.clone(),
+                metrics_address: a.metrics_address,
             };
             let beside = match a.cri {
                 true => Some(cri_server(

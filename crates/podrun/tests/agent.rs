@@ -2622,3 +2622,124 @@ spec:
     env.assert_nothing_left();
     agent.kill();
 }
+
+/// `GET path` on 127.0.0.1:`port`: the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics address");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// The samples of a Prometheus text exposition (`name{labels}` → value),
+/// every line checked: a `# HELP` or `# TYPE` comment (a known type, before
+/// the family's samples), or a sample whose value is a number.
+fn parse_exposition(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut samples = std::collections::BTreeMap::new();
+    let mut typed = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            typed.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (key, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("a sample: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number: {line}"));
+        let name = key.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "{name} has no # TYPE before it");
+        assert!(
+            samples.insert(key.to_owned(), value).is_none(),
+            "{key} twice"
+        );
+    }
+    samples
+}
+
+/// `serve --metrics-address` exposes kubelet's metrics in the Prometheus text
+/// format: running pods and containers, the pod start and pod worker
+/// histograms, the image pull, and the containers' CPU and working set under
+/// cAdvisor's names; other paths are 404.
+#[test]
+fn the_metrics_address_serves_kubelets_metrics() {
+    let env = Env::new(&SUITE, "metrics");
+    let pod = env.name("ag17-metrics");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut agent = env.serve(None, &["--metrics-address", &address], &[]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sleep", "3600"]
+"#
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("the pod Running", 30, |rows| {
+        rows.iter().any(|r| r[1] == pod && r[3] == "Running")
+    });
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let samples = parse_exposition(&body);
+    let get = |key: &str| -> f64 {
+        *samples
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} in\n{body}"))
+    };
+    assert_eq!(get("kubelet_running_pods"), 1.0);
+    assert_eq!(
+        get("kubelet_running_containers{container_state=\"running\"}"),
+        1.0
+    );
+    assert_eq!(get("kubelet_pod_start_duration_seconds_count"), 1.0);
+    assert!(get("kubelet_pod_worker_duration_seconds_count{operation_type=\"create\"}") >= 1.0);
+    assert_eq!(
+        get("kubelet_image_pull_duration_seconds_count{image_size_in_bytes=\"0-10MB\"}"),
+        1.0,
+        "busybox is pulled once, and is under 10MB"
+    );
+    let labels = format!("{{container=\"app\",namespace=\"default\",pod=\"{pod}\"}}");
+    assert!(get(&format!("container_cpu_usage_seconds_total{labels}")) >= 0.0);
+    assert!(get(&format!("container_memory_working_set_bytes{labels}")) > 0.0);
+    let (status, _) = http_get(port, "/other");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    env.ok(&["delete", "pod", &pod]);
+    let (_, body) = http_get(port, "/metrics");
+    assert_eq!(
+        parse_exposition(&body)["kubelet_running_pods"],
+        0.0,
+        "{body}"
+    );
+    env.assert_nothing_left();
+    agent.kill();
+}

@@ -37,8 +37,9 @@ pub(super) struct Outcome<'a> {
     pub config: &'a podrun_kubelet::Config,
 }
 
-/// Store what changed; the pod's status last.
-pub(super) fn record(out: &Outcome<'_>, records: &mut impl Records) -> Result<(), WorkerError> {
+/// Store what changed; the pod's status last. Whether the pod's phase became
+/// Running with it (kubelet observes its pod start duration then).
+pub(super) fn record(out: &Outcome<'_>, records: &mut impl Records) -> Result<bool, WorkerError> {
     let mut names: Vec<&String> = out.observed.containers.keys().collect();
     names.sort();
     for n in names {
@@ -71,7 +72,8 @@ pub(super) fn record(out: &Outcome<'_>, records: &mut impl Records) -> Result<()
     if out.status != Some(text.as_str()) {
         records.set_status(&text)?;
     }
-    Ok(())
+    let running = |s: Option<&PodStatus>| s.and_then(|s| s.phase.as_deref()) == Some("Running");
+    Ok(running(Some(&status)) && !running(previous.as_ref()))
 }
 
 #[cfg(test)]

@@ -88,4 +88,5 @@ fn record_now(agent: &Agent, namespace: &str, name: &str) -> Result<()> {
             name,
         },
     )
+    .map(drop)
 }
