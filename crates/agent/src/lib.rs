@@ -24,6 +24,7 @@ mod eviction;
 mod fake_runtime;
 mod manifests;
 mod node_ips;
+pub mod logs;
 pub mod pods;
 pub mod port_forward;
 mod probe;
@@ -230,11 +231,15 @@ pub struct Agent {
     /// The evictions decided by the eviction manager, by pod ID, until the
     /// pod's worker has recorded them in its status.
     evictions: Mutex<HashMap<String, podrun_kubelet::eviction::Eviction>>,
+    /// How the monitors rotate the containers' logs (the configuration's
+    /// `container_log_max_size`, `container_log_max_files`).
+    log_rotation: podrun_runtime::LogRotation,
 }
 
 impl Agent {
     /// The pod manager for `podrun run`: a database in memory, no socket.
     pub fn in_process(settings: Settings) -> Result<Arc<Agent>> {
+        let log_rotation = log_rotation(&settings)?;
         Ok(Arc::new(Agent {
             runtime: runtime(&settings)?,
             image_service: node_images(&settings)?,
@@ -246,6 +251,7 @@ impl Agent {
             run_mode: true,
             started_at: chrono::Utc::now(),
             evictions: Mutex::new(HashMap::new()),
+            log_rotation,
         }))
         .inspect(|agent| {
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -363,6 +369,12 @@ fn node_runtime(settings: &Settings) -> Result<podrun_runtime::NodeRuntime> {
     Ok(podrun_runtime::NodeRuntime::open(runtime, &settings.root)?)
 }
 
+/// How the configuration file says the containers' logs rotate.
+fn log_rotation(settings: &Settings) -> Result<podrun_runtime::LogRotation> {
+    let config = config::Config::load(&settings.config)?;
+    Ok(config.log_rotation(&settings.config)?)
+}
+
 /// `podrun serve`.
 pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     serve_with(settings, options, None).await
@@ -387,6 +399,7 @@ pub async fn serve_with(
     let run_root = settings.run_root.clone();
     let root = settings.root.clone();
     let node_runtime = node_runtime(&settings)?;
+    let log_rotation = log_rotation(&settings)?;
     // What the pod networks still hold for sandboxes that are gone (the run
     // root emptied by a reboot): released before any pod is adopted or made.
     for failure in node_runtime.collect_network_garbage() {
@@ -403,6 +416,7 @@ pub async fn serve_with(
         run_mode: false,
         started_at: chrono::Utc::now(),
         evictions: Mutex::new(HashMap::new()),
+        log_rotation,
     });
     adopt(&agent)?;
     tokio::spawn(eviction::run(Arc::downgrade(&agent)));
