@@ -287,7 +287,10 @@ impl Config {
     /// How the logs of podrun's own pods are rotated: the file's
     /// `container_log_max_size` and `container_log_max_files` over kubelet's
     /// defaults (10Mi, 5). `path` names the file in errors.
-    pub fn log_rotation(&self, path: &Path) -> Result<podrun_runtime::LogRotation, ConfigFileError> {
+    pub fn log_rotation(
+        &self,
+        path: &Path,
+    ) -> Result<podrun_runtime::LogRotation, ConfigFileError> {
         let mut r = podrun_runtime::LogRotation::default();
         let bad = |key: &'static str, value: String, reason: &str| ConfigFileError::ContainerLogs {
             path: path.into(),
@@ -465,14 +468,23 @@ mod tests {
             .log_rotation(f)
             .unwrap();
         assert_eq!((r.max_size, r.max_files), (64 << 10, 3));
-        let e = config("container_log_max_files = 1\n").log_rotation(f).unwrap_err();
+        let e = config("container_log_max_files = 1\n")
+            .log_rotation(f)
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "/etc/podrun/podrun.toml: container_log_max_files \"1\": must be at least 2 (the live file and one rotated)"
         );
-        let e = config("container_log_max_size = \"0\"\n").log_rotation(f).unwrap_err();
-        assert!(e.to_string().contains("container_log_max_size \"0\""), "{e}");
-        assert!(config("container_log_max_size = \"ten\"\n").log_rotation(f).is_err());
+        let e = config("container_log_max_size = \"0\"\n")
+            .log_rotation(f)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("container_log_max_size \"0\""),
+            "{e}"
+        );
+        assert!(config("container_log_max_size = \"ten\"\n")
+            .log_rotation(f)
+            .is_err());
     }
 
     #[test]

@@ -22,9 +22,9 @@ pub mod env;
 mod eviction;
 #[cfg(test)]
 mod fake_runtime;
+pub mod logs;
 mod manifests;
 mod node_ips;
-pub mod logs;
 pub mod pods;
 pub mod port_forward;
 mod probe;

@@ -63,7 +63,11 @@ pub fn remove_older(dir: &Path, attempt: u32) {
             continue;
         }
         let rotated = list_rotated(&live);
-        let files = rotated.logs.into_iter().map(|l| l.path).chain(rotated.leftovers);
+        let files = rotated
+            .logs
+            .into_iter()
+            .map(|l| l.path)
+            .chain(rotated.leftovers);
         for path in files.chain([live]) {
             if let Err(e) = std::fs::remove_file(&path) {
                 if e.kind() != std::io::ErrorKind::NotFound {
@@ -239,7 +243,9 @@ pub fn read<W: Write>(live: &Path, printer: &mut Printer<W>) -> Result<Follower,
         .logs
         .into_iter()
         .filter(|l| since.is_none_or(|s| !older_than(l, s)))
-        .filter(|l| live_ino.is_none() || std::fs::metadata(&l.path).ok().map(|m| m.ino()) != live_ino)
+        .filter(|l| {
+            live_ino.is_none() || std::fs::metadata(&l.path).ok().map(|m| m.ino()) != live_ino
+        })
         .collect();
     let mut lines: Vec<String> = Vec::new();
     follower.pump_into(|l| lines.push(l.to_string()));
@@ -371,7 +377,11 @@ impl Follower {
 }
 
 fn number(live: &Path) -> Option<u32> {
-    live.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok()
+    live.file_name()?
+        .to_str()?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 /// A Go duration as kubectl's `--since` takes it (`5s`, `2m`, `1h30m`,
@@ -427,7 +437,11 @@ mod tests {
             format!("{} stderr F three\n{} stdout P fo\n", at(3), at(3)),
         )
         .unwrap();
-        std::fs::write(&live, format!("{} stdout F ur\n{} stdout F five\n", at(4), at(5))).unwrap();
+        std::fs::write(
+            &live,
+            format!("{} stdout F ur\n{} stdout F five\n", at(4), at(5)),
+        )
+        .unwrap();
         live
     }
 
@@ -441,7 +455,10 @@ mod tests {
     fn logs_are_read_across_rotated_and_compressed_files() {
         let dir = tempfile::tempdir().unwrap();
         let live = instance(dir.path());
-        assert_eq!(print(&live, Options::default()), "one\ntwo\nthree\nfour\nfive\n");
+        assert_eq!(
+            print(&live, Options::default()),
+            "one\ntwo\nthree\nfour\nfive\n"
+        );
         let tail = |n| Options {
             tail: Some(n),
             ..Default::default()
@@ -455,8 +472,14 @@ mod tests {
             since: Some(s.parse().unwrap()),
             ..Default::default()
         };
-        assert_eq!(print(&live, since("2024-01-01T00:00:03Z")), "three\nfour\nfive\n");
-        assert_eq!(print(&live, since("2024-01-01T00:00:01Z")), "two\nthree\nfour\nfive\n");
+        assert_eq!(
+            print(&live, since("2024-01-01T00:00:03Z")),
+            "three\nfour\nfive\n"
+        );
+        assert_eq!(
+            print(&live, since("2024-01-01T00:00:01Z")),
+            "two\nthree\nfour\nfive\n"
+        );
         // tail first, then since (kubelet's ReadLogs).
         let both = Options {
             tail: Some(4),

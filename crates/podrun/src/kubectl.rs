@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use podrun_agent::api::{self, PodSummary, Request, Response};
 use podrun_agent::pods::{self, PodState};
 use podrun_runtime::api::ContainerState;
-use std::io::Write;
 use std::time::Duration;
 
 /// Which namespace a command looks in.

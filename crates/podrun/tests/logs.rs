@@ -54,7 +54,10 @@ fn wait_for<T: std::fmt::Debug>(what: &str, secs: u64, mut f: impl FnMut() -> (b
         if done {
             return value;
         }
-        assert!(Instant::now() < deadline, "waited {secs} s for {what}: {value:?}");
+        assert!(
+            Instant::now() < deadline,
+            "waited {secs} s for {what}: {value:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -119,12 +122,16 @@ spec:
         (log.contains("second instance"), files(&dir))
     });
     // Its compressing child may still be at work.
-    let names = wait_for("instance 0's files: live, one rotated, one compressed", 10, || {
-        let names = files(&dir);
-        let gz = names.iter().filter(|n| n.ends_with(".gz")).count();
-        let tmp = names.iter().any(|n| n.ends_with(".tmp"));
-        (gz == 1 && !tmp, names)
-    });
+    let names = wait_for(
+        "instance 0's files: live, one rotated, one compressed",
+        10,
+        || {
+            let names = files(&dir);
+            let gz = names.iter().filter(|n| n.ends_with(".gz")).count();
+            let tmp = names.iter().any(|n| n.ends_with(".tmp"));
+            (gz == 1 && !tmp, names)
+        },
+    );
     let of0: Vec<&String> = names.iter().filter(|n| n.starts_with("0.log")).collect();
     assert_eq!(of0.len(), 3, "max 3 files: {names:?}");
     assert_eq!(of0[0], "0.log");
@@ -134,7 +141,10 @@ spec:
     // kubelet's names: <path>.<YYYYMMDD-HHMMSS>, the compressed one older.
     for n in [gz, plain] {
         let s = stamp(n);
-        assert!(chrono::NaiveDateTime::parse_from_str(&s, "%Y%m%d-%H%M%S").is_ok(), "{n}");
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(&s, "%Y%m%d-%H%M%S").is_ok(),
+            "{n}"
+        );
     }
     assert!(stamp(gz) < stamp(plain), "{names:?}");
     assert!(names.contains(&"1.log".to_string()), "{names:?}");
@@ -144,7 +154,10 @@ spec:
         .read_to_string(&mut unzipped)
         .unwrap();
     let first = unzipped.lines().next().unwrap();
-    assert!(first.contains(" stdout F b") && first.ends_with("xxx"), "{first}");
+    assert!(
+        first.contains(" stdout F b") && first.ends_with("xxx"),
+        "{first}"
+    );
     // The rotated plain file is about the size, the live one smaller.
     let size = |n: &str| std::fs::metadata(dir.join(n)).unwrap().len();
     assert!(size(plain) <= 64 * 1024 + 70 * 1100, "{}", size(plain));
@@ -180,10 +193,16 @@ spec:
         env.ok(&["logs", "-p", &name, "--tail=2"]),
         format!("b5 l69 {}\ndone\n", "x".repeat(1000))
     );
-    assert_eq!(env.ok(&["logs", "-p", &name, "--limit-bytes=6"]), &previous[..6]);
+    assert_eq!(
+        env.ok(&["logs", "-p", &name, "--limit-bytes=6"]),
+        &previous[..6]
+    );
     let stamped = env.ok(&["logs", "-p", &name, "--tail=1", "--timestamps"]);
     let (time, rest) = stamped.split_once(' ').unwrap();
-    assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok() && rest == "done\n", "{stamped}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(time).is_ok() && rest == "done\n",
+        "{stamped}"
+    );
     // --since-time: only what came at or after it; --since: a duration.
     let since_done = format!("--since-time={time}");
     assert_eq!(env.ok(&["logs", "-p", &name, &since_done]), "done\n");

@@ -1064,15 +1064,23 @@ fn a_full_disk_drops_log_lines_counts_them_and_the_container_goes_on() {
     // Its log on a file system of 64 KiB: about 60 of its 200 lines fit.
     let small = pod.dir.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
-    rustix::mount::mount("tmpfs", &small, "tmpfs", rustix::mount::MountFlags::empty(), "size=64k")
-        .expect("mount a tmpfs (the test needs root)");
+    rustix::mount::mount(
+        "tmpfs",
+        &small,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=64k",
+    )
+    .expect("mount a tmpfs (the test needs root)");
     let _unmount = Unmount(small.clone());
     pod.containers[0].log_path = small.join("chatty.log");
     pod.start_monitor();
     pod.start_all();
     let start = Instant::now();
     let (state, lines) = loop {
-        let s = pod.state_of("chatty").expect("chatty in the monitor's state");
+        let s = pod
+            .state_of("chatty")
+            .expect("chatty in the monitor's state");
         let lines = cri_lines(&pod.log("chatty"));
         // Together with the dropped ones, all 200.
         if s.log_lines_dropped > 0 && lines.len() as u64 + s.log_lines_dropped == 200 {

@@ -446,7 +446,8 @@ pub fn compress(path: &Path) -> std::io::Result<()> {
     let tmp = PathBuf::from(tmp);
     let result = (|| {
         let mut src = File::open(path)?;
-        let mut enc = flate2::write::GzEncoder::new(File::create(&tmp)?, flate2::Compression::default());
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&tmp)?, flate2::Compression::default());
         std::io::copy(&mut src, &mut enc)?;
         enc.finish()?.sync_all()?;
         std::fs::rename(&tmp, &gz)
@@ -575,7 +576,14 @@ mod tests {
         ];
         let p = prune(&rotated, 5);
         assert_eq!(p.remove, [PathBuf::from("r1"), PathBuf::from("r2")]);
-        assert_eq!(p.compress, [PathBuf::from("r3"), PathBuf::from("r4"), PathBuf::from("r5")]);
+        assert_eq!(
+            p.compress,
+            [
+                PathBuf::from("r3"),
+                PathBuf::from("r4"),
+                PathBuf::from("r5")
+            ]
+        );
         // The newest stays as it is; compressed ones are not compressed again.
         let p = prune(&[log(1, true), log(2, false)], 3);
         assert_eq!(p, Pruning::default());
@@ -611,13 +619,12 @@ mod tests {
         assert_eq!(stamps.len(), 2, "{listing:?}");
         assert_eq!(stamps[0], "20200101-000002");
         let pid = log.compressor.expect("a compressing child");
-        let (_, status) =
-            rustix::process::waitpid(
-                rustix::process::Pid::from_raw(pid),
-                rustix::process::WaitOptions::empty(),
-            )
-                .unwrap()
-                .unwrap();
+        let (_, status) = rustix::process::waitpid(
+            rustix::process::Pid::from_raw(pid),
+            rustix::process::WaitOptions::empty(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(status.exit_status(), Some(0));
         let gz = rotated_name(&live, "20200101-000002.gz");
         let mut text = String::new();

@@ -23,7 +23,11 @@ impl Node for FakeNode {
             .borrow_mut()
             .push(format!("{type_} {reason} {message}"));
     }
-    fn make_container(&mut self, spec: &Container, _attempt: u32) -> Result<ContainerConfig, Unmade> {
+    fn make_container(
+        &mut self,
+        spec: &Container,
+        _attempt: u32,
+    ) -> Result<ContainerConfig, Unmade> {
         match self.unmade.get(&spec.name).copied() {
             Some("pull") => Err(Unmade::Pull(crate::create::PullFailure {
                 reason: "ErrImagePull",
