@@ -414,7 +414,9 @@ pub fn parse_since(text: &str) -> Option<chrono::Duration> {
         nanos += value * scale;
     }
     let seconds = (nanos / 1e9).ceil();
-    (seconds >= 0.0 && seconds < 1e12).then(|| chrono::Duration::seconds(seconds as i64))
+    (0.0..1e12)
+        .contains(&seconds)
+        .then(|| chrono::Duration::seconds(seconds as i64))
 }
 
 #[cfg(test)]
@@ -539,7 +541,7 @@ mod tests {
         f.pump_into(|l| got.push(l.to_string()));
         // Written, then rotated, then the new file written: nothing lost.
         let mut w = File::options().append(true).open(&live).unwrap();
-        write!(w, "{} stdout F b\n", at(1)).unwrap();
+        writeln!(w, "{} stdout F b", at(1)).unwrap();
         std::fs::rename(&live, logs.join("0.log.20240101-000001")).unwrap();
         std::fs::write(&live, format!("{} stdout F c\n", at(2))).unwrap();
         f.pump_into(|l| got.push(l.to_string()));
