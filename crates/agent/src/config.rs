@@ -4,6 +4,8 @@
 //!
 //! ```toml
 //! default_runtime = "embedded"        # for pods without runtimeClassName
+//! container_log_max_size = "10Mi"     # kubelet's containerLogMaxSize (also spelt so)
+//! container_log_max_files = 5         # kubelet's containerLogMaxFiles, at least 2
 //! [runtimes.fast]                     # runtimeClassName: fast
 //! path = "/usr/bin/crun"
 //! [runtimes.compat]
@@ -20,6 +22,13 @@
 //! subnet = "10.88.0.0/16"
 //! subnet6 = "fd00:88::/64"            # none by default; set: dual stack
 //! ```
+//!
+//! The two container log keys are kubelet's, with its defaults: each
+//! container's log is rotated when it would pass the size, and as many files
+//! are kept, the live one included, all but the two newest gzip-compressed.
+//! The monitor rotates the logs of podrun's own pods (`podrun run`, `podrun
+//! apply`); under the CRI (`podrun serve --cri`) kubelet rotates them with
+//! its own settings, and these keys do not apply.
 //!
 //! Without a file, or for a handler it does not list, the handlers `embedded`,
 //! `crun`, `runc` and `youki` name those runtimes.
@@ -75,6 +84,18 @@ pub enum ConfigFileError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// {path}: {key} {value:?}: {reason}
+    #[error("{}: {key} {value:?}: {reason}", .path.display())]
+    ContainerLogs {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// runtimeClassName {class}: no such handler (known: …)
     #[error("runtimeClassName {class}: no such handler (known: {})", .known.join(", "))]
     UnknownHandler {
@@ -104,6 +125,13 @@ pub struct Config {
     /// (checked by [`Config::cgroup_driver`]).
     #[serde(alias = "cgroupDriver")]
     pub cgroup_driver: Option<String>,
+    /// kubelet's `containerLogMaxSize` (a quantity: `10Mi`), checked by
+    /// [`Config::log_rotation`].
+    #[serde(alias = "containerLogMaxSize")]
+    pub container_log_max_size: Option<String>,
+    /// kubelet's `containerLogMaxFiles`.
+    #[serde(alias = "containerLogMaxFiles")]
+    pub container_log_max_files: Option<u32>,
 }
 
 /// The `[network]` table: where CNI's config and plugins are, and the
@@ -256,6 +284,40 @@ impl Config {
         Ok(config)
     }
 
+    /// How the logs of podrun's own pods are rotated: the file's
+    /// `container_log_max_size` and `container_log_max_files` over kubelet's
+    /// defaults (10Mi, 5). `path` names the file in errors.
+    pub fn log_rotation(
+        &self,
+        path: &Path,
+    ) -> Result<podrun_runtime::LogRotation, ConfigFileError> {
+        let mut r = podrun_runtime::LogRotation::default();
+        let bad = |key: &'static str, value: String, reason: &str| ConfigFileError::ContainerLogs {
+            path: path.into(),
+            key,
+            value,
+            reason: reason.into(),
+        };
+        if let Some(size) = &self.container_log_max_size {
+            let key = "container_log_max_size";
+            let q = podrun_spec::parse_quantity(size)
+                .map_err(|e| bad(key, size.clone(), &e.to_string()))?;
+            let bytes = q.value();
+            if !q.is_integer() || bytes <= 0 || bytes > i128::from(u64::MAX) {
+                return Err(bad(key, size.clone(), "must be a positive number of bytes"));
+            }
+            r.max_size = bytes as u64;
+        }
+        if let Some(files) = self.container_log_max_files {
+            if files < 2 {
+                let reason = "must be at least 2 (the live file and one rotated)";
+                return Err(bad("container_log_max_files", files.to_string(), reason));
+            }
+            r.max_files = files;
+        }
+        Ok(r)
+    }
+
     /// The runtime for a pod with RuntimeClass handler `class` (none: the
     /// default, `flag` when given on the command line).
     pub fn runtime_for(
@@ -395,6 +457,34 @@ mod tests {
             "{e}"
         );
         assert!(config("").cgroup_driver_with(f, not_booted).is_ok());
+    }
+
+    #[test]
+    fn container_logs_rotate_by_kubelets_keys_and_defaults() {
+        let f = Path::new("/etc/podrun/podrun.toml");
+        let r = config("").log_rotation(f).unwrap();
+        assert_eq!((r.max_size, r.max_files), (10 << 20, 5));
+        let r = config("container_log_max_size = \"64Ki\"\ncontainerLogMaxFiles = 3\n")
+            .log_rotation(f)
+            .unwrap();
+        assert_eq!((r.max_size, r.max_files), (64 << 10, 3));
+        let e = config("container_log_max_files = 1\n")
+            .log_rotation(f)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/podrun/podrun.toml: container_log_max_files \"1\": must be at least 2 (the live file and one rotated)"
+        );
+        let e = config("container_log_max_size = \"0\"\n")
+            .log_rotation(f)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("container_log_max_size \"0\""),
+            "{e}"
+        );
+        assert!(config("container_log_max_size = \"ten\"\n")
+            .log_rotation(f)
+            .is_err());
     }
 
     #[test]

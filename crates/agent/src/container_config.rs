@@ -136,7 +136,7 @@ pub fn container_config(
         mounts,
         labels,
         annotations,
-        log_path: format!("{}.log", c.name),
+        log_path: crate::logs::instance_log_path(&c.name, 0),
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),

@@ -25,6 +25,7 @@ pub mod events;
 mod eviction;
 #[cfg(test)]
 mod fake_runtime;
+pub mod logs;
 mod manifests;
 mod metrics;
 mod node_ips;
@@ -241,11 +242,15 @@ pub struct Agent {
     evictions: Mutex<HashMap<String, podrun_kubelet::eviction::Eviction>>,
     /// The CPU samples `top` takes its rates from.
     samples: top::Samples,
+    /// How the monitors rotate the containers' logs (the configuration's
+    /// `container_log_max_size`, `container_log_max_files`).
+    log_rotation: podrun_runtime::LogRotation,
 }
 
 impl Agent {
     /// The pod manager for `podrun run`: a database in memory, no socket.
     pub fn in_process(settings: Settings) -> Result<Arc<Agent>> {
+        let log_rotation = log_rotation(&settings)?;
         Ok(Arc::new(Agent {
             runtime: runtime(&settings)?,
             image_service: node_images(&settings)?,
@@ -258,6 +263,7 @@ impl Agent {
             started_at: chrono::Utc::now(),
             evictions: Mutex::new(HashMap::new()),
             samples: top::Samples::default(),
+            log_rotation,
         }))
         .inspect(|agent| {
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -375,6 +381,12 @@ fn node_runtime(settings: &Settings) -> Result<podrun_runtime::NodeRuntime> {
     Ok(podrun_runtime::NodeRuntime::open(runtime, &settings.root)?)
 }
 
+/// How the configuration file says the containers' logs rotate.
+fn log_rotation(settings: &Settings) -> Result<podrun_runtime::LogRotation> {
+    let config = config::Config::load(&settings.config)?;
+    Ok(config.log_rotation(&settings.config)?)
+}
+
 /// `podrun serve`.
 pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     serve_with(settings, options, None).await
@@ -411,6 +423,7 @@ pub async fn serve_with(
     let run_root = settings.run_root.clone();
     let root = settings.root.clone();
     let node_runtime = node_runtime(&settings)?;
+    let log_rotation = log_rotation(&settings)?;
     // What the pod networks still hold for sandboxes that are gone (the run
     // root emptied by a reboot): released before any pod is adopted or made.
     for failure in node_runtime.collect_network_garbage() {
@@ -428,6 +441,7 @@ pub async fn serve_with(
         started_at: chrono::Utc::now(),
         evictions: Mutex::new(HashMap::new()),
         samples: top::Samples::default(),
+        log_rotation,
     });
     adopt(&agent)?;
     tokio::spawn(eviction::run(Arc::downgrade(&agent)));

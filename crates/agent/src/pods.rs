@@ -196,11 +196,6 @@ impl PodState {
             .unwrap_or(0)
     }
 
-    /// The directory of the pod's monitor-written records and logs.
-    pub fn log_path(&self, container: &str) -> PathBuf {
-        self.run_dir.join("logs").join(format!("{container}.log"))
-    }
-
     /// Write `pod.json` again (after the monitor started).
     pub fn save(&self) -> Result<()> {
         let path = self.run_dir.join("pod.json");
@@ -608,45 +603,6 @@ pub fn parse_log_line(line: &str) -> Option<LogLine<'_>> {
         partial: tag == "P",
         content: parts.next().unwrap_or(""),
     })
-}
-
-/// Follows one CRI log file from an offset and hands out its complete lines.
-pub struct Tail {
-    /// The log file.
-    pub path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
-}
-
-impl Tail {
-    /// From the start of `path`.
-    pub fn new(path: PathBuf) -> Self {
-        Tail {
-            path,
-            offset: 0,
-            partial: Vec::new(),
-        }
-    }
-
-    /// Call `each` with every complete line written since the last call.
-    pub fn pump(&mut self, mut each: impl FnMut(&str)) {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        if f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut buf = Vec::new();
-        if f.read_to_end(&mut buf).is_err() {
-            return;
-        }
-        self.offset += buf.len() as u64;
-        self.partial.extend_from_slice(&buf);
-        while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=i).collect();
-            each(&String::from_utf8_lossy(&line[..line.len() - 1]));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -716,9 +716,24 @@ fn see(
             let fallback =
                 spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
             (fallback && cs.exit_code != 0).then_some(())?;
-            pods::log_tail_message(&state.log_path(&cs.name), parse_time(&cs.started_at))
+            pods::log_tail_message(&cs.log_path, parse_time(&cs.started_at))
         })
     });
+    for cs in containers.iter().filter(|c| c.log_lines_dropped > 0) {
+        let Some(o) = observed.containers.get_mut(&cs.name) else {
+            continue;
+        };
+        if o.log_drops_reported.as_deref() != Some(cs.id.as_str()) {
+            o.log_drops_reported = Some(cs.id.clone());
+            let message = format!(
+                "container {}: {} log lines could not be written to {} (is its file system full?); lines are dropped until it can be written",
+                cs.name,
+                cs.log_lines_dropped,
+                cs.log_path.display()
+            );
+            agent.event(ns, name, "Warning", "LogLinesDropped", &message);
+        }
+    }
     Ok(Seen {
         node,
         observed,
@@ -1084,6 +1099,7 @@ impl execute::Node for AgentNode<'_> {
     fn make_container(
         &mut self,
         spec: &k8s_openapi::api::core::v1::Container,
+        attempt: u32,
     ) -> Result<ContainerConfig, Unmade> {
         let (agent, row) = (self.agent, self.row);
         let events = |t: &str, r: &str, m: String| agent.event(&row.namespace, &row.name, t, r, &m);
@@ -1096,6 +1112,16 @@ impl execute::Node for AgentNode<'_> {
             self.node,
             &events,
         )
+        .map(|mut config| {
+            // kubelet's `<container>/<restartCount>.log`: each instance its
+            // own file, the previous one's kept for `logs --previous`.
+            config.metadata.attempt = attempt;
+            config.log_path = crate::logs::instance_log_path(&spec.name, attempt);
+            config.log_rotation = Some(agent.log_rotation);
+            let dir = crate::logs::container_dir(&self.state.run_dir, &spec.name);
+            crate::logs::remove_older(&dir, attempt);
+            config
+        })
     }
 
     fn image_id(&self, image: &str) -> Option<String> {

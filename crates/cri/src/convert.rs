@@ -361,6 +361,9 @@ pub fn container_config(c: pb::ContainerConfig) -> Result<rt::ContainerConfig, S
             Ok(pb::Signal::RuntimeDefault) | Err(_) => None,
             Ok(signal) => Some(signal.as_str_name().to_owned()),
         },
+        // kubelet rotates the log itself and asks for ReopenContainerLog:
+        // the monitor must not rotate it too.
+        log_rotation: None,
     })
 }
 

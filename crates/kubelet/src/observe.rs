@@ -90,6 +90,10 @@ pub struct ContainerObservation {
     /// starts it once the exit is seen. Cleared by [`ContainerObservation::starting`].
     #[serde(default)]
     pub restart_after_kill: bool,
+    /// The runtime's ID of the instance whose lost log lines (a full disk)
+    /// were told in an event: told once per instance, not per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_drops_reported: Option<String>,
     /// It could not be created (its config or root filesystem): not before
     /// this time is it tried again (the pod worker's back-off). Cleared by a
     /// good start.

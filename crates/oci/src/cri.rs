@@ -408,4 +408,29 @@ pub struct ContainerConfig {
     /// The container's stop signal (`lifecycle.stopSignal`), by name (`SIGUSR1`);
     /// `None`: the image's, else SIGTERM.
     pub stop_signal: Option<String>,
+    /// Not CRI's: the runtime rotates the container's log itself, by this
+    /// policy (podrun's own pod manager asks for it). `None` under the CRI,
+    /// where kubelet rotates the log and asks for ReopenContainerLog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rotation: Option<LogRotation>,
+}
+
+/// How a container's log is rotated, as kubelet's container log manager
+/// does it (`containerLogMaxSize`, `containerLogMaxFiles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRotation {
+    /// The live file is rotated once it reaches this size, in bytes.
+    pub max_size: u64,
+    /// Files kept, the live one included (at least 2).
+    pub max_files: u32,
+}
+
+impl Default for LogRotation {
+    /// kubelet's defaults: 10Mi, 5 files.
+    fn default() -> Self {
+        LogRotation {
+            max_size: 10 * 1024 * 1024,
+            max_files: 5,
+        }
+    }
 }

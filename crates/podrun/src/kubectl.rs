@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use podrun_agent::api::{self, PodSummary, Request, Response};
 use podrun_agent::pods::{self, PodState};
 use podrun_runtime::api::ContainerState;
-use std::io::Write;
 use std::time::Duration;
 
 /// Which namespace a command looks in.
@@ -90,9 +89,21 @@ pub struct LogsArgs {
     /// Prefix each line with its RFC 3339 time.
     #[arg(long)]
     timestamps: bool,
-    /// Only the last N lines.
-    #[arg(long)]
-    tail: Option<usize>,
+    /// Only the last N lines (-1: all).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    tail: i64,
+    /// The previous instance of the container (it restarted).
+    #[arg(short = 'p', long)]
+    previous: bool,
+    /// Only lines newer than this duration (5s, 2m, 1h).
+    #[arg(long, conflicts_with = "since_time")]
+    since: Option<String>,
+    /// Only lines at or after this time (RFC 3339).
+    #[arg(long = "since-time")]
+    since_time: Option<String>,
+    /// Stop after this many bytes (0: no limit).
+    #[arg(long = "limit-bytes", default_value_t = 0)]
+    limit_bytes: u64,
     #[command(flatten)]
     ns: NamespaceArgs,
 }
@@ -441,27 +452,36 @@ pub async fn logs(cli: &Cli, args: &LogsArgs) -> Result<()> {
     let name = pod_name(&args.pod)?;
     let state = pods::find(&cli.run_root, &args.ns.namespace, name)?;
     let container = pick_container(&state, args.container.as_deref())?;
-    let mut tail = pods::Tail::new(state.log_path(&container));
-    let mut out = std::io::stdout().lock();
-    let print = |line: &str, out: &mut std::io::StdoutLock| {
-        if let Some(l) = pods::parse_log_line(line) {
-            let newline = if l.partial { "" } else { "\n" };
-            let text = if args.timestamps {
-                format!("{} {}{newline}", l.time, l.content)
-            } else {
-                format!("{}{newline}", l.content)
-            };
-            let _ = out.write_all(text.as_bytes());
+    // kubectl sends --since as whole seconds, --since-time as a second.
+    let since = match (&args.since, &args.since_time) {
+        (Some(d), _) => {
+            let d = podrun_agent::logs::parse_since(d).with_context(|| {
+                format!("invalid argument {d:?} for \"--since\" flag: not a duration (5s, 2m, 1h)")
+            })?;
+            Some(chrono::Utc::now() - d)
         }
+        (None, Some(t)) => {
+            let t = chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| format!("invalid argument {t:?} for \"--since-time\" flag"))?;
+            chrono::DateTime::from_timestamp(t.timestamp(), 0)
+        }
+        (None, None) => None,
     };
-    let mut first: Vec<String> = Vec::new();
-    tail.pump(|l| first.push(l.to_string()));
-    let skip = args.tail.map_or(0, |n| first.len().saturating_sub(n));
-    for l in &first[skip..] {
-        print(l, &mut out);
-    }
-    out.flush()?;
-    if !args.follow {
+    let options = podrun_agent::logs::Options {
+        since,
+        tail: usize::try_from(args.tail).ok(),
+        limit_bytes: Some(args.limit_bytes).filter(|n| *n > 0),
+        timestamps: args.timestamps,
+    };
+    let Some(live) =
+        podrun_agent::logs::instance_file(&state.run_dir, name, &container, args.previous)?
+    else {
+        return Ok(()); // not started yet
+    };
+    let mut printer = podrun_agent::logs::Printer::new(std::io::stdout().lock(), options);
+    let mut follower = podrun_agent::logs::read(&live, &mut printer)?;
+    // The previous instance ended: nothing more comes.
+    if !args.follow || args.previous || printer.full() {
         return Ok(());
     }
     // Until the runtime no longer has the container running.
@@ -471,9 +491,7 @@ pub async fn logs(cli: &Cli, args: &LogsArgs) -> Result<()> {
         let done = runtime
             .container_status(&id)
             .map_or(true, |c| c.state != ContainerState::Running);
-        tail.pump(|l| print(l, &mut out));
-        out.flush()?;
-        if done {
+        if !follower.pump(&mut printer)? || done {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

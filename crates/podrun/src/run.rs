@@ -101,15 +101,15 @@ async fn foreground(
         .ok();
     let mut reported: Option<String> = None;
     let mut unmade = None;
-    let log_dir = run_dir.join("logs");
-    let mut tails: Vec<(String, pods::Tail)> = pod
+    let mut tails: Vec<(String, agent::logs::Follower)> = pod
         .spec
         .iter()
         .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
         .map(|c| {
             (
                 c.name.clone(),
-                pods::Tail::new(log_dir.join(format!("{}.log", c.name))),
+                // Every instance of it, across its rotations.
+                agent::logs::Follower::container(agent::logs::container_dir(&run_dir, &c.name)),
             )
         })
         .collect();
@@ -211,9 +211,9 @@ fn cannot_be_made(name: &str, status: &str) -> Option<String> {
         })
 }
 
-fn pump(tails: &mut [(String, pods::Tail)]) {
+fn pump(tails: &mut [(String, podrun_agent::logs::Follower)]) {
     for (name, tail) in tails.iter_mut() {
-        tail.pump(|line| {
+        tail.pump_into(|line| {
             let Some(l) = pods::parse_log_line(line) else {
                 return;
             };

@@ -207,6 +207,7 @@ impl TestPod {
             grace_period_ms: grace_ms,
             stdin: false,
             stdin_once: false,
+            log_rotation: None,
         }
     }
 
@@ -1038,4 +1039,74 @@ fn a_plan_that_lists_containers_is_refused() {
     );
     assert!(pod.log("listed").is_empty());
     pod.assert_nothing_left();
+}
+
+/// Unmounts (lazily) a file system a test mounted, however the test ends.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_drops_log_lines_counts_them_and_the_container_goes_on() {
+    let mut pod = TestPod::new(
+        &[(
+            "chatty",
+            sh("pad=$(head -c 1000 /dev/zero | tr '\\0' x); i=0; \
+                while [ $i -lt 200 ]; do echo \"$i $pad\"; i=$((i+1)); done; \
+                trap 'exit 0' TERM; while true; do sleep 0.1; done"),
+        )],
+        2000,
+    );
+    // Its log on a file system of 64 KiB: about 60 of its 200 lines fit.
+    let small = pod.dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &small,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=64k",
+    )
+    .expect("mount a tmpfs (the test needs root)");
+    let _unmount = Unmount(small.clone());
+    pod.containers[0].log_path = small.join("chatty.log");
+    pod.start_monitor();
+    pod.start_all();
+    let start = Instant::now();
+    let (state, lines) = loop {
+        let s = pod
+            .state_of("chatty")
+            .expect("chatty in the monitor's state");
+        let lines = cri_lines(&pod.log("chatty"));
+        // Together with the dropped ones, all 200.
+        if s.log_lines_dropped > 0 && lines.len() as u64 + s.log_lines_dropped == 200 {
+            break (s, lines);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} lines kept, {} counted dropped: {s:?}",
+            lines.len(),
+            s.log_lines_dropped
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(state.running, "the container stopped: {state:?}");
+    assert!(pod.log("chatty").ends_with('\n'), "a torn last line");
+    assert!(lines.len() > 30, "{} lines kept", lines.len());
+    // Every line kept is whole, in order (a smaller chunk may fit where a
+    // larger one did not: gaps are allowed).
+    let mut last = -1;
+    for (_, tag, text) in &lines {
+        assert_eq!(tag, "F");
+        let (n, pad) = text.split_once(' ').expect("a whole line");
+        let n: i32 = n.parse().expect("a whole line");
+        assert!(n > last && pad == "x".repeat(1000), "line {n} after {last}");
+        last = n;
+    }
+    assert_eq!(pod.ask(Request::Shutdown), Response::Ok);
+    pod.wait_monitor(Duration::from_secs(20));
 }

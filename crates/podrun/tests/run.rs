@@ -489,7 +489,10 @@ spec:
     // kubectl's `1 (5s ago)`.
     assert!(row[4].starts_with('(') && row[5] == "ago)", "{table}");
     assert_eq!(env.ok(&["logs", "retry", "-c", "init"]), "init done\n");
-    assert_eq!(env.ok(&["logs", "retry"]), "prepared\nprepared\n");
+    // Each instance its own log, as kubelet keeps them: the last, and with
+    // -p the one before.
+    assert_eq!(env.ok(&["logs", "retry"]), "prepared\n");
+    assert_eq!(env.ok(&["logs", "retry", "-p"]), "prepared\n");
     assert_eq!(
         env.ok(&["delete", "pod", "retry"]),
         "pod \"retry\" deleted\n"

@@ -129,6 +129,9 @@ pub struct ContainerStatus {
     pub restarts: u32,
     /// Its CRI log file.
     pub log_path: std::path::PathBuf,
+    /// Lines it wrote that its log could not take (a full disk), while its
+    /// monitor runs (not CRI's).
+    pub log_lines_dropped: u64,
     /// The config it was created from (its image, labels, annotations,
     /// mounts as CRI's `ContainerStatus` reports them).
     pub config: ContainerConfig,

@@ -41,7 +41,6 @@ pub use forked::ForkedError;
 pub use recover::clean_up_after;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -51,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::{Namespace, Sandbox, SandboxConfig};
 use cgroup::{oom_file, remove_plan_cgroups, PodOomKills};
 use control::{MonitorLock, Server};
-use log::{now_rfc3339_nano, LogStream};
+use log::{now_rfc3339_nano, LogFile, LogStream};
 
 /// How long the logs are still read after the last container exited when the
 /// pod stops, for output held by processes that outlived their container's init.
@@ -123,6 +122,10 @@ pub struct ContainerPlan {
     /// `stdin_once`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stdin_once: bool,
+    /// The monitor rotates the log itself by this policy (podrun's pod
+    /// manager); `None`: it never does (under the CRI kubelet rotates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rotation: Option<crate::LogRotation>,
 }
 
 impl PodPlan {
@@ -342,21 +345,6 @@ pub enum RequestError {
     Start(#[from] MonitorError),
 }
 
-/// Open (appending, creating it and its directory) a container's log file.
-/// A container without a log path (a CRI client that asked for none) has its
-/// output read and dropped.
-fn open_log(path: &Path) -> std::io::Result<File> {
-    let path = if path.as_os_str().is_empty() {
-        Path::new("/dev/null")
-    } else {
-        path
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    File::options().create(true).append(true).open(path)
-}
-
 fn step(pod: &str, step: &str, cause: impl std::fmt::Display) -> MonitorError {
     MonitorError::Step {
         pod: pod.into(),
@@ -368,7 +356,7 @@ fn step(pod: &str, step: &str, cause: impl std::fmt::Display) -> MonitorError {
 /// A container while the monitor holds it.
 struct Running {
     plan: ContainerPlan,
-    log: File,
+    log: LogFile,
     streams: Vec<LogStream>,
     /// The write end of its stdin, kept for attaching (`stdin`).
     stdin: Option<OwnedFd>,
@@ -759,7 +747,7 @@ impl Monitor<'_> {
             });
         };
         let c = &mut self.containers[i];
-        c.log = open_log(&c.plan.log_path).map_err(|source| RequestError::ReopenLog {
+        c.log.reopen().map_err(|source| RequestError::ReopenLog {
             name: name.into(),
             path: c.plan.log_path.clone(),
             source,
@@ -803,6 +791,7 @@ impl Monitor<'_> {
                 restarts: c.restarts,
                 started_at: c.started_at.clone(),
                 exit: c.exit.clone(),
+                log_lines_dropped: c.log.dropped_lines(),
             })
             .collect()
     }
@@ -853,7 +842,8 @@ fn start(
 ) -> Result<Running, MonitorError> {
     let pod = plan.pod_id.as_str();
     let what = format!("container {}", c.name);
-    let log = open_log(&c.log_path).map_err(|e| step(pod, &format!("{what}: open log"), e))?;
+    let log = LogFile::open(&c.log_path, c.log_rotation)
+        .map_err(|e| step(pod, &format!("{what}: open log"), e))?;
     let (out_r, out_w) = pipe().map_err(|e| step(pod, &what, e))?;
     let (err_r, err_w) = pipe().map_err(|e| step(pod, &what, e))?;
     // Both ends blocking: the container reads, attached clients write.
@@ -935,7 +925,14 @@ fn reap(
             continue;
         }
         let Some(c) = containers.iter_mut().find(|c| c.pid == pid && !c.done) else {
-            continue; // an orphan of some container: reaped, nothing to record
+            // A log compressor, or an orphan of some container: reaped,
+            // nothing to record.
+            for c in containers.iter_mut() {
+                if c.log.compressor_exited(pid) {
+                    break;
+                }
+            }
+            continue;
         };
         let signal = status.terminating_signal();
         let code = status.exit_status().unwrap_or(0);

@@ -709,6 +709,7 @@ impl NodeRuntime {
                 grace_period_ms: grace_s.saturating_mul(1000),
                 stdin: config.stdin,
                 stdin_once: config.stdin_once,
+                log_rotation: config.log_rotation,
             },
             user,
         ))
@@ -1716,6 +1717,7 @@ fn status_of(
         pid: None,
         restarts: 0,
         log_path: record.plan.log_path.clone(),
+        log_lines_dropped: 0,
         config: record.config.clone(),
         image_ref: record.image_ref.clone(),
         user: record.user.clone(),
@@ -1738,6 +1740,7 @@ fn status_of(
                 return status; // created, not started (again) yet
             };
             status.restarts = c.restarts;
+            status.log_lines_dropped = c.log_lines_dropped;
             match &c.exit {
                 Some(exit) if !c.running => ended(&mut status, exit.clone()),
                 _ => {

@@ -54,7 +54,10 @@ pub trait Node {
     /// Make container `spec`'s config for a start: its image by its pull
     /// policy, its volumes, its environment (the runtime's CreateContainer
     /// then makes its root filesystem and bundle).
-    fn make_container(&mut self, spec: &Container) -> Result<ContainerConfig, Unmade>;
+    /// `attempt` is the restart count the new instance will have (kubelet's
+    /// `metadata.attempt`; it names the instance's log file).
+    fn make_container(&mut self, spec: &Container, attempt: u32)
+        -> Result<ContainerConfig, Unmade>;
     /// The imageID the API shows for `image`.
     fn image_id(&self, image: &str) -> Option<String>;
     /// Run container `name`'s postStart hook; the error says why it failed.
@@ -194,7 +197,10 @@ pub fn execute(
         if let Some(id) = id_of(reported, n) {
             rt.remove_container(id)?;
         }
-        let made = node.make_container(spec).and_then(|config| {
+        // A restart (the instance exited) is counted at its start, below.
+        let exited = matches!(o.state, podrun_kubelet::observe::ContainerState::Exited(_));
+        let attempt = u32::try_from(o.restart_count).unwrap_or(0) + u32::from(exited);
+        let made = node.make_container(spec, attempt).and_then(|config| {
             // The runtime's part of a creation: a failure there is kubelet's
             // CreateContainerError too.
             rt.create_container(sandbox, &config).map_err(|e| {

@@ -112,6 +112,7 @@ mod tests {
             pid: Some(42),
             restarts: 0,
             log_path: "/nonexistent".into(),
+            log_lines_dropped: 0,
             config: Default::default(),
             image_ref: String::new(),
             user: None,

@@ -186,6 +186,13 @@ pub struct ContainerState {
     /// How it ended, once it did (as in its exit record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitRecord>,
+    /// Log lines it wrote that could not be written to its log (a full disk).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_lines_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a request got no answer.

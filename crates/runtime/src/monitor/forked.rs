@@ -89,14 +89,7 @@ pub(crate) fn in_child<E: std::fmt::Display>(
         return Err(ForkedError::Fork(std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        for slot in &CLOSE_IN_CHILD {
-            let fd = slot.load(Ordering::SeqCst);
-            if fd >= 0 {
-                // SAFETY: the child owns its copies of the parent's descriptors;
-                // nothing in it uses this one (the parent's owner is not run here).
-                unsafe { libc::close(fd) };
-            }
-        }
+        close_registered();
         drop(read_end);
         report(write_end, step());
         // SAFETY: _exit ends the child at once; nothing of the parent's state
@@ -110,6 +103,35 @@ pub(crate) fn in_child<E: std::fmt::Display>(
     match result {
         Some(result) => result,
         None => Err(ForkedError::NoResult { pid, status }),
+    }
+}
+
+/// Fork a child that runs `step` and exits with its value as status; its
+/// pid. Not waited for: the monitor's reaping of its children collects it.
+pub(crate) fn spawn(step: impl FnOnce() -> i32) -> Result<i32, ForkedError> {
+    // SAFETY: as in `in_child`: the monitor is single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(ForkedError::Fork(std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        close_registered();
+        let code = step();
+        // SAFETY: as in `in_child`.
+        unsafe { libc::_exit(code.clamp(0, 255)) }
+    }
+    Ok(pid)
+}
+
+/// In a child: close the descriptors of [`close_in_children`].
+fn close_registered() {
+    for slot in &CLOSE_IN_CHILD {
+        let fd = slot.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: the child owns its copies of the parent's descriptors;
+            // nothing in it uses this one (the parent's owner is not run here).
+            unsafe { libc::close(fd) };
+        }
     }
 }
 

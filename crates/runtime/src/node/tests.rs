@@ -121,6 +121,7 @@ fn record() -> ContainerRecord {
             grace_period_ms: 1000,
             stdin: false,
             stdin_once: false,
+            log_rotation: None,
         },
         created_at: "t0".into(),
         config: Default::default(),
@@ -154,6 +155,7 @@ fn start(started_at: &str) -> StartRecord {
 
 fn live(running: bool, exit: Option<ExitRecord>) -> monitor::ContainerState {
     monitor::ContainerState {
+        log_lines_dropped: 0,
         name: "app".into(),
         id: "s1-app".into(),
         pid: 42,

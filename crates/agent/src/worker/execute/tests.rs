@@ -23,7 +23,11 @@ impl Node for FakeNode {
             .borrow_mut()
             .push(format!("{type_} {reason} {message}"));
     }
-    fn make_container(&mut self, spec: &Container) -> Result<ContainerConfig, Unmade> {
+    fn make_container(
+        &mut self,
+        spec: &Container,
+        _attempt: u32,
+    ) -> Result<ContainerConfig, Unmade> {
         match self.unmade.get(&spec.name).copied() {
             Some("pull") => Err(Unmade::Pull(crate::create::PullFailure {
                 reason: "ErrImagePull",
@@ -99,6 +103,7 @@ fn reported(name: &str, running: bool) -> ContainerStatus {
         pid: running.then_some(7),
         restarts: 0,
         log_path: PathBuf::from("/nonexistent"),
+        log_lines_dropped: 0,
         config: Default::default(),
         image_ref: String::new(),
         user: None,
