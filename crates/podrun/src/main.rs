@@ -67,7 +67,7 @@ enum Command {
     /// As `kubectl apply`, it succeeds once they are stored: a container that
     /// cannot be made is a warning here, its reason in the pod's status.
     Apply(kubectl::ApplyArgs),
-    /// Show a pod in detail, with its events.
+    /// Show a pod (with its events) or the node in detail, in kubectl describe's layout.
     Describe(kubectl::DescribeArgs),
     /// Run the node agent in the foreground (the CLI starts one when needed).
     Serve(ServeArgs),
