@@ -1114,8 +1114,10 @@ impl execute::Node for AgentNode<'_> {
         )
         .map(|mut config| {
             // kubelet's `<container>/<restartCount>.log`: each instance its
-            // own file, the previous one's kept for `logs --previous`.
-            config.metadata.attempt = attempt;
+            // own file, the previous one's kept for `logs --previous`. The
+            // instance keeps the container's ID (metadata.attempt 0): the pod
+            // manager knows a container by it across restarts (exec, stop,
+            // hooks, the removal of its root filesystem after a reboot).
             config.log_path = crate::logs::instance_log_path(&spec.name, attempt);
             config.log_rotation = Some(agent.log_rotation);
             let dir = crate::logs::container_dir(&self.state.run_dir, &spec.name);
