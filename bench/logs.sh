@@ -40,7 +40,7 @@ PM_TMP="$WORK/podman/tmp"
 CONF="$WORK/conf"
 mkdir -p "$PR_ROOT" "$PR_RUN" "$PM_ROOT" "$PM_RUN" "$PM_TMP" "$CONF" "$RESULTS"
 podrun_conf
-podman_conf "\"nofile=$(ulimit -Hn):$(ulimit -Hn)\"" "$PM_RUN" "$PM_ROOT"
+podman_conf '"nofile=20000:20000", "nproc=4096:4096"' "$PM_RUN" "$PM_ROOT"
 
 podrun_() {
     "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" --config "$CONF/podrun.toml" \
