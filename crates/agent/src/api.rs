@@ -359,6 +359,18 @@ pub enum ApiError {
     TimedOut,
 }
 
+/// Write `request` to the agent as one JSON line.
+fn send(stream: &mut UnixStream, request: &Request) -> Result<(), ApiError> {
+    let mut line = serde_json::to_vec(request).map_err(|source| ApiError::Parse {
+        what: "the request",
+        source,
+    })?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(io("send the request to the agent"))
+}
+
 fn connect_error(path: &Path, e: std::io::Error) -> ApiError {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         ApiError::PermissionDenied { path: path.into() }
@@ -384,14 +396,7 @@ pub fn call(run_root: &Path, request: &Request, timeout: Duration) -> Result<Res
     stream
         .set_write_timeout(Some(timeout))
         .map_err(io("set a timeout"))?;
-    let mut line = serde_json::to_vec(request).map_err(|source| ApiError::Parse {
-        what: "the request",
-        source,
-    })?;
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(io("send the request to the agent"))?;
+    send(&mut stream, request)?;
     let mut answer = String::new();
     BufReader::new(&stream)
         .read_line(&mut answer)
@@ -465,14 +470,7 @@ impl Watch {
     pub fn open(run_root: &Path, request: &Request) -> Result<Watch, ApiError> {
         let path = socket_path(run_root);
         let mut stream = UnixStream::connect(&path).map_err(|e| connect_error(&path, e))?;
-        let mut line = serde_json::to_vec(request).map_err(|source| ApiError::Parse {
-            what: "the request",
-            source,
-        })?;
-        line.push(b'\n');
-        stream
-            .write_all(&line)
-            .map_err(io("send the request to the agent"))?;
+        send(&mut stream, request)?;
         Ok(Watch {
             reader: BufReader::new(stream),
             line: String::new(),

@@ -187,23 +187,18 @@ fn jitter(d: Duration) -> Duration {
 }
 
 async fn sync(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
-    // kubelet's pod worker duration: `create` for a pod whose sandbox is
-    // being made, else `sync`.
-    let creating = agent
-        .db()
-        .pod(namespace, name)
-        .ok()
-        .flatten()
-        .is_some_and(|r| r.state == PodPhase::Creating);
+    // kubelet's pod worker duration: `create` for a sync that made the
+    // pod's sandbox, else `sync`.
     let started = std::time::Instant::now();
-    let step = sync_once(agent, namespace, name).await;
-    let operation = if creating { "create" } else { "sync" };
+    let mut created = false;
+    let step = sync_once(agent, namespace, name, &mut created).await;
+    let operation = if created { "create" } else { "sync" };
     crate::metrics::pod_worker(operation, started.elapsed());
     step
 }
 
-async fn sync_once(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
-    match sync_steps(agent, namespace, name).await {
+async fn sync_once(agent: &Arc<Agent>, namespace: &str, name: &str, created: &mut bool) -> Step {
+    match sync_steps(agent, namespace, name, created).await {
         Ok(step) => step,
         Err(e) => {
             let message = e.to_string();
@@ -221,7 +216,12 @@ async fn sync_once(agent: &Arc<Agent>, namespace: &str, name: &str) -> Step {
     }
 }
 
-async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<Step> {
+async fn sync_steps(
+    agent: &Arc<Agent>,
+    namespace: &str,
+    name: &str,
+    created: &mut bool,
+) -> Result<Step> {
     loop {
         let Some(row) = agent.db().pod(namespace, name)? else {
             return Ok(Step {
@@ -239,6 +239,7 @@ async fn sync_steps(agent: &Arc<Agent>, namespace: &str, name: &str) -> Result<S
                         gone: false,
                     });
                 }
+                *created = true;
                 match create(agent, &row).await {
                     Ok(()) => {
                         crash_point("create:started");

@@ -79,33 +79,7 @@ pub fn pod_cgroup_limits(pod: &Pod) -> PodLimits {
     if qos == QosClass::BestEffort {
         return limits;
     }
-    let mut requests: Amounts = aggregate_container_requests(&pod)
-        .into_iter()
-        .map(|(name, q)| (name, q.nanos()))
-        .collect();
-    let mut totals = aggregate_limits(&pod);
-    if let Some(resources) = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .filter(|_| pod_level_resources_set(&pod))
-    {
-        // component-helpers applyPodLevelResources: the pod-level value replaces the sum.
-        for (name, amount) in parsed(resources.requests.as_ref()) {
-            if is_pod_level_resource(&name) {
-                requests.insert(name, amount);
-            }
-        }
-        let pod_limits = parsed(resources.limits.as_ref());
-        for (name, amount) in &pod_limits {
-            if is_pod_level_resource(name) {
-                totals.amounts.insert(name.clone(), *amount);
-            }
-        }
-        // helpers_linux.go: a non-zero pod-level limit declares the resource limited.
-        totals.cpu_declared |= is_positive(&pod_limits, "cpu");
-        totals.memory_declared |= is_positive(&pod_limits, "memory");
-    }
+    let (requests, totals) = pod_totals(&pod);
 
     // Kubernetes' MilliValue() and Value() round up.
     let cpu_request = clamp_i64(div_ceil(amount(&requests, "cpu"), NANOS_PER_MILLI));
@@ -132,29 +106,41 @@ pub fn pod_cgroup_limits(pod: &Pod) -> PodLimits {
 pub fn pod_requests_and_limits(pod: &Pod) -> (BTreeMap<String, i128>, BTreeMap<String, i128>) {
     let mut pod = pod.clone();
     crate::defaults::default_requests_from_limits(&mut pod);
-    let mut requests: Amounts = aggregate_container_requests(&pod)
+    let (requests, totals) = pod_totals(&pod);
+    (requests, totals.amounts)
+}
+
+/// The pod's summed requests and limits (the init-container max rule), the
+/// pod-level `spec.resources` replacing the sum for what it names
+/// (component-helpers applyPodLevelResources); `pod` defaulted already.
+fn pod_totals(pod: &Pod) -> (Amounts, LimitTotals) {
+    let mut requests: Amounts = aggregate_container_requests(pod)
         .into_iter()
         .map(|(name, q)| (name, q.nanos()))
         .collect();
-    let mut limits = aggregate_limits(&pod).amounts;
+    let mut totals = aggregate_limits(pod);
     if let Some(resources) = pod
         .spec
         .as_ref()
         .and_then(|s| s.resources.as_ref())
-        .filter(|_| pod_level_resources_set(&pod))
+        .filter(|_| pod_level_resources_set(pod))
     {
         for (name, amount) in parsed(resources.requests.as_ref()) {
             if is_pod_level_resource(&name) {
                 requests.insert(name, amount);
             }
         }
-        for (name, amount) in parsed(resources.limits.as_ref()) {
-            if is_pod_level_resource(&name) {
-                limits.insert(name, amount);
+        let pod_limits = parsed(resources.limits.as_ref());
+        for (name, amount) in &pod_limits {
+            if is_pod_level_resource(name) {
+                totals.amounts.insert(name.clone(), *amount);
             }
         }
+        // helpers_linux.go: a non-zero pod-level limit declares the resource limited.
+        totals.cpu_declared |= is_positive(&pod_limits, "cpu");
+        totals.memory_declared |= is_positive(&pod_limits, "memory");
     }
-    (requests, limits)
+    (requests, totals)
 }
 
 /// kubelet's cgroup layout under podrun's root: Guaranteed pods directly under it,
