@@ -12,7 +12,7 @@ PACKAGES=(
     apache2-utils     # htpasswd (bcrypt) for the auth registry
     zstd pigz         # layer compression
     python3           # tests/images/build.py
-    libssl-dev pkg-config libseccomp-dev libsqlite3-dev libdbus-1-dev   # native deps of the Rust crates
+    libssl-dev pkg-config libseccomp-dev libsqlite3-dev   # native deps of the Rust crates (libdbus is built in: dbus's `vendored`)
     protobuf-compiler                                     # protoc: the CRI api.proto (crates/cri/build.rs)
     crun runc         # OCI runtime backends
     containernetworking-plugins iptables   # CNI
