@@ -14,6 +14,12 @@
 //! cgroup_driver = "cgroupfs"          # or "systemd" (kubelet's cgroupDriver; also
 //!                                     # spelt cgroupDriver): must match kubelet's
 //!
+//! [eviction_hard]                     # kubelet's evictionHard (also spelt so); these
+//! "memory.available" = "100Mi"        # are its defaults, used without the table; a
+//! "nodefs.available" = "10%"          # table replaces them all, as kubelet's does
+//! "nodefs.inodesFree" = "5%"          # (imagefs.inodesFree may be set too)
+//! "imagefs.available" = "15%"
+//!
 //! [network]                           # every key optional; these are the defaults
 //! cni_conf_dir = "/etc/cni/net.d"     # a config here: pods join that CNI network
 //! cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
@@ -96,6 +102,14 @@ pub enum ConfigFileError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// {path}: eviction_hard: {reason}
+    #[error("{}: eviction_hard: {reason}", .path.display())]
+    EvictionHard {
+        /// The file.
+        path: PathBuf,
+        /// kubelet's words for what is wrong.
+        reason: String,
+    },
     /// runtimeClassName {class}: no such handler (known: …)
     #[error("runtimeClassName {class}: no such handler (known: {})", .known.join(", "))]
     UnknownHandler {
@@ -132,6 +146,10 @@ pub struct Config {
     /// kubelet's `containerLogMaxFiles`.
     #[serde(alias = "containerLogMaxFiles")]
     pub container_log_max_files: Option<u32>,
+    /// kubelet's `evictionHard` (`"memory.available" = "100Mi"`,
+    /// `"nodefs.available" = "10%"`, …), checked by [`Config::eviction_hard`].
+    #[serde(alias = "evictionHard")]
+    pub eviction_hard: Option<BTreeMap<String, String>>,
 }
 
 /// The `[network]` table: where CNI's config and plugins are, and the
@@ -316,6 +334,33 @@ impl Config {
             r.max_files = files;
         }
         Ok(r)
+    }
+
+    /// The hard eviction thresholds: `eviction_hard`'s, or kubelet's
+    /// defaults without it (a configured table replaces them all, as
+    /// kubelet's `evictionHard` does). `path` names the file in errors.
+    pub fn eviction_hard(
+        &self,
+        path: &Path,
+    ) -> Result<Vec<podrun_kubelet::eviction::Threshold>, ConfigFileError> {
+        let Some(table) = &self.eviction_hard else {
+            return Ok(podrun_kubelet::eviction::default_hard());
+        };
+        let entries: Vec<(String, String)> =
+            table.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let bytes = |v: &str| -> Result<u64, String> {
+            let q = podrun_spec::parse_quantity(v).map_err(|e| e.to_string())?;
+            u64::try_from(q.value())
+                .ok()
+                .filter(|_| q.is_integer())
+                .ok_or_else(|| "must be a whole number of bytes or inodes".to_string())
+        };
+        podrun_kubelet::eviction::parse_hard(&entries, bytes).map_err(|reason| {
+            ConfigFileError::EvictionHard {
+                path: path.into(),
+                reason,
+            }
+        })
     }
 
     /// The runtime for a pod with RuntimeClass handler `class` (none: the

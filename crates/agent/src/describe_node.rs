@@ -331,12 +331,10 @@ fn huge_pages() -> Vec<(String, i128)> {
     out
 }
 
-/// kubelet's node conditions now: memory pressure below 100Mi available
-/// (its default hard threshold), disk pressure below 10% of the file system of
-/// podrun's root, no PID pressure threshold (kubelet sets none by default).
-fn conditions(memory_available: u64, disk: Option<(u64, u64)>) -> Vec<Condition> {
-    let memory = memory_available < crate::top::EVICTION_HARD_MEMORY;
-    let disk = disk.is_some_and(|(total, available)| available * 10 < total);
+/// kubelet's node conditions now: memory or disk pressure while a hard
+/// eviction threshold of theirs is met (the eviction manager's signals and
+/// `eviction_hard`), no PID pressure threshold (kubelet sets none by default).
+fn conditions(memory: bool, disk: bool) -> Vec<Condition> {
     vec![
         Condition {
             kind: "MemoryPressure",
@@ -392,9 +390,6 @@ pub(crate) fn view(agent: &Agent) -> Result<NodeView> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i128>().ok())
         .unwrap_or(0)
         * 1024;
-    let memory_available = u64::try_from(total_memory)
-        .unwrap_or(0)
-        .saturating_sub(usage.memory);
     let disk = fs_bytes(&agent.settings.root).or_else(|| fs_bytes(std::path::Path::new("/")));
     let cpus = i128::from(u32::try_from(usage.allocatable_cpu_millis / 1000).unwrap_or(1));
     let mut capacity = BTreeMap::new();
@@ -467,7 +462,13 @@ pub(crate) fn view(agent: &Agent) -> Result<NodeView> {
         name: agent.node.clone(),
         created: agent.started_at,
         now,
-        conditions: conditions(memory_available, disk),
+        conditions: {
+            let pressure = crate::eviction::pressure(agent);
+            conditions(
+                pressure.contains("MemoryPressure"),
+                pressure.contains("DiskPressure"),
+            )
+        },
         internal_ip: crate::node_ips::node_ips().first().map(ToString::to_string),
         capacity,
         allocatable,
@@ -530,7 +531,7 @@ mod tests {
             name: "box".into(),
             created: t,
             now: t + chrono::TimeDelta::minutes(5),
-            conditions: conditions(1 << 30, Some((100, 50))),
+            conditions: conditions(false, false),
             internal_ip: Some("10.0.0.5".into()),
             allocatable: capacity.clone(),
             capacity,

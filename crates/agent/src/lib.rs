@@ -245,12 +245,15 @@ pub struct Agent {
     /// How the monitors rotate the containers' logs (the configuration's
     /// `container_log_max_size`, `container_log_max_files`).
     log_rotation: podrun_runtime::LogRotation,
+    /// The eviction manager's hard thresholds (`eviction_hard`).
+    eviction_hard: Vec<podrun_kubelet::eviction::Threshold>,
 }
 
 impl Agent {
     /// The pod manager for `podrun run`: a database in memory, no socket.
     pub fn in_process(settings: Settings) -> Result<Arc<Agent>> {
         let log_rotation = log_rotation(&settings)?;
+        let eviction_hard = eviction_hard(&settings)?;
         Ok(Arc::new(Agent {
             runtime: runtime(&settings)?,
             image_service: node_images(&settings)?,
@@ -264,6 +267,7 @@ impl Agent {
             evictions: Mutex::new(HashMap::new()),
             samples: top::Samples::default(),
             log_rotation,
+            eviction_hard,
         }))
         .inspect(|agent| {
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -387,6 +391,12 @@ fn log_rotation(settings: &Settings) -> Result<podrun_runtime::LogRotation> {
     Ok(config.log_rotation(&settings.config)?)
 }
 
+/// The configuration's hard eviction thresholds.
+fn eviction_hard(settings: &Settings) -> Result<Vec<podrun_kubelet::eviction::Threshold>> {
+    let config = config::Config::load(&settings.config)?;
+    Ok(config.eviction_hard(&settings.config)?)
+}
+
 /// `podrun serve`.
 pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     serve_with(settings, options, None).await
@@ -424,6 +434,7 @@ pub async fn serve_with(
     let root = settings.root.clone();
     let node_runtime = node_runtime(&settings)?;
     let log_rotation = log_rotation(&settings)?;
+    let eviction_hard = eviction_hard(&settings)?;
     // What the pod networks still hold for sandboxes that are gone (the run
     // root emptied by a reboot): released before any pod is adopted or made.
     for failure in node_runtime.collect_network_garbage() {
@@ -442,6 +453,7 @@ pub async fn serve_with(
         evictions: Mutex::new(HashMap::new()),
         samples: top::Samples::default(),
         log_rotation,
+        eviction_hard,
     });
     adopt(&agent)?;
     tokio::spawn(eviction::run(Arc::downgrade(&agent)));

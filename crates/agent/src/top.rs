@@ -181,13 +181,20 @@ pub(crate) struct NodeUsage {
 /// it takes from the node's allocatable memory.
 pub(crate) const EVICTION_HARD_MEMORY: u64 = 100 << 20;
 
-/// The node now.
-pub(crate) fn node(agent: &Agent) -> NodeUsage {
-    let cpu = node_cpu_ns().and_then(|ns| agent.samples.record("node", Instant::now(), ns));
+/// The node's memory and its working set (bytes): what is not free, less
+/// the inactive file cache.
+pub(crate) fn node_memory() -> (u64, u64) {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let total = meminfo(&text, "MemTotal:").unwrap_or(0);
     let used = total.saturating_sub(meminfo(&text, "MemFree:").unwrap_or(0));
-    let memory = used.saturating_sub(meminfo(&text, "Inactive(file):").unwrap_or(0));
+    let working_set = used.saturating_sub(meminfo(&text, "Inactive(file):").unwrap_or(0));
+    (total, working_set)
+}
+
+/// The node now.
+pub(crate) fn node(agent: &Agent) -> NodeUsage {
+    let cpu = node_cpu_ns().and_then(|ns| agent.samples.record("node", Instant::now(), ns));
+    let (total, memory) = node_memory();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     NodeUsage {
         cpu,

@@ -2471,6 +2471,223 @@ spec:
     agent.kill();
 }
 
+/// A pod's status as JSON (`get pod NAME -o json`).
+fn pod_status(env: &Env, name: &str) -> serde_json::Value {
+    let pod: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "pod", name, "-o", "json"])).unwrap();
+    pod["status"].clone()
+}
+
+/// The node-pressure eviction's marks on an evicted pod's status: Failed,
+/// reason `Evicted`, `message` starting with `prefix` and holding `part`,
+/// kubelet's `DisruptionTarget` condition first with the same message.
+fn assert_pressure_evicted(env: &Env, name: &str, prefix: &str, part: &str) -> String {
+    let s = pod_status(env, name);
+    assert_eq!(s["phase"], "Failed", "{s:#}");
+    assert_eq!(s["reason"], "Evicted", "{s:#}");
+    let message = s["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.starts_with(prefix) && message.contains(part),
+        "{message:?} is not {prefix:?}…{part:?}"
+    );
+    let first = &s["conditions"][0];
+    assert_eq!(first["type"], "DisruptionTarget", "{s:#}");
+    assert_eq!(first["status"], "True", "{s:#}");
+    assert_eq!(first["reason"], "TerminationByKubelet", "{s:#}");
+    assert_eq!(first["message"].as_str(), Some(message.as_str()), "{s:#}");
+    let d = env.ok(&["describe", "pod", name]);
+    assert_eq!(event_count(&d, "Evicted", message.trim_end()), 1, "{d}");
+    message
+}
+
+/// The memory limit of the pods' parent cgroup (cgroup v1's
+/// `/podrun/memory.limit_in_bytes`), set for a test and put back when dropped,
+/// even when the test fails.
+struct PodsMemoryLimit {
+    file: std::path::PathBuf,
+    before: String,
+}
+
+impl PodsMemoryLimit {
+    fn set(bytes: u64) -> PodsMemoryLimit {
+        let dir = Path::new("/sys/fs/cgroup/memory/podrun");
+        assert!(
+            Path::new("/sys/fs/cgroup/memory").is_dir(),
+            "this test needs cgroup v1's memory hierarchy (the machine's hybrid layout)"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join("memory.limit_in_bytes");
+        let before = std::fs::read_to_string(&file).unwrap().trim().to_string();
+        std::fs::write(&file, bytes.to_string()).unwrap();
+        PodsMemoryLimit { file, before }
+    }
+}
+
+impl Drop for PodsMemoryLimit {
+    fn drop(&mut self) {
+        // -1: no limit (the value read, page-rounded i64::MAX, is refused by
+        // some kernels as too large).
+        let back = if self.before.len() >= 19 {
+            "-1"
+        } else {
+            &self.before
+        };
+        let _ = std::fs::write(&self.file, back);
+    }
+}
+
+/// Node-pressure eviction by memory, made by a memory limit on the pods'
+/// parent cgroup (kubelet's node allocatable; `allocatableMemory.available`)
+/// rather than by filling the machine: with `memory.available<250Mi` and a
+/// 300Mi parent, a BestEffort pod that takes ~80Mi is evicted — over its
+/// request, it ranks before a Burstable pod within its request — with
+/// kubelet's message and DisruptionTarget condition, and never restarted;
+/// its memory freed, the other pod runs on.
+#[test]
+fn memory_pressure_evicts_the_pod_most_over_its_request() {
+    let env = Env::new(&SUITE, "mempressure");
+    let hog = env.name("ag17-hog");
+    let calm = env.name("ag17-calm");
+    let _limit = PodsMemoryLimit::set(300 << 20);
+    let mut config = std::fs::read_to_string(&env.network.config_file).unwrap();
+    config.push_str("[eviction_hard]\n\"memory.available\" = \"250Mi\"\n");
+    std::fs::write(&env.network.config_file, config).unwrap();
+    let mut agent = env.serve(None, &[], &[("PODRUN_HOUSEKEEPING_INTERVAL_MS", "300")]);
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {calm}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sleep", "3600"]
+    resources: {{requests: {{memory: 16Mi}}}}
+"#
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("the calm pod Running", 60, |rows| {
+        rows.iter().any(|r| r[1] == calm && r[3] == "Running")
+    });
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {hog}}}
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap '' TERM; x=$(head -c 80000000 /dev/zero | tr '\\0' a); while true; do sleep 1; done"]
+"#
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("the hog evicted", 60, |rows| {
+        rows.iter()
+            .any(|r| r[1] == hog && (r[3] == "Evicted" || r[3] == "Error"))
+    });
+    assert_pressure_evicted(
+        &env,
+        &hog,
+        "The node was low on resource: memory. Threshold quantity: 250Mi, available: ",
+        ". Container app was using ",
+    );
+    // It stays stopped; the calm pod, within its request, is not evicted once
+    // the hog's memory is back.
+    std::thread::sleep(Duration::from_secs(3));
+    let s = pod_status(&env, &hog);
+    assert_eq!(s["containerStatuses"][0]["restartCount"], 0, "{s:#}");
+    assert!(
+        s["containerStatuses"][0]["state"]["terminated"].is_object(),
+        "{s:#}"
+    );
+    let s = pod_status(&env, &calm);
+    assert_eq!(s["phase"], "Running", "{s:#}");
+    env.ok(&["delete", "pod", &hog, &calm]);
+    env.wait_rows("the pods gone", 30, |rows| rows.is_empty());
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
+/// The node's root on a 64 MiB tmpfs (mounted by the test, unmounted with
+/// it), `nodefs.available<50%`: a pod that writes 40 MiB into its writable
+/// layer is evicted for ephemeral storage with kubelet's message, `describe
+/// node` shows DiskPressure while its layer is there, and no pressure once
+/// the pod is deleted.
+#[test]
+fn disk_pressure_evicts_the_pod_that_fills_the_root() {
+    let env = Env::new(&SUITE, "diskpressure");
+    let hog = env.name("ag17-disk");
+    std::fs::create_dir_all(&env.root).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&env.root)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs on {}", env.root.display());
+    let mut config = std::fs::read_to_string(&env.network.config_file).unwrap();
+    config.push_str("[eviction_hard]\n\"nodefs.available\" = \"50%\"\n");
+    std::fs::write(&env.network.config_file, config).unwrap();
+    let mut agent = env.serve(None, &[], &[("PODRUN_HOUSEKEEPING_INTERVAL_MS", "300")]);
+    let pressure = |want: &str| {
+        let d = env.ok(&["describe", "node"]);
+        let line = d
+            .lines()
+            .find(|l| l.trim_start().starts_with("DiskPressure"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            line.split_whitespace().nth(1) == Some(want),
+            "DiskPressure is not {want}: {line:?}\n{d}"
+        );
+        line
+    };
+    pressure("False");
+    let r = registry();
+    let out = env.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {hog}}}
+spec:
+  terminationGracePeriodSeconds: 30
+  containers:
+  - name: app
+    image: {r}/busybox:latest
+    command: ["sh", "-c", "trap '' TERM; dd if=/dev/zero of=/fill bs=1M count=40 && while true; do sleep 1; done"]
+"#
+    ));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.diag());
+    env.wait_rows("the pod evicted", 60, |rows| {
+        rows.iter()
+            .any(|r| r[1] == hog && (r[3] == "Evicted" || r[3] == "Error"))
+    });
+    let message = assert_pressure_evicted(
+        &env,
+        &hog,
+        "The node was low on resource: ephemeral-storage. Threshold quantity: 32Mi, available: ",
+        ". Container app was using ",
+    );
+    assert!(
+        message.ends_with(", request is 0, has larger consumption of ephemeral-storage. "),
+        "{message:?}"
+    );
+    let line = pressure("True");
+    assert!(
+        line.contains("KubeletHasDiskPressure") && line.contains("kubelet has disk pressure"),
+        "{line}"
+    );
+    env.ok(&["delete", "pod", &hog]);
+    env.wait_rows("the pod gone", 30, |rows| rows.is_empty());
+    pressure("False");
+    env.assert_nothing_left();
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+    agent.kill();
+}
+
 /// `top pod` and `top node` print kubectl top's tables from the cgroups: a
 /// container that spins uses about a CPU, one that sleeps next to none; with
 /// `--containers` a row per container. Before a pod has a window of samples,

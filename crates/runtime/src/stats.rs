@@ -52,6 +52,24 @@ pub fn cgroup_usage(path: &str) -> Usage {
     }
 }
 
+/// The memory limit of cgroup `path` (v1 `memory.limit_in_bytes`, v2
+/// `memory.max`), `None` when it has none (v1's page-rounded `i64::MAX`, v2's
+/// `max`) or it is not there.
+pub fn cgroup_memory_limit(path: &str) -> Option<u64> {
+    let path = cgroups::hierarchy_path(path).ok()?;
+    let parts = cgroups::components(&path).ok()?;
+    let file = match cgroups::detect() {
+        CgroupMode::V2 => join(Path::new("/sys/fs/cgroup"), &parts).join("memory.max"),
+        CgroupMode::V1 => cgroups::v1_hierarchies()
+            .ok()?
+            .into_iter()
+            .find(|h| h.controllers.iter().any(|c| c == "memory"))
+            .map(|h| join(&h.dir, &parts))?
+            .join("memory.limit_in_bytes"),
+    };
+    read_u64(&file).filter(|l| *l < (i64::MAX as u64) & !0xfff)
+}
+
 fn join(base: &Path, parts: &[&str]) -> PathBuf {
     parts.iter().fold(base.to_path_buf(), |p, c| p.join(c))
 }

@@ -733,6 +733,7 @@ fn an_evicted_pod_is_killed_and_never_restarted() {
     let evicted = |mut o: PodObservation| {
         o.eviction = Some(crate::eviction::Eviction {
             message: "Usage of EmptyDir volume \"d\" exceeds the limit \"1Mi\". ".into(),
+            disruption: false,
         });
         o
     };

@@ -179,11 +179,25 @@ pub fn conditions(
     let old: &[PodCondition] = previous
         .and_then(|p| p.conditions.as_deref())
         .unwrap_or(&[]);
-    let kept: Vec<PodCondition> = old
+    let mut kept: Vec<PodCondition> = old
         .iter()
         .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
         .cloned()
         .collect();
+    // A pressure eviction's condition (eviction_manager.go passes it to
+    // evictPod; the status manager puts it before the others, once).
+    if let Some(e) = observed.eviction.as_ref().filter(|e| e.disruption) {
+        if !kept.iter().any(|c| c.type_ == "DisruptionTarget") {
+            let mut c = condition(
+                "DisruptionTarget",
+                true,
+                Some("TerminationByKubelet"),
+                Some(e.message.clone()),
+            );
+            c.last_transition_time = Some(api_time(now));
+            kept.insert(0, c);
+        }
+    }
     let containers = containers_ready(pod, statuses, phase);
     let ours = [
         condition(

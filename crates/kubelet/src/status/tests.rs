@@ -615,6 +615,7 @@ fn an_evicted_pod_fails_with_the_eviction_message() {
     let message = "Usage of EmptyDir volume \"d\" exceeds the limit \"1Mi\". ";
     obs.eviction = Some(crate::eviction::Eviction {
         message: message.into(),
+        disruption: false,
     });
     let s = status_at(&p, &obs, None, 5);
     assert_eq!(s.phase.as_deref(), Some("Failed"));
@@ -631,4 +632,33 @@ fn an_evicted_pod_fails_with_the_eviction_message() {
     let s = status_at(&p, &obs, Some(&previous), 5);
     assert_eq!(s.phase.as_deref(), Some("Succeeded"));
     assert_eq!(s.reason, None);
+}
+
+#[test]
+fn a_pressure_eviction_adds_kubelets_disruption_target_first_and_keeps_it() {
+    let p = pod(json!({"restartPolicy": "Always", "containers": [c("a")]}));
+    let mut obs = observed(vec![("a", running(0))]);
+    let message = "The node was low on resource: memory. ";
+    obs.eviction = Some(crate::eviction::Eviction {
+        message: message.into(),
+        disruption: true,
+    });
+    let s = status_at(&p, &obs, None, 5);
+    let conditions = s.conditions.clone().unwrap_or_default();
+    let first = &conditions[0];
+    assert_eq!(first.type_, "DisruptionTarget", "{conditions:?}");
+    assert_eq!(first.status, "True");
+    assert_eq!(first.reason.as_deref(), Some("TerminationByKubelet"));
+    assert_eq!(first.message.as_deref(), Some(message));
+    assert!(first.last_transition_time.is_some());
+    // The next status keeps it once, with its time.
+    let again = status_at(&p, &obs, Some(&s), 9);
+    let kept: Vec<_> = again
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.type_ == "DisruptionTarget")
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].last_transition_time, first.last_transition_time);
 }
