@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# How fast a watch hears of a change: `podrun get pods --watch-only` against `podman
+# events`, in one run. A container's process is SIGKILLed; the time until the watcher
+# prints the change is measured: podrun's row of the pod leaving Running (the monitor
+# reaps the exit, the agent's worker records the status, the agent pushes the row to the
+# CLI, which prints it), podman's `died` event (conmon reaps it, podman writes the event,
+# `podman events` reads it). From the kill, so the whole way, not only the push. See
+# bench/README.md. Writes its own section of bench/RESULTS.md and bench/results/watch.json.
+#
+#   bench/watch.sh                         N=10 containers per tool
+#   N=3 BENCH_BUILD=0 QUIET_WAIT=0 BENCH_OUT=/tmp/x bench/watch.sh   a quick try
+#
+# The target (issue 17): a status change reaches `get pods -w` within 100 ms of the agent
+# seeing it; measured from the kill, podrun's median must be under 100 ms.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh" watch.sh
+
+N=${N:-10}
+bench_settings busybox:latest
+bench_checks "it mounts a tmpfs and runs pods"
+bench_lock "benchmark"
+unset_podrun_env
+build_podrun podrun podrun-monitor podrun-pause
+command -v podman >/dev/null || die "podman is not installed (apt-get install podman)"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/podrun-bench.XXXXXX")
+LOOPDEV=
+mount -t tmpfs -o mode=0755,size=2g podrun-bench-watch "$WORK"
+PR_ROOT="$WORK/podrun/root"
+PR_RUN="$WORK/podrun/run"
+PM_ROOT="$WORK/podman/root"
+PM_RUN="$WORK/podman/run"
+PM_TMP="$WORK/podman/tmp"
+CONF="$WORK/conf"
+mkdir -p "$PR_ROOT" "$PR_RUN" "$PM_ROOT" "$PM_RUN" "$PM_TMP" "$CONF" "$RESULTS"
+podrun_conf
+podman_conf '"nofile=20000:20000", "nproc=4096:4096"' "$PM_RUN" "$PM_ROOT"
+# `podman events` needs an events log: a file in podman's own tmpdir.
+sed -i "s|events_logger = \"none\"|events_logger = \"file\"\nevents_logfile_path = \"$PM_TMP/events.log\"|" \
+    "$CONF/containers.conf"
+
+podrun_() {
+    "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" --config "$CONF/podrun.toml" \
+        --registries-conf "$CONF/podrun-registries.conf" "$@"
+}
+
+teardown_all() {
+    local i a
+    for ((i = 0; i < N; i++)); do podrun_ delete pod "wb$i" --grace-period 0 >/dev/null 2>&1 || true; done
+    a=$(agent_pid)
+    [[ -z "$a" ]] || { kill "$a" 2>/dev/null || true; wait_gone "$a" 10 || true; }
+    podman_teardown 60
+    kill_our_pids
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+: >"$CONF/podrun.toml"
+log "pulling $IMAGE into both stores"
+podrun_ pull "$IMAGE" >/dev/null
+podman_ pull -q "$IMAGE" >/dev/null
+
+log "starting $N podrun pods and $N podman containers (sleep 1000i / 2000i)"
+for ((i = 0; i < N; i++)); do
+    cat <<EOF
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: wb$i
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    image: $IMAGE
+    command: ["sleep", "$((10000 + i))"]
+EOF
+done >"$CONF/pods.yaml"
+podrun_ apply -f "$CONF/pods.yaml" >/dev/null
+for ((i = 0; i < N; i++)); do
+    podrun_ wait --for=condition=Ready "pod/wb$i" --timeout=120s >/dev/null
+    podman_ run -d --name "pm$i" "$IMAGE" sleep $((20000 + i)) >/dev/null
+done
+wait_quiet
+START=$(date +%s)
+
+# Kill each container's process, time until its watcher line. Prints one latency (ms) a line.
+measure() { # tool: podrun | podman
+    python3 - "$1" "$N" "$PODRUN" "$PR_ROOT" "$PR_RUN" "$CONF" "$PM_ROOT" "$PM_RUN" "$PM_TMP" <<'EOF'
+import os, signal, subprocess, sys, time, select
+tool, n, podrun, pr_root, pr_run, conf, pm_root, pm_run, pm_tmp = sys.argv[1:]
+n = int(n)
+if tool == "podrun":
+    cmd = [podrun, "--root", pr_root, "--run-root", pr_run, "--config", conf + "/podrun.toml",
+           "--registries-conf", conf + "/podrun-registries.conf", "get", "pods", "--watch-only"]
+    name, base = "wb", 10000
+    heard = lambda line, i: line.startswith(f"wb{i} ") and " Running " not in line
+else:
+    cmd = ["podman", "--root", pm_root, "--runroot", pm_run, "--tmpdir", pm_tmp,
+           "--storage-driver", "overlay", "events", "--filter", "event=died", "--format", "{{.Name}}"]
+    name, base = "pm", 20000
+    heard = lambda line, i: line.strip() == f"pm{i}"
+w = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+time.sleep(2)  # the watch is open and has printed what it prints first
+buf = b""
+def line_within(deadline):
+    global buf
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([w.stdout], [], [], left)[0]:
+            return None
+        chunk = os.read(w.stdout.fileno(), 65536)
+        if not chunk:
+            return None
+        buf += chunk
+    line, buf = buf.split(b"\n", 1)
+    return line.decode()
+def pid_of(arg):
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if open(f"/proc/{p}/cmdline", "rb").read() == f"sleep\0{arg}\0".encode():
+                    return int(p)
+            except OSError:
+                pass
+    sys.exit(f"no process 'sleep {arg}'")
+for i in range(n):
+    pid = pid_of(base + i)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    while True:
+        line = line_within(t0 + 30)
+        if line is None:
+            sys.exit(f"{tool}: nothing heard of {name}{i} within 30 s")
+        if heard(line, i):
+            print("%.2f" % ((time.monotonic() - t0) * 1000))
+            break
+    time.sleep(0.5)
+w.kill()
+EOF
+}
+
+log "podrun: get pods --watch-only, $N kills"
+PR_MS=$(measure podrun | tr '\n' ' ')
+log "podman: events --filter event=died, $N kills"
+PM_MS=$(measure podman | tr '\n' ' ')
+END=$(date +%s)
+
+python3 - "$RESULTS/watch.json" <<EOF
+import json
+r = {
+  "facts": {
+    "date": "$(fact_date)", "machine": "$(fact_machine)", "podrun": "git $(fact_rev)",
+    "podman": "$(podman --version)", "command": "N=$N bash bench/watch.sh",
+    "whole script": "$((END - START)) s", "machine load": "load average $LOAD_BEFORE before$(load_notes)",
+  },
+  "podrun_ms": [float(x) for x in "$PR_MS".split()],
+  "podman_ms": [float(x) for x in "$PM_MS".split()],
+}
+json.dump(r, open("$RESULTS/watch.json", "w"), indent=1)
+EOF
+
+python3 - "$RESULTS/watch.json" <<'EOF' | put_section watch.sh "$OUT/RESULTS.md"
+import json, statistics, sys
+r = json.load(open(sys.argv[1]))
+f = r["facts"]
+out = []
+w = out.append
+w("# Watching: from a container's death to the watcher's line\n")
+w("Generated by `bench/watch.sh` (see `bench/README.md`). Raw data: `bench/results/watch.json`.\n")
+for k in ["date", "machine", "podrun", "podman", "command", "whole script", "machine load"]:
+    w(f"- **{k}**: {f[k]}")
+w("")
+w("A container's `sleep` is SIGKILLed; timed until the watcher prints it: podrun's "
+  "`get pods --watch-only` row of the pod leaving Running, podman's `events --filter "
+  "event=died` line. The whole way from the kill (reaping, recording, pushing, printing), "
+  "so an upper bound of the push alone.\n")
+w("| watcher | n | min ms | median ms | max ms |")
+w("|---|---:|---:|---:|---:|")
+for name, key in [("podrun get pods --watch-only", "podrun_ms"), ("podman events", "podman_ms")]:
+    x = r[key]
+    w(f"| {name} | {len(x)} | {min(x):.1f} | {statistics.median(x):.1f} | {max(x):.1f} |")
+w("")
+pr, pm = statistics.median(r["podrun_ms"]), statistics.median(r["podman_ms"])
+w(f"- podrun's median **{pr:.1f} ms** (target < 100 ms from the agent seeing it: "
+  f"{'met' if pr < 100 else 'not met'}, measured from the kill); podman's {pm:.1f} ms; "
+  f"podman / podrun = **{pm / pr:.1f}×**")
+print("\n".join(out))
+EOF
+log "done: $OUT/RESULTS.md"
