@@ -159,27 +159,69 @@ fn measure(candidates: Vec<Candidate>) -> Vec<(Candidate, Eviction)> {
 
 /// One round of the eviction manager: evict each running pod over an
 /// emptyDir limit; if none was, one pod for the node's pressure.
-async fn synchronize(agent: &Arc<Agent>) {
-    if !local_storage(agent).await {
-        let agent = agent.clone();
-        let _ = tokio::task::spawn_blocking(move || node_pressure(&agent)).await;
+/// The pod IDs evicted.
+async fn synchronize(agent: &Arc<Agent>) -> Vec<String> {
+    let evicted = local_storage(agent).await;
+    if !evicted.is_empty() {
+        return evicted;
+    }
+    let agent = agent.clone();
+    tokio::task::spawn_blocking(move || node_pressure(&agent).into_iter().collect())
+        .await
+        .unwrap_or_default()
+}
+
+/// How long the manager waits for evicted pods to stop before it looks
+/// again (eviction_manager.go `podCleanupTimeout`).
+const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Wait until no container of the sandboxes `pod_ids` runs, at most
+/// [`POD_CLEANUP_TIMEOUT`] (kubelet's `waitForPodsCleanup`, so that the
+/// next round does not evict another pod for what the first one still
+/// holds), looking again after 100 ms, doubling to 1 s.
+fn wait_for_pods_cleanup(agent: &Agent, pod_ids: &[String]) {
+    let deadline = std::time::Instant::now() + POD_CLEANUP_TIMEOUT;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let running = pod_ids.iter().any(|id| {
+            let filter = ContainerFilter {
+                sandbox_id: Some(id.clone()),
+                state: Some(ContainerState::Running),
+                ..ContainerFilter::default()
+            };
+            agent
+                .runtime
+                .list_containers(&filter)
+                .is_ok_and(|c| !c.is_empty())
+        });
+        if !running {
+            return;
+        }
+        if std::time::Instant::now() + pause > deadline {
+            tracing::warn!(
+                "eviction manager: evicted pods still run after {POD_CLEANUP_TIMEOUT:?}"
+            );
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
-/// `localStorageEviction`: whether a pod was evicted.
-async fn local_storage(agent: &Arc<Agent>) -> bool {
+/// `localStorageEviction`: the pod IDs evicted.
+async fn local_storage(agent: &Arc<Agent>) -> Vec<String> {
     let found = candidates(agent);
     if found.is_empty() {
-        return false;
+        return Vec::new();
     }
     let evicted = match tokio::task::spawn_blocking(move || measure(found)).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!("eviction manager: measuring failed: {e}");
-            return false;
+            return Vec::new();
         }
     };
-    let any = !evicted.is_empty();
+    let mut ids = Vec::new();
     for (c, eviction) in evicted {
         tracing::info!("pod/{}: evicted: {}", c.name, eviction.message);
         // evictPod records the event before it kills the pod.
@@ -193,10 +235,11 @@ async fn local_storage(agent: &Arc<Agent>) -> bool {
         // kubelet's signal of an emptyDir over its sizeLimit
         // (pkg/kubelet/eviction/eviction_manager.go signalEmptyDirFsLimit).
         crate::metrics::evicted("emptydirfs.limit");
-        agent.evictions().insert(c.pod_id, eviction);
+        agent.evictions().insert(c.pod_id.clone(), eviction);
         agent.kick(&c.namespace, &c.name, None);
+        ids.push(c.pod_id);
     }
-    any
+    ids
 }
 
 /// The pods' parent cgroup under the agent's cgroup driver.
@@ -394,13 +437,11 @@ fn critical(row: &PodRow, pod: &Pod) -> bool {
 }
 
 /// The node-pressure part of a round (blocking): observe, and while a
-/// threshold is met evict one pod for the first one's resource.
-fn node_pressure(agent: &Arc<Agent>) {
+/// threshold is met evict one pod for the first one's resource; its ID.
+fn node_pressure(agent: &Arc<Agent>) -> Option<String> {
     let observed = observe(agent);
     let met = thresholds_met(&agent.eviction_hard, &observed);
-    let Some(first) = met.first() else {
-        return;
-    };
+    let first = met.first()?;
     let resource = first.signal.resource();
     let pods: Vec<Pressured> = agent
         .db()
@@ -475,8 +516,9 @@ fn node_pressure(agent: &Arc<Agent>) {
             },
         );
         agent.kick(&p.row.namespace, &p.row.name, None);
-        return;
+        return Some(p.row.pod_id.clone());
     }
+    None
 }
 
 /// helpers.go `getThresholdMetInfo`: the quantity and availability of the
@@ -502,7 +544,11 @@ pub(crate) async fn run(agent: Weak<Agent>) {
         let Some(agent) = agent.upgrade() else {
             return;
         };
-        synchronize(&agent).await;
+        let evicted = synchronize(&agent).await;
+        if !evicted.is_empty() {
+            let _ =
+                tokio::task::spawn_blocking(move || wait_for_pods_cleanup(&agent, &evicted)).await;
+        }
     }
 }
 
