@@ -26,10 +26,17 @@ struct Env {
     dir: tempfile::TempDir,
     /// The pod `run --detach` started, deleted when the test ends.
     detached: std::cell::RefCell<Option<String>>,
+    /// The crash-loop back-off's cap (`PODRUN_BACKOFF_MAX_MS`).
+    backoff_max_ms: u64,
 }
 
 impl Env {
     fn new(driver: &str) -> Self {
+        Env::with_backoff(driver, 1000)
+    }
+
+    /// An environment whose crash-loop back-off is capped at `backoff_max_ms`.
+    fn with_backoff(driver: &str, backoff_max_ms: u64) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("podrun-systemd-")
             .tempdir()
@@ -43,6 +50,7 @@ impl Env {
             network: support::TestNetwork::new(dir.path(), &dir.path().join("root")),
             dir,
             detached: Default::default(),
+            backoff_max_ms,
         }
     }
 
@@ -58,7 +66,7 @@ impl Env {
     /// `podrun` with this test's roots and config, not yet given a command.
     fn podrun(&self) -> Command {
         let mut command = support::podrun_in(self.dir.path(), &self.network.config_file);
-        command.env("PODRUN_BACKOFF_MAX_MS", "1000");
+        command.env("PODRUN_BACKOFF_MAX_MS", self.backoff_max_ms.to_string());
         command
     }
 
@@ -647,7 +655,10 @@ fn an_oom_kill_in_a_cgroupfs_cgroup_is_reported_and_the_container_restarted() {
 /// restarted again and again, each time in a cgroup of the same name, with
 /// kubelet's CrashLoopBackOff between; deleting the pod leaves no cgroup.
 fn a_crash_loop_restarts_until_the_pod_is_deleted(driver: &str, tag: &str) {
-    let env = Env::new(driver);
+    // A back-off of 5 s: long enough that the restart after an exit is
+    // always deferred (a BackOff event), even in the emulated VM, whose
+    // pulls of `:latest` take 2 s; three restarts take ~25 s there.
+    let env = Env::with_backoff(driver, 5000);
     let r = registry();
     env.detach(
         tag,
@@ -671,9 +682,10 @@ spec:
         r[3].parse::<u32>().is_ok_and(|n| n >= 3)
     });
     // The back-off is asserted by kubelet's event, recorded each time a
-    // restart is deferred: sampling STATUS for CrashLoopBackOff missed the
+    // restart is deferred: sampling STATUS for CrashLoopBackOff missed a
     // 1 s window under the VM's emulation (the row was read once, already
-    // at three restarts).
+    // at three restarts), and with a 1 s back-off the VM's next sync came
+    // after it had passed (no restart was deferred at all).
     let d = env.ok(&["describe", "pod", tag]);
     assert!(
         d.lines().any(|l| l.contains("BackOff")
