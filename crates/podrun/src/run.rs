@@ -77,8 +77,17 @@ async fn foreground(
         agent::Existing::Refuse,
     )
     .await?;
+    // What the removal could not do, each naming the pod: the run fails
+    // with it (a pod half removed is not silent).
     let remove = |manager: std::sync::Arc<agent::Agent>| async move {
-        let _ = agent::delete(&manager, namespace, &[name.to_string()], None, true).await;
+        match agent::delete(&manager, namespace, &[name.to_string()], None, true).await {
+            Ok(Response::Done { warnings, .. }) => warnings,
+            Ok(_) => Vec::new(),
+            Err(e) => vec![format!("{e:#}")],
+        }
+        .into_iter()
+        .map(|w| format!("pod/{name}: remove: {w}"))
+        .collect::<Vec<String>>()
     };
     if let Response::Done {
         warnings,
@@ -86,8 +95,8 @@ async fn foreground(
         ..
     } = applied
     {
-        remove(manager.clone()).await;
-        bail!("{}", warnings.join("; "));
+        let left = remove(manager.clone()).await;
+        bail!("{}", [warnings, left].concat().join("; "));
     }
     let row = manager
         .pod(namespace, name)?
@@ -149,7 +158,7 @@ async fn foreground(
         .pod(namespace, name)?
         .and_then(|r| r.status)
         .and_then(|s| serde_json::from_str(&s).ok());
-    remove(manager.clone()).await;
+    let left = remove(manager.clone()).await;
     pump(&mut tails);
     let code = status
         .iter()
@@ -176,6 +185,9 @@ async fn foreground(
         });
     if let Some(e) = unmade.or(start_error) {
         bail!("{e}");
+    }
+    if !left.is_empty() {
+        bail!("{}", left.join("; "));
     }
     Ok(code)
 }

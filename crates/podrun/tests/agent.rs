@@ -2683,9 +2683,12 @@ spec:
     env.ok(&["delete", "pod", &hog]);
     env.wait_rows("the pod gone", 30, |rows| rows.is_empty());
     pressure("False");
-    env.assert_nothing_left();
     assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
     agent.kill();
+    // The test's own tmpfs goes before the check for mounts left.
+    let unmounted = Command::new("umount").arg(&env.root).status().unwrap();
+    assert!(unmounted.success(), "umount {}", env.root.display());
+    env.assert_nothing_left();
 }
 
 /// `top pod` and `top node` print kubectl top's tables from the cgroups: a
