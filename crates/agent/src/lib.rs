@@ -658,7 +658,7 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
             .map(|events| Response::Events {
                 events: events
                     .into_iter()
-                    .filter(|e| pod.as_deref().is_none_or(|p| p == e.pod))
+                    .filter(|e| pod.as_deref().is_none_or(|p| e.kind == "Pod" && p == e.pod))
                     .collect(),
             })
             .map_err(AgentError::from),
