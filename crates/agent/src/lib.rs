@@ -25,6 +25,7 @@ pub mod events;
 mod eviction;
 #[cfg(test)]
 mod fake_runtime;
+mod image_gc;
 pub mod logs;
 mod manifests;
 mod metrics;
@@ -245,12 +246,16 @@ pub struct Agent {
     /// How the monitors rotate the containers' logs (the configuration's
     /// `container_log_max_size`, `container_log_max_files`).
     log_rotation: podrun_runtime::LogRotation,
+    /// kubelet's image garbage collection settings (the configuration's
+    /// `image_gc_*` and `image_*_gc_age` keys).
+    image_gc: config::ImageGc,
 }
 
 impl Agent {
     /// The pod manager for `podrun run`: a database in memory, no socket.
     pub fn in_process(settings: Settings) -> Result<Arc<Agent>> {
         let log_rotation = log_rotation(&settings)?;
+        let image_gc = image_gc(&settings)?;
         Ok(Arc::new(Agent {
             runtime: runtime(&settings)?,
             image_service: node_images(&settings)?,
@@ -264,6 +269,7 @@ impl Agent {
             evictions: Mutex::new(HashMap::new()),
             samples: top::Samples::default(),
             log_rotation,
+            image_gc,
         }))
         .inspect(|agent| {
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -294,6 +300,16 @@ impl Agent {
             .event(namespace, pod, type_, reason, message, &now())
         {
             tracing::warn!("pod/{pod}: record event {reason}: {e}");
+        }
+    }
+
+    /// Record an event of this node (kubelet's events on its nodeRef).
+    fn node_event(&self, type_: &str, reason: &str, message: &str) {
+        if let Err(e) = self
+            .db()
+            .node_event(&self.node, type_, reason, message, &now())
+        {
+            tracing::warn!("node/{}: record event {reason}: {e}", self.node);
         }
     }
 
@@ -387,6 +403,12 @@ fn log_rotation(settings: &Settings) -> Result<podrun_runtime::LogRotation> {
     Ok(config.log_rotation(&settings.config)?)
 }
 
+/// How the configuration file says images are garbage collected.
+fn image_gc(settings: &Settings) -> Result<config::ImageGc> {
+    let config = config::Config::load(&settings.config)?;
+    Ok(config.image_gc(&settings.config)?)
+}
+
 /// `podrun serve`.
 pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     serve_with(settings, options, None).await
@@ -424,6 +446,7 @@ pub async fn serve_with(
     let root = settings.root.clone();
     let node_runtime = node_runtime(&settings)?;
     let log_rotation = log_rotation(&settings)?;
+    let image_gc = image_gc(&settings)?;
     // What the pod networks still hold for sandboxes that are gone (the run
     // root emptied by a reboot): released before any pod is adopted or made.
     for failure in node_runtime.collect_network_garbage() {
@@ -442,10 +465,12 @@ pub async fn serve_with(
         evictions: Mutex::new(HashMap::new()),
         samples: top::Samples::default(),
         log_rotation,
+        image_gc,
     });
     adopt(&agent)?;
     tokio::spawn(eviction::run(Arc::downgrade(&agent)));
     tokio::spawn(top::run(Arc::downgrade(&agent)));
+    tokio::spawn(image_gc::run(Arc::downgrade(&agent)));
     let listener = bind(&run_root)?;
     let handle = tokio::runtime::Handle::current();
     {
