@@ -225,8 +225,10 @@ pub struct EventRow {
 pub struct StoredEvent {
     /// The row's ID.
     pub id: i64,
-    /// The object's kind: `Pod`, or `Node` for the node's own events.
-    #[serde(default = "pod_kind")]
+    /// The object's kind (the event's `involvedObject.kind`): `Pod`, or
+    /// `Node` for the node's own events. Not `kind` on the wire: a watch
+    /// tags what it sends with that.
+    #[serde(rename = "involved_kind", default = "pod_kind")]
     pub kind: String,
     /// The object's namespace (`default` for the node's events, as kubelet
     /// records them).
