@@ -3,7 +3,7 @@
 //! "is it already here" cost a directory read and no database.
 //!
 //! When an image ID was last used (kubelet's `lastUsed`, which image garbage
-//! collection orders by) is a file of its own, `images/used/<id hex>`: a
+//! collection orders by) is a file of its own, `images/<id hex>.used`: a
 //! container's use rewrites that small file and never an image record, so it
 //! cannot race a pull that replaces the record of a name.
 
@@ -146,12 +146,11 @@ impl ImageStore {
     }
 
     fn used_file(&self, id: &Digest) -> PathBuf {
-        self.dir.join("used").join(id.hex())
+        self.dir.join(format!("{}.used", id.hex()))
     }
 
     /// Record that a container used image `id` at `at`.
     pub fn touch(&self, id: &Digest, at: chrono::DateTime<chrono::Utc>) -> io::Result<()> {
-        fs::create_dir_all(self.dir.join("used"))?;
         let text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         podrun_fs::write_atomic(&self.used_file(id), text.as_bytes())
     }
