@@ -520,3 +520,37 @@ impl Watch {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watched_event_keeps_its_object_kind_beside_the_watch_tag() {
+        let event = StoredEvent {
+            id: 7,
+            kind: "Node".into(),
+            namespace: "default".into(),
+            pod: "box".into(),
+            event: crate::db::EventRow {
+                type_: "Warning".into(),
+                reason: "FreeDiskSpaceFailed".into(),
+                message: "m".into(),
+                count: 2,
+                first: "t1".into(),
+                last: "t2".into(),
+            },
+        };
+        let json = serde_json::to_string(&WatchObject::Event(event.clone())).unwrap();
+        match serde_json::from_str::<WatchObject>(&json).unwrap() {
+            WatchObject::Event(back) => assert_eq!(back, event),
+            other => panic!("{other:?} from {json}"),
+        }
+        // An event of an older agent (no kind) is a pod's.
+        let old = r#"{"kind":"Event","id":1,"namespace":"default","pod":"web","type_":"Normal","reason":"Started","message":"m","count":1,"first":"t","last":"t"}"#;
+        match serde_json::from_str::<WatchObject>(old).unwrap() {
+            WatchObject::Event(back) => assert_eq!(back.kind, "Pod"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -13,6 +13,10 @@
 //!
 //! cgroup_driver = "cgroupfs"          # or "systemd" (kubelet's cgroupDriver; also
 //!                                     # spelt cgroupDriver): must match kubelet's
+//! image_gc_high_threshold_percent = 85  # kubelet's image garbage collection (also
+//! image_gc_low_threshold_percent = 80   # spelt imageGCHighThresholdPercent,
+//! image_minimum_gc_age = "2m"           # imageGCLowThresholdPercent, imageMinimumGCAge,
+//! image_maximum_gc_age = "0s"           # imageMaximumGCAge), with its defaults
 //!
 //! [eviction_hard]                     # kubelet's evictionHard (also spelt so); these
 //! "memory.available" = "100Mi"        # are its defaults, used without the table; a
@@ -118,6 +122,14 @@ pub enum ConfigFileError {
         /// The handlers there are.
         known: Vec<String>,
     },
+    /// {path}: the image garbage collection keys, every problem at once
+    #[error("{}: {}", .path.display(), .problems.join("; "))]
+    ImageGc {
+        /// The file.
+        path: PathBuf,
+        /// kubelet's validation messages (and ours for what it parses).
+        problems: Vec<String>,
+    },
 }
 
 /// Where podrun reads its configuration when `--config` is not given.
@@ -150,6 +162,63 @@ pub struct Config {
     /// `"nodefs.available" = "10%"`, …), checked by [`Config::eviction_hard`].
     #[serde(alias = "evictionHard")]
     pub eviction_hard: Option<BTreeMap<String, String>>,
+    /// kubelet's `imageGCHighThresholdPercent` (checked by [`Config::image_gc`]).
+    #[serde(alias = "imageGCHighThresholdPercent")]
+    pub image_gc_high_threshold_percent: Option<i64>,
+    /// kubelet's `imageGCLowThresholdPercent`.
+    #[serde(alias = "imageGCLowThresholdPercent")]
+    pub image_gc_low_threshold_percent: Option<i64>,
+    /// kubelet's `imageMinimumGCAge` (a Go duration: `2m`).
+    #[serde(alias = "imageMinimumGCAge")]
+    pub image_minimum_gc_age: Option<String>,
+    /// kubelet's `imageMaximumGCAge` (`0s`: off).
+    #[serde(alias = "imageMaximumGCAge")]
+    pub image_maximum_gc_age: Option<String>,
+}
+
+/// kubelet's image garbage collection settings, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageGc {
+    /// Usage (percent of the image file system) at which images are collected.
+    pub high_threshold_percent: u64,
+    /// Usage the collection frees down to.
+    pub low_threshold_percent: u64,
+    /// The ages that protect or condemn an image.
+    pub policy: podrun_runtime::image_gc::Policy,
+}
+
+impl Default for ImageGc {
+    /// kubelet's defaults (pkg/kubelet/apis/config/v1beta1/defaults.go):
+    /// 85 %, 80 %, 2 minutes, no maximum age.
+    fn default() -> Self {
+        ImageGc {
+            high_threshold_percent: 85,
+            low_threshold_percent: 80,
+            policy: podrun_runtime::image_gc::Policy {
+                min_age: std::time::Duration::from_secs(120),
+                max_age: None,
+            },
+        }
+    }
+}
+
+/// A Go duration of the configuration (`2m`, `1h30m`, `0`), as kubelet's
+/// `metav1.Duration` reads it; a negative one is `Err("negative")`.
+fn config_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text),
+    };
+    let d = if rest == "0" {
+        Some(std::time::Duration::ZERO)
+    } else {
+        podrun_kubelet::backoff::parse_go_duration(rest)
+    };
+    match d {
+        Some(d) if negative && !d.is_zero() => Err("negative".into()),
+        Some(d) => Ok(d),
+        None => Err(format!("invalid duration {text:?}")),
+    }
 }
 
 /// The `[network]` table: where CNI's config and plugins are, and the
@@ -363,6 +432,77 @@ impl Config {
         })
     }
 
+    /// kubelet's image garbage collection settings: the file's four keys
+    /// over kubelet's defaults, checked as kubelet's configuration
+    /// validation checks them (pkg/kubelet/apis/config/validation/
+    /// validation.go), every problem reported at once. `path` names the file
+    /// in errors.
+    pub fn image_gc(&self, path: &Path) -> Result<ImageGc, ConfigFileError> {
+        use podrun_kubelet::backoff::go_duration;
+        let mut gc = ImageGc::default();
+        let mut problems = Vec::new();
+        let high = self
+            .image_gc_high_threshold_percent
+            .unwrap_or(gc.high_threshold_percent as i64);
+        let low = self
+            .image_gc_low_threshold_percent
+            .unwrap_or(gc.low_threshold_percent as i64);
+        if !(0..=100).contains(&high) {
+            problems.push(format!("invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) {high} must be between 0 and 100, inclusive"));
+        }
+        if !(0..=100).contains(&low) {
+            problems.push(format!("invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {low} must be between 0 and 100, inclusive"));
+        }
+        if low >= high {
+            problems.push(format!("invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {low} must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) {high}"));
+        }
+        let mut age = |key: &str, value: &Option<String>, default: std::time::Duration| match value
+        {
+            None => default,
+            Some(text) => match config_duration(text) {
+                Ok(d) => d,
+                Err(e) if e == "negative" => {
+                    problems.push(format!(
+                        "invalid configuration: {key} {text} must not be negative"
+                    ));
+                    default
+                }
+                Err(e) => {
+                    problems.push(format!("{key} {text:?}: {e}"));
+                    default
+                }
+            },
+        };
+        let min_age = age(
+            "imageMinimumGCAge",
+            &self.image_minimum_gc_age,
+            gc.policy.min_age,
+        );
+        let max_age = age(
+            "imageMaximumGCAge",
+            &self.image_maximum_gc_age,
+            std::time::Duration::ZERO,
+        );
+        if !max_age.is_zero() && max_age <= min_age {
+            problems.push(format!(
+                "invalid configuration: imageMaximumGCAge {} must be greater than imageMinimumGCAge {}",
+                go_duration(max_age),
+                go_duration(min_age)
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigFileError::ImageGc {
+                path: path.into(),
+                problems,
+            });
+        }
+        gc.high_threshold_percent = high as u64;
+        gc.low_threshold_percent = low as u64;
+        gc.policy.min_age = min_age;
+        gc.policy.max_age = (!max_age.is_zero()).then_some(max_age);
+        Ok(gc)
+    }
+
     /// The runtime for a pod with RuntimeClass handler `class` (none: the
     /// default, `flag` when given on the command line).
     pub fn runtime_for(
@@ -530,6 +670,50 @@ mod tests {
         assert!(config("container_log_max_size = \"ten\"\n")
             .log_rotation(f)
             .is_err());
+    }
+
+    #[test]
+    fn image_gc_takes_kubelets_keys_defaults_and_validation() {
+        use std::time::Duration;
+        let f = Path::new("/etc/podrun/podrun.toml");
+        assert_eq!(config("").image_gc(f).unwrap(), ImageGc::default());
+        let gc = config(
+            "imageGCHighThresholdPercent = 90\nimage_gc_low_threshold_percent = 50\nimageMinimumGCAge = \"30s\"\nimage_maximum_gc_age = \"1h30m\"\n",
+        )
+        .image_gc(f)
+        .unwrap();
+        assert_eq!(
+            (gc.high_threshold_percent, gc.low_threshold_percent),
+            (90, 50)
+        );
+        assert_eq!(gc.policy.min_age, Duration::from_secs(30));
+        assert_eq!(gc.policy.max_age, Some(Duration::from_secs(5400)));
+        let gc = config("image_maximum_gc_age = \"0s\"\nimage_minimum_gc_age = \"0\"\n")
+            .image_gc(f)
+            .unwrap();
+        assert_eq!(gc.policy.max_age, None);
+        assert_eq!(gc.policy.min_age, Duration::ZERO);
+        let e = config(
+            "image_gc_high_threshold_percent = 101\nimage_gc_low_threshold_percent = 101\nimage_maximum_gc_age = \"1m\"\n",
+        )
+        .image_gc(f)
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/podrun/podrun.toml: invalid configuration: imageGCHighThresholdPercent (--image-gc-high-threshold) 101 must be between 0 and 100, inclusive; \
+             invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 101 must be between 0 and 100, inclusive; \
+             invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 101 must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) 101; \
+             invalid configuration: imageMaximumGCAge 1m0s must be greater than imageMinimumGCAge 2m0s"
+        );
+        let e = config("image_maximum_gc_age = \"-1s\"\nimage_minimum_gc_age = \"soon\"\n")
+            .image_gc(f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("invalid configuration: imageMaximumGCAge -1s must not be negative")
+                && e.contains("imageMinimumGCAge \"soon\": invalid duration \"soon\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! What it holds: every pod the agent owns (its manifest, where it came from,
 //! its runtime ID and the step its life is at), the ConfigMaps and Secrets
 //! applied beside them, each container's restart count and last state, and
-//! the pods' events. The schema is versioned by `PRAGMA user_version`; a
+//! the pods' and the node's events. The schema is versioned by `PRAGMA user_version`; a
 //! database of a newer schema, or one that is not a database, is reported and
 //! never written.
 
@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 /// The migrations, in order: `MIGRATIONS[i]` takes the schema from version
 /// `i` to `i + 1`. Append only; never edit a released one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE pods (
     namespace TEXT NOT NULL,
     name      TEXT NOT NULL,
@@ -69,7 +70,13 @@ CREATE TABLE events (
     last      TEXT NOT NULL
 );
 CREATE INDEX events_by_pod ON events (namespace, pod);
-"#];
+"#,
+    r#"
+-- The kind of object an event is about: 'Pod' (the column `pod` names it)
+-- or 'Node' (kubelet's node events, e.g. FreeDiskSpaceFailed, in 'default').
+ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT 'Pod';
+"#,
+];
 
 /// The schema version this podrun writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -212,19 +219,30 @@ pub struct EventRow {
     pub last: String,
 }
 
-/// An event with the pod it is about and its row ID (a watch tells a new
-/// event from one counted up by it).
+/// An event with the object it is about and its row ID (a watch tells a
+/// new event from one counted up by it).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredEvent {
     /// The row's ID.
     pub id: i64,
-    /// The pod's namespace.
+    /// The object's kind (the event's `involvedObject.kind`): `Pod`, or
+    /// `Node` for the node's own events. Not `kind` on the wire: a watch
+    /// tags what it sends with that.
+    #[serde(rename = "involved_kind", default = "pod_kind")]
+    pub kind: String,
+    /// The object's namespace (`default` for the node's events, as kubelet
+    /// records them).
     pub namespace: String,
-    /// The pod's name.
+    /// The object's name (the pod's, or the node's).
     pub pod: String,
     /// The event.
     #[serde(flatten)]
     pub event: EventRow,
+}
+
+/// The kind of events recorded before events had one.
+fn pod_kind() -> String {
+    "Pod".into()
 }
 
 /// One change of an apply, committed together with the others.
@@ -575,7 +593,11 @@ impl Db {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| self_err(&path, e))?;
         for table in ["pods", "containers", "events"] {
-            let column = if table == "pods" { "name" } else { "pod" };
+            let column = match table {
+                "pods" => "name",
+                "events" => "kind = 'Pod' AND pod",
+                _ => "pod",
+            };
             tx.execute(
                 &format!("DELETE FROM {table} WHERE namespace = ?1 AND {column} = ?2"),
                 params![namespace, name],
@@ -693,20 +715,48 @@ impl Db {
         message: &str,
         now: &str,
     ) -> Result<(), DbError> {
+        self.object_event("Pod", namespace, pod, type_, reason, message, now)
+    }
+
+    /// Record an event of the node `node` (kubelet records them in the
+    /// `default` namespace), counted up as [`Db::event`] counts.
+    pub fn node_event(
+        &self,
+        node: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        now: &str,
+    ) -> Result<(), DbError> {
+        self.object_event("Node", "default", node, type_, reason, message, now)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn object_event(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+        now: &str,
+    ) -> Result<(), DbError> {
         let updated = self
             .conn
             .execute(
                 "UPDATE events SET count = count + 1, last = ?6
-                 WHERE namespace = ?1 AND pod = ?2 AND type = ?3 AND reason = ?4 AND message = ?5",
-                params![namespace, pod, type_, reason, message, now],
+                 WHERE namespace = ?1 AND pod = ?2 AND type = ?3 AND reason = ?4 AND message = ?5
+                   AND kind = ?7",
+                params![namespace, name, type_, reason, message, now, kind],
             )
             .map_err(|e| self.err(e))?;
         if updated == 0 {
             self.conn
                 .execute(
-                    "INSERT INTO events (namespace, pod, type, reason, message, count, first, last)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)",
-                    params![namespace, pod, type_, reason, message, now],
+                    "INSERT INTO events (namespace, pod, type, reason, message, count, first, last, kind)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6, ?7)",
+                    params![namespace, name, type_, reason, message, now, kind],
                 )
                 .map_err(|e| self.err(e))?;
         }
@@ -719,7 +769,7 @@ impl Db {
             .conn
             .prepare_cached(
                 "SELECT type, reason, message, count, first, last FROM events
-                 WHERE namespace = ?1 AND pod = ?2 ORDER BY last, id",
+                 WHERE namespace = ?1 AND pod = ?2 AND kind = 'Pod' ORDER BY last, id",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -738,20 +788,22 @@ impl Db {
         Ok(rows)
     }
 
-    /// Every event of a namespace's pods (or of every namespace), with
-    /// where it is from, in the order they were first recorded.
+    /// Every event of a namespace's pods and the node's (or of every
+    /// namespace), with what it is about, in the order they were first
+    /// recorded.
     pub fn all_events(&self, namespace: Option<&str>) -> Result<Vec<StoredEvent>, DbError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, namespace, pod, type, reason, message, count, first, last FROM events
-                 WHERE ?1 IS NULL OR namespace = ?1 ORDER BY id",
+                "SELECT id, namespace, pod, type, reason, message, count, first, last, kind
+                 FROM events WHERE ?1 IS NULL OR namespace = ?1 ORDER BY id",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![namespace], |r| {
                 Ok(StoredEvent {
                     id: r.get(0)?,
+                    kind: r.get(9)?,
                     namespace: r.get(1)?,
                     pod: r.get(2)?,
                     event: EventRow {
@@ -917,5 +969,33 @@ mod tests {
             (e[1].count, e[1].first.as_str(), e[1].last.as_str()),
             (3, "t1", "t4")
         );
+    }
+
+    #[test]
+    fn node_events_count_up_apart_from_a_pod_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path()).unwrap();
+        let msg = "Failed to garbage collect required amount of images.";
+        db.node_event("box", "Warning", "FreeDiskSpaceFailed", msg, "t1")
+            .unwrap();
+        db.node_event("box", "Warning", "FreeDiskSpaceFailed", msg, "t2")
+            .unwrap();
+        db.event("default", "box", "Normal", "Started", "started", "t3")
+            .unwrap();
+        let all = db.all_events(Some("default")).unwrap();
+        let kinds: Vec<(&str, &str, i64)> = all
+            .iter()
+            .map(|e| (e.kind.as_str(), e.event.reason.as_str(), e.event.count))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("Node", "FreeDiskSpaceFailed", 2), ("Pod", "Started", 1)]
+        );
+        // The pod's events are its own; forgetting the pod keeps the node's.
+        assert_eq!(db.events("default", "box").unwrap().len(), 1);
+        db.remove_pod("default", "box").unwrap();
+        let left = db.all_events(None).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].kind, "Node");
     }
 }

@@ -1,4 +1,4 @@
-//! The pods' events as kubectl lists them: `kubectl get events` (the API
+//! The pods' (and the node's) events as kubectl lists them: `kubectl get events` (the API
 //! server's table printer, printEvent in pkg/printers/internalversion) and
 //! `kubectl events` (kubectl's own, pkg/cmd/events). Both sort by when an
 //! event was last seen and show that time as kubectl's short durations.
@@ -35,7 +35,8 @@ pub fn header(all_namespaces: bool) -> Vec<String> {
     h.into_iter().map(String::from).collect()
 }
 
-/// An event's row at `now`.
+/// An event's row at `now`; its object is `pod/NAME` or `node/NAME`
+/// (`Pod/NAME`, `Node/NAME` in `kubectl events`).
 pub fn row(
     e: &StoredEvent,
     all_namespaces: bool,
@@ -48,12 +49,12 @@ pub fn row(
         t => since(t, now),
     };
     let (seen, object) = match style {
-        Style::Get => (last, format!("pod/{}", e.pod)),
+        Style::Get => (last, format!("{}/{}", e.kind.to_lowercase(), e.pod)),
         Style::Events if e.event.count > 1 => (
             format!("{last} (x{} over {first})", e.event.count),
-            format!("Pod/{}", e.pod),
+            format!("{}/{}", e.kind, e.pod),
         ),
-        Style::Events => (first, format!("Pod/{}", e.pod)),
+        Style::Events => (first, format!("{}/{}", e.kind, e.pod)),
     };
     let mut row = vec![
         seen,
@@ -112,6 +113,7 @@ mod tests {
     fn event(id: i64, pod: &str, reason: &str, count: i64, first: i64, last: i64) -> StoredEvent {
         StoredEvent {
             id,
+            kind: "Pod".into(),
             namespace: "shop".into(),
             pod: pod.into(),
             event: EventRow {

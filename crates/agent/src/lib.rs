@@ -25,6 +25,7 @@ pub mod events;
 mod eviction;
 #[cfg(test)]
 mod fake_runtime;
+mod image_gc;
 pub mod logs;
 mod manifests;
 mod metrics;
@@ -247,6 +248,9 @@ pub struct Agent {
     log_rotation: podrun_runtime::LogRotation,
     /// The eviction manager's hard thresholds (`eviction_hard`).
     eviction_hard: Vec<podrun_kubelet::eviction::Threshold>,
+    /// kubelet's image garbage collection settings (the configuration's
+    /// `image_gc_*` and `image_*_gc_age` keys).
+    image_gc: config::ImageGc,
 }
 
 impl Agent {
@@ -254,6 +258,7 @@ impl Agent {
     pub fn in_process(settings: Settings) -> Result<Arc<Agent>> {
         let log_rotation = log_rotation(&settings)?;
         let eviction_hard = eviction_hard(&settings)?;
+        let image_gc = image_gc(&settings)?;
         Ok(Arc::new(Agent {
             runtime: runtime(&settings)?,
             image_service: node_images(&settings)?,
@@ -268,6 +273,7 @@ impl Agent {
             samples: top::Samples::default(),
             log_rotation,
             eviction_hard,
+            image_gc,
         }))
         .inspect(|agent| {
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -298,6 +304,16 @@ impl Agent {
             .event(namespace, pod, type_, reason, message, &now())
         {
             tracing::warn!("pod/{pod}: record event {reason}: {e}");
+        }
+    }
+
+    /// Record an event of this node (kubelet's events on its nodeRef).
+    fn node_event(&self, type_: &str, reason: &str, message: &str) {
+        if let Err(e) = self
+            .db()
+            .node_event(&self.node, type_, reason, message, &now())
+        {
+            tracing::warn!("node/{}: record event {reason}: {e}", self.node);
         }
     }
 
@@ -397,6 +413,12 @@ fn eviction_hard(settings: &Settings) -> Result<Vec<podrun_kubelet::eviction::Th
     Ok(config.eviction_hard(&settings.config)?)
 }
 
+/// How the configuration file says images are garbage collected.
+fn image_gc(settings: &Settings) -> Result<config::ImageGc> {
+    let config = config::Config::load(&settings.config)?;
+    Ok(config.image_gc(&settings.config)?)
+}
+
 /// `podrun serve`.
 pub async fn serve(settings: Settings, options: &ServeOptions) -> Result<()> {
     serve_with(settings, options, None).await
@@ -435,6 +457,7 @@ pub async fn serve_with(
     let node_runtime = node_runtime(&settings)?;
     let log_rotation = log_rotation(&settings)?;
     let eviction_hard = eviction_hard(&settings)?;
+    let image_gc = image_gc(&settings)?;
     // What the pod networks still hold for sandboxes that are gone (the run
     // root emptied by a reboot): released before any pod is adopted or made.
     for failure in node_runtime.collect_network_garbage() {
@@ -454,10 +477,12 @@ pub async fn serve_with(
         samples: top::Samples::default(),
         log_rotation,
         eviction_hard,
+        image_gc,
     });
     adopt(&agent)?;
     tokio::spawn(eviction::run(Arc::downgrade(&agent)));
     tokio::spawn(top::run(Arc::downgrade(&agent)));
+    tokio::spawn(image_gc::run(Arc::downgrade(&agent)));
     let listener = bind(&run_root)?;
     let handle = tokio::runtime::Handle::current();
     {
@@ -670,7 +695,7 @@ async fn answer(agent: &Arc<Agent>, request: Request) -> Response {
             .map(|events| Response::Events {
                 events: events
                     .into_iter()
-                    .filter(|e| pod.as_deref().is_none_or(|p| p == e.pod))
+                    .filter(|e| pod.as_deref().is_none_or(|p| e.kind == "Pod" && p == e.pod))
                     .collect(),
             })
             .map_err(AgentError::from),

@@ -312,6 +312,7 @@ mod tests {
     fn an_event_counted_up_is_sent_again() {
         let event = |id: i64, reason: &str, count: i64| StoredEvent {
             id,
+            kind: "Pod".into(),
             namespace: "default".into(),
             pod: "web".into(),
             event: EventRow {

@@ -2,13 +2,15 @@
 //! snapshots keyed by chain ID, and overlay root filesystems for containers.
 //!
 //! [`Images`] is the one entry point: `pull`, `load`, `list`, `inspect`,
-//! `remove`, and `prepare_rootfs`/`remove_rootfs` for the runtime.
+//! `remove`, `collect_images` (kubelet's image garbage collection, decided
+//! by [`gc`]), and `prepare_rootfs`/`remove_rootfs` for the runtime.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod content;
 pub mod digest;
+pub mod gc;
 pub mod layer;
 pub mod load;
 pub mod lock;
@@ -122,6 +124,15 @@ pub struct Images {
 pub(crate) struct Inventory {
     blobs: BTreeSet<Digest>,
     snapshots: BTreeSet<Digest>,
+}
+
+/// What one garbage collection of unreferenced blobs and snapshots deleted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Collected {
+    blobs: usize,
+    snapshots: usize,
+    /// The disk space they took.
+    bytes: u64,
 }
 
 /// What `remove` did.
@@ -363,10 +374,15 @@ impl Images {
                 .delete(&t.name)
                 .map_err(self.store_err("remove image"))?;
             removed.names.push(t.name.clone());
+            if !remaining.iter().any(|r| r.id == t.id) {
+                self.records
+                    .forget_use(&t.id)
+                    .map_err(self.store_err("forget last use"))?;
+            }
         }
-        let (blobs, snapshots) = self.collect_garbage()?;
-        removed.blobs = blobs;
-        removed.snapshots = snapshots;
+        let collected = self.collect_garbage()?;
+        removed.blobs = collected.blobs;
+        removed.snapshots = collected.snapshots;
         Ok(removed)
     }
 
@@ -385,17 +401,17 @@ impl Images {
             .locks
             .exclusive("gc")
             .map_err(self.store_err("lock store"))?;
-        self.collect(Some(before))
+        self.collect(Some(before)).map(|c| (c.blobs, c.snapshots))
     }
 
     /// Delete blobs and snapshots no image or container references. The caller
     /// holds the `gc` lock exclusively.
-    fn collect_garbage(&self) -> Result<(usize, usize), ImageError> {
+    fn collect_garbage(&self) -> Result<Collected, ImageError> {
         self.collect(None)
     }
 
     /// Delete unreferenced blobs and snapshots, sparing those in `keep`.
-    fn collect(&self, keep: Option<&Inventory>) -> Result<(usize, usize), ImageError> {
+    fn collect(&self, keep: Option<&Inventory>) -> Result<Collected, ImageError> {
         let mut blobs: BTreeSet<Digest> = BTreeSet::new();
         let mut chains: BTreeSet<Digest> = BTreeSet::new();
         for r in self.list()? {
@@ -414,17 +430,19 @@ impl Images {
         {
             chains.extend(used.chain_ids);
         }
-        let mut removed = (0, 0);
+        let mut removed = Collected::default();
         if let Some(keep) = keep {
             blobs.extend(keep.blobs.iter().cloned());
             chains.extend(keep.snapshots.iter().cloned());
         }
         for d in self.content.list().map_err(self.store_err("list blobs"))? {
             if !blobs.contains(&d) {
+                let bytes = disk_usage(&self.content.path(&d));
                 self.content
                     .delete(&d)
                     .map_err(self.store_err("remove blob"))?;
-                removed.0 += 1;
+                removed.blobs += 1;
+                removed.bytes += bytes;
             }
         }
         for c in self
@@ -433,23 +451,113 @@ impl Images {
             .map_err(self.store_err("list snapshots"))?
         {
             if !chains.contains(&c) {
+                let bytes = self.snapshots.path(&c).parent().map_or(0, disk_usage);
                 self.snapshots
                     .remove(&c)
                     .map_err(self.store_err("remove snapshot"))?;
-                removed.1 += 1;
+                removed.snapshots += 1;
+                removed.bytes += bytes;
             }
         }
         Ok(removed)
     }
 
-    /// Mount the root filesystem of container `id` from image `image`; returns its path.
+    /// Mount the root filesystem of container `id` from image `image`; returns
+    /// its path. The image's last use is now.
     pub fn prepare_rootfs(&self, image: &str, id: &str) -> Result<PathBuf, ImageError> {
         let _gc = self
             .locks
             .shared("gc")
             .map_err(self.store_err("lock store"))?;
         let record = self.get(image)?;
-        Ok(self.rootfs.prepare(&self.snapshots, &record, id)?)
+        let path = self.rootfs.prepare(&self.snapshots, &record, id)?;
+        self.used(&record.id);
+        Ok(path)
+    }
+
+    /// Record that image `id` is used now. A failure only costs garbage
+    /// collection its order (the container is there, so the image is in use
+    /// anyway): it is logged, not returned.
+    fn used(&self, id: &Digest) {
+        if let Err(e) = self.records.touch(id, chrono::Utc::now()) {
+            tracing::warn!("image {}: record its last use: {e}", id.short());
+        }
+    }
+
+    /// kubelet's image garbage collection, one pass at `now` under the `gc`
+    /// lock (taken exclusively; call from a blocking context): every unused
+    /// image past `policy`'s maximum age, then unused images in eviction
+    /// order, each pulled at least its minimum age ago, until removing them
+    /// has deleted `bytes_to_free` bytes (see [`gc::collect`]). An image is
+    /// removed with every name of its ID, and the blobs and snapshots that
+    /// nothing references any more with it; what that deleted is what it
+    /// freed. A removal that fails is reported in the outcome and the pass
+    /// goes on.
+    pub fn collect_images(
+        &self,
+        policy: &gc::Policy,
+        bytes_to_free: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<gc::Outcome<ImageError>, ImageError> {
+        let _gc = self
+            .locks
+            .exclusive("gc")
+            .map_err(self.store_err("lock store"))?;
+        let candidates = self.candidates(now)?;
+        Ok(gc::collect(candidates, policy, bytes_to_free, now, |c| {
+            self.remove_image_id(c)
+        }))
+    }
+
+    /// Every image ID of the store as garbage collection sees it.
+    fn candidates(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<gc::Candidate>, ImageError> {
+        let in_use: BTreeSet<Digest> = self
+            .rootfs
+            .list()
+            .map_err(self.store_err("list containers"))?
+            .into_iter()
+            .map(|(_, u)| u.image_id)
+            .collect();
+        let mut by_id: std::collections::BTreeMap<Digest, gc::Candidate> = Default::default();
+        for r in self.list()? {
+            // A time that does not parse protects the image, as a fresh pull would.
+            let pulled = r.pulled_time().unwrap_or(now);
+            let entry = by_id.entry(r.id.clone()).or_insert_with(|| gc::Candidate {
+                id: r.id.clone(),
+                names: Vec::new(),
+                pulled_at: pulled,
+                last_used: None,
+                in_use: in_use.contains(&r.id),
+            });
+            entry.names.push(r.name.clone());
+            entry.pulled_at = entry.pulled_at.max(pulled);
+        }
+        for c in by_id.values_mut() {
+            c.last_used = self
+                .records
+                .last_used(&c.id)
+                .map_err(self.store_err("read last use"))?;
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    /// Remove every name of `image` and what only it referenced; the bytes
+    /// that deleted. The caller holds the `gc` lock exclusively and has
+    /// checked that no container uses it.
+    fn remove_image_id(&self, image: &gc::Candidate) -> Result<u64, ImageError> {
+        for name in &image.names {
+            self.records
+                .delete(name)
+                .map_err(self.store_err("remove image"))?;
+        }
+        let collected = self.collect_garbage()?;
+        self.records
+            .forget_use(&image.id)
+            .map_err(self.store_err("forget last use"))?;
+        Ok(collected.bytes)
     }
 
     /// Mount image `image` read-only as image volume `index` of container
@@ -465,15 +573,40 @@ impl Images {
             .shared("gc")
             .map_err(self.store_err("lock store"))?;
         let record = self.get(image)?;
-        Ok(self
+        let path = self
             .rootfs
-            .mount_image_volume(&self.snapshots, &record, id, index)?)
+            .mount_image_volume(&self.snapshots, &record, id, index)?;
+        self.used(&record.id);
+        Ok(path)
     }
 
-    /// Unmount and delete container `id`'s root filesystem and image volumes.
+    /// Unmount and delete container `id`'s root filesystem and image
+    /// volumes. The images it used were last used now (kubelet refreshes an
+    /// image's last use while a container has it).
     pub fn remove_rootfs(&self, id: &str) -> Result<(), ImageError> {
-        Ok(self.rootfs.remove(id)?)
+        let uses = self.rootfs.uses(id).unwrap_or_default();
+        self.rootfs.remove(id)?;
+        for u in uses {
+            self.used(&u.image_id);
+        }
+        Ok(())
     }
+}
+
+/// The disk space of a file or directory tree (its allocated blocks; what
+/// removing it gives back, hard links aside).
+fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = meta.blocks() * 512;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            total += disk_usage(&entry.path());
+        }
+    }
+    total
 }
 
 impl Images {

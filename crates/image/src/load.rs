@@ -379,7 +379,7 @@ async fn finish(
         index_digest,
         platform: platform.to_string(),
         created: config.created.clone(),
-        pulled_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        pulled_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         layers,
     };
     images.put_record(record).map_err(|e| e.to_string())

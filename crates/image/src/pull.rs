@@ -290,7 +290,7 @@ async fn pull_from(
         index_digest,
         platform: platform.to_string(),
         created: config.created.clone(),
-        pulled_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        pulled_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         layers: manifest
             .layers
             .iter()

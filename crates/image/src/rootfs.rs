@@ -323,32 +323,46 @@ impl Rootfs {
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let id = entry.file_name().to_string_lossy().into_owned();
-            match fs::read(entry.path().join("image.json")) {
-                Ok(bytes) => {
-                    let used: ContainerUse =
-                        serde_json::from_slice(&bytes).map_err(io::Error::other)?;
-                    out.push((id.clone(), used));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            // Its image volumes use their images too.
-            let volumes = match fs::read_dir(entry.path().join("image-volumes")) {
-                Ok(volumes) => volumes,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            for volume in volumes {
-                let path = volume?.path();
-                if path.extension().is_some_and(|e| e == "json") {
-                    let used: ContainerUse =
-                        serde_json::from_slice(&fs::read(&path)?).map_err(io::Error::other)?;
-                    out.push((id.clone(), used));
-                }
+            for used in uses_in(&entry.path())? {
+                out.push((id.clone(), used));
             }
         }
         Ok(out)
     }
+
+    /// What container `id`'s filesystem and image volumes use (nothing if
+    /// it has none).
+    pub fn uses(&self, id: &str) -> Result<Vec<ContainerUse>, RootfsError> {
+        check_id(id)?;
+        uses_in(&self.container_dir(id)).map_err(|source| RootfsError::Io {
+            id: id.into(),
+            step: "read what it uses".into(),
+            source,
+        })
+    }
+}
+
+/// The images a container directory records it uses: its root filesystem's
+/// and its image volumes'.
+fn uses_in(dir: &Path) -> io::Result<Vec<ContainerUse>> {
+    let mut out = Vec::new();
+    match fs::read(dir.join("image.json")) {
+        Ok(bytes) => out.push(serde_json::from_slice(&bytes).map_err(io::Error::other)?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let volumes = match fs::read_dir(dir.join("image-volumes")) {
+        Ok(volumes) => volumes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for volume in volumes {
+        let path = volume?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            out.push(serde_json::from_slice(&fs::read(&path)?).map_err(io::Error::other)?);
+        }
+    }
+    Ok(out)
 }
 
 /// A path as an overlay option: characters that separate options or layers are refused.

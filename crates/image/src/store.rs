@@ -1,6 +1,11 @@
 //! Image records: which names point to which manifest, config and layer chain.
 //! One JSON file per name under `images/`, written atomically, so listing and
 //! "is it already here" cost a directory read and no database.
+//!
+//! When an image ID was last used (kubelet's `lastUsed`, which image garbage
+//! collection orders by) is a file of its own, `images/<id hex>.used`: a
+//! container's use rewrites that small file and never an image record, so it
+//! cannot race a pull that replaces the record of a name.
 
 use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
@@ -42,7 +47,8 @@ pub struct ImageRecord {
     pub platform: String,
     /// The config's `created`, if it says.
     pub created: Option<String>,
-    /// When this machine got it (RFC 3339).
+    /// When this machine got it (RFC 3339; milliseconds since garbage
+    /// collection orders by it, seconds in records of older podruns).
     pub pulled_at: String,
     /// Layers, bottom first.
     pub layers: Vec<LayerRecord>,
@@ -52,6 +58,13 @@ impl ImageRecord {
     /// Uncompressed size of all layers, as `podrun images` shows SIZE.
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.unpacked_size).sum()
+    }
+
+    /// [`ImageRecord::pulled_at`] as a time; `None` if it does not parse.
+    pub fn pulled_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::parse_from_rfc3339(&self.pulled_at)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
     }
 
     /// Chain IDs of the layers, bottom first.
@@ -132,6 +145,36 @@ impl ImageStore {
         }
     }
 
+    fn used_file(&self, id: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.used", id.hex()))
+    }
+
+    /// Record that a container used image `id` at `at`.
+    pub fn touch(&self, id: &Digest, at: chrono::DateTime<chrono::Utc>) -> io::Result<()> {
+        let text = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        podrun_fs::write_atomic(&self.used_file(id), text.as_bytes())
+    }
+
+    /// When a container last used image `id`; `None` if never (or the file
+    /// is unreadable as a time: it only orders garbage collection).
+    pub fn last_used(&self, id: &Digest) -> io::Result<Option<chrono::DateTime<chrono::Utc>>> {
+        match fs::read_to_string(self.used_file(id)) {
+            Ok(text) => Ok(chrono::DateTime::parse_from_rfc3339(text.trim())
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forget the last use of image `id` (it is gone).
+    pub fn forget_use(&self, id: &Digest) -> io::Result<()> {
+        match fs::remove_file(self.used_file(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Every record, sorted by name.
     pub fn list(&self) -> io::Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
@@ -201,5 +244,27 @@ mod tests {
         assert_eq!(names, vec!["a:1", "b:1"]);
         store.delete("a:1").unwrap();
         assert_eq!(store.get("a:1").unwrap(), None);
+    }
+
+    #[test]
+    fn last_use_is_kept_beside_the_records_and_not_listed_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let id = Digest::of(b"config");
+        assert_eq!(store.last_used(&id).unwrap(), None);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-06T08:00:00.250Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        store.put(&record("a:1")).unwrap();
+        store.touch(&id, at).unwrap();
+        assert_eq!(store.last_used(&id).unwrap(), Some(at));
+        assert_eq!(store.list().unwrap().len(), 1);
+        store.forget_use(&id).unwrap();
+        store.forget_use(&id).unwrap();
+        assert_eq!(store.last_used(&id).unwrap(), None);
+        assert_eq!(
+            record("a:1").pulled_time().map(|t| t.to_rfc3339()),
+            Some("2026-11-27T00:00:00+00:00".to_string())
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The image commands: pull, images, rmi, image inspect, load, login, logout.
+//! The image commands: pull, images, rmi, image inspect, image prune, load,
+//! login, logout.
 
 use crate::Cli;
 use anyhow::{bail, Context, Result};
@@ -44,6 +45,13 @@ pub struct RemoveArgs {
     /// Remove every name of an image given by ID.
     #[arg(short, long)]
     force: bool,
+}
+
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    /// Remove every image no container uses, however recently it was pulled.
+    #[arg(short, long)]
+    all: bool,
 }
 
 #[derive(clap::Args)]
@@ -295,6 +303,43 @@ pub fn remove(cli: &Cli, args: &RemoveArgs) -> Result<()> {
     }
     if failed > 0 {
         bail!("{failed} of {} images not removed", args.images.len());
+    }
+    Ok(())
+}
+
+/// `podrun image prune [-a]`: kubelet's image garbage collection by hand,
+/// with nothing to reach but everything unused. Without `-a` an image pulled
+/// less than `image_minimum_gc_age` (kubelet's imageMinimumGCAge) ago stays,
+/// as the agent's collection keeps it: it may be about to be used. With
+/// `-a` every image no container uses goes (crictl rmi --prune). Each name
+/// removed prints `Deleted: NAME` (crictl's line) and then the bytes it gave
+/// back (docker's `Total reclaimed space:` line).
+pub fn prune(cli: &Cli, args: &PruneArgs) -> Result<()> {
+    let images = open(cli)?;
+    let gc = podrun_agent::config::Config::load(&cli.config)?.image_gc(&cli.config)?;
+    let policy = podrun_image::gc::Policy {
+        min_age: if args.all {
+            std::time::Duration::ZERO
+        } else {
+            gc.policy.min_age
+        },
+        max_age: None,
+    };
+    let outcome = images.collect_images(&policy, u64::MAX, chrono::Utc::now())?;
+    for freed in &outcome.removed {
+        for name in &freed.names {
+            println!("Deleted: {name}");
+        }
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(outcome.total_bytes())
+    );
+    for e in &outcome.errors {
+        eprintln!("Error: {e}");
+    }
+    if !outcome.errors.is_empty() {
+        bail!("{} images could not be removed", outcome.errors.len());
     }
     Ok(())
 }

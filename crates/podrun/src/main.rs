@@ -206,6 +206,11 @@ enum ImageCommand {
     Remove(images::RemoveArgs),
     /// Show everything known about images, as JSON.
     Inspect(images::InspectArgs),
+    /// Remove images no container uses: those pulled longer ago than
+    /// image_minimum_gc_age (kubelet's imageMinimumGCAge, 2m), or with -a
+    /// all of them. Prints `Deleted: NAME` for each name removed and the
+    /// total reclaimed.
+    Prune(images::PruneArgs),
     /// Load images from an OCI archive or a `docker save` tarball.
     Load(images::LoadArgs),
 }
@@ -304,6 +309,7 @@ async fn run(cli: &'static Cli) -> Result<()> {
         Command::Rmi(a) | Command::Image(ImageCommand::Remove(a)) => images::remove(cli, a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(cli, a).await,
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(cli, a),
+        Command::Image(ImageCommand::Prune(a)) => images::prune(cli, a),
         Command::Login(a) => images::login(cli, a).await,
         Command::Logout(a) => images::logout(a),
         Command::Version => {

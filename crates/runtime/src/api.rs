@@ -455,6 +455,17 @@ pub trait ImageService: Send + Sync {
     ) -> Result<Option<Image>, crate::images::ImageServiceError>;
     /// Remove an image (every name of an ID); one not here is not an error.
     fn remove_image(&self, image: &ImageSpec) -> Result<(), crate::images::ImageServiceError>;
+    /// kubelet's image garbage collection, one pass at `now`: unused images
+    /// past `policy`'s maximum age, then unused images, least recently used
+    /// first and each past the minimum age, until `bytes_to_free` bytes are
+    /// freed (`podrun_image::Images::collect_images`). Not a CRI call: under
+    /// the CRI, kubelet does this itself with ListImages and RemoveImage.
+    fn collect_images(
+        &self,
+        policy: &podrun_image::gc::Policy,
+        bytes_to_free: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<podrun_image::gc::Outcome<podrun_image::ImageError>, crate::images::ImageServiceError>;
     /// Every image (only `filter`'s, when given).
     fn list_images(
         &self,

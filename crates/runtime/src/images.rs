@@ -163,6 +163,15 @@ impl ImageService for NodeImages {
         }
     }
 
+    fn collect_images(
+        &self,
+        policy: &podrun_image::gc::Policy,
+        bytes_to_free: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<podrun_image::gc::Outcome<podrun_image::ImageError>, ImageServiceError> {
+        Ok(self.images.collect_images(policy, bytes_to_free, now)?)
+    }
+
     fn list_images(&self, filter: Option<&ImageSpec>) -> Result<Vec<Image>, ImageServiceError> {
         let records = match filter.filter(|f| !f.image.is_empty()) {
             Some(f) => self.found(&f.image)?.into_iter().collect(),

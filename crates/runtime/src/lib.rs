@@ -39,6 +39,8 @@ pub use api::{Image, ImageService, RuntimeService};
 pub use images::NodeImages;
 pub use network::NetworkConfig;
 pub use node::{NodeRuntime, RuntimeConfig};
+/// Image garbage collection's policy and outcome (the agent's image GC).
+pub use podrun_image::gc as image_gc;
 /// The configs kubelet sends (CRI v1), as the interface takes them.
 pub use podrun_oci::cri::*;
 
