@@ -20,7 +20,9 @@
 //! there: kubelet observes a shared image file system the same way) — and
 //! checked against the hard thresholds (`eviction_hard`). While one is met,
 //! `describe node` shows its pressure condition; the first met (memory's
-//! first) picks the resource to reclaim and one pod a round is evicted, in
+//! first) picks the resource to reclaim; for a disk signal the unused images
+//! are removed first (image_gc's `collect_images`) and the signals observed
+//! again; then one pod a round is evicted, in
 //! kubelet's order, with kubelet's message and a `DisruptionTarget`
 //! condition. Critical pods (priority at or above system-critical, and static
 //! pods: those of the manifests directory) are never evicted.
@@ -164,6 +166,25 @@ async fn synchronize(agent: &Arc<Agent>) -> Vec<String> {
     let evicted = local_storage(agent).await;
     if !evicted.is_empty() {
         return evicted;
+    }
+    // Disk pressure: unused images go first (eviction_manager.go
+    // `reclaimNodeLevelResources`: DeleteUnusedImages, then look again).
+    let a = agent.clone();
+    let disk = tokio::task::spawn_blocking(move || {
+        let observed = observe(&a);
+        thresholds_met(&a.eviction_hard, &observed)
+            .first()
+            .is_some_and(|t| t.signal.is_disk())
+    })
+    .await
+    .unwrap_or(false);
+    if disk {
+        match crate::image_gc::collect_images(agent, u64::MAX).await {
+            Ok(freed) => {
+                tracing::info!("eviction manager: disk pressure: images freed {freed} bytes")
+            }
+            Err(e) => tracing::warn!("eviction manager: disk pressure: remove unused images: {e}"),
+        }
     }
     let agent = agent.clone();
     tokio::task::spawn_blocking(move || node_pressure(&agent).into_iter().collect())
@@ -443,6 +464,12 @@ fn node_pressure(agent: &Arc<Agent>) -> Option<String> {
     let met = thresholds_met(&agent.eviction_hard, &observed);
     let first = met.first()?;
     let resource = first.signal.resource();
+    // eviction_manager.go's node event before it ranks the pods.
+    agent.node_event(
+        "Warning",
+        "EvictionThresholdMet",
+        &format!("Attempting to reclaim {resource}"),
+    );
     let pods: Vec<Pressured> = agent
         .db()
         .pods()

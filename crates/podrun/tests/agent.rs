@@ -2680,6 +2680,13 @@ spec:
         line.contains("KubeletHasDiskPressure") && line.contains("kubelet has disk pressure"),
         "{line}"
     );
+    let events = env.ok(&["get", "events"]);
+    assert!(
+        events.lines().any(|l| l.contains("EvictionThresholdMet")
+            && l.contains("node/")
+            && l.contains("Attempting to reclaim ephemeral-storage")),
+        "{events}"
+    );
     env.ok(&["delete", "pod", &hog]);
     env.wait_rows("the pod gone", 30, |rows| rows.is_empty());
     pressure("False");
