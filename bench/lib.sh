@@ -255,6 +255,28 @@ EOF
     export CONTAINERS_STORAGE_CONF="$CONF/storage.conf"
 }
 
+# A temp dir on a tmpfs of its own (mounted as $1) with both tools' stores, run roots and
+# configs below it, for the scripts that time no disk (logs.sh, watch.sh); podrun_ runs
+# podrun on them.
+tmpfs_workdir() {
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/podrun-bench.XXXXXX")
+    LOOPDEV=
+    mount -t tmpfs -o mode=0755,size=2g "$1" "$WORK"
+    PR_ROOT="$WORK/podrun/root"
+    PR_RUN="$WORK/podrun/run"
+    PM_ROOT="$WORK/podman/root"
+    PM_RUN="$WORK/podman/run"
+    PM_TMP="$WORK/podman/tmp"
+    CONF="$WORK/conf"
+    mkdir -p "$PR_ROOT" "$PR_RUN" "$PM_ROOT" "$PM_RUN" "$PM_TMP" "$CONF" "$RESULTS"
+    podrun_conf
+    podman_conf '"nofile=20000:20000", "nproc=4096:4096"' "$PM_RUN" "$PM_ROOT"
+    podrun_() {
+        "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" --config "$CONF/podrun.toml" \
+            --registries-conf "$CONF/podrun-registries.conf" "$@"
+    }
+}
+
 # podrun: an empty registries.conf of its own in $CONF (loopback registries are plain HTTP
 # anyway).
 podrun_conf() { : >"$CONF/podrun-registries.conf"; }

@@ -29,23 +29,7 @@ unset_podrun_env
 build_podrun podrun podrun-monitor podrun-pause
 command -v podman >/dev/null || die "podman is not installed (apt-get install podman)"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/podrun-bench.XXXXXX")
-LOOPDEV=
-mount -t tmpfs -o mode=0755,size=2g podrun-bench-logs "$WORK"
-PR_ROOT="$WORK/podrun/root"
-PR_RUN="$WORK/podrun/run"
-PM_ROOT="$WORK/podman/root"
-PM_RUN="$WORK/podman/run"
-PM_TMP="$WORK/podman/tmp"
-CONF="$WORK/conf"
-mkdir -p "$PR_ROOT" "$PR_RUN" "$PM_ROOT" "$PM_RUN" "$PM_TMP" "$CONF" "$RESULTS"
-podrun_conf
-podman_conf '"nofile=20000:20000", "nproc=4096:4096"' "$PM_RUN" "$PM_ROOT"
-
-podrun_() {
-    "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" --config "$CONF/podrun.toml" \
-        --registries-conf "$CONF/podrun-registries.conf" "$@"
-}
+tmpfs_workdir podrun-bench-logs
 
 teardown_all() {
     podrun_ delete pod logbench --grace-period 0 >/dev/null 2>&1 || true

@@ -30,26 +30,10 @@ unset_podrun_env
 build_podrun podrun podrun-monitor podrun-pause
 command -v podman >/dev/null || die "podman is not installed (apt-get install podman)"
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/podrun-bench.XXXXXX")
-LOOPDEV=
-mount -t tmpfs -o mode=0755,size=2g podrun-bench-watch "$WORK"
-PR_ROOT="$WORK/podrun/root"
-PR_RUN="$WORK/podrun/run"
-PM_ROOT="$WORK/podman/root"
-PM_RUN="$WORK/podman/run"
-PM_TMP="$WORK/podman/tmp"
-CONF="$WORK/conf"
-mkdir -p "$PR_ROOT" "$PR_RUN" "$PM_ROOT" "$PM_RUN" "$PM_TMP" "$CONF" "$RESULTS"
-podrun_conf
-podman_conf '"nofile=20000:20000", "nproc=4096:4096"' "$PM_RUN" "$PM_ROOT"
+tmpfs_workdir podrun-bench-watch
 # `podman events` needs an events log: a file in podman's own tmpdir.
 sed -i "s|events_logger = \"none\"|events_logger = \"file\"\nevents_logfile_path = \"$PM_TMP/events.log\"|" \
     "$CONF/containers.conf"
-
-podrun_() {
-    "$PODRUN" --root "$PR_ROOT" --run-root "$PR_RUN" --config "$CONF/podrun.toml" \
-        --registries-conf "$CONF/podrun-registries.conf" "$@"
-}
 
 teardown_all() {
     local i a
