@@ -400,8 +400,12 @@ pub(crate) fn view(agent: &Agent) -> Result<NodeView> {
     amounts.insert("cpu".to_owned(), cpus * 1000);
     if let Some((total, _)) = disk {
         let total = i128::from(total);
-        // kubelet: capacity less nodefs.available's 10% (float, truncated).
-        let reserved = (total as f64 * 0.1) as i128;
+        // kubelet: capacity less nodefs.available's threshold (10%: float, truncated).
+        let reserved = i128::from(crate::eviction::reserved(
+            agent,
+            podrun_kubelet::eviction::Signal::NodeFsAvailable,
+            u64::try_from(total).unwrap_or(0),
+        ));
         capacity.insert("ephemeral-storage".to_owned(), bytes_text(total));
         allocatable.insert("ephemeral-storage".to_owned(), bytes_text(total - reserved));
         amounts.insert("ephemeral-storage".to_owned(), total - reserved);
@@ -411,7 +415,12 @@ pub(crate) fn view(agent: &Agent) -> Result<NodeView> {
         allocatable.insert(name.clone(), bytes_text(bytes));
         amounts.insert(name, bytes);
     }
-    let memory = total_memory - i128::from(crate::top::EVICTION_HARD_MEMORY);
+    let memory = total_memory
+        - i128::from(crate::eviction::reserved(
+            agent,
+            podrun_kubelet::eviction::Signal::MemoryAvailable,
+            u64::try_from(total_memory).unwrap_or(0),
+        ));
     capacity.insert("memory".to_owned(), bytes_text(total_memory));
     allocatable.insert("memory".to_owned(), bytes_text(memory));
     amounts.insert("memory".to_owned(), memory);

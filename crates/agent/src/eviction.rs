@@ -167,29 +167,39 @@ async fn synchronize(agent: &Arc<Agent>) -> Vec<String> {
     if !evicted.is_empty() {
         return evicted;
     }
-    // Disk pressure: unused images go first (eviction_manager.go
-    // `reclaimNodeLevelResources`: DeleteUnusedImages, then look again).
     let a = agent.clone();
-    let disk = tokio::task::spawn_blocking(move || {
-        let observed = observe(&a);
-        thresholds_met(&a.eviction_hard, &observed)
-            .first()
-            .is_some_and(|t| t.signal.is_disk())
-    })
-    .await
-    .unwrap_or(false);
-    if disk {
+    let mut observed = blocking(move || observe(&a)).await;
+    let Some(first) = thresholds_met(&agent.eviction_hard, &observed)
+        .first()
+        .map(|t| t.signal)
+    else {
+        return Vec::new();
+    };
+    // eviction_manager.go's node event, before it reclaims or evicts.
+    agent.node_event(
+        "Warning",
+        "EvictionThresholdMet",
+        &format!("Attempting to reclaim {}", first.resource()),
+    );
+    // Disk pressure: unused images go first, then the signals are looked at
+    // again (`reclaimNodeLevelResources`: DeleteUnusedImages).
+    if first.is_disk() {
         match crate::image_gc::collect_images(agent, u64::MAX).await {
             Ok(freed) => {
                 tracing::info!("eviction manager: disk pressure: images freed {freed} bytes")
             }
             Err(e) => tracing::warn!("eviction manager: disk pressure: remove unused images: {e}"),
         }
+        let a = agent.clone();
+        observed = blocking(move || observe(&a)).await;
     }
     let agent = agent.clone();
-    tokio::task::spawn_blocking(move || node_pressure(&agent).into_iter().collect())
-        .await
-        .unwrap_or_default()
+    blocking(move || node_pressure(&agent, &observed).into_iter().collect()).await
+}
+
+/// `f` on the blocking pool; its default if the task failed.
+async fn blocking<T: Default + Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap_or_default()
 }
 
 /// How long the manager waits for evicted pods to stop before it looks
@@ -316,6 +326,16 @@ pub(crate) fn observe(agent: &Agent) -> BTreeMap<Signal, Observed> {
         }
     }
     out
+}
+
+/// What the hard threshold of `signal` takes from a capacity of `capacity`
+/// (kubelet's allocatable is the capacity less it; 0 without one).
+pub(crate) fn reserved(agent: &Agent, signal: Signal, capacity: u64) -> u64 {
+    agent
+        .eviction_hard
+        .iter()
+        .find(|t| t.signal == signal)
+        .map_or(0, |t| t.quantity(capacity))
 }
 
 /// The pressure conditions of the node now (`MemoryPressure`,
@@ -457,19 +477,12 @@ fn critical(row: &PodRow, pod: &Pod) -> bool {
             >= podrun_kubelet::eviction::SYSTEM_CRITICAL_PRIORITY
 }
 
-/// The node-pressure part of a round (blocking): observe, and while a
-/// threshold is met evict one pod for the first one's resource; its ID.
-fn node_pressure(agent: &Arc<Agent>) -> Option<String> {
-    let observed = observe(agent);
-    let met = thresholds_met(&agent.eviction_hard, &observed);
+/// The node-pressure part of a round (blocking): while a threshold is met by
+/// `observed`, evict one pod for the first one's resource; its ID.
+fn node_pressure(agent: &Arc<Agent>, observed: &BTreeMap<Signal, Observed>) -> Option<String> {
+    let met = thresholds_met(&agent.eviction_hard, observed);
     let first = met.first()?;
     let resource = first.signal.resource();
-    // eviction_manager.go's node event before it ranks the pods.
-    agent.node_event(
-        "Warning",
-        "EvictionThresholdMet",
-        &format!("Attempting to reclaim {resource}"),
-    );
     let pods: Vec<Pressured> = agent
         .db()
         .pods()
@@ -482,27 +495,20 @@ fn node_pressure(agent: &Arc<Agent>) -> Option<String> {
             Some(Pressured { row, pod })
         })
         .collect();
-    let mut usages = BTreeMap::new();
-    let mut ranked: Vec<RankedPod> = pods
+    let (ranked, mut usages): (Vec<RankedPod>, Vec<_>) = pods
         .iter()
-        .enumerate()
-        .map(|(i, p)| {
+        .map(|p| {
             let (usage, each) = usage_of(agent, p, resource);
-            usages.insert(i, each);
-            RankedPod {
-                key: i.to_string(),
+            let ranked = RankedPod {
                 priority: p.pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
                 usage,
                 request: pod_request(&p.pod, resource),
-            }
+            };
+            (ranked, each)
         })
-        .collect();
-    rank(&mut ranked);
-    let threshold_info = threshold_met_info(&met, resource, &observed);
-    for r in ranked {
-        let Ok(i) = r.key.parse::<usize>() else {
-            continue;
-        };
+        .unzip();
+    let threshold_info = threshold_met_info(&met, resource, observed);
+    for i in rank(&ranked) {
         let p = &pods[i];
         if critical(&p.row, &p.pod) {
             tracing::warn!(
@@ -511,9 +517,7 @@ fn node_pressure(agent: &Arc<Agent>) -> Option<String> {
             );
             continue;
         }
-        let containers: Vec<ContainerUsage> = usages
-            .remove(&i)
-            .unwrap_or_default()
+        let containers: Vec<ContainerUsage> = std::mem::take(&mut usages[i])
             .into_iter()
             .map(|(name, usage)| ContainerUsage {
                 request: container_request(&p.pod, &name, resource),

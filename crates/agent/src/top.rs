@@ -177,10 +177,6 @@ pub(crate) struct NodeUsage {
     pub allocatable_memory: u64,
 }
 
-/// kubelet's default hard eviction threshold `memory.available<100Mi`, which
-/// it takes from the node's allocatable memory.
-pub(crate) const EVICTION_HARD_MEMORY: u64 = 100 << 20;
-
 /// The node's memory and its working set (bytes): what is not free, less
 /// the inactive file cache.
 pub(crate) fn node_memory() -> (u64, u64) {
@@ -200,7 +196,11 @@ pub(crate) fn node(agent: &Agent) -> NodeUsage {
         cpu,
         memory,
         allocatable_cpu_millis: cpus * 1000,
-        allocatable_memory: total.saturating_sub(EVICTION_HARD_MEMORY),
+        allocatable_memory: total.saturating_sub(crate::eviction::reserved(
+            agent,
+            podrun_kubelet::eviction::Signal::MemoryAvailable,
+            total,
+        )),
     }
 }
 

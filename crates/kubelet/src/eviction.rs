@@ -273,8 +273,6 @@ pub fn thresholds_met<'a>(
 /// A pod as the ranking sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RankedPod {
-    /// The caller's key for it.
-    pub key: String,
     /// `spec.priority` (0 when unset).
     pub priority: i32,
     /// Its usage of the resource, if measured.
@@ -287,9 +285,11 @@ pub struct RankedPod {
 /// `rankMemoryPressure`, `rankDiskPressureFunc`: `orderedBy(exceedRequests,
 /// priority, usage)`): pods using more than they request first (a pod not
 /// measured before one measured), then lower priority first, then the larger
-/// usage above the request first.
-pub fn rank(pods: &mut [RankedPod]) {
-    pods.sort_by(|a, b| {
+/// usage above the request first. The indices of `pods` in that order.
+pub fn rank(pods: &[RankedPod]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..pods.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&pods[a], &pods[b]);
         let exceeds = |p: &RankedPod| p.usage.map(|u| u > p.request);
         // Not measured first (cmpBool(!p1Found, !p2Found)), then exceeding.
         let key = |p: &RankedPod| match exceeds(p) {
@@ -303,6 +303,7 @@ pub fn rank(pods: &mut [RankedPod]) {
             .then(a.priority.cmp(&b.priority))
             .then(above(b).cmp(&above(a)))
     });
+    order
 }
 
 /// kubelet's priority of a critical pod (`scheduling.SystemCriticalPriority`):
@@ -541,22 +542,23 @@ mod tests {
 
     #[test]
     fn pods_over_their_requests_then_low_priority_then_most_above_go_first() {
-        let pod = |key: &str, priority, usage, request| RankedPod {
-            key: key.into(),
-            priority,
-            usage,
-            request,
-        };
-        let mut pods = vec![
-            pod("under", 0, Some(10), 100),
-            pod("big", 0, Some(500), 0),
-            pod("small", 0, Some(50), 0),
-            pod("important", 1000, Some(900), 0),
-            pod("guaranteed-ish", -5, Some(400), 300),
-            pod("unmeasured", 0, None, 0),
+        let pods = [
+            ("under", 0, Some(10), 100),
+            ("big", 0, Some(500), 0),
+            ("small", 0, Some(50), 0),
+            ("important", 1000, Some(900), 0),
+            ("guaranteed-ish", -5, Some(400), 300),
+            ("unmeasured", 0, None, 0),
         ];
-        rank(&mut pods);
-        let order: Vec<&str> = pods.iter().map(|p| p.key.as_str()).collect();
+        let ranked: Vec<RankedPod> = pods
+            .iter()
+            .map(|&(_, priority, usage, request)| RankedPod {
+                priority,
+                usage,
+                request,
+            })
+            .collect();
+        let order: Vec<&str> = rank(&ranked).into_iter().map(|i| pods[i].0).collect();
         assert_eq!(
             order,
             [
