@@ -226,28 +226,27 @@ impl TestPod {
             .unwrap()
     }
 
-    /// Start the monitor and wait until it answers.
+    /// Start the monitor, wait for its `ready` line on stdout (the agent
+    /// waits for it), then check that it answers on its socket at once.
     fn start_monitor(&mut self) {
+        use std::io::BufRead;
         self.plan.write(&self.plan_file()).unwrap();
-        let child = monitor_command()
+        let mut child = monitor_command()
             .arg("--plan")
             .arg(self.plan_file())
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         self.monitor = Some(child);
-        let start = Instant::now();
-        loop {
-            match request(&self.plan.run_dir, &Request::State, Duration::from_secs(20)) {
-                Ok(Response::State { .. }) => return,
-                Ok(other) => panic!("state: {other:?}"),
-                Err(ControlError::NotListening { .. })
-                    if start.elapsed() < Duration::from_secs(20) =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => panic!("{e}"),
-            }
+        assert_eq!(line, podrun_runtime::monitor::READY, "the monitor's stdout");
+        match request(&self.plan.run_dir, &Request::State, Duration::from_secs(20)) {
+            Ok(Response::State { .. }) => {}
+            other => panic!("state after ready: {other:?}"),
         }
     }
 

@@ -16,7 +16,10 @@
 //! namespace paths ([`PodPlan::ns_path`]) are known before the pause process
 //! exists, so the bundles of the containers it asks for later join them; then
 //! it starts `podrun-monitor --plan FILE`. So the pause process is the
-//! monitor's child and dies with the pod.
+//! monitor's child and dies with the pod. Once the sandbox is made, the
+//! monitor writes [`READY`] on its stdout and puts `/dev/null` there instead:
+//! a caller that gave it a pipe waits for that line, not by asking the socket
+//! again and again.
 //!
 //! Run [`run_monitor`] only in a process of its own with one thread: the backend
 //! forks, and the monitor blocks SIGCHLD, SIGTERM and SIGINT for itself.
@@ -419,6 +422,7 @@ pub fn run_monitor(plan: &PodPlan) -> Result<(), MonitorError> {
     };
     let mut sandbox = Sandbox::create(&plan.run_root, &plan.pause, &config)
         .map_err(|e| step(pod, "create sandbox", e))?;
+    announce_ready();
     let mut monitor = Monitor {
         plan,
         backend,
@@ -440,6 +444,25 @@ pub fn run_monitor(plan: &PodPlan) -> Result<(), MonitorError> {
             pod: pod.into(),
             errors,
         })
+    }
+}
+
+/// The line the monitor writes on its stdout once its sandbox is made.
+pub const READY: &str = "ready\n";
+
+/// Say [`READY`] on stdout, then let stdout go: `/dev/null` replaces it, so
+/// that the reader sees the pipe close (and no process started later holds
+/// it). A reader that is gone, or no reader, is no error: the socket is
+/// there either way.
+fn announce_ready() {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(READY.as_bytes());
+    let _ = out.flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fd 1 of two descriptors this process owns; the
+        // locked stdout has nothing buffered.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
     }
 }
 

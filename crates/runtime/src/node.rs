@@ -485,7 +485,8 @@ impl NodeRuntime {
                 .arg("--plan")
                 .arg(&plan_file)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                // It says `ready` here once the sandbox is made.
+                .stdout(Stdio::piped())
                 .stderr(log)
                 // A process group of its own: a terminal's Ctrl-C is the
                 // caller's to handle, and the sandbox outlives the caller.
@@ -508,9 +509,13 @@ impl NodeRuntime {
         ready
     }
 
-    /// Wait until the monitor answers (its sandbox is made then), or fails.
+    /// Wait until the monitor says it is ready on its stdout (its sandbox is
+    /// made then), or fails. A monitor whose stdout closed without the line is
+    /// asked on its socket instead, as one that was adopted would be.
     fn wait_ready(&self, child: &mut Child, dir: &Path, what: &str) -> Result<(), ServiceError> {
         let deadline = Instant::now() + self.config.ready_timeout;
+        let mut said = child.stdout.take();
+        let mut heard = Vec::new();
         let mut pause = Duration::from_millis(1);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -533,6 +538,16 @@ impl NodeRuntime {
                     what,
                     format!("not ready within {:?}", self.config.ready_timeout),
                 ));
+            }
+            if let Some(out) = &mut said {
+                // Its line, or its stdout closing; the process is looked at
+                // again at least every 50 ms (a grandchild may hold the pipe).
+                match read_some(out, left.min(Duration::from_millis(50)), &mut heard) {
+                    Ok(_) if heard.starts_with(monitor::READY.as_bytes()) => return Ok(()),
+                    Ok(Some(0)) | Err(_) => said = None,
+                    Ok(_) => {}
+                }
+                continue;
             }
             match monitor::request(dir, &Request::State, left) {
                 Ok(Response::State { .. }) => return Ok(()),
@@ -1892,6 +1907,29 @@ fn dir_id(dir: &Path) -> String {
     dir.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Wait up to `timeout` for `pipe` to be readable and append what it has to
+/// `buf`: `Some(n)` bytes read (0: closed), `None` if nothing came in time.
+fn read_some(
+    pipe: &mut std::process::ChildStdout,
+    timeout: Duration,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<usize>> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use std::io::Read;
+    let mut fds = [PollFd::new(&*pipe, PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000_000,
+    });
+    if poll(&mut fds, Some(&timeout))? == 0 {
+        return Ok(None);
+    }
+    let mut chunk = [0u8; 64];
+    let n = pipe.read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(Some(n))
 }
 
 #[cfg(test)]
