@@ -1288,6 +1288,124 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
             == pb::ContainerState::ContainerExited as i32
     });
 
+    // A container on a terminal (tty, as `kubectl run -it` makes): it starts,
+    // what its shell writes on the terminal is its stdout in the CRI log, and
+    // an attach with a terminal (WebSocket v5) types into it and resizes it.
+    let mut term = container_config("tty", &busybox, "");
+    term.command = vec!["sh".into()];
+    term.stdin = true;
+    term.tty = true;
+    let term = cri.started(&sandbox, term, &config);
+    // A terminal asked of a container without one is refused.
+    let url = cri
+        .run(cri.rs().attach(pb::AttachRequest {
+            container_id: container.clone(),
+            stdin: false,
+            stdout: true,
+            stderr: false,
+            tty: true,
+        }))
+        .unwrap()
+        .into_inner()
+        .url;
+    let (conn, code, _) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+        ],
+    );
+    assert_eq!(code, 101);
+    let mut spdy = Spdy::new(conn);
+    let error = spdy.open(&[("streamType", "error")]);
+    let stdout = spdy.open(&[("streamType", "stdout")]);
+    // With a terminal the client also opens the resize stream.
+    spdy.open(&[("streamType", "resize")]);
+    let got = spdy.collect(&[error, stdout]);
+    let message = String::from_utf8_lossy(&got[&error]);
+    assert!(message.contains("has none"), "{message}");
+    drop(spdy);
+    let url = cri
+        .run(cri.rs().attach(pb::AttachRequest {
+            container_id: term.clone(),
+            stdin: true,
+            stdout: true,
+            stderr: false,
+            tty: true,
+        }))
+        .unwrap()
+        .into_inner()
+        .url;
+    let (conn, code, headers) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+        ],
+    );
+    assert_eq!(code, 101, "{headers:?}");
+    let mut ws = WebSocket { conn };
+    let mut resize = vec![4u8];
+    resize.extend_from_slice(br#"{"Width":77,"Height":22}"#);
+    ws.send(&resize);
+    let mut output = Vec::new();
+    let mut tries = 0;
+    while !String::from_utf8_lossy(&output).contains("22 77") {
+        tries += 1;
+        assert!(
+            tries < 50,
+            "no terminal size in {:?}",
+            String::from_utf8_lossy(&output)
+        );
+        ws.send(b"\x00tty; stty size\n");
+        let deadline = Instant::now() + Duration::from_millis(300);
+        ws.conn
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        while Instant::now() < deadline {
+            match ws.message() {
+                Some((_, m)) if m.first() == Some(&1) => output.extend_from_slice(&m[1..]),
+                _ => {}
+            }
+        }
+    }
+    let seen = String::from_utf8_lossy(&output).into_owned();
+    assert!(seen.contains("/dev/pts/0"), "not on a terminal: {seen:?}");
+    ws.conn
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    ws.send(b"\x00echo bye-$((6*7)); exit 5\n");
+    // The output ends with the container: the attach ends well.
+    let mut status = Vec::new();
+    while let Some((_, m)) = ws.message() {
+        if m.first() == Some(&3) {
+            status.extend_from_slice(&m[1..]);
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&status), r#"{"status":"Success"}"#);
+    eventually("the terminal's shell to exit 5", || {
+        let status = cri
+            .run(cri.rs().container_status(pb::ContainerStatusRequest {
+                container_id: term.clone(),
+                verbose: false,
+            }))
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        status.state == pb::ContainerState::ContainerExited as i32 && status.exit_code == 5
+    });
+    // The CRI log has the terminal's output (echoed input too) as stdout,
+    // lines ending in the terminal's \r\n.
+    let log = std::fs::read_to_string(logs.join("tty/0.log")).unwrap();
+    assert!(
+        log.split('\n').any(|l| l.ends_with(" stdout F bye-42\r")),
+        "{log}"
+    );
+    assert!(!log.contains(" stderr "), "{log}");
+
     // The RPCs' own checks.
     let refused = |r: Result<tonic::Response<pb::ExecResponse>, tonic::Status>| {
         let e = r.unwrap_err();

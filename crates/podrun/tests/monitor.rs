@@ -207,6 +207,7 @@ impl TestPod {
             grace_period_ms: grace_ms,
             stdin: false,
             stdin_once: false,
+            tty: false,
             log_rotation: None,
         }
     }

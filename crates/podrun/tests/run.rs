@@ -870,6 +870,46 @@ spec:
 /// as the container's process, with no_new_privs too where the container has
 /// it (allowPrivilegeEscalation: false).
 #[test]
+fn a_container_with_a_terminal_runs_on_one() {
+    // `tty: true` (as `kubectl run -it` writes it): the container's process
+    // runs on a pseudo-terminal whose output is its stdout, `\r\n` and all,
+    // as kubelet logs it. (CI runs this file again with crun.)
+    let env = Env::new();
+    let r = registry();
+    let out = env.run(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: term
+spec:
+  restartPolicy: Never
+  containers:
+  - name: shell
+    image: {r}/busybox:latest
+    stdin: true
+    tty: true
+    command: ["sh", "-c", "tty; test -t 0 && test -t 1 && test -t 2 && echo all-three; exit 4"]
+"#
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        stdout
+            .split('\n')
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>(),
+        ["shell | /dev/pts/0\r", "shell | all-three\r"],
+        "stderr: {stderr}"
+    );
+    env.assert_nothing_left();
+}
+
+#[test]
 fn an_exec_has_the_containers_seccomp_filter_and_capabilities() {
     let env = Env::new();
     let r = registry();

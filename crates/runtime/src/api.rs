@@ -230,12 +230,15 @@ pub struct ExecSyncResult {
 /// it was made with `stdin_once`).
 #[derive(Debug)]
 pub struct Attached {
-    /// Its stdin's write end.
+    /// Its stdin's write end (on a terminal: the master, opened
+    /// non-blocking: a writer waits for room).
     pub stdin: Option<std::fs::File>,
-    /// Its stdout, from now on.
+    /// Its stdout, from now on (on a terminal: everything it writes).
     pub stdout: std::fs::File,
-    /// Its stderr, from now on.
-    pub stderr: std::fs::File,
+    /// Its stderr, from now on; none on a terminal.
+    pub stderr: Option<std::fs::File>,
+    /// Its terminal's master, when it runs on one (`tty`): resize it here.
+    pub terminal: Option<std::fs::File>,
 }
 
 /// Why a RuntimeService call failed.

@@ -33,7 +33,7 @@ mod forked;
 pub mod log;
 mod recover;
 
-pub use backend::{BackendError, ExecFailure, OciBackend, OciCli};
+pub use backend::{BackendError, ContainerIo, ExecFailure, OciBackend, OciCli};
 pub use console::ConsoleError;
 pub use control::{
     monitor_alive, monitor_pid, request, request_with_fds, ContainerState, ControlError, Request,
@@ -125,6 +125,11 @@ pub struct ContainerPlan {
     /// `stdin_once`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stdin_once: bool,
+    /// It runs on a terminal (CRI `tty`, OCI `process.terminal`): the runtime
+    /// hands the monitor the pseudo-terminal's master, whose output is the
+    /// container's stdout and whose input is its stdin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
     /// The monitor rotates the log itself by this policy (podrun's pod
     /// manager); `None`: it never does (under the CRI kubelet rotates it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,6 +368,8 @@ struct Running {
     streams: Vec<LogStream>,
     /// The write end of its stdin, kept for attaching (`stdin`).
     stdin: Option<OwnedFd>,
+    /// Its terminal's master (`tty`), given to attach clients to resize it.
+    terminal: Option<OwnedFd>,
     pid: i32,
     started_at: String,
     /// Exited (its record written) or never started.
@@ -747,6 +754,20 @@ impl Monitor<'_> {
             stream.subscribers.push(w);
             fds.push(r);
         }
+        if let Some(master) = &c.terminal {
+            // The master is both its stdin and what resizes it; with
+            // `stdin_once` only the first client may type.
+            let has_stdin = match c.plan.stdin_once {
+                true => c.stdin.take().is_some(),
+                false => c.stdin.is_some(),
+            };
+            fds.push(master.try_clone().map_err(attach)?);
+            self.outgoing = fds;
+            return Ok(Response::Attached {
+                stdin: has_stdin,
+                terminal: true,
+            });
+        }
         let stdin = match c.plan.stdin_once {
             true => c.stdin.take(),
             false => c
@@ -759,7 +780,10 @@ impl Monitor<'_> {
         let has_stdin = stdin.is_some();
         fds.extend(stdin);
         self.outgoing = fds;
-        Ok(Response::Attached { stdin: has_stdin })
+        Ok(Response::Attached {
+            stdin: has_stdin,
+            terminal: false,
+        })
     }
 
     fn reopen_log_request(&mut self, name: &str) -> Result<Response, RequestError> {
@@ -867,23 +891,12 @@ fn start(
     let what = format!("container {}", c.name);
     let log = LogFile::open(&c.log_path, c.log_rotation)
         .map_err(|e| step(pod, &format!("{what}: open log"), e))?;
-    let (out_r, out_w) = pipe().map_err(|e| step(pod, &what, e))?;
-    let (err_r, err_w) = pipe().map_err(|e| step(pod, &what, e))?;
-    // Both ends blocking: the container reads, attached clients write.
-    let (in_r, in_w) = match c.stdin {
-        true => rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map(|(r, w)| (Some(r), Some(w)))
-            .map_err(|e| step(pod, &what, e))?,
-        false => (None, None),
-    };
     let mut running = Running {
         plan: c.clone(),
         log,
-        streams: vec![
-            LogStream::new(out_r, "stdout"),
-            LogStream::new(err_r, "stderr"),
-        ],
-        stdin: in_w,
+        streams: Vec::new(),
+        stdin: None,
+        terminal: None,
         pid: 0,
         started_at: String::new(),
         done: false,
@@ -893,7 +906,31 @@ fn start(
         exit: None,
         removed: false,
     };
-    match backend.create_and_start(&c.id, &c.bundle, in_r, out_w, err_w) {
+    let started = if c.tty {
+        start_on_terminal(plan, backend, &mut running)?
+    } else {
+        let (out_r, out_w) = pipe().map_err(|e| step(pod, &what, e))?;
+        let (err_r, err_w) = pipe().map_err(|e| step(pod, &what, e))?;
+        // Both ends blocking: the container reads, attached clients write.
+        let (in_r, in_w) = match c.stdin {
+            true => rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map(|(r, w)| (Some(r), Some(w)))
+                .map_err(|e| step(pod, &what, e))?,
+            false => (None, None),
+        };
+        running.streams = vec![
+            LogStream::new(out_r, "stdout"),
+            LogStream::new(err_r, "stderr"),
+        ];
+        running.stdin = in_w;
+        let io = ContainerIo::Pipes {
+            stdin: in_r,
+            stdout: out_w,
+            stderr: err_w,
+        };
+        backend.create_and_start(&c.id, &c.bundle, io)
+    };
+    match started {
         Ok(pid) => {
             running.pid = pid;
             running.started_at = now_rfc3339_nano();
@@ -930,6 +967,50 @@ fn start(
         }
     }
     Ok(running)
+}
+
+/// Start `running`'s container on a new pseudo-terminal: the runtime sends
+/// the master to a console socket of ours; its output becomes the
+/// container's stdout stream (as containerd logs a terminal), its input the
+/// container's stdin (with `stdin`), and attach clients get it to resize.
+/// `Err` only for what is ours (the socket); the runtime's failure is the
+/// start's result.
+fn start_on_terminal(
+    plan: &PodPlan,
+    backend: &dyn OciBackend,
+    running: &mut Running,
+) -> Result<Result<i32, BackendError>, MonitorError> {
+    let pod = plan.pod_id.as_str();
+    let c = &running.plan;
+    let what = format!("container {}: terminal", c.name);
+    let socket = plan.run_dir.join("console.sock");
+    let listener = console::listen(&socket).map_err(|e| step(pod, &what, e))?;
+    let _remove = console::RemoveOnDrop(vec![socket.clone()]);
+    let io = ContainerIo::Terminal {
+        console_socket: &socket,
+    };
+    let pid = match backend.create_and_start(&c.id, &c.bundle, io) {
+        Ok(pid) => pid,
+        failed => return Ok(failed),
+    };
+    let master = match console::receive_master_within(&listener, Duration::from_secs(10)) {
+        Ok(master) => master,
+        Err(e) => {
+            // Not held by the monitor from here: none of it may stay.
+            let _ = backend.delete(&c.id);
+            return Err(step(pod, &what, e));
+        }
+    };
+    let own = |e: std::io::Error| step(pod, &what, e);
+    // The stream reads without blocking; writers (attach) wait for room.
+    let reader = master.try_clone().map_err(own)?;
+    rustix::fs::fcntl_setfl(&reader, rustix::fs::OFlags::NONBLOCK).map_err(|e| own(e.into()))?;
+    running.streams = vec![LogStream::new(reader, "stdout")];
+    if c.stdin {
+        running.stdin = Some(master.try_clone().map_err(own)?);
+    }
+    running.terminal = Some(master);
+    Ok(Ok(pid))
 }
 
 /// Reap every child that exited; record the containers' exits.

@@ -724,6 +724,7 @@ impl NodeRuntime {
                 grace_period_ms: grace_s.saturating_mul(1000),
                 stdin: config.stdin,
                 stdin_once: config.stdin_once,
+                tty: config.tty,
                 log_rotation: config.log_rotation,
             },
             user,
@@ -863,7 +864,30 @@ impl RuntimeService for NodeRuntime {
         };
         let answer = monitor::request_with_fds(&dir, &request, self.config.request_timeout);
         let (stdin, mut fds) = match answer {
-            Ok((Response::Attached { stdin }, fds)) => (stdin, fds),
+            Ok((Response::Attached { stdin, terminal }, fds)) => {
+                if terminal {
+                    return match <[_; 2]>::try_from(fds) {
+                        Ok([stdout, master]) => {
+                            let master = std::fs::File::from(master);
+                            Ok(crate::api::Attached {
+                                stdin: stdin
+                                    .then(|| master.try_clone())
+                                    .transpose()
+                                    .map_err(|e| failed("Attach", &what, e))?,
+                                stdout: stdout.into(),
+                                stderr: None,
+                                terminal: Some(master),
+                            })
+                        }
+                        Err(fds) => Err(failed(
+                            "Attach",
+                            &what,
+                            format!("the monitor passed {} descriptors", fds.len()),
+                        )),
+                    };
+                }
+                (stdin, fds)
+            }
             Ok((Response::Error { message }, _)) => return Err(failed("Attach", &what, message)),
             Ok((other, _)) => {
                 return Err(failed(
@@ -893,7 +917,8 @@ impl RuntimeService for NodeRuntime {
         Ok(crate::api::Attached {
             stdin,
             stdout,
-            stderr,
+            stderr: Some(stderr),
+            terminal: None,
         })
     }
 

@@ -358,6 +358,7 @@ mod tests {
                 grace_period_ms: 0,
                 stdin: false,
                 stdin_once: false,
+                tty: false,
                 log_rotation: None,
             },
             created_at: created_at.into(),

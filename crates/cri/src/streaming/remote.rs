@@ -159,23 +159,47 @@ pub(super) fn run(runtime: &dyn RuntimeService, pending: &Pending, io: Io) -> Ou
 
 /// Attach: the container's output from now on to the client, the client's
 /// stdin to the container's (when it was made with `stdin`), until the
-/// container's output ends (it exited) or the client hangs up.
+/// container's output ends (it exited) or the client hangs up. A container on
+/// a terminal has one output (stdout) and is resized by the client's resize
+/// stream; a client asking for a terminal gets one only from such a
+/// container.
 fn attach(runtime: &dyn RuntimeService, id: &str, streams: Streams, io: Io) -> Outcome {
-    if streams.tty {
-        return Outcome::Failed(format!(
-            "container {id}: attach: containers with a terminal are not supported"
-        ));
-    }
-    let attached = match runtime.attach(id) {
+    let mut attached = match runtime.attach(id) {
         Ok(attached) => attached,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
+    if streams.tty && attached.terminal.is_none() {
+        return Outcome::Failed(format!(
+            "container {id}: attach: a terminal was asked for, but the container has none (it was not created with tty)"
+        ));
+    }
+    if let (Some(master), Some(sizes)) = (attached.terminal.take(), io.resize) {
+        let _ = std::thread::Builder::new()
+            .name("attach-resize".into())
+            .spawn(move || {
+                let master = OwnedFd::from(master);
+                for size in serde_json::Deserializer::from_reader(sizes).into_iter::<Size>() {
+                    match size {
+                        Ok(size) => set_size(&master, &size),
+                        Err(_) => break,
+                    }
+                }
+            });
+    }
+    // A terminal's master is non-blocking (the monitor reads it so): the
+    // client's input waits for room there.
+    let stdin = attached.stdin.map(WaitingWriter);
     // true: an output (or, without outputs, stdin) ended; false: hung up.
     let (tx, ended) = std::sync::mpsc::channel::<bool>();
     let mut waiting = 0;
-    for (to, from) in [(io.stdout, attached.stdout), (io.stderr, attached.stderr)] {
+    for (to, from) in [
+        (io.stdout, Some(attached.stdout)),
+        (io.stderr, attached.stderr),
+    ] {
         // An output nobody reads is closed: the monitor stops sending it.
-        let Some(mut to) = to else { continue };
+        let (Some(mut to), Some(from)) = (to, from) else {
+            continue;
+        };
         let (tx, mut from) = (tx.clone(), from);
         let spawned = std::thread::Builder::new()
             .name("attach-output".into())
@@ -185,7 +209,7 @@ fn attach(runtime: &dyn RuntimeService, id: &str, streams: Streams, io: Io) -> O
             });
         waiting += usize::from(spawned.is_ok());
     }
-    if let (Some(mut from), Some(mut to)) = (io.stdin, attached.stdin) {
+    if let (Some(mut from), Some(mut to)) = (io.stdin, stdin) {
         let tx = (waiting == 0).then(|| tx.clone());
         waiting += usize::from(tx.is_some());
         let _ = std::thread::Builder::new()
@@ -389,6 +413,38 @@ fn exec_tty(mut command: Command, io: Io) -> Outcome {
     match status {
         Ok(status) => Outcome::Exited(exit_code(status)),
         Err(e) => Outcome::Failed(format!("wait for the exec helper: {e}")),
+    }
+}
+
+/// A writer to a non-blocking descriptor (a terminal's master) that waits
+/// for room instead of failing with `WouldBlock`.
+struct WaitingWriter(std::fs::File);
+
+impl Write for WaitingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fd = libc::pollfd {
+                        fd: self.0.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd, its count passed.
+                    if unsafe { libc::poll(&mut fd, 1, -1) } < 0 {
+                        let e = io::Error::last_os_error();
+                        if e.kind() != io::ErrorKind::Interrupted {
+                            return Err(e);
+                        }
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

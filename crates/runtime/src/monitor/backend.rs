@@ -61,20 +61,37 @@ pub enum BackendError {
     Forked(#[from] ForkedError),
 }
 
+/// What a container's init gets as its standard streams.
+pub enum ContainerIo<'a> {
+    /// `stdin` (or /dev/null), `stdout` and `stderr` as they are.
+    Pipes {
+        /// Its stdin; `None`: /dev/null.
+        stdin: Option<OwnedFd>,
+        /// Its stdout.
+        stdout: OwnedFd,
+        /// Its stderr.
+        stderr: OwnedFd,
+    },
+    /// A new pseudo-terminal (its spec says `process.terminal`): the runtime
+    /// sends the master to this console socket (the OCI `--console-socket`
+    /// protocol) before the container's process runs.
+    Terminal {
+        /// Where the caller listens for the master.
+        console_socket: &'a Path,
+    },
+}
+
 /// An OCI runtime, as the monitor uses it. Every call blocks; the monitor is
 /// single-threaded and calls them one at a time.
 pub trait OciBackend {
     /// Create and start container `id` from `bundle` (its config.json written),
-    /// with `stdin` (or /dev/null), `stdout` and `stderr` as the container's;
-    /// return the pid of its init, which the monitor (a child-subreaper)
-    /// inherits and reaps.
+    /// with `io` as the container's standard streams; return the pid of its
+    /// init, which the monitor (a child-subreaper) inherits and reaps.
     fn create_and_start(
         &self,
         id: &str,
         bundle: &Path,
-        stdin: Option<OwnedFd>,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        io: ContainerIo<'_>,
     ) -> Result<i32, BackendError>;
     /// Send `signal` to the container's init.
     fn kill(&self, id: &str, signal: i32) -> Result<(), BackendError>;
@@ -173,9 +190,7 @@ impl OciBackend for OciCli {
         &self,
         id: &str,
         bundle: &Path,
-        stdin: Option<OwnedFd>,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        io: ContainerIo<'_>,
     ) -> Result<i32, BackendError> {
         // The container's init inherits the runtime's stdio, so the runtime's
         // own messages would land in the container's log: send them to a file
@@ -190,11 +205,28 @@ impl OciBackend for OciCli {
             .args(["--log-format", "json", "run", "--detach", "--bundle"])
             .arg(bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id)
-            .stdin(stdin.map_or_else(Stdio::null, Stdio::from))
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
+            .arg(&pid_file);
+        match io {
+            ContainerIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                cmd.stdin(stdin.map_or_else(Stdio::null, Stdio::from))
+                    .stdout(Stdio::from(stdout))
+                    .stderr(Stdio::from(stderr));
+            }
+            // The container's streams are the terminal's: the runtime's own
+            // are nobody's.
+            ContainerIo::Terminal { console_socket } => {
+                cmd.arg("--console-socket")
+                    .arg(console_socket)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+            }
+        }
+        cmd.arg(id);
         let status = cmd.status().map_err(|e| self.spawn_error(e));
         // Drop the command now: it holds our copies of the pipes' write ends,
         // and the logs only see end-of-file once every copy is closed.

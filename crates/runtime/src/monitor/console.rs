@@ -127,6 +127,25 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// Take the pty master from the first connection to `listener`, waiting at
+/// most `timeout` for the connection (the runtime connects while it creates
+/// the container, before it returns).
+pub(crate) fn receive_master_within(
+    listener: &UnixListener,
+    timeout: std::time::Duration,
+) -> std::io::Result<OwnedFd> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let timeout = Timespec::try_from(timeout).map_err(std::io::Error::other)?;
+    let mut fds = [PollFd::new(listener, PollFlags::IN)];
+    if poll(&mut fds, Some(&timeout))? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "console socket: the runtime sent no terminal",
+        ));
+    }
+    receive_master(listener)
+}
+
 /// Take the pty master from the first connection to `listener`.
 fn receive_master(listener: &UnixListener) -> std::io::Result<OwnedFd> {
     let (stream, _) = listener.accept()?;

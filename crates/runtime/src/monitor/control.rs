@@ -118,7 +118,9 @@ pub enum Request {
     /// writes on stdout and stderr from now on, then its stdin's write end
     /// when it has one (a container made with `stdin`). A container made with
     /// `stdin_once` gives its stdin to the first attach only: it sees
-    /// end-of-file when that client closes it.
+    /// end-of-file when that client closes it. A container on a terminal
+    /// (`tty`) has one output, so one pipe comes, then its terminal's master:
+    /// its stdin (when it has one) and what resizes it.
     Attach {
         /// The container's name.
         name: String,
@@ -152,8 +154,12 @@ pub enum Response {
     },
     /// Attached: the descriptors come with the answer.
     Attached {
-        /// Its stdin's write end came too.
+        /// Its stdin's write end came too (on a terminal: the master may be
+        /// written to).
         stdin: bool,
+        /// It runs on a terminal: one output pipe and the master came.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        terminal: bool,
     },
     /// The containers the monitor holds, in the order they were started.
     State {
@@ -728,7 +734,13 @@ mod tests {
             let attach = Request::Attach { name: "app".into() };
             let (attached, fds) =
                 request_with_fds(&run_dir, &attach, Duration::from_secs(5)).unwrap();
-            assert_eq!(attached, Response::Attached { stdin: false });
+            assert_eq!(
+                attached,
+                Response::Attached {
+                    stdin: false,
+                    terminal: false,
+                }
+            );
             assert_eq!(fds.len(), 1);
             let mut passed = String::new();
             File::from(fds.into_iter().next().unwrap())
@@ -749,7 +761,13 @@ mod tests {
                     Request::Attach { .. } => {
                         let (r, w) = rustix::pipe::pipe().unwrap();
                         File::from(w).write_all(b"through the socket").unwrap();
-                        (Response::Attached { stdin: false }, vec![r])
+                        (
+                            Response::Attached {
+                                stdin: false,
+                                terminal: false,
+                            },
+                            vec![r],
+                        )
                     }
                     _ => (
                         Response::State {

@@ -25,7 +25,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
-use super::backend::{BackendError, ExecFailure, OciBackend};
+use super::backend::{BackendError, ContainerIo, ExecFailure, OciBackend};
 use super::console::{self, RemoveOnDrop};
 use super::forked::in_child;
 
@@ -200,15 +200,23 @@ impl Embedded {
         &self,
         id: &str,
         bundle: &Path,
-        stdin: Option<OwnedFd>,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        io: ContainerIo<'_>,
     ) -> Result<i32, EmbeddedError> {
-        let stdin = match stdin {
-            Some(fd) => fd,
-            None => std::fs::File::open("/dev/null")
+        let null = || -> Result<OwnedFd, EmbeddedError> {
+            Ok(std::fs::File::open("/dev/null")
                 .map_err(EmbeddedError::DevNull)?
-                .into(),
+                .into())
+        };
+        // With a terminal the init's streams become the pty's slave.
+        let (stdin, stdout, stderr, console) = match io {
+            ContainerIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => (stdin.map_or_else(null, Ok)?, stdout, stderr, None),
+            ContainerIo::Terminal { console_socket } => {
+                (null()?, null()?, null()?, Some(console_socket))
+            }
         };
         // The builder owns the descriptors and drops them once the init has
         // its copies: the log pipes then see end-of-file with the container.
@@ -217,6 +225,7 @@ impl Embedded {
             .with_stdin(stdin)
             .with_stdout(stdout)
             .with_stderr(stderr)
+            .with_console_socket(console)
             .as_init(bundle)
             .with_systemd(self.systemd_cgroup)
             .with_detach(true)
@@ -252,13 +261,9 @@ impl OciBackend for Embedded {
         &self,
         id: &str,
         bundle: &Path,
-        stdin: Option<OwnedFd>,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        io: ContainerIo<'_>,
     ) -> Result<i32, BackendError> {
-        Ok(in_child(|| {
-            self.create_and_start_here(id, bundle, stdin, stdout, stderr)
-        })?)
+        Ok(in_child(|| self.create_and_start_here(id, bundle, io))?)
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<(), BackendError> {

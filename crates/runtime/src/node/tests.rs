@@ -121,6 +121,7 @@ fn record() -> ContainerRecord {
             grace_period_ms: 1000,
             stdin: false,
             stdin_once: false,
+            tty: false,
             log_rotation: None,
         },
         created_at: "t0".into(),
