@@ -1017,6 +1017,45 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Resize the terminal behind `ws` (a v5 WebSocket with a terminal) to
+/// `width`x`height` and type `input` (which must print the size, as `stty
+/// size` does) until the output shows the new size; the output so far.
+fn resize_and_type(
+    ws: &mut stream_client::WebSocket,
+    width: u16,
+    height: u16,
+    input: &[u8],
+) -> Vec<u8> {
+    let mut resize = vec![4u8];
+    resize.extend_from_slice(format!(r#"{{"Width":{width},"Height":{height}}}"#).as_bytes());
+    ws.send(&resize);
+    let mut typed = vec![0u8];
+    typed.extend_from_slice(input);
+    let want = format!("{height} {width}");
+    let mut output = Vec::new();
+    let mut tries = 0;
+    while !String::from_utf8_lossy(&output).contains(&want) {
+        tries += 1;
+        assert!(
+            tries < 50,
+            "no terminal size in {:?}",
+            String::from_utf8_lossy(&output)
+        );
+        ws.send(&typed);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        ws.conn
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        while Instant::now() < deadline {
+            match ws.message() {
+                Some((_, m)) if m.first() == Some(&1) => output.extend_from_slice(&m[1..]),
+                _ => {}
+            }
+        }
+    }
+    output
+}
+
 #[test]
 fn exec_and_port_forward_go_through_the_streaming_server() {
     use stream_client::{upgrade, Spdy, WebSocket};
@@ -1124,30 +1163,7 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
     );
     assert_eq!(headers["sec-websocket-protocol"], "v5.channel.k8s.io");
     let mut ws = WebSocket { conn };
-    let mut resize = vec![4u8];
-    resize.extend_from_slice(br#"{"Width":123,"Height":45}"#);
-    ws.send(&resize);
-    let mut output = Vec::new();
-    let mut tries = 0;
-    while !String::from_utf8_lossy(&output).contains("45 123") {
-        tries += 1;
-        assert!(
-            tries < 50,
-            "no terminal size in {:?}",
-            String::from_utf8_lossy(&output)
-        );
-        ws.send(b"\x00stty size\n");
-        let deadline = Instant::now() + Duration::from_millis(300);
-        ws.conn
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        while Instant::now() < deadline {
-            match ws.message() {
-                Some((_, m)) if m.first() == Some(&1) => output.extend_from_slice(&m[1..]),
-                _ => {}
-            }
-        }
-    }
+    resize_and_type(&mut ws, 123, 45, b"stty size\n");
     ws.conn
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -1347,30 +1363,7 @@ fn exec_and_port_forward_go_through_the_streaming_server() {
     );
     assert_eq!(code, 101, "{headers:?}");
     let mut ws = WebSocket { conn };
-    let mut resize = vec![4u8];
-    resize.extend_from_slice(br#"{"Width":77,"Height":22}"#);
-    ws.send(&resize);
-    let mut output = Vec::new();
-    let mut tries = 0;
-    while !String::from_utf8_lossy(&output).contains("22 77") {
-        tries += 1;
-        assert!(
-            tries < 50,
-            "no terminal size in {:?}",
-            String::from_utf8_lossy(&output)
-        );
-        ws.send(b"\x00tty; stty size\n");
-        let deadline = Instant::now() + Duration::from_millis(300);
-        ws.conn
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        while Instant::now() < deadline {
-            match ws.message() {
-                Some((_, m)) if m.first() == Some(&1) => output.extend_from_slice(&m[1..]),
-                _ => {}
-            }
-        }
-    }
+    let output = resize_and_type(&mut ws, 77, 22, b"tty; stty size\n");
     let seen = String::from_utf8_lossy(&output).into_owned();
     assert!(seen.contains("/dev/pts/0"), "not on a terminal: {seen:?}");
     ws.conn
