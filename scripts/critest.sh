@@ -542,7 +542,11 @@ cleanup() {
     local pid
     while read -r pid; do
         [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
-        log "killing leftover process $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"
+        # The search's own processes are gone by now: only what still runs counts.
+        local cmdline
+        cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+        [[ -n "$cmdline" ]] || continue
+        log "killing leftover process $pid: $cmdline"
         kill -KILL "$pid" 2>/dev/null
     done < <(grep -l -a -F -e "$PODRUN_ROOT" -e "$RUN_ROOT" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3)
     # Mounts under our roots, deepest first.
@@ -646,7 +650,7 @@ done
 log "running critest (log: $LOGS/critest.log)"
 set +e
 "$CRITEST" --runtime-endpoint "unix://$SOCKET" --image-endpoint "unix://$SOCKET" \
-    -parallel 1 --ginkgo.v --ginkgo.no-color ${critest_args[@]+"${critest_args[@]}"} \
+    --ginkgo.v --ginkgo.no-color ${critest_args[@]+"${critest_args[@]}"} \
     2>&1 | tee "$LOGS/critest.log"
 critest_rc=${PIPESTATUS[0]}
 set -e
