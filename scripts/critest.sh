@@ -655,8 +655,8 @@ set +e
 critest_rc=${PIPESTATUS[0]}
 set -e
 # Ginkgo's summary: "Ran 105 of 142 Specs ..." and "FAIL! -- 101 Passed | 4 Failed | ...".
-summary=$(grep -E '^Ran [0-9]+ of [0-9]+ Specs' "$LOGS/critest.log" | tail -1 || true)
-counts=$(grep -E -- '-- [0-9]+ Passed \| [0-9]+ Failed' "$LOGS/critest.log" | tail -1 || true)
+summary=$(grep -a -E '^Ran [0-9]+ of [0-9]+ Specs' "$LOGS/critest.log" | tail -1 || true)
+counts=$(grep -a -E -- '-- [0-9]+ Passed \| [0-9]+ Failed' "$LOGS/critest.log" | tail -1 || true)
 log "${summary:-no summary} ${counts:+| $counts}"
 grep -E '^\s*\[FAIL\]' "$LOGS/critest.log" | sort -u >&2 || true
 exit "$critest_rc"
